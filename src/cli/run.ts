@@ -1,0 +1,61 @@
+/**
+ * `walvault run`: one receiver per site until SIGINT/SIGTERM, then a clean stop (stream
+ * ended, spool fsynced, the open segment archived as a partial) and exit 0.
+ */
+import { configFromOptions, loadConfigFile, type Config } from '../config/config';
+import { SiteReceiver } from '../daemon/receiver';
+import { WalvaultError } from '../errors';
+import { createLogger } from '../observe/logger';
+
+export interface RunOptions {
+  config?: string;
+  site?: string;
+  pg?: string;
+  archive?: string;
+  state?: string;
+  slot?: string;
+  mode?: string;
+}
+
+function loadRunConfig(o: RunOptions): Config {
+  const oneSite = o.pg !== undefined || o.archive !== undefined || o.state !== undefined || o.slot !== undefined || o.mode !== undefined;
+  if (o.config && oneSite) {
+    throw new WalvaultError('CONFIG_INVALID', 'give either --config or the one-site options (--pg, --archive, --state, --slot, --mode), not both');
+  }
+  if (o.config) return loadConfigFile(o.config);
+  if (!oneSite) {
+    throw new WalvaultError('CONFIG_INVALID', 'nothing to run; pass --config FILE, or --pg CONNINFO --archive URL --state DIR');
+  }
+  return configFromOptions(o);
+}
+
+export async function runCommand(o: RunOptions): Promise<void> {
+  const config = loadRunConfig(o);
+  const sites = o.site ? config.sites.filter((s) => s.name === o.site) : config.sites;
+  if (sites.length === 0) {
+    throw new WalvaultError('CONFIG_INVALID', `${config.source}: no site named "${o.site}"; sites: ${config.sites.map((s) => s.name).join(', ')}`);
+  }
+  const log = createLogger({ level: config.logLevel });
+  const receivers = sites.map((site) => new SiteReceiver(site, log.child({ site: site.name })));
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    signals++;
+    if (signals > 1) {
+      log.warn({ signal: sig }, 'second signal: exiting without finishing the clean stop');
+      process.exit(130);
+    }
+    log.info({ signal: sig }, 'stopping: ending the stream, archiving what was received');
+    for (const r of receivers) r.stop();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const results = await Promise.allSettled(receivers.map((r) => r.run()));
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) {
+    for (const r of receivers) r.stop();
+    throw failed.reason;
+  }
+  log.info('stopped');
+}

@@ -1,0 +1,725 @@
+/**
+ * One site's receiver: replication connection -> spool -> uploader, and the status updates
+ * that let the server's slot forget WAL only once it is safe.
+ *
+ *   walsender --XLogData--> write queue --> SegmentSpool (NAME.partial, fsync, rename)
+ *                                               | complete segment: ledger, then
+ *                                               v
+ *                                           Uploader --> Archive (verified) --> archived LSN
+ *   status update: write = received, flush = archived (mode archive) | fsynced (mode sync)
+ *
+ * The write queue decouples the socket from disk: when it holds too much, the socket is
+ * paused, while the status timer keeps answering the server so wal_sender_timeout never
+ * fires during a pause.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Logger } from 'pino';
+import { Archive, type ClusterInfo } from '../archive/archive';
+import type { SiteConfig } from '../config/config';
+import { errorMessage, isWalvaultError, WalvaultError } from '../errors';
+import { Ledger } from '../ledger/ledger';
+import type { StatusPositions, XLogDataHeader, Keepalive } from '../postgres/copy-both-messages';
+import {
+  ReplicationConnection,
+  type ServerFacts,
+  type SystemIdentity,
+} from '../postgres/replication-connection';
+import type { StreamEnd, WalStreamSession } from '../postgres/wal-stream-session';
+import { storageFromUrl } from '../storage/open';
+import { formatLsn, historyFileName, maxLsn, segmentStart, type Lsn } from '../wal/lsn';
+import { pageMagicForMajor, type PageCheckContext } from '../wal/page-header';
+import { SegmentSpool, type CompletedSegment, type OpenSegment } from '../wal/segment-spool';
+import { parseTimelineHistory, timelineOfLsn } from '../wal/timeline-history';
+import { backoffDelayMs, sleep } from './backoff';
+import { reconcile, type ResumePoint } from './resume';
+import { StateLock } from './state-lock';
+import { Uploader } from './uploader';
+
+const QUEUE_HIGH_WATER = 16 * 1024 * 1024;
+const QUEUE_LOW_WATER = 4 * 1024 * 1024;
+export const LEDGER_FILE = 'ledger.db';
+export const SPOOL_DIR = 'spool';
+
+/** Errors after which retrying cannot help: the operator must act. */
+const FATAL_CODES = new Set([
+  'ARCHIVE_OTHER_CLUSTER',
+  'STATE_OTHER_CLUSTER',
+  'STATE_DIR_UNWRITABLE',
+  'PG_AUTH_FAILED',
+  'PG_NO_REPLICATION_ROLE',
+  'PG_HBA_REJECTED',
+  'PG_UNSUPPORTED_VERSION',
+  'PG_WAL_REMOVED',
+  'WAL_BAD_PAGE',
+  'CONFIG_INVALID',
+  'LEDGER',
+]);
+
+type QueueItem =
+  | { kind: 'data'; tli: number; start: Lsn; data: Buffer }
+  | { kind: 'partial' }
+  | { kind: 'sync' };
+
+export interface ReceiverStatus {
+  site: string;
+  state: 'starting' | 'streaming' | 'reconnecting' | 'stopped';
+  timeline: number;
+  received: string | null;
+  fsynced: string | null;
+  archived: string | null;
+  serverWalEnd: string | null;
+  spoolQueueBytes: number;
+  uploadQueue: number;
+  lastError: string | null;
+}
+
+export class SiteReceiver {
+  private conn: ReplicationConnection | null = null;
+  private session: WalStreamSession | null = null;
+  private ledger: Ledger | null = null;
+  private lock: StateLock | null = null;
+  private spool: SegmentSpool | null = null;
+  private uploader: Uploader | null = null;
+  private archive: Archive;
+  private identity!: SystemIdentity;
+  private facts!: ServerFacts;
+  private timeline = 0;
+  private resume: ResumePoint | null = null;
+  private stopping = false;
+  private readonly stopController = new AbortController();
+  private statusTimer: NodeJS.Timeout | null = null;
+  private partialTimer: NodeJS.Timeout | null = null;
+  private lastPartialBytes = -1;
+  private lastPartialName = '';
+  private serverWalEnd: Lsn | null = null;
+  private sent: StatusPositions = { write: 0n, flush: 0n, apply: 0n };
+  private fsynced: Lsn = 0n;
+  private received: Lsn = 0n;
+  private readonly queue: QueueItem[] = [];
+  private queueBytes = 0;
+  private writerRunning = false;
+  private writerError: unknown = null;
+  private writerIdleWaiters: Array<() => void> = [];
+  private syncPending = false;
+  private state: ReceiverStatus['state'] = 'starting';
+  private lastError: string | null = null;
+
+  constructor(
+    private readonly site: SiteConfig,
+    private readonly log: Logger,
+  ) {
+    this.archive = new Archive(storageFromUrl(site.archive));
+  }
+
+  private get spoolDir(): string {
+    return path.join(this.site.state, SPOOL_DIR);
+  }
+
+  private get ledgerPath(): string {
+    return path.join(this.site.state, LEDGER_FILE);
+  }
+
+  /** Streams until stop() is called. Rejects when the site cannot go on without an operator. */
+  async run(): Promise<void> {
+    try {
+      await this.startUp();
+      for (let attempt = 0; !this.stopping; ) {
+        try {
+          const streamed = await this.streamUntilInterrupted();
+          if (streamed) attempt = 0;
+        } catch (err) {
+          this.lastError = errorMessage(err);
+          if (isWalvaultError(err) && FATAL_CODES.has(err.code)) throw err;
+          if (this.stopping) break;
+          this.state = 'reconnecting';
+          const delay = backoffDelayMs(attempt++, 1000, 30000);
+          this.log.error({ err: errorMessage(err), retryInMs: delay }, 'replication stream failed; reconnecting');
+        }
+        await this.closeConnection();
+        if (this.stopping) break;
+        await sleep(backoffDelayMs(attempt, 500, 30000), this.stopController.signal);
+        if (this.stopping) break;
+        try {
+          await this.connect();
+        } catch (err) {
+          this.lastError = errorMessage(err);
+          if (isWalvaultError(err) && FATAL_CODES.has(err.code)) throw err;
+          attempt++;
+          this.log.error({ err: errorMessage(err) }, 'cannot reconnect to PostgreSQL; retrying');
+        }
+      }
+    } finally {
+      await this.shutDown();
+    }
+  }
+
+  stop(): void {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.stopController.abort();
+    this.session?.stop(this.positions());
+  }
+
+  status(): ReceiverStatus {
+    return {
+      site: this.site.name,
+      state: this.state,
+      timeline: this.timeline,
+      received: this.received ? formatLsn(this.received) : null,
+      fsynced: this.fsynced ? formatLsn(this.fsynced) : null,
+      archived: this.uploader ? formatLsn(this.uploader.archivedLsn) : null,
+      serverWalEnd: this.serverWalEnd === null ? null : formatLsn(this.serverWalEnd),
+      spoolQueueBytes: this.queueBytes,
+      uploadQueue: this.uploader?.stats.queued ?? 0,
+      lastError: this.lastError,
+    };
+  }
+
+  // ---- start-up -------------------------------------------------------------------------
+
+  private async connect(): Promise<void> {
+    const conn = await ReplicationConnection.connect({
+      pg: this.site.pg as Record<string, unknown>,
+      applicationName: this.site.applicationName,
+      target: { description: this.site.pgDescription, user: String(this.site.pg.user ?? process.env.PGUSER ?? 'postgres'), slot: this.site.slot },
+    });
+    try {
+      const identity = await conn.identifySystem();
+      const facts = await conn.serverFacts();
+      if (this.identity && identity.systemId !== this.identity.systemId) {
+        throw new WalvaultError(
+          'ARCHIVE_OTHER_CLUSTER',
+          `the server at ${this.site.pgDescription} is now database system ${identity.systemId}, but this site archives ${this.identity.systemId}; fix the connection settings`,
+        );
+      }
+      pageMagicForMajor(facts.major);
+      if (facts.major < 13) {
+        throw new WalvaultError('PG_UNSUPPORTED_VERSION', `PostgreSQL ${facts.versionNum} is too old: walvault supports 13 to 18`);
+      }
+      this.identity = identity;
+      this.facts = facts;
+      this.conn = conn;
+    } catch (err) {
+      await conn.close();
+      throw err;
+    }
+  }
+
+  private checkContext = (tli: number, name: string): PageCheckContext => ({
+    magic: pageMagicForMajor(this.facts.major),
+    systemId: BigInt(this.identity.systemId),
+    segSize: this.facts.walSegmentSize,
+    blockSize: this.facts.walBlockSize,
+    fileTli: tli,
+    label: `WAL segment ${name}`,
+  });
+
+  private async startUp(): Promise<void> {
+    await this.connect();
+    const { identity, facts } = this;
+    const cluster = await this.archive.readCluster();
+    const ours: ClusterInfo = {
+      systemId: identity.systemId,
+      pgVersionNum: facts.versionNum,
+      walSegmentSize: facts.walSegmentSize,
+    };
+    if (cluster && cluster.systemId !== ours.systemId) {
+      throw new WalvaultError(
+        'ARCHIVE_OTHER_CLUSTER',
+        `archive ${this.archive.storage.description} belongs to database system ${cluster.systemId}, but the server at ${this.site.pgDescription} is ${ours.systemId}; use a separate archive for each cluster`,
+      );
+    }
+    checkStateDirUsable(this.site.state);
+    const firstRun = !fs.existsSync(this.ledgerPath);
+    if (!firstRun) await this.openState();
+
+    this.log.info(
+      {
+        serverVersion: facts.versionNum,
+        systemId: identity.systemId,
+        timeline: identity.timeline,
+        walSegmentSize: facts.walSegmentSize,
+        slot: this.site.slot,
+        mode: this.site.mode,
+        archive: this.archive.storage.description,
+        server: this.site.pgDescription,
+      },
+      `connected to PostgreSQL ${facts.versionNum} (system ${identity.systemId}, timeline ${identity.timeline})`,
+    );
+
+    let slotRestart: { lsn: Lsn; tli: number | null } | null = null;
+    if (this.site.createSlot) {
+      const created = await this.conn!.createPhysicalSlot(this.site.slot, facts.major);
+      if (created) this.log.info({ slot: this.site.slot }, 'created physical replication slot');
+    }
+    const slot = await this.conn!.readSlot(this.site.slot, facts.major);
+    if (slot && !slot.exists) {
+      throw new WalvaultError(
+        'CONFIG_INVALID',
+        `replication slot "${this.site.slot}" does not exist on ${this.site.pgDescription}; create it, or set create_slot = true`,
+      );
+    }
+    if (slot?.restartLsn) slotRestart = { lsn: slot.restartLsn, tli: slot.restartTli };
+
+    if (!this.resume) {
+      const fromArchive = cluster ? await this.resumeFromArchive() : null;
+      if (fromArchive) {
+        this.resume = fromArchive;
+      } else if (slotRestart) {
+        this.resume = { lsn: segmentStart(slotRestart.lsn, facts.walSegmentSize), tli: slotRestart.tli ?? 0 };
+      } else {
+        this.resume = { lsn: segmentStart(identity.xlogPos, facts.walSegmentSize), tli: identity.timeline };
+      }
+    }
+    if (firstRun) this.deferredSetup = () => this.openState(true);
+  }
+
+  private deferredSetup: (() => Promise<void>) | null = null;
+
+  /** Creates or opens the state directory, ledger and spool, and reconciles them. */
+  private async openState(fresh = false): Promise<void> {
+    fs.mkdirSync(this.spoolDir, { recursive: true });
+    this.lock = StateLock.acquire(this.site.state);
+    this.ledger = Ledger.open(this.ledgerPath);
+    const row = this.ledger.registerSite({
+      site: this.site.name,
+      systemId: this.identity.systemId,
+      timeline: this.identity.timeline,
+      walSegmentSize: this.facts.walSegmentSize,
+      serverVersionNum: this.facts.versionNum,
+    });
+    if (fresh) {
+      await this.archive.ensureCluster({
+        systemId: this.identity.systemId,
+        pgVersionNum: this.facts.versionNum,
+        walSegmentSize: this.facts.walSegmentSize,
+      });
+    }
+    this.spool = new SegmentSpool({ dir: this.spoolDir, segSize: this.facts.walSegmentSize, checkContext: this.checkContext });
+    const result = await reconcile({
+      site: this.site.name,
+      ledger: this.ledger,
+      archive: this.archive,
+      spoolDir: this.spoolDir,
+      segSize: this.facts.walSegmentSize,
+      checkContext: this.checkContext,
+      log: this.log,
+    });
+    if (result.resume) this.resume = result.resume;
+    const initialArchived = row.archivedLsn > 0n ? row.archivedLsn : (this.resume?.lsn ?? 0n);
+    this.uploader = new Uploader({
+      site: this.site.name,
+      archive: this.archive,
+      ledger: this.ledger,
+      spoolDir: this.spoolDir,
+      segSize: this.facts.walSegmentSize,
+      concurrency: this.site.uploadConcurrency,
+      log: this.log,
+      initialArchived,
+      onAdvance: () => {
+        if (this.site.mode === 'archive') this.sendStatus(false);
+      },
+    });
+    for (const job of result.toUpload) this.uploader.enqueue(job.seg, job.sha256);
+    this.received = this.resume?.lsn ?? 0n;
+    this.fsynced = this.received;
+  }
+
+  /** With no ledger but an archive of this cluster: continue after its newest segment. */
+  private async resumeFromArchive(): Promise<ResumePoint | null> {
+    const { parseSegmentFileName, isSegmentFileName, segmentStartOfNumber } = await import('../wal/lsn');
+    let best: ResumePoint | null = null;
+    for (const name of await this.archive.listWal()) {
+      if (!isSegmentFileName(name)) continue;
+      const { tli, segNo } = parseSegmentFileName(name, this.facts.walSegmentSize);
+      const end = segmentStartOfNumber(segNo + 1n, this.facts.walSegmentSize);
+      if (!best || end > best.lsn || (end === best.lsn && tli > best.tli)) best = { lsn: end, tli };
+    }
+    return best;
+  }
+
+  // ---- streaming ------------------------------------------------------------------------
+
+  /** Which timeline holds `lsn` on this server (its history decides for older timelines). */
+  private async timelineFor(lsn: Lsn, hint: number): Promise<number> {
+    const serverTli = this.identity.timeline;
+    if (hint === serverTli) return hint;
+    if (serverTli === 1) return 1;
+    const { content } = await this.conn!.timelineHistory(serverTli);
+    return timelineOfLsn(parseTimelineHistory(content.toString('utf8')), serverTli, lsn);
+  }
+
+  /** Returns true when streaming got going (for backoff), after a clean end or a timeline switch chain. */
+  private async streamUntilInterrupted(): Promise<boolean> {
+    let got = false;
+    if (this.spool) {
+      // A reconnect rewrites the open segment from its start, like a restart does.
+      const open = await this.spool.closeOpen();
+      if (open) this.resume = { lsn: open.startLsn, tli: open.tli };
+    }
+    let start = this.resume!.lsn;
+    let tli = await this.timelineFor(start, this.resume!.tli);
+    while (!this.stopping) {
+      if (tli > 1 && this.ledger && !this.ledger.hasHistory(this.site.name, tli)) await this.archiveHistory(tli);
+      this.timeline = tli;
+      const end = await this.streamTimeline(tli, start);
+      got = true;
+      if (end.kind !== 'end-of-timeline') {
+        if (end.kind === 'server-shutdown') {
+          this.log.warn('the server shut down the replication stream; reconnecting');
+          throw new WalvaultError('PG_SERVER_ERROR', 'server shut down the replication connection');
+        }
+        return got;
+      }
+      const received = this.spool?.receivedLsn ?? start;
+      if (end.nextTli <= tli || end.nextTliStart > maxLsn(received, start)) {
+        throw new WalvaultError(
+          'PG_PROTOCOL',
+          `server ended timeline ${tli} with next timeline ${end.nextTli} at ${formatLsn(end.nextTliStart)}, which does not follow what was received (${formatLsn(received)})`,
+        );
+      }
+      this.log.info(
+        { from: tli, to: end.nextTli, switchpoint: formatLsn(end.nextTliStart) },
+        `timeline ${tli} ended; following timeline ${end.nextTli}`,
+      );
+      await this.finishTimeline();
+      await this.archiveHistory(end.nextTli);
+      this.ledger!.switchTimeline(this.site.name, end.nextTli, end.nextTliStart);
+      tli = end.nextTli;
+      start = segmentStart(end.nextTliStart, this.facts.walSegmentSize);
+      this.resume = { lsn: start, tli };
+      this.identity = { ...this.identity, timeline: Math.max(this.identity.timeline, tli) };
+    }
+    return got;
+  }
+
+  private streamTimeline(tli: number, start: Lsn): Promise<StreamEnd> {
+    this.log.info({ timeline: tli, start: formatLsn(start), slot: this.site.slot }, 'starting replication');
+    const session = this.conn!.startReplication(
+      { slot: this.site.slot, start, timeline: tli },
+      {
+        onStart: () => {
+          this.state = 'streaming';
+          if (this.deferredSetup) {
+            const setup = this.deferredSetup;
+            this.deferredSetup = null;
+            this.setupDone = setup();
+            this.setupDone.catch((err) => this.failStream(err));
+          }
+          this.startTimers();
+        },
+        onXLogData: (h, payload) => this.onXLogData(tli, h, payload),
+        onKeepalive: (k) => this.onKeepalive(k),
+        finalPositions: () => this.positions(),
+      },
+    );
+    this.session = session;
+    this.streamFailure = null;
+    return new Promise<StreamEnd>((resolve, reject) => {
+      this.failStream = (err) => {
+        reject(err);
+        void this.closeConnection();
+      };
+      session.done.then(
+        async (end) => {
+          try {
+            this.stopTimers();
+            await this.setupDone;
+            await this.writerIdle();
+            resolve(end);
+          } catch (err) {
+            reject(err);
+          }
+        },
+        (err) => {
+          this.stopTimers();
+          reject(err);
+        },
+      );
+    }).finally(() => {
+      this.session = null;
+    });
+  }
+
+  private setupDone: Promise<void> = Promise.resolve();
+  private streamFailure: unknown = null;
+  private failStream: (err: unknown) => void = () => undefined;
+
+  private onXLogData(tli: number, h: XLogDataHeader, payload: Buffer): void {
+    this.serverWalEnd = h.walEnd;
+    if (payload.length === 0) return;
+    this.queue.push({ kind: 'data', tli, start: h.dataStart, data: payload });
+    this.queueBytes += payload.length;
+    if (this.queueBytes > QUEUE_HIGH_WATER) this.session?.pause();
+    this.kickWriter();
+  }
+
+  private onKeepalive(k: Keepalive): void {
+    this.serverWalEnd = k.walEnd;
+    if (!k.replyRequested) return;
+    if (this.site.mode === 'sync' && this.fsynced < this.received) {
+      // Answer once what was written is durable: the reply is what releases commits.
+      this.requestSync();
+    } else {
+      this.sendStatus(false);
+    }
+  }
+
+  private requestSync(): void {
+    if (this.syncPending) return;
+    this.syncPending = true;
+    this.queue.push({ kind: 'sync' });
+    this.kickWriter();
+  }
+
+  private kickWriter(): void {
+    if (this.writerRunning) return;
+    this.writerRunning = true;
+    void this.runWriter();
+  }
+
+  private async runWriter(): Promise<void> {
+    try {
+      await this.setupDone;
+      while (this.queue.length > 0) {
+        const item = this.queue.shift()!;
+        if (item.kind === 'data') {
+          this.queueBytes -= item.data.length;
+          await this.writeData(item);
+          if (this.session?.isPaused && this.queueBytes < QUEUE_LOW_WATER) this.session.resume();
+          // In sync mode every batch is made durable and reported at once: commits wait on it.
+          if (this.site.mode === 'sync' && this.queue.length === 0) await this.syncAndReport();
+        } else if (item.kind === 'sync') {
+          this.syncPending = false;
+          await this.syncAndReport();
+        } else {
+          await this.snapshotPartial();
+        }
+      }
+    } catch (err) {
+      this.writerError = err;
+      this.queue.length = 0;
+      this.queueBytes = 0;
+      this.failStream(err);
+    } finally {
+      this.writerRunning = false;
+      for (const w of this.writerIdleWaiters.splice(0)) w();
+    }
+  }
+
+  private async writerIdle(): Promise<void> {
+    if (this.writerRunning) await new Promise<void>((resolve) => this.writerIdleWaiters.push(resolve));
+    if (this.writerError) {
+      const err = this.writerError;
+      this.writerError = null;
+      throw err;
+    }
+  }
+
+  private async writeData(item: { tli: number; start: Lsn; data: Buffer }): Promise<void> {
+    const spool = this.spool!;
+    const completed = await spool.write(item.tli, item.start, item.data, (seg) => this.onSegmentOpen(seg));
+    this.received = item.start + BigInt(item.data.length);
+    for (const seg of completed) this.onSegmentComplete(seg);
+  }
+
+  private onSegmentOpen(seg: OpenSegment): void {
+    this.ledger!.upsertReceiving(this.site.name, {
+      timeline: seg.tli,
+      segNo: seg.segNo,
+      name: seg.name,
+      startLsn: seg.startLsn,
+      size: this.facts.walSegmentSize,
+    });
+  }
+
+  private onSegmentComplete(seg: CompletedSegment): void {
+    const end = seg.startLsn + BigInt(this.facts.walSegmentSize);
+    this.fsynced = maxLsn(this.fsynced, end);
+    this.ledger!.transaction(() => {
+      this.ledger!.markComplete(this.site.name, seg.tli, seg.segNo, seg.sha256);
+      this.ledger!.advancePositions(this.site.name, { received: end, fsynced: end });
+    });
+    this.resume = { lsn: end, tli: seg.tli };
+    this.uploader!.enqueue({ tli: seg.tli, segNo: seg.segNo, name: seg.name, startLsn: seg.startLsn }, seg.sha256);
+    this.log.debug({ segment: seg.name }, 'segment complete');
+  }
+
+  private async syncAndReport(): Promise<void> {
+    const synced = await this.spool!.fsync();
+    if (synced !== null) this.fsynced = maxLsn(this.fsynced, synced);
+    this.sendStatus(false);
+  }
+
+  /** Uploads what the open segment holds so far as NAME.partial (runs inside the writer). */
+  private async snapshotPartial(): Promise<void> {
+    const spool = this.spool!;
+    const open = spool.open;
+    if (!open || open.received === 0) return;
+    if (open.name === this.lastPartialName && open.received === this.lastPartialBytes) return;
+    const synced = await spool.fsync();
+    if (synced !== null) this.fsynced = maxLsn(this.fsynced, synced);
+    const data = await spool.readOpenPrefix(open.received);
+    this.lastPartialName = open.name;
+    this.lastPartialBytes = open.received;
+    // Not awaited: the writer goes on while the upload runs; partials upload one at a time.
+    void this.uploader!.uploadPartial(open, data).catch(() => undefined);
+  }
+
+  /** Closes the ended timeline's last segment as a permanent .partial in the archive. */
+  private async finishTimeline(): Promise<void> {
+    const spool = this.spool!;
+    const open = await spool.closeOpen();
+    if (!open || open.received === 0) return;
+    const data = await fs.promises.readFile(spool.partialPath(open.name));
+    await this.uploader!.uploadPartial(open, data.subarray(0, open.received), { final: true });
+    await fs.promises.rm(spool.partialPath(open.name), { force: true });
+  }
+
+  private async archiveHistory(tli: number): Promise<void> {
+    const { fileName, content } = await this.conn!.timelineHistory(tli);
+    if (fileName !== historyFileName(tli)) {
+      throw new WalvaultError('PG_PROTOCOL', `TIMELINE_HISTORY ${tli} returned file ${fileName}`);
+    }
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.archive.putImmutable(Archive.walKey(fileName), content);
+        break;
+      } catch (err) {
+        if (isWalvaultError(err, 'ARCHIVE_CONFLICT') || this.stopping) throw err;
+        this.log.error({ file: fileName, err: errorMessage(err) }, 'archiving a timeline history file failed; retrying');
+        await sleep(backoffDelayMs(attempt), this.stopController.signal);
+      }
+    }
+    const { createHash } = await import('node:crypto');
+    this.ledger?.recordHistory(this.site.name, tli, fileName, createHash('sha256').update(content).digest('hex'));
+    this.log.info({ file: fileName }, 'archived timeline history file');
+  }
+
+  // ---- status updates -------------------------------------------------------------------
+
+  private positions(): StatusPositions {
+    const flush = this.site.mode === 'sync' ? this.fsynced : (this.uploader?.archivedLsn ?? 0n);
+    // Never report more than was received, never less than was reported before.
+    const write = maxLsn(this.sent.write, this.received);
+    const f = maxLsn(this.sent.flush, flush < write ? flush : write);
+    return { write, flush: f, apply: f };
+  }
+
+  private sendStatus(replyRequested: boolean): void {
+    const session = this.session;
+    if (!session || !session.streaming) return;
+    const p = this.positions();
+    try {
+      session.sendStatus(p, replyRequested);
+      this.sent = p;
+    } catch (err) {
+      this.log.warn({ err: errorMessage(err) }, 'could not send a status update');
+    }
+  }
+
+  private startTimers(): void {
+    this.stopTimers();
+    this.statusTimer = setInterval(() => {
+      this.sendStatus(false);
+      if (this.ledger && this.received > 0n) {
+        this.ledger.advancePositions(this.site.name, { received: this.received, fsynced: this.fsynced });
+      }
+    }, this.site.statusIntervalSeconds * 1000);
+    if (this.site.partialIntervalSeconds > 0) {
+      this.partialTimer = setInterval(() => {
+        this.queue.push({ kind: 'partial' });
+        this.kickWriter();
+      }, this.site.partialIntervalSeconds * 1000);
+    }
+  }
+
+  private stopTimers(): void {
+    if (this.statusTimer) clearInterval(this.statusTimer);
+    if (this.partialTimer) clearInterval(this.partialTimer);
+    this.statusTimer = this.partialTimer = null;
+  }
+
+  // ---- shutdown -------------------------------------------------------------------------
+
+  private async closeConnection(): Promise<void> {
+    this.stopTimers();
+    const conn = this.conn;
+    this.conn = null;
+    this.session = null;
+    if (conn) await conn.close();
+  }
+
+  private async shutDown(): Promise<void> {
+    this.stopTimers();
+    try {
+      await this.writerIdle().catch(() => undefined);
+      if (this.spool && this.uploader && !this.writerError) {
+        // Leave the freshest possible partial in the archive: the loss window is what is not there.
+        const open = this.spool.open;
+        if (open && open.received > 0) {
+          await this.spool.fsync();
+          const data = await this.spool.readOpenPrefix(open.received);
+          const upload = this.uploader.uploadPartial(open, data);
+          await Promise.race([upload, sleep(30000)]);
+        }
+        await Promise.race([this.uploader.idle(), sleep(30000)]);
+      }
+      await this.spool?.closeOpen();
+    } catch (err) {
+      this.log.error({ err: errorMessage(err) }, 'error while stopping');
+    } finally {
+      this.uploader?.stop();
+      await this.closeConnection();
+      if (this.ledger) {
+        if (this.received > 0n) {
+          try {
+            this.ledger.advancePositions(this.site.name, { received: this.received, fsynced: this.fsynced });
+          } catch {
+            /* best effort */
+          }
+        }
+        this.ledger.close();
+      }
+      this.lock?.release();
+      this.state = 'stopped';
+    }
+  }
+}
+
+/** Fails early, before anything is written, when the state directory cannot be used. */
+function checkStateDirUsable(dir: string): void {
+  let probe = path.resolve(dir);
+  for (;;) {
+    let st: fs.Stats | null = null;
+    try {
+      st = fs.statSync(probe);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT') {
+        throw new WalvaultError('STATE_DIR_UNWRITABLE', `cannot use state directory ${dir}: ${(err as Error).message}; choose another --state`);
+      }
+    }
+    if (st) {
+      if (!st.isDirectory()) {
+        throw new WalvaultError(
+          'STATE_DIR_UNWRITABLE',
+          `cannot use state directory ${dir}: ${probe} is not a directory; choose another --state`,
+        );
+      }
+      try {
+        fs.accessSync(probe, fs.constants.W_OK | fs.constants.X_OK);
+      } catch {
+        throw new WalvaultError(
+          'STATE_DIR_UNWRITABLE',
+          `cannot write state directory ${dir}: ${probe} is not writable by this user; fix its permissions or choose another --state`,
+        );
+      }
+      return;
+    }
+    const parent = path.dirname(probe);
+    if (parent === probe) return;
+    probe = parent;
+  }
+}

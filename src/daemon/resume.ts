@@ -1,0 +1,113 @@
+/**
+ * Start-up reconciliation of the ledger with the spool and the archive, and the choice of
+ * where streaming resumes. Runs before any new WAL is accepted, so after a crash at any
+ * instant the site continues with no gap (nothing past the resume point is assumed held
+ * unless it is complete in the spool or in the archive) and no duplicate with different
+ * bytes (a segment is re-streamed from its start into its .partial file).
+ */
+import { createHash } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import type { Logger } from 'pino';
+import { Archive } from '../archive/archive';
+import { errorMessage } from '../errors';
+import type { Ledger, SegmentRow } from '../ledger/ledger';
+import { isSegmentFileName, parseSegmentFileName, segmentStartOfNumber, type Lsn } from '../wal/lsn';
+import { verifySegmentPages, type PageCheckContext } from '../wal/page-header';
+import type { SegmentRef } from './uploader';
+
+export interface ResumePoint {
+  lsn: Lsn;
+  tli: number;
+}
+
+export interface ReconcileResult {
+  resume: ResumePoint | null;
+  toUpload: Array<{ seg: SegmentRef; sha256: string }>;
+}
+
+export interface ReconcileOptions {
+  site: string;
+  ledger: Ledger;
+  archive: Archive;
+  spoolDir: string;
+  segSize: number;
+  checkContext(tli: number, name: string): PageCheckContext;
+  log: Logger;
+}
+
+function ref(row: SegmentRow): SegmentRef {
+  return { tli: row.timeline, segNo: row.segNo, name: row.name, startLsn: row.startLsn };
+}
+
+export async function reconcile(o: ReconcileOptions): Promise<ReconcileResult> {
+  const { ledger, site, segSize } = o;
+  const names = await fsp.readdir(o.spoolDir);
+
+  // Completed in the spool, but the crash came before the ledger heard of it.
+  for (const name of names.filter(isSegmentFileName)) {
+    const row = findRow(ledger, site, name, segSize);
+    if (row && row.state !== 'receiving') continue;
+    const file = path.join(o.spoolDir, name);
+    const data = await fsp.readFile(file);
+    const { tli, segNo } = parseSegmentFileName(name, segSize);
+    const startLsn = segmentStartOfNumber(segNo, segSize);
+    try {
+      if (data.length !== segSize) throw new Error(`size ${data.length}, expected ${segSize}`);
+      verifySegmentPages(data, segSize, startLsn, o.checkContext(tli, name));
+    } catch (err) {
+      o.log.warn({ file, reason: errorMessage(err) }, 'spool file is not a valid complete segment; it will be received again');
+      await fsp.rename(file, file + '.partial');
+      continue;
+    }
+    ledger.upsertReceiving(site, { timeline: tli, segNo, name, startLsn, size: segSize });
+    ledger.markComplete(site, tli, segNo, createHash('sha256').update(data).digest('hex'));
+  }
+
+  const toUpload: ReconcileResult['toUpload'] = [];
+  let gapStart: ResumePoint | null = null;
+  for (const row of ledger.allSegments(site)) {
+    const file = path.join(o.spoolDir, row.name);
+    if (row.state === 'archived') {
+      await fsp.rm(file, { force: true });
+      await fsp.rm(file + '.partial', { force: true });
+    } else if (row.state === 'complete') {
+      if (await exists(file)) {
+        toUpload.push({ seg: ref(row), sha256: row.sha256! });
+      } else if (await o.archive.exists(Archive.walKey(row.name))) {
+        ledger.markArchived(site, row.timeline, row.segNo, Archive.walKey(row.name), row.sha256!);
+      } else {
+        o.log.error({ segment: row.name }, 'a completed segment is missing from both the spool and the archive; receiving it again');
+        if (!gapStart || row.startLsn < gapStart.lsn) gapStart = { lsn: row.startLsn, tli: row.timeline };
+        ledger.upsertReceiving(site, { timeline: row.timeline, segNo: row.segNo, name: row.name, startLsn: row.startLsn, size: segSize });
+      }
+    }
+  }
+
+  let resume: ResumePoint | null = null;
+  const consider = (p: ResumePoint) => {
+    if (!resume || p.lsn > resume.lsn || (p.lsn === resume.lsn && p.tli > resume.tli)) resume = p;
+  };
+  for (const row of ledger.allSegments(site)) {
+    const fullyHeld =
+      row.state === 'complete' || (row.state === 'archived' && !(row.objectKey ?? '').endsWith('.partial'));
+    // A partial (an ended timeline's last segment, or one being received) resumes at its start.
+    consider({ lsn: fullyHeld ? row.startLsn + BigInt(segSize) : row.startLsn, tli: row.timeline });
+  }
+  if (gapStart) resume = gapStart;
+  return { resume, toUpload };
+}
+
+function findRow(ledger: Ledger, site: string, name: string, segSize: number): SegmentRow | null {
+  const { tli, segNo } = parseSegmentFileName(name, segSize);
+  return ledger.getSegment(site, tli, segNo);
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await fsp.access(file);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,55 @@
+/**
+ * One receiver per state directory: two processes rewriting the same spool would tear each
+ * other's segments. The lock is a file holding the owner's PID; a lock whose process is gone
+ * (kill -9, crash) is taken over.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { WalvaultError } from '../errors';
+
+export class StateLock {
+  private constructor(private readonly file: string) {}
+
+  static acquire(stateDir: string): StateLock {
+    const file = path.join(stateDir, 'walvault.lock');
+    for (let tries = 0; tries < 3; tries++) {
+      try {
+        fs.writeFileSync(file, `${process.pid}\n`, { flag: 'wx' });
+        return new StateLock(file);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
+          throw new WalvaultError('STATE_DIR_UNWRITABLE', `cannot lock state directory ${stateDir}: ${(err as Error).message}`, {
+            cause: err,
+          });
+        }
+      }
+      const owner = Number.parseInt(fs.readFileSync(file, 'utf8'), 10);
+      if (Number.isInteger(owner) && owner !== process.pid && isAlive(owner)) {
+        throw new WalvaultError(
+          'STATE_DIR_UNWRITABLE',
+          `state directory ${stateDir} is in use by walvault process ${owner}; stop it first, or give this site its own --state`,
+        );
+      }
+      fs.rmSync(file, { force: true });
+    }
+    throw new WalvaultError('STATE_DIR_UNWRITABLE', `cannot lock state directory ${stateDir}: another process keeps taking it`);
+  }
+
+  release(): void {
+    try {
+      const owner = Number.parseInt(fs.readFileSync(this.file, 'utf8'), 10);
+      if (owner === process.pid) fs.rmSync(this.file, { force: true });
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -1,0 +1,224 @@
+/**
+ * Moves finished WAL from the spool into the archive and keeps the archived position.
+ *
+ * For each complete segment: read the spool file, check it still has the checksum it was
+ * completed with, store it (the archive verifies by reading back and refuses to replace
+ * different bytes), record it in the ledger, then delete the spool file. Failures retry with
+ * backoff until they succeed or the site stops; the spool keeps the bytes meanwhile and the
+ * slot keeps them on the server, because the archived position does not move.
+ */
+import { createHash } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import type { Logger } from 'pino';
+import { Archive } from '../archive/archive';
+import { errorMessage, WalvaultError } from '../errors';
+import type { Ledger } from '../ledger/ledger';
+import { formatLsn, type Lsn } from '../wal/lsn';
+import { ArchivedPosition } from './archived-position';
+import { backoffDelayMs, sleep } from './backoff';
+
+export interface SegmentRef {
+  tli: number;
+  segNo: bigint;
+  name: string;
+  startLsn: Lsn;
+}
+
+export interface UploaderOptions {
+  site: string;
+  archive: Archive;
+  ledger: Ledger;
+  spoolDir: string;
+  segSize: number;
+  concurrency: number;
+  log: Logger;
+  initialArchived: Lsn;
+  /** Called whenever the archived position moves forward. */
+  onAdvance(lsn: Lsn): void;
+}
+
+export interface UploaderStats {
+  queued: number;
+  inFlight: number;
+  failures: number;
+  lastError: string | null;
+  lastArchivedSegment: string | null;
+  lastArchivedAt: Date | null;
+}
+
+interface Job {
+  seg: SegmentRef;
+  sha256: string;
+}
+
+const FAILURE_LOG_INTERVAL_MS = 30000;
+
+export class Uploader {
+  private readonly position: ArchivedPosition;
+  private readonly queue: Job[] = [];
+  private inFlight = 0;
+  private readonly idleWaiters: Array<() => void> = [];
+  private readonly abort = new AbortController();
+  private partialChain: Promise<void> = Promise.resolve();
+  private lastFailureLog = 0;
+  private failingSince: number | null = null;
+  readonly stats: UploaderStats = {
+    queued: 0,
+    inFlight: 0,
+    failures: 0,
+    lastError: null,
+    lastArchivedSegment: null,
+    lastArchivedAt: null,
+  };
+
+  constructor(private readonly opts: UploaderOptions) {
+    this.position = new ArchivedPosition(opts.initialArchived);
+  }
+
+  get archivedLsn(): Lsn {
+    return this.position.lsn;
+  }
+
+  enqueue(seg: SegmentRef, sha256: string): void {
+    this.queue.push({ seg, sha256 });
+    this.queue.sort((a, b) => (a.seg.startLsn < b.seg.startLsn ? -1 : a.seg.startLsn > b.seg.startLsn ? 1 : 0));
+    this.pump();
+  }
+
+  private pump(): void {
+    this.stats.queued = this.queue.length;
+    while (this.inFlight < this.opts.concurrency && this.queue.length > 0 && !this.abort.signal.aborted) {
+      const job = this.queue.shift()!;
+      this.inFlight++;
+      this.stats.inFlight = this.inFlight;
+      void this.runJob(job).finally(() => {
+        this.inFlight--;
+        this.stats.inFlight = this.inFlight;
+        this.pump();
+      });
+    }
+    this.stats.queued = this.queue.length;
+    if (this.inFlight === 0 && (this.queue.length === 0 || this.abort.signal.aborted)) {
+      for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+
+  private async runJob(job: Job): Promise<void> {
+    const { seg } = job;
+    const key = Archive.walKey(seg.name);
+    for (let attempt = 0; !this.abort.signal.aborted; attempt++) {
+      try {
+        const file = path.join(this.opts.spoolDir, seg.name);
+        const data = await fsp.readFile(file);
+        const sha = createHash('sha256').update(data).digest('hex');
+        if (data.length !== this.opts.segSize || sha !== job.sha256) {
+          throw new WalvaultError(
+            'ARCHIVE_CORRUPT',
+            `spool file ${file} changed after it was completed (sha256 ${sha}, expected ${job.sha256}); check the spool disk`,
+          );
+        }
+        const result = await this.opts.archive.putImmutable(key, data);
+        this.opts.ledger.markArchived(this.opts.site, seg.tli, seg.segNo, key, sha);
+        await fsp.rm(file, { force: true });
+        // The partial of this segment is superseded; wait for an upload of it still in flight.
+        await this.partialChain;
+        await this.opts.archive.delete(key + '.partial');
+        this.recovered();
+        this.stats.lastArchivedSegment = seg.name;
+        this.stats.lastArchivedAt = new Date();
+        this.opts.log.debug({ segment: seg.name, result }, 'segment archived');
+        this.advance(seg.startLsn, seg.startLsn + BigInt(this.opts.segSize));
+        return;
+      } catch (err) {
+        this.failed(seg, err, attempt);
+        await sleep(backoffDelayMs(attempt), this.abort.signal);
+      }
+    }
+  }
+
+  /**
+   * Stores the first bytes of the segment being received as `NAME.partial`, replacing the
+   * previous partial of that segment. Partials are uploaded one at a time, in order.
+   */
+  uploadPartial(seg: SegmentRef, data: Buffer, opts: { final?: boolean } = {}): Promise<void> {
+    const run = async () => {
+      const key = Archive.walKey(seg.name) + '.partial';
+      for (let attempt = 0; !this.abort.signal.aborted; attempt++) {
+        try {
+          await this.opts.archive.putPartial(key, data);
+          const sha = createHash('sha256').update(data).digest('hex');
+          this.opts.ledger.recordPartial(this.opts.site, {
+            timeline: seg.tli,
+            segNo: seg.segNo,
+            name: seg.name,
+            bytes: data.length,
+            sha256: sha,
+          });
+          if (opts.final) this.opts.ledger.markArchived(this.opts.site, seg.tli, seg.segNo, key, sha);
+          this.recovered();
+          this.advance(seg.startLsn, seg.startLsn + BigInt(data.length));
+          return;
+        } catch (err) {
+          this.failed(seg, err, attempt);
+          // A periodic partial is superseded by the next one; only a final partial must land.
+          if (!opts.final) return;
+          await sleep(backoffDelayMs(attempt), this.abort.signal);
+        }
+      }
+    };
+    const next = this.partialChain.then(run);
+    this.partialChain = next.catch(() => undefined);
+    return next;
+  }
+
+  private advance(start: Lsn, end: Lsn): void {
+    if (this.position.add(start, end)) {
+      this.opts.ledger.advancePositions(this.opts.site, { archived: this.position.lsn });
+      this.opts.onAdvance(this.position.lsn);
+    }
+  }
+
+  private failed(seg: SegmentRef, err: unknown, attempt: number): void {
+    const message = errorMessage(err);
+    this.stats.failures++;
+    this.stats.lastError = message;
+    if (this.failingSince === null) this.failingSince = Date.now();
+    try {
+      this.opts.ledger.recordAttemptFailure(this.opts.site, seg.tli, seg.segNo, message);
+    } catch {
+      /* a partial of a segment the ledger has no row for */
+    }
+    const now = Date.now();
+    // Once per interval, not per retry: an outage must not flood the log.
+    if (now - this.lastFailureLog >= FAILURE_LOG_INTERVAL_MS || attempt === 0 && this.lastFailureLog === 0) {
+      this.lastFailureLog = now;
+      const code = err instanceof WalvaultError ? err.code : 'STORAGE_IO';
+      this.opts.log.error(
+        { segment: seg.name, code, attempt, archived: formatLsn(this.position.lsn), queued: this.queue.length },
+        `archiving ${seg.name} failed: ${message}; retrying, WAL stays in the spool and on the server`,
+      );
+      this.opts.ledger.recordEvent(this.opts.site, 'error', code, message);
+    }
+  }
+
+  private recovered(): void {
+    if (this.failingSince !== null) {
+      this.opts.log.warn({ failingForMs: Date.now() - this.failingSince }, 'archiving works again');
+      this.failingSince = null;
+      this.lastFailureLog = 0;
+    }
+  }
+
+  /** Resolves when nothing is queued or in flight (or the uploader was stopped). */
+  async idle(): Promise<void> {
+    await this.partialChain;
+    if (this.inFlight === 0 && this.queue.length === 0) return;
+    await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  stop(): void {
+    this.abort.abort();
+    this.pump();
+  }
+}

@@ -1,0 +1,49 @@
+/**
+ * Typed errors with stable codes. The CLI prints `message` on one line and exits with
+ * `exitCode`; tests and callers match on `code`, never on message text.
+ */
+export type ErrorCode =
+  | 'CONFIG_INVALID'
+  | 'PG_UNREACHABLE'
+  | 'PG_AUTH_FAILED'
+  | 'PG_NO_REPLICATION_ROLE'
+  | 'PG_HBA_REJECTED'
+  | 'PG_WALSENDERS_BUSY'
+  | 'PG_SLOT_ACTIVE'
+  | 'PG_PROTOCOL'
+  | 'PG_WAL_REMOVED'
+  | 'PG_SERVER_ERROR'
+  | 'PG_UNSUPPORTED_VERSION'
+  | 'WAL_DISCONTINUITY'
+  | 'WAL_BAD_PAGE'
+  | 'WAL_BAD_NAME'
+  | 'ARCHIVE_OTHER_CLUSTER'
+  | 'ARCHIVE_CONFLICT'
+  | 'ARCHIVE_CORRUPT'
+  | 'ARCHIVE_NOT_FOUND'
+  | 'STORAGE_IO'
+  | 'STATE_DIR_UNWRITABLE'
+  | 'STATE_OTHER_CLUSTER'
+  | 'LEDGER'
+  | 'INTERNAL';
+
+export class WalvaultError extends Error {
+  readonly code: ErrorCode;
+  readonly exitCode: number;
+
+  constructor(code: ErrorCode, message: string, options: { cause?: unknown; exitCode?: number } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'WalvaultError';
+    this.code = code;
+    this.exitCode = options.exitCode ?? 2;
+  }
+}
+
+export function isWalvaultError(err: unknown, code?: ErrorCode): err is WalvaultError {
+  return err instanceof WalvaultError && (code === undefined || err.code === code);
+}
+
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  return String(err);
+}

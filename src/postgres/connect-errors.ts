@@ -1,0 +1,98 @@
+/**
+ * Turns what `pg` throws into one-line WalvaultErrors that name the cause and the fix.
+ * SQLSTATE codes are stable across versions; message text is used only to tell apart
+ * causes that share a code.
+ */
+import { WalvaultError } from '../errors';
+
+export interface ConnectTarget {
+  /** host:port user=... ; never a password. */
+  description: string;
+  user: string;
+  slot?: string;
+}
+
+interface PgLikeError {
+  code?: string;
+  message?: string;
+  errno?: number;
+  syscall?: string;
+  address?: string;
+  port?: number;
+}
+
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'ECONNRESET', 'EAI_AGAIN', 'ENOENT']);
+
+export function mapPgError(err: unknown, target: ConnectTarget): WalvaultError {
+  if (err instanceof WalvaultError) return err;
+  const e = (err ?? {}) as PgLikeError;
+  const code = e.code ?? '';
+  const msg = (e.message ?? String(err)).split('\n')[0];
+  const at = target.description;
+
+  if (NETWORK_CODES.has(code) || /timeout expired|Connection terminated due to connection timeout/i.test(msg)) {
+    return new WalvaultError(
+      'PG_UNREACHABLE',
+      `cannot reach PostgreSQL at ${at}: ${msg}; check that the server is running, and the host, port and listen_addresses`,
+      { cause: err },
+    );
+  }
+  if (code === '28P01' || /password authentication failed/i.test(msg)) {
+    return new WalvaultError(
+      'PG_AUTH_FAILED',
+      `password authentication failed for user "${target.user}" at ${at}; set the right password in PGPASSWORD, a password file (PGPASSFILE, ~/.pgpass) or the site's password_file`,
+      { cause: err },
+    );
+  }
+  if (/client password must be a string|password must be a string|SASL: SCRAM-SERVER-FIRST-MESSAGE/i.test(msg)) {
+    return new WalvaultError(
+      'PG_AUTH_FAILED',
+      `the server at ${at} asks a password for user "${target.user}" and none is set; provide it through PGPASSWORD, a password file (PGPASSFILE, ~/.pgpass) or the site's password_file`,
+      { cause: err },
+    );
+  }
+  if (code === '28000' && /pg_hba\.conf/i.test(msg)) {
+    return new WalvaultError(
+      'PG_HBA_REJECTED',
+      `the server at ${at} refuses replication connections for user "${target.user}" (${msg}); add a line such as "host replication ${target.user} <backup host address>/32 scram-sha-256" to pg_hba.conf and reload`,
+      { cause: err },
+    );
+  }
+  if (code === '42501' && /replication|walsender/i.test(msg)) {
+    return new WalvaultError(
+      'PG_NO_REPLICATION_ROLE',
+      `role "${target.user}" at ${at} may not start replication (${msg}); run ALTER ROLE ${target.user} REPLICATION as a superuser`,
+      { cause: err },
+    );
+  }
+  if (code === '53300') {
+    return new WalvaultError(
+      'PG_WALSENDERS_BUSY',
+      `the server at ${at} has no free connection for replication (${msg}); raise max_wal_senders (and restart), or stop an idle replication client`,
+      { cause: err },
+    );
+  }
+  if (code === '55006' && /replication slot/i.test(msg)) {
+    return new WalvaultError(
+      'PG_SLOT_ACTIVE',
+      `${msg} at ${at}: another receiver is using slot "${target.slot ?? '?'}"; stop it, or give this site its own slot`,
+      { cause: err },
+    );
+  }
+  if (code === '58P01' || /has already been removed/i.test(msg)) {
+    return new WalvaultError(
+      'PG_WAL_REMOVED',
+      `the server at ${at} no longer has the WAL needed to continue (${msg}); the archive has a gap from there: take a new base backup, and raise max_slot_wal_keep_size or keep the receiver running so the slot holds WAL`,
+      { cause: err },
+    );
+  }
+  if (code === '3D000') {
+    return new WalvaultError('PG_SERVER_ERROR', `${msg} at ${at}; fix dbname in the connection settings`, { cause: err });
+  }
+  if (code === '28000') {
+    return new WalvaultError('PG_AUTH_FAILED', `${msg} at ${at}; check the role name and its LOGIN attribute`, { cause: err });
+  }
+  return new WalvaultError('PG_SERVER_ERROR', `PostgreSQL at ${at} failed: ${msg}${code ? ` (SQLSTATE ${code})` : ''}`, {
+    cause: err,
+  });
+}

@@ -1,0 +1,218 @@
+/**
+ * A physical replication (walsender) connection on top of `pg`.
+ *
+ * `pg` does the startup, TLS and SCRAM; we send only simple-protocol queries, because a
+ * walsender accepts nothing else. Streaming rides on the pending `START_REPLICATION` query:
+ * `pg` forwards CopyData to that query (which ignores it), and we read the same messages from
+ * `client.connection`, the parser's event emitter. See ../../../shared/docs/replication-protocol.md.
+ */
+import { Client } from 'pg';
+import { WalvaultError } from '../errors';
+import { formatLsn, parseLsn, parseSegmentSizeSetting, type Lsn } from '../wal/lsn';
+import { mapPgError, type ConnectTarget } from './connect-errors';
+import { WalStreamSession, type StreamHandlers } from './wal-stream-session';
+
+export interface ReplicationConnectOptions {
+  /** Connection settings for `pg` (host, port, user, ssl...); `replication` is added here. */
+  pg: Record<string, unknown>;
+  applicationName: string;
+  /** Where and as whom, for error messages; never a password. */
+  target: ConnectTarget;
+  /** Per-connection wal_sender_timeout override, e.g. '60s'; unset keeps the server's. */
+  walSenderTimeout?: string;
+}
+
+export interface SystemIdentity {
+  systemId: string;
+  timeline: number;
+  xlogPos: Lsn;
+  dbName: string | null;
+}
+
+export interface ServerFacts {
+  versionNum: number;
+  major: number;
+  walSegmentSize: number;
+  walBlockSize: number;
+}
+
+export interface SlotState {
+  exists: boolean;
+  restartLsn: Lsn | null;
+  restartTli: number | null;
+}
+
+type Row = Record<string, string | number | null>;
+
+interface PgResult {
+  rows: Row[];
+}
+
+/** The parts of pg's undocumented Connection object this module relies on. */
+interface PgConnection {
+  on(event: string, fn: (msg: any) => void): void;
+  removeListener(event: string, fn: (msg: any) => void): void;
+  sendCopyFromChunk(buf: Buffer): void;
+  endCopyFrom(): void;
+  stream: { pause(): void; resume(): void; destroy(): void };
+}
+
+export function quoteIdent(name: string): string {
+  return '"' + name.replace(/"/g, '""') + '"';
+}
+
+export class ReplicationConnection {
+  private readonly client: Client;
+  private lastError: Error | null = null;
+  private closed = false;
+
+  private constructor(
+    client: Client,
+    readonly target: ConnectTarget,
+  ) {
+    this.client = client;
+    // An idle client reports socket errors as events; without a listener they would crash us.
+    client.on('error', (err: Error) => {
+      this.lastError = err;
+    });
+  }
+
+  static async connect(opts: ReplicationConnectOptions): Promise<ReplicationConnection> {
+    const config: Record<string, unknown> = {
+      connectionTimeoutMillis: 15000,
+      ...opts.pg,
+      replication: 'true',
+      application_name: opts.applicationName,
+      keepAlive: true,
+    };
+    if (opts.walSenderTimeout) {
+      config.options = `${(config.options as string | undefined) ?? ''} -c wal_sender_timeout=${opts.walSenderTimeout}`.trim();
+    }
+    const client = new Client(config as any);
+    try {
+      await client.connect();
+    } catch (err) {
+      client.removeAllListeners();
+      try {
+        await client.end();
+      } catch {
+        /* the socket is gone already */
+      }
+      throw mapPgError(err, opts.target);
+    }
+    return new ReplicationConnection(client, opts.target);
+  }
+
+  get connection(): PgConnection {
+    return (this.client as unknown as { connection: PgConnection }).connection;
+  }
+
+  async command(sql: string): Promise<PgResult[]> {
+    try {
+      const res = (await this.client.query(sql)) as unknown as PgResult | PgResult[];
+      return Array.isArray(res) ? res : [res];
+    } catch (err) {
+      throw mapPgError(err, this.target);
+    }
+  }
+
+  private async singleRow(sql: string): Promise<Row> {
+    const results = await this.command(sql);
+    const row = results.find((r) => r.rows && r.rows.length > 0)?.rows[0];
+    if (!row) throw new WalvaultError('PG_PROTOCOL', `${sql} returned no row from ${this.target.description}`);
+    return row;
+  }
+
+  async identifySystem(): Promise<SystemIdentity> {
+    const row = await this.singleRow('IDENTIFY_SYSTEM');
+    return {
+      systemId: String(row.systemid),
+      timeline: Number(row.timeline),
+      xlogPos: parseLsn(String(row.xlogpos)),
+      dbName: row.dbname === null || row.dbname === undefined ? null : String(row.dbname),
+    };
+  }
+
+  async show(setting: string): Promise<string> {
+    const row = await this.singleRow(`SHOW ${setting}`);
+    return String(Object.values(row)[0]);
+  }
+
+  async serverFacts(): Promise<ServerFacts> {
+    const versionNum = Number(await this.show('server_version_num'));
+    const walSegmentSize = parseSegmentSizeSetting(await this.show('wal_segment_size'));
+    const walBlockSize = Number(await this.show('wal_block_size'));
+    return { versionNum, major: Math.floor(versionNum / 10000), walSegmentSize, walBlockSize };
+  }
+
+  /** The history file of `tli` exactly as the server holds it. */
+  async timelineHistory(tli: number): Promise<{ fileName: string; content: Buffer }> {
+    const row = await this.singleRow(`TIMELINE_HISTORY ${tli}`);
+    // pg decodes the text column as UTF-8; history files are UTF-8 text, so re-encoding
+    // restores the server's bytes.
+    return { fileName: String(row.filename), content: Buffer.from(String(row.content), 'utf8') };
+  }
+
+  /** READ_REPLICATION_SLOT exists from PostgreSQL 15; older servers report exists=unknown (null). */
+  async readSlot(name: string, major: number): Promise<SlotState | null> {
+    if (major < 15) return null;
+    const row = await this.singleRow(`READ_REPLICATION_SLOT ${quoteIdent(name)}`);
+    if (row.slot_type === null || row.slot_type === undefined) return { exists: false, restartLsn: null, restartTli: null };
+    return {
+      exists: true,
+      restartLsn: row.restart_lsn ? parseLsn(String(row.restart_lsn)) : null,
+      restartTli: row.restart_tli === null || row.restart_tli === undefined ? null : Number(row.restart_tli),
+    };
+  }
+
+  /** Creates the physical slot with RESERVE_WAL; returns false when it already exists. */
+  async createPhysicalSlot(name: string, major: number): Promise<boolean> {
+    const sql =
+      major >= 15
+        ? `CREATE_REPLICATION_SLOT ${quoteIdent(name)} PHYSICAL (RESERVE_WAL)`
+        : `CREATE_REPLICATION_SLOT ${quoteIdent(name)} PHYSICAL RESERVE_WAL`;
+    try {
+      await this.command(sql);
+      return true;
+    } catch (err) {
+      const cause = (err as WalvaultError).cause as { code?: string } | undefined;
+      if (cause?.code === '42710') return false; // duplicate_object: the slot is there already
+      throw err;
+    }
+  }
+
+  /**
+   * Starts streaming. Resolves `session.done` when the timeline ends, the server shuts
+   * down, or we stop; rejects on any error.
+   */
+  startReplication(opts: { slot?: string; start: Lsn; timeline: number }, handlers: StreamHandlers): WalStreamSession {
+    const slotPart = opts.slot ? `SLOT ${quoteIdent(opts.slot)} ` : '';
+    const sql = `START_REPLICATION ${slotPart}PHYSICAL ${formatLsn(opts.start)} TIMELINE ${opts.timeline}`;
+    const session = new WalStreamSession(this.connection, handlers, opts.start);
+    const query = this.client.query(sql) as unknown as Promise<PgResult | PgResult[]>;
+    session.attach(
+      query.then((r) => (Array.isArray(r) ? r : [r])),
+      (err) => mapPgError(err, this.target),
+    );
+    return session;
+  }
+
+  get brokenBy(): Error | null {
+    return this.lastError;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      await Promise.race([this.client.end(), new Promise((resolve) => setTimeout(resolve, 2000))]);
+    } catch {
+      /* closing a broken connection */
+    }
+    try {
+      this.connection.stream.destroy();
+    } catch {
+      /* already destroyed */
+    }
+  }
+}

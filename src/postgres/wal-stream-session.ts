@@ -1,0 +1,196 @@
+/**
+ * One START_REPLICATION ... PHYSICAL exchange, from CopyBothResponse to its end.
+ *
+ * Ends:
+ *  - `end-of-timeline`: the server sent CopyDone ('c') because the timeline we asked for
+ *    ended (a promotion upstream). We answer with a last status update and our own CopyDone;
+ *    the server then sends a row (next_tli, next_tli_startpos) and ReadyForQuery.
+ *    A start exactly at the end of an old timeline skips copy mode and gets the row directly.
+ *  - `stopped`: we sent CopyDone; the server answers CopyDone, CommandComplete, ReadyForQuery.
+ *  - `server-shutdown`: the server sent CommandComplete inside copy mode and closed the socket.
+ */
+import { WalvaultError } from '../errors';
+import { parseLsn, type Lsn } from '../wal/lsn';
+import {
+  encodeStatusUpdate,
+  KEEPALIVE,
+  readKeepalive,
+  readXLogDataHeader,
+  XLOG_DATA,
+  XLOG_DATA_HEADER,
+  type Keepalive,
+  type StatusPositions,
+  type XLogDataHeader,
+} from './copy-both-messages';
+
+export interface StreamHandlers {
+  /** Called once the server has entered copy-both mode (the slot is ours from here on). */
+  onStart?(): void;
+  /** `payload` is a private copy: it may be kept past the call. */
+  onXLogData(header: XLogDataHeader, payload: Buffer): void;
+  onKeepalive(k: Keepalive): void;
+  /** Positions for the last status update sent before our CopyDone. */
+  finalPositions(): StatusPositions;
+}
+
+export type StreamEnd =
+  | { kind: 'end-of-timeline'; nextTli: number; nextTliStart: Lsn }
+  | { kind: 'stopped' }
+  | { kind: 'server-shutdown' };
+
+interface Conn {
+  on(event: string, fn: (msg: any) => void): void;
+  removeListener(event: string, fn: (msg: any) => void): void;
+  sendCopyFromChunk(buf: Buffer): void;
+  endCopyFrom(): void;
+  stream: { pause(): void; resume(): void };
+}
+
+export class WalStreamSession {
+  readonly done: Promise<StreamEnd>;
+  private resolveDone!: (e: StreamEnd) => void;
+  private rejectDone!: (e: unknown) => void;
+  private inCopy = false;
+  private clientCopyDone = false;
+  private serverCopyDone = false;
+  private serverCompletedInCopy = false;
+  private expectedStart: Lsn;
+  private paused = false;
+  private readonly listeners: Array<[string, (msg: any) => void]> = [];
+
+  constructor(
+    private readonly conn: Conn,
+    private readonly handlers: StreamHandlers,
+    start: Lsn,
+  ) {
+    this.expectedStart = start;
+    this.done = new Promise((resolve, reject) => {
+      this.resolveDone = resolve;
+      this.rejectDone = reject;
+    });
+    this.listen('replicationStart', () => {
+      this.inCopy = true;
+      this.handlers.onStart?.();
+    });
+    this.listen('copyData', (msg: { chunk: Buffer }) => this.onCopyData(msg.chunk));
+    this.listen('copyDone', () => this.onServerCopyDone());
+    this.listen('commandComplete', () => {
+      if (this.inCopy && !this.serverCopyDone) this.serverCompletedInCopy = true;
+    });
+  }
+
+  private listen(event: string, fn: (msg: any) => void): void {
+    this.conn.on(event, fn);
+    this.listeners.push([event, fn]);
+  }
+
+  private detach(): void {
+    for (const [event, fn] of this.listeners) this.conn.removeListener(event, fn);
+    this.listeners.length = 0;
+    if (this.paused) this.resume();
+  }
+
+  /** Wires the pending START_REPLICATION query to this session's outcome. */
+  attach(query: Promise<Array<{ rows: Array<Record<string, unknown>> }>>, mapError: (err: unknown) => Error): void {
+    query.then(
+      (results) => {
+        this.detach();
+        const row = results.flatMap((r) => r.rows ?? []).find((r) => r.next_tli !== undefined);
+        if (row) {
+          this.resolveDone({
+            kind: 'end-of-timeline',
+            nextTli: Number(row.next_tli),
+            nextTliStart: parseLsn(String(row.next_tli_startpos)),
+          });
+        } else {
+          this.resolveDone({ kind: 'stopped' });
+        }
+      },
+      (err) => {
+        this.detach();
+        if (this.serverCompletedInCopy && /Connection terminated/i.test(String((err as Error)?.message))) {
+          this.resolveDone({ kind: 'server-shutdown' });
+        } else {
+          this.rejectDone(mapError(err));
+        }
+      },
+    );
+  }
+
+  private onCopyData(chunk: Buffer): void {
+    try {
+      const kind = chunk[0];
+      if (kind === XLOG_DATA) {
+        const header = readXLogDataHeader(chunk);
+        if (header.dataStart !== this.expectedStart) {
+          throw new WalvaultError(
+            'WAL_DISCONTINUITY',
+            `server sent WAL from ${header.dataStart} where ${this.expectedStart} was expected`,
+          );
+        }
+        // The chunk is a view into the parser's buffer, which later reads overwrite.
+        const payload = Buffer.from(chunk.subarray(XLOG_DATA_HEADER));
+        this.expectedStart = header.dataStart + BigInt(payload.length);
+        this.handlers.onXLogData(header, payload);
+      } else if (kind === KEEPALIVE) {
+        this.handlers.onKeepalive(readKeepalive(chunk));
+      }
+      // Other message kinds are not sent on physical streams; ignoring them is safe.
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  private onServerCopyDone(): void {
+    this.serverCopyDone = true;
+    if (!this.clientCopyDone) {
+      try {
+        this.sendStatus(this.handlers.finalPositions(), false);
+      } catch {
+        /* the final update is a courtesy; the server has what it needs */
+      }
+      this.clientCopyDone = true;
+      this.conn.endCopyFrom();
+    }
+  }
+
+  private fail(err: unknown): void {
+    this.detach();
+    this.rejectDone(err);
+    // Leaving copy mode from our side cannot undo a broken stream; the owner closes the socket.
+  }
+
+  sendStatus(p: StatusPositions, replyRequested: boolean): void {
+    if (this.clientCopyDone || !this.inCopy) return;
+    this.conn.sendCopyFromChunk(encodeStatusUpdate(p, replyRequested));
+  }
+
+  /** Ends streaming from our side (after a last status update). */
+  stop(final?: StatusPositions): void {
+    if (this.clientCopyDone) return;
+    if (final && this.inCopy) this.sendStatus(final, false);
+    if (!this.inCopy) return;
+    this.clientCopyDone = true;
+    this.conn.endCopyFrom();
+  }
+
+  get streaming(): boolean {
+    return this.inCopy && !this.clientCopyDone && !this.serverCopyDone;
+  }
+
+  pause(): void {
+    if (this.paused) return;
+    this.paused = true;
+    this.conn.stream.pause();
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.conn.stream.resume();
+  }
+
+  get isPaused(): boolean {
+    return this.paused;
+  }
+}

@@ -1,0 +1,27 @@
+/**
+ * The one small interface every storage backend implements. Keys are '/'-separated paths
+ * relative to the site's archive prefix (e.g. `wal/000000010000000000000003`).
+ *
+ * Backends only move bytes. The archive layer above them owns the rules: envelopes,
+ * checksums, the no-overwrite promise and read-back verification.
+ */
+export interface ObjectInfo {
+  key: string;
+  size: number;
+}
+
+export interface Storage {
+  /** Human-readable location for logs and errors; never contains credentials. */
+  readonly description: string;
+  /** Writes the whole object atomically: a reader sees the old object, the new one, or none. */
+  put(key: string, body: Buffer): Promise<void>;
+  /** The whole object, or null when there is no object at `key`. */
+  get(key: string): Promise<Buffer | null>;
+  head(key: string): Promise<ObjectInfo | null>;
+  /** Every object whose key starts with `prefix`, sorted by key. */
+  list(prefix: string): Promise<ObjectInfo[]>;
+  /** Removes the object; no error when it does not exist. */
+  delete(key: string): Promise<void>;
+  /** Releases connections or handles. */
+  close(): Promise<void>;
+}

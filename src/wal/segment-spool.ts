@@ -1,0 +1,230 @@
+/**
+ * The spool: WAL received from the server, written into segment files in the state
+ * directory before anything is reported as safe.
+ *
+ * A segment being received lives in `NAME.partial`, sized to the full segment from the
+ * start (so a later restart can tell a torn file from a short one). Bytes must arrive in
+ * order: each write has to start exactly where the previous one ended. When the last byte
+ * of a segment is written, the file is fsynced, renamed to `NAME` and the directory is
+ * fsynced; only then is the segment reported complete. Page headers and the SHA-256 of the
+ * segment are computed in the same pass as the write.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { WalvaultError } from '../errors';
+import { formatLsn, segmentFileName, segmentNumber, segmentOffset, segmentStartOfNumber, type Lsn } from './lsn';
+import { PageChecker, type PageCheckContext } from './page-header';
+import { fsyncDir } from './fsync-dir';
+
+export interface SpoolOptions {
+  dir: string;
+  segSize: number;
+  /** Page check settings for a file of timeline `tli` (magic, system id, block size...). */
+  checkContext(tli: number, name: string): PageCheckContext;
+}
+
+export interface CompletedSegment {
+  tli: number;
+  segNo: bigint;
+  name: string;
+  startLsn: Lsn;
+  sha256: string;
+}
+
+export interface OpenSegment {
+  tli: number;
+  segNo: bigint;
+  name: string;
+  startLsn: Lsn;
+  /** Bytes written from offset 0. */
+  received: number;
+  /** Bytes known durable (fsynced) from offset 0. */
+  fsynced: number;
+}
+
+interface Current extends OpenSegment {
+  handle: fsp.FileHandle;
+  hash: Hash;
+  checker: PageChecker;
+}
+
+export class SegmentSpool {
+  private current: Current | null = null;
+  private expected: Lsn | null = null;
+
+  constructor(private readonly opts: SpoolOptions) {}
+
+  get dir(): string {
+    return this.opts.dir;
+  }
+
+  partialPath(name: string): string {
+    return path.join(this.opts.dir, name + '.partial');
+  }
+
+  completePath(name: string): string {
+    return path.join(this.opts.dir, name);
+  }
+
+  /** The segment being received, if any. */
+  get open(): OpenSegment | null {
+    if (!this.current) return null;
+    const { tli, segNo, name, startLsn, received, fsynced } = this.current;
+    return { tli, segNo, name, startLsn, received, fsynced };
+  }
+
+  /** End position of the bytes written so far (null before the first write). */
+  get receivedLsn(): Lsn | null {
+    return this.expected;
+  }
+
+  /**
+   * Writes WAL bytes [start, start + data.length) of timeline `tli`. Calls `onOpen` when a new
+   * segment file is started and returns the segments this write completed, in order.
+   */
+  async write(
+    tli: number,
+    start: Lsn,
+    data: Buffer,
+    onOpen?: (seg: OpenSegment) => void,
+  ): Promise<CompletedSegment[]> {
+    const done: CompletedSegment[] = [];
+    const segSize = this.opts.segSize;
+    let pos = start;
+    let offset = 0;
+    if (this.expected !== null && start !== this.expected) {
+      throw new WalvaultError(
+        'WAL_DISCONTINUITY',
+        `WAL arrived from ${formatLsn(start)} but the spool ends at ${formatLsn(this.expected)}; refusing to leave a gap`,
+      );
+    }
+    while (offset < data.length) {
+      if (!this.current) {
+        if (segmentOffset(pos, segSize) !== 0) {
+          throw new WalvaultError(
+            'WAL_DISCONTINUITY',
+            `WAL arrived from ${formatLsn(pos)}, which is not the start of a segment, with no segment open`,
+          );
+        }
+        await this.openSegment(tli, segmentNumber(pos, segSize));
+        onOpen?.(this.open!);
+      }
+      const cur = this.current!;
+      if (cur.tli !== tli) {
+        throw new WalvaultError('WAL_DISCONTINUITY', `timeline ${tli} WAL arrived while segment ${cur.name} is open`);
+      }
+      const n = Math.min(data.length - offset, segSize - cur.received);
+      const piece = data.subarray(offset, offset + n);
+      cur.checker.feed(piece);
+      cur.hash.update(piece);
+      await writeFully(cur.handle, piece, cur.received);
+      cur.received += n;
+      offset += n;
+      pos += BigInt(n);
+      this.expected = pos;
+      if (cur.received === segSize) done.push(await this.completeCurrent());
+    }
+    return done;
+  }
+
+  private async openSegment(tli: number, segNo: bigint): Promise<void> {
+    const name = segmentFileName(tli, segNo, this.opts.segSize);
+    const file = this.partialPath(name);
+    let handle: fsp.FileHandle;
+    try {
+      handle = await fsp.open(file, 'w+');
+      // Full size up front: a restart can then tell a torn file from a short one.
+      await handle.truncate(this.opts.segSize);
+    } catch (err) {
+      throw new WalvaultError('STATE_DIR_UNWRITABLE', `cannot write spool file ${file}: ${(err as Error).message}`, { cause: err });
+    }
+    const startLsn = segmentStartOfNumber(segNo, this.opts.segSize);
+    this.current = {
+      tli,
+      segNo,
+      name,
+      startLsn,
+      received: 0,
+      fsynced: 0,
+      handle,
+      hash: createHash('sha256'),
+      checker: new PageChecker(startLsn, this.opts.checkContext(tli, name)),
+    };
+    await fsyncDir(this.opts.dir);
+  }
+
+  private async completeCurrent(): Promise<CompletedSegment> {
+    const cur = this.current!;
+    await cur.handle.sync();
+    cur.fsynced = cur.received;
+    await cur.handle.close();
+    this.current = null;
+    await fsp.rename(this.partialPath(cur.name), this.completePath(cur.name));
+    await fsyncDir(this.opts.dir);
+    return { tli: cur.tli, segNo: cur.segNo, name: cur.name, startLsn: cur.startLsn, sha256: cur.hash.digest('hex') };
+  }
+
+  /** Makes everything written so far durable. Returns the fsynced end position. */
+  async fsync(): Promise<Lsn | null> {
+    const cur = this.current;
+    if (cur && cur.fsynced < cur.received) {
+      const target = cur.received;
+      await cur.handle.sync();
+      cur.fsynced = Math.max(cur.fsynced, target);
+    }
+    return this.fsyncedLsn;
+  }
+
+  get fsyncedLsn(): Lsn | null {
+    if (this.current) return this.current.startLsn + BigInt(this.current.fsynced);
+    return this.expected;
+  }
+
+  /** Reads the first `length` bytes of the open segment (they must be fsynced). */
+  async readOpenPrefix(length: number): Promise<Buffer> {
+    const cur = this.current;
+    if (!cur) throw new Error('no open segment');
+    const buf = Buffer.alloc(length);
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await cur.handle.read(buf, done, length - done, done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    return buf;
+  }
+
+  /**
+   * Stops writing to the open segment without completing it: it stays `NAME.partial`
+   * (end of a timeline, shutdown). Returns what it held.
+   */
+  async closeOpen(): Promise<OpenSegment | null> {
+    const cur = this.current;
+    if (!cur) {
+      this.expected = null;
+      return null;
+    }
+    await cur.handle.sync();
+    cur.fsynced = cur.received;
+    await cur.handle.close();
+    this.current = null;
+    this.expected = null;
+    const { tli, segNo, name, startLsn, received, fsynced } = cur;
+    return { tli, segNo, name, startLsn, received, fsynced };
+  }
+
+  /** Forgets the expected position so the next write may start a new segment (timeline switch). */
+  resetPosition(): void {
+    if (this.current) throw new Error('a segment is still open');
+    this.expected = null;
+  }
+}
+
+async function writeFully(handle: fsp.FileHandle, buf: Buffer, position: number): Promise<void> {
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesWritten } = await handle.write(buf, done, buf.length - done, position + done);
+    done += bytesWritten;
+  }
+}
