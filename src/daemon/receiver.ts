@@ -31,7 +31,7 @@ import { formatLsn, historyFileName, maxLsn, segmentStart, type Lsn } from '../w
 import { pageMagicForMajor, type PageCheckContext } from '../wal/page-header';
 import { SegmentSpool, type CompletedSegment, type OpenSegment } from '../wal/segment-spool';
 import { parseTimelineHistory, timelineOfLsn } from '../wal/timeline-history';
-import { backoffDelayMs, sleep } from './backoff';
+import { backoffDelayMs, sleep, withTimeout } from './backoff';
 import { reconcile, type ResumePoint } from './resume';
 import { StateLock } from './state-lock';
 import { Uploader } from './uploader';
@@ -662,9 +662,9 @@ export class SiteReceiver {
           await this.spool.fsync();
           const data = await this.spool.readOpenPrefix(open.received);
           const upload = this.uploader.uploadPartial(open, data);
-          await Promise.race([upload, sleep(30000)]);
+          await withTimeout(upload, 30000);
         }
-        await Promise.race([this.uploader.idle(), sleep(30000)]);
+        await withTimeout(this.uploader.idle(), 30000);
       }
       await this.spool?.closeOpen();
     } catch (err) {

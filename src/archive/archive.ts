@@ -1,0 +1,233 @@
+/**
+ * The archive on top of a Storage: the layout under the site's prefix and the rules the
+ * backends do not know about.
+ *
+ *   cluster.json                 which database system this archive belongs to
+ *   wal/<segment>                finished segments (immutable)
+ *   wal/<segment>.partial        newest partial of the segment being received (replaced)
+ *   wal/<TLI>.history            timeline history files (immutable)
+ *
+ * Every object, cluster.json included, is wrapped in the envelope (./envelope.ts), and every
+ * write is read back and verified before it counts as archived.
+ *
+ * Concurrency: the Storage interface has no create-if-absent, so two writers racing on the
+ * same new key can both believe they won. One archive prefix is meant to have one writer
+ * (one site); the read-back checks narrow, but do not close, that window.
+ */
+import { WalvaultError } from '../errors';
+import { isValidSegmentSize } from '../wal/lsn';
+import type { Storage } from '../storage/storage';
+import { decodeEnvelope, encodeEnvelope, readEnvelopeHeader, sha256 } from './envelope';
+
+export interface ClusterInfo {
+  /** Decimal uint64, as IDENTIFY_SYSTEM prints it. */
+  systemId: string;
+  pgVersionNum: number;
+  walSegmentSize: number;
+  createdAt?: string;
+}
+
+export type PutResult = 'stored' | 'unchanged';
+
+export const CLUSTER_KEY = 'cluster.json';
+const WAL_PREFIX = 'wal/';
+const UINT64_MAX = (1n << 64n) - 1n;
+
+export class Archive {
+  readonly storage: Storage;
+
+  constructor(storage: Storage) {
+    this.storage = storage;
+  }
+
+  static walKey(name: string): string {
+    if (name === '' || name.includes('/')) {
+      throw new WalvaultError('WAL_BAD_NAME', `"${name}" is not a WAL file name (expected a bare name such as 000000010000000000000003)`);
+    }
+    return WAL_PREFIX + name;
+  }
+
+  private label(key: string): string {
+    return `${key} in ${this.storage.description}`;
+  }
+
+  async readCluster(): Promise<ClusterInfo | null> {
+    const plaintext = await this.get(CLUSTER_KEY);
+    return plaintext === null ? null : parseClusterInfo(plaintext, this.label(CLUSTER_KEY));
+  }
+
+  /**
+   * Claims the archive for this cluster, or proves it is already ours. Refuses, without
+   * writing anything, an archive that belongs to another database system.
+   */
+  async ensureCluster(info: ClusterInfo): Promise<ClusterInfo> {
+    checkClusterInfo(info);
+    const existing = await this.readCluster();
+    if (existing !== null) {
+      this.assertSameCluster(existing, info);
+      return existing;
+    }
+
+    const marker: ClusterInfo = {
+      systemId: info.systemId,
+      pgVersionNum: info.pgVersionNum,
+      walSegmentSize: info.walSegmentSize,
+      createdAt: info.createdAt ?? new Date().toISOString(),
+    };
+    await this.storage.put(CLUSTER_KEY, encodeEnvelope(Buffer.from(JSON.stringify(marker, null, 2) + '\n', 'utf8')));
+    // If another cluster's process created the marker at the same moment, one of us reads
+    // back the other's marker here and stops.
+    const stored = await this.readCluster();
+    if (stored === null) {
+      throw new WalvaultError('ARCHIVE_CORRUPT', `${this.label(CLUSTER_KEY)}: written, but missing when read back`);
+    }
+    this.assertSameCluster(stored, info);
+    return stored;
+  }
+
+  private assertSameCluster(stored: ClusterInfo, ours: ClusterInfo): void {
+    const desc = this.storage.description;
+    if (stored.systemId !== ours.systemId) {
+      throw new WalvaultError(
+        'ARCHIVE_OTHER_CLUSTER',
+        `archive ${desc} belongs to database system ${stored.systemId}, but the server is ${ours.systemId}: use a separate archive for each cluster`,
+      );
+    }
+    if (stored.walSegmentSize !== ours.walSegmentSize) {
+      // wal_segment_size is fixed at initdb, so this is not the cluster that made the archive.
+      throw new WalvaultError(
+        'ARCHIVE_OTHER_CLUSTER',
+        `archive ${desc} was created for database system ${stored.systemId} with wal_segment_size ${stored.walSegmentSize} bytes, ` +
+          `but the server reports ${ours.walSegmentSize} bytes: this is not the same cluster; use a separate archive for each cluster`,
+      );
+    }
+  }
+
+  /**
+   * Stores an object that must never change (a finished segment, a history file). An
+   * identical object already stored is a no-op; a different one is a refusal.
+   */
+  async putImmutable(key: string, plaintext: Buffer): Promise<PutResult> {
+    const label = this.label(key);
+    const ours = sha256(plaintext);
+    const existing = await this.storage.get(key);
+    if (existing !== null) {
+      // Only the header is compared: it carries the plaintext checksum, so the body need
+      // not be decoded (and later backends can fetch just the header).
+      const theirs = readEnvelopeHeader(existing, label);
+      const expected = theirs.headerLength + theirs.bodyLength;
+      if (existing.length !== expected) {
+        throw new WalvaultError(
+          'ARCHIVE_CORRUPT',
+          `${label}: the stored object is ${existing.length} bytes but its header says ${expected}; ` +
+            `check it with "walvault verify" and delete it so it can be archived again`,
+        );
+      }
+      if (theirs.plaintextSize === plaintext.length && theirs.sha256.equals(ours)) return 'unchanged';
+      throw new WalvaultError(
+        'ARCHIVE_CONFLICT',
+        `${label} already exists with different content (stored: ${theirs.plaintextSize} bytes, sha256 ${theirs.sha256.toString('hex')}; ` +
+          `new: ${plaintext.length} bytes, sha256 ${ours.toString('hex')}); refusing to overwrite an archived object`,
+      );
+    }
+    await this.writeVerified(key, plaintext, ours);
+    return 'stored';
+  }
+
+  /** Stores the growing partial of the segment being received, replacing the older one. */
+  async putPartial(key: string, plaintext: Buffer): Promise<void> {
+    // Guard the promise that finished objects never change: only .partial keys are replaceable.
+    if (!key.endsWith('.partial')) {
+      throw new WalvaultError('INTERNAL', `putPartial called for ${key}, which is not a .partial key`);
+    }
+    await this.writeVerified(key, plaintext, sha256(plaintext));
+  }
+
+  private async writeVerified(key: string, plaintext: Buffer, digest: Buffer): Promise<void> {
+    const label = this.label(key);
+    await this.storage.put(key, encodeEnvelope(plaintext));
+    const readBack = await this.storage.get(key);
+    if (readBack === null) throw new WalvaultError('ARCHIVE_CORRUPT', `${label}: written, but missing when read back`);
+    let stored: { plaintextSize: number; sha256: Buffer };
+    try {
+      stored = decodeEnvelope(readBack, label).header;
+    } catch (err) {
+      // What is there is unreadable garbage: remove it, so a retry writes afresh instead of
+      // finding an object whose header claims the right checksum.
+      await this.storage.delete(key).catch(() => undefined);
+      throw new WalvaultError('ARCHIVE_CORRUPT', `${(err as Error).message} (read back right after writing; removed, retry the upload)`, {
+        cause: err,
+      });
+    }
+    if (stored.plaintextSize !== plaintext.length || !stored.sha256.equals(digest)) {
+      throw new WalvaultError(
+        'ARCHIVE_CORRUPT',
+        `${label}: read back after writing holds ${stored.plaintextSize} bytes with sha256 ${stored.sha256.toString('hex')}, ` +
+          `but ${plaintext.length} bytes with sha256 ${digest.toString('hex')} were written (is another process writing to this archive?)`,
+      );
+    }
+  }
+
+  /** The verified plaintext, or null when there is no such object. */
+  async get(key: string): Promise<Buffer | null> {
+    const buf = await this.storage.get(key);
+    return buf === null ? null : decodeEnvelope(buf, this.label(key)).plaintext;
+  }
+
+  async exists(key: string): Promise<boolean> {
+    return (await this.storage.head(key)) !== null;
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.storage.delete(key);
+  }
+
+  /** Names under wal/ without the prefix, sorted (segment names sort in WAL order). */
+  async listWal(): Promise<string[]> {
+    const objects = await this.storage.list(WAL_PREFIX);
+    return objects.map((o) => o.key.slice(WAL_PREFIX.length));
+  }
+}
+
+function isUint64Decimal(text: unknown): text is string {
+  return typeof text === 'string' && /^\d{1,20}$/.test(text) && BigInt(text) <= UINT64_MAX;
+}
+
+function clusterInfoProblem(info: Record<string, unknown>): string | null {
+  if (!isUint64Decimal(info.systemId)) return `systemId ${JSON.stringify(info.systemId)} is not a decimal uint64`;
+  if (!Number.isInteger(info.pgVersionNum) || (info.pgVersionNum as number) <= 0) {
+    return `pgVersionNum ${JSON.stringify(info.pgVersionNum)} is not a positive integer`;
+  }
+  if (!isValidSegmentSize(info.walSegmentSize as number)) {
+    return `walSegmentSize ${JSON.stringify(info.walSegmentSize)} is not a power of two from 1 MiB to 1 GiB`;
+  }
+  if (info.createdAt !== undefined && typeof info.createdAt !== 'string') return 'createdAt is not a string';
+  return null;
+}
+
+function checkClusterInfo(info: ClusterInfo): void {
+  const problem = clusterInfoProblem(info as unknown as Record<string, unknown>);
+  if (problem) throw new WalvaultError('INTERNAL', `invalid cluster identity: ${problem}`);
+}
+
+function parseClusterInfo(plaintext: Buffer, label: string): ClusterInfo {
+  let value: unknown;
+  try {
+    value = JSON.parse(plaintext.toString('utf8'));
+  } catch (err) {
+    throw new WalvaultError('ARCHIVE_CORRUPT', `${label}: not valid JSON (${(err as Error).message})`, { cause: err });
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new WalvaultError('ARCHIVE_CORRUPT', `${label}: not a JSON object`);
+  }
+  const obj = value as Record<string, unknown>;
+  const problem = clusterInfoProblem(obj);
+  if (problem) throw new WalvaultError('ARCHIVE_CORRUPT', `${label}: ${problem}`);
+  const info: ClusterInfo = {
+    systemId: obj.systemId as string,
+    pgVersionNum: obj.pgVersionNum as number,
+    walSegmentSize: obj.walSegmentSize as number,
+  };
+  if (typeof obj.createdAt === 'string') info.createdAt = obj.createdAt;
+  return info;
+}

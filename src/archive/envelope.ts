@@ -1,0 +1,245 @@
+/**
+ * The object envelope: every stored object is a small header followed by the body, so any
+ * object can be decoded and checked with nothing but its own bytes (no side metadata, no
+ * extended attributes).
+ *
+ * Byte layout (all integers unsigned, big-endian):
+ *
+ *   offset   size  field
+ *   0        4     magic "WVLT" (57 56 4C 54)
+ *   4        1     format version = 1
+ *   5        1     codec id (see CODEC_IDS)
+ *   6        1     encryption id (see ENCRYPTION_IDS)
+ *   7        1     flags, all bits reserved: must be 0 in version 1
+ *   8        8     plaintext size in bytes
+ *   16       32    SHA-256 of the plaintext
+ *   48       8     body size in bytes (what follows the header)
+ *   56       4     extension length n
+ *   60       n     extension: UTF-8 JSON object (key ids, wrapped keys...); n = 0 means {}
+ *   60+n     4     CRC-32 (as zlib/gzip) of bytes [0, 60+n)
+ *   64+n     ...   body: plaintext -> compressed by the codec -> encrypted
+ *
+ * The header CRC catches damage to the header itself (including the extension, which the
+ * plaintext checksum cannot cover); the body size catches truncation before any decoder
+ * runs; the plaintext SHA-256 is the object's identity, compared across re-uploads.
+ * Version 1 with no compression and no encryption has a 64-byte header.
+ */
+import { createHash } from 'node:crypto';
+import { WalvaultError } from '../errors';
+
+const MAGIC = Buffer.from('WVLT', 'ascii');
+export const ENVELOPE_VERSION = 1;
+const FIXED_LENGTH = 60;
+const CRC_LENGTH = 4;
+/** Far above anything we will store there; keeps a damaged length from allocating gigabytes. */
+const MAX_EXTENSION_LENGTH = 64 * 1024;
+
+/** Codec ids are part of the format: never renumber. Only 'none' is implemented so far. */
+export const CODEC_IDS = { none: 0, gzip: 1, lz4: 2, zstd: 3, snappy: 4 } as const;
+/** Encryption ids are part of the format: never renumber. */
+export const ENCRYPTION_IDS = { none: 0, 'aes-256-gcm': 1 } as const;
+
+export type CodecName = 'none';
+export type EncryptionName = 'none';
+
+export interface EnvelopeHeader {
+  version: number;
+  codec: CodecName;
+  encryption: EncryptionName;
+  plaintextSize: number;
+  sha256: Buffer;
+  /** Bytes from the start of the object to the first body byte. */
+  headerLength: number;
+  /** Bytes of body after the header; headerLength + bodyLength is the whole object. */
+  bodyLength: number;
+  extension: Record<string, unknown>;
+}
+
+/**
+ * One reversible transformation of the body. Compression and encryption are both stages;
+ * the envelope applies them in order on the way in and in reverse on the way out.
+ */
+interface BodyStage<Name extends string> {
+  readonly name: Name;
+  readonly id: number;
+  encode(input: Buffer): Buffer;
+  decode(input: Buffer, label: string): Buffer;
+}
+
+const identityCodec: BodyStage<CodecName> = { name: 'none', id: CODEC_IDS.none, encode: (b) => b, decode: (b) => b };
+const noEncryption: BodyStage<EncryptionName> = { name: 'none', id: ENCRYPTION_IDS.none, encode: (b) => b, decode: (b) => b };
+
+const CODECS = new Map<number, BodyStage<CodecName>>([[identityCodec.id, identityCodec]]);
+const ENCRYPTIONS = new Map<number, BodyStage<EncryptionName>>([[noEncryption.id, noEncryption]]);
+
+export function sha256(buf: Buffer): Buffer {
+  return createHash('sha256').update(buf).digest();
+}
+
+const CRC_TABLE = (() => {
+  const table = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    table[n] = c >>> 0;
+  }
+  return table;
+})();
+
+/** CRC-32 (reflected polynomial 0xEDB88320), kept here because zlib.crc32 needs Node >= 20.15. */
+export function crc32(buf: Uint8Array): number {
+  let c = 0xffffffff;
+  for (let i = 0; i < buf.length; i++) c = CRC_TABLE[(c ^ buf[i]) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+function corrupt(label: string, what: string): WalvaultError {
+  return new WalvaultError('ARCHIVE_CORRUPT', `${label}: ${what}`);
+}
+
+function nameOfId(ids: Record<string, number>, id: number): string {
+  return Object.keys(ids).find((k) => ids[k] === id) ?? `unknown id ${id}`;
+}
+
+/** Wraps the plaintext: hash, then each body stage, then the header in front. */
+export function encodeEnvelope(plaintext: Buffer, extension: Record<string, unknown> = {}): Buffer {
+  const codec = identityCodec;
+  const encryption = noEncryption;
+  const digest = sha256(plaintext);
+  const body = encryption.encode(codec.encode(plaintext));
+  const header = encodeHeader(codec.id, encryption.id, plaintext.length, digest, body.length, extension);
+  return Buffer.concat([header, body], header.length + body.length);
+}
+
+function encodeHeader(
+  codecId: number,
+  encryptionId: number,
+  plaintextSize: number,
+  digest: Buffer,
+  bodyLength: number,
+  extension: Record<string, unknown>,
+): Buffer {
+  const ext = Object.keys(extension).length === 0 ? Buffer.alloc(0) : Buffer.from(JSON.stringify(extension), 'utf8');
+  if (ext.length > MAX_EXTENSION_LENGTH) {
+    throw new WalvaultError('INTERNAL', `envelope extension is ${ext.length} bytes, more than ${MAX_EXTENSION_LENGTH}`);
+  }
+  const header = Buffer.alloc(FIXED_LENGTH + ext.length + CRC_LENGTH);
+  MAGIC.copy(header, 0);
+  header.writeUInt8(ENVELOPE_VERSION, 4);
+  header.writeUInt8(codecId, 5);
+  header.writeUInt8(encryptionId, 6);
+  header.writeUInt8(0, 7);
+  header.writeBigUInt64BE(BigInt(plaintextSize), 8);
+  digest.copy(header, 16);
+  header.writeBigUInt64BE(BigInt(bodyLength), 48);
+  header.writeUInt32BE(ext.length, 56);
+  ext.copy(header, FIXED_LENGTH);
+  const crcAt = FIXED_LENGTH + ext.length;
+  header.writeUInt32BE(crc32(header.subarray(0, crcAt)), crcAt);
+  return header;
+}
+
+/**
+ * Parses and checks the header only, so it works on a prefix of the object as well as on
+ * the whole object; it says nothing about whether the body is intact.
+ */
+export function readEnvelopeHeader(buf: Buffer, label: string): EnvelopeHeader {
+  return parseHeader(buf, label).header;
+}
+
+interface ParsedHeader {
+  header: EnvelopeHeader;
+  codec: BodyStage<CodecName>;
+  encryption: BodyStage<EncryptionName>;
+}
+
+function parseHeader(buf: Buffer, label: string): ParsedHeader {
+  if (buf.length < MAGIC.length || !buf.subarray(0, MAGIC.length).equals(MAGIC)) {
+    const what = buf.length < MAGIC.length ? `only ${buf.length} bytes long` : 'bad magic';
+    throw corrupt(label, `not a walvault archive object (${what}; expected it to start with "WVLT")`);
+  }
+  if (buf.length < FIXED_LENGTH) throw corrupt(label, `truncated header (${buf.length} bytes, need at least ${FIXED_LENGTH + CRC_LENGTH})`);
+  const version = buf.readUInt8(4);
+  if (version !== ENVELOPE_VERSION) {
+    throw corrupt(label, `envelope format version ${version}, but this walvault reads only version ${ENVELOPE_VERSION} (written by a newer walvault, or damaged)`);
+  }
+  const extLength = buf.readUInt32BE(56);
+  if (extLength > MAX_EXTENSION_LENGTH) throw corrupt(label, `header extension length ${extLength} is implausible (damaged header)`);
+  const crcAt = FIXED_LENGTH + extLength;
+  const headerLength = crcAt + CRC_LENGTH;
+  if (buf.length < headerLength) throw corrupt(label, `truncated header (${buf.length} bytes, header needs ${headerLength})`);
+  const storedCrc = buf.readUInt32BE(crcAt);
+  const actualCrc = crc32(buf.subarray(0, crcAt));
+  if (storedCrc !== actualCrc) {
+    throw corrupt(label, `header checksum mismatch (stored crc32 ${hex32(storedCrc)}, computed ${hex32(actualCrc)}): the header is damaged`);
+  }
+
+  // From here the header is what the writer wrote; failures mean an unknown writer, not damage.
+  const flags = buf.readUInt8(7);
+  if (flags !== 0) throw corrupt(label, `header flags 0x${flags.toString(16)} are not defined in format version ${version}`);
+  const codec = CODECS.get(buf.readUInt8(5));
+  if (!codec) throw corrupt(label, `body uses codec "${nameOfId(CODEC_IDS, buf.readUInt8(5))}", which this walvault cannot decode`);
+  const encryption = ENCRYPTIONS.get(buf.readUInt8(6));
+  if (!encryption) {
+    throw corrupt(label, `body uses encryption "${nameOfId(ENCRYPTION_IDS, buf.readUInt8(6))}", which this walvault cannot decode`);
+  }
+  const plaintextSize = readSize(buf, 8, label, 'plaintext size');
+  const bodyLength = readSize(buf, 48, label, 'body size');
+  const header: EnvelopeHeader = {
+    version,
+    codec: codec.name,
+    encryption: encryption.name,
+    plaintextSize,
+    sha256: Buffer.from(buf.subarray(16, 48)),
+    headerLength,
+    bodyLength,
+    extension: parseExtension(buf.subarray(FIXED_LENGTH, crcAt), label),
+  };
+  return { header, codec, encryption };
+}
+
+/**
+ * Unwraps and verifies the whole object. The returned plaintext may share memory with `buf`.
+ */
+export function decodeEnvelope(buf: Buffer, label: string): { header: EnvelopeHeader; plaintext: Buffer } {
+  const { header, codec, encryption } = parseHeader(buf, label);
+  const expected = header.headerLength + header.bodyLength;
+  if (buf.length < expected) throw corrupt(label, `truncated: ${buf.length} bytes, the header promises ${expected}`);
+  if (buf.length > expected) throw corrupt(label, `${buf.length - expected} unexpected bytes after the body (${expected} expected)`);
+
+  const body = buf.subarray(header.headerLength);
+  const plaintext = codec.decode(encryption.decode(body, label), label);
+
+  if (plaintext.length !== header.plaintextSize) {
+    throw corrupt(label, `size mismatch: decoded ${plaintext.length} bytes, the header says ${header.plaintextSize}`);
+  }
+  const digest = sha256(plaintext);
+  if (!digest.equals(header.sha256)) {
+    throw corrupt(label, `checksum mismatch: content has sha256 ${digest.toString('hex')}, the header says ${header.sha256.toString('hex')}`);
+  }
+  return { header, plaintext };
+}
+
+function readSize(buf: Buffer, offset: number, label: string, what: string): number {
+  const value = buf.readBigUInt64BE(offset);
+  if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw corrupt(label, `${what} ${value} is implausible`);
+  return Number(value);
+}
+
+function parseExtension(bytes: Buffer, label: string): Record<string, unknown> {
+  if (bytes.length === 0) return {};
+  let value: unknown;
+  try {
+    value = JSON.parse(bytes.toString('utf8'));
+  } catch (err) {
+    throw corrupt(label, `header extension is not valid JSON (${(err as Error).message})`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw corrupt(label, 'header extension is not a JSON object');
+  }
+  return value as Record<string, unknown>;
+}
+
+function hex32(n: number): string {
+  return n.toString(16).padStart(8, '0');
+}

@@ -1,0 +1,456 @@
+/**
+ * Configuration: one TOML or JSON file with a section per site, or the one-site form
+ * given on the command line. Everything is checked up front so that a typo stops the
+ * daemon at start-up with one line naming the key, instead of surfacing hours later.
+ *
+ * Every error is a WalvaultError('CONFIG_INVALID', '<source>: <key path>: <problem>; <fix>').
+ * Secrets never appear in messages: passwords are refused in the pg string, read from
+ * `password_file` at load time, and messages describe a wrong value by its type only.
+ *
+ * Relative paths (state, a plain archive path, password_file) are resolved against the
+ * config file's directory, so the file means the same whatever directory the daemon
+ * starts in; on the command line they are relative to the working directory.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { parse as parseToml, TomlError } from 'smol-toml';
+import { WalvaultError } from '../errors';
+import { PASSWORD_HELP, PgConnectionConfig, closestName, describeConninfo, parseConninfo } from './conninfo';
+
+export type { PgConnectionConfig } from './conninfo';
+
+export type AckMode = 'archive' | 'sync';
+
+export interface SiteConfig {
+  name: string;
+  pg: PgConnectionConfig;
+  /** host:port user=..., for logs and errors; never the password. */
+  pgDescription: string;
+  archive: string;
+  state: string;
+  slot: string;
+  mode: AckMode;
+  applicationName: string;
+  partialIntervalSeconds: number;
+  statusIntervalSeconds: number;
+  createSlot: boolean;
+  uploadConcurrency: number;
+}
+
+export interface Config {
+  logLevel: string;
+  sites: SiteConfig[];
+  /** The config file path, or 'command line'. */
+  source: string;
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+const MODES: readonly AckMode[] = ['archive', 'sync'];
+const TOP_KEYS = ['log', 'sites'];
+const LOG_KEYS = ['level'];
+const SITE_KEYS = [
+  'pg',
+  'password_file',
+  'archive',
+  'state',
+  'slot',
+  'mode',
+  'application_name',
+  'partial_interval_seconds',
+  'status_interval_seconds',
+  'create_slot',
+  'upload_concurrency',
+];
+const DEFAULTS = {
+  mode: 'archive' as AckMode,
+  partialIntervalSeconds: 10,
+  statusIntervalSeconds: 10,
+  createSlot: true,
+  uploadConcurrency: 2,
+};
+const SLOT_MAX = 63; // NAMEDATALEN - 1
+const SITE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+
+type Format = 'toml' | 'json' | 'cli';
+type Table = Record<string, unknown>;
+
+interface Ctx {
+  source: string;
+  format: Format;
+  /** Relative paths resolve against this directory. */
+  baseDir: string;
+}
+
+export function loadConfigFile(file: string): Config {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ENOENT') throw invalid(`config file ${file} not found: ${e.message}; check the path`);
+    throw invalid(`config file ${file} cannot be read: ${e.message}; check the path and its permissions`);
+  }
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+  const ext = path.extname(file).toLowerCase();
+  const format: Format =
+    ext === '.json' ? 'json' : ext === '.toml' ? 'toml' : text.trimStart().startsWith('{') ? 'json' : 'toml';
+  const ctx: Ctx = { source: file, format, baseDir: path.dirname(path.resolve(file)) };
+  const doc = format === 'json' ? parseJsonDocument(text, file) : parseTomlDocument(text, file);
+  return buildConfig(doc, ctx);
+}
+
+/** The one-site form: `walvault run --pg ... --archive ... --state ...`. */
+export function configFromOptions(o: { pg?: string; archive?: string; state?: string; slot?: string; mode?: string }): Config {
+  const ctx: Ctx = { source: 'command line', format: 'cli', baseDir: process.cwd() };
+  const raw: Table = {};
+  for (const [k, v] of Object.entries(o)) if (v !== undefined) raw[k] = v;
+  return { logLevel: 'info', sites: [buildSite(ctx, 'default', raw)], source: ctx.source };
+}
+
+export function selectSite(cfg: Config, name?: string): SiteConfig {
+  const names = cfg.sites.map((s) => s.name);
+  if (name !== undefined) {
+    const site = cfg.sites.find((s) => s.name === name);
+    if (site) return site;
+    const guess = closestName(name, names);
+    throw invalid(
+      `${cfg.source}: no site named ${JSON.stringify(name)}; ` +
+        (guess ? `did you mean "${guess}"? ` : '') +
+        `configured sites: ${names.join(', ') || '(none)'}`,
+    );
+  }
+  if (cfg.sites.length === 1) return cfg.sites[0];
+  if (cfg.sites.length === 0) throw invalid(`${cfg.source}: sites: no sites configured; add a [sites.<name>] section`);
+  throw invalid(`${cfg.source}: several sites are configured (${names.join(', ')}); choose one with --site <name>`);
+}
+
+// --- the document ------------------------------------------------------------------
+
+function buildConfig(doc: unknown, ctx: Ctx): Config {
+  if (!isTable(doc)) fail(ctx, '(top level)', `expected ${tableWord(ctx)}, got ${typeName(doc)}`, 'the file must hold one object with "log" and "sites"');
+  rejectUnknownKeys(ctx, doc, '', TOP_KEYS);
+
+  let logLevel = 'info';
+  if (doc.log !== undefined) {
+    if (!isTable(doc.log)) fail(ctx, 'log', `expected ${tableWord(ctx)}, got ${typeName(doc.log)}`, `write ${ctx.format === 'json' ? '"log": { "level": "info" }' : '[log] followed by level = "info"'}`);
+    rejectUnknownKeys(ctx, doc.log, 'log.', LOG_KEYS);
+    const level = doc.log.level;
+    if (level !== undefined) {
+      if (typeof level !== 'string' || !LOG_LEVELS.includes(level)) {
+        const shown = typeof level === 'string' ? JSON.stringify(level) : typeName(level);
+        fail(ctx, 'log.level', `${shown} is not a log level`, `use one of ${LOG_LEVELS.map((l) => `"${l}"`).join(', ')}`);
+      }
+      logLevel = level;
+    }
+  }
+
+  const addSite = ctx.format === 'json' ? 'add "sites": { "<name>": { "pg": ..., "archive": ..., "state": ... } }' : 'add a [sites.<name>] section with pg, archive and state';
+  if (doc.sites === undefined) fail(ctx, 'sites', 'no sites configured', addSite);
+  if (!isTable(doc.sites)) fail(ctx, 'sites', `expected ${tableWord(ctx)}, got ${typeName(doc.sites)}`, addSite);
+  const entries = Object.entries(doc.sites);
+  if (entries.length === 0) fail(ctx, 'sites', 'no sites configured', addSite);
+
+  const sites: SiteConfig[] = [];
+  for (const [name, raw] of entries) {
+    if (!SITE_NAME.test(name)) {
+      fail(ctx, `sites.${JSON.stringify(name)}`, 'invalid site name', 'use up to 63 letters, digits, "_", "-" or "." starting with a letter or digit (the name appears in slot names, metrics and --site)');
+    }
+    if (!isTable(raw)) {
+      fail(ctx, `sites.${name}`, `expected ${tableWord(ctx)}, got ${typeName(raw)}`, ctx.format === 'json' ? `write "${name}": { "pg": ..., "archive": ..., "state": ... }` : `write [sites.${name}] followed by its keys`);
+    }
+    sites.push(buildSite(ctx, name, raw));
+  }
+  checkSitesApart(ctx, sites);
+  return { logLevel, sites, source: ctx.source };
+}
+
+/** Sites sharing a name (up to case), a state directory or an archive would corrupt each other. */
+function checkSitesApart(ctx: Ctx, sites: SiteConfig[]): void {
+  for (let i = 0; i < sites.length; i++) {
+    for (let j = 0; j < i; j++) {
+      const a = sites[j];
+      const b = sites[i];
+      if (a.name.toLowerCase() === b.name.toLowerCase()) {
+        fail(ctx, `sites.${b.name}`, `duplicate site name (same as sites.${a.name} apart from case)`, 'give every site a distinct name');
+      }
+      if (a.state === b.state) {
+        fail(ctx, `sites.${b.name}.state`, `same directory as sites.${a.name}.state`, 'give every site its own state directory');
+      }
+      if (a.archive === b.archive) {
+        fail(ctx, `sites.${b.name}.archive`, `same archive as sites.${a.name}.archive`, 'one archive holds one cluster: give every site its own archive');
+      }
+    }
+  }
+}
+
+function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
+  const where = (key: string) => keyPath(ctx, name, key);
+  rejectUnknownKeys(ctx, raw, ctx.format === 'cli' ? '' : `sites.${name}.`, SITE_KEYS);
+
+  const str = (key: string, required: boolean, example: string): string | undefined => {
+    const v = raw[key];
+    if (v === undefined) {
+      if (required) fail(ctx, where(key), 'missing', `add ${assignment(ctx, key, example)}`);
+      return undefined;
+    }
+    if (typeof v !== 'string') fail(ctx, where(key), `expected a string, got ${typeName(v)}`, `quote it: ${assignment(ctx, key, example)}`);
+    if (v === '' && key !== 'pg') fail(ctx, where(key), 'is empty', required ? `set it: ${assignment(ctx, key, example)}` : 'remove it to get the default');
+    return v;
+  };
+  /** `lowest` is the smallest allowed value; 0 exclusive means "positive". */
+  const num = (key: string, dflt: number, lowest: { value: number; exclusive?: boolean }, integer: boolean, hint: string): number => {
+    const v = raw[key];
+    if (v === undefined) return dflt;
+    if (typeof v !== 'number' || !Number.isFinite(v)) fail(ctx, where(key), `expected a number, got ${typeName(v)}`, `write it without quotes: ${assignment(ctx, key, String(dflt))}`);
+    if (integer && !Number.isInteger(v)) fail(ctx, where(key), `expected a whole number, got ${v}`, hint);
+    if (v < 0) fail(ctx, where(key), `must not be negative, got ${v}`, hint);
+    if (lowest.exclusive ? v <= lowest.value : v < lowest.value) {
+      fail(ctx, where(key), `must be ${lowest.exclusive ? 'greater than' : 'at least'} ${lowest.value}, got ${v}`, hint);
+    }
+    return v;
+  };
+
+  const pgString = str('pg', true, '"host=db1 port=5432 user=walvault"') as string;
+  const passwordFile = str('password_file', false, '"/etc/walvault/pg.password"');
+  const archiveRaw = str('archive', true, `"file:///var/lib/walvault/archive/${name}"`) as string;
+  const stateRaw = str('state', true, `"/var/lib/walvault/state/${name}"`) as string;
+  const slotRaw = str('slot', false, `"walvault_${name}"`);
+  const modeRaw = str('mode', false, '"archive"');
+  const appNameRaw = str('application_name', false, '"walvault"');
+
+  const pg = parseConninfo(pgString, `${ctx.source}: ${where('pg')}`);
+  if (passwordFile !== undefined) pg.password = readPasswordFile(ctx, where('password_file'), passwordFile);
+
+  const slot = slotRaw ?? defaultSlot(name);
+  if (!/^[a-z0-9_]+$/.test(slot) || slot.length > SLOT_MAX) {
+    fail(ctx, where('slot'), `${JSON.stringify(slot)} is not a valid replication slot name`, `use at most ${SLOT_MAX} lower-case letters, digits and underscores, e.g. ${assignment(ctx, 'slot', `"${defaultSlot(name)}"`)}`);
+  }
+
+  let mode = DEFAULTS.mode;
+  if (modeRaw !== undefined) {
+    if (!(MODES as readonly string[]).includes(modeRaw)) {
+      fail(ctx, where('mode'), `${JSON.stringify(modeRaw)} is not a mode`, `use "archive" (acknowledge WAL once archived; the default) or "sync" (acknowledge once fsynced locally)`);
+    }
+    mode = modeRaw as AckMode;
+  }
+
+  if (appNameRaw !== undefined && pg.application_name !== undefined && appNameRaw !== pg.application_name) {
+    fail(ctx, where('application_name'), 'differs from the application_name in pg', 'set it in one place only');
+  }
+  const applicationName = appNameRaw ?? pg.application_name ?? slot;
+  // synchronous_standby_names matches on this, so the connection must carry it.
+  pg.application_name = applicationName;
+
+  const createSlot = raw.create_slot ?? DEFAULTS.createSlot;
+  if (typeof createSlot !== 'boolean') fail(ctx, where('create_slot'), `expected a boolean, got ${typeName(createSlot)}`, `write ${assignment(ctx, 'create_slot', 'true')} or false, without quotes`);
+
+  return {
+    name,
+    pg,
+    pgDescription: describeConninfo(pg),
+    archive: resolveArchive(ctx, archiveRaw),
+    state: path.resolve(ctx.baseDir, stateRaw),
+    slot,
+    mode,
+    applicationName,
+    partialIntervalSeconds: num('partial_interval_seconds', DEFAULTS.partialIntervalSeconds, { value: 0 }, false, 'use a number of seconds; 0 disables partial uploads'),
+    statusIntervalSeconds: num('status_interval_seconds', DEFAULTS.statusIntervalSeconds, { value: 0, exclusive: true }, false, 'use a positive number of seconds, well below the server\'s wal_sender_timeout'),
+    createSlot,
+    uploadConcurrency: num('upload_concurrency', DEFAULTS.uploadConcurrency, { value: 1 }, true, 'use a whole number of parallel uploads, at least 1'),
+  };
+}
+
+/** "walvault_" + the site name folded into the characters PostgreSQL allows in slot names. */
+function defaultSlot(site: string): string {
+  return ('walvault_' + site.toLowerCase().replace(/[^a-z0-9_]/g, '_')).slice(0, SLOT_MAX);
+}
+
+/** URLs (file://, s3://, ...) are kept for the storage layer to judge; plain paths become absolute. */
+function resolveArchive(ctx: Ctx, archive: string): string {
+  if (/^[a-z][a-z0-9+.-]*:/i.test(archive)) return archive;
+  return path.resolve(ctx.baseDir, archive);
+}
+
+function readPasswordFile(ctx: Ctx, where: string, file: string): string {
+  const resolved = path.resolve(ctx.baseDir, file);
+  let content: string;
+  try {
+    content = fs.readFileSync(resolved, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    return fail(ctx, where, `cannot read ${resolved} (${code})`, "check the path and that walvault's user may read it");
+  }
+  const password = content.split(/\r?\n/, 1)[0];
+  if (password === '') fail(ctx, where, `${resolved} has an empty first line`, 'put the password alone on the first line');
+  return password;
+}
+
+function rejectUnknownKeys(ctx: Ctx, table: Table, prefix: string, allowed: string[]): void {
+  for (const key of Object.keys(table)) {
+    if (allowed.includes(key)) continue;
+    const shownKey = ctx.format === 'cli' ? `--${key.replace(/_/g, '-')}` : prefix + key;
+    if (key === 'password') fail(ctx, shownKey, 'passwords are not allowed in the configuration', PASSWORD_HELP);
+    const guess = closestName(key, allowed);
+    fail(ctx, shownKey, 'unknown key', guess ? `did you mean "${guess}"?` : `remove it; known keys here: ${allowed.join(', ')}`);
+  }
+}
+
+// --- syntax ------------------------------------------------------------------------
+
+function parseTomlDocument(text: string, file: string): unknown {
+  try {
+    return parseToml(text);
+  } catch (err) {
+    if (!(err instanceof TomlError)) throw err;
+    // smol-toml appends a code excerpt on further lines; it may hold a secret, so only
+    // the first line is kept.
+    let reason = err.message.split('\n', 1)[0].replace(/^Invalid TOML document:\s*/, '');
+    if (/redefine/.test(reason)) reason += ' (a key or table such as [sites.<name>] appears twice)';
+    throw invalid(`${file}:${err.line}:${err.column}: invalid TOML: ${reason}; fix the syntax at that position`);
+  }
+}
+
+/**
+ * A strict JSON reader. JSON.parse would do for the values, but it silently keeps the
+ * last of two duplicate keys (two sites of the same name, one lost) and its error
+ * messages quote the source text around the error, which may hold a secret.
+ */
+function parseJsonDocument(text: string, file: string): unknown {
+  let i = 0;
+  const syntax = (reason: string): never => {
+    const before = text.slice(0, i).split('\n');
+    throw invalid(`${file}:${before.length}:${before[before.length - 1].length + 1}: invalid JSON: ${reason}; fix the syntax at that position`);
+  };
+  const skipSpace = () => {
+    while (i < text.length && ' \t\r\n'.includes(text[i])) i++;
+  };
+  const STRING = /"(?:[^"\\\u0000-\u001f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"/y;
+  const NUMBER = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
+  const readString = (): string => {
+    STRING.lastIndex = i;
+    const m = STRING.exec(text);
+    if (!m) syntax('unterminated string, bad escape or raw control character in a string');
+    i += m![0].length;
+    return JSON.parse(m![0]) as string;
+  };
+  const readValue = (keyPath: string): unknown => {
+    skipSpace();
+    const ch = text[i];
+    if (ch === '{') {
+      i++;
+      const obj: Table = {};
+      skipSpace();
+      if (text[i] === '}') {
+        i++;
+        return obj;
+      }
+      for (;;) {
+        skipSpace();
+        if (text[i] !== '"') syntax('expected a double-quoted key');
+        const keyStart = i;
+        const key = readString();
+        const child = keyPath === '' ? key : `${keyPath}.${key}`;
+        if (Object.prototype.hasOwnProperty.call(obj, key)) {
+          const line = text.slice(0, keyStart).split('\n').length;
+          const what = keyPath === 'sites' ? 'duplicate site name' : 'duplicate key';
+          throw invalid(`${file}: ${child}: ${what} (again at line ${line}); each key may appear only once in an object`);
+        }
+        skipSpace();
+        if (text[i] !== ':') syntax('expected ":" after a key');
+        i++;
+        // defineProperty, not assignment: a "__proto__" key must stay an ordinary key.
+        Object.defineProperty(obj, key, { value: readValue(child), enumerable: true, writable: true, configurable: true });
+        skipSpace();
+        if (text[i] === ',') {
+          i++;
+          continue;
+        }
+        if (text[i] === '}') {
+          i++;
+          return obj;
+        }
+        syntax('expected "," or "}"');
+      }
+    }
+    if (ch === '[') {
+      i++;
+      const arr: unknown[] = [];
+      skipSpace();
+      if (text[i] === ']') {
+        i++;
+        return arr;
+      }
+      for (;;) {
+        arr.push(readValue(`${keyPath}[${arr.length}]`));
+        skipSpace();
+        if (text[i] === ',') {
+          i++;
+          continue;
+        }
+        if (text[i] === ']') {
+          i++;
+          return arr;
+        }
+        syntax('expected "," or "]"');
+      }
+    }
+    if (ch === '"') return readString();
+    for (const [word, value] of [['true', true], ['false', false], ['null', null]] as const) {
+      if (text.startsWith(word, i)) {
+        i += word.length;
+        return value;
+      }
+    }
+    NUMBER.lastIndex = i;
+    const m = NUMBER.exec(text);
+    if (m) {
+      i += m[0].length;
+      return Number(m[0]);
+    }
+    return syntax(i >= text.length ? 'unexpected end of file' : 'unexpected character');
+  };
+  const doc = readValue('');
+  skipSpace();
+  if (i < text.length) syntax('unexpected text after the end of the document');
+  return doc;
+}
+
+// --- messages ----------------------------------------------------------------------
+
+function invalid(message: string): WalvaultError {
+  return new WalvaultError('CONFIG_INVALID', message.replace(/\s*[\r\n]+\s*/g, ' '));
+}
+
+function fail(ctx: Ctx, where: string, what: string, fix: string): never {
+  throw invalid(`${ctx.source}: ${where}: ${what}; ${fix}`);
+}
+
+function keyPath(ctx: Ctx, site: string, key: string): string {
+  return ctx.format === 'cli' ? `--${key.replace(/_/g, '-')}` : `sites.${site}.${key}`;
+}
+
+/** How to write `key = value` in the user's own syntax, for fixes. */
+function assignment(ctx: Ctx, key: string, literal: string): string {
+  if (ctx.format === 'json') return `"${key}": ${literal}`;
+  if (ctx.format === 'cli') return `--${key.replace(/_/g, '-')} ${literal.replace(/^"|"$/g, "'")}`;
+  return `${key} = ${literal}`;
+}
+
+function tableWord(ctx: Ctx): string {
+  return ctx.format === 'json' ? 'an object' : 'a table';
+}
+
+/** Describes a wrong value by its kind only: the value itself might be a secret. */
+function typeName(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  if (v instanceof Date) return 'a date';
+  if (typeof v === 'number') return Number.isInteger(v) ? 'an integer' : 'a number';
+  if (typeof v === 'object') return 'a table';
+  if (typeof v === 'bigint') return 'an integer';
+  return `a ${typeof v}`;
+}
+
+function isTable(v: unknown): v is Table {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date);
+}

@@ -1,0 +1,252 @@
+/**
+ * Local-directory storage backend. Each key is a file under `root`; '/' in a key is a
+ * directory separator.
+ *
+ * Durability: a put is a temp file in the target's directory, fsynced, renamed over the
+ * target, then the directory is fsynced. After `put` resolves the object survives a power
+ * loss, and a crash at any earlier instant leaves the old object (or none), never a torn one.
+ * Directories created on the way are made durable by fsyncing their parents.
+ */
+import { randomBytes } from 'node:crypto';
+import { promises as fs, type Dirent } from 'node:fs';
+import * as path from 'node:path';
+import { WalvaultError } from '../errors';
+import type { ObjectInfo, Storage } from './storage';
+
+/** `.<base>.tmp-<pid>-<hex>`: hidden, unique per process and attempt, never a valid key segment. */
+const TEMP_NAME_RE = /^\..*\.tmp-\d+-[0-9a-f]+$/;
+
+function tempNameFor(base: string): string {
+  return `.${base}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
+}
+
+function errnoCode(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : undefined;
+}
+
+function ioError(action: string, file: string, err: unknown): WalvaultError {
+  const code = errnoCode(err) ?? 'unknown error';
+  // Node's message repeats the code, syscall and paths; keep only its human description.
+  const text = err instanceof Error ? err.message : String(err);
+  const description = /^[A-Z0-9_]+: ([^,]+),/.exec(text)?.[1] ?? text;
+  return new WalvaultError('STORAGE_IO', `cannot ${action} ${file}: ${code} (${description})`, { cause: err });
+}
+
+/**
+ * Rejects keys that could escape the root, alias another key, or collide with our temp
+ * files. Returns the key's segments.
+ */
+function keySegments(key: string, what = 'key'): string[] {
+  const bad = (why: string) => new WalvaultError('STORAGE_IO', `invalid storage ${what} "${key}": ${why}`);
+  if (key.length === 0) throw bad('it is empty');
+  if (key.includes('\0')) throw bad('it contains a NUL byte');
+  if (key.startsWith('/')) throw bad('it must be relative (no leading "/")');
+  if (key.includes('\\')) throw bad('use "/" as the separator, not "\\"');
+  const segments = key.split('/');
+  for (const seg of segments) {
+    if (seg === '') throw bad('it has an empty path segment');
+    if (seg === '.' || seg === '..') throw bad(`it has a "${seg}" segment`);
+    if (TEMP_NAME_RE.test(seg)) throw bad('it looks like a temporary file name');
+  }
+  return segments;
+}
+
+export class LocalStorage implements Storage {
+  readonly root: string;
+  readonly description: string;
+
+  constructor(root: string) {
+    this.root = path.resolve(root);
+    this.description = `file://${this.root}`;
+  }
+
+  private pathOf(key: string): string {
+    return path.join(this.root, ...keySegments(key));
+  }
+
+  async put(key: string, body: Buffer): Promise<void> {
+    const target = this.pathOf(key);
+    const dir = path.dirname(target);
+    await ensureDurableDir(dir);
+
+    const temp = path.join(dir, tempNameFor(path.basename(target)));
+    try {
+      await writeAndSync(temp, body);
+      try {
+        await fs.rename(temp, target);
+      } catch (err) {
+        throw ioError('rename into place', `${temp} -> ${target}`, err);
+      }
+    } catch (err) {
+      await fs.rm(temp, { force: true }).catch(() => undefined);
+      throw err;
+    }
+    await fsyncDir(dir);
+  }
+
+  async get(key: string): Promise<Buffer | null> {
+    const file = this.pathOf(key);
+    try {
+      return await fs.readFile(file);
+    } catch (err) {
+      if (isMissing(err)) return null;
+      throw ioError('read', file, err);
+    }
+  }
+
+  async head(key: string): Promise<ObjectInfo | null> {
+    const file = this.pathOf(key);
+    try {
+      const st = await fs.stat(file);
+      return st.isFile() ? { key, size: st.size } : null;
+    } catch (err) {
+      if (isMissing(err)) return null;
+      throw ioError('stat', file, err);
+    }
+  }
+
+  async list(prefix: string): Promise<ObjectInfo[]> {
+    // A prefix is a string prefix of keys, not a directory: walk the deepest directory it
+    // fully names and filter the rest.
+    if (prefix.includes('\0')) throw new WalvaultError('STORAGE_IO', `invalid storage prefix "${prefix}": it contains a NUL byte`);
+    const cut = prefix.lastIndexOf('/');
+    const dirKey = cut < 0 ? '' : prefix.slice(0, cut);
+    const startDir = dirKey === '' ? this.root : path.join(this.root, ...keySegments(dirKey, 'prefix'));
+
+    const found: ObjectInfo[] = [];
+    await this.walk(startDir, dirKey, prefix, found);
+    // Plain code-unit order, not locale order: keys are ASCII and callers rely on
+    // segment names sorting like their LSNs.
+    return found.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  private async walk(dir: string, dirKey: string, prefix: string, out: ObjectInfo[]): Promise<void> {
+    let entries: Dirent[];
+    try {
+      entries = await fs.readdir(dir, { withFileTypes: true });
+    } catch (err) {
+      if (isMissing(err)) return;
+      throw ioError('list', dir, err);
+    }
+    for (const entry of entries) {
+      if (TEMP_NAME_RE.test(entry.name)) continue;
+      const key = dirKey === '' ? entry.name : `${dirKey}/${entry.name}`;
+      const full = path.join(dir, entry.name);
+      if (entry.isDirectory()) {
+        // Only descend where some key below could still match the prefix.
+        if (key.startsWith(prefix) || prefix.startsWith(key + '/')) await this.walk(full, key, prefix, out);
+      } else if (entry.isFile() && key.startsWith(prefix)) {
+        try {
+          out.push({ key, size: (await fs.stat(full)).size });
+        } catch (err) {
+          // Deleted between readdir and stat: it is simply not there any more.
+          if (!isMissing(err)) throw ioError('stat', full, err);
+        }
+      }
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    const file = this.pathOf(key);
+    try {
+      await fs.unlink(file);
+    } catch (err) {
+      // A directory is not an object, so there is no object to delete at this key
+      // (Linux says EISDIR, macOS says EPERM).
+      if (isMissing(err) || (errnoCode(err) === 'EPERM' && (await isDirectory(file)))) return;
+      throw ioError('delete', file, err);
+    }
+    await fsyncDir(path.dirname(file));
+  }
+
+  async close(): Promise<void> {
+    // Nothing is held open between calls.
+  }
+}
+
+/** ENOENT, or ENOTDIR when a parent "directory" is a file, or EISDIR: no object there. */
+function isMissing(err: unknown): boolean {
+  const code = errnoCode(err);
+  return code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR';
+}
+
+async function isDirectory(p: string): Promise<boolean> {
+  try {
+    return (await fs.stat(p)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+async function writeAndSync(file: string, body: Buffer): Promise<void> {
+  let handle: fs.FileHandle;
+  try {
+    // 'wx': never follow or reuse something already at the temp name.
+    handle = await fs.open(file, 'wx', 0o644);
+  } catch (err) {
+    throw ioError('create', file, err);
+  }
+  try {
+    await handle.writeFile(body);
+    await handle.sync();
+  } catch (err) {
+    await handle.close().catch(() => undefined);
+    throw ioError('write', file, err);
+  }
+  try {
+    await handle.close();
+  } catch (err) {
+    throw ioError('close', file, err);
+  }
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  let handle: fs.FileHandle;
+  try {
+    handle = await fs.open(dir, 'r');
+  } catch (err) {
+    throw ioError('open directory', dir, err);
+  }
+  try {
+    await handle.sync();
+  } catch (err) {
+    // Some filesystems cannot fsync a directory; their renames are as durable as they get.
+    const code = errnoCode(err);
+    if (code !== 'EINVAL' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP') throw ioError('fsync directory', dir, err);
+  } finally {
+    await handle.close().catch(() => undefined);
+  }
+}
+
+/**
+ * mkdir -p, but each directory it creates is made durable by fsyncing its parent, so a
+ * file renamed into it cannot vanish with its directory entry after a crash.
+ */
+async function ensureDurableDir(dir: string): Promise<void> {
+  const missing: string[] = [];
+  let cur = dir;
+  for (;;) {
+    let isDir: boolean;
+    try {
+      isDir = (await fs.stat(cur)).isDirectory();
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw ioError('stat', cur, err);
+      missing.push(cur);
+      const parent = path.dirname(cur);
+      if (parent === cur) break;
+      cur = parent;
+      continue;
+    }
+    if (!isDir) throw new WalvaultError('STORAGE_IO', `cannot create objects under ${cur}: ENOTDIR (it is a file, not a directory)`);
+    break;
+  }
+  for (const d of missing.reverse()) {
+    try {
+      await fs.mkdir(d, { mode: 0o755 });
+    } catch (err) {
+      // Another writer may create the same directory at the same time; that is fine.
+      if (errnoCode(err) !== 'EEXIST') throw ioError('create directory', d, err);
+    }
+    await fsyncDir(path.dirname(d));
+  }
+}

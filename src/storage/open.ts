@@ -1,0 +1,41 @@
+/**
+ * Turns the archive location from configuration into a Storage backend.
+ */
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { WalvaultError } from '../errors';
+import { LocalStorage } from './local';
+import type { Storage } from './storage';
+
+const ACCEPTED = 'accepted forms: file:///absolute/path, or a plain directory path (absolute or relative to the current directory)';
+
+/** Error messages must never echo credentials someone put in the URL. */
+function redact(url: string): string {
+  return url.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/@]*@/, '$1***@');
+}
+
+export function storageFromUrl(url: string): Storage {
+  const text = url.trim();
+  const shown = redact(text);
+  if (text === '') throw new WalvaultError('CONFIG_INVALID', `the archive location is empty; ${ACCEPTED}`);
+
+  const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(text)?.[1]?.toLowerCase();
+  if (scheme === undefined) return new LocalStorage(path.resolve(text));
+
+  if (scheme === 'file') {
+    let dir: string;
+    try {
+      // Handles percent-escapes and refuses remote hosts (file://host/...).
+      dir = fileURLToPath(text);
+    } catch (err) {
+      throw new WalvaultError('CONFIG_INVALID', `archive location "${shown}" is not a usable file URL (${(err as Error).message}); ${ACCEPTED}`, {
+        cause: err,
+      });
+    }
+    return new LocalStorage(dir);
+  }
+  if (scheme === 's3') {
+    throw new WalvaultError('CONFIG_INVALID', `s3:// archives are not supported yet (got "${shown}"); for now use a local directory: ${ACCEPTED}`);
+  }
+  throw new WalvaultError('CONFIG_INVALID', `archive location "${shown}" has an unsupported scheme "${scheme}://"; ${ACCEPTED}`);
+}

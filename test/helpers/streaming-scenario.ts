@@ -1,0 +1,84 @@
+/**
+ * The end-to-end streaming check shared by the per-version tests: receive under pgbench load,
+ * then prove every archived segment fetched through `walvault wal-fetch` equals the
+ * server's own pg_wal file, with no gap, and (for PostgreSQL 15, whose pg_waldump we have)
+ * that pg_waldump reads them from first to last.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { parseLsn, segmentFileName, segmentNumber } from '../../src/wal/lsn';
+import { clientBin, PgCluster, removeDir, tmpDir, waitFor } from './pg-cluster';
+import {
+  archivedSegments,
+  compareFetchedWithServer,
+  missingSegments,
+  pgConninfo,
+  WalvaultProcess,
+  writeConfig,
+} from './walvault';
+
+const run = promisify(execFile);
+
+export async function streamingScenario(opts: { major: number; walSegSizeMiB: number; scale?: number; seconds?: number }): Promise<void> {
+  const cluster = await PgCluster.start({
+    major: opts.major,
+    walSegSizeMiB: opts.walSegSizeMiB,
+    // Keep every segment on the server so each archived one can be compared with it.
+    settings: { wal_keep_size: '4096MB', max_wal_size: '4096MB' },
+  });
+  const work = tmpDir('walvault-stream-');
+  let receiver: WalvaultProcess | null = null;
+  try {
+    const archive = path.join(work, 'archive');
+    const config = writeConfig(work, {
+      main: {
+        pg: pgConninfo(cluster),
+        archive,
+        state: path.join(work, 'state'),
+        partial_interval_seconds: 1,
+        status_interval_seconds: 1,
+      },
+    });
+    receiver = WalvaultProcess.start(['run', '--config', config]);
+    await receiver.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
+    const started = receiver.lines.find((l) => typeof l.serverVersion === 'number');
+    assert.ok(started, 'a start-up line names the server version');
+    assert.equal(Math.floor(Number(started.serverVersion) / 10000), opts.major);
+
+    await cluster.pgbench(['-i', '-s', String(opts.scale ?? 2), '-q']);
+    await cluster.pgbench(['-c', '2', '-T', String(opts.seconds ?? 3), '-n']);
+    const switchLsn = parseLsn(await cluster.switchWal());
+    const segSize = cluster.walSegSize;
+    const lastName = segmentFileName(1, segmentNumber(switchLsn - 1n, segSize), segSize);
+    await waitFor(async () => (await archivedSegments(archive)).includes(lastName), {
+      timeoutMs: 120000,
+      what: `segment ${lastName} to be archived`,
+    });
+
+    const exit = await receiver.stop('SIGTERM');
+    assert.equal(exit.code, 0, `walvault exits 0 on SIGTERM; stderr:\n${receiver.stderr.slice(-2000)}`);
+
+    const names = await archivedSegments(archive);
+    assert.ok(names.length >= 3, `several segments archived (${names.length})`);
+    assert.deepEqual(missingSegments(names, segSize, 1), [], 'no gap between the first and last archived segment');
+    assert.equal(names[names.length - 1] >= lastName, true, 'archive reaches the switch point');
+
+    const result = await compareFetchedWithServer(archive, cluster, names, work);
+    assert.deepEqual(result.fetchFailed, [], 'every archived segment can be fetched');
+    assert.deepEqual(result.differ, [], 'every fetched segment equals the server file');
+    assert.equal(result.compared, names.length, 'every archived segment was compared with the server');
+
+    if (opts.major === 15) {
+      const { stdout } = await run(clientBin('pg_waldump'), ['-p', result.fetchedDir, names[0], lastName], {
+        maxBuffer: 1 << 30,
+      });
+      assert.match(stdout, /rmgr: /, 'pg_waldump printed records');
+    }
+  } finally {
+    if (receiver?.running) await receiver.kill9();
+    await cluster.destroy();
+    removeDir(work);
+  }
+}

@@ -1,0 +1,324 @@
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { isWalvaultError, type ErrorCode } from '../../src/errors';
+import { Archive, type ClusterInfo } from '../../src/archive/archive';
+import { decodeEnvelope, sha256 } from '../../src/archive/envelope';
+import { LocalStorage } from '../../src/storage/local';
+import type { ObjectInfo, Storage } from '../../src/storage/storage';
+import { historyFileName, segmentFileName } from '../../src/wal/lsn';
+
+const SEG = 16 << 20;
+const OURS: ClusterInfo = { systemId: '7321487932742317001', pgVersionNum: 170004, walSegmentSize: SEG };
+
+async function setup(t: { after(fn: () => Promise<void>): void }) {
+  const root = await fs.mkdtemp(path.join(os.tmpdir(), 'walvault-archive-'));
+  t.after(() => fs.rm(root, { recursive: true, force: true }));
+  const storage = new LocalStorage(root);
+  return { root, storage, archive: new Archive(storage) };
+}
+
+/** Relative path -> bytes of every file under root: the whole archive as seen on disk. */
+async function snapshot(root: string): Promise<Map<string, Buffer>> {
+  const out = new Map<string, Buffer>();
+  async function walk(rel: string): Promise<void> {
+    for (const e of await fs.readdir(path.join(root, rel), { withFileTypes: true })) {
+      const name = rel === '' ? e.name : `${rel}/${e.name}`;
+      if (e.isDirectory()) await walk(name);
+      else out.set(name, await fs.readFile(path.join(root, name)));
+    }
+  }
+  await walk('');
+  return out;
+}
+
+function isCode(code: ErrorCode, ...patterns: Array<RegExp | string>) {
+  return (err: unknown) => {
+    assert.ok(isWalvaultError(err, code), `expected ${code}, got ${String(err)}`);
+    for (const p of patterns) {
+      if (typeof p === 'string') assert.ok(err.message.includes(p), `message lacks "${p}": ${err.message}`);
+      else assert.match(err.message, p);
+    }
+    return true;
+  };
+}
+
+const seg = (n: number) => segmentFileName(1, BigInt(n), SEG);
+
+describe('Archive cluster marker', () => {
+  test('ensureCluster writes the marker once, then accepts the same cluster', async (t) => {
+    const { root, archive } = await setup(t);
+    assert.equal(await archive.readCluster(), null);
+
+    const first = await archive.ensureCluster(OURS);
+    assert.equal(first.systemId, OURS.systemId);
+    assert.equal(first.pgVersionNum, OURS.pgVersionNum);
+    assert.equal(first.walSegmentSize, SEG);
+    assert.ok(first.createdAt && !Number.isNaN(Date.parse(first.createdAt)));
+
+    const file = path.join(root, 'cluster.json');
+    const bytes = await fs.readFile(file);
+    const stat = await fs.stat(file);
+    const marker = JSON.parse(decodeEnvelope(bytes, 'cluster.json').plaintext.toString());
+    assert.deepEqual(marker, { ...OURS, createdAt: first.createdAt });
+    assert.deepEqual(await archive.readCluster(), first);
+
+    await new Promise((r) => setTimeout(r, 20));
+    const again = await new Archive(new LocalStorage(root)).ensureCluster({ ...OURS, pgVersionNum: 170006 });
+    assert.deepEqual(again, first);
+    assert.ok((await fs.readFile(file)).equals(bytes));
+    const stat2 = await fs.stat(file);
+    assert.equal(stat2.ino, stat.ino);
+    assert.equal(stat2.mtimeMs, stat.mtimeMs);
+  });
+
+  test('a given createdAt is kept', async (t) => {
+    const { archive } = await setup(t);
+    const info = await archive.ensureCluster({ ...OURS, createdAt: '2024-01-02T03:04:05.000Z' });
+    assert.equal(info.createdAt, '2024-01-02T03:04:05.000Z');
+    assert.equal((await archive.readCluster())?.createdAt, '2024-01-02T03:04:05.000Z');
+  });
+
+  test('another system identifier is refused, naming both, and nothing is written', async (t) => {
+    const { root, archive } = await setup(t);
+    await archive.ensureCluster(OURS);
+    await archive.putImmutable(Archive.walKey(seg(1)), randomBytes(1000));
+    const before = await snapshot(root);
+
+    const other = '6999999999999999999';
+    await assert.rejects(
+      archive.ensureCluster({ ...OURS, systemId: other }),
+      isCode(
+        'ARCHIVE_OTHER_CLUSTER',
+        `archive file://${root} belongs to database system ${OURS.systemId}, but the server is ${other}: use a separate archive for each cluster`,
+      ),
+    );
+    assert.deepEqual(await snapshot(root), before);
+  });
+
+  test('ids differing only past 2^53 are still different clusters', async (t) => {
+    const { archive } = await setup(t);
+    await archive.ensureCluster({ ...OURS, systemId: '9007199254740993' });
+    await assert.rejects(archive.ensureCluster({ ...OURS, systemId: '9007199254740992' }), isCode('ARCHIVE_OTHER_CLUSTER'));
+    assert.equal((await archive.readCluster())?.systemId, '9007199254740993');
+  });
+
+  test('another wal_segment_size is refused and nothing is written', async (t) => {
+    const { root, archive } = await setup(t);
+    await archive.ensureCluster(OURS);
+    const before = await snapshot(root);
+    await assert.rejects(archive.ensureCluster({ ...OURS, walSegmentSize: 64 << 20 }), isCode('ARCHIVE_OTHER_CLUSTER', String(SEG), String(64 << 20)));
+    assert.deepEqual(await snapshot(root), before);
+  });
+
+  test('a damaged marker is reported, not replaced', async (t) => {
+    const { root, archive } = await setup(t);
+    await archive.ensureCluster(OURS);
+    const file = path.join(root, 'cluster.json');
+    const bytes = await fs.readFile(file);
+    bytes[bytes.length - 3] ^= 0x20;
+    await fs.writeFile(file, bytes);
+    await assert.rejects(archive.ensureCluster(OURS), isCode('ARCHIVE_CORRUPT', 'cluster.json'));
+    assert.ok((await fs.readFile(file)).equals(bytes));
+  });
+
+  test('invalid identities are refused before touching the archive', async (t) => {
+    const { root, archive } = await setup(t);
+    for (const bad of [{ ...OURS, systemId: '12ab' }, { ...OURS, systemId: '18446744073709551616' }, { ...OURS, walSegmentSize: 1000 }]) {
+      await assert.rejects(archive.ensureCluster(bad), isCode('INTERNAL'));
+    }
+    assert.equal((await snapshot(root)).size, 0);
+  });
+});
+
+describe('Archive objects', () => {
+  test('putImmutable stores a verified envelope that get returns', async (t) => {
+    const { root, archive } = await setup(t);
+    const key = Archive.walKey(seg(3));
+    const body = randomBytes(SEG);
+    assert.equal(await archive.putImmutable(key, body), 'stored');
+    const onDisk = await fs.readFile(path.join(root, 'wal', seg(3)));
+    const decoded = decodeEnvelope(onDisk, key);
+    assert.ok(decoded.plaintext.equals(body));
+    assert.deepEqual(decoded.header.sha256, sha256(body));
+    assert.ok((await archive.get(key))?.equals(body));
+    assert.equal(await archive.exists(key), true);
+  });
+
+  test('putImmutable with the same bytes is a no-op that leaves the object untouched', async (t) => {
+    const { root, archive } = await setup(t);
+    const key = Archive.walKey(historyFileName(2));
+    const body = Buffer.from('1\t0/3000000\tno recovery target specified\n');
+    await archive.putImmutable(key, body);
+    const file = path.join(root, key);
+    const bytes = await fs.readFile(file);
+    const st = await fs.stat(file);
+    await new Promise((r) => setTimeout(r, 20));
+
+    assert.equal(await archive.putImmutable(key, Buffer.from(body)), 'unchanged');
+    const st2 = await fs.stat(file);
+    assert.ok((await fs.readFile(file)).equals(bytes));
+    assert.equal(st2.mtimeMs, st.mtimeMs);
+    assert.equal(st2.ino, st.ino);
+  });
+
+  test('putImmutable with different bytes is refused, naming the key and both checksums', async (t) => {
+    const { root, archive } = await setup(t);
+    const key = Archive.walKey(seg(4));
+    const original = randomBytes(4096);
+    const different = Buffer.from(original);
+    different[4000] ^= 1;
+    await archive.putImmutable(key, original);
+    const file = path.join(root, key);
+    const bytes = await fs.readFile(file);
+
+    await assert.rejects(
+      archive.putImmutable(key, different),
+      isCode('ARCHIVE_CONFLICT', key, sha256(original).toString('hex'), sha256(different).toString('hex')),
+    );
+    assert.ok((await fs.readFile(file)).equals(bytes));
+    assert.ok((await archive.get(key))?.equals(original));
+    // A longer object with the same prefix is a conflict too.
+    await assert.rejects(archive.putImmutable(key, Buffer.concat([original, Buffer.alloc(1)])), isCode('ARCHIVE_CONFLICT'));
+  });
+
+  test('putImmutable over a truncated stored object refuses instead of calling it unchanged', async (t) => {
+    const { root, archive } = await setup(t);
+    const key = Archive.walKey(seg(5));
+    const body = randomBytes(1000);
+    await archive.putImmutable(key, body);
+    const file = path.join(root, key);
+    const bytes = await fs.readFile(file);
+    await fs.writeFile(file, bytes.subarray(0, bytes.length - 10));
+    await assert.rejects(archive.putImmutable(key, body), isCode('ARCHIVE_CORRUPT', key));
+    assert.equal((await fs.readFile(file)).length, bytes.length - 10);
+  });
+
+  test('putPartial replaces the previous partial', async (t) => {
+    const { archive } = await setup(t);
+    const key = Archive.walKey(seg(6) + '.partial');
+    const first = randomBytes(SEG);
+    const second = randomBytes(SEG);
+    await archive.putPartial(key, first);
+    assert.ok((await archive.get(key))?.equals(first));
+    await archive.putPartial(key, second);
+    assert.ok((await archive.get(key))?.equals(second));
+  });
+
+  test('putPartial refuses keys of finished objects', async (t) => {
+    const { archive } = await setup(t);
+    const key = Archive.walKey(seg(6));
+    await archive.putImmutable(key, Buffer.from('final'));
+    await assert.rejects(archive.putPartial(key, Buffer.from('other')), isCode('INTERNAL'));
+    assert.equal((await archive.get(key))?.toString(), 'final');
+  });
+
+  test('get of an object damaged on disk is ARCHIVE_CORRUPT naming the key', async (t) => {
+    const { root, archive } = await setup(t);
+    const key = Archive.walKey(seg(7));
+    await archive.putImmutable(key, randomBytes(8192));
+    const file = path.join(root, key);
+    const good = await fs.readFile(file);
+    for (const pos of [2, 20, 63, 64, 5000, good.length - 1]) {
+      const bad = Buffer.from(good);
+      bad[pos] ^= 0x04;
+      await fs.writeFile(file, bad);
+      await assert.rejects(archive.get(key), isCode('ARCHIVE_CORRUPT', key), `byte ${pos}`);
+    }
+    await fs.writeFile(file, good.subarray(0, 3000));
+    await assert.rejects(archive.get(key), isCode('ARCHIVE_CORRUPT', key));
+  });
+
+  test('get, exists and delete of missing objects', async (t) => {
+    const { archive } = await setup(t);
+    const key = Archive.walKey(seg(8));
+    assert.equal(await archive.get(key), null);
+    assert.equal(await archive.exists(key), false);
+    await archive.putImmutable(key, Buffer.from('x'));
+    assert.equal(await archive.exists(key), true);
+    await archive.delete(key);
+    assert.equal(await archive.exists(key), false);
+    assert.equal(await archive.get(key), null);
+    await assert.doesNotReject(archive.delete(key));
+  });
+
+  test('listWal returns the names under wal/, sorted, without the prefix', async (t) => {
+    const { archive } = await setup(t);
+    await archive.ensureCluster(OURS);
+    const names = [seg(0x10), historyFileName(2), seg(2), seg(0x100) + '.partial', seg(0xff)];
+    for (const n of names) {
+      if (n.endsWith('.partial')) await archive.putPartial(Archive.walKey(n), Buffer.from(n));
+      else await archive.putImmutable(Archive.walKey(n), Buffer.from(n));
+    }
+    assert.deepEqual(await archive.listWal(), [...names].sort());
+    assert.deepEqual((await archive.listWal()).slice(0, 3), [seg(2), seg(0x10), seg(0xff)]);
+  });
+
+  test('walKey', () => {
+    assert.equal(Archive.walKey(seg(1)), `wal/${seg(1)}`);
+    assert.throws(() => Archive.walKey('a/b'), isCode('WAL_BAD_NAME'));
+    assert.throws(() => Archive.walKey(''), isCode('WAL_BAD_NAME'));
+  });
+});
+
+/** Wraps a real storage and damages what it writes, as a faulty disk or network might. */
+class DamagingStorage implements Storage {
+  constructor(
+    private readonly inner: Storage,
+    private readonly damage: (body: Buffer) => Buffer | null,
+  ) {}
+  get description() {
+    return this.inner.description;
+  }
+  async put(key: string, body: Buffer): Promise<void> {
+    const damaged = this.damage(Buffer.from(body));
+    if (damaged !== null) await this.inner.put(key, damaged);
+  }
+  get(key: string): Promise<Buffer | null> {
+    return this.inner.get(key);
+  }
+  head(key: string): Promise<ObjectInfo | null> {
+    return this.inner.head(key);
+  }
+  list(prefix: string): Promise<ObjectInfo[]> {
+    return this.inner.list(prefix);
+  }
+  delete(key: string): Promise<void> {
+    return this.inner.delete(key);
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+describe('Archive read-back verification', () => {
+  test('a write damaged in storage is caught, removed, and a retry stores it', async (t) => {
+    const { storage, archive } = await setup(t);
+    const flipping = new Archive(
+      new DamagingStorage(storage, (b) => {
+        b[b.length - 1] ^= 0x01;
+        return b;
+      }),
+    );
+    const key = Archive.walKey(seg(9));
+    const body = randomBytes(10000);
+    await assert.rejects(flipping.putImmutable(key, body), isCode('ARCHIVE_CORRUPT', key));
+    assert.equal(await storage.head(key), null);
+
+    const partialKey = key + '.partial';
+    await assert.rejects(flipping.putPartial(partialKey, body), isCode('ARCHIVE_CORRUPT', partialKey));
+
+    assert.equal(await archive.putImmutable(key, body), 'stored');
+    assert.ok((await archive.get(key))?.equals(body));
+  });
+
+  test('a write that never arrives is caught', async (t) => {
+    const { storage } = await setup(t);
+    const losing = new Archive(new DamagingStorage(storage, () => null));
+    await assert.rejects(losing.putImmutable(Archive.walKey(seg(10)), Buffer.from('x')), isCode('ARCHIVE_CORRUPT', 'missing when read back'));
+    await assert.rejects(losing.ensureCluster(OURS), isCode('ARCHIVE_CORRUPT', 'cluster.json'));
+  });
+});

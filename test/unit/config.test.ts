@@ -1,0 +1,446 @@
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Writable } from 'node:stream';
+import { isWalvaultError } from '../../src/errors';
+import { configFromOptions, loadConfigFile, selectSite, type Config } from '../../src/config/config';
+import { createLogger } from '../../src/observe/logger';
+
+const SECRET = 'Hunter2-s3cret';
+const PG_ENV = ['PGHOST', 'PGPORT', 'PGUSER', 'PGSSLMODE'];
+
+function tempDir(t: { after(fn: () => void): void }): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'walvault-config-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+function write(dir: string, name: string, text: string): string {
+  const file = path.join(dir, name);
+  fs.writeFileSync(file, text);
+  return file;
+}
+
+/** Loads with the PG* environment cleared, so descriptions do not depend on the test runner. */
+function load(file: string): Config {
+  const saved = new Map(PG_ENV.map((k) => [k, process.env[k]]));
+  for (const k of PG_ENV) delete process.env[k];
+  try {
+    return loadConfigFile(file);
+  } finally {
+    for (const [k, v] of saved) if (v !== undefined) process.env[k] = v;
+  }
+}
+
+/** Asserts a one-line CONFIG_INVALID error that mentions `includes` and none of `excludes`. */
+function assertInvalid(fn: () => unknown, includes: string[], excludes: string[] = []): string {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (err) {
+    caught = err;
+  }
+  assert.ok(isWalvaultError(caught, 'CONFIG_INVALID'), `expected CONFIG_INVALID, got ${String(caught)}`);
+  const msg = caught.message;
+  assert.ok(!/[\r\n]/.test(msg), `message is not one line: ${JSON.stringify(msg)}`);
+  for (const s of includes) assert.ok(msg.includes(s), `message lacks ${JSON.stringify(s)}: ${msg}`);
+  for (const s of excludes) assert.ok(!msg.includes(s), `message leaks ${JSON.stringify(s)}: ${msg}`);
+  return msg;
+}
+
+/** A minimal valid TOML site plus `extra` lines. */
+function site(name: string, extra = ''): string {
+  const dirName = name.replace(/\W/g, '_');
+  return `[sites."${name}"]\npg = "host=db1 user=walvault"\narchive = "/a/${dirName}"\nstate = "/s/${dirName}"\n${extra}\n`;
+}
+
+describe('valid files', () => {
+  test('TOML with every key', (t) => {
+    const dir = tempDir(t);
+    const file = write(
+      dir,
+      'walvault.toml',
+      `[log]
+level = "debug"
+
+[sites.main]
+pg = "host=db1 port=5433 user=walvault"
+archive = "file:///var/lib/walvault/archive/main"
+state = "/var/lib/walvault/state/main"
+slot = "wv_main"
+mode = "sync"
+application_name = "standby1"
+partial_interval_seconds = 0
+status_interval_seconds = 2.5
+create_slot = false
+upload_concurrency = 8
+`,
+    );
+    const cfg = load(file);
+    assert.equal(cfg.source, file);
+    assert.equal(cfg.logLevel, 'debug');
+    assert.deepEqual(cfg.sites, [
+      {
+        name: 'main',
+        pg: { host: 'db1', port: 5433, user: 'walvault', application_name: 'standby1' },
+        pgDescription: 'db1:5433 user=walvault',
+        archive: 'file:///var/lib/walvault/archive/main',
+        state: '/var/lib/walvault/state/main',
+        slot: 'wv_main',
+        mode: 'sync',
+        applicationName: 'standby1',
+        partialIntervalSeconds: 0,
+        statusIntervalSeconds: 2.5,
+        createSlot: false,
+        uploadConcurrency: 8,
+      },
+    ]);
+  });
+
+  test('defaults', (t) => {
+    const dir = tempDir(t);
+    const cfg = load(write(dir, 'w.toml', site('main')));
+    assert.equal(cfg.logLevel, 'info');
+    const s = cfg.sites[0];
+    assert.equal(s.slot, 'walvault_main');
+    assert.equal(s.mode, 'archive');
+    assert.equal(s.applicationName, 'walvault_main');
+    assert.equal(s.pg.application_name, 'walvault_main');
+    assert.equal(s.partialIntervalSeconds, 10);
+    assert.equal(s.statusIntervalSeconds, 10);
+    assert.equal(s.createSlot, true);
+    assert.equal(s.uploadConcurrency, 2);
+    assert.equal(s.pgDescription, 'db1:5432 user=walvault');
+  });
+
+  test('the default slot folds the site name into a valid slot name of at most 63 characters', (t) => {
+    const dir = tempDir(t);
+    const long = 'A'.repeat(63);
+    const cfg = load(write(dir, 'w.toml', site('Prod-DB.eu') + site(long)));
+    assert.equal(cfg.sites[0].slot, 'walvault_prod_db_eu');
+    assert.equal(cfg.sites[1].slot, 'walvault_' + 'a'.repeat(54));
+    assert.equal(cfg.sites[1].slot.length, 63);
+  });
+
+  test('application_name may come from the pg string', (t) => {
+    const dir = tempDir(t);
+    const cfg = load(write(dir, 'w.toml', `[sites.main]\npg = "host=db1 application_name=sb"\narchive = "/a"\nstate = "/s"\n`));
+    assert.equal(cfg.sites[0].applicationName, 'sb');
+  });
+
+  test('JSON with several sites', (t) => {
+    const dir = tempDir(t);
+    const file = write(
+      dir,
+      'walvault.json',
+      JSON.stringify({
+        log: { level: 'warn' },
+        sites: {
+          a: { pg: 'postgresql://walvault@db1:5432/postgres?sslmode=disable', archive: '/arch/a', state: '/st/a', upload_concurrency: 4 },
+          b: { pg: '', archive: 's3://bucket/b', state: '/st/b', mode: 'sync' },
+        },
+      }),
+    );
+    const cfg = load(file);
+    assert.equal(cfg.logLevel, 'warn');
+    assert.deepEqual(
+      cfg.sites.map((s) => [s.name, s.archive, s.mode, s.uploadConcurrency]),
+      [
+        ['a', '/arch/a', 'archive', 4],
+        ['b', 's3://bucket/b', 'sync', 2],
+      ],
+    );
+    assert.deepEqual(cfg.sites[0].pg, { user: 'walvault', host: 'db1', port: 5432, database: 'postgres', ssl: false, application_name: 'walvault_a' });
+    assert.deepEqual(cfg.sites[1].pg, { application_name: 'walvault_b' });
+  });
+
+  test('without a known extension: JSON when it starts with "{", else TOML', (t) => {
+    const dir = tempDir(t);
+    const json = write(dir, 'a.conf', `  {"sites": {"j": {"pg": "", "archive": "/a", "state": "/s"}}}`);
+    const toml = write(dir, 'b.conf', site('t'));
+    assert.equal(load(json).sites[0].name, 'j');
+    assert.equal(load(toml).sites[0].name, 't');
+  });
+
+  test('relative paths resolve against the config file\'s directory', (t) => {
+    const dir = tempDir(t);
+    fs.mkdirSync(path.join(dir, 'etc'));
+    const cfg = load(write(dir, 'etc/w.toml', `[sites.main]\npg = ""\narchive = "../archive"\nstate = "state/main"\n`));
+    assert.equal(cfg.sites[0].archive, path.join(dir, 'archive'));
+    assert.equal(cfg.sites[0].state, path.join(dir, 'etc', 'state', 'main'));
+  });
+});
+
+describe('password_file', () => {
+  test('the first line becomes the password', (t) => {
+    const dir = tempDir(t);
+    write(dir, 'pw', `${SECRET}\r\nsecond line\n`);
+    const cfg = load(write(dir, 'w.toml', site('main', 'password_file = "pw"')));
+    assert.equal(cfg.sites[0].pg.password, SECRET);
+    assert.ok(!cfg.sites[0].pgDescription.includes(SECRET));
+  });
+
+  test('a missing file names the key', (t) => {
+    const dir = tempDir(t);
+    const file = write(dir, 'w.toml', site('main', 'password_file = "/nonexistent/pw"'));
+    assertInvalid(() => load(file), [`${file}: sites.main.password_file: cannot read /nonexistent/pw (ENOENT)`]);
+  });
+
+  test('an empty first line is refused', (t) => {
+    const dir = tempDir(t);
+    write(dir, 'pw', `\n${SECRET}\n`);
+    const file = write(dir, 'w.toml', site('main', 'password_file = "pw"'));
+    assertInvalid(() => load(file), ['sites.main.password_file', 'empty first line'], [SECRET]);
+  });
+
+  test('a later error does not reveal the password', (t) => {
+    const dir = tempDir(t);
+    write(dir, 'pw', SECRET);
+    const file = write(dir, 'w.toml', site('main', 'password_file = "pw"\nmode = "fast"'));
+    assertInvalid(() => load(file), ['sites.main.mode'], [SECRET]);
+  });
+
+  test('the logger redacts it when a site config is logged', (t) => {
+    const dir = tempDir(t);
+    write(dir, 'pw', SECRET);
+    const cfg = load(write(dir, 'w.toml', site('main', 'password_file = "pw"')));
+    for (const format of ['json', 'pretty'] as const) {
+      let out = '';
+      const sink = new Writable({
+        write(chunk, _enc, cb) {
+          out += String(chunk);
+          cb();
+        },
+      });
+      const log = createLogger({ level: 'info', destination: sink, format });
+      log.info({ site: cfg.sites[0] }, 'starting');
+      log.info({ pg: cfg.sites[0].pg }, 'connecting');
+      log.info({ config: cfg }, 'loaded');
+      assert.ok(out.includes('starting') && out.includes('connecting') && out.includes('loaded'), out);
+      assert.ok(out.includes('[redacted]'), out);
+      assert.ok(!out.includes(SECRET), `${format} log leaks the password: ${out}`);
+    }
+  });
+});
+
+describe('errors: one line, CONFIG_INVALID, naming the key', () => {
+  test('unknown keys, with a suggestion when close', (t) => {
+    const dir = tempDir(t);
+    const f1 = write(dir, 'a.toml', site('main', 'mdoe = "sync"'));
+    assertInvalid(() => load(f1), [`${f1}: sites.main.mdoe: unknown key; did you mean "mode"?`]);
+    const f2 = write(dir, 'b.toml', site('main').replace('[sites."main"]', '[site.main]'));
+    assertInvalid(() => load(f2), [`${f2}: site: unknown key; did you mean "sites"?`]);
+    const f3 = write(dir, 'c.toml', `[log]\nlevle = "info"\n${site('main')}`);
+    assertInvalid(() => load(f3), ['log.levle: unknown key; did you mean "level"?']);
+    const f4 = write(dir, 'd.toml', site('main', 'frobnicate = 1'));
+    assertInvalid(() => load(f4), ['sites.main.frobnicate: unknown key', 'known keys here', 'upload_concurrency']);
+  });
+
+  test('wrong types are described by kind, not value', (t) => {
+    const dir = tempDir(t);
+    const cases: [string, string, string][] = [
+      ['upload_concurrency = "2"', 'sites.main.upload_concurrency', 'expected a number, got a string'],
+      ['create_slot = "yes"', 'sites.main.create_slot', 'expected a boolean, got a string'],
+      ['slot = 5', 'sites.main.slot', 'expected a string, got an integer'],
+      ['mode = ["sync"]', 'sites.main.mode', 'expected a string, got an array'],
+      ['application_name = 1979-05-27', 'sites.main.application_name', 'expected a string, got a date'],
+    ];
+    for (const [i, [line, key, what]] of cases.entries()) {
+      const file = write(dir, `t${i}.toml`, site('main', line));
+      assertInvalid(() => load(file), [`${key}: ${what}`]);
+    }
+    const pgTable = write(dir, 'pg.toml', `[sites.main]\narchive = "/a"\nstate = "/s"\n[sites.main.pg]\nhost = "db1"\npassword = "${SECRET}"\n`);
+    assertInvalid(() => load(pgTable), ['sites.main.pg: expected a string, got a table'], [SECRET]);
+    const notTable = write(dir, 'nt.toml', `[sites]\nmain = "host=db1"\n`);
+    assertInvalid(() => load(notTable), ['sites.main: expected a table, got a string']);
+    const logLevel = write(dir, 'll.toml', `[log]\nlevel = "verbose"\n${site('main')}`);
+    assertInvalid(() => load(logLevel), ['log.level: "verbose" is not a log level', '"debug"']);
+    const jsonArray = write(dir, 'arr.json', '[]');
+    assertInvalid(() => load(jsonArray), ['expected an object, got an array']);
+  });
+
+  test('missing required keys', (t) => {
+    const dir = tempDir(t);
+    for (const key of ['pg', 'archive', 'state']) {
+      const text = site('main')
+        .split('\n')
+        .filter((l) => !l.startsWith(`${key} =`))
+        .join('\n');
+      const file = write(dir, `${key}.toml`, text);
+      assertInvalid(() => load(file), [`${file}: sites.main.${key}: missing; add ${key} = `]);
+    }
+    const file = write(dir, 'state.json', JSON.stringify({ sites: { main: { pg: '', archive: '/a' } } }));
+    assertInvalid(() => load(file), [`sites.main.state: missing; add "state": `]);
+  });
+
+  test('empty strings', (t) => {
+    const dir = tempDir(t);
+    const file = write(dir, 'e.toml', `[sites.main]\npg = ""\narchive = ""\nstate = "/s"\n`);
+    assertInvalid(() => load(file), ['sites.main.archive: is empty']);
+  });
+
+  test('bad mode values', (t) => {
+    const dir = tempDir(t);
+    const file = write(dir, 'm.toml', site('main', 'mode = "Archive"'));
+    assertInvalid(() => load(file), ['sites.main.mode: "Archive" is not a mode', '"archive"', '"sync"']);
+  });
+
+  test('negative and out-of-range numbers', (t) => {
+    const dir = tempDir(t);
+    const cases: [string, string][] = [
+      ['partial_interval_seconds = -1', 'sites.main.partial_interval_seconds: must not be negative, got -1'],
+      ['status_interval_seconds = -10', 'sites.main.status_interval_seconds: must not be negative'],
+      ['status_interval_seconds = 0', 'sites.main.status_interval_seconds: must be greater than 0'],
+      ['upload_concurrency = 0', 'sites.main.upload_concurrency: must be at least 1'],
+      ['upload_concurrency = -3', 'sites.main.upload_concurrency: must not be negative'],
+      ['upload_concurrency = 1.5', 'sites.main.upload_concurrency: expected a whole number'],
+      ['partial_interval_seconds = inf', 'sites.main.partial_interval_seconds: expected a number'],
+    ];
+    for (const [i, [line, expected]] of cases.entries()) {
+      const file = write(dir, `n${i}.toml`, site('main', line));
+      assertInvalid(() => load(file), [expected]);
+    }
+  });
+
+  test('invalid slot and site names', (t) => {
+    const dir = tempDir(t);
+    const slot = write(dir, 's.toml', site('main', 'slot = "Bad-Slot"'));
+    assertInvalid(() => load(slot), ['sites.main.slot: "Bad-Slot" is not a valid replication slot name', 'lower-case']);
+    const longSlot = write(dir, 'l.toml', site('main', `slot = "${'x'.repeat(64)}"`));
+    assertInvalid(() => load(longSlot), ['sites.main.slot', 'at most 63']);
+    const name = write(dir, 'n.toml', site('my site'));
+    assertInvalid(() => load(name), ['sites."my site": invalid site name']);
+  });
+
+  test('application_name set differently in two places', (t) => {
+    const dir = tempDir(t);
+    const file = write(dir, 'a.toml', `[sites.main]\npg = "application_name=x"\napplication_name = "y"\narchive = "/a"\nstate = "/s"\n`);
+    assertInvalid(() => load(file), ['sites.main.application_name: differs from the application_name in pg']);
+  });
+
+  test('duplicate site names', (t) => {
+    const dir = tempDir(t);
+    const toml = write(dir, 'd.toml', site('main') + site('main'));
+    assertInvalid(() => load(toml), [`${toml}:6:`, 'invalid TOML', 'appears twice']);
+    const json = write(dir, 'd.json', `{"sites": {\n"main": {"pg": "", "archive": "/a", "state": "/s"},\n"main": {"pg": "", "archive": "/b", "state": "/t"}}}`);
+    assertInvalid(() => load(json), [`${json}: sites.main: duplicate site name (again at line 3)`]);
+    const jsonKey = write(dir, 'k.json', `{"sites": {"main": {"pg": "", "archive": "/a", "state": "/s", "state": "/t"}}}`);
+    assertInvalid(() => load(jsonKey), ['sites.main.state: duplicate key']);
+    const cased = write(dir, 'c.toml', site('main') + site('Main').replace('/a/Main', '/a/x').replace('/s/Main', '/s/x'));
+    assertInvalid(() => load(cased), ['sites.Main: duplicate site name']);
+  });
+
+  test('two sites sharing a state directory or an archive', (t) => {
+    const dir = tempDir(t);
+    const state = write(dir, 's.toml', site('a') + site('b').replace('/s/b', '/s/a'));
+    assertInvalid(() => load(state), ['sites.b.state: same directory as sites.a.state']);
+    const archive = write(dir, 'a.toml', site('a') + site('b').replace('/a/b', '/a/a'));
+    assertInvalid(() => load(archive), ['sites.b.archive: same archive as sites.a.archive']);
+  });
+
+  test('no sites at all', (t) => {
+    const dir = tempDir(t);
+    for (const [name, text] of [
+      ['empty.toml', ''],
+      ['log-only.toml', '[log]\nlevel = "info"\n'],
+      ['empty-sites.toml', '[sites]\n'],
+      ['empty.json', '{}'],
+      ['empty-sites.json', '{"sites": {}}'],
+    ]) {
+      const file = write(dir, name, text);
+      assertInvalid(() => load(file), [`${file}: sites: no sites configured`]);
+    }
+  });
+
+  test('a missing or unreadable file', (t) => {
+    const dir = tempDir(t);
+    const missing = path.join(dir, 'nope.toml');
+    assertInvalid(() => load(missing), [`config file ${missing} not found: `]);
+    assertInvalid(() => load(dir), [`config file ${dir} cannot be read: `]);
+  });
+
+  test('TOML syntax errors give line and column and no source text', (t) => {
+    const dir = tempDir(t);
+    const file = write(dir, 's.toml', `[sites.main]\narchive = "/a"\npg = "host=db1 password=${SECRET}\nstate = "/s"\n`);
+    assertInvalid(() => load(file), [`${file}:3:`, 'invalid TOML'], [SECRET]);
+  });
+
+  test('JSON syntax errors give line and column and no source text', (t) => {
+    const dir = tempDir(t);
+    const line3 = `    "main": { "pg": "password=${SECRET}" "archive": "/a" }`;
+    const file = write(dir, 's.json', `{\n  "sites": {\n${line3}\n  }\n}\n`);
+    const column = line3.indexOf('"archive"') + 1;
+    assertInvalid(() => load(file), [`${file}:3:${column}: invalid JSON: expected "," or "}"`], [SECRET]);
+    const trailing = write(dir, 't.json', '{"sites": {}},');
+    assertInvalid(() => load(trailing), [`${trailing}:1:14: invalid JSON: unexpected text after the end`]);
+    const truncated = write(dir, 'u.json', '{"sites": {"a": ');
+    assertInvalid(() => load(truncated), [`${truncated}:1:17: invalid JSON: unexpected end of file`]);
+    const control = write(dir, 'c.json', '{"sites": "a\u0001"}');
+    assertInvalid(() => load(control), [`${control}:1:11: invalid JSON: unterminated string`]);
+  });
+
+  test('a password in the pg string is refused, never echoed', (t) => {
+    const dir = tempDir(t);
+    const kv = write(dir, 'kv.toml', `[sites.main]\npg = "host=db1 password=${SECRET}"\narchive = "/a"\nstate = "/s"\n`);
+    assertInvalid(() => load(kv), [`${kv}: sites.main.pg: `, 'PGPASSWORD', 'password_file'], [SECRET]);
+    const uri = write(dir, 'uri.json', JSON.stringify({ sites: { main: { pg: `postgresql://walvault:${SECRET}@db1/postgres`, archive: '/a', state: '/s' } } }));
+    assertInvalid(() => load(uri), ['sites.main.pg: ', 'PGPASSWORD'], [SECRET]);
+  });
+
+  test('a password key in the site is refused with the alternatives', (t) => {
+    const dir = tempDir(t);
+    const file = write(dir, 'p.toml', site('main', `password = "${SECRET}"`));
+    assertInvalid(() => load(file), ['sites.main.password: passwords are not allowed', 'PGPASSWORD', 'password_file'], [SECRET]);
+  });
+
+  test('errors inside the pg string carry the file and key path', (t) => {
+    const dir = tempDir(t);
+    const file = write(dir, 'h.toml', `[sites.main]\npg = "hots=db1"\narchive = "/a"\nstate = "/s"\n`);
+    assertInvalid(() => load(file), [`${file}: sites.main.pg: unknown connection key "hots"; did you mean "host"?`]);
+  });
+});
+
+describe('configFromOptions', () => {
+  test('builds the one site "default"', () => {
+    const cfg = configFromOptions({ pg: 'host=db1 user=walvault', archive: 'file:///arch', state: 'rel/state', mode: 'sync' });
+    assert.equal(cfg.source, 'command line');
+    assert.equal(cfg.logLevel, 'info');
+    assert.equal(cfg.sites.length, 1);
+    const s = cfg.sites[0];
+    assert.equal(s.name, 'default');
+    assert.equal(s.slot, 'walvault_default');
+    assert.equal(s.mode, 'sync');
+    assert.equal(s.archive, 'file:///arch');
+    assert.equal(s.state, path.resolve('rel/state'));
+    assert.deepEqual(s.pg, { host: 'db1', user: 'walvault', application_name: 'walvault_default' });
+  });
+
+  test('names options, not file keys, in errors', () => {
+    assertInvalid(() => configFromOptions({ pg: '', state: '/s' }), ['command line: --archive: missing; add --archive ']);
+    assertInvalid(() => configFromOptions({ pg: '', archive: '/a', state: '/s', mode: 'later' }), ['command line: --mode: "later" is not a mode']);
+    assertInvalid(() => configFromOptions({ pg: '', archive: '/a', state: '/s', slot: 'No Good' }), ['command line: --slot: ']);
+    assertInvalid(() => configFromOptions({ pg: `password=${SECRET}`, archive: '/a', state: '/s' }), ['command line: --pg: ', 'PGPASSWORD'], [SECRET]);
+  });
+});
+
+describe('selectSite', () => {
+  test('one site: chosen without a name, and by its name', (t) => {
+    const dir = tempDir(t);
+    const cfg = load(write(dir, 'one.toml', site('main')));
+    assert.equal(selectSite(cfg).name, 'main');
+    assert.equal(selectSite(cfg, 'main').name, 'main');
+    assertInvalid(() => selectSite(cfg, 'other'), ['no site named "other"', 'configured sites: main']);
+  });
+
+  test('two sites: a name is required', (t) => {
+    const dir = tempDir(t);
+    const file = write(dir, 'two.toml', site('east') + site('west'));
+    const cfg = load(file);
+    assert.equal(selectSite(cfg, 'west').name, 'west');
+    assert.equal(selectSite(cfg, 'east').name, 'east');
+    assertInvalid(() => selectSite(cfg), [`${file}: several sites are configured (east, west)`, '--site']);
+    assertInvalid(() => selectSite(cfg, 'wset'), ['no site named "wset"', 'did you mean "west"?']);
+  });
+});

@@ -1,0 +1,252 @@
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { isWalvaultError, type ErrorCode } from '../../src/errors';
+import { LocalStorage } from '../../src/storage/local';
+import { storageFromUrl } from '../../src/storage/open';
+
+async function tempDir(t: { after(fn: () => Promise<void>): void }): Promise<string> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'walvault-local-'));
+  t.after(() => fs.rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Every file and directory under `dir`, relative, sorted. */
+async function walkAll(dir: string, rel = ''): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await fs.readdir(path.join(dir, rel), { withFileTypes: true })) {
+    const name = rel === '' ? e.name : `${rel}/${e.name}`;
+    out.push(name);
+    if (e.isDirectory()) out.push(...(await walkAll(dir, name)));
+  }
+  return out.sort();
+}
+
+function isCode(code: ErrorCode, pattern?: RegExp) {
+  return (err: unknown) => {
+    assert.ok(isWalvaultError(err, code), `expected ${code}, got ${String(err)}`);
+    if (pattern) assert.match(err.message, pattern);
+    return true;
+  };
+}
+
+describe('LocalStorage', () => {
+  test('put/get/head/delete round trip', async (t) => {
+    const root = await tempDir(t);
+    const s = new LocalStorage(root);
+    const body = randomBytes(1000);
+
+    assert.equal(await s.get('obj'), null);
+    assert.equal(await s.head('obj'), null);
+    await s.put('obj', body);
+    assert.deepEqual(await s.get('obj'), body);
+    assert.deepEqual(await s.head('obj'), { key: 'obj', size: 1000 });
+    assert.deepEqual(await fs.readFile(path.join(root, 'obj')), body);
+
+    await s.delete('obj');
+    assert.equal(await s.get('obj'), null);
+    assert.equal(await s.head('obj'), null);
+    await assert.doesNotReject(s.delete('obj'));
+    await assert.doesNotReject(s.delete('never/existed/at/all'));
+    await s.close();
+  });
+
+  test('empty objects are objects', async (t) => {
+    const s = new LocalStorage(await tempDir(t));
+    await s.put('empty', Buffer.alloc(0));
+    assert.deepEqual(await s.get('empty'), Buffer.alloc(0));
+    assert.deepEqual(await s.head('empty'), { key: 'empty', size: 0 });
+  });
+
+  test('nested keys create directories; list is recursive, sorted and prefix-filtered', async (t) => {
+    const root = await tempDir(t);
+    const s = new LocalStorage(path.join(root, 'not', 'yet', 'there'));
+    const keys = ['wal/000000010000000000000010', 'backups/b1/part-2', 'wal/000000010000000000000002', 'cluster.json', 'backups/b1/part-10', 'wal/00000002.history', 'wal/sub/deep/x'];
+    for (const [i, k] of keys.entries()) await s.put(k, Buffer.alloc(i + 1, i));
+
+    const all = await s.list('');
+    assert.deepEqual(
+      all.map((o) => o.key),
+      [...keys].sort((a, b) => (a < b ? -1 : 1)),
+    );
+    for (const o of all) assert.equal(o.size, keys.indexOf(o.key) + 1);
+
+    assert.deepEqual(
+      (await s.list('wal/')).map((o) => o.key),
+      ['wal/000000010000000000000002', 'wal/000000010000000000000010', 'wal/00000002.history', 'wal/sub/deep/x'],
+    );
+    assert.deepEqual(
+      (await s.list('wal/0000000100')).map((o) => o.key),
+      ['wal/000000010000000000000002', 'wal/000000010000000000000010'],
+    );
+    assert.deepEqual((await s.list('wal/s')).map((o) => o.key), ['wal/sub/deep/x']);
+    assert.deepEqual((await s.list('backups/b1/part-1')).map((o) => o.key), ['backups/b1/part-10']);
+    assert.deepEqual((await s.list('c')).map((o) => o.key), ['cluster.json']);
+    assert.deepEqual(await s.list('nothing/here/'), []);
+    assert.deepEqual(await s.list('wal/zzz'), []);
+    assert.deepEqual(await s.get('wal/sub/deep/x'), Buffer.alloc(7, 6));
+  });
+
+  test('a directory is not an object', async (t) => {
+    const s = new LocalStorage(await tempDir(t));
+    await s.put('wal/x', Buffer.from('x'));
+    assert.equal(await s.get('wal'), null);
+    assert.equal(await s.head('wal'), null);
+    await s.delete('wal');
+    assert.deepEqual(await s.get('wal/x'), Buffer.from('x'));
+  });
+
+  test('bad keys are rejected and touch nothing', async (t) => {
+    const base = await tempDir(t);
+    const root = path.join(base, 'root');
+    const s = new LocalStorage(root);
+    await s.put('ok', Buffer.from('ok'));
+    const before = await walkAll(base);
+
+    const bad = ['', '/abs', '/etc/passwd', '../escape', 'a/../../escape', 'a//b', 'a/', 'a\0b', '.', 'a/./b', '..', 'a\\..\\b', '.x.tmp-1-abcd', 'wal/.seg.tmp-42-0f'];
+    for (const key of bad) {
+      await assert.rejects(s.put(key, Buffer.from('x')), isCode('STORAGE_IO', /invalid storage key/), `put ${JSON.stringify(key)}`);
+      await assert.rejects(s.get(key), isCode('STORAGE_IO'), `get ${JSON.stringify(key)}`);
+      await assert.rejects(s.head(key), isCode('STORAGE_IO'), `head ${JSON.stringify(key)}`);
+      await assert.rejects(s.delete(key), isCode('STORAGE_IO'), `delete ${JSON.stringify(key)}`);
+    }
+    await assert.rejects(s.list('../'), isCode('STORAGE_IO'));
+    await assert.rejects(s.list('a\0'), isCode('STORAGE_IO'));
+    assert.deepEqual(await walkAll(base), before);
+  });
+
+  test('no temp files are left behind, after success or failure', async (t) => {
+    const root = await tempDir(t);
+    const s = new LocalStorage(root);
+    for (let i = 0; i < 20; i++) await s.put(`wal/seg${i % 5}`, randomBytes(100 + i));
+    await fs.mkdir(path.join(root, 'wal', 'adir'));
+    await assert.rejects(s.put('wal/adir', Buffer.from('x')), isCode('STORAGE_IO', /wal\/adir: (EISDIR|ENOTEMPTY|EEXIST) /));
+    await assert.rejects(s.put('wal/seg0/below', Buffer.from('x')), isCode('STORAGE_IO', /wal\/seg0: ENOTDIR /));
+
+    const names = await walkAll(root);
+    assert.deepEqual(names, ['wal', 'wal/adir', 'wal/seg0', 'wal/seg1', 'wal/seg2', 'wal/seg3', 'wal/seg4']);
+  });
+
+  test('list skips temp files of writers in progress', async (t) => {
+    const root = await tempDir(t);
+    const s = new LocalStorage(root);
+    await s.put('wal/a', Buffer.from('a'));
+    await fs.writeFile(path.join(root, 'wal', `.b.tmp-${process.pid}-00ff`), 'half');
+    assert.deepEqual(await s.list(''), [{ key: 'wal/a', size: 1 }]);
+  });
+
+  test('replace is atomic: readers see the old or the new object, never a mix', async (t) => {
+    const s = new LocalStorage(await tempDir(t));
+    const a = Buffer.alloc(2 << 20, 0xaa);
+    const b = Buffer.alloc(1 << 20, 0xbb);
+    await s.put('obj', a);
+    let writing = true;
+    const writer = (async () => {
+      for (let i = 0; i < 30; i++) await s.put('obj', i % 2 === 0 ? b : a);
+      writing = false;
+    })();
+    let reads = 0;
+    while (writing) {
+      const got = await s.get('obj');
+      assert.ok(got !== null, 'object vanished during replace');
+      assert.ok(got.equals(a) || got.equals(b), `torn read of ${got.length} bytes`);
+      reads++;
+    }
+    await writer;
+    assert.ok(reads > 0);
+    assert.deepEqual(await s.get('obj'), a);
+  });
+
+  test('put replaces the inode (rename), it does not rewrite in place', async (t) => {
+    const root = await tempDir(t);
+    const s = new LocalStorage(root);
+    await s.put('obj', Buffer.from('one'));
+    const ino1 = (await fs.stat(path.join(root, 'obj'))).ino;
+    await s.put('obj', Buffer.from('two'));
+    assert.notEqual((await fs.stat(path.join(root, 'obj'))).ino, ino1);
+    assert.equal((await s.get('obj'))?.toString(), 'two');
+  });
+
+  test('I/O errors name the path and the OS error code', { skip: process.getuid?.() === 0 && 'root ignores permissions' }, async (t) => {
+    const root = await tempDir(t);
+    const s = new LocalStorage(root);
+    await s.put('locked/obj', Buffer.from('x'));
+    await fs.chmod(path.join(root, 'locked'), 0o000);
+    t.after(() => fs.chmod(path.join(root, 'locked'), 0o755));
+    await assert.rejects(s.get('locked/obj'), (err: unknown) => {
+      assert.ok(isWalvaultError(err, 'STORAGE_IO'));
+      assert.match(err.message, /locked\/obj/);
+      assert.match(err.message, /EACCES/);
+      assert.ok(err.cause instanceof Error);
+      return true;
+    });
+  });
+
+  test('OS errors become STORAGE_IO naming the path and code, with the cause kept', async (t) => {
+    const root = await tempDir(t);
+    const s = new LocalStorage(root);
+    const long = 'n'.repeat(300);
+    for (const op of [() => s.get(long), () => s.head(long), () => s.put(long, Buffer.from('x'))]) {
+      await assert.rejects(op(), (err: unknown) => {
+        assert.ok(isWalvaultError(err, 'STORAGE_IO'), String(err));
+        assert.ok(err.message.includes(path.join(root, long)) || err.message.includes(root), err.message);
+        assert.match(err.message, /ENAMETOOLONG/);
+        assert.equal((err.cause as NodeJS.ErrnoException).code, 'ENAMETOOLONG');
+        return true;
+      });
+    }
+    assert.deepEqual(await walkAll(root), []);
+  });
+
+  test('description is a file URL of the absolute root', () => {
+    const s = new LocalStorage('relative/dir');
+    assert.equal(s.description, `file://${path.resolve('relative/dir')}`);
+  });
+});
+
+describe('storageFromUrl', () => {
+  test('file URLs and plain paths give local storage', () => {
+    const cases: Array<[string, string]> = [
+      ['file:///var/lib/walvault', '/var/lib/walvault'],
+      ['file:///tmp/with%20space', '/tmp/with space'],
+      [pathToFileURL('/srv/a b').href, '/srv/a b'],
+      ['/abs/path', '/abs/path'],
+      ['relative/archive', path.resolve('relative/archive')],
+      ['./here', path.resolve('here')],
+    ];
+    for (const [url, root] of cases) {
+      const s = storageFromUrl(url);
+      assert.ok(s instanceof LocalStorage, url);
+      assert.equal(s.root, root, url);
+      assert.equal(s.description, `file://${root}`);
+    }
+  });
+
+  test('s3 is refused as not yet supported', () => {
+    assert.throws(() => storageFromUrl('s3://bucket/prefix'), isCode('CONFIG_INVALID', /^s3:\/\/ archives are not supported yet/));
+  });
+
+  test('other forms are refused naming the URL and the accepted forms', () => {
+    for (const url of ['http://example.com/x', 'gs://bucket/x', 'file://otherhost/x', '', '   ']) {
+      assert.throws(() => storageFromUrl(url), (err: unknown) => {
+        assert.ok(isWalvaultError(err, 'CONFIG_INVALID'), `${url}: ${String(err)}`);
+        if (url.trim()) assert.ok(err.message.includes(url), err.message);
+        assert.match(err.message, /file:\/\/\/absolute\/path/);
+        return true;
+      });
+    }
+  });
+
+  test('credentials in a URL are not echoed', () => {
+    assert.throws(() => storageFromUrl('s3://AKIAXXX:s3cr3t@bucket/p'), (err: unknown) => {
+      assert.ok(isWalvaultError(err, 'CONFIG_INVALID'));
+      assert.ok(!err.message.includes('s3cr3t'), err.message);
+      assert.ok(!err.message.includes('AKIAXXX'), err.message);
+      return true;
+    });
+  });
+});
