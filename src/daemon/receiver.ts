@@ -234,19 +234,6 @@ export class SiteReceiver {
     const firstRun = !fs.existsSync(this.ledgerPath);
     if (!firstRun) await this.openState();
 
-    this.log.info(
-      {
-        serverVersion: facts.versionNum,
-        systemId: identity.systemId,
-        timeline: identity.timeline,
-        walSegmentSize: facts.walSegmentSize,
-        slot: this.site.slot,
-        mode: this.site.mode,
-        archive: this.archive.storage.description,
-        server: this.site.pgDescription,
-      },
-      `connected to PostgreSQL ${facts.versionNum} (system ${identity.systemId}, timeline ${identity.timeline})`,
-    );
 
     let slotRestart: { lsn: Lsn; tli: number | null } | null = null;
     if (this.site.createSlot) {
@@ -272,13 +259,28 @@ export class SiteReceiver {
         this.resume = { lsn: segmentStart(identity.xlogPos, facts.walSegmentSize), tli: identity.timeline };
       }
     }
-    if (firstRun) this.deferredSetup = () => this.openState(true);
+    this.log.info(
+      {
+        serverVersion: facts.versionNum,
+        systemId: identity.systemId,
+        timeline: identity.timeline,
+        walSegmentSize: facts.walSegmentSize,
+        slot: this.site.slot,
+        startLsn: formatLsn(this.resume.lsn),
+        mode: this.site.mode,
+        archive: this.archive.storage.description,
+        server: this.site.pgDescription,
+      },
+      `PostgreSQL ${facts.versionNum}, system ${identity.systemId}, timeline ${identity.timeline}, slot ${this.site.slot}, ` +
+        `starting at ${formatLsn(this.resume.lsn)}, archiving to ${this.archive.storage.description}`,
+    );
+    if (firstRun) this.deferredSetup = () => this.openState();
   }
 
   private deferredSetup: (() => Promise<void>) | null = null;
 
   /** Creates or opens the state directory, ledger and spool, and reconciles them. */
-  private async openState(fresh = false): Promise<void> {
+  private async openState(): Promise<void> {
     fs.mkdirSync(this.spoolDir, { recursive: true });
     this.lock = StateLock.acquire(this.site.state);
     this.ledger = Ledger.open(this.ledgerPath);
@@ -289,7 +291,8 @@ export class SiteReceiver {
       walSegmentSize: this.facts.walSegmentSize,
       serverVersionNum: this.facts.versionNum,
     });
-    if (fresh) {
+    // Every start: a crash on the first run may have come before the marker was written.
+    {
       await this.archive.ensureCluster({
         systemId: this.identity.systemId,
         pgVersionNum: this.facts.versionNum,

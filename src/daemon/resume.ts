@@ -84,6 +84,15 @@ export async function reconcile(o: ReconcileOptions): Promise<ReconcileResult> {
     }
   }
 
+  // A crash between archiving a segment and deleting its superseded partial leaves the partial.
+  const partial = ledger.latestPartial(site);
+  if (partial) {
+    const row = ledger.getSegment(site, partial.timeline, partial.segNo);
+    if (row?.state === 'archived' && row.objectKey === Archive.walKey(row.name)) {
+      await o.archive.delete(Archive.walKey(row.name) + '.partial');
+    }
+  }
+
   let resume: ResumePoint | null = null;
   const consider = (p: ResumePoint) => {
     if (!resume || p.lsn > resume.lsn || (p.lsn === resume.lsn && p.tli > resume.tli)) resume = p;
