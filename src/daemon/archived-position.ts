@@ -14,6 +14,12 @@ export class ArchivedPosition {
     return this.position;
   }
 
+  /** Moves the position back to `lsn` if past it (a timeline fork before it). */
+  clampTo(lsn: Lsn): void {
+    if (this.position > lsn) this.position = lsn;
+    for (const r of this.pending) if (r.end > lsn) r.end = lsn;
+  }
+
   /** Records that [start, end) is archived; returns true when the position moved. */
   add(start: Lsn, end: Lsn): boolean {
     const before = this.position;

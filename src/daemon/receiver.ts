@@ -124,30 +124,20 @@ export class SiteReceiver {
   async run(): Promise<void> {
     try {
       await this.startUp();
-      for (let attempt = 0; !this.stopping; ) {
+      let attempt = 0;
+      while (!this.stopping) {
         try {
-          const streamed = await this.streamUntilInterrupted();
-          if (streamed) attempt = 0;
+          if (!this.conn) await this.connect();
+          if (await this.streamUntilInterrupted()) attempt = 0;
         } catch (err) {
           this.lastError = errorMessage(err);
           if (isWalvaultError(err) && FATAL_CODES.has(err.code)) throw err;
-          if (this.stopping) break;
-          this.state = 'reconnecting';
-          const delay = backoffDelayMs(attempt++, 1000, 30000);
-          this.log.error({ err: errorMessage(err), retryInMs: delay }, 'replication stream failed; reconnecting');
+          if (!this.stopping) this.log.error({ err: errorMessage(err) }, 'replication failed; reconnecting');
         }
         await this.closeConnection();
         if (this.stopping) break;
-        await sleep(backoffDelayMs(attempt, 500, 30000), this.stopController.signal);
-        if (this.stopping) break;
-        try {
-          await this.connect();
-        } catch (err) {
-          this.lastError = errorMessage(err);
-          if (isWalvaultError(err) && FATAL_CODES.has(err.code)) throw err;
-          attempt++;
-          this.log.error({ err: errorMessage(err) }, 'cannot reconnect to PostgreSQL; retrying');
-        }
+        this.state = 'reconnecting';
+        await sleep(backoffDelayMs(attempt++, 500, 30000), this.stopController.signal);
       }
     } finally {
       await this.shutDown();
@@ -357,7 +347,11 @@ export class SiteReceiver {
   private async streamUntilInterrupted(): Promise<boolean> {
     let got = false;
     if (this.spool) {
-      // A reconnect rewrites the open segment from its start, like a restart does.
+      // What a dead connection left queued is dropped: the open segment is received again
+      // from its start, like after a restart.
+      this.queue.length = 0;
+      this.queueBytes = 0;
+      await this.writerIdle().catch(() => undefined);
       const open = await this.spool.closeOpen();
       if (open) this.resume = { lsn: open.startLsn, tli: open.tli };
     }
@@ -389,6 +383,13 @@ export class SiteReceiver {
       await this.finishTimeline();
       await this.archiveHistory(end.nextTli);
       this.ledger!.switchTimeline(this.site.name, end.nextTli, end.nextTliStart);
+      // Bytes past the switch point were the old timeline's only (a torn record at most):
+      // nothing past it may be reported as held on the new one.
+      const clamp = (v: Lsn) => (v > end.nextTliStart ? end.nextTliStart : v);
+      this.sent = { write: clamp(this.sent.write), flush: clamp(this.sent.flush), apply: clamp(this.sent.apply) };
+      this.received = clamp(this.received);
+      this.fsynced = clamp(this.fsynced);
+      this.uploader!.clampTo(end.nextTliStart);
       tli = end.nextTli;
       start = segmentStart(end.nextTliStart, this.facts.walSegmentSize);
       this.resume = { lsn: start, tli };

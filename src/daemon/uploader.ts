@@ -80,6 +80,11 @@ export class Uploader {
     return this.position.lsn;
   }
 
+  /** After a timeline switch: WAL past the fork is not the new timeline's. */
+  clampTo(lsn: Lsn): void {
+    this.position.clampTo(lsn);
+  }
+
   enqueue(seg: SegmentRef, sha256: string): void {
     this.queue.push({ seg, sha256 });
     this.queue.sort((a, b) => (a.seg.startLsn < b.seg.startLsn ? -1 : a.seg.startLsn > b.seg.startLsn ? 1 : 0));

@@ -133,9 +133,13 @@ export class SegmentSpool {
     const file = this.partialPath(name);
     let handle: fsp.FileHandle;
     try {
-      handle = await fsp.open(file, 'w+');
+      // A file left by an earlier run of the same segment and timeline holds the same WAL,
+      // possibly already reported as fsynced: overwrite it in place rather than truncating,
+      // so those bytes stay durable while they are received again.
+      const reuse = await sizeOf(file) === this.opts.segSize;
+      handle = await fsp.open(file, reuse ? 'r+' : 'w+');
       // Full size up front: a restart can then tell a torn file from a short one.
-      await handle.truncate(this.opts.segSize);
+      if (!reuse) await handle.truncate(this.opts.segSize);
     } catch (err) {
       throw new WalvaultError('STATE_DIR_UNWRITABLE', `cannot write spool file ${file}: ${(err as Error).message}`, { cause: err });
     }
@@ -226,5 +230,13 @@ async function writeFully(handle: fsp.FileHandle, buf: Buffer, position: number)
   while (done < buf.length) {
     const { bytesWritten } = await handle.write(buf, done, buf.length - done, position + done);
     done += bytesWritten;
+  }
+}
+
+async function sizeOf(file: string): Promise<number | null> {
+  try {
+    return (await fsp.stat(file)).size;
+  } catch {
+    return null;
   }
 }

@@ -56,8 +56,12 @@ export class WalvaultProcess {
   readonly exited: Promise<Exit>;
   private waiters: Array<() => void> = [];
 
-  private constructor(args: string[], env: NodeJS.ProcessEnv) {
-    this.child = spawn(process.execPath, [WALVAULT_BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  private constructor(args: string[], env: NodeJS.ProcessEnv, cwd?: string) {
+    this.child = spawn(process.execPath, [WALVAULT_BIN, ...args], {
+      env: { ...process.env, ...env },
+      cwd,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let partial = '';
     this.child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
       this.stderr += chunk;
@@ -82,8 +86,8 @@ export class WalvaultProcess {
     });
   }
 
-  static start(args: string[], env: NodeJS.ProcessEnv = {}): WalvaultProcess {
-    return new WalvaultProcess(args, env);
+  static start(args: string[], env: NodeJS.ProcessEnv = {}, cwd?: string): WalvaultProcess {
+    return new WalvaultProcess(args, env, cwd);
   }
 
   get running(): boolean {

@@ -1,0 +1,74 @@
+/**
+ * The README's quick start is a contract: its first command must stream from a server into a
+ * local archive, and its second must be the command CI runs.
+ */
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
+import { archivedSegments, WALVAULT_BIN, WalvaultProcess } from '../helpers/walvault';
+
+const ROOT = path.resolve(path.dirname(WALVAULT_BIN), '..');
+
+function quickStartCommands(): string[] {
+  const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+  const section = readme.split(/^## /m).find((s) => s.startsWith('Quick start'));
+  assert.ok(section, 'README has a Quick start section');
+  return [...section.matchAll(/```sh\n([^`]+?)\n```/g)].map((m) => m[1].trim());
+}
+
+/** Splits a shell word list (double quotes only, as the README uses). */
+function words(cmd: string): string[] {
+  return [...cmd.matchAll(/"([^"]*)"|(\S+)/g)].map((m) => m[1] ?? m[2]);
+}
+
+describe('README quick start', () => {
+  let cluster: PgCluster;
+  let work: string;
+  before(async () => {
+    cluster = await PgCluster.start({ walSegSizeMiB: 1 });
+    work = tmpDir('walvault-readme-');
+  });
+  after(async () => {
+    await cluster?.destroy();
+    if (work) removeDir(work);
+  });
+
+  it('gives exactly two commands, the second being what .ci/run calls', () => {
+    const cmds = quickStartCommands();
+    assert.equal(cmds.length, 2);
+    assert.equal(cmds[1], 'npm test');
+    const ci = fs.readFileSync(path.join(ROOT, '.ci', 'run'), 'utf8');
+    assert.match(ci, /^npm test$/m, '.ci/run calls the README test command');
+    assert.match(cmds[0], /^npm ci && \.\/bin\/walvault run /);
+  });
+
+  it('the first command streams into a local archive and stops cleanly on Ctrl-C', async () => {
+    const cmd = quickStartCommands()[0].replace(/^npm ci && /, '');
+    const argv = words(cmd);
+    assert.equal(argv[0], './bin/walvault');
+    // Point the README's connection string at the test server; everything else as written.
+    const pgIndex = argv.indexOf('--pg') + 1;
+    assert.match(argv[pgIndex], /host=\S+ port=\d+ user=\S+/);
+    argv[pgIndex] = argv[pgIndex].replace(/host=\S+/, `host=${cluster.host}`).replace(/port=\d+/, `port=${cluster.port}`);
+    const args = argv.slice(1);
+    const p = WalvaultProcess.start(args, {}, work);
+    try {
+      await p.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
+      await cluster.query('CREATE TABLE t AS SELECT g FROM generate_series(1, 50000) g');
+      await cluster.switchWal();
+      const archive = path.join(work, 'archive');
+      await waitFor(async () => fs.existsSync(path.join(archive, 'wal')) && (await archivedSegments(archive)).length > 0, {
+        timeoutMs: 30000,
+        what: 'a segment in ./archive',
+      });
+      assert.ok(fs.existsSync(path.join(archive, 'cluster.json')));
+      assert.ok(fs.existsSync(path.join(work, 'state', 'ledger.db')));
+      const exit = await p.stop('SIGINT');
+      assert.equal(exit.code, 0, p.stderr.slice(-2000));
+    } finally {
+      await p.kill9();
+    }
+  });
+});
