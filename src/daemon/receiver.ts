@@ -92,6 +92,7 @@ export class SiteReceiver {
   private partialTimer: NodeJS.Timeout | null = null;
   private lastPartialBytes = -1;
   private lastPartialName = '';
+  private lastRequestedPartial = 0;
   private serverWalEnd: Lsn | null = null;
   private sent: StatusPositions = { write: 0n, flush: 0n, apply: 0n };
   private fsynced: Lsn = 0n;
@@ -465,8 +466,18 @@ export class SiteReceiver {
     if (this.site.mode === 'sync' && this.fsynced < this.received) {
       // Answer once what was written is durable: the reply is what releases commits.
       this.requestSync();
-    } else {
-      this.sendStatus(false);
+      return;
+    }
+    this.sendStatus(false);
+    // A server shutting down waits until we confirm everything it sent; in archive mode that
+    // means archiving the tail now instead of at the next partial interval.
+    if (this.site.mode === 'archive' && this.uploader && this.uploader.archivedLsn < this.received) {
+      const now = Date.now();
+      if (now - this.lastRequestedPartial >= 1000) {
+        this.lastRequestedPartial = now;
+        this.queue.push({ kind: 'partial' });
+        this.kickWriter();
+      }
     }
   }
 
