@@ -8,16 +8,8 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { parseLsn, segmentFileName, segmentNumber } from '../../src/wal/lsn';
-import { clientBin, PgCluster, removeDir, tmpDir, waitFor } from './pg-cluster';
-import {
-  archivedSegments,
-  compareFetchedWithServer,
-  missingSegments,
-  pgConninfo,
-  WalvaultProcess,
-  writeConfig,
-} from './walvault';
+import { clientBin, PgCluster, removeDir, tmpDir } from './pg-cluster';
+import { assertArchiveMatchesServer, pgConninfo, switchAndWaitArchived, WalvaultProcess, writeConfig } from './walvault';
 
 const run = promisify(execFile);
 
@@ -49,29 +41,16 @@ export async function streamingScenario(opts: { major: number; walSegSizeMiB: nu
 
     await cluster.pgbench(['-i', '-s', String(opts.scale ?? 2), '-q']);
     await cluster.pgbench(['-c', '2', '-T', String(opts.seconds ?? 3), '-n']);
-    const switchLsn = parseLsn(await cluster.switchWal());
-    const segSize = cluster.walSegSize;
-    const lastName = segmentFileName(1, segmentNumber(switchLsn - 1n, segSize), segSize);
-    await waitFor(async () => (await archivedSegments(archive)).includes(lastName), {
-      timeoutMs: 120000,
-      what: `segment ${lastName} to be archived`,
-    });
+    const { lastName } = await switchAndWaitArchived(cluster, archive);
 
     const exit = await receiver.stop('SIGTERM');
     assert.equal(exit.code, 0, `walvault exits 0 on SIGTERM; stderr:\n${receiver.stderr.slice(-2000)}`);
 
-    const names = await archivedSegments(archive);
+    const { names, fetchedDir } = await assertArchiveMatchesServer(archive, cluster, work, lastName);
     assert.ok(names.length >= 3, `several segments archived (${names.length})`);
-    assert.deepEqual(missingSegments(names, segSize, 1), [], 'no gap between the first and last archived segment');
-    assert.equal(names[names.length - 1] >= lastName, true, 'archive reaches the switch point');
-
-    const result = await compareFetchedWithServer(archive, cluster, names, work);
-    assert.deepEqual(result.fetchFailed, [], 'every archived segment can be fetched');
-    assert.deepEqual(result.differ, [], 'every fetched segment equals the server file');
-    assert.equal(result.compared, names.length, 'every archived segment was compared with the server');
 
     if (opts.major === 15) {
-      const { stdout } = await run(clientBin('pg_waldump'), ['-p', result.fetchedDir, names[0], lastName], {
+      const { stdout } = await run(clientBin('pg_waldump'), ['-p', fetchedDir, names[0], lastName], {
         maxBuffer: 1 << 30,
       });
       assert.match(stdout, /rmgr: /, 'pg_waldump printed records');

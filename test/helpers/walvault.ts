@@ -1,12 +1,22 @@
 /**
  * Runs the real `walvault` command in tests, and reads what it left in an archive.
  */
+import assert from 'node:assert/strict';
 import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Archive } from '../../src/archive/archive';
 import { LocalStorage } from '../../src/storage/local';
-import { parseLsn, formatLsn, isSegmentFileName, parseSegmentFileName, segmentStartOfNumber, type Lsn } from '../../src/wal/lsn';
+import {
+  formatLsn,
+  isSegmentFileName,
+  parseLsn,
+  parseSegmentFileName,
+  segmentFileName,
+  segmentNumber,
+  segmentStartOfNumber,
+  type Lsn,
+} from '../../src/wal/lsn';
 import type { PgCluster } from './pg-cluster';
 
 function repoRoot(): string {
@@ -228,3 +238,44 @@ export async function compareFetchedWithServer(
 }
 
 export { parseLsn, formatLsn };
+
+/**
+ * Ends the current segment on `cluster` and waits until the archive holds it. Returns the
+ * switch position and the name of that last segment.
+ */
+export async function switchAndWaitArchived(
+  cluster: PgCluster,
+  archiveDir: string,
+  tli = 1,
+  timeoutMs = 120000,
+): Promise<{ switchLsn: Lsn; lastName: string }> {
+  const switchLsn = parseLsn(await cluster.switchWal());
+  const segSize = cluster.walSegSize;
+  const lastName = segmentFileName(tli, segmentNumber(switchLsn - 1n, segSize), segSize);
+  const deadline = Date.now() + timeoutMs;
+  while (!(await archivedSegments(archiveDir)).includes(lastName)) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${lastName} to be archived`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return { switchLsn, lastName };
+}
+
+/**
+ * The archive's finished segments of timeline 1 have no gap, reach `lastName`, and each one
+ * fetched with `walvault wal-fetch` equals the server's pg_wal file. Returns the names.
+ */
+export async function assertArchiveMatchesServer(
+  archiveDir: string,
+  cluster: PgCluster,
+  workDir: string,
+  lastName: string,
+): Promise<{ names: string[]; fetchedDir: string }> {
+  const names = await archivedSegments(archiveDir);
+  assert.deepEqual(missingSegments(names, cluster.walSegSize, 1), [], 'no gap between the first and last archived segment');
+  assert.ok(names.length > 0 && names[names.length - 1] >= lastName, `the archive reaches ${lastName}`);
+  const cmp = await compareFetchedWithServer(archiveDir, cluster, names, workDir);
+  assert.deepEqual(cmp.fetchFailed, [], 'every archived segment can be fetched');
+  assert.deepEqual(cmp.differ, [], 'every fetched segment equals the server file');
+  assert.equal(cmp.compared, names.length, 'every archived segment was compared with the server');
+  return { names, fetchedDir: cmp.fetchedDir };
+}

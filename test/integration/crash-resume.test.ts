@@ -8,17 +8,9 @@ import { createHash } from 'node:crypto';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Ledger } from '../../src/ledger/ledger';
-import { isSegmentFileName, parseLsn, segmentFileName, segmentNumber } from '../../src/wal/lsn';
-import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
-import {
-  archivedSegments,
-  compareFetchedWithServer,
-  missingSegments,
-  openArchive,
-  pgConninfo,
-  WalvaultProcess,
-  writeConfig,
-} from '../helpers/walvault';
+import { isSegmentFileName, segmentNumber } from '../../src/wal/lsn';
+import { PgCluster, removeDir, tmpDir } from '../helpers/pg-cluster';
+import { assertArchiveMatchesServer, openArchive, pgConninfo, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
 const KILLS = 12;
 
@@ -61,23 +53,12 @@ describe('crash safety: kill -9 during a pgbench run', () => {
       await new Promise((r) => setTimeout(r, 1500));
       load.kill('SIGINT');
       await new Promise((r) => load.once('exit', r));
-      const switchLsn = parseLsn(await cluster.switchWal());
+      const { switchLsn, lastName } = await switchAndWaitArchived(cluster, archive);
       const segSize = cluster.walSegSize;
-      const lastName = segmentFileName(1, segmentNumber(switchLsn - 1n, segSize), segSize);
-      await waitFor(async () => (await archivedSegments(archive)).includes(lastName), {
-        timeoutMs: 120000,
-        what: `segment ${lastName} to be archived`,
-      });
       const exit = await final.stop('SIGTERM');
       assert.equal(exit.code, 0, `clean exit; stderr:\n${final.stderr.slice(-2000)}`);
 
-      const names = await archivedSegments(archive);
-      assert.deepEqual(missingSegments(names, segSize, 1), [], 'no gap in the archive');
-      assert.ok(names[names.length - 1] >= lastName, 'archive reaches the final position');
-      const cmp = await compareFetchedWithServer(archive, cluster, names, work);
-      assert.deepEqual(cmp.fetchFailed, []);
-      assert.deepEqual(cmp.differ, [], 'every archived segment equals the server file');
-      assert.equal(cmp.compared, names.length);
+      const { names } = await assertArchiveMatchesServer(archive, cluster, work, lastName);
 
       // The ledger and the archive agree, object by object.
       const store = openArchive(archive);

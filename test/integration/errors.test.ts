@@ -8,13 +8,14 @@
  *   main  - roles for the auth cases, a hand-written pg_hba.conf, the busy slot, cluster A
  *   other - cluster B of the foreign-archive case
  *   busy  - max_wal_senders = 1, its only walsender held by pg_receivewal
+ *   newest - the newest installed major >= 16, for its reworded REPLICATION error
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Client, type ClientConfig } from 'pg';
-import { freePort, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
+import { availableMajors, freePort, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import { pgConninfo, runWalvault, WalvaultProcess } from '../helpers/walvault';
 import { snapshotTree, startReceivewal, stopChild, type ReceivewalProcess } from '../helpers/errors-fixtures';
 
@@ -24,6 +25,8 @@ const RIGHT_PASSWORD = 'right-secret';
 const EXIT_WITHIN_MS = 15_000;
 /** A walvault still running after this is killed, so a retry loop fails the case instead of the file. */
 const KILL_AFTER_MS = 20_000;
+/** PostgreSQL 16 reworded the walsender permission error: the REPLICATION case must hold there too. */
+const NEWEST_MAJOR = availableMajors().filter((m) => m >= 16).pop();
 
 interface BadRun {
   pg: string;
@@ -111,20 +114,26 @@ describe('bad input: one-line error naming cause and fix, non-zero exit, nothing
   let main: PgCluster;
   let other: PgCluster;
   let busy: PgCluster;
+  let newest: PgCluster | undefined;
   let work: string;
   const receivewals: ReceivewalProcess[] = [];
   let receiver: WalvaultProcess | null = null;
 
   before(async () => {
     work = tmpDir('walvault-errors-');
-    const started = await Promise.allSettled([PgCluster.start(), PgCluster.start(), PgCluster.start({ settings: { max_wal_senders: 1 } })]);
+    const started = await Promise.allSettled([
+      PgCluster.start(),
+      PgCluster.start(),
+      PgCluster.start({ settings: { max_wal_senders: 1 } }),
+      ...(NEWEST_MAJOR ? [PgCluster.start({ major: NEWEST_MAJOR })] : []),
+    ]);
     const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     const ok = started.filter((s): s is PromiseFulfilledResult<PgCluster> => s.status === 'fulfilled').map((s) => s.value);
     if (failed) {
       await Promise.all(ok.map((c) => c.destroy().catch(() => undefined)));
       throw failed.reason;
     }
-    [main, other, busy] = ok;
+    [main, other, busy, newest] = ok;
 
     await main.query(`
       CREATE ROLE pwuser LOGIN REPLICATION PASSWORD '${RIGHT_PASSWORD}';
@@ -160,7 +169,8 @@ describe('bad input: one-line error naming cause and fix, non-zero exit, nothing
   after(async () => {
     await receiver?.kill9();
     await Promise.all(receivewals.map((p) => stopChild(p.child)));
-    await Promise.all([main, other, busy].filter(Boolean).map((c) => c.destroy().catch(() => undefined)));
+    const clusters = [main, other, busy, newest].filter((c): c is PgCluster => c !== undefined);
+    await Promise.all(clusters.map((c) => c.destroy().catch(() => undefined)));
     if (work) removeDir(work);
   });
 
@@ -203,6 +213,18 @@ describe('bad input: one-line error naming cause and fix, non-zero exit, nothing
     const { archive, state } = caseDir('no-replication-role');
     await expectCleanFailure({
       pg: pgConninfo(main, 'norepl'),
+      archive,
+      state,
+      cause: [/role "norepl"/, /may not start replication/],
+      fix: /ALTER ROLE norepl REPLICATION/,
+    });
+  });
+
+  it(`role without REPLICATION (PostgreSQL ${NEWEST_MAJOR ?? '16+'})`, { skip: NEWEST_MAJOR ? false : 'no PostgreSQL 16+ server binaries installed' }, async () => {
+    const { archive, state } = caseDir('no-replication-role-newest');
+    await newest!.query('CREATE ROLE norepl LOGIN');
+    await expectCleanFailure({
+      pg: pgConninfo(newest!, 'norepl'),
       archive,
       state,
       cause: [/role "norepl"/, /may not start replication/],

@@ -6,9 +6,8 @@
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { parseLsn, segmentFileName, segmentNumber } from '../../src/wal/lsn';
-import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
-import { archivedSegments, compareFetchedWithServer, missingSegments, pgConninfo, WalvaultProcess, writeConfig } from '../helpers/walvault';
+import { PgCluster, removeDir, tmpDir } from '../helpers/pg-cluster';
+import { assertArchiveMatchesServer, pgConninfo, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
 describe('server restarts while streaming', () => {
   let cluster: PgCluster;
@@ -38,10 +37,7 @@ describe('server restarts while streaming', () => {
       await cluster.pgbench(['-c', '2', '-T', '2', '-n']);
       await cluster.restart('immediate');
       await cluster.pgbench(['-c', '2', '-T', '2', '-n']);
-      const switchLsn = parseLsn(await cluster.switchWal());
-      const segSize = cluster.walSegSize;
-      const lastName = segmentFileName(1, segmentNumber(switchLsn - 1n, segSize), segSize);
-      await waitFor(async () => (await archivedSegments(archive)).includes(lastName), { timeoutMs: 90000, what: `${lastName} archived` });
+      const { lastName } = await switchAndWaitArchived(cluster, archive, 1, 90000);
       const starts = p.lines.filter((l) => l.msg === 'starting replication').length;
       assert.ok(starts >= 3, `streaming restarted after each server restart (${starts} starts)`);
       assert.ok(p.running, 'the receiver kept running');
@@ -50,12 +46,7 @@ describe('server restarts while streaming', () => {
       const exit = await p.stop('SIGTERM');
       assert.equal(exit.code, 0, p.stderr.slice(-2000));
 
-      const names = await archivedSegments(archive);
-      assert.deepEqual(missingSegments(names, segSize, 1), []);
-      const cmp = await compareFetchedWithServer(archive, cluster, names, work);
-      assert.deepEqual(cmp.fetchFailed, []);
-      assert.deepEqual(cmp.differ, []);
-      assert.equal(cmp.compared, names.length);
+      await assertArchiveMatchesServer(archive, cluster, work, lastName);
     } finally {
       await p.kill9();
     }

@@ -1,0 +1,643 @@
+/**
+ * `npm run bench`: the walvault receiver against pg_receivewal, on this machine, in one run.
+ *
+ *   1. One PostgreSQL 15 cluster (16 MiB segments), two physical slots reserved before a
+ *      backlog of BENCH_WAL_MB (default 2048) MiB of WAL is generated, so both slots hold
+ *      the same WAL.
+ *   2. Drain: each receiver alone, started cold against its slot; timed until every segment
+ *      of the backlog is complete in its directory (pg_receivewal) or archive (walvault).
+ *      Peak RSS is the kernel's VmHWM of the process, cross-checked by sampling VmRSS.
+ *   3. Latency: both receivers caught up and running; a burst of BENCH_BURST_MB of WAL,
+ *      pg_switch_wal(), then the time from the switch returning until the switched
+ *      segment is complete on each side. Median of BENCH_LATENCY_REPS.
+ *
+ * The bench reports, it does not gate: it exits 0 when a target is missed, and 1 only when
+ * it could not measure. Results also go to bench/results/receive-<timestamp>.json.
+ *
+ * Caveats it cannot remove: page caches cannot be dropped (we are not allowed to, and the
+ * server's WAL was just written, so both receivers read it from memory); other work on the
+ * machine shows up as noise, so the load average is recorded with the results.
+ *
+ * BENCH_CPU_PROF=<dir> makes the walvault drain write a V8 CPU profile into <dir>
+ * (summarise it with `node dist/bench/profile-summary.js <file>`).
+ */
+import { ChildProcess, execFileSync, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { PgCluster, clientBin, removeDir, tmpDir, waitFor } from '../test/helpers/pg-cluster';
+import { WalvaultProcess, archivedSegments, pgConninfo, writeConfig } from '../test/helpers/walvault';
+import { parseLsn, parseSegmentFileName, segmentFileName, segmentNumber } from '../src/wal/lsn';
+
+const MiB = 1024 * 1024;
+const SEG_MIB = 16;
+const SEG_SIZE = SEG_MIB * MiB;
+const SLOT_PGRW = 'bench_pgrw';
+const SLOT_WALVAULT = 'bench_walvault';
+const RSS_TARGET_MIB = 100;
+const THROUGHPUT_TARGET_RATIO = 1.0;
+
+function envNumber(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name}=${raw} is not a positive number`);
+  return n;
+}
+
+const WAL_MB = envNumber('BENCH_WAL_MB', 2048);
+const BURST_MB = envNumber('BENCH_BURST_MB', 64);
+const LATENCY_REPS = Math.round(envNumber('BENCH_LATENCY_REPS', 3));
+const CPU_PROF_DIR = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : undefined;
+// Generous: the bench must finish on a loaded machine, but a hung receiver must not hang it.
+const DRAIN_TIMEOUT_MS = 300_000 + WAL_MB * 500;
+
+// ---------------------------------------------------------------------------
+// Process accounting from /proc
+
+let clockTicks = 100;
+try {
+  clockTicks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+} catch {
+  // 100 is what Linux uses almost everywhere.
+}
+
+interface ProcUsage {
+  /** VmHWM: the kernel's own peak resident set, so short spikes between samples count too. */
+  peakRssMiB: number;
+  /** Highest VmRSS we sampled: a sanity check on VmHWM. */
+  sampledMaxRssMiB: number;
+  cpuSeconds: number;
+}
+
+class ProcSampler {
+  private hwmKiB = 0;
+  private maxRssKiB = 0;
+  private cpuTicks = 0;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(private readonly pid: number) {
+    this.sample();
+    this.timer = setInterval(() => this.sample(), 100);
+  }
+
+  private sample(): void {
+    try {
+      const status = fs.readFileSync(`/proc/${this.pid}/status`, 'utf8');
+      const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0);
+      this.hwmKiB = Math.max(this.hwmKiB, kib('VmHWM'));
+      this.maxRssKiB = Math.max(this.maxRssKiB, kib('VmRSS'));
+      // The command name may hold spaces and parentheses: the fields start after the last ')'.
+      const stat = fs.readFileSync(`/proc/${this.pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      this.cpuTicks = Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // The process is gone: keep what the last sample saw.
+    }
+  }
+
+  /** Takes a last sample; call it while the process still runs. */
+  finish(): ProcUsage {
+    this.sample();
+    clearInterval(this.timer);
+    return {
+      peakRssMiB: this.hwmKiB / 1024,
+      sampledMaxRssMiB: this.maxRssKiB / 1024,
+      cpuSeconds: this.cpuTicks / clockTicks,
+    };
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Receivers under test
+
+interface Receiver {
+  readonly label: string;
+  readonly pid: number;
+  running(): boolean;
+  /** Whether segment `name` is complete where this receiver puts finished segments. */
+  hasSegment(name: string): boolean;
+  missingSegments(names: string[]): Promise<string[]>;
+  outputTail(): string;
+  stop(): Promise<void>;
+}
+
+/** PG* variables in our environment would point the client at some other server. */
+function clientEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PG')) env[k] = v;
+  env.LC_ALL = 'C';
+  return env;
+}
+
+const liveChildren = new Set<ChildProcess>();
+
+class PgReceivewal implements Receiver {
+  readonly label = 'pg_receivewal';
+  private readonly child: ChildProcess;
+  private stderr = '';
+  private readonly exited: Promise<void>;
+
+  constructor(
+    cluster: PgCluster,
+    private readonly dir: string,
+  ) {
+    // Default durability (fsync when a segment is closed), like an operator would run it.
+    const args = ['-D', dir, `--slot=${SLOT_PGRW}`, '-h', cluster.host, '-p', String(cluster.port), '-U', 'postgres', '--no-loop', '--no-password'];
+    this.child = spawn(clientBin('pg_receivewal'), args, { env: clientEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
+    liveChildren.add(this.child);
+    this.child.stderr!.setEncoding('utf8').on('data', (d: string) => (this.stderr = (this.stderr + d).slice(-8000)));
+    this.exited = new Promise((resolve) =>
+      this.child.on('exit', () => {
+        liveChildren.delete(this.child);
+        resolve();
+      }),
+    );
+    if (this.child.pid === undefined) throw new Error('pg_receivewal did not start');
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  hasSegment(name: string): boolean {
+    // pg_receivewal writes NAME.partial and renames it once the segment is full and fsynced.
+    return fs.existsSync(path.join(this.dir, name));
+  }
+
+  async missingSegments(names: string[]): Promise<string[]> {
+    const present = new Set(fs.readdirSync(this.dir));
+    return names.filter((n) => !present.has(n));
+  }
+
+  outputTail(): string {
+    return this.stderr.slice(-4000);
+  }
+
+  async stop(): Promise<void> {
+    // SIGINT is pg_receivewal's documented way to stop.
+    if (this.running()) this.child.kill('SIGINT');
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 15_000);
+    await this.exited;
+    clearTimeout(timer);
+  }
+}
+
+class Walvault implements Receiver {
+  readonly label = 'walvault';
+  private readonly proc: WalvaultProcess;
+  private stopped: Promise<void> | null = null;
+
+  constructor(
+    configFile: string,
+    private readonly archiveDir: string,
+    env: NodeJS.ProcessEnv = {},
+  ) {
+    this.proc = WalvaultProcess.start(['run', '--config', configFile], env);
+    liveChildren.add(this.proc.child);
+    void this.proc.exited.then(() => liveChildren.delete(this.proc.child));
+    if (this.proc.child.pid === undefined) throw new Error('walvault did not start');
+  }
+
+  get pid(): number {
+    // WalvaultProcess runs `node bin/walvault` directly: this is the node process itself.
+    return this.proc.child.pid!;
+  }
+
+  running(): boolean {
+    return this.proc.running;
+  }
+
+  hasSegment(name: string): boolean {
+    // LocalStorage renames a fully written, fsynced temp file into place: presence means complete.
+    return fs.existsSync(path.join(this.archiveDir, 'wal', name));
+  }
+
+  async missingSegments(names: string[]): Promise<string[]> {
+    const present = new Set(await archivedSegments(this.archiveDir));
+    return names.filter((n) => !present.has(n));
+  }
+
+  outputTail(): string {
+    return this.proc.stderr.slice(-4000);
+  }
+
+  stop(): Promise<void> {
+    this.stopped ??= this.proc.stop('SIGTERM', 60_000).then((exit) => {
+      if (exit.code !== 0) console.error(`  note: walvault exited with ${exit.signal ?? `code ${exit.code}`} on SIGTERM:\n${this.outputTail()}`);
+    });
+    return this.stopped;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The backlog
+
+interface Backlog {
+  tli: number;
+  /** First segment each slot holds, and the last segment of the backlog (complete after the switch). */
+  startSegNo: Record<string, bigint>;
+  endSegNo: bigint;
+  endName: string;
+  generatedBytes: number;
+  generateSeconds: number;
+  bytesPerRow: number;
+}
+
+function segNames(tli: number, from: bigint, to: bigint): string[] {
+  const names: string[] = [];
+  for (let s = from; s <= to; s++) names.push(segmentFileName(tli, s, SEG_SIZE));
+  return names;
+}
+
+async function one<T>(cluster: PgCluster, sql: string, col: string): Promise<T> {
+  const rows = await cluster.query(sql);
+  if (rows.length === 0) throw new Error(`no row from: ${sql}`);
+  return rows[0][col] as T;
+}
+
+async function slotRestartLsns(cluster: PgCluster): Promise<Record<string, bigint>> {
+  const rows = await cluster.query(
+    `SELECT slot_name, restart_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name IN ('${SLOT_PGRW}', '${SLOT_WALVAULT}')`,
+  );
+  const out: Record<string, bigint> = {};
+  for (const r of rows) out[r.slot_name] = parseLsn(r.lsn);
+  if (out[SLOT_PGRW] === undefined || out[SLOT_WALVAULT] === undefined) throw new Error('bench slots are missing');
+  return out;
+}
+
+async function makeBacklog(cluster: PgCluster): Promise<Backlog> {
+  await cluster.query(`SELECT pg_create_physical_replication_slot('${SLOT_PGRW}', true)`);
+  await cluster.query(`SELECT pg_create_physical_replication_slot('${SLOT_WALVAULT}', true)`);
+  const restart = await slotRestartLsns(cluster);
+  const oldest = restart[SLOT_PGRW] < restart[SLOT_WALVAULT] ? restart[SLOT_PGRW] : restart[SLOT_WALVAULT];
+  const target = WAL_MB * MiB;
+  const lsnNow = async () => parseLsn(await one<string>(cluster, 'SELECT pg_current_wal_lsn()::text AS l', 'l'));
+
+  // Heap inserts of ~500-byte rows: ordinary WAL records, not something a receiver could special-case.
+  let bytesPerRow = 600;
+  const t0 = performance.now();
+  const startLsn = await lsnNow();
+  for (let chunk = 0; ; chunk++) {
+    const held = Number((await lsnNow()) - oldest);
+    if (held >= target) break;
+    const want = Math.min(target - held, 256 * MiB);
+    const rows = Math.max(1000, Math.ceil(want / bytesPerRow));
+    const before = await lsnNow();
+    await cluster.query(`CREATE TABLE bench_fill_${chunk} AS SELECT g, repeat('x', 500) AS pad FROM generate_series(1, ${rows}) AS g`);
+    const after = await lsnNow();
+    // The rows are only there to make WAL; dropping them keeps the data directory small.
+    await cluster.query(`DROP TABLE bench_fill_${chunk}`);
+    bytesPerRow = Math.max(100, Number(after - before) / rows);
+    process.stdout.write(`\r  generated ${(Number(after - oldest) / MiB).toFixed(0)} / ${WAL_MB} MiB of WAL`);
+  }
+  const switchRow = (await cluster.query(`SELECT s::text AS lsn, pg_walfile_name(s) AS name FROM pg_switch_wal() AS s`))[0];
+  const generateSeconds = (performance.now() - t0) / 1000;
+  process.stdout.write('\n');
+  const tli = await one<number>(cluster, 'SELECT timeline_id FROM pg_control_checkpoint()', 'timeline_id');
+  const endName = String(switchRow.name);
+  // pg_walfile_name maps a segment-boundary LSN to the segment before it, which is exactly
+  // the last segment holding backlog WAL.
+  const endSegNo = parseSegmentFileName(endName, SEG_SIZE).segNo;
+  return {
+    tli,
+    startSegNo: {
+      [SLOT_PGRW]: segmentNumber(restart[SLOT_PGRW], SEG_SIZE),
+      [SLOT_WALVAULT]: segmentNumber(restart[SLOT_WALVAULT], SEG_SIZE),
+    },
+    endSegNo,
+    endName,
+    generatedBytes: Number(parseLsn(String(switchRow.lsn)) - startLsn),
+    generateSeconds,
+    bytesPerRow,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Drain
+
+interface DrainResult {
+  receiver: string;
+  segments: number;
+  bytes: number;
+  seconds: number;
+  throughputMiBs: number;
+  usage: ProcUsage;
+}
+
+async function drain(receiver: Receiver, names: string[]): Promise<DrainResult> {
+  const t0 = performance.now();
+  const sampler = new ProcSampler(receiver.pid);
+  const last = names[names.length - 1];
+  let seconds = 0;
+  try {
+    await waitFor(
+      async () => {
+        if (!receiver.running()) throw new Error(`${receiver.label} exited:\n${receiver.outputTail()}`);
+        // Cheap test first: a directory listing on every poll would cost the receivers CPU.
+        if (!receiver.hasSegment(last)) return false;
+        if ((await receiver.missingSegments(names)).length > 0) return false;
+        seconds = (performance.now() - t0) / 1000;
+        return true;
+      },
+      { timeoutMs: DRAIN_TIMEOUT_MS, intervalMs: 20, what: `${receiver.label} to hold ${names[0]}..${last}` },
+    );
+  } catch (err) {
+    sampler.finish();
+    const missing = await receiver.missingSegments(names).catch(() => names);
+    throw new Error(`${(err as Error).message}\n  ${missing.length} of ${names.length} segments missing\n${receiver.outputTail()}`);
+  }
+  const usage = sampler.finish();
+  const bytes = names.length * SEG_SIZE;
+  return { receiver: receiver.label, segments: names.length, bytes, seconds, throughputMiBs: bytes / MiB / seconds, usage };
+}
+
+// ---------------------------------------------------------------------------
+// Latency
+
+interface LatencySample {
+  segment: string;
+  walvaultMs: number;
+  pgReceivewalMs: number;
+}
+
+async function caughtUp(cluster: PgCluster): Promise<boolean> {
+  const rows = await cluster.query(
+    `SELECT s.slot_name, r.state, r.sent_lsn >= pg_current_wal_lsn() AS sent_all
+       FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid
+      WHERE s.slot_name IN ('${SLOT_PGRW}', '${SLOT_WALVAULT}')`,
+  );
+  return rows.length === 2 && rows.every((r) => r.state === 'streaming' && r.sent_all === true);
+}
+
+async function measureLatency(cluster: PgCluster, pgrw: Receiver, wv: Receiver, bytesPerRow: number): Promise<LatencySample[]> {
+  await cluster.query(`CREATE TABLE IF NOT EXISTS bench_burst (g int, pad text)`);
+  const rows = Math.ceil((BURST_MB * MiB) / bytesPerRow);
+  const samples: LatencySample[] = [];
+  for (let rep = 0; rep < LATENCY_REPS; rep++) {
+    await waitFor(() => caughtUp(cluster), { timeoutMs: 120_000, intervalMs: 100, what: 'both receivers to be streaming and caught up' });
+    await cluster.query(`INSERT INTO bench_burst SELECT g, repeat('x', 500) FROM generate_series(1, ${rows}) AS g`);
+    const row = (await cluster.query(`SELECT pg_walfile_name(s) AS name FROM pg_switch_wal() AS s`))[0];
+    const t0 = performance.now();
+    const name = String(row.name);
+    const done: Record<string, number> = {};
+    await waitFor(
+      () => {
+        for (const r of [pgrw, wv]) {
+          if (!r.running()) throw new Error(`${r.label} exited:\n${r.outputTail()}`);
+          if (done[r.label] === undefined && r.hasSegment(name)) done[r.label] = performance.now() - t0;
+        }
+        return done[pgrw.label] !== undefined && done[wv.label] !== undefined;
+      },
+      { timeoutMs: 120_000, intervalMs: 5, what: `segment ${name} on both sides` },
+    );
+    samples.push({ segment: name, walvaultMs: done[wv.label], pgReceivewalMs: done[pgrw.label] });
+    console.log(`  burst ${rep + 1}/${LATENCY_REPS}: ${name}  walvault ${done[wv.label].toFixed(0)} ms, pg_receivewal ${done[pgrw.label].toFixed(0)} ms`);
+    await cluster.query(`TRUNCATE bench_burst`);
+  }
+  return samples;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+// ---------------------------------------------------------------------------
+// Report
+
+function repoRoot(): string {
+  let dir = __dirname;
+  while (!fs.existsSync(path.join(dir, 'package.json'))) {
+    const parent = path.dirname(dir);
+    if (parent === dir) return process.cwd();
+    dir = parent;
+  }
+  return dir;
+}
+
+function fmt(n: number, digits = 1): string {
+  return Number.isFinite(n) ? n.toFixed(digits) : 'n/a';
+}
+
+function printTable(rows: string[][]): void {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  console.log(line(rows[0]));
+  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
+  for (const r of rows.slice(1)) console.log(line(r));
+}
+
+function machineFacts() {
+  let cpu = 'unknown';
+  try {
+    cpu = /^model name\s*:\s*(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? cpu;
+  } catch {
+    /* not Linux */
+  }
+  let pgReceivewal = 'unknown';
+  try {
+    pgReceivewal = execFileSync(clientBin('pg_receivewal'), ['--version'], { encoding: 'utf8' }).trim();
+  } catch {
+    /* reported by the run itself */
+  }
+  return { cpu, cores: os.cpus().length, memMiB: Math.round(os.totalmem() / MiB), node: process.version, pgReceivewal };
+}
+
+// ---------------------------------------------------------------------------
+
+async function main(): Promise<number> {
+  const work = tmpDir('walvault-bench-');
+  const pgrwDir = path.join(work, 'pg_receivewal');
+  const archiveDir = path.join(work, 'archive');
+  const stateDir = path.join(work, 'state');
+  fs.mkdirSync(pgrwDir);
+  let cluster: PgCluster | undefined;
+  const receivers: Receiver[] = [];
+
+  const cleanupSync = (): void => {
+    for (const c of liveChildren) c.kill('SIGKILL');
+    try {
+      removeDir(work);
+    } catch {
+      /* best effort */
+    }
+  };
+  // The cluster helper stops its servers on exit and on signals; our children and files are ours to remove.
+  process.on('exit', cleanupSync);
+  const onSignal = (sig: NodeJS.Signals) => {
+    console.error(`\n${sig}: stopping the bench`);
+    cleanupSync();
+    process.exit(130);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  const startedAt = new Date();
+  const loadBefore = os.loadavg();
+  try {
+    console.log(`walvault receive bench: ${WAL_MB} MiB backlog, ${SEG_MIB} MiB segments, ${LATENCY_REPS} x ${BURST_MB} MiB bursts`);
+    console.log(`  load average before: ${loadBefore.map((l) => l.toFixed(2)).join(' ')} on ${os.cpus().length} cores`);
+    cluster = await PgCluster.start({
+      walSegSizeMiB: SEG_MIB,
+      settings: {
+        // Only the slots may hold WAL, and no checkpoint may recycle or add to it mid-run.
+        max_wal_size: '16GB',
+        min_wal_size: '80MB',
+        wal_keep_size: '0',
+        checkpoint_timeout: '1h',
+      },
+    });
+
+    const backlog = await makeBacklog(cluster);
+    const pgrwNames = segNames(backlog.tli, backlog.startSegNo[SLOT_PGRW], backlog.endSegNo);
+    const wvNames = segNames(backlog.tli, backlog.startSegNo[SLOT_WALVAULT], backlog.endSegNo);
+    console.log(
+      `  backlog: ${pgrwNames.length} segments up to ${backlog.endName} generated in ${fmt(backlog.generateSeconds)} s ` +
+        `(${fmt(backlog.generatedBytes / MiB / backlog.generateSeconds)} MiB/s)`,
+    );
+
+    const configFile = writeConfig(
+      work,
+      {
+        main: {
+          pg: pgConninfo(cluster),
+          archive: archiveDir,
+          state: stateDir,
+          slot: SLOT_WALVAULT,
+          mode: 'archive',
+          partial_interval_seconds: 10,
+          status_interval_seconds: 10,
+        },
+      },
+      // Per-segment debug lines would be work pg_receivewal does not do.
+      'info',
+    );
+
+    // pg_receivewal goes first: the server's WAL is then equally hot in the page cache for both.
+    console.log('drain: pg_receivewal');
+    const pgrw1 = new PgReceivewal(cluster, pgrwDir);
+    receivers.push(pgrw1);
+    const pgrwDrain = await drain(pgrw1, pgrwNames);
+    await pgrw1.stop();
+    console.log(`  ${fmt(pgrwDrain.seconds, 2)} s, ${fmt(pgrwDrain.throughputMiBs)} MiB/s, peak RSS ${fmt(pgrwDrain.usage.peakRssMiB)} MiB`);
+
+    console.log('drain: walvault');
+    const profEnv: NodeJS.ProcessEnv = {};
+    if (CPU_PROF_DIR) {
+      fs.mkdirSync(CPU_PROF_DIR, { recursive: true });
+      profEnv.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${CPU_PROF_DIR}`.trim();
+    }
+    const wv1 = new Walvault(configFile, archiveDir, profEnv);
+    receivers.push(wv1);
+    const wvDrain = await drain(wv1, wvNames);
+    await wv1.stop();
+    console.log(`  ${fmt(wvDrain.seconds, 2)} s, ${fmt(wvDrain.throughputMiBs)} MiB/s, peak RSS ${fmt(wvDrain.usage.peakRssMiB)} MiB`);
+    if (CPU_PROF_DIR) console.log(`  CPU profile of the walvault drain written to ${CPU_PROF_DIR}`);
+
+    console.log('latency: both receivers running, burst then pg_switch_wal()');
+    // Restarted, not kept running: each drain above had the machine to itself.
+    const pgrw2 = new PgReceivewal(cluster, pgrwDir);
+    const wv2 = new Walvault(configFile, archiveDir);
+    receivers.push(pgrw2, wv2);
+    const pgrwSampler = new ProcSampler(pgrw2.pid);
+    const wvSampler = new ProcSampler(wv2.pid);
+    const samples = await measureLatency(cluster, pgrw2, wv2, backlog.bytesPerRow);
+    const pgrwLatUsage = pgrwSampler.finish();
+    const wvLatUsage = wvSampler.finish();
+    await Promise.all([pgrw2.stop(), wv2.stop()]);
+
+    const wvLatency = median(samples.map((s) => s.walvaultMs));
+    const pgrwLatency = median(samples.map((s) => s.pgReceivewalMs));
+    const throughputRatio = wvDrain.throughputMiBs / pgrwDrain.throughputMiBs;
+    const wvPeakRss = Math.max(wvDrain.usage.peakRssMiB, wvLatUsage.peakRssMiB);
+    const pgrwPeakRss = Math.max(pgrwDrain.usage.peakRssMiB, pgrwLatUsage.peakRssMiB);
+    const throughputPass = throughputRatio >= THROUGHPUT_TARGET_RATIO;
+    const rssPass = wvPeakRss < RSS_TARGET_MIB;
+    const loadAfter = os.loadavg();
+
+    console.log('');
+    console.log(`results (${WAL_MB} MiB backlog; ratio = walvault / pg_receivewal)`);
+    printTable([
+      ['metric', 'walvault', 'pg_receivewal', 'ratio', 'target', 'verdict'],
+      ['backlog drained (MiB)', fmt(wvDrain.bytes / MiB, 0), fmt(pgrwDrain.bytes / MiB, 0), '', '', ''],
+      ['drain time (s)', fmt(wvDrain.seconds, 2), fmt(pgrwDrain.seconds, 2), fmt(wvDrain.seconds / pgrwDrain.seconds, 2), '', ''],
+      [
+        'drain throughput (MiB/s)',
+        fmt(wvDrain.throughputMiBs),
+        fmt(pgrwDrain.throughputMiBs),
+        fmt(throughputRatio, 2),
+        `>= ${THROUGHPUT_TARGET_RATIO.toFixed(1)}`,
+        throughputPass ? 'PASS' : 'FAIL',
+      ],
+      ['drain CPU time (s)', fmt(wvDrain.usage.cpuSeconds, 2), fmt(pgrwDrain.usage.cpuSeconds, 2), fmt(wvDrain.usage.cpuSeconds / pgrwDrain.usage.cpuSeconds, 2), '', ''],
+      [
+        `end of generation -> archived, median of ${samples.length} (ms)`,
+        fmt(wvLatency, 0),
+        fmt(pgrwLatency, 0),
+        fmt(wvLatency / pgrwLatency, 2),
+        '',
+        '',
+      ],
+      ['peak RSS, VmHWM (MiB)', fmt(wvPeakRss), fmt(pgrwPeakRss), fmt(wvPeakRss / pgrwPeakRss, 1), `< ${RSS_TARGET_MIB}`, rssPass ? 'PASS' : 'FAIL'],
+    ]);
+    console.log('');
+    console.log(`  drain throughput target: ${throughputPass ? 'PASS' : 'FAIL'} (walvault ${fmt(throughputRatio, 2)}x pg_receivewal)`);
+    console.log(`  peak RSS target:         ${rssPass ? 'PASS' : 'FAIL'} (walvault ${fmt(wvPeakRss)} MiB, limit ${RSS_TARGET_MIB} MiB)`);
+    console.log(`  load average after: ${loadAfter.map((l) => l.toFixed(2)).join(' ')}; page caches were not dropped (not possible here)`);
+
+    const results = {
+      bench: 'receive',
+      startedAt: startedAt.toISOString(),
+      machine: machineFacts(),
+      loadAverage: { before: loadBefore, after: loadAfter },
+      params: { walMiB: WAL_MB, segmentMiB: SEG_MIB, burstMiB: BURST_MB, latencyReps: LATENCY_REPS, cpuProfile: CPU_PROF_DIR ?? null },
+      backlog: {
+        segments: pgrwNames.length,
+        endSegment: backlog.endName,
+        generatedMiB: backlog.generatedBytes / MiB,
+        generateSeconds: backlog.generateSeconds,
+      },
+      drain: { walvault: wvDrain, pgReceivewal: pgrwDrain },
+      latency: {
+        samples,
+        medianMs: { walvault: wvLatency, pgReceivewal: pgrwLatency },
+        usageWhileRunning: { walvault: wvLatUsage, pgReceivewal: pgrwLatUsage },
+      },
+      targets: {
+        throughputRatio: { value: throughputRatio, target: THROUGHPUT_TARGET_RATIO, pass: throughputPass },
+        walvaultPeakRssMiB: { value: wvPeakRss, target: RSS_TARGET_MIB, pass: rssPass },
+      },
+    };
+    const resultsDir = path.join(repoRoot(), 'bench', 'results');
+    fs.mkdirSync(resultsDir, { recursive: true });
+    const stamp = startedAt.toISOString().replace(/:/g, '-').replace(/\.\d+Z$/, 'Z');
+    const file = path.join(resultsDir, `receive-${stamp}.json`);
+    fs.writeFileSync(file, JSON.stringify(results, (_k, v) => (typeof v === 'bigint' ? v.toString() : v), 2) + '\n');
+    console.log(`  results written to ${path.relative(process.cwd(), file) || file}`);
+    return 0;
+  } catch (err) {
+    console.error(`\nbench failed: ${(err as Error).stack ?? String(err)}`);
+    return 1;
+  } finally {
+    await Promise.all(receivers.map((r) => r.stop().catch(() => undefined)));
+    if (cluster) await cluster.destroy().catch((err) => console.error(`could not destroy the cluster: ${(err as Error).message}`));
+    cleanupSync();
+  }
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err) => {
+    console.error(err);
+    process.exitCode = 1;
+  },
+);
