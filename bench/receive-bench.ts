@@ -294,11 +294,12 @@ async function makeBacklog(cluster: PgCluster): Promise<Backlog> {
     // The rows are only there to make WAL; dropping them keeps the data directory small.
     await cluster.query(`DROP TABLE bench_fill_${chunk}`);
     bytesPerRow = Math.max(100, Number(after - before) / rows);
-    process.stdout.write(`\r  generated ${(Number(after - oldest) / MiB).toFixed(0)} / ${WAL_MB} MiB of WAL`);
+    // A progress line is for a terminal; a log file gets only the final state.
+    if (process.stdout.isTTY) process.stdout.write(`\r  generated ${(Number(after - oldest) / MiB).toFixed(0)} / ${WAL_MB} MiB of WAL`);
   }
   const switchRow = (await cluster.query(`SELECT s::text AS lsn, pg_walfile_name(s) AS name FROM pg_switch_wal() AS s`))[0];
   const generateSeconds = (performance.now() - t0) / 1000;
-  process.stdout.write('\n');
+  if (process.stdout.isTTY) process.stdout.write('\n');
   const tli = await one<number>(cluster, 'SELECT timeline_id FROM pg_control_checkpoint()', 'timeline_id');
   const endName = String(switchRow.name);
   // pg_walfile_name maps a segment-boundary LSN to the segment before it, which is exactly

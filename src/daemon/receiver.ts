@@ -31,7 +31,7 @@ import { formatLsn, historyFileName, maxLsn, segmentStart, type Lsn } from '../w
 import { pageMagicForMajor, type PageCheckContext } from '../wal/page-header';
 import { SegmentSpool, type CompletedSegment, type OpenSegment } from '../wal/segment-spool';
 import { parseTimelineHistory, timelineOfLsn } from '../wal/timeline-history';
-import { backoffDelayMs, sleep, withTimeout } from './backoff';
+import { backoffDelayMs, sleep, withTimeout } from '../util/timers';
 import { reconcile, type ResumePoint } from './resume';
 import { StateLock } from './state-lock';
 import { Uploader } from './uploader';
@@ -55,6 +55,10 @@ const FATAL_CODES = new Set([
   'CONFIG_INVALID',
   'LEDGER',
 ]);
+
+/** Errors that end the site when they persist before it ever streamed. */
+const STARTUP_ONLY_FATAL = new Set(['PG_SLOT_ACTIVE', 'PG_WALSENDERS_BUSY']);
+const STARTUP_GRACE_MS = 5000;
 
 type QueueItem =
   | { kind: 'data'; tli: number; start: Lsn; data: Buffer }
@@ -105,6 +109,8 @@ export class SiteReceiver {
   private syncPending = false;
   private state: ReceiverStatus['state'] = 'starting';
   private lastError: string | null = null;
+  private everStreamed = false;
+  private readonly startedAt = Date.now();
 
   constructor(
     private readonly site: SiteConfig,
@@ -133,7 +139,23 @@ export class SiteReceiver {
         } catch (err) {
           this.lastError = errorMessage(err);
           if (isWalvaultError(err) && FATAL_CODES.has(err.code)) throw err;
-          if (!this.stopping) this.log.error({ err: errorMessage(err) }, 'replication failed; reconnecting');
+          // Before the first stream a busy slot or walsender is most likely a misconfiguration
+          // (two receivers on one slot): say so and stop. The grace period covers the server
+          // not yet having noticed that a killed predecessor is gone.
+          if (
+            !this.everStreamed &&
+            isWalvaultError(err) &&
+            STARTUP_ONLY_FATAL.has(err.code) &&
+            Date.now() - this.startedAt > STARTUP_GRACE_MS
+          ) {
+            throw err;
+          }
+          if (!this.stopping) {
+            // Before the first stream, a failure that ends the run is reported once, as the
+            // command's error line; retries stay out of the way at debug level.
+            const level = this.everStreamed ? 'error' : 'debug';
+            this.log[level]({ err: errorMessage(err) }, 'replication failed; reconnecting');
+          }
         }
         await this.closeConnection();
         if (this.stopping) break;
@@ -250,25 +272,29 @@ export class SiteReceiver {
         this.resume = { lsn: segmentStart(identity.xlogPos, facts.walSegmentSize), tli: identity.timeline };
       }
     }
-    this.log.info(
-      {
-        serverVersion: facts.versionNum,
-        systemId: identity.systemId,
-        timeline: identity.timeline,
-        walSegmentSize: facts.walSegmentSize,
-        slot: this.site.slot,
-        startLsn: formatLsn(this.resume.lsn),
-        mode: this.site.mode,
-        archive: this.archive.storage.description,
-        server: this.site.pgDescription,
-      },
-      `PostgreSQL ${facts.versionNum}, system ${identity.systemId}, timeline ${identity.timeline}, slot ${this.site.slot}, ` +
-        `starting at ${formatLsn(this.resume.lsn)}, archiving to ${this.archive.storage.description}`,
-    );
+    const startLsn = this.resume.lsn;
+    // Logged once the server accepts streaming: a start that fails says so in one line.
+    this.startupLine = () =>
+      this.log.info(
+        {
+          serverVersion: facts.versionNum,
+          systemId: identity.systemId,
+          timeline: identity.timeline,
+          walSegmentSize: facts.walSegmentSize,
+          slot: this.site.slot,
+          startLsn: formatLsn(startLsn),
+          mode: this.site.mode,
+          archive: this.archive.storage.description,
+          server: this.site.pgDescription,
+        },
+        `PostgreSQL ${facts.versionNum}, system ${identity.systemId}, timeline ${identity.timeline}, slot ${this.site.slot}, ` +
+          `starting at ${formatLsn(startLsn)}, archiving to ${this.archive.storage.description}`,
+      );
     if (firstRun) this.deferredSetup = () => this.openState();
   }
 
   private deferredSetup: (() => Promise<void>) | null = null;
+  private startupLine: (() => void) | null = null;
 
   /** Creates or opens the state directory, ledger and spool, and reconciles them. */
   private async openState(): Promise<void> {
@@ -400,12 +426,15 @@ export class SiteReceiver {
   }
 
   private streamTimeline(tli: number, start: Lsn): Promise<StreamEnd> {
-    this.log.info({ timeline: tli, start: formatLsn(start), slot: this.site.slot }, 'starting replication');
     const session = this.conn!.startReplication(
       { slot: this.site.slot, start, timeline: tli },
       {
         onStart: () => {
           this.state = 'streaming';
+          this.everStreamed = true;
+          this.startupLine?.();
+          this.startupLine = null;
+          this.log.info({ timeline: tli, start: formatLsn(start), slot: this.site.slot }, 'starting replication');
           if (this.deferredSetup) {
             const setup = this.deferredSetup;
             this.deferredSetup = null;
@@ -712,7 +741,8 @@ function checkStateDirUsable(dir: string): void {
       st = fs.statSync(probe);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code !== 'ENOENT') {
+      // ENOTDIR: a file stands somewhere on the path; walking up finds and names it.
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') {
         throw new WalvaultError('STATE_DIR_UNWRITABLE', `cannot use state directory ${dir}: ${(err as Error).message}; choose another --state`);
       }
     }

@@ -16,7 +16,7 @@ import { errorMessage, WalvaultError } from '../errors';
 import type { Ledger } from '../ledger/ledger';
 import { formatLsn, type Lsn } from '../wal/lsn';
 import { ArchivedPosition } from './archived-position';
-import { backoffDelayMs, sleep } from './backoff';
+import { backoffDelayMs, sleep } from '../util/timers';
 
 export interface SegmentRef {
   tli: number;

@@ -58,7 +58,7 @@ export function mapPgError(err: unknown, target: ConnectTarget): WalvaultError {
       { cause: err },
     );
   }
-  if (code === '42501' && /replication|walsender/i.test(msg)) {
+  if (code === '42501' && /replication|wal ?sender/i.test(msg)) {
     return new WalvaultError(
       'PG_NO_REPLICATION_ROLE',
       `role "${target.user}" at ${at} may not start replication (${msg}); run ALTER ROLE ${target.user} REPLICATION as a superuser`,

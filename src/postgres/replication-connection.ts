@@ -9,6 +9,7 @@
 import { Client } from 'pg';
 import { WalvaultError } from '../errors';
 import { formatLsn, parseLsn, parseSegmentSizeSetting, type Lsn } from '../wal/lsn';
+import { withTimeout } from '../util/timers';
 import { mapPgError, type ConnectTarget } from './connect-errors';
 import { WalStreamSession, type StreamHandlers } from './wal-stream-session';
 
@@ -205,7 +206,7 @@ export class ReplicationConnection {
     if (this.closed) return;
     this.closed = true;
     try {
-      await Promise.race([this.client.end(), new Promise((resolve) => setTimeout(resolve, 2000))]);
+      await withTimeout(this.client.end(), 2000);
     } catch {
       /* closing a broken connection */
     }

@@ -1,0 +1,357 @@
+/**
+ * Acceptance test for the two acknowledgement modes (design.md §4, replication-protocol.md §5).
+ *
+ * archive: the flush position we report becomes the slot's restart_lsn, so it must never run
+ *   ahead of what the archive really holds, or the server may recycle WAL we do not have.
+ * sync: named in synchronous_standby_names with synchronous_commit=on, the receiver releases
+ *   commits; each released commit must already be in the spool, and the release must come
+ *   from the data path, not from the status timer.
+ */
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Client } from 'pg';
+import { segmentFileName, segmentNumber, segmentStart, type Lsn } from '../../src/wal/lsn';
+import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
+import {
+  archivedCoverage,
+  formatLsn,
+  openArchive,
+  parseLsn,
+  pgConninfo,
+  WalvaultProcess,
+  writeConfig,
+} from '../helpers/walvault';
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
+async function connect(cluster: PgCluster): Promise<Client> {
+  const c = new Client(cluster.clientConfig());
+  // The cluster is destroyed under these clients in `after`: an unhandled 'error' would crash the run.
+  c.on('error', () => undefined);
+  await c.connect();
+  return c;
+}
+
+async function endClient(c: Client | null): Promise<void> {
+  // end() can wait forever on a backend stuck in a sync-rep wait; the cluster stop ends it anyway.
+  if (c) await withTimeout(c.end(), 2000, 'client end').catch(() => undefined);
+}
+
+function startLsnOf(receiver: WalvaultProcess): Lsn {
+  const line = receiver.lines.find((l) => l.msg === 'starting replication' && typeof l.start === 'string');
+  assert.ok(line, 'the receiver logs where streaming starts');
+  return parseLsn(line.start as string);
+}
+
+describe('acknowledgement modes (PostgreSQL 15, 1 MiB segments)', () => {
+  describe('mode = archive', () => {
+    let cluster: PgCluster | null = null;
+    let work = '';
+    let receiver: WalvaultProcess | null = null;
+    let observer: Client | null = null;
+
+    before(async () => {
+      cluster = await PgCluster.start({ walSegSizeMiB: 1 });
+      work = tmpDir('walvault-ack-archive-');
+    });
+
+    after(async () => {
+      await receiver?.stop('SIGTERM', 30000);
+      await endClient(observer);
+      await cluster?.destroy();
+      if (work) removeDir(work);
+    });
+
+    it("never lets the slot's restart_lsn pass the archived position, and still advances it", async () => {
+      const pg = cluster!;
+      const segSize = pg.walSegSize;
+      const slot = 'walvault_ack_archive';
+      const archiveDir = path.join(work, 'archive');
+      const config = writeConfig(work, {
+        main: {
+          pg: pgConninfo(pg),
+          archive: archiveDir,
+          state: path.join(work, 'state'),
+          slot,
+          mode: 'archive',
+          partial_interval_seconds: 1,
+          status_interval_seconds: 1,
+        },
+      });
+      receiver = WalvaultProcess.start(['run', '--config', config]);
+      await receiver.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
+      const startLsn = startLsnOf(receiver);
+      observer = await connect(pg);
+      const obs = observer;
+
+      const restartLsn = async (): Promise<Lsn | null> => {
+        const r = await obs.query(`SELECT restart_lsn::text AS l FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
+        assert.equal(r.rows.length, 1, `slot ${slot} exists`);
+        return r.rows[0].l === null ? null : parseLsn(r.rows[0].l);
+      };
+      // archivedCoverage counts from the first complete segment; before one exists, the
+      // archive's only WAL is the partial of the segment streaming started in.
+      const coverage = async (): Promise<Lsn | null> => {
+        const c = await archivedCoverage(archiveDir, segSize, 1);
+        if (c !== null) return c;
+        const first = segmentFileName(1, segmentNumber(startLsn, segSize), segSize);
+        const data = await openArchive(archiveDir).get(`wal/${first}.partial`);
+        return data ? segmentStart(startLsn, segSize) + BigInt(data.length) : null;
+      };
+
+      // Before the first upload the archive holds nothing to compare with; from then on it must.
+      await waitFor(async () => (await coverage()) !== null, { timeoutMs: 15000, what: 'the first partial to be archived' });
+
+      interface Sample {
+        atMs: number;
+        restart: Lsn | null;
+        coverage: Lsn | null;
+      }
+      const samples: Sample[] = [];
+      const violations: string[] = [];
+      const t0 = Date.now();
+      const sampleOnce = async (): Promise<void> => {
+        // restart_lsn first, coverage second: coverage only grows, so a later reading still
+        // bounds what was archived at the moment restart_lsn was read.
+        const restart = await restartLsn();
+        let cov = await coverage();
+        // Listing and reading are not atomic: a segment finishing in between deletes the
+        // partial the listing named and the sum comes out short. Re-reading (ms later) fixes that.
+        for (let i = 0; i < 3 && restart !== null && (cov === null || restart > cov); i++) cov = await coverage();
+        const s = { atMs: Date.now() - t0, restart, coverage: cov };
+        samples.push(s);
+        if (restart === null) violations.push(`${s.atMs} ms: slot has no restart_lsn (it would protect no WAL)`);
+        else if (cov === null || restart > cov) {
+          violations.push(
+            `${s.atMs} ms: restart_lsn ${formatLsn(restart)} > archived coverage ${cov === null ? 'none' : formatLsn(cov)}`,
+          );
+        }
+      };
+      let sampling = true;
+      let samplerError: unknown = null;
+      const sampler = (async () => {
+        while (sampling) {
+          await sampleOnce();
+          await sleep(200);
+        }
+      })().catch((err) => {
+        samplerError = err;
+      });
+
+      try {
+        await pg.pgbench(['-i', '-s', '1', '-q']);
+        const load = pg.pgbenchProcess(['-c', '2', '-T', '8', '-n']);
+        const loadExit = await new Promise<number | null>((resolve) => load.once('exit', (code) => resolve(code)));
+        assert.equal(loadExit, 0, 'pgbench load ran to completion');
+        // The tail of the load is still being uploaded: keep watching while it lands.
+        await sleep(3000);
+
+        await pg.switchWal();
+        // Within one segment: what remains is at most the segment the server now writes into.
+        await waitFor(
+          async () => {
+            const restart = await restartLsn();
+            const current = parseLsn((await pg.query(`SELECT pg_current_wal_lsn()::text AS l`))[0].l);
+            return restart !== null && current - restart <= BigInt(segSize);
+          },
+          { timeoutMs: 15000, intervalMs: 200, what: "the slot's restart_lsn to come within one segment of the server's position after pg_switch_wal" },
+        );
+      } finally {
+        sampling = false;
+        await sampler;
+      }
+      // One more sample after the catch-up, so the final state is checked too.
+      await sampleOnce();
+
+      assert.equal(samplerError, null, `sampling failed: ${String(samplerError)}`);
+      assert.ok(samples.length >= 40, `enough samples during the run (got ${samples.length})`);
+      assert.deepEqual(violations, [], `restart_lsn must stay at or below the archived position:\n${violations.slice(0, 20).join('\n')}`);
+      const first = samples[0].restart!;
+      const last = samples[samples.length - 1].restart!;
+      // ~20 MiB of WAL went by: a slot that did not move would make the check above vacuous.
+      assert.ok(
+        last - first >= BigInt(10 * segSize),
+        `restart_lsn advanced by at least 10 segments (from ${formatLsn(first)} to ${formatLsn(last)})`,
+      );
+    });
+  });
+
+  describe('mode = sync', () => {
+    const appName = 'walvault_sync';
+    let cluster: PgCluster | null = null;
+    let work = '';
+    let receiver: WalvaultProcess | null = null;
+    let writer: Client | null = null;
+    let observer: Client | null = null;
+
+    before(async () => {
+      cluster = await PgCluster.start({
+        walSegSizeMiB: 1,
+        settings: {
+          // pg-cluster.ts quotes string values itself (quoteConf): the bare name becomes
+          // synchronous_standby_names = 'walvault_sync'.
+          synchronous_standby_names: appName,
+          synchronous_commit: 'on',
+          // The commit LSN below is read as "insert position right after COMMIT": background
+          // writers of WAL between the two would push it past the commit record.
+          autovacuum: 'off',
+          // The segments holding the commits are compared with pg_wal afterwards.
+          wal_keep_size: '1024MB',
+        },
+      });
+      work = tmpDir('walvault-ack-sync-');
+    });
+
+    after(async () => {
+      await receiver?.stop('SIGTERM', 30000);
+      await endClient(writer);
+      await endClient(observer);
+      await cluster?.destroy();
+      if (work) removeDir(work);
+    });
+
+    it('releases commits from the data path, and only once they are in the spool', async () => {
+      const pg = cluster!;
+      const segSize = pg.walSegSize;
+      const archiveDir = path.join(work, 'archive');
+      const state = path.join(work, 'state');
+      const config = writeConfig(work, {
+        main: {
+          pg: pgConninfo(pg),
+          archive: archiveDir,
+          state,
+          slot: 'walvault_ack_sync',
+          mode: 'sync',
+          application_name: appName,
+          // Slow on purpose: a timer-driven reply would make every commit wait seconds.
+          status_interval_seconds: 10,
+        },
+      });
+      receiver = WalvaultProcess.start(['run', '--config', config]);
+      await receiver.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
+
+      observer = await connect(pg);
+      const obs = observer;
+      const standby = async (): Promise<{ flush: Lsn | null; syncState: string; state: string } | null> => {
+        const r = await obs.query(
+          `SELECT flush_lsn::text AS flush, sync_state, state FROM pg_stat_replication WHERE application_name = $1`,
+          [appName],
+        );
+        if (r.rows.length === 0) return null;
+        const row = r.rows[0];
+        return { flush: row.flush === null ? null : parseLsn(row.flush), syncState: row.sync_state, state: row.state };
+      };
+      await waitFor(async () => (await standby())?.syncState === 'sync', {
+        timeoutMs: 30000,
+        intervalMs: 100,
+        what: `${appName} to become the synchronous standby`,
+      });
+
+      const blockSize = BigInt((await pg.query(`SELECT current_setting('wal_block_size')::int AS b`))[0].b);
+      const seg = BigInt(segSize);
+      // pg_current_wal_insert_lsn() gives a position at a page start as the byte after the
+      // page header (XLogBytePosToRecPtr); the commit waited for its record's end, which is
+      // then the page boundary itself (XLogBytePosToEndRecPtr). Undo the difference.
+      const commitEnd = (insert: Lsn): Lsn => {
+        if (insert % seg === 40n) return insert - 40n; // long header, first page of a segment
+        if (insert % blockSize === 24n && insert % seg >= blockSize) return insert - 24n; // short header
+        return insert;
+      };
+
+      const spoolDir = path.join(state, 'spool');
+      const archive = openArchive(archiveDir);
+      /** Bytes [segment start, end) of the segment holding end-1, wherever the receiver keeps them now. */
+      const receiverBytes = async (end: Lsn): Promise<{ where: string; data: Buffer } | null> => {
+        const name = segmentFileName(1, segmentNumber(end - 1n, segSize), segSize);
+        const need = Number(end - segmentStart(end - 1n, segSize));
+        // The file moves on while we look (NAME.partial -> NAME -> archive): go round again if we miss it.
+        for (let attempt = 0; attempt < 3; attempt++) {
+          for (const file of [`${name}.partial`, name]) {
+            try {
+              const fd = await fs.promises.open(path.join(spoolDir, file), 'r');
+              try {
+                const buf = Buffer.alloc(need);
+                const { bytesRead } = await fd.read(buf, 0, need, 0);
+                return { where: `spool/${file}`, data: buf.subarray(0, bytesRead) };
+              } finally {
+                await fd.close();
+              }
+            } catch (err) {
+              if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+            }
+          }
+          for (const key of [`wal/${name}`, `wal/${name}.partial`]) {
+            const data = await archive.get(key);
+            if (data && data.length >= need) return { where: `archive ${key}`, data: data.subarray(0, need) };
+          }
+        }
+        return null;
+      };
+
+      const writeClient = await connect(pg);
+      writer = writeClient;
+      await withTimeout(writeClient.query(`CREATE TABLE ack_probe (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())`), 10000, 'CREATE TABLE commit');
+
+      const COMMITS = 50;
+      const latencies: number[] = [];
+      const problems: string[] = [];
+      for (let i = 1; i <= COMMITS; i++) {
+        const started = performance.now();
+        // One round trip: nothing else can write WAL between COMMIT and reading the insert position.
+        const res = (await withTimeout(
+          writeClient.query(`BEGIN; INSERT INTO ack_probe (id) VALUES (${i}); COMMIT; SELECT pg_current_wal_insert_lsn()::text AS l`),
+          10000,
+          `commit ${i} (a synchronous standby that does not acknowledge stalls it)`,
+        )) as unknown as Array<{ rows: Array<{ l: string }> }>;
+        latencies.push(performance.now() - started);
+        const insertLsn = parseLsn(res[res.length - 1].rows[0].l);
+        const committed = commitEnd(insertLsn);
+
+        const st = await standby();
+        if (!st) {
+          problems.push(`commit ${i}: ${appName} is gone from pg_stat_replication`);
+          continue;
+        }
+        if (st.syncState !== 'sync') problems.push(`commit ${i}: ${appName} is ${st.syncState}, not sync`);
+        if (st.flush === null || st.flush < committed) {
+          problems.push(`commit ${i} at ${formatLsn(committed)}: acknowledged flush is only ${st.flush === null ? 'null' : formatLsn(st.flush)}`);
+        }
+
+        const held = await receiverBytes(committed);
+        const name = segmentFileName(1, segmentNumber(committed - 1n, segSize), segSize);
+        const need = Number(committed - segmentStart(committed - 1n, segSize));
+        if (!held) {
+          problems.push(`commit ${i} at ${formatLsn(committed)}: segment ${name} is neither in the spool nor in the archive`);
+          continue;
+        }
+        const server = (await pg.readWalFile(name)).subarray(0, need);
+        if (held.data.length < need) {
+          problems.push(`commit ${i} at ${formatLsn(committed)}: ${held.where} holds ${held.data.length} of the ${need} bytes up to the commit`);
+        } else if (!held.data.equals(server)) {
+          problems.push(`commit ${i} at ${formatLsn(committed)}: ${held.where} differs from pg_wal/${name} before the commit end`);
+        }
+      }
+
+      const count = (await pg.query(`SELECT count(*)::int AS n FROM ack_probe`))[0].n;
+      assert.equal(count, COMMITS, 'every commit is visible');
+      assert.deepEqual(problems, [], problems.slice(0, 20).join('\n'));
+      const sorted = [...latencies].sort((a, b) => a - b);
+      const median = sorted[Math.floor(sorted.length / 2)];
+      // With a 10 s status timer, only replies driven by the received data can keep this low.
+      assert.ok(
+        median < 1000,
+        `median commit latency ${median.toFixed(1)} ms (max ${sorted[sorted.length - 1].toFixed(1)} ms) is under 1 s`,
+      );
+    });
+  });
+});
