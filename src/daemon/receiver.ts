@@ -563,9 +563,14 @@ export class SiteReceiver {
 
   private async writeData(item: { tli: number; start: Lsn; data: Buffer }): Promise<void> {
     const spool = this.spool!;
-    const completed = await spool.write(item.tli, item.start, item.data, (seg) => this.onSegmentOpen(seg));
+    await spool.write(
+      item.tli,
+      item.start,
+      item.data,
+      (seg) => this.onSegmentOpen(seg),
+      (seg) => this.onSegmentComplete(seg),
+    );
     this.received = item.start + BigInt(item.data.length);
-    for (const seg of completed) this.onSegmentComplete(seg);
   }
 
   private onSegmentOpen(seg: OpenSegment): void {

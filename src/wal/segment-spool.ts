@@ -81,13 +81,15 @@ export class SegmentSpool {
 
   /**
    * Writes WAL bytes [start, start + data.length) of timeline `tli`. Calls `onOpen` when a new
-   * segment file is started and returns the segments this write completed, in order.
+   * segment file is started and `onComplete` as soon as one is complete (so a failure later
+   * in the same write cannot hide it), and returns the segments this write completed.
    */
   async write(
     tli: number,
     start: Lsn,
     data: Buffer,
     onOpen?: (seg: OpenSegment) => void,
+    onComplete?: (seg: CompletedSegment) => void,
   ): Promise<CompletedSegment[]> {
     const done: CompletedSegment[] = [];
     const segSize = this.opts.segSize;
@@ -123,7 +125,11 @@ export class SegmentSpool {
       offset += n;
       pos += BigInt(n);
       this.expected = pos;
-      if (cur.received === segSize) done.push(await this.completeCurrent());
+      if (cur.received === segSize) {
+        const completed = await this.completeCurrent();
+        done.push(completed);
+        onComplete?.(completed);
+      }
     }
     return done;
   }

@@ -380,6 +380,11 @@ describe('PageChecker: corruption is caught with WAL_BAD_PAGE naming the offset'
     assertAllWays(seg, ctx(), badPageAt(2 * BLCKSZ, /timeline 0/));
   });
 
+  test('timeline 0 on page 0 (no earlier page to compare with)', () => {
+    const seg = buildSegment({ tli: 0 });
+    assertAllWays(seg, ctx(), badPageAt(0, /timeline 0/));
+  });
+
   test('timeline decreasing between pages', () => {
     const seg = buildSegment();
     seg.writeUInt32LE(2, 33 * BLCKSZ + 4);
