@@ -301,12 +301,21 @@ export class SiteReceiver {
     fs.mkdirSync(this.spoolDir, { recursive: true });
     this.lock = StateLock.acquire(this.site.state);
     this.ledger = Ledger.open(this.ledgerPath);
-    const row = this.ledger.registerSite({
-      site: this.site.name,
-      systemId: this.identity.systemId,
-      timeline: this.identity.timeline,
-      walSegmentSize: this.facts.walSegmentSize,
-      serverVersionNum: this.facts.versionNum,
+    const ledger = this.ledger;
+    const row = ledger.transaction(() => {
+      const registered = ledger.registerSite({
+        site: this.site.name,
+        systemId: this.identity.systemId,
+        timeline: this.resume?.tli || this.identity.timeline,
+        walSegmentSize: this.facts.walSegmentSize,
+        serverVersionNum: this.facts.versionNum,
+      });
+      // On the first start the archive is complete up to where streaming begins: record that
+      // with the site, so a crash before the first upload cannot leave the position unknown.
+      if (registered.archivedLsn === 0n && this.resume) {
+        return ledger.advancePositions(this.site.name, { archived: this.resume.lsn });
+      }
+      return registered;
     });
     // Every start: a crash on the first run may have come before the marker was written.
     {
@@ -327,7 +336,15 @@ export class SiteReceiver {
       log: this.log,
     });
     if (result.resume) this.resume = result.resume;
-    const initialArchived = row.archivedLsn > 0n ? row.archivedLsn : (this.resume?.lsn ?? 0n);
+    const lowest = this.ledger.allSegments(this.site.name).reduce<Lsn | null>(
+      (min, r) => (min === null || r.startLsn < min ? r.startLsn : min),
+      null,
+    );
+    // Never assume more is archived than the ledger proves.
+    const initialArchived = result.archivedThrough > 0n ? result.archivedThrough : (lowest ?? this.resume?.lsn ?? 0n);
+    if (result.archivedThrough > row.archivedLsn) {
+      this.ledger.advancePositions(this.site.name, { archived: result.archivedThrough });
+    }
     this.uploader = new Uploader({
       site: this.site.name,
       archive: this.archive,
@@ -409,7 +426,9 @@ export class SiteReceiver {
       );
       await this.finishTimeline();
       await this.archiveHistory(end.nextTli);
-      this.ledger!.switchTimeline(this.site.name, end.nextTli, end.nextTliStart);
+      if (end.nextTli > this.ledger!.getSite(this.site.name)!.timeline) {
+        this.ledger!.switchTimeline(this.site.name, end.nextTli, end.nextTliStart);
+      }
       // Bytes past the switch point were the old timeline's only (a torn record at most):
       // nothing past it may be reported as held on the new one.
       const clamp = (v: Lsn) => (v > end.nextTliStart ? end.nextTliStart : v);

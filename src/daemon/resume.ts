@@ -14,6 +14,7 @@ import { errorMessage } from '../errors';
 import type { Ledger, SegmentRow } from '../ledger/ledger';
 import { isSegmentFileName, parseSegmentFileName, segmentStartOfNumber, type Lsn } from '../wal/lsn';
 import { verifySegmentPages, type PageCheckContext } from '../wal/page-header';
+import { ArchivedPosition } from './archived-position';
 import type { SegmentRef } from './uploader';
 
 export interface ResumePoint {
@@ -23,6 +24,11 @@ export interface ResumePoint {
 
 export interface ReconcileResult {
   resume: ResumePoint | null;
+  /**
+   * The gap-free archived end, from the ledger's stored position and the segments it records
+   * as archived (a crash can fall between recording a segment and moving the position).
+   */
+  archivedThrough: Lsn;
   toUpload: Array<{ seg: SegmentRef; sha256: string }>;
 }
 
@@ -104,7 +110,13 @@ export async function reconcile(o: ReconcileOptions): Promise<ReconcileResult> {
     consider({ lsn: fullyHeld ? row.startLsn + BigInt(segSize) : row.startLsn, tli: row.timeline });
   }
   if (gapStart) resume = gapStart;
-  return { resume, toUpload };
+
+  const position = new ArchivedPosition(ledger.getSite(site)?.archivedLsn ?? 0n);
+  for (const row of ledger.segmentsInState(site, 'archived')) {
+    const size = (row.objectKey ?? '').endsWith('.partial') ? 0 : segSize;
+    if (size > 0) position.add(row.startLsn, row.startLsn + BigInt(size));
+  }
+  return { resume, toUpload, archivedThrough: position.lsn };
 }
 
 function findRow(ledger: Ledger, site: string, name: string, segSize: number): SegmentRow | null {

@@ -181,7 +181,13 @@ describe('acknowledgement modes (PostgreSQL 15, 1 MiB segments)', () => {
         outageSamples[0] = samples.length;
         pointArchiveAt(notADir);
         try {
-          await sleep(3000);
+          // Segment switches make the spool run whole segments ahead however slowly pgbench
+          // goes on a busy machine.
+          for (let i = 0; i < 2; i++) {
+            await sleep(1000);
+            await pg.switchWal();
+          }
+          await sleep(1000);
         } finally {
           pointArchiveAt(archiveDir);
           outageSamples[1] = samples.length;
@@ -293,14 +299,14 @@ describe('acknowledgement modes (PostgreSQL 15, 1 MiB segments)', () => {
 
       observer = await connect(pg);
       const obs = observer;
-      const standby = async (): Promise<{ flush: Lsn | null; syncState: string; state: string } | null> => {
+      const standby = async (): Promise<{ flush: Lsn | null; syncState: string } | null> => {
         const r = await obs.query(
-          `SELECT flush_lsn::text AS flush, sync_state, state FROM pg_stat_replication WHERE application_name = $1`,
+          `SELECT flush_lsn::text AS flush, sync_state FROM pg_stat_replication WHERE application_name = $1`,
           [appName],
         );
         if (r.rows.length === 0) return null;
         const row = r.rows[0];
-        return { flush: row.flush === null ? null : parseLsn(row.flush), syncState: row.sync_state, state: row.state };
+        return { flush: row.flush === null ? null : parseLsn(row.flush), syncState: row.sync_state };
       };
       await waitFor(async () => (await standby())?.syncState === 'sync', {
         timeoutMs: 30000,
@@ -358,7 +364,8 @@ describe('acknowledgement modes (PostgreSQL 15, 1 MiB segments)', () => {
       const problems: string[] = [];
       for (let i = 1; i <= COMMITS; i++) {
         const started = performance.now();
-        // One round trip: nothing else can write WAL between COMMIT and reading the insert position.
+        // One round trip, so the window in which another process could add WAL between the
+        // commit record and the reading of the insert position is microseconds, not a network hop.
         const res = (await withTimeout(
           writeClient.query(`BEGIN; INSERT INTO ack_probe (id) VALUES (${i}); COMMIT; SELECT pg_current_wal_insert_lsn()::text AS l`),
           10000,
@@ -395,7 +402,7 @@ describe('acknowledgement modes (PostgreSQL 15, 1 MiB segments)', () => {
 
       const count = (await pg.query(`SELECT count(*)::int AS n FROM ack_probe`))[0].n;
       assert.equal(count, COMMITS, 'every commit is visible');
-      assert.deepEqual(problems, [], problems.slice(0, 20).join('\n'));
+      assert.equal(problems.length, 0, `${problems.length} problems in ${COMMITS} commits:\n${problems.slice(0, 20).join('\n')}`);
       const sorted = [...latencies].sort((a, b) => a - b);
       const median = sorted[Math.floor(sorted.length / 2)];
       // With a 10 s status timer, only replies driven by the received data can keep this low.

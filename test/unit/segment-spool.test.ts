@@ -8,6 +8,7 @@ import { isWalvaultError, type ErrorCode } from '../../src/errors';
 import { segmentFileName } from '../../src/wal/lsn';
 import type { PageCheckContext } from '../../src/wal/page-header';
 import { SegmentSpool, type CompletedSegment, type OpenSegment } from '../../src/wal/segment-spool';
+import { buildSegment as buildFixtureSegment, rng } from '../helpers/wal-fixtures';
 
 const SEG_SIZE = 1 << 20;
 const BLCKSZ = 8192;
@@ -20,41 +21,8 @@ const SEG_START = SEG_NO * BigInt(SEG_SIZE); // 0/2100000
 const NAME = '000000010000000000000021';
 const NEXT_NAME = '000000010000000000000022';
 
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
-}
-
-/** A valid little-endian 1 MiB segment of 8 KiB pages (long header on page 0, record bytes in the bodies). */
 function buildSegment(segNo: bigint, tli = TLI, seed = Number(segNo) + 1): Buffer {
-  const start = segNo * BigInt(SEG_SIZE);
-  const buf = Buffer.alloc(SEG_SIZE);
-  const next = rng(seed);
-  for (let p = 0; p < PAGES; p++) {
-    const off = p * BLCKSZ;
-    const cont = p > 0 && p % 4 !== 0;
-    buf.writeUInt16LE(MAGIC, off);
-    buf.writeUInt16LE((cont ? 0x0001 : 0) | (p === 0 ? 0x0002 | 0x0004 : 0), off + 2);
-    buf.writeUInt32LE(tli, off + 4);
-    buf.writeBigUInt64LE(start + BigInt(off), off + 8);
-    buf.writeUInt32LE(cont ? (next() % 5000) + 1 : 0, off + 16);
-    let body = off + 24;
-    if (p === 0) {
-      buf.writeBigUInt64LE(SYSID, 24);
-      buf.writeUInt32LE(SEG_SIZE, 32);
-      buf.writeUInt32LE(BLCKSZ, 36);
-      body = 40;
-    }
-    for (let i = body; i < off + BLCKSZ; i += 4) buf.writeUInt32LE(next(), i);
-  }
-  return buf;
+  return buildFixtureSegment(segNo, tli, seed);
 }
 
 function sha256(b: Buffer): string {
