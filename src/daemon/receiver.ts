@@ -626,6 +626,7 @@ export class SiteReceiver {
     const open = spool.open;
     if (!open || open.received === 0) return;
     if (open.name === this.lastPartialName && open.received === this.lastPartialBytes) return;
+    if (this.uploader!.partialBusy) return;
     const synced = await spool.fsync();
     if (synced !== null) this.fsynced = maxLsn(this.fsynced, synced);
     const data = await spool.readOpenPrefix(open.received);

@@ -61,6 +61,7 @@ export class Uploader {
   private readonly idleWaiters: Array<() => void> = [];
   private readonly abort = new AbortController();
   private partialChain: Promise<void> = Promise.resolve();
+  private partialsPending = 0;
   private lastFailureLog = 0;
   private failingSince: number | null = null;
   readonly stats: UploaderStats = {
@@ -147,6 +148,7 @@ export class Uploader {
    * previous partial of that segment. Partials are uploaded one at a time, in order.
    */
   uploadPartial(seg: SegmentRef, data: Buffer, opts: { final?: boolean } = {}): Promise<void> {
+    this.partialsPending++;
     const run = async () => {
       const key = Archive.walKey(seg.name) + '.partial';
       for (let attempt = 0; !this.abort.signal.aborted; attempt++) {
@@ -172,9 +174,16 @@ export class Uploader {
         }
       }
     };
-    const next = this.partialChain.then(run);
+    const next = this.partialChain.then(run).finally(() => {
+      this.partialsPending--;
+    });
     this.partialChain = next.catch(() => undefined);
     return next;
+  }
+
+  /** True while a partial upload waits or runs: a slow store must not pile snapshots up. */
+  get partialBusy(): boolean {
+    return this.partialsPending > 0;
   }
 
   private advance(start: Lsn, end: Lsn): void {

@@ -10,7 +10,7 @@
  *  - `server-shutdown`: the server sent CommandComplete inside copy mode and closed the socket.
  */
 import { WalvaultError } from '../errors';
-import { parseLsn, type Lsn } from '../wal/lsn';
+import { formatLsn, parseLsn, type Lsn } from '../wal/lsn';
 import {
   encodeStatusUpdate,
   KEEPALIVE,
@@ -125,7 +125,7 @@ export class WalStreamSession {
         if (header.dataStart !== this.expectedStart) {
           throw new WalvaultError(
             'WAL_DISCONTINUITY',
-            `server sent WAL from ${header.dataStart} where ${this.expectedStart} was expected`,
+            `server sent WAL from ${formatLsn(header.dataStart)} where ${formatLsn(this.expectedStart)} was expected`,
           );
         }
         // The chunk is a view into the parser's buffer, which later reads overwrite.
