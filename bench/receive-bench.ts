@@ -18,16 +18,16 @@
  * server's WAL was just written, so both receivers read it from memory); other work on the
  * machine shows up as noise, so the load average is recorded with the results.
  *
- * BENCH_CPU_PROF=<dir> makes the walvault drain write a V8 CPU profile into <dir>
- * (summarise it with `node dist/bench/profile-summary.js <file>`).
+ * BENCH_CPU_PROF=<dir> makes the walvault drain write a V8 CPU profile into <dir> when it
+ * stops (summarise it with `node dist/bench/profile-summary.js <file>`).
  */
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { PgCluster, clientBin, removeDir, tmpDir, waitFor } from '../test/helpers/pg-cluster';
-import { WalvaultProcess, archivedSegments, pgConninfo, writeConfig } from '../test/helpers/walvault';
+import { PgCluster, clientBin, removeDir, tmpDir } from '../test/helpers/pg-cluster';
+import { WALVAULT_BIN, WalvaultProcess, archivedSegments, pgConninfo, writeConfig } from '../test/helpers/walvault';
 import { parseLsn, parseSegmentFileName, segmentFileName, segmentNumber } from '../src/wal/lsn';
 
 const MiB = 1024 * 1024;
@@ -50,8 +50,24 @@ const WAL_MB = envNumber('BENCH_WAL_MB', 2048);
 const BURST_MB = envNumber('BENCH_BURST_MB', 64);
 const LATENCY_REPS = Math.round(envNumber('BENCH_LATENCY_REPS', 3));
 const CPU_PROF_DIR = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : undefined;
+/** BENCH_MEM_TRACE=<file>: walvault's process.memoryUsage() during the drain, as JSON lines (bench/mem-probe.ts). */
+const MEM_TRACE = process.env.BENCH_MEM_TRACE ? path.resolve(process.env.BENCH_MEM_TRACE) : undefined;
+/** Extra site settings for experiments, e.g. '{"upload_concurrency":1}'; recorded with the results. */
+const WALVAULT_OVERRIDES: Record<string, unknown> = process.env.BENCH_WALVAULT_SETTINGS ? JSON.parse(process.env.BENCH_WALVAULT_SETTINGS) : {};
 // Generous: the bench must finish on a loaded machine, but a hung receiver must not hang it.
 const DRAIN_TIMEOUT_MS = 300_000 + WAL_MB * 500;
+
+/**
+ * Polls until `fn` returns true. Unlike waitFor, a throw ends the wait at once: here it
+ * means a receiver died, and waiting out a long timeout would only hide that.
+ */
+async function pollUntil(fn: () => boolean | Promise<boolean>, opts: { timeoutMs: number; intervalMs: number; what: string }): Promise<void> {
+  const deadline = performance.now() + opts.timeoutMs;
+  while (!(await fn())) {
+    if (performance.now() >= deadline) throw new Error(`timed out after ${opts.timeoutMs} ms waiting for ${opts.what}`);
+    await new Promise((r) => setTimeout(r, opts.intervalMs));
+  }
+}
 
 // ---------------------------------------------------------------------------
 // Process accounting from /proc
@@ -188,17 +204,72 @@ class PgReceivewal implements Receiver {
   }
 }
 
+interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** What the bench needs of a running walvault, whichever way it was started. */
+interface WalvaultHandle {
+  readonly child: ChildProcess;
+  readonly running: boolean;
+  readonly stderr: string;
+  readonly exited: Promise<Exit>;
+  /** Parsed log lines, where the handle keeps them (WalvaultProcess does). */
+  readonly lines?: ReadonlyArray<Record<string, unknown>>;
+  stop(signal: NodeJS.Signals, timeoutMs: number): Promise<Exit>;
+}
+
+/**
+ * `node --cpu-prof bin/walvault ...`: Node refuses --cpu-prof in NODE_OPTIONS, and
+ * WalvaultProcess has no way to pass node flags, so the profiled run is spawned here.
+ */
+class ProfiledWalvault implements WalvaultHandle {
+  readonly child: ChildProcess;
+  stderr = '';
+  readonly exited: Promise<Exit>;
+
+  constructor(args: string[], profileDir: string, env: NodeJS.ProcessEnv) {
+    this.child = spawn(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, WALVAULT_BIN, ...args], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    this.child.stderr!.setEncoding('utf8').on('data', (d: string) => (this.stderr = (this.stderr + d).slice(-8000)));
+    this.exited = new Promise((resolve) => this.child.on('exit', (code, signal) => resolve({ code, signal })));
+  }
+
+  get running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  async stop(signal: NodeJS.Signals, timeoutMs: number): Promise<Exit> {
+    if (this.running) this.child.kill(signal);
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), timeoutMs);
+    try {
+      return await this.exited;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
 class Walvault implements Receiver {
   readonly label = 'walvault';
-  private readonly proc: WalvaultProcess;
+  private readonly proc: WalvaultHandle;
   private stopped: Promise<void> | null = null;
 
   constructor(
     configFile: string,
     private readonly archiveDir: string,
-    env: NodeJS.ProcessEnv = {},
+    opts: { profileDir?: string; memTrace?: string } = {},
   ) {
-    this.proc = WalvaultProcess.start(['run', '--config', configFile], env);
+    const args = ['run', '--config', configFile];
+    const env: NodeJS.ProcessEnv = {};
+    if (opts.memTrace) {
+      env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --require ${path.join(__dirname, 'mem-probe.js')}`.trim();
+      env.WALVAULT_BENCH_MEM_TRACE = opts.memTrace;
+    }
+    this.proc = opts.profileDir ? new ProfiledWalvault(args, opts.profileDir, env) : WalvaultProcess.start(args, env);
     liveChildren.add(this.proc.child);
     void this.proc.exited.then(() => liveChildren.delete(this.proc.child));
     if (this.proc.child.pid === undefined) throw new Error('walvault did not start');
@@ -225,6 +296,12 @@ class Walvault implements Receiver {
 
   outputTail(): string {
     return this.proc.stderr.slice(-4000);
+  }
+
+  /** Epoch ms of the log line `msg` about `segment` (debug level only), if it was logged. */
+  logTime(msg: string, segment: string): number | undefined {
+    const line = this.proc.lines?.find((l) => l.msg === msg && l.segment === segment);
+    return typeof line?.time === 'number' ? line.time : undefined;
   }
 
   stop(): Promise<void> {
@@ -337,9 +414,9 @@ async function drain(receiver: Receiver, names: string[]): Promise<DrainResult> 
   const last = names[names.length - 1];
   let seconds = 0;
   try {
-    await waitFor(
+    await pollUntil(
       async () => {
-        if (!receiver.running()) throw new Error(`${receiver.label} exited:\n${receiver.outputTail()}`);
+        if (!receiver.running()) throw new Error(`${receiver.label} exited before draining the backlog`);
         // Cheap test first: a directory listing on every poll would cost the receivers CPU.
         if (!receiver.hasSegment(last)) return false;
         if ((await receiver.missingSegments(names)).length > 0) return false;
@@ -365,6 +442,8 @@ interface LatencySample {
   segment: string;
   walvaultMs: number;
   pgReceivewalMs: number;
+  /** When walvault had the segment complete in its spool (fsynced, renamed), from its debug log. */
+  walvaultSpooledMs: number | null;
 }
 
 async function caughtUp(cluster: PgCluster): Promise<boolean> {
@@ -376,18 +455,26 @@ async function caughtUp(cluster: PgCluster): Promise<boolean> {
   return rows.length === 2 && rows.every((r) => r.state === 'streaming' && r.sent_all === true);
 }
 
-async function measureLatency(cluster: PgCluster, pgrw: Receiver, wv: Receiver, bytesPerRow: number): Promise<LatencySample[]> {
+async function measureLatency(cluster: PgCluster, pgrw: Receiver, wv: Walvault, bytesPerRow: number): Promise<LatencySample[]> {
   await cluster.query(`CREATE TABLE IF NOT EXISTS bench_burst (g int, pad text)`);
   const rows = Math.ceil((BURST_MB * MiB) / bytesPerRow);
   const samples: LatencySample[] = [];
   for (let rep = 0; rep < LATENCY_REPS; rep++) {
-    await waitFor(() => caughtUp(cluster), { timeoutMs: 120_000, intervalMs: 100, what: 'both receivers to be streaming and caught up' });
+    await pollUntil(
+      async () => {
+        for (const r of [pgrw, wv]) if (!r.running()) throw new Error(`${r.label} exited:\n${r.outputTail()}`);
+        // A failed query is "not yet": the receivers are what this waits for, not the server.
+        return caughtUp(cluster).catch(() => false);
+      },
+      { timeoutMs: 120_000, intervalMs: 100, what: 'both receivers to be streaming and caught up' },
+    );
     await cluster.query(`INSERT INTO bench_burst SELECT g, repeat('x', 500) FROM generate_series(1, ${rows}) AS g`);
     const row = (await cluster.query(`SELECT pg_walfile_name(s) AS name FROM pg_switch_wal() AS s`))[0];
     const t0 = performance.now();
+    const t0Epoch = Date.now();
     const name = String(row.name);
     const done: Record<string, number> = {};
-    await waitFor(
+    await pollUntil(
       () => {
         for (const r of [pgrw, wv]) {
           if (!r.running()) throw new Error(`${r.label} exited:\n${r.outputTail()}`);
@@ -397,8 +484,16 @@ async function measureLatency(cluster: PgCluster, pgrw: Receiver, wv: Receiver, 
       },
       { timeoutMs: 120_000, intervalMs: 5, what: `segment ${name} on both sides` },
     );
-    samples.push({ segment: name, walvaultMs: done[wv.label], pgReceivewalMs: done[pgrw.label] });
-    console.log(`  burst ${rep + 1}/${LATENCY_REPS}: ${name}  walvault ${done[wv.label].toFixed(0)} ms, pg_receivewal ${done[pgrw.label].toFixed(0)} ms`);
+    // The log line may trail the file by a moment: stderr is a pipe.
+    await new Promise((r) => setTimeout(r, 200));
+    const spooledAt = wv.logTime('segment complete', name);
+    const walvaultSpooledMs = spooledAt === undefined ? null : spooledAt - t0Epoch;
+    samples.push({ segment: name, walvaultMs: done[wv.label], pgReceivewalMs: done[pgrw.label], walvaultSpooledMs });
+    console.log(
+      `  burst ${rep + 1}/${LATENCY_REPS}: ${name}  walvault ${done[wv.label].toFixed(0)} ms` +
+        (walvaultSpooledMs === null ? '' : ` (in its spool at ${walvaultSpooledMs} ms)`) +
+        `, pg_receivewal ${done[pgrw.label].toFixed(0)} ms`,
+    );
     await cluster.query(`TRUNCATE bench_burst`);
   }
   return samples;
@@ -484,6 +579,8 @@ async function main(): Promise<number> {
   const loadBefore = os.loadavg();
   try {
     console.log(`walvault receive bench: ${WAL_MB} MiB backlog, ${SEG_MIB} MiB segments, ${LATENCY_REPS} x ${BURST_MB} MiB bursts`);
+    if (Object.keys(WALVAULT_OVERRIDES).length > 0) console.log(`  walvault settings overridden: ${JSON.stringify(WALVAULT_OVERRIDES)}`);
+    if (CPU_PROF_DIR) console.log('  CPU profiling is on: walvault numbers include its overhead');
     console.log(`  load average before: ${loadBefore.map((l) => l.toFixed(2)).join(' ')} on ${os.cpus().length} cores`);
     cluster = await PgCluster.start({
       walSegSizeMiB: SEG_MIB,
@@ -515,6 +612,7 @@ async function main(): Promise<number> {
           mode: 'archive',
           partial_interval_seconds: 10,
           status_interval_seconds: 10,
+          ...WALVAULT_OVERRIDES,
         },
       },
       // Per-segment debug lines would be work pg_receivewal does not do.
@@ -530,12 +628,8 @@ async function main(): Promise<number> {
     console.log(`  ${fmt(pgrwDrain.seconds, 2)} s, ${fmt(pgrwDrain.throughputMiBs)} MiB/s, peak RSS ${fmt(pgrwDrain.usage.peakRssMiB)} MiB`);
 
     console.log('drain: walvault');
-    const profEnv: NodeJS.ProcessEnv = {};
-    if (CPU_PROF_DIR) {
-      fs.mkdirSync(CPU_PROF_DIR, { recursive: true });
-      profEnv.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${CPU_PROF_DIR}`.trim();
-    }
-    const wv1 = new Walvault(configFile, archiveDir, profEnv);
+    if (CPU_PROF_DIR) fs.mkdirSync(CPU_PROF_DIR, { recursive: true });
+    const wv1 = new Walvault(configFile, archiveDir, { profileDir: CPU_PROF_DIR, memTrace: MEM_TRACE });
     receivers.push(wv1);
     const wvDrain = await drain(wv1, wvNames);
     await wv1.stop();
@@ -545,7 +639,11 @@ async function main(): Promise<number> {
     console.log('latency: both receivers running, burst then pg_switch_wal()');
     // Restarted, not kept running: each drain above had the machine to itself.
     const pgrw2 = new PgReceivewal(cluster, pgrwDir);
-    const wv2 = new Walvault(configFile, archiveDir);
+    // Debug level for its per-segment lines, which split the latency into spool and upload.
+    const debugDir = path.join(work, 'debug-config');
+    fs.mkdirSync(debugDir);
+    const debugConfig = writeConfig(debugDir, JSON.parse(fs.readFileSync(configFile, 'utf8')).sites, 'debug');
+    const wv2 = new Walvault(debugConfig, archiveDir);
     receivers.push(pgrw2, wv2);
     const pgrwSampler = new ProcSampler(pgrw2.pid);
     const wvSampler = new ProcSampler(wv2.pid);
@@ -556,6 +654,8 @@ async function main(): Promise<number> {
 
     const wvLatency = median(samples.map((s) => s.walvaultMs));
     const pgrwLatency = median(samples.map((s) => s.pgReceivewalMs));
+    const spooled = samples.map((s) => s.walvaultSpooledMs).filter((v): v is number => v !== null);
+    const wvSpooledLatency = spooled.length > 0 ? median(spooled) : NaN;
     const throughputRatio = wvDrain.throughputMiBs / pgrwDrain.throughputMiBs;
     const wvPeakRss = Math.max(wvDrain.usage.peakRssMiB, wvLatUsage.peakRssMiB);
     const pgrwPeakRss = Math.max(pgrwDrain.usage.peakRssMiB, pgrwLatUsage.peakRssMiB);
@@ -586,6 +686,7 @@ async function main(): Promise<number> {
         '',
         '',
       ],
+      ['  walvault: segment complete in its spool (ms)', fmt(wvSpooledLatency, 0), '', '', '', ''],
       ['peak RSS, VmHWM (MiB)', fmt(wvPeakRss), fmt(pgrwPeakRss), fmt(wvPeakRss / pgrwPeakRss, 1), `< ${RSS_TARGET_MIB}`, rssPass ? 'PASS' : 'FAIL'],
     ]);
     console.log('');
@@ -598,7 +699,15 @@ async function main(): Promise<number> {
       startedAt: startedAt.toISOString(),
       machine: machineFacts(),
       loadAverage: { before: loadBefore, after: loadAfter },
-      params: { walMiB: WAL_MB, segmentMiB: SEG_MIB, burstMiB: BURST_MB, latencyReps: LATENCY_REPS, cpuProfile: CPU_PROF_DIR ?? null },
+      params: {
+        walMiB: WAL_MB,
+        segmentMiB: SEG_MIB,
+        burstMiB: BURST_MB,
+        latencyReps: LATENCY_REPS,
+        cpuProfile: CPU_PROF_DIR ?? null,
+        memTrace: MEM_TRACE ?? null,
+        walvaultOverrides: WALVAULT_OVERRIDES,
+      },
       backlog: {
         segments: pgrwNames.length,
         endSegment: backlog.endName,
@@ -608,7 +717,7 @@ async function main(): Promise<number> {
       drain: { walvault: wvDrain, pgReceivewal: pgrwDrain },
       latency: {
         samples,
-        medianMs: { walvault: wvLatency, pgReceivewal: pgrwLatency },
+        medianMs: { walvault: wvLatency, pgReceivewal: pgrwLatency, walvaultSpooled: Number.isFinite(wvSpooledLatency) ? wvSpooledLatency : null },
         usageWhileRunning: { walvault: wvLatUsage, pgReceivewal: pgrwLatUsage },
       },
       targets: {

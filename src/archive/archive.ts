@@ -17,7 +17,7 @@
 import { WalvaultError } from '../errors';
 import { isValidSegmentSize } from '../wal/lsn';
 import type { Storage } from '../storage/storage';
-import { decodeEnvelope, encodeEnvelope, readEnvelopeHeader, sha256 } from './envelope';
+import { decodeEnvelopeAsync, encodeEnvelope, encodeEnvelopeParts, readEnvelopeHeader, sha256Async } from './envelope';
 
 export interface ClusterInfo {
   /** Decimal uint64, as IDENTIFY_SYSTEM prints it. */
@@ -31,6 +31,8 @@ export type PutResult = 'stored' | 'unchanged';
 
 export const CLUSTER_KEY = 'cluster.json';
 const WAL_PREFIX = 'wal/';
+/** Read-back verification reads this much at a time. */
+const VERIFY_WINDOW = 4 << 20;
 const UINT64_MAX = (1n << 64n) - 1n;
 
 export class Archive {
@@ -107,9 +109,11 @@ export class Archive {
    * Stores an object that must never change (a finished segment, a history file). An
    * identical object already stored is a no-op; a different one is a refusal.
    */
-  async putImmutable(key: string, plaintext: Buffer): Promise<PutResult> {
+  async putImmutable(key: string, plaintext: Buffer, knownSha256?: Buffer): Promise<PutResult> {
     const label = this.label(key);
-    const ours = sha256(plaintext);
+    // A caller that hashed the bytes as they arrived passes that checksum; the read-back
+    // check below then also proves the plaintext still has it.
+    const ours = knownSha256 ?? (await sha256Async(plaintext));
     const existing = await this.storage.get(key);
     if (existing !== null) {
       // Only the header is compared: it carries the plaintext checksum, so the body need
@@ -135,43 +139,59 @@ export class Archive {
   }
 
   /** Stores the growing partial of the segment being received, replacing the older one. */
-  async putPartial(key: string, plaintext: Buffer): Promise<void> {
+  /** Returns the plaintext's SHA-256. */
+  async putPartial(key: string, plaintext: Buffer): Promise<Buffer> {
     // Guard the promise that finished objects never change: only .partial keys are replaceable.
     if (!key.endsWith('.partial')) {
       throw new WalvaultError('INTERNAL', `putPartial called for ${key}, which is not a .partial key`);
     }
-    await this.writeVerified(key, plaintext, sha256(plaintext));
+    const digest = await sha256Async(plaintext);
+    await this.writeVerified(key, plaintext, digest);
+    return digest;
   }
 
   private async writeVerified(key: string, plaintext: Buffer, digest: Buffer): Promise<void> {
-    const label = this.label(key);
-    await this.storage.put(key, encodeEnvelope(plaintext));
-    const readBack = await this.storage.get(key);
-    if (readBack === null) throw new WalvaultError('ARCHIVE_CORRUPT', `${label}: written, but missing when read back`);
-    let stored: { plaintextSize: number; sha256: Buffer };
-    try {
-      stored = decodeEnvelope(readBack, label).header;
-    } catch (err) {
-      // What is there is unreadable garbage: remove it, so a retry writes afresh instead of
-      // finding an object whose header claims the right checksum.
+    const parts = encodeEnvelopeParts(plaintext, digest);
+    await this.storage.put(key, parts);
+    const problem = await this.differenceFromStored(key, parts);
+    if (problem !== null) {
+      // Remove what is there, so a retry writes afresh instead of finding an object whose
+      // header claims the right checksum over a damaged body.
       await this.storage.delete(key).catch(() => undefined);
-      throw new WalvaultError('ARCHIVE_CORRUPT', `${(err as Error).message} (read back right after writing; removed, retry the upload)`, {
-        cause: err,
-      });
-    }
-    if (stored.plaintextSize !== plaintext.length || !stored.sha256.equals(digest)) {
       throw new WalvaultError(
         'ARCHIVE_CORRUPT',
-        `${label}: read back after writing holds ${stored.plaintextSize} bytes with sha256 ${stored.sha256.toString('hex')}, ` +
-          `but ${plaintext.length} bytes with sha256 ${digest.toString('hex')} were written (is another process writing to this archive?)`,
+        `${this.label(key)}: written, but ${problem} (removed, so a retry writes it afresh; is another process writing to this archive?)`,
       );
     }
+  }
+
+  /**
+   * Compares the stored object with the bytes written, a window at a time, so verifying a
+   * large object needs no second copy of it in memory. The bytes written carry the plaintext
+   * checksum the caller computed, so equal bytes mean a decodable, checksummed object.
+   */
+  private async differenceFromStored(key: string, parts: readonly Buffer[]): Promise<string | null> {
+    const total = parts.reduce((n, p) => n + p.length, 0);
+    const info = await this.storage.head(key);
+    if (info === null) return 'missing when read back';
+    if (info.size !== total) return `${info.size} bytes instead of ${total} when read back`;
+    let offset = 0;
+    for (const part of parts) {
+      for (let at = 0; at < part.length; at += VERIFY_WINDOW) {
+        const want = part.subarray(at, Math.min(part.length, at + VERIFY_WINDOW));
+        const got = await this.storage.getRange(key, offset + at, want.length);
+        if (got === null) return 'missing when read back';
+        if (!got.equals(want)) return `different when read back, within bytes ${offset + at}..${offset + at + want.length}`;
+      }
+      offset += part.length;
+    }
+    return null;
   }
 
   /** The verified plaintext, or null when there is no such object. */
   async get(key: string): Promise<Buffer | null> {
     const buf = await this.storage.get(key);
-    return buf === null ? null : decodeEnvelope(buf, this.label(key)).plaintext;
+    return buf === null ? null : (await decodeEnvelopeAsync(buf, this.label(key))).plaintext;
   }
 
   async exists(key: string): Promise<boolean> {

@@ -24,7 +24,7 @@
  * runs; the plaintext SHA-256 is the object's identity, compared across re-uploads.
  * Version 1 with no compression and no encryption has a 64-byte header.
  */
-import { createHash } from 'node:crypto';
+import { createHash, webcrypto } from 'node:crypto';
 import { WalvaultError } from '../errors';
 
 const MAGIC = Buffer.from('WVLT', 'ascii');
@@ -76,6 +76,14 @@ export function sha256(buf: Buffer): Buffer {
   return createHash('sha256').update(buf).digest();
 }
 
+/**
+ * SHA-256 computed on libuv's thread pool (WebCrypto jobs run there), so hashing whole
+ * segments does not stall the event loop that reads the replication socket.
+ */
+export async function sha256Async(buf: Buffer): Promise<Buffer> {
+  return Buffer.from(await webcrypto.subtle.digest('SHA-256', buf));
+}
+
 const CRC_TABLE = (() => {
   const table = new Uint32Array(256);
   for (let n = 0; n < 256; n++) {
@@ -103,12 +111,19 @@ function nameOfId(ids: Record<string, number>, id: number): string {
 
 /** Wraps the plaintext: hash, then each body stage, then the header in front. */
 export function encodeEnvelope(plaintext: Buffer, extension: Record<string, unknown> = {}): Buffer {
+  const [header, body] = encodeEnvelopeParts(plaintext, sha256(plaintext), extension);
+  return Buffer.concat([header, body], header.length + body.length);
+}
+
+/**
+ * The same object as header and body, given the plaintext's SHA-256: nothing is hashed or
+ * copied here, so a large body goes to storage as it is.
+ */
+export function encodeEnvelopeParts(plaintext: Buffer, digest: Buffer, extension: Record<string, unknown> = {}): [Buffer, Buffer] {
   const codec = identityCodec;
   const encryption = noEncryption;
-  const digest = sha256(plaintext);
   const body = encryption.encode(codec.encode(plaintext));
-  const header = encodeHeader(codec.id, encryption.id, plaintext.length, digest, body.length, extension);
-  return Buffer.concat([header, body], header.length + body.length);
+  return [encodeHeader(codec.id, encryption.id, plaintext.length, digest, body.length, extension), body];
 }
 
 function encodeHeader(
@@ -202,6 +217,25 @@ function parseHeader(buf: Buffer, label: string): ParsedHeader {
  * Unwraps and verifies the whole object. The returned plaintext may share memory with `buf`.
  */
 export function decodeEnvelope(buf: Buffer, label: string): { header: EnvelopeHeader; plaintext: Buffer } {
+  const unwrapped = unwrap(buf, label);
+  checkDigest(unwrapped, sha256(unwrapped.plaintext), label);
+  return unwrapped;
+}
+
+/** decodeEnvelope with the checksum computed off the event loop. */
+export async function decodeEnvelopeAsync(buf: Buffer, label: string): Promise<{ header: EnvelopeHeader; plaintext: Buffer }> {
+  const unwrapped = unwrap(buf, label);
+  checkDigest(unwrapped, await sha256Async(unwrapped.plaintext), label);
+  return unwrapped;
+}
+
+function checkDigest(u: { header: EnvelopeHeader }, digest: Buffer, label: string): void {
+  if (!digest.equals(u.header.sha256)) {
+    throw corrupt(label, `checksum mismatch: content has sha256 ${digest.toString('hex')}, the header says ${u.header.sha256.toString('hex')}`);
+  }
+}
+
+function unwrap(buf: Buffer, label: string): { header: EnvelopeHeader; plaintext: Buffer } {
   const { header, codec, encryption } = parseHeader(buf, label);
   const expected = header.headerLength + header.bodyLength;
   if (buf.length < expected) throw corrupt(label, `truncated: ${buf.length} bytes, the header promises ${expected}`);
@@ -212,10 +246,6 @@ export function decodeEnvelope(buf: Buffer, label: string): { header: EnvelopeHe
 
   if (plaintext.length !== header.plaintextSize) {
     throw corrupt(label, `size mismatch: decoded ${plaintext.length} bytes, the header says ${header.plaintextSize}`);
-  }
-  const digest = sha256(plaintext);
-  if (!digest.equals(header.sha256)) {
-    throw corrupt(label, `checksum mismatch: content has sha256 ${digest.toString('hex')}, the header says ${header.sha256.toString('hex')}`);
   }
   return { header, plaintext };
 }

@@ -36,8 +36,9 @@ import { reconcile, type ResumePoint } from './resume';
 import { StateLock } from './state-lock';
 import { Uploader } from './uploader';
 
-const QUEUE_HIGH_WATER = 16 * 1024 * 1024;
-const QUEUE_LOW_WATER = 4 * 1024 * 1024;
+const QUEUE_HIGH_WATER = 8 * 1024 * 1024;
+const QUEUE_LOW_WATER = 2 * 1024 * 1024;
+const WRITE_BATCH_BYTES = 4 * 1024 * 1024;
 export const LEDGER_FILE = 'ledger.db';
 export const SPOOL_DIR = 'spool';
 
@@ -548,8 +549,16 @@ export class SiteReceiver {
       while (this.queue.length > 0) {
         const item = this.queue.shift()!;
         if (item.kind === 'data') {
-          this.queueBytes -= item.data.length;
-          await this.writeData(item);
+          // Everything queued behind it on the same timeline goes down in one vectored write.
+          const parts = [item.data];
+          let bytes = item.data.length;
+          while (bytes < WRITE_BATCH_BYTES && this.queue[0]?.kind === 'data' && this.queue[0].tli === item.tli) {
+            const next = this.queue.shift() as { data: Buffer };
+            parts.push(next.data);
+            bytes += next.data.length;
+          }
+          this.queueBytes -= bytes;
+          await this.writeData(item.tli, item.start, parts, bytes);
           if (this.session?.isPaused && this.queueBytes < QUEUE_LOW_WATER) this.session.resume();
           // In sync mode every batch is made durable and reported at once: commits wait on it.
           if (this.site.mode === 'sync' && this.queue.length === 0) await this.syncAndReport();
@@ -580,16 +589,15 @@ export class SiteReceiver {
     }
   }
 
-  private async writeData(item: { tli: number; start: Lsn; data: Buffer }): Promise<void> {
-    const spool = this.spool!;
-    await spool.write(
-      item.tli,
-      item.start,
-      item.data,
+  private async writeData(tli: number, start: Lsn, parts: Buffer[], bytes: number): Promise<void> {
+    await this.spool!.write(
+      tli,
+      start,
+      parts,
       (seg) => this.onSegmentOpen(seg),
       (seg) => this.onSegmentComplete(seg),
     );
-    this.received = item.start + BigInt(item.data.length);
+    this.received = start + BigInt(bytes);
   }
 
   private onSegmentOpen(seg: OpenSegment): void {

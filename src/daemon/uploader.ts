@@ -7,11 +7,11 @@
  * backoff until they succeed or the site stops; the spool keeps the bytes meanwhile and the
  * slot keeps them on the server, because the archived position does not move.
  */
-import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
 import { Archive } from '../archive/archive';
+import { sha256Async } from '../archive/envelope';
 import { errorMessage, WalvaultError } from '../errors';
 import type { Ledger } from '../ledger/ledger';
 import { formatLsn, type Lsn } from '../wal/lsn';
@@ -117,15 +117,22 @@ export class Uploader {
       try {
         const file = path.join(this.opts.spoolDir, seg.name);
         const data = await fsp.readFile(file);
-        const sha = createHash('sha256').update(data).digest('hex');
-        if (data.length !== this.opts.segSize || sha !== job.sha256) {
+        if (data.length !== this.opts.segSize) {
+          throw new WalvaultError('ARCHIVE_CORRUPT', `spool file ${file} is ${data.length} bytes, not a whole segment; check the spool disk`);
+        }
+        // The checksum taken as the bytes arrived must still hold: the spool disk kept them.
+        const digest = await sha256Async(data);
+        if (digest.toString('hex') !== job.sha256) {
           throw new WalvaultError(
             'ARCHIVE_CORRUPT',
-            `spool file ${file} changed after it was completed (sha256 ${sha}, expected ${job.sha256}); check the spool disk`,
+            `spool file ${file} changed after it was completed (sha256 ${digest.toString('hex')}, expected ${job.sha256}); check the spool disk`,
           );
         }
-        const result = await this.opts.archive.putImmutable(key, data);
-        this.opts.ledger.markArchived(this.opts.site, seg.tli, seg.segNo, key, sha);
+        const result = await this.opts.archive.putImmutable(key, data, digest);
+        this.opts.ledger.transaction(() => {
+          this.opts.ledger.markArchived(this.opts.site, seg.tli, seg.segNo, key, job.sha256);
+          this.advance(seg.startLsn, seg.startLsn + BigInt(this.opts.segSize));
+        });
         await fsp.rm(file, { force: true });
         // The partial of this segment is superseded; wait for an upload of it still in flight.
         await this.partialChain;
@@ -134,7 +141,6 @@ export class Uploader {
         this.stats.lastArchivedSegment = seg.name;
         this.stats.lastArchivedAt = new Date();
         this.opts.log.debug({ segment: seg.name, result }, 'segment archived');
-        this.advance(seg.startLsn, seg.startLsn + BigInt(this.opts.segSize));
         return;
       } catch (err) {
         this.failed(seg, err, attempt);
@@ -153,8 +159,7 @@ export class Uploader {
       const key = Archive.walKey(seg.name) + '.partial';
       for (let attempt = 0; !this.abort.signal.aborted; attempt++) {
         try {
-          await this.opts.archive.putPartial(key, data);
-          const sha = createHash('sha256').update(data).digest('hex');
+          const sha = (await this.opts.archive.putPartial(key, data)).toString('hex');
           this.opts.ledger.recordPartial(this.opts.site, {
             timeline: seg.tli,
             segNo: seg.segNo,

@@ -10,6 +10,7 @@
  *  - `server-shutdown`: the server sent CommandComplete inside copy mode and closed the socket.
  */
 import { WalvaultError } from '../errors';
+import { SlabCopier } from '../util/slab-copier';
 import { formatLsn, parseLsn, type Lsn } from '../wal/lsn';
 import {
   encodeStatusUpdate,
@@ -56,6 +57,7 @@ export class WalStreamSession {
   private serverCompletedInCopy = false;
   private expectedStart: Lsn;
   private paused = false;
+  private readonly copier = new SlabCopier();
   private readonly listeners: Array<[string, (msg: any) => void]> = [];
 
   constructor(
@@ -129,7 +131,7 @@ export class WalStreamSession {
           );
         }
         // The chunk is a view into the parser's buffer, which later reads overwrite.
-        const payload = Buffer.from(chunk.subarray(XLOG_DATA_HEADER));
+        const payload = this.copier.copy(chunk.subarray(XLOG_DATA_HEADER));
         this.expectedStart = header.dataStart + BigInt(payload.length);
         this.handlers.onXLogData(header, payload);
       } else if (kind === KEEPALIVE) {

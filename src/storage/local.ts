@@ -64,7 +64,7 @@ export class LocalStorage implements Storage {
     return path.join(this.root, ...keySegments(key));
   }
 
-  async put(key: string, body: Buffer): Promise<void> {
+  async put(key: string, body: Buffer | readonly Buffer[]): Promise<void> {
     const target = this.pathOf(key);
     const dir = path.dirname(target);
     await ensureDurableDir(dir);
@@ -91,6 +91,31 @@ export class LocalStorage implements Storage {
     } catch (err) {
       if (isMissing(err)) return null;
       throw ioError('read', file, err);
+    }
+  }
+
+  async getRange(key: string, offset: number, length: number): Promise<Buffer | null> {
+    const file = this.pathOf(key);
+    let handle: fs.FileHandle;
+    try {
+      handle = await fs.open(file, 'r');
+    } catch (err) {
+      if (isMissing(err)) return null;
+      throw ioError('open', file, err);
+    }
+    try {
+      const buf = Buffer.allocUnsafe(length);
+      let done = 0;
+      while (done < length) {
+        const { bytesRead } = await handle.read(buf, done, length - done, offset + done);
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+      return buf.subarray(0, done);
+    } catch (err) {
+      throw ioError('read', file, err);
+    } finally {
+      await handle.close().catch(() => undefined);
     }
   }
 
@@ -178,7 +203,7 @@ async function isDirectory(p: string): Promise<boolean> {
   }
 }
 
-async function writeAndSync(file: string, body: Buffer): Promise<void> {
+async function writeAndSync(file: string, body: Buffer | readonly Buffer[]): Promise<void> {
   let handle: fs.FileHandle;
   try {
     // 'wx': never follow or reuse something already at the temp name.
@@ -187,7 +212,15 @@ async function writeAndSync(file: string, body: Buffer): Promise<void> {
     throw ioError('create', file, err);
   }
   try {
-    await handle.writeFile(body);
+    const parts = Buffer.isBuffer(body) ? [body] : body;
+    let position = 0;
+    for (const part of parts) {
+      for (let done = 0; done < part.length; ) {
+        const { bytesWritten } = await handle.write(part, done, part.length - done, position);
+        done += bytesWritten;
+        position += bytesWritten;
+      }
+    }
     await handle.sync();
   } catch (err) {
     await handle.close().catch(() => undefined);

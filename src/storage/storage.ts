@@ -13,10 +13,18 @@ export interface ObjectInfo {
 export interface Storage {
   /** Human-readable location for logs and errors; never contains credentials. */
   readonly description: string;
-  /** Writes the whole object atomically: a reader sees the old object, the new one, or none. */
-  put(key: string, body: Buffer): Promise<void>;
+  /**
+   * Writes the whole object atomically: a reader sees the old object, the new one, or none.
+   * The body may come in parts (an envelope header and a large plaintext) to spare a copy.
+   */
+  put(key: string, body: Buffer | readonly Buffer[]): Promise<void>;
   /** The whole object, or null when there is no object at `key`. */
   get(key: string): Promise<Buffer | null>;
+  /**
+   * Bytes [offset, offset + length) of the object (fewer at its end), or null when there is
+   * no object. Lets large objects be checked in bounded memory.
+   */
+  getRange(key: string, offset: number, length: number): Promise<Buffer | null>;
   head(key: string): Promise<ObjectInfo | null>;
   /** Every object whose key starts with `prefix`, sorted by key. */
   list(prefix: string): Promise<ObjectInfo[]>;

@@ -80,28 +80,31 @@ export class SegmentSpool {
   }
 
   /**
-   * Writes WAL bytes [start, start + data.length) of timeline `tli`. Calls `onOpen` when a new
+   * Writes WAL bytes starting at `start` of timeline `tli`: `data` is one buffer or several
+   * consecutive ones (written with one vectored write per segment). Calls `onOpen` when a new
    * segment file is started and `onComplete` as soon as one is complete (so a failure later
    * in the same write cannot hide it), and returns the segments this write completed.
    */
   async write(
     tli: number,
     start: Lsn,
-    data: Buffer,
+    data: Buffer | readonly Buffer[],
     onOpen?: (seg: OpenSegment) => void,
     onComplete?: (seg: CompletedSegment) => void,
   ): Promise<CompletedSegment[]> {
     const done: CompletedSegment[] = [];
     const segSize = this.opts.segSize;
-    let pos = start;
-    let offset = 0;
     if (this.expected !== null && start !== this.expected) {
       throw new WalvaultError(
         'WAL_DISCONTINUITY',
         `WAL arrived from ${formatLsn(start)} but the spool ends at ${formatLsn(this.expected)}; refusing to leave a gap`,
       );
     }
-    while (offset < data.length) {
+    const parts = Buffer.isBuffer(data) ? [data] : data;
+    let pos = start;
+    let part = 0;
+    let offset = 0;
+    while (part < parts.length) {
       if (!this.current) {
         if (segmentOffset(pos, segSize) !== 0) {
           throw new WalvaultError(
@@ -116,13 +119,26 @@ export class SegmentSpool {
       if (cur.tli !== tli) {
         throw new WalvaultError('WAL_DISCONTINUITY', `timeline ${tli} WAL arrived while segment ${cur.name} is open`);
       }
-      const n = Math.min(data.length - offset, segSize - cur.received);
-      const piece = data.subarray(offset, offset + n);
-      cur.checker.feed(piece);
-      cur.hash.update(piece);
-      await writeFully(cur.handle, piece, cur.received);
+      // Everything that fits in this segment, checked and hashed piece by piece, then one write.
+      const pieces: Buffer[] = [];
+      let room = segSize - cur.received;
+      while (room > 0 && part < parts.length) {
+        const buf = parts[part];
+        const n = Math.min(buf.length - offset, room);
+        const piece = buf.subarray(offset, offset + n);
+        cur.checker.feed(piece);
+        cur.hash.update(piece);
+        pieces.push(piece);
+        room -= n;
+        offset += n;
+        if (offset === buf.length) {
+          part++;
+          offset = 0;
+        }
+      }
+      const n = segSize - cur.received - room;
+      await writeFully(cur.handle, pieces, cur.received);
       cur.received += n;
-      offset += n;
       pos += BigInt(n);
       this.expected = pos;
       if (cur.received === segSize) {
@@ -231,11 +247,18 @@ export class SegmentSpool {
   }
 }
 
-async function writeFully(handle: fsp.FileHandle, buf: Buffer, position: number): Promise<void> {
-  let done = 0;
-  while (done < buf.length) {
-    const { bytesWritten } = await handle.write(buf, done, buf.length - done, position + done);
-    done += bytesWritten;
+async function writeFully(handle: fsp.FileHandle, pieces: Buffer[], position: number): Promise<void> {
+  let rest = pieces.filter((p) => p.length > 0);
+  while (rest.length > 0) {
+    const { bytesWritten } = await handle.writev(rest, position);
+    position += bytesWritten;
+    // A short vectored write leaves the tail of the list to go again.
+    let skip = bytesWritten;
+    while (rest.length > 0 && skip >= rest[0].length) {
+      skip -= rest[0].length;
+      rest = rest.slice(1);
+    }
+    if (skip > 0) rest = [rest[0].subarray(skip), ...rest.slice(1)];
   }
 }
 

@@ -273,12 +273,15 @@ class DamagingStorage implements Storage {
   get description() {
     return this.inner.description;
   }
-  async put(key: string, body: Buffer): Promise<void> {
-    const damaged = this.damage(Buffer.from(body));
+  async put(key: string, body: Buffer | readonly Buffer[]): Promise<void> {
+    const damaged = this.damage(Buffer.isBuffer(body) ? Buffer.from(body) : Buffer.concat(body));
     if (damaged !== null) await this.inner.put(key, damaged);
   }
   get(key: string): Promise<Buffer | null> {
     return this.inner.get(key);
+  }
+  getRange(key: string, offset: number, length: number): Promise<Buffer | null> {
+    return this.inner.getRange(key, offset, length);
   }
   head(key: string): Promise<ObjectInfo | null> {
     return this.inner.head(key);

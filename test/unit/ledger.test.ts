@@ -48,7 +48,7 @@ afterEach(() => {
 describe('opening and migrations', () => {
   it('creates the schema in an empty file with durable settings', () => {
     const l = openLedger();
-    assert.deepEqual(l.settings(), { journalMode: 'wal', synchronous: 2, foreignKeys: true, busyTimeoutMs: 5000, schemaVersion: SCHEMA_VERSION });
+    assert.deepEqual(l.settings(), { journalMode: 'wal', synchronous: 1, foreignKeys: true, busyTimeoutMs: 5000, schemaVersion: SCHEMA_VERSION });
     assert.equal(l.path, file);
     l.close();
 
