@@ -17,7 +17,8 @@
 import { WalvaultError } from '../errors';
 import { isValidSegmentSize } from '../wal/lsn';
 import type { Storage } from '../storage/storage';
-import { decodeEnvelopeAsync, encodeEnvelope, encodeEnvelopeParts, readEnvelopeHeader, sha256Async } from './envelope';
+import { bufferSource, checkedWindows, digestOf, type BodySource } from './body-source';
+import { decodeEnvelopeAsync, encodeEnvelope, encodePlainHeader, readEnvelopeHeader, sha256Async } from './envelope';
 
 export interface ClusterInfo {
   /** Decimal uint64, as IDENTIFY_SYSTEM prints it. */
@@ -33,6 +34,8 @@ export const CLUSTER_KEY = 'cluster.json';
 const WAL_PREFIX = 'wal/';
 /** Read-back verification reads this much at a time. */
 const VERIFY_WINDOW = 4 << 20;
+/** Enough to hold any envelope header (its extension is capped at 64 KiB). */
+const MAX_HEADER_READ = 64 * 1024 + 128;
 const UINT64_MAX = (1n << 64n) - 1n;
 
 export class Archive {
@@ -108,52 +111,62 @@ export class Archive {
   /**
    * Stores an object that must never change (a finished segment, a history file). An
    * identical object already stored is a no-op; a different one is a refusal.
+   * `knownSha256` is the checksum the plaintext had when it arrived: the write then also
+   * proves the plaintext (a spool file, say) still has it.
    */
-  async putImmutable(key: string, plaintext: Buffer, knownSha256?: Buffer): Promise<PutResult> {
+  async putImmutable(key: string, plaintext: Buffer | BodySource, knownSha256?: Buffer): Promise<PutResult> {
     const label = this.label(key);
-    // A caller that hashed the bytes as they arrived passes that checksum; the read-back
-    // check below then also proves the plaintext still has it.
-    const ours = knownSha256 ?? (await sha256Async(plaintext));
-    const existing = await this.storage.get(key);
+    const source = Buffer.isBuffer(plaintext) ? bufferSource(plaintext) : plaintext;
+    const ours = knownSha256 ?? (Buffer.isBuffer(plaintext) ? await sha256Async(plaintext) : await digestOf(source));
+    const existing = await this.storage.head(key);
     if (existing !== null) {
       // Only the header is compared: it carries the plaintext checksum, so the body need
-      // not be decoded (and later backends can fetch just the header).
-      const theirs = readEnvelopeHeader(existing, label);
+      // not be read.
+      const head = await this.storage.getRange(key, 0, MAX_HEADER_READ);
+      const theirs = readEnvelopeHeader(head ?? Buffer.alloc(0), label);
       const expected = theirs.headerLength + theirs.bodyLength;
-      if (existing.length !== expected) {
+      if (existing.size !== expected) {
         throw new WalvaultError(
           'ARCHIVE_CORRUPT',
-          `${label}: the stored object is ${existing.length} bytes but its header says ${expected}; ` +
+          `${label}: the stored object is ${existing.size} bytes but its header says ${expected}; ` +
             `check it with "walvault verify" and delete it so it can be archived again`,
         );
       }
-      if (theirs.plaintextSize === plaintext.length && theirs.sha256.equals(ours)) return 'unchanged';
+      if (theirs.plaintextSize === source.length && theirs.sha256.equals(ours)) return 'unchanged';
       throw new WalvaultError(
         'ARCHIVE_CONFLICT',
         `${label} already exists with different content (stored: ${theirs.plaintextSize} bytes, sha256 ${theirs.sha256.toString('hex')}; ` +
-          `new: ${plaintext.length} bytes, sha256 ${ours.toString('hex')}); refusing to overwrite an archived object`,
+          `new: ${source.length} bytes, sha256 ${ours.toString('hex')}); refusing to overwrite an archived object`,
       );
     }
-    await this.writeVerified(key, plaintext, ours);
+    await this.writeVerified(key, source, ours, knownSha256 !== undefined);
     return 'stored';
   }
 
-  /** Stores the growing partial of the segment being received, replacing the older one. */
-  /** Returns the plaintext's SHA-256. */
-  async putPartial(key: string, plaintext: Buffer): Promise<Buffer> {
+  /**
+   * Stores the growing partial of the segment being received, replacing the older one.
+   * Returns the plaintext's SHA-256.
+   */
+  async putPartial(key: string, plaintext: Buffer | BodySource): Promise<Buffer> {
     // Guard the promise that finished objects never change: only .partial keys are replaceable.
     if (!key.endsWith('.partial')) {
       throw new WalvaultError('INTERNAL', `putPartial called for ${key}, which is not a .partial key`);
     }
-    const digest = await sha256Async(plaintext);
-    await this.writeVerified(key, plaintext, digest);
+    const source = Buffer.isBuffer(plaintext) ? bufferSource(plaintext) : plaintext;
+    const digest = Buffer.isBuffer(plaintext) ? await sha256Async(plaintext) : await digestOf(source);
+    // A file may change between hashing and storing (the spool keeps growing): check again.
+    await this.writeVerified(key, source, digest, !Buffer.isBuffer(plaintext));
     return digest;
   }
 
-  private async writeVerified(key: string, plaintext: Buffer, digest: Buffer): Promise<void> {
-    const parts = encodeEnvelopeParts(plaintext, digest);
-    await this.storage.put(key, parts);
-    const problem = await this.differenceFromStored(key, parts);
+  private async writeVerified(key: string, source: BodySource, digest: Buffer, recheck: boolean): Promise<void> {
+    const header = encodePlainHeader(source.length, digest);
+    async function* body(): AsyncIterable<Buffer> {
+      yield header;
+      yield* recheck ? checkedWindows(source, digest) : source.windows();
+    }
+    await this.storage.put(key, body());
+    const problem = await this.differenceFromStored(key, header, source);
     if (problem !== null) {
       // Remove what is there, so a retry writes afresh instead of finding an object whose
       // header claims the right checksum over a damaged body.
@@ -166,24 +179,41 @@ export class Archive {
   }
 
   /**
-   * Compares the stored object with the bytes written, a window at a time, so verifying a
-   * large object needs no second copy of it in memory. The bytes written carry the plaintext
-   * checksum the caller computed, so equal bytes mean a decodable, checksummed object.
+   * Compares the stored object with header + source, a window at a time, so verifying a large
+   * object needs no second copy of it in memory. The header carries the plaintext checksum, so
+   * equal bytes mean a decodable, checksummed object.
    */
-  private async differenceFromStored(key: string, parts: readonly Buffer[]): Promise<string | null> {
-    const total = parts.reduce((n, p) => n + p.length, 0);
+  private async differenceFromStored(key: string, header: Buffer, source: BodySource): Promise<string | null> {
+    const total = header.length + source.length;
     const info = await this.storage.head(key);
     if (info === null) return 'missing when read back';
     if (info.size !== total) return `${info.size} bytes instead of ${total} when read back`;
+    let stored: Buffer = Buffer.alloc(0);
+    let storedAt = 0; // object offset of stored[0]
     let offset = 0;
-    for (const part of parts) {
-      for (let at = 0; at < part.length; at += VERIFY_WINDOW) {
-        const want = part.subarray(at, Math.min(part.length, at + VERIFY_WINDOW));
-        const got = await this.storage.getRange(key, offset + at, want.length);
-        if (got === null) return 'missing when read back';
-        if (!got.equals(want)) return `different when read back, within bytes ${offset + at}..${offset + at + want.length}`;
+    const compare = async (want: Buffer): Promise<string | null> => {
+      for (let done = 0; done < want.length; ) {
+        if (offset + done >= storedAt + stored.length) {
+          const next = await this.storage.getRange(key, offset + done, VERIFY_WINDOW);
+          if (next === null || next.length === 0) return 'missing when read back';
+          stored = next;
+          storedAt = offset + done;
+        }
+        const from = offset + done - storedAt;
+        const n = Math.min(want.length - done, stored.length - from);
+        if (!stored.subarray(from, from + n).equals(want.subarray(done, done + n))) {
+          return `different when read back, within bytes ${offset + done}..${offset + done + n}`;
+        }
+        done += n;
       }
-      offset += part.length;
+      offset += want.length;
+      return null;
+    };
+    const first = await compare(header);
+    if (first !== null) return first;
+    for await (const w of source.windows()) {
+      const problem = await compare(w);
+      if (problem !== null) return problem;
     }
     return null;
   }

@@ -126,6 +126,14 @@ export function encodeEnvelopeParts(plaintext: Buffer, digest: Buffer, extension
   return [encodeHeader(codec.id, encryption.id, plaintext.length, digest, body.length, extension), body];
 }
 
+/**
+ * The header of an object whose body is the plaintext as is (no codec, no encryption), for
+ * writers that stream the body after it.
+ */
+export function encodePlainHeader(plaintextSize: number, digest: Buffer, extension: Record<string, unknown> = {}): Buffer {
+  return encodeHeader(identityCodec.id, noEncryption.id, plaintextSize, digest, plaintextSize, extension);
+}
+
 function encodeHeader(
   codecId: number,
   encryptionId: number,

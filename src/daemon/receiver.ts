@@ -16,6 +16,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
 import { Archive, type ClusterInfo } from '../archive/archive';
+import { fileSource } from '../archive/body-source';
 import type { SiteConfig } from '../config/config';
 import { errorMessage, isWalvaultError, WalvaultError } from '../errors';
 import { Ledger } from '../ledger/ledger';
@@ -637,11 +638,11 @@ export class SiteReceiver {
     if (this.uploader!.partialBusy) return;
     const synced = await spool.fsync();
     if (synced !== null) this.fsynced = maxLsn(this.fsynced, synced);
-    const data = await spool.readOpenPrefix(open.received);
     this.lastPartialName = open.name;
     this.lastPartialBytes = open.received;
-    // Not awaited: the writer goes on while the upload runs; partials upload one at a time.
-    void this.uploader!.uploadPartial(open, data).catch(() => undefined);
+    // Not awaited: the writer goes on while the upload reads the fsynced prefix of the file
+    // (bytes that do not change); partials upload one at a time.
+    void this.uploader!.uploadPartial(open, fileSource(spool.partialPath(open.name), open.received)).catch(() => undefined);
   }
 
   /** Closes the ended timeline's last segment as a permanent .partial in the archive. */
@@ -649,8 +650,7 @@ export class SiteReceiver {
     const spool = this.spool!;
     const open = await spool.closeOpen();
     if (!open || open.received === 0) return;
-    const data = await fs.promises.readFile(spool.partialPath(open.name));
-    await this.uploader!.uploadPartial(open, data.subarray(0, open.received), { final: true });
+    await this.uploader!.uploadPartial(open, fileSource(spool.partialPath(open.name), open.received), { final: true });
     await fs.promises.rm(spool.partialPath(open.name), { force: true });
   }
 
@@ -737,8 +737,7 @@ export class SiteReceiver {
         const open = this.spool.open;
         if (open && open.received > 0) {
           await this.spool.fsync();
-          const data = await this.spool.readOpenPrefix(open.received);
-          const upload = this.uploader.uploadPartial(open, data);
+          const upload = this.uploader.uploadPartial(open, fileSource(this.spool.partialPath(open.name), open.received));
           await withTimeout(upload, 30000);
         }
         await withTimeout(this.uploader.idle(), 30000);

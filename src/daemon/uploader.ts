@@ -11,7 +11,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
 import { Archive } from '../archive/archive';
-import { sha256Async } from '../archive/envelope';
+import { fileSource, type BodySource } from '../archive/body-source';
 import { errorMessage, WalvaultError } from '../errors';
 import type { Ledger } from '../ledger/ledger';
 import { formatLsn, type Lsn } from '../wal/lsn';
@@ -116,19 +116,13 @@ export class Uploader {
     for (let attempt = 0; !this.abort.signal.aborted; attempt++) {
       try {
         const file = path.join(this.opts.spoolDir, seg.name);
-        const data = await fsp.readFile(file);
-        if (data.length !== this.opts.segSize) {
-          throw new WalvaultError('ARCHIVE_CORRUPT', `spool file ${file} is ${data.length} bytes, not a whole segment; check the spool disk`);
+        const size = (await fsp.stat(file)).size;
+        if (size !== this.opts.segSize) {
+          throw new WalvaultError('ARCHIVE_CORRUPT', `spool file ${file} is ${size} bytes, not a whole segment; check the spool disk`);
         }
-        // The checksum taken as the bytes arrived must still hold: the spool disk kept them.
-        const digest = await sha256Async(data);
-        if (digest.toString('hex') !== job.sha256) {
-          throw new WalvaultError(
-            'ARCHIVE_CORRUPT',
-            `spool file ${file} changed after it was completed (sha256 ${digest.toString('hex')}, expected ${job.sha256}); check the spool disk`,
-          );
-        }
-        const result = await this.opts.archive.putImmutable(key, data, digest);
+        // Streamed in windows; the checksum taken as the bytes arrived must still hold, which
+        // proves the spool disk kept them.
+        const result = await this.opts.archive.putImmutable(key, fileSource(file, size), Buffer.from(job.sha256, 'hex'));
         this.opts.ledger.transaction(() => {
           this.opts.ledger.markArchived(this.opts.site, seg.tli, seg.segNo, key, job.sha256);
           this.advance(seg.startLsn, seg.startLsn + BigInt(this.opts.segSize));
@@ -153,7 +147,7 @@ export class Uploader {
    * Stores the first bytes of the segment being received as `NAME.partial`, replacing the
    * previous partial of that segment. Partials are uploaded one at a time, in order.
    */
-  uploadPartial(seg: SegmentRef, data: Buffer, opts: { final?: boolean } = {}): Promise<void> {
+  uploadPartial(seg: SegmentRef, data: BodySource, opts: { final?: boolean } = {}): Promise<void> {
     this.partialsPending++;
     const run = async () => {
       const key = Archive.walKey(seg.name) + '.partial';

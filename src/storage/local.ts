@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs, type Dirent } from 'node:fs';
 import * as path from 'node:path';
 import { WalvaultError } from '../errors';
-import type { ObjectInfo, Storage } from './storage';
+import type { ObjectBody, ObjectInfo, Storage } from './storage';
 
 /** `.<base>.tmp-<pid>-<hex>`: hidden, unique per process and attempt, never a valid key segment. */
 const TEMP_NAME_RE = /^\..*\.tmp-\d+-[0-9a-f]+$/;
@@ -64,7 +64,7 @@ export class LocalStorage implements Storage {
     return path.join(this.root, ...keySegments(key));
   }
 
-  async put(key: string, body: Buffer | readonly Buffer[]): Promise<void> {
+  async put(key: string, body: ObjectBody): Promise<void> {
     const target = this.pathOf(key);
     const dir = path.dirname(target);
     await ensureDurableDir(dir);
@@ -203,7 +203,7 @@ async function isDirectory(p: string): Promise<boolean> {
   }
 }
 
-async function writeAndSync(file: string, body: Buffer | readonly Buffer[]): Promise<void> {
+async function writeAndSync(file: string, body: ObjectBody): Promise<void> {
   let handle: fs.FileHandle;
   try {
     // 'wx': never follow or reuse something already at the temp name.
@@ -212,9 +212,9 @@ async function writeAndSync(file: string, body: Buffer | readonly Buffer[]): Pro
     throw ioError('create', file, err);
   }
   try {
-    const parts = Buffer.isBuffer(body) ? [body] : body;
+    const parts: Iterable<Buffer> | AsyncIterable<Buffer> = Buffer.isBuffer(body) ? [body] : body;
     let position = 0;
-    for (const part of parts) {
+    for await (const part of parts) {
       for (let done = 0; done < part.length; ) {
         const { bytesWritten } = await handle.write(part, done, part.length - done, position);
         done += bytesWritten;
@@ -224,6 +224,8 @@ async function writeAndSync(file: string, body: Buffer | readonly Buffer[]): Pro
     await handle.sync();
   } catch (err) {
     await handle.close().catch(() => undefined);
+    // A streamed body's own error (say, a checksum that no longer holds) is the cause to report.
+    if (err instanceof WalvaultError) throw err;
     throw ioError('write', file, err);
   }
   try {

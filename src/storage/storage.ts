@@ -10,14 +10,21 @@ export interface ObjectInfo {
   size: number;
 }
 
+/**
+ * What an object is written from: one buffer, parts (an envelope header and a plaintext,
+ * without concatenating them), or a stream of chunks (a large file read piece by piece, so
+ * memory stays bounded whatever the object's size).
+ */
+export type ObjectBody = Buffer | readonly Buffer[] | AsyncIterable<Buffer>;
+
 export interface Storage {
   /** Human-readable location for logs and errors; never contains credentials. */
   readonly description: string;
   /**
    * Writes the whole object atomically: a reader sees the old object, the new one, or none.
-   * The body may come in parts (an envelope header and a large plaintext) to spare a copy.
+   * An error raised by a streamed body aborts the write and leaves no object behind.
    */
-  put(key: string, body: Buffer | readonly Buffer[]): Promise<void>;
+  put(key: string, body: ObjectBody): Promise<void>;
   /** The whole object, or null when there is no object at `key`. */
   get(key: string): Promise<Buffer | null>;
   /**

@@ -8,7 +8,7 @@ import { isWalvaultError, type ErrorCode } from '../../src/errors';
 import { Archive, type ClusterInfo } from '../../src/archive/archive';
 import { decodeEnvelope, sha256 } from '../../src/archive/envelope';
 import { LocalStorage } from '../../src/storage/local';
-import type { ObjectInfo, Storage } from '../../src/storage/storage';
+import type { ObjectBody, ObjectInfo, Storage } from '../../src/storage/storage';
 import { historyFileName, segmentFileName } from '../../src/wal/lsn';
 
 const SEG = 16 << 20;
@@ -273,8 +273,10 @@ class DamagingStorage implements Storage {
   get description() {
     return this.inner.description;
   }
-  async put(key: string, body: Buffer | readonly Buffer[]): Promise<void> {
-    const damaged = this.damage(Buffer.isBuffer(body) ? Buffer.from(body) : Buffer.concat(body));
+  async put(key: string, body: ObjectBody): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const c of Buffer.isBuffer(body) ? [body] : body) chunks.push(Buffer.from(c));
+    const damaged = this.damage(Buffer.concat(chunks));
     if (damaged !== null) await this.inner.put(key, damaged);
   }
   get(key: string): Promise<Buffer | null> {
