@@ -14,10 +14,11 @@
  * same new key can both believe they won. One archive prefix is meant to have one writer
  * (one site); the read-back checks narrow, but do not close, that window.
  */
+import { createHash } from 'node:crypto';
 import { WalvaultError } from '../errors';
 import { isValidSegmentSize } from '../wal/lsn';
 import type { Storage } from '../storage/storage';
-import { bufferSource, checkedWindows, digestOf, type BodySource } from './body-source';
+import { bufferSource, digestOf, windowPool, type BodySource } from './body-source';
 import { decodeEnvelopeAsync, encodeEnvelope, encodePlainHeader, readEnvelopeHeader, sha256Async } from './envelope';
 
 export interface ClusterInfo {
@@ -32,8 +33,6 @@ export type PutResult = 'stored' | 'unchanged';
 
 export const CLUSTER_KEY = 'cluster.json';
 const WAL_PREFIX = 'wal/';
-/** Read-back verification reads this much at a time. */
-const VERIFY_WINDOW = 4 << 20;
 /** Enough to hold any envelope header (its extension is capped at 64 KiB). */
 const MAX_HEADER_READ = 64 * 1024 + 128;
 const UINT64_MAX = (1n << 64n) - 1n;
@@ -139,7 +138,7 @@ export class Archive {
           `new: ${source.length} bytes, sha256 ${ours.toString('hex')}); refusing to overwrite an archived object`,
       );
     }
-    await this.writeVerified(key, source, ours, knownSha256 !== undefined);
+    await this.writeVerified(key, source, ours);
     return 'stored';
   }
 
@@ -154,68 +153,66 @@ export class Archive {
     }
     const source = Buffer.isBuffer(plaintext) ? bufferSource(plaintext) : plaintext;
     const digest = Buffer.isBuffer(plaintext) ? await sha256Async(plaintext) : await digestOf(source);
-    // A file may change between hashing and storing (the spool keeps growing): check again.
-    await this.writeVerified(key, source, digest, !Buffer.isBuffer(plaintext));
+    // A file that changes between hashing and storing (the spool keeps growing) fails the
+    // read-back check.
+    await this.writeVerified(key, source, digest);
     return digest;
   }
 
-  private async writeVerified(key: string, source: BodySource, digest: Buffer, recheck: boolean): Promise<void> {
+  /**
+   * Writes header + plaintext, then reads the object back: the header must be ours byte for
+   * byte and the body must hash to `digest`, the checksum the plaintext had when it arrived.
+   * One hash thus proves both that the write is good and that the source (a spool file, say)
+   * still held what was received; the source is read only once.
+   */
+  private async writeVerified(key: string, source: BodySource, digest: Buffer): Promise<void> {
     const header = encodePlainHeader(source.length, digest);
     async function* body(): AsyncIterable<Buffer> {
       yield header;
-      yield* recheck ? checkedWindows(source, digest) : source.windows();
+      yield* source.windows();
     }
     await this.storage.put(key, body());
-    const problem = await this.differenceFromStored(key, header, source);
+    const problem = await this.differenceFromStored(key, header, source.length, digest);
     if (problem !== null) {
       // Remove what is there, so a retry writes afresh instead of finding an object whose
       // header claims the right checksum over a damaged body.
       await this.storage.delete(key).catch(() => undefined);
       throw new WalvaultError(
         'ARCHIVE_CORRUPT',
-        `${this.label(key)}: written, but ${problem} (removed, so a retry writes it afresh; is another process writing to this archive?)`,
+        `${this.label(key)}: written from ${source.origin}, but ${problem} (removed, so a retry writes it afresh; ` +
+          `check the disk ${source.origin} is on, and that no other process writes to this archive)`,
       );
     }
   }
 
-  /**
-   * Compares the stored object with header + source, a window at a time, so verifying a large
-   * object needs no second copy of it in memory. The header carries the plaintext checksum, so
-   * equal bytes mean a decodable, checksummed object.
-   */
-  private async differenceFromStored(key: string, header: Buffer, source: BodySource): Promise<string | null> {
-    const total = header.length + source.length;
+  /** Why the stored object is not header + a body of `bodyLength` bytes hashing to `digest`; null when it is. */
+  private async differenceFromStored(key: string, header: Buffer, bodyLength: number, digest: Buffer): Promise<string | null> {
+    const total = header.length + bodyLength;
     const info = await this.storage.head(key);
     if (info === null) return 'missing when read back';
     if (info.size !== total) return `${info.size} bytes instead of ${total} when read back`;
-    let stored: Buffer = Buffer.alloc(0);
-    let storedAt = 0; // object offset of stored[0]
-    let offset = 0;
-    const compare = async (want: Buffer): Promise<string | null> => {
-      for (let done = 0; done < want.length; ) {
-        if (offset + done >= storedAt + stored.length) {
-          const next = await this.storage.getRange(key, offset + done, VERIFY_WINDOW);
-          if (next === null || next.length === 0) return 'missing when read back';
-          stored = next;
-          storedAt = offset + done;
+    const window = windowPool.acquire();
+    try {
+      const hash = createHash('sha256');
+      for (let offset = 0; offset < total; ) {
+        const got = await this.storage.getRange(key, offset, Math.min(window.length, total - offset), window);
+        if (got === null || got.length === 0) return `missing from byte ${offset} when read back`;
+        let bodyFrom = 0;
+        if (offset < header.length) {
+          bodyFrom = Math.min(header.length - offset, got.length);
+          if (!got.subarray(0, bodyFrom).equals(header.subarray(offset, offset + bodyFrom))) return 'its header differs when read back';
         }
-        const from = offset + done - storedAt;
-        const n = Math.min(want.length - done, stored.length - from);
-        if (!stored.subarray(from, from + n).equals(want.subarray(done, done + n))) {
-          return `different when read back, within bytes ${offset + done}..${offset + done + n}`;
-        }
-        done += n;
+        hash.update(got.subarray(bodyFrom));
+        offset += got.length;
       }
-      offset += want.length;
+      const stored = hash.digest();
+      if (!stored.equals(digest)) {
+        return `what was read back has sha256 ${stored.toString('hex')}, not ${digest.toString('hex')} as received`;
+      }
       return null;
-    };
-    const first = await compare(header);
-    if (first !== null) return first;
-    for await (const w of source.windows()) {
-      const problem = await compare(w);
-      if (problem !== null) return problem;
+    } finally {
+      windowPool.release(window);
     }
-    return null;
   }
 
   /** The verified plaintext, or null when there is no such object. */

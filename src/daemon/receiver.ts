@@ -32,6 +32,7 @@ import { formatLsn, historyFileName, maxLsn, segmentStart, type Lsn } from '../w
 import { pageMagicForMajor, type PageCheckContext } from '../wal/page-header';
 import { SegmentSpool, type CompletedSegment, type OpenSegment } from '../wal/segment-spool';
 import { parseTimelineHistory, timelineOfLsn } from '../wal/timeline-history';
+import { SlabCopier } from '../util/slab-copier';
 import { backoffDelayMs, sleep, withTimeout } from '../util/timers';
 import { reconcile, type ResumePoint } from './resume';
 import { StateLock } from './state-lock';
@@ -104,6 +105,8 @@ export class SiteReceiver {
   private fsynced: Lsn = 0n;
   private received: Lsn = 0n;
   private readonly queue: QueueItem[] = [];
+  /** Received payloads live in recycled slabs from arrival until they are written. */
+  private readonly copier = new SlabCopier();
   private queueBytes = 0;
   private writerRunning = false;
   private writerError: unknown = null;
@@ -504,7 +507,7 @@ export class SiteReceiver {
   private onXLogData(tli: number, h: XLogDataHeader, payload: Buffer): void {
     this.serverWalEnd = h.walEnd;
     if (payload.length === 0) return;
-    this.queue.push({ kind: 'data', tli, start: h.dataStart, data: payload });
+    this.queue.push({ kind: 'data', tli, start: h.dataStart, data: this.copier.copy(payload) });
     this.queueBytes += payload.length;
     if (this.queueBytes > QUEUE_HIGH_WATER) this.session?.pause();
     this.kickWriter();
@@ -560,6 +563,7 @@ export class SiteReceiver {
           }
           this.queueBytes -= bytes;
           await this.writeData(item.tli, item.start, parts, bytes);
+          for (const p of parts) this.copier.release(p);
           if (this.session?.isPaused && this.queueBytes < QUEUE_LOW_WATER) this.session.resume();
           // In sync mode every batch is made durable and reported at once: commits wait on it.
           if (this.site.mode === 'sync' && this.queue.length === 0) await this.syncAndReport();

@@ -3,14 +3,17 @@
  *
  * `pg` does the startup, TLS and SCRAM; we send only simple-protocol queries, because a
  * walsender accepts nothing else. Streaming rides on the pending `START_REPLICATION` query:
- * `pg` forwards CopyData to that query (which ignores it), and we read the same messages from
- * `client.connection`, the parser's event emitter. See ../../../shared/docs/replication-protocol.md.
+ * on a plain connection a CopyDataTap under `pg` takes the CopyData messages straight off the
+ * socket (`pg` still sees the rest); over TLS `pg` parses them and we read them from
+ * `client.connection`, its parser's event emitter. See ../../../shared/docs/replication-protocol.md.
  */
+import * as net from 'node:net';
 import { Client } from 'pg';
 import { WalvaultError } from '../errors';
 import { formatLsn, parseLsn, parseSegmentSizeSetting, type Lsn } from '../wal/lsn';
 import { withTimeout } from '../util/timers';
 import { mapPgError, type ConnectTarget } from './connect-errors';
+import { tappedSocket, type CopyDataTap } from './copy-data-tap';
 import { WalStreamSession, type StreamHandlers } from './wal-stream-session';
 
 export interface ReplicationConnectOptions {
@@ -70,6 +73,7 @@ export class ReplicationConnection {
   private constructor(
     client: Client,
     readonly target: ConnectTarget,
+    private readonly tap: CopyDataTap | null,
   ) {
     this.client = client;
     // An idle client reports socket errors as events; without a listener they would crash us.
@@ -89,6 +93,13 @@ export class ReplicationConnection {
     if (opts.walSenderTimeout) {
       config.options = `${(config.options as string | undefined) ?? ''} -c wal_sender_timeout=${opts.walSenderTimeout}`.trim();
     }
+    let tap: CopyDataTap | null = null;
+    config.stream = (connConfig: { ssl?: unknown }) => {
+      if (connConfig.ssl) return new net.Socket();
+      const tapped = tappedSocket();
+      tap = tapped.tap;
+      return tapped.socket;
+    };
     const client = new Client(config as any);
     try {
       await client.connect();
@@ -101,7 +112,7 @@ export class ReplicationConnection {
       }
       throw mapPgError(err, opts.target);
     }
-    return new ReplicationConnection(client, opts.target);
+    return new ReplicationConnection(client, opts.target, tap);
   }
 
   get connection(): PgConnection {
@@ -189,13 +200,24 @@ export class ReplicationConnection {
   startReplication(opts: { slot?: string; start: Lsn; timeline: number }, handlers: StreamHandlers): WalStreamSession {
     const slotPart = opts.slot ? `SLOT ${quoteIdent(opts.slot)} ` : '';
     const sql = `START_REPLICATION ${slotPart}PHYSICAL ${formatLsn(opts.start)} TIMELINE ${opts.timeline}`;
-    const session = new WalStreamSession(this.connection, handlers, opts.start);
+    const session = new WalStreamSession(this.connection, handlers, opts.start, (consumer) => this.subscribeCopyData(consumer));
     const query = this.client.query(sql) as unknown as Promise<PgResult | PgResult[]>;
     session.attach(
       query.then((r) => (Array.isArray(r) ? r : [r])),
       (err) => mapPgError(err, this.target),
     );
     return session;
+  }
+
+  private subscribeCopyData(consumer: (body: Buffer) => void): () => void {
+    const tap = this.tap;
+    if (tap) {
+      tap.arm(consumer);
+      return () => tap.disarm();
+    }
+    const listener = (msg: { chunk: Buffer }) => consumer(msg.chunk);
+    this.connection.on('copyData', listener);
+    return () => this.connection.removeListener('copyData', listener);
   }
 
   get brokenBy(): Error | null {

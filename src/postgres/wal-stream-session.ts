@@ -10,7 +10,6 @@
  *  - `server-shutdown`: the server sent CommandComplete inside copy mode and closed the socket.
  */
 import { WalvaultError } from '../errors';
-import { SlabCopier } from '../util/slab-copier';
 import { formatLsn, parseLsn, type Lsn } from '../wal/lsn';
 import {
   encodeStatusUpdate,
@@ -27,7 +26,10 @@ import {
 export interface StreamHandlers {
   /** Called once the server has entered copy-both mode (the slot is ours from here on). */
   onStart?(): void;
-  /** `payload` is a private copy: it may be kept past the call. */
+  /**
+   * `payload` is a view into the protocol parser's buffer, which the next socket read may
+   * overwrite: copy what must outlive the call.
+   */
   onXLogData(header: XLogDataHeader, payload: Buffer): void;
   onKeepalive(k: Keepalive): void;
   /** Positions for the last status update sent before our CopyDone. */
@@ -57,13 +59,16 @@ export class WalStreamSession {
   private serverCompletedInCopy = false;
   private expectedStart: Lsn;
   private paused = false;
-  private readonly copier = new SlabCopier();
   private readonly listeners: Array<[string, (msg: any) => void]> = [];
 
+  private unsubscribeCopyData: (() => void) | null;
+
+  /** `subscribeCopyData` delivers the bodies of CopyData messages until its return is called. */
   constructor(
     private readonly conn: Conn,
     private readonly handlers: StreamHandlers,
     start: Lsn,
+    subscribeCopyData: (consumer: (body: Buffer) => void) => () => void,
   ) {
     this.expectedStart = start;
     this.done = new Promise((resolve, reject) => {
@@ -74,7 +79,7 @@ export class WalStreamSession {
       this.inCopy = true;
       this.handlers.onStart?.();
     });
-    this.listen('copyData', (msg: { chunk: Buffer }) => this.onCopyData(msg.chunk));
+    this.unsubscribeCopyData = subscribeCopyData((body) => this.onCopyData(body));
     this.listen('copyDone', () => this.onServerCopyDone());
     this.listen('commandComplete', () => {
       if (this.inCopy && !this.serverCopyDone) this.serverCompletedInCopy = true;
@@ -89,6 +94,8 @@ export class WalStreamSession {
   private detach(): void {
     for (const [event, fn] of this.listeners) this.conn.removeListener(event, fn);
     this.listeners.length = 0;
+    this.unsubscribeCopyData?.();
+    this.unsubscribeCopyData = null;
     if (this.paused) this.resume();
   }
 
@@ -130,8 +137,7 @@ export class WalStreamSession {
             `server sent WAL from ${formatLsn(header.dataStart)} where ${formatLsn(this.expectedStart)} was expected`,
           );
         }
-        // The chunk is a view into the parser's buffer, which later reads overwrite.
-        const payload = this.copier.copy(chunk.subarray(XLOG_DATA_HEADER));
+        const payload = chunk.subarray(XLOG_DATA_HEADER);
         this.expectedStart = header.dataStart + BigInt(payload.length);
         this.handlers.onXLogData(header, payload);
       } else if (kind === KEEPALIVE) {

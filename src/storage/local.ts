@@ -94,7 +94,7 @@ export class LocalStorage implements Storage {
     }
   }
 
-  async getRange(key: string, offset: number, length: number): Promise<Buffer | null> {
+  async getRange(key: string, offset: number, length: number, into?: Buffer): Promise<Buffer | null> {
     const file = this.pathOf(key);
     let handle: fs.FileHandle;
     try {
@@ -104,7 +104,7 @@ export class LocalStorage implements Storage {
       throw ioError('open', file, err);
     }
     try {
-      const buf = Buffer.allocUnsafe(length);
+      const buf = into !== undefined && into.length >= length ? into : Buffer.allocUnsafe(length);
       let done = 0;
       while (done < length) {
         const { bytesRead } = await handle.read(buf, done, length - done, offset + done);

@@ -13,7 +13,9 @@ export interface ObjectInfo {
 /**
  * What an object is written from: one buffer, parts (an envelope header and a plaintext,
  * without concatenating them), or a stream of chunks (a large file read piece by piece, so
- * memory stays bounded whatever the object's size).
+ * memory stays bounded whatever the object's size). A streamed chunk is valid only until the
+ * next one is requested (producers refill their buffers): a backend that keeps chunks longer
+ * copies them.
  */
 export type ObjectBody = Buffer | readonly Buffer[] | AsyncIterable<Buffer>;
 
@@ -29,9 +31,11 @@ export interface Storage {
   get(key: string): Promise<Buffer | null>;
   /**
    * Bytes [offset, offset + length) of the object (fewer at its end), or null when there is
-   * no object. Lets large objects be checked in bounded memory.
+   * no object. Lets large objects be checked in bounded memory. With `into` (at least
+   * `length` bytes) the backend may read into it and return a view of it, so a caller that
+   * reads window after window allocates nothing.
    */
-  getRange(key: string, offset: number, length: number): Promise<Buffer | null>;
+  getRange(key: string, offset: number, length: number, into?: Buffer): Promise<Buffer | null>;
   head(key: string): Promise<ObjectInfo | null>;
   /** Every object whose key starts with `prefix`, sorted by key. */
   list(prefix: string): Promise<ObjectInfo[]>;

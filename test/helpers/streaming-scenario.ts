@@ -5,20 +5,42 @@
  * that pg_waldump reads them from first to last.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { clientBin, PgCluster, removeDir, tmpDir } from './pg-cluster';
+import { chownForServer, clientBin, PgCluster, removeDir, tmpDir } from './pg-cluster';
 import { assertArchiveMatchesServer, pgConninfo, switchAndWaitArchived, WalvaultProcess, writeConfig } from './walvault';
 
 const run = promisify(execFile);
 
-export async function streamingScenario(opts: { major: number; walSegSizeMiB: number; scale?: number; seconds?: number }): Promise<void> {
+/** A self-signed certificate and key the server can read, as server settings. */
+function serverTlsSettings(): { dir: string; settings: Record<string, string> } {
+  const dir = tmpDir('walvault-tls-');
+  const key = path.join(dir, 'server.key');
+  const cert = path.join(dir, 'server.crt');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost'], {
+    stdio: 'ignore',
+  });
+  fs.chmodSync(key, 0o600); // the server refuses a key others can read
+  chownForServer(dir);
+  return { dir, settings: { ssl: 'on', ssl_cert_file: cert, ssl_key_file: key } };
+}
+
+export async function streamingScenario(opts: {
+  major: number;
+  walSegSizeMiB: number;
+  scale?: number;
+  seconds?: number;
+  /** Stream over TLS (sslmode=require), where pg parses the stream instead of the CopyDataTap. */
+  tls?: boolean;
+}): Promise<void> {
+  const tls = opts.tls ? serverTlsSettings() : null;
   const cluster = await PgCluster.start({
     major: opts.major,
     walSegSizeMiB: opts.walSegSizeMiB,
     // Keep every segment on the server so each archived one can be compared with it.
-    settings: { wal_keep_size: '4096MB', max_wal_size: '4096MB' },
+    settings: { wal_keep_size: '4096MB', max_wal_size: '4096MB', ...(tls?.settings ?? {}) },
   });
   const work = tmpDir('walvault-stream-');
   let receiver: WalvaultProcess | null = null;
@@ -26,7 +48,7 @@ export async function streamingScenario(opts: { major: number; walSegSizeMiB: nu
     const archive = path.join(work, 'archive');
     const config = writeConfig(work, {
       main: {
-        pg: pgConninfo(cluster),
+        pg: pgConninfo(cluster) + (tls ? ' sslmode=require' : ''),
         archive,
         state: path.join(work, 'state'),
         partial_interval_seconds: 1,
@@ -38,6 +60,13 @@ export async function streamingScenario(opts: { major: number; walSegSizeMiB: nu
     const started = receiver.lines.find((l) => typeof l.serverVersion === 'number');
     assert.ok(started, 'a start-up line names the server version');
     assert.equal(Math.floor(Number(started.serverVersion) / 10000), opts.major);
+
+    if (tls) {
+      const rows = await cluster.query(
+        "SELECT s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) WHERE r.application_name LIKE 'walvault%'",
+      );
+      assert.deepEqual(rows.map((r) => r.ssl), [true], 'the replication connection uses TLS');
+    }
 
     await cluster.pgbench(['-i', '-s', String(opts.scale ?? 2), '-q']);
     await cluster.pgbench(['-c', '2', '-T', String(opts.seconds ?? 3), '-n']);
@@ -59,5 +88,6 @@ export async function streamingScenario(opts: { major: number; walSegSizeMiB: nu
     if (receiver?.running) await receiver.kill9();
     await cluster.destroy();
     removeDir(work);
+    if (tls) removeDir(tls.dir);
   }
 }

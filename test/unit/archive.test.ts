@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { isWalvaultError, type ErrorCode } from '../../src/errors';
 import { Archive, type ClusterInfo } from '../../src/archive/archive';
 import { decodeEnvelope, sha256 } from '../../src/archive/envelope';
+import { fileSource, WINDOW } from '../../src/archive/body-source';
 import { LocalStorage } from '../../src/storage/local';
 import type { ObjectBody, ObjectInfo, Storage } from '../../src/storage/storage';
 import { historyFileName, segmentFileName } from '../../src/wal/lsn';
@@ -282,8 +283,8 @@ class DamagingStorage implements Storage {
   get(key: string): Promise<Buffer | null> {
     return this.inner.get(key);
   }
-  getRange(key: string, offset: number, length: number): Promise<Buffer | null> {
-    return this.inner.getRange(key, offset, length);
+  getRange(key: string, offset: number, length: number, into?: Buffer): Promise<Buffer | null> {
+    return this.inner.getRange(key, offset, length, into);
   }
   head(key: string): Promise<ObjectInfo | null> {
     return this.inner.head(key);
@@ -318,6 +319,27 @@ describe('Archive read-back verification', () => {
 
     assert.equal(await archive.putImmutable(key, body), 'stored');
     assert.ok((await archive.get(key))?.equals(body));
+  });
+
+  test('a source file that no longer has the checksum it arrived with is refused, and nothing stays stored', async (t) => {
+    const { root, storage, archive } = await setup(t);
+    const file = path.join(root, '..', `${path.basename(root)}-spool`);
+    t.after(() => fs.rm(file, { force: true }));
+    const received = randomBytes(3 * WINDOW + 123); // several windows, the last one short
+    await fs.writeFile(file, received);
+    const damaged = Buffer.from(received);
+    damaged[2 * WINDOW + 7] ^= 0x40;
+    await fs.writeFile(file, damaged);
+    const key = Archive.walKey(seg(11));
+    await assert.rejects(
+      archive.putImmutable(key, fileSource(file, received.length), sha256(received)),
+      isCode('ARCHIVE_CORRUPT', key, file, sha256(received).toString('hex')),
+    );
+    assert.equal(await storage.head(key), null);
+
+    await fs.writeFile(file, received);
+    assert.equal(await archive.putImmutable(key, fileSource(file, received.length), sha256(received)), 'stored');
+    assert.ok((await archive.get(key))?.equals(received));
   });
 
   test('a write that never arrives is caught', async (t) => {
