@@ -18,6 +18,12 @@
  * server's WAL was just written, so both receivers read it from memory); other work on the
  * machine shows up as noise, so the load average is recorded with the results.
  *
+ * walvault's archive is a local directory. By default it is on the same filesystem as the
+ * state directory, where completed spool files are hard-linked into the archive (one write
+ * per byte, as pg_receivewal does); BENCH_ARCHIVE_DIR=<dir> puts it elsewhere, e.g. on
+ * another filesystem, where each segment is copied (a second write and read per byte).
+ * The output says which case was measured.
+ *
  * BENCH_CPU_PROF=<dir> makes the walvault drain write a V8 CPU profile into <dir> when it
  * stops (summarise it with `node dist/bench/profile-summary.js <file>`).
  */
@@ -551,9 +557,16 @@ function machineFacts() {
 async function main(): Promise<number> {
   const work = tmpDir('walvault-bench-');
   const pgrwDir = path.join(work, 'pg_receivewal');
-  const archiveDir = path.join(work, 'archive');
+  const archiveParent = process.env.BENCH_ARCHIVE_DIR ? fs.mkdtempSync(path.join(path.resolve(process.env.BENCH_ARCHIVE_DIR), 'walvault-bench-archive-')) : work;
+  const archiveDir = path.join(archiveParent, 'archive');
   const stateDir = path.join(work, 'state');
   fs.mkdirSync(pgrwDir);
+  const archiveLinked = fs.statSync(archiveParent).dev === fs.statSync(work).dev;
+  console.log(
+    archiveLinked
+      ? `walvault archive ${archiveDir}: same filesystem as its state directory (spool files are linked into the archive)`
+      : `walvault archive ${archiveDir}: another filesystem than its state directory (segments are copied into the archive)`,
+  );
   let cluster: PgCluster | undefined;
   const receivers: Receiver[] = [];
 
@@ -561,6 +574,7 @@ async function main(): Promise<number> {
     for (const c of liveChildren) c.kill('SIGKILL');
     try {
       removeDir(work);
+      if (archiveParent !== work) removeDir(archiveParent);
     } catch {
       /* best effort */
     }
@@ -707,6 +721,8 @@ async function main(): Promise<number> {
         cpuProfile: CPU_PROF_DIR ?? null,
         memTrace: MEM_TRACE ?? null,
         walvaultOverrides: WALVAULT_OVERRIDES,
+        archiveDir,
+        archiveLinked,
       },
       backlog: {
         segments: pgrwNames.length,

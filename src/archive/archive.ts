@@ -18,7 +18,7 @@ import { createHash } from 'node:crypto';
 import { WalvaultError } from '../errors';
 import { isValidSegmentSize } from '../wal/lsn';
 import type { Storage } from '../storage/storage';
-import { bufferSource, digestOf, windowPool, type BodySource } from './body-source';
+import { bufferSource, digestOf, fileSource, windowPool, type BodySource } from './body-source';
 import { decodeEnvelopeAsync, encodeEnvelope, encodePlainHeader, readEnvelopeHeader, sha256Async } from './envelope';
 
 export interface ClusterInfo {
@@ -114,32 +114,63 @@ export class Archive {
    * proves the plaintext (a spool file, say) still has it.
    */
   async putImmutable(key: string, plaintext: Buffer | BodySource, knownSha256?: Buffer): Promise<PutResult> {
-    const label = this.label(key);
     const source = Buffer.isBuffer(plaintext) ? bufferSource(plaintext) : plaintext;
     const ours = knownSha256 ?? (Buffer.isBuffer(plaintext) ? await sha256Async(plaintext) : await digestOf(source));
-    const existing = await this.storage.head(key);
-    if (existing !== null) {
-      // Only the header is compared: it carries the plaintext checksum, so the body need
-      // not be read.
-      const head = await this.storage.getRange(key, 0, MAX_HEADER_READ);
-      const theirs = readEnvelopeHeader(head ?? Buffer.alloc(0), label);
-      const expected = theirs.headerLength + theirs.bodyLength;
-      if (existing.size !== expected) {
-        throw new WalvaultError(
-          'ARCHIVE_CORRUPT',
-          `${label}: the stored object is ${existing.size} bytes but its header says ${expected}; ` +
-            `check it with "walvault verify" and delete it so it can be archived again`,
-        );
-      }
-      if (theirs.plaintextSize === source.length && theirs.sha256.equals(ours)) return 'unchanged';
-      throw new WalvaultError(
-        'ARCHIVE_CONFLICT',
-        `${label} already exists with different content (stored: ${theirs.plaintextSize} bytes, sha256 ${theirs.sha256.toString('hex')}; ` +
-          `new: ${source.length} bytes, sha256 ${ours.toString('hex')}); refusing to overwrite an archived object`,
-      );
-    }
+    if (await this.alreadyStored(key, source.length, ours)) return 'unchanged';
     await this.writeVerified(key, source, ours);
     return 'stored';
+  }
+
+  /**
+   * Stores a sealed file as an immutable object: the plain envelope header for
+   * (`plaintextLength`, `digest`) followed by the plaintext, as the spool leaves a completed
+   * segment. A backend that can adopt the file (a local archive on the same filesystem)
+   * links it into place, so the bytes are not copied; otherwise the plaintext is written
+   * from the file. Either way the stored object is read back and verified.
+   */
+  async putSealedFile(key: string, file: string, plaintextLength: number, digest: Buffer): Promise<PutResult> {
+    const header = encodePlainHeader(plaintextLength, digest);
+    const source = fileSource(file, plaintextLength, header.length);
+    if (await this.alreadyStored(key, plaintextLength, digest)) return 'unchanged';
+    const adopted = this.storage.adoptFile ? await this.storage.adoptFile(key, file) : 'unsupported';
+    if (adopted === 'exists') {
+      // Another writer got there between the check and the link: same rules as before.
+      if (await this.alreadyStored(key, plaintextLength, digest)) return 'unchanged';
+      throw new WalvaultError('ARCHIVE_CORRUPT', `${this.label(key)} appeared and vanished while it was being stored; is another process writing to this archive?`);
+    }
+    if (adopted === 'adopted') {
+      await this.verifyOrRemove(key, header, source, digest);
+    } else {
+      await this.writeVerified(key, source, digest);
+    }
+    return 'stored';
+  }
+
+  /**
+   * True when `key` holds an object with this plaintext size and checksum (only the header is
+   * read: it carries the checksum); false when there is no object; a refusal when there is a
+   * different one.
+   */
+  private async alreadyStored(key: string, plaintextLength: number, ours: Buffer): Promise<boolean> {
+    const label = this.label(key);
+    const existing = await this.storage.head(key);
+    if (existing === null) return false;
+    const head = await this.storage.getRange(key, 0, MAX_HEADER_READ);
+    const theirs = readEnvelopeHeader(head ?? Buffer.alloc(0), label);
+    const expected = theirs.headerLength + theirs.bodyLength;
+    if (existing.size !== expected) {
+      throw new WalvaultError(
+        'ARCHIVE_CORRUPT',
+        `${label}: the stored object is ${existing.size} bytes but its header says ${expected}; ` +
+          `check it with "walvault verify" and delete it so it can be archived again`,
+      );
+    }
+    if (theirs.plaintextSize === plaintextLength && theirs.sha256.equals(ours)) return true;
+    throw new WalvaultError(
+      'ARCHIVE_CONFLICT',
+      `${label} already exists with different content (stored: ${theirs.plaintextSize} bytes, sha256 ${theirs.sha256.toString('hex')}; ` +
+        `new: ${plaintextLength} bytes, sha256 ${ours.toString('hex')}); refusing to overwrite an archived object`,
+    );
   }
 
   /**
@@ -172,6 +203,10 @@ export class Archive {
       yield* source.windows();
     }
     await this.storage.put(key, body());
+    await this.verifyOrRemove(key, header, source, digest);
+  }
+
+  private async verifyOrRemove(key: string, header: Buffer, source: BodySource, digest: Buffer): Promise<void> {
     const problem = await this.differenceFromStored(key, header, source.length, digest);
     if (problem !== null) {
       // Remove what is there, so a retry writes afresh instead of finding an object whose

@@ -34,7 +34,8 @@ export function bufferSource(buf: Buffer, origin = 'memory'): BodySource {
   };
 }
 
-export function fileSource(path: string, length: number): BodySource {
+/** `length` bytes of the file at `path`, from byte `offset` on. */
+export function fileSource(path: string, length: number, offset = 0): BodySource {
   return {
     length,
     origin: path,
@@ -43,7 +44,7 @@ export function fileSource(path: string, length: number): BodySource {
       const buf = windowPool.acquire();
       try {
         for (let at = 0; at < length; ) {
-          const { bytesRead } = await handle.read(buf, 0, Math.min(buf.length, length - at), at);
+          const { bytesRead } = await handle.read(buf, 0, Math.min(buf.length, length - at), offset + at);
           if (bytesRead === 0) throw new WalvaultError('STORAGE_IO', `${path} ended at ${at} bytes, expected ${length}`);
           yield buf.subarray(0, bytesRead);
           at += bytesRead;

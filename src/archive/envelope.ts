@@ -31,6 +31,8 @@ const MAGIC = Buffer.from('WVLT', 'ascii');
 export const ENVELOPE_VERSION = 1;
 const FIXED_LENGTH = 60;
 const CRC_LENGTH = 4;
+/** Header length of an object with no compression, no encryption and no extension. */
+export const PLAIN_HEADER_LENGTH = FIXED_LENGTH + CRC_LENGTH;
 /** Far above anything we will store there; keeps a damaged length from allocating gigabytes. */
 const MAX_EXTENSION_LENGTH = 64 * 1024;
 

@@ -17,6 +17,7 @@ import * as path from 'node:path';
 import type { Logger } from 'pino';
 import { Archive, type ClusterInfo } from '../archive/archive';
 import { fileSource } from '../archive/body-source';
+import { encodePlainHeader, PLAIN_HEADER_LENGTH } from '../archive/envelope';
 import type { SiteConfig } from '../config/config';
 import { errorMessage, isWalvaultError, WalvaultError } from '../errors';
 import { Ledger } from '../ledger/ledger';
@@ -330,7 +331,14 @@ export class SiteReceiver {
         walSegmentSize: this.facts.walSegmentSize,
       });
     }
-    this.spool = new SegmentSpool({ dir: this.spoolDir, segSize: this.facts.walSegmentSize, checkContext: this.checkContext });
+    this.spool = new SegmentSpool({
+      dir: this.spoolDir,
+      segSize: this.facts.walSegmentSize,
+      checkContext: this.checkContext,
+      // A completed spool file is an archive object already (see Archive.putSealedFile).
+      headerRoom: PLAIN_HEADER_LENGTH,
+      seal: (size, digest) => encodePlainHeader(size, digest),
+    });
     const result = await reconcile({
       site: this.site.name,
       ledger: this.ledger,
@@ -646,7 +654,7 @@ export class SiteReceiver {
     this.lastPartialBytes = open.received;
     // Not awaited: the writer goes on while the upload reads the fsynced prefix of the file
     // (bytes that do not change); partials upload one at a time.
-    void this.uploader!.uploadPartial(open, fileSource(spool.partialPath(open.name), open.received)).catch(() => undefined);
+    void this.uploader!.uploadPartial(open, fileSource(spool.partialPath(open.name), open.received, spool.headerRoom)).catch(() => undefined);
   }
 
   /** Closes the ended timeline's last segment as a permanent .partial in the archive. */
@@ -654,7 +662,7 @@ export class SiteReceiver {
     const spool = this.spool!;
     const open = await spool.closeOpen();
     if (!open || open.received === 0) return;
-    await this.uploader!.uploadPartial(open, fileSource(spool.partialPath(open.name), open.received), { final: true });
+    await this.uploader!.uploadPartial(open, fileSource(spool.partialPath(open.name), open.received, spool.headerRoom), { final: true });
     await fs.promises.rm(spool.partialPath(open.name), { force: true });
   }
 
@@ -741,7 +749,7 @@ export class SiteReceiver {
         const open = this.spool.open;
         if (open && open.received > 0) {
           await this.spool.fsync();
-          const upload = this.uploader.uploadPartial(open, fileSource(this.spool.partialPath(open.name), open.received));
+          const upload = this.uploader.uploadPartial(open, fileSource(this.spool.partialPath(open.name), open.received, this.spool.headerRoom));
           await withTimeout(upload, 30000);
         }
         await withTimeout(this.uploader.idle(), 30000);

@@ -10,6 +10,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
 import { Archive } from '../archive/archive';
+import { encodePlainHeader, PLAIN_HEADER_LENGTH } from '../archive/envelope';
 import { errorMessage } from '../errors';
 import type { Ledger, SegmentRow } from '../ledger/ledger';
 import { isSegmentFileName, parseSegmentFileName, segmentStartOfNumber, type Lsn } from '../wal/lsn';
@@ -49,29 +50,42 @@ function ref(row: SegmentRow): SegmentRef {
 export async function reconcile(o: ReconcileOptions): Promise<ReconcileResult> {
   const { ledger, site, segSize } = o;
   const names = await fsp.readdir(o.spoolDir);
+  // The earliest segment that must be received again; streaming resumes there, whatever
+  // later segments are held, or the archive would have a hole.
+  let gapStart: ResumePoint | null = null;
+  const receiveAgain = (p: ResumePoint) => {
+    if (!gapStart || p.lsn < gapStart.lsn) gapStart = p;
+  };
 
   // Completed in the spool, but the crash came before the ledger heard of it.
   for (const name of names.filter(isSegmentFileName)) {
     const row = findRow(ledger, site, name, segSize);
     if (row && row.state !== 'receiving') continue;
     const file = path.join(o.spoolDir, name);
-    const data = await fsp.readFile(file);
+    const sealed = await fsp.readFile(file);
     const { tli, segNo } = parseSegmentFileName(name, segSize);
     const startLsn = segmentStartOfNumber(segNo, segSize);
+    const data = sealed.subarray(PLAIN_HEADER_LENGTH);
+    const digest = createHash('sha256').update(data).digest();
     try {
-      if (data.length !== segSize) throw new Error(`size ${data.length}, expected ${segSize}`);
+      if (sealed.length !== PLAIN_HEADER_LENGTH + segSize) throw new Error(`size ${sealed.length}, expected ${PLAIN_HEADER_LENGTH + segSize}`);
+      if (!sealed.subarray(0, PLAIN_HEADER_LENGTH).equals(encodePlainHeader(segSize, digest))) throw new Error('its header does not match its WAL');
       verifySegmentPages(data, segSize, startLsn, o.checkContext(tli, name));
     } catch (err) {
       o.log.warn({ file, reason: errorMessage(err) }, 'spool file is not a valid complete segment; it will be received again');
-      await fsp.rename(file, file + '.partial');
+      // A file with another link may be an archived object now (see Archive.putSealedFile):
+      // drop our name for it rather than reuse it for receiving.
+      if ((await fsp.stat(file)).nlink > 1) await fsp.unlink(file);
+      else await fsp.rename(file, file + '.partial');
+      ledger.upsertReceiving(site, { timeline: tli, segNo, name, startLsn, size: segSize });
+      receiveAgain({ lsn: startLsn, tli });
       continue;
     }
     ledger.upsertReceiving(site, { timeline: tli, segNo, name, startLsn, size: segSize });
-    ledger.markComplete(site, tli, segNo, createHash('sha256').update(data).digest('hex'));
+    ledger.markComplete(site, tli, segNo, digest.toString('hex'));
   }
 
   const toUpload: ReconcileResult['toUpload'] = [];
-  let gapStart: ResumePoint | null = null;
   for (const row of ledger.allSegments(site)) {
     const file = path.join(o.spoolDir, row.name);
     if (row.state === 'archived') {
@@ -84,7 +98,7 @@ export async function reconcile(o: ReconcileOptions): Promise<ReconcileResult> {
         ledger.markArchived(site, row.timeline, row.segNo, Archive.walKey(row.name), row.sha256!);
       } else {
         o.log.error({ segment: row.name }, 'a completed segment is missing from both the spool and the archive; receiving it again');
-        if (!gapStart || row.startLsn < gapStart.lsn) gapStart = { lsn: row.startLsn, tli: row.timeline };
+        receiveAgain({ lsn: row.startLsn, tli: row.timeline });
         ledger.upsertReceiving(site, { timeline: row.timeline, segNo: row.segNo, name: row.name, startLsn: row.startLsn, size: segSize });
       }
     }

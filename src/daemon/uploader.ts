@@ -1,9 +1,10 @@
 /**
  * Moves finished WAL from the spool into the archive and keeps the archived position.
  *
- * For each complete segment: read the spool file, check it still has the checksum it was
- * completed with, store it (the archive verifies by reading back and refuses to replace
- * different bytes), record it in the ledger, then delete the spool file. Failures retry with
+ * For each complete segment: store the sealed spool file (linked into a local archive on the
+ * same filesystem, else written from it; either way read back and checked against the
+ * checksum it was completed with; different bytes under the same name are refused), record
+ * it in the ledger, then delete the spool file. Failures retry with
  * backoff until they succeed or the site stops; the spool keeps the bytes meanwhile and the
  * slot keeps them on the server, because the archived position does not move.
  */
@@ -11,7 +12,8 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
 import { Archive } from '../archive/archive';
-import { fileSource, type BodySource } from '../archive/body-source';
+import type { BodySource } from '../archive/body-source';
+import { PLAIN_HEADER_LENGTH } from '../archive/envelope';
 import { errorMessage, WalvaultError } from '../errors';
 import type { Ledger } from '../ledger/ledger';
 import { formatLsn, type Lsn } from '../wal/lsn';
@@ -117,12 +119,15 @@ export class Uploader {
       try {
         const file = path.join(this.opts.spoolDir, seg.name);
         const size = (await fsp.stat(file)).size;
-        if (size !== this.opts.segSize) {
-          throw new WalvaultError('ARCHIVE_CORRUPT', `spool file ${file} is ${size} bytes, not a whole segment; check the spool disk`);
+        if (size !== PLAIN_HEADER_LENGTH + this.opts.segSize) {
+          throw new WalvaultError(
+            'ARCHIVE_CORRUPT',
+            `spool file ${file} is ${size} bytes, not a sealed segment of ${PLAIN_HEADER_LENGTH + this.opts.segSize}; check the spool disk`,
+          );
         }
-        // Streamed in windows; the checksum taken as the bytes arrived must still hold, which
-        // proves the spool disk kept them.
-        const result = await this.opts.archive.putImmutable(key, fileSource(file, size), Buffer.from(job.sha256, 'hex'));
+        // The stored object is read back and must hash to the checksum taken as the bytes
+        // arrived, which also proves the spool disk kept them.
+        const result = await this.opts.archive.putSealedFile(key, file, this.opts.segSize, Buffer.from(job.sha256, 'hex'));
         this.opts.ledger.transaction(() => {
           this.opts.ledger.markArchived(this.opts.site, seg.tli, seg.segNo, key, job.sha256);
           this.advance(seg.startLsn, seg.startLsn + BigInt(this.opts.segSize));

@@ -84,6 +84,24 @@ export class LocalStorage implements Storage {
     await fsyncDir(dir);
   }
 
+  async adoptFile(key: string, file: string): Promise<'adopted' | 'exists' | 'unsupported'> {
+    const target = this.pathOf(key);
+    const dir = path.dirname(target);
+    await ensureDurableDir(dir);
+    try {
+      // link(2) creates the name only if it is free: the no-overwrite rule holds without a
+      // temp file, and the object appears complete (the caller fsynced the file).
+      await fs.link(file, target);
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code === 'EEXIST') return 'exists';
+      if (code === 'EXDEV' || code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'EMLINK') return 'unsupported';
+      throw ioError('link into place', `${file} -> ${target}`, err);
+    }
+    await fsyncDir(dir);
+    return 'adopted';
+  }
+
   async get(key: string): Promise<Buffer | null> {
     const file = this.pathOf(key);
     try {

@@ -37,6 +37,13 @@ export interface Storage {
    */
   getRange(key: string, offset: number, length: number, into?: Buffer): Promise<Buffer | null>;
   head(key: string): Promise<ObjectInfo | null>;
+  /**
+   * Optional: makes the complete, fsynced file at `file` the object at `key` without copying
+   * it (a hard link), if the backend can. 'exists' when there is an object at `key` already
+   * (it is never replaced); 'unsupported' when the caller must write the object instead
+   * (another filesystem, no hard links). The caller keeps `file` and must not change it.
+   */
+  adoptFile?(key: string, file: string): Promise<'adopted' | 'exists' | 'unsupported'>;
   /** Every object whose key starts with `prefix`, sorted by key. */
   list(prefix: string): Promise<ObjectInfo[]>;
   /** Removes the object; no error when it does not exist. */

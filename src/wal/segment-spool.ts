@@ -8,6 +8,11 @@
  * of a segment is written, the file is fsynced, renamed to `NAME` and the directory is
  * fsynced; only then is the segment reported complete. Page headers and the SHA-256 of the
  * segment are computed in the same pass as the write.
+ *
+ * Spool file layout: `headerRoom` bytes, then the segment's WAL. The room is zero while the
+ * segment is received; at completion it is filled with `seal(size, sha256)` (the receiver
+ * passes the archive's envelope header), so a complete spool file is already an archive
+ * object that a local archive can take over with a hard link instead of a copy.
  */
 import { createHash, type Hash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
@@ -22,6 +27,10 @@ export interface SpoolOptions {
   segSize: number;
   /** Page check settings for a file of timeline `tli` (magic, system id, block size...). */
   checkContext(tli: number, name: string): PageCheckContext;
+  /** Bytes reserved before the WAL in every spool file (default 0). */
+  headerRoom?: number;
+  /** The `headerRoom` bytes written at completion, from the segment's size and SHA-256. */
+  seal?(size: number, sha256: Buffer): Buffer;
 }
 
 export interface CompletedSegment {
@@ -53,7 +62,12 @@ export class SegmentSpool {
   private current: Current | null = null;
   private expected: Lsn | null = null;
 
-  constructor(private readonly opts: SpoolOptions) {}
+  readonly headerRoom: number;
+
+  constructor(private readonly opts: SpoolOptions) {
+    this.headerRoom = opts.headerRoom ?? 0;
+    if (this.headerRoom > 0 && !opts.seal) throw new Error('a spool with header room needs a seal');
+  }
 
   get dir(): string {
     return this.opts.dir;
@@ -137,7 +151,7 @@ export class SegmentSpool {
         }
       }
       const n = segSize - cur.received - room;
-      await writeFully(cur.handle, pieces, cur.received);
+      await writeFully(cur.handle, pieces, this.headerRoom + cur.received);
       cur.received += n;
       pos += BigInt(n);
       this.expected = pos;
@@ -157,11 +171,14 @@ export class SegmentSpool {
     try {
       // A file left by an earlier run of the same segment and timeline holds the same WAL,
       // possibly already reported as fsynced: overwrite it in place rather than truncating,
-      // so those bytes stay durable while they are received again.
-      const reuse = await sizeOf(file) === this.opts.segSize;
-      handle = await fsp.open(file, reuse ? 'r+' : 'w+');
+      // so those bytes stay durable while they are received again. Never one with another
+      // link, though: that inode may be an archived object now.
+      const st = await statOf(file);
+      const reuse = st !== null && st.size === this.headerRoom + this.opts.segSize && st.nlink === 1;
+      if (st !== null && !reuse) await fsp.unlink(file);
+      handle = await fsp.open(file, reuse ? 'r+' : 'wx+');
       // Full size up front: a restart can then tell a torn file from a short one.
-      if (!reuse) await handle.truncate(this.opts.segSize);
+      if (!reuse) await handle.truncate(this.headerRoom + this.opts.segSize);
     } catch (err) {
       throw new WalvaultError('STATE_DIR_UNWRITABLE', `cannot write spool file ${file}: ${(err as Error).message}`, { cause: err });
     }
@@ -182,13 +199,19 @@ export class SegmentSpool {
 
   private async completeCurrent(): Promise<CompletedSegment> {
     const cur = this.current!;
+    const digest = cur.hash.digest();
+    if (this.headerRoom > 0) {
+      const header = this.opts.seal!(this.opts.segSize, digest);
+      if (header.length !== this.headerRoom) throw new Error(`seal gave ${header.length} bytes for ${this.headerRoom} bytes of room`);
+      await writeFully(cur.handle, [header], 0);
+    }
     await cur.handle.sync();
     cur.fsynced = cur.received;
     await cur.handle.close();
     this.current = null;
     await fsp.rename(this.partialPath(cur.name), this.completePath(cur.name));
     await fsyncDir(this.opts.dir);
-    return { tli: cur.tli, segNo: cur.segNo, name: cur.name, startLsn: cur.startLsn, sha256: cur.hash.digest('hex') };
+    return { tli: cur.tli, segNo: cur.segNo, name: cur.name, startLsn: cur.startLsn, sha256: digest.toString('hex') };
   }
 
   /** Makes everything written so far durable. Returns the fsynced end position. */
@@ -205,20 +228,6 @@ export class SegmentSpool {
   get fsyncedLsn(): Lsn | null {
     if (this.current) return this.current.startLsn + BigInt(this.current.fsynced);
     return this.expected;
-  }
-
-  /** Reads the first `length` bytes of the open segment (they must be fsynced). */
-  async readOpenPrefix(length: number): Promise<Buffer> {
-    const cur = this.current;
-    if (!cur) throw new Error('no open segment');
-    const buf = Buffer.alloc(length);
-    let done = 0;
-    while (done < length) {
-      const { bytesRead } = await cur.handle.read(buf, done, length - done, done);
-      if (bytesRead === 0) break;
-      done += bytesRead;
-    }
-    return buf;
   }
 
   /**
@@ -262,10 +271,11 @@ async function writeFully(handle: fsp.FileHandle, pieces: Buffer[], position: nu
   }
 }
 
-async function sizeOf(file: string): Promise<number | null> {
+async function statOf(file: string): Promise<{ size: number; nlink: number } | null> {
   try {
-    return (await fsp.stat(file)).size;
-  } catch {
-    return null;
+    return await fsp.stat(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
   }
 }

@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Client } from 'pg';
+import { PLAIN_HEADER_LENGTH } from '../../src/archive/envelope';
 import { segmentFileName, segmentNumber, segmentStart, type Lsn } from '../../src/wal/lsn';
 import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import {
@@ -338,7 +339,8 @@ describe('acknowledgement modes (PostgreSQL 15, 1 MiB segments)', () => {
               const fd = await fs.promises.open(path.join(spoolDir, file), 'r');
               try {
                 const buf = Buffer.alloc(need);
-                const { bytesRead } = await fd.read(buf, 0, need, 0);
+                // A spool file keeps room for the envelope header before the WAL.
+                const { bytesRead } = await fd.read(buf, 0, need, PLAIN_HEADER_LENGTH);
                 return { where: `spool/${file}`, data: buf.subarray(0, bytesRead) };
               } finally {
                 await fd.close();

@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { isWalvaultError, type ErrorCode } from '../../src/errors';
 import { Archive, type ClusterInfo } from '../../src/archive/archive';
-import { decodeEnvelope, sha256 } from '../../src/archive/envelope';
+import { decodeEnvelope, encodePlainHeader, sha256 } from '../../src/archive/envelope';
 import { fileSource, WINDOW } from '../../src/archive/body-source';
 import { LocalStorage } from '../../src/storage/local';
 import type { ObjectBody, ObjectInfo, Storage } from '../../src/storage/storage';
@@ -347,5 +347,55 @@ describe('Archive read-back verification', () => {
     const losing = new Archive(new DamagingStorage(storage, () => null));
     await assert.rejects(losing.putImmutable(Archive.walKey(seg(10)), Buffer.from('x')), isCode('ARCHIVE_CORRUPT', 'missing when read back'));
     await assert.rejects(losing.ensureCluster(OURS), isCode('ARCHIVE_CORRUPT', 'cluster.json'));
+  });
+});
+
+describe('Archive.putSealedFile', () => {
+  async function sealedFile(t: { after(fn: () => Promise<void>): void }, plaintext: Buffer) {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'walvault-sealed-'));
+    t.after(() => fs.rm(dir, { recursive: true, force: true }));
+    const file = path.join(dir, 'spooled');
+    await fs.writeFile(file, Buffer.concat([encodePlainHeader(plaintext.length, sha256(plaintext)), plaintext]));
+    return file;
+  }
+
+  test('a local archive adopts the file with a hard link: no copy, same bytes, verified', async (t) => {
+    const { root, archive } = await setup(t);
+    const plaintext = randomBytes(2 * WINDOW + 5);
+    const file = await sealedFile(t, plaintext);
+    const key = Archive.walKey(seg(20));
+    assert.equal(await archive.putSealedFile(key, file, plaintext.length, sha256(plaintext)), 'stored');
+    const stored = path.join(root, 'wal', seg(20));
+    assert.equal((await fs.stat(stored)).ino, (await fs.stat(file)).ino, 'the object is the file itself');
+    assert.ok((await archive.get(key))?.equals(plaintext));
+    assert.equal(await archive.putSealedFile(key, file, plaintext.length, sha256(plaintext)), 'unchanged');
+    const other = randomBytes(100);
+    await assert.rejects(archive.putSealedFile(key, await sealedFile(t, other), other.length, sha256(other)), isCode('ARCHIVE_CONFLICT', key));
+  });
+
+  test('a backend that cannot adopt gets the object written from the file', async (t) => {
+    const { storage } = await setup(t);
+    const copying = new Archive(new DamagingStorage(storage, (b) => b)); // has no adoptFile
+    const plaintext = randomBytes(WINDOW + 77);
+    const file = await sealedFile(t, plaintext);
+    const key = Archive.walKey(seg(21));
+    assert.equal(await copying.putSealedFile(key, file, plaintext.length, sha256(plaintext)), 'stored');
+    assert.ok((await copying.get(key))?.equals(plaintext));
+    assert.equal((await fs.stat(file)).nlink, 1, 'copied, not linked');
+  });
+
+  test('a sealed file damaged since it was sealed is refused on both paths, and nothing stays stored', async (t) => {
+    const { storage, archive } = await setup(t);
+    const plaintext = randomBytes(WINDOW + 300);
+    const file = await sealedFile(t, plaintext);
+    const damaged = await fs.readFile(file);
+    damaged[damaged.length - 3] ^= 0x10;
+    await fs.writeFile(file, damaged);
+    const key = Archive.walKey(seg(22));
+    for (const a of [archive, new Archive(new DamagingStorage(storage, (b) => b))]) {
+      await assert.rejects(a.putSealedFile(key, file, plaintext.length, sha256(plaintext)), isCode('ARCHIVE_CORRUPT', key, file));
+      assert.equal(await storage.head(key), null);
+      assert.ok((await fs.readFile(file)).equals(damaged), 'the source file is left as it was');
+    }
   });
 });

@@ -35,6 +35,23 @@ function isCode(code: ErrorCode, pattern?: RegExp) {
 }
 
 describe('LocalStorage', () => {
+  test('adoptFile links a file in as an object, creating directories, and never replaces one', async (t) => {
+    const root = await tempDir(t);
+    const outside = await tempDir(t);
+    const s = new LocalStorage(root);
+    const file = path.join(outside, 'f');
+    await fs.writeFile(file, 'first');
+    assert.equal(await s.adoptFile('wal/deep/a', file), 'adopted');
+    assert.equal((await s.get('wal/deep/a'))?.toString(), 'first');
+    assert.equal((await fs.stat(file)).nlink, 2);
+
+    const second = path.join(outside, 'g');
+    await fs.writeFile(second, 'second');
+    assert.equal(await s.adoptFile('wal/deep/a', second), 'exists');
+    assert.equal((await s.get('wal/deep/a'))?.toString(), 'first', 'the object is unchanged');
+    assert.equal((await fs.stat(second)).nlink, 1);
+  });
+
   test('put/get/head/delete round trip', async (t) => {
     const root = await tempDir(t);
     const s = new LocalStorage(root);

@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import pino from 'pino';
 import { Archive } from '../../src/archive/archive';
+import { encodePlainHeader, sha256 } from '../../src/archive/envelope';
 import { reconcile } from '../../src/daemon/resume';
 import { Ledger } from '../../src/ledger/ledger';
 import { LocalStorage } from '../../src/storage/local';
@@ -19,6 +20,8 @@ import { buildSegment, FIXTURE_SEG_SIZE, FIXTURE_SYSID, fixtureCheckContext, sha
 const SITE = 'main';
 const seg = BigInt(FIXTURE_SEG_SIZE);
 const name = (n: bigint, tli = 1) => segmentFileName(tli, n, FIXTURE_SEG_SIZE);
+/** A completed spool file: the envelope header for the WAL, then the WAL. */
+const sealed = (data: Buffer) => Buffer.concat([encodePlainHeader(data.length, sha256(data)), data]);
 
 describe('reconcile', () => {
   let dir: string;
@@ -66,7 +69,7 @@ describe('reconcile', () => {
     ledger.advancePositions(SITE, { archived: 5n * seg });
     receiving(5n);
     const data = buildSegment(5n);
-    fs.writeFileSync(path.join(spool, name(5n)), data);
+    fs.writeFileSync(path.join(spool, name(5n)), sealed(data));
     const r = await run();
     assert.equal(ledger.getSegment(SITE, 1, 5n)?.state, 'complete');
     assert.equal(ledger.getSegment(SITE, 1, 5n)?.sha256, sha256hex(data));
@@ -79,12 +82,41 @@ describe('reconcile', () => {
     receiving(5n);
     const data = buildSegment(5n);
     data.writeUInt16LE(0x1234, 8192 * 3); // a page with the wrong magic
-    fs.writeFileSync(path.join(spool, name(5n)), data);
+    fs.writeFileSync(path.join(spool, name(5n)), sealed(data));
     const r = await run();
     assert.equal(ledger.getSegment(SITE, 1, 5n)?.state, 'receiving');
     assert.ok(fs.existsSync(path.join(spool, name(5n) + '.partial')));
     assert.ok(!fs.existsSync(path.join(spool, name(5n))));
     assert.equal(r.resume?.lsn, 5n * seg, 'receives the segment again from its start');
+  });
+
+  it('receives again a spool file whose WAL no longer matches its header, or that is unsealed', async () => {
+    receiving(5n);
+    receiving(6n);
+    const five = sealed(buildSegment(5n));
+    five[five.length - 100] ^= 0x01; // inside the last page's data: page headers still pass
+    fs.writeFileSync(path.join(spool, name(5n)), five);
+    fs.writeFileSync(path.join(spool, name(6n)), buildSegment(6n)); // no header room at all
+    const r = await run();
+    for (const n of [5n, 6n]) {
+      assert.equal(ledger.getSegment(SITE, 1, n)?.state, 'receiving', `segment ${n}`);
+      assert.ok(fs.existsSync(path.join(spool, name(n) + '.partial')), `segment ${n} back to .partial`);
+    }
+    assert.equal(r.resume?.lsn, 5n * seg);
+  });
+
+  it('drops, rather than reuses, a bad spool file that has another link (it may be an archived object)', async () => {
+    receiving(5n);
+    const data = sealed(buildSegment(5n));
+    data[data.length - 100] ^= 0x01;
+    const file = path.join(spool, name(5n));
+    fs.writeFileSync(file, data);
+    const other = path.join(dir, 'other-link');
+    fs.linkSync(file, other);
+    await run();
+    assert.ok(!fs.existsSync(file) && !fs.existsSync(file + '.partial'), 'our name is gone, and not reused for receiving');
+    assert.ok(fs.readFileSync(other).equals(data), 'the other link is untouched');
+    assert.equal(ledger.getSegment(SITE, 1, 5n)?.state, 'receiving');
   });
 
   it('derives the archived position from archived rows when the crash came before it was stored', async () => {
@@ -99,7 +131,7 @@ describe('reconcile', () => {
   it('deletes spool files of archived segments and the superseded partial object', async () => {
     ledger.advancePositions(SITE, { archived: 5n * seg });
     await archived(5n);
-    fs.writeFileSync(path.join(spool, name(5n)), buildSegment(5n));
+    fs.writeFileSync(path.join(spool, name(5n)), sealed(buildSegment(5n)));
     await archive.putPartial(Archive.walKey(name(5n)) + '.partial', buildSegment(5n).subarray(0, 100000));
     ledger.recordPartial(SITE, { timeline: 1, segNo: 5n, name: name(5n), bytes: 100000, sha256: 'x'.repeat(64) });
     const r = await run();

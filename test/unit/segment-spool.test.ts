@@ -65,8 +65,9 @@ describe('SegmentSpool', () => {
   let spool: SegmentSpool;
   const contexts: Array<{ tli: number; name: string }> = [];
 
-  function makeSpool(): SegmentSpool {
+  function makeSpool(extra: { headerRoom?: number; seal?(size: number, sha: Buffer): Buffer } = {}): SegmentSpool {
     return new SegmentSpool({
+      ...extra,
       dir,
       segSize: SEG_SIZE,
       checkContext(tli: number, name: string): PageCheckContext {
@@ -306,23 +307,53 @@ describe('SegmentSpool', () => {
     assert.deepEqual((await fsp.readdir(dir)).sort(), ['000000010000000000000021.partial', '000000020000000000000021']);
   });
 
-  test('readOpenPrefix returns what was written', async () => {
+  test('with header room, WAL starts after it and completion seals the file with the header', async () => {
+    const seals: Array<[number, string]> = [];
+    const sealing = makeSpool({
+      headerRoom: 64,
+      seal: (size, sha) => {
+        seals.push([size, sha.toString('hex')]);
+        return Buffer.concat([Buffer.from('HDR:'), sha, Buffer.alloc(28, 0x2a)]);
+      },
+    });
     const data = buildSegment(SEG_NO);
-    let pos = 0;
-    for (const n of pieces(3 * BLCKSZ + 4321, 5)) {
-      await spool.write(TLI, SEG_START + BigInt(pos), data.subarray(pos, pos + n));
-      pos += n;
-    }
-    await spool.fsync();
-    const prefix = await spool.readOpenPrefix(pos);
-    assert.equal(prefix.length, pos);
-    assert.ok(prefix.equals(data.subarray(0, pos)));
-    const shorter = await spool.readOpenPrefix(100);
-    assert.ok(shorter.equals(data.subarray(0, 100)));
+    await sealing.write(TLI, SEG_START, data.subarray(0, 5000));
+    const open = await fsp.readFile(sealing.partialPath(NAME));
+    assert.equal(open.length, 64 + SEG_SIZE, 'pre-sized with the room');
+    assert.ok(open.subarray(0, 64).equals(Buffer.alloc(64)), 'the room stays zero while receiving');
+    assert.ok(open.subarray(64, 64 + 5000).equals(data.subarray(0, 5000)));
+    const done = await sealing.write(TLI, SEG_START + 5000n, data.subarray(5000));
+    assert.deepEqual(seals, [[SEG_SIZE, sha256(data)]]);
+    assert.equal(done[0].sha256, sha256(data));
+    const file = await fsp.readFile(sealing.completePath(NAME));
+    assert.ok(file.subarray(0, 4).equals(Buffer.from('HDR:')));
+    assert.ok(file.subarray(64).equals(data));
   });
 
-  test('readOpenPrefix with no open segment throws', async () => {
-    await assert.rejects(spool.readOpenPrefix(10));
+  test('a seal of the wrong length fails the completion instead of damaging the WAL', async () => {
+    const sealing = makeSpool({ headerRoom: 64, seal: () => Buffer.alloc(10) });
+    await assert.rejects(sealing.write(TLI, SEG_START, buildSegment(SEG_NO)), /seal gave 10 bytes for 64/);
+    await sealing.closeOpen().catch(() => undefined);
+  });
+
+  test('an old full-size .partial is overwritten in place, unless it has another link', async () => {
+    const data = buildSegment(SEG_NO);
+    const file = spool.partialPath(NAME);
+    // Left by an earlier run: the same WAL, full size.
+    await fsp.writeFile(file, data);
+    const before = (await fsp.stat(file)).ino;
+    await spool.write(TLI, SEG_START, data.subarray(0, 100));
+    assert.equal((await fsp.stat(file)).ino, before, 'same inode: reused in place');
+    await spool.closeOpen();
+    spool.resetPosition();
+
+    const other = path.join(dir, 'elsewhere');
+    await fsp.link(file, other);
+    const other0 = await fsp.readFile(other);
+    const different = buildSegment(SEG_NO, TLI, 999);
+    await spool.write(TLI, SEG_START, different.subarray(0, 100));
+    assert.notEqual((await fsp.stat(file)).ino, before, 'a new file');
+    assert.ok((await fsp.readFile(other)).equals(other0), 'the other link is untouched');
   });
 
   test('fsync with nothing open returns the received position', async () => {
