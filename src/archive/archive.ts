@@ -264,6 +264,11 @@ export class Archive {
     await this.storage.delete(key);
   }
 
+  /** Releases the storage's connections. */
+  async close(): Promise<void> {
+    await this.storage.close();
+  }
+
   /** Names under wal/ without the prefix, sorted (segment names sort in WAL order). */
   async listWal(): Promise<string[]> {
     const objects = await this.storage.list(WAL_PREFIX);

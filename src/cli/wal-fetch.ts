@@ -9,7 +9,7 @@ import { Archive } from '../archive/archive';
 import { WalvaultError } from '../errors';
 import { isHistoryFileName, isSegmentFileName } from '../wal/lsn';
 import { fsyncDir } from '../wal/fsync-dir';
-import { archiveUrlFromOptions } from './archive-option';
+import { archiveFromOptions } from './archive-option';
 import { reportAndExit } from './fail';
 
 export async function walFetchCommand(
@@ -25,7 +25,8 @@ export async function walFetchCommand(
       );
     }
     const { storageFromUrl } = await import('../storage/open');
-    const archive = new Archive(storageFromUrl(archiveUrlFromOptions(opts)));
+    const where = archiveFromOptions(opts);
+    const archive = new Archive(storageFromUrl(where.url, where.s3));
     const data = await archive.get(Archive.walKey(walFileName));
     if (data === null) return 1;
     await writeAtomically(dest, data);

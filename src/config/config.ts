@@ -18,6 +18,7 @@ import { WalvaultError } from '../errors';
 import { PASSWORD_HELP, PgConnectionConfig, closestName, describeConninfo, parseConninfo } from './conninfo';
 
 export type { PgConnectionConfig } from './conninfo';
+import type { S3Settings } from '../storage/s3';
 
 export type AckMode = 'archive' | 'sync';
 
@@ -35,6 +36,8 @@ export interface SiteConfig {
   statusIntervalSeconds: number;
   createSlot: boolean;
   uploadConcurrency: number;
+  /** Overrides for an s3:// archive (the [sites.NAME.s3] table); empty otherwise. */
+  s3: S3Settings;
 }
 
 export interface Config {
@@ -60,6 +63,18 @@ const SITE_KEYS = [
   'status_interval_seconds',
   'create_slot',
   'upload_concurrency',
+  's3',
+];
+const S3_KEYS = [
+  'endpoint',
+  'region',
+  'force_path_style',
+  'checksums',
+  'profile',
+  'access_key_id',
+  'secret_access_key',
+  'session_token',
+  'request_timeout_seconds',
 ];
 const DEFAULTS = {
   mode: 'archive' as AckMode,
@@ -257,7 +272,73 @@ function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
     statusIntervalSeconds: num('status_interval_seconds', DEFAULTS.statusIntervalSeconds, { value: 0, exclusive: true }, false, 'use a positive number of seconds, well below the server\'s wal_sender_timeout'),
     createSlot,
     uploadConcurrency: num('upload_concurrency', DEFAULTS.uploadConcurrency, { value: 1 }, true, 'use a whole number of parallel uploads, at least 1'),
+    s3: parseS3Section(ctx, name, raw.s3),
   };
+}
+
+/**
+ * The optional [sites.NAME.s3] table. Secrets may be written here (the file is the
+ * operator's to protect), never on the command line; they are not echoed in errors.
+ */
+function parseS3Section(ctx: Ctx, site: string, raw: unknown): S3Settings {
+  if (raw === undefined) return {};
+  const at = (key: string) => `sites.${site}.s3${key ? '.' + key : ''}`;
+  if (!isTable(raw)) fail(ctx, at(''), `expected ${tableWord(ctx)}, got ${typeName(raw)}`, ctx.format === 'json' ? 'write "s3": { "endpoint": "https://..." }' : `write [sites.${site}.s3] followed by its keys`);
+  rejectUnknownKeys(ctx, raw, `sites.${site}.s3.`, S3_KEYS);
+  const text = (key: string, example: string): string | undefined => {
+    const v = raw[key];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'string' || v.trim() === '') fail(ctx, at(key), `expected a non-empty string, got ${typeName(v)}`, `write ${assignment(ctx, key, example)}`);
+    return v as string;
+  };
+  const out: S3Settings = {};
+  const endpoint = text('endpoint', '"https://minio.example:9000"');
+  if (endpoint !== undefined) {
+    let ok = false;
+    try {
+      ok = ['http:', 'https:'].includes(new URL(endpoint).protocol);
+    } catch {
+      ok = false;
+    }
+    if (!ok) fail(ctx, at('endpoint'), 'is not an http:// or https:// URL', `write ${assignment(ctx, 'endpoint', '"https://minio.example:9000"')}`);
+    out.endpoint = endpoint;
+  }
+  const region = text('region', '"eu-west-1"');
+  if (region !== undefined) out.region = region;
+  const profile = text('profile', '"backup"');
+  if (profile !== undefined) out.profile = profile;
+  if (raw.force_path_style !== undefined) {
+    if (typeof raw.force_path_style !== 'boolean') fail(ctx, at('force_path_style'), `expected a boolean, got ${typeName(raw.force_path_style)}`, `write ${assignment(ctx, 'force_path_style', 'true')} or false, without quotes`);
+    out.forcePathStyle = raw.force_path_style;
+  }
+  const checksums = text('checksums', '"when_required"');
+  if (checksums !== undefined) {
+    if (checksums !== 'when_required' && checksums !== 'when_supported') {
+      fail(ctx, at('checksums'), `${JSON.stringify(checksums)} is not a checksum mode`, 'use "when_required" (needed by several S3-compatible stores) or "when_supported" (the SDK\'s default for AWS)');
+    }
+    out.checksums = checksums;
+  }
+  const keyId = text('access_key_id', '"AKIA..."');
+  const secret = text('secret_access_key', '"..."');
+  const token = text('session_token', '"..."');
+  if ((keyId === undefined) !== (secret === undefined)) {
+    fail(ctx, at(keyId === undefined ? 'access_key_id' : 'secret_access_key'), 'missing', 'set access_key_id and secret_access_key together, or neither (to use the AWS environment, profile or instance role)');
+  }
+  if (token !== undefined && keyId === undefined) fail(ctx, at('session_token'), 'set without access_key_id', 'a session token belongs with access_key_id and secret_access_key');
+  if (keyId !== undefined) {
+    out.accessKeyId = keyId;
+    // Not enumerable: a site object that gets logged or printed must not carry the secret.
+    Object.defineProperty(out, 'secretAccessKey', { value: secret, enumerable: false, writable: true, configurable: true });
+    if (token !== undefined) Object.defineProperty(out, 'sessionToken', { value: token, enumerable: false, writable: true, configurable: true });
+  }
+  const timeout = raw.request_timeout_seconds;
+  if (timeout !== undefined) {
+    if (typeof timeout !== 'number' || !Number.isFinite(timeout) || timeout <= 0) {
+      fail(ctx, at('request_timeout_seconds'), `expected a positive number, got ${typeName(timeout)}`, `write ${assignment(ctx, 'request_timeout_seconds', '60')}`);
+    }
+    out.requestTimeoutSeconds = timeout as number;
+  }
+  return out;
 }
 
 /** "walvault_" + the site name folded into the characters PostgreSQL allows in slot names. */

@@ -122,7 +122,7 @@ export class SiteReceiver {
     private readonly site: SiteConfig,
     private readonly log: Logger,
   ) {
-    this.archive = new Archive(storageFromUrl(site.archive));
+    this.archive = new Archive(storageFromUrl(site.archive, site.s3));
   }
 
   private get spoolDir(): string {

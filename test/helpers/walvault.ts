@@ -6,7 +6,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Archive } from '../../src/archive/archive';
-import { LocalStorage } from '../../src/storage/local';
+import { storageFromUrl } from '../../src/storage/open';
 import {
   formatLsn,
   isSegmentFileName,
@@ -154,21 +154,39 @@ export async function runWalvault(args: string[], env: NodeJS.ProcessEnv = {}, t
   return { code: exit.code, stdout: p.stdout, stderr: p.stderr };
 }
 
-export function openArchive(dir: string): Archive {
-  return new Archive(new LocalStorage(dir));
+/**
+ * The archive at `location`: a directory, or an s3:// URL (the S3 server then comes from the
+ * AWS_* environment, see S3Server.useInThisProcess). Close it when done: an S3 client keeps
+ * connections open.
+ */
+export function openArchive(location: string): Archive {
+  return new Archive(storageFromUrl(location));
+}
+
+/** Opens the archive for one look and closes it again. */
+export async function withArchive<T>(location: string, fn: (a: Archive) => Promise<T>): Promise<T> {
+  const archive = openArchive(location);
+  try {
+    return await fn(archive);
+  } finally {
+    await archive.close();
+  }
 }
 
 /** Names of finished segments in the archive, sorted. */
-export async function archivedSegments(dir: string): Promise<string[]> {
-  return (await openArchive(dir).listWal()).filter(isSegmentFileName).sort();
+export async function archivedSegments(location: string): Promise<string[]> {
+  return (await withArchive(location, (a) => a.listWal())).filter(isSegmentFileName).sort();
 }
 
 /**
  * End of the WAL the archive holds without a gap from its lowest segment on timeline `tli`
  * (finished segments, then the partial of the next one).
  */
-export async function archivedCoverage(dir: string, segSize: number, tli = 1): Promise<Lsn | null> {
-  const archive = openArchive(dir);
+export async function archivedCoverage(location: string, segSize: number, tli = 1): Promise<Lsn | null> {
+  return withArchive(location, (archive) => coverageOf(archive, segSize, tli));
+}
+
+async function coverageOf(archive: Archive, segSize: number, tli: number): Promise<Lsn | null> {
   const names = await archive.listWal();
   const segs = names
     .filter(isSegmentFileName)

@@ -1,99 +1,15 @@
 /**
- * kill -9 of the receiver at random moments under load, each followed by a restart: the
- * archive must end up with every segment, byte-identical to the server's, and the ledger
- * must say exactly what the archive holds.
+ * kill -9 of the receiver at random moments during a pgbench run, local archive (the S3 run
+ * is in s3-receiver.test.ts).
  */
-import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import * as path from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { Ledger } from '../../src/ledger/ledger';
-import { isSegmentFileName, segmentNumber } from '../../src/wal/lsn';
-import { PgCluster, removeDir, tmpDir } from '../helpers/pg-cluster';
-import { assertArchiveMatchesServer, openArchive, pgConninfo, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
+import { describe, it } from 'node:test';
+import { crashScenario } from '../helpers/crash-scenario';
 
 const KILLS = 12;
 
 describe('crash safety: kill -9 during a pgbench run', () => {
-  let cluster: PgCluster;
-  let work: string;
-
-  before(async () => {
-    cluster = await PgCluster.start({ walSegSizeMiB: 1, settings: { wal_keep_size: '4096MB', max_wal_size: '4096MB' } });
-    work = tmpDir('walvault-crash-');
-  });
-
-  after(async () => {
-    await cluster?.destroy();
-    if (work) removeDir(work);
-  });
-
   it(`loses nothing and duplicates nothing across ${KILLS} kills`, async () => {
-    const archive = path.join(work, 'archive');
-    const state = path.join(work, 'state');
-    const config = writeConfig(work, {
-      main: { pg: pgConninfo(cluster), archive, state, partial_interval_seconds: 1, status_interval_seconds: 1 },
-    });
-    await cluster.pgbench(['-i', '-s', '2', '-q']);
-    const load = cluster.pgbenchProcess(['-c', '2', '-T', '600', '-n']);
-    try {
-      const killedAfterMs: number[] = [];
-      for (let i = 0; i < KILLS; i++) {
-        const p = WalvaultProcess.start(['run', '--config', config]);
-        // Some kills land during start-up and reconciliation, most while streaming.
-        const delay = Math.floor(Math.random() * 2500);
-        if (i % 3 !== 0) await p.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
-        await new Promise((r) => setTimeout(r, delay));
-        assert.ok(p.running, `receiver ${i} still running before its kill; stderr:\n${p.stderr.slice(-2000)}`);
-        await p.kill9();
-        killedAfterMs.push(delay);
-      }
-      const final = WalvaultProcess.start(['run', '--config', config]);
-      await final.waitForLog((l) => l.msg === 'starting replication', 30000, 'final start');
-      await new Promise((r) => setTimeout(r, 1500));
-      load.kill('SIGINT');
-      await new Promise((r) => load.once('exit', r));
-      const { switchLsn, lastName } = await switchAndWaitArchived(cluster, archive);
-      const segSize = cluster.walSegSize;
-      const exit = await final.stop('SIGTERM');
-      assert.equal(exit.code, 0, `clean exit; stderr:\n${final.stderr.slice(-2000)}`);
-
-      const { names } = await assertArchiveMatchesServer(archive, cluster, work, lastName);
-
-      // The ledger and the archive agree, object by object.
-      const store = openArchive(archive);
-      const ledger = Ledger.open(path.join(state, 'ledger.db'));
-      try {
-        const rows = ledger.allSegments('main');
-        const archivedRows = rows.filter((r) => r.state === 'archived');
-        const byName = new Map(archivedRows.map((r) => [r.name, r]));
-        for (const name of names) {
-          const row = byName.get(name);
-          assert.ok(row, `ledger has an archived row for ${name}`);
-          assert.equal(row.objectKey, `wal/${name}`);
-          const data = await store.get(`wal/${name}`);
-          assert.equal(createHash('sha256').update(data!).digest('hex'), row.sha256, `${name}: ledger checksum matches the object`);
-        }
-        for (const row of archivedRows) {
-          assert.ok(names.includes(row.name), `archived row ${row.name} has its object`);
-        }
-        for (const row of rows.filter((r) => r.state !== 'archived')) {
-          assert.ok(!names.includes(row.name), `${row.name} is ${row.state} in the ledger but in the archive`);
-        }
-        const site = ledger.getSite('main')!;
-        const partials = (await store.listWal()).filter((n) => n.endsWith('.partial'));
-        assert.ok(partials.length <= 1, `at most the newest partial remains: ${partials.join(', ')}`);
-        for (const p of partials) {
-          assert.ok(isSegmentFileName(p.slice(0, 24)));
-          assert.ok(p.slice(0, 24) > names[names.length - 1], `partial ${p} is past the last finished segment`);
-        }
-        const endOfLast = (segmentNumber(switchLsn - 1n, segSize) + 1n) * BigInt(segSize);
-        assert.ok(site.archivedLsn >= endOfLast, 'ledger archived position reaches the final position');
-      } finally {
-        ledger.close();
-      }
-    } finally {
-      if (load.exitCode === null) load.kill('SIGKILL');
-    }
+    await crashScenario(KILLS, (work) => path.join(work, 'archive'));
   });
 });

@@ -76,6 +76,17 @@ partial_interval_seconds = 0
 status_interval_seconds = 2.5
 create_slot = false
 upload_concurrency = 8
+
+[sites.main.s3]
+endpoint = "https://minio.example:9000"
+region = "eu-west-1"
+force_path_style = false
+checksums = "when_supported"
+profile = "backup"
+access_key_id = "AKIAEXAMPLE"
+secret_access_key = "${SECRET}"
+session_token = "token-${SECRET}"
+request_timeout_seconds = 30
 `,
     );
     const cfg = load(file);
@@ -95,8 +106,22 @@ upload_concurrency = 8
         statusIntervalSeconds: 2.5,
         createSlot: false,
         uploadConcurrency: 8,
+        s3: {
+          endpoint: 'https://minio.example:9000',
+          region: 'eu-west-1',
+          forcePathStyle: false,
+          checksums: 'when_supported',
+          profile: 'backup',
+          accessKeyId: 'AKIAEXAMPLE',
+          requestTimeoutSeconds: 30,
+        },
       },
     ]);
+    // The secrets are there for the S3 client, but not enumerable: printing or logging the
+    // site cannot show them.
+    assert.equal(cfg.sites[0].s3.secretAccessKey, SECRET);
+    assert.equal(cfg.sites[0].s3.sessionToken, `token-${SECRET}`);
+    assert.ok(!JSON.stringify(cfg).includes(SECRET));
   });
 
   test('defaults', (t) => {
@@ -399,6 +424,37 @@ describe('errors: one line, CONFIG_INVALID, naming the key', () => {
     const dir = tempDir(t);
     const file = write(dir, 'h.toml', `[sites.main]\npg = "hots=db1"\narchive = "/a"\nstate = "/s"\n`);
     assertInvalid(() => load(file), [`${file}: sites.main.pg: unknown connection key "hots"; did you mean "host"?`]);
+  });
+});
+
+describe('the [s3] table', () => {
+  const withS3 = (t: { after(fn: () => void): void }, body: string) => {
+    const dir = tempDir(t);
+    return () => load(write(dir, 'w.toml', `[sites.main]\npg = "host=db1"\narchive = "s3://bucket/main"\nstate = "/s"\n\n[sites.main.s3]\n${body}\n`));
+  };
+
+  test('absent: no overrides, the AWS environment decides', (t) => {
+    const dir = tempDir(t);
+    const cfg = load(write(dir, 'w.toml', `[sites.main]\npg = "host=db1"\narchive = "s3://bucket/main"\nstate = "/s"\n`));
+    assert.deepEqual(cfg.sites[0].s3, {});
+    assert.equal(cfg.sites[0].archive, 's3://bucket/main');
+  });
+
+  test('bad values name the key and the fix, and never echo a secret', (t) => {
+    assertInvalid(withS3(t, 'endpiont = "http://x"'), ['sites.main.s3.endpiont', 'unknown key', 'did you mean "endpoint"']);
+    assertInvalid(withS3(t, 'endpoint = "minio:9000"'), ['sites.main.s3.endpoint', 'http:// or https://']);
+    assertInvalid(withS3(t, 'checksums = "sometimes"'), ['sites.main.s3.checksums', 'when_required']);
+    assertInvalid(withS3(t, 'force_path_style = "yes"'), ['sites.main.s3.force_path_style', 'boolean']);
+    assertInvalid(withS3(t, `secret_access_key = "${SECRET}"`), ['sites.main.s3.access_key_id', 'missing', 'together'], [SECRET]);
+    assertInvalid(withS3(t, `access_key_id = "AKIA"\nsecret_access_key = 42`), ['sites.main.s3.secret_access_key', 'an integer']);
+    assertInvalid(withS3(t, `session_token = "${SECRET}"`), ['sites.main.s3.session_token'], [SECRET]);
+    assertInvalid(withS3(t, 'request_timeout_seconds = 0'), ['sites.main.s3.request_timeout_seconds', 'positive']);
+    const dir = tempDir(t);
+    assertInvalid(
+      () => load(write(dir, 'x.toml', `[sites.main]\npg = "host=db1"\narchive = "s3://b/m"\nstate = "/s"\ns3 = "${SECRET}"\n`)),
+      ['sites.main.s3', 'expected a table, got a string'],
+      [SECRET],
+    );
   });
 });
 

@@ -243,8 +243,30 @@ describe('storageFromUrl', () => {
     }
   });
 
-  test('s3 is refused as not yet supported', () => {
-    assert.throws(() => storageFromUrl('s3://bucket/prefix'), isCode('CONFIG_INVALID', /^s3:\/\/ archives are not supported yet/));
+  test('s3 URLs: bucket and prefix; bad bucket names and prefixes refused', () => {
+    const saved = [process.env.AWS_ENDPOINT_URL_S3, process.env.AWS_ENDPOINT_URL];
+    delete process.env.AWS_ENDPOINT_URL_S3;
+    delete process.env.AWS_ENDPOINT_URL;
+    try {
+      for (const [url, shown] of [
+        ['s3://wal-archive/cluster1', 's3://wal-archive/cluster1/'],
+        ['s3://wal-archive/a/b/', 's3://wal-archive/a/b/'],
+        ['s3://wal-archive', 's3://wal-archive/'],
+      ]) {
+        const s = storageFromUrl(url);
+        assert.equal(s.description, shown, url);
+        void s.close();
+      }
+      const s = storageFromUrl('s3://wal-archive/p', { endpoint: 'http://127.0.0.1:9000' });
+      assert.equal(s.description, 's3://wal-archive/p/ at http://127.0.0.1:9000');
+      void s.close();
+    } finally {
+      if (saved[0] !== undefined) process.env.AWS_ENDPOINT_URL_S3 = saved[0];
+      if (saved[1] !== undefined) process.env.AWS_ENDPOINT_URL = saved[1];
+    }
+    assert.throws(() => storageFromUrl('s3://Bad_Bucket/p'), isCode('CONFIG_INVALID', /"Bad_Bucket" is not a valid bucket name/));
+    assert.throws(() => storageFromUrl('s3:///p'), isCode('CONFIG_INVALID', /not a valid bucket name/));
+    assert.throws(() => storageFromUrl('s3://bucket/a/../b'), isCode('CONFIG_INVALID', /empty, "\." or "\.\." part/));
   });
 
   test('other forms are refused naming the URL and the accepted forms', () => {

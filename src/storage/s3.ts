@@ -1,0 +1,305 @@
+/**
+ * The S3 backend (AWS S3 and S3-compatible stores) on @aws-sdk/client-s3.
+ *
+ * Keys live under `s3://bucket/prefix/`. Credentials, region and endpoint come from the
+ * SDK's standard sources (AWS_* environment variables, ~/.aws/config and credentials files,
+ * instance roles) unless the site's configuration overrides them. A custom endpoint
+ * (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, or the config file) means an S3-compatible
+ * store: path-style addressing and checksums only where required, which is what MinIO,
+ * Ceph and s3rver need, unless configured otherwise.
+ *
+ * The backend only moves bytes; the archive above it verifies every write by reading it back,
+ * so a store that mangles bodies (some do, with the SDK's aws-chunked uploads) is caught.
+ */
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  paginateListObjectsV2,
+  PutObjectCommand,
+  S3Client,
+  type S3ClientConfig,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
+import { Readable } from 'node:stream';
+import { WalvaultError } from '../errors';
+import type { ObjectBody, ObjectInfo, Storage } from './storage';
+
+export type ChecksumMode = 'when_supported' | 'when_required';
+
+/** Per-site overrides; everything unset comes from the SDK's standard sources. */
+export interface S3Settings {
+  endpoint?: string;
+  region?: string;
+  forcePathStyle?: boolean;
+  checksums?: ChecksumMode;
+  accessKeyId?: string;
+  secretAccessKey?: string;
+  sessionToken?: string;
+  profile?: string;
+  requestTimeoutSeconds?: number;
+  /** Objects up to this size go up in one PUT; larger ones in parts of this size. */
+  partSizeBytes?: number;
+  /** Keys per ListObjectsV2 page (tests use a small page to exercise pagination). */
+  listPageSize?: number;
+}
+
+export interface S3Location {
+  bucket: string;
+  /** '' or a prefix ending in '/'. */
+  prefix: string;
+}
+
+const DEFAULT_PART_SIZE = 16 * 1024 * 1024;
+const MIN_PART_SIZE = 5 * 1024 * 1024; // S3's minimum for all parts but the last
+const DEFAULT_REQUEST_TIMEOUT_S = 60;
+const PARTS_IN_FLIGHT = 2;
+
+/** Parses `s3://bucket[/prefix]`; null when `url` is not an s3 URL. */
+export function parseS3Url(url: string): S3Location | null {
+  const m = /^s3:\/\/([^/]*)(?:\/(.*))?$/i.exec(url.trim());
+  if (!m) return null;
+  const bucket = m[1];
+  if (bucket.includes('@')) {
+    // Never echoed: the part before '@' would be credentials.
+    throw new WalvaultError(
+      'CONFIG_INVALID',
+      'the archive URL carries credentials (user:secret@); remove them and use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or the site\'s [s3] table',
+    );
+  }
+  // Bucket naming rules (3-63 characters, lower case, digits, dots, hyphens).
+  if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) {
+    throw new WalvaultError(
+      'CONFIG_INVALID',
+      `archive s3://${bucket}/...: "${bucket}" is not a valid bucket name; use 3-63 lower-case letters, digits, dots and hyphens, e.g. s3://my-wal-archive/cluster1`,
+    );
+  }
+  const raw = (m[2] ?? '').replace(/\/+$/, '');
+  if (raw !== '' && raw.split('/').some((p) => p === '' || p === '.' || p === '..')) {
+    throw new WalvaultError('CONFIG_INVALID', `archive s3://${bucket}/${m[2]}: the prefix has an empty, "." or ".." part; write it like s3://${bucket}/cluster1`);
+  }
+  return { bucket, prefix: raw === '' ? '' : raw + '/' };
+}
+
+/** The endpoint in effect: configured, else the SDK's standard variables. */
+function effectiveEndpoint(settings: S3Settings): string | undefined {
+  return settings.endpoint ?? nonEmpty(process.env.AWS_ENDPOINT_URL_S3) ?? nonEmpty(process.env.AWS_ENDPOINT_URL);
+}
+
+function nonEmpty(v: string | undefined): string | undefined {
+  return v === undefined || v.trim() === '' ? undefined : v.trim();
+}
+
+export class S3Storage implements Storage {
+  readonly description: string;
+  private readonly client: S3Client;
+  private readonly partSize: number;
+  private readonly listPageSize: number | undefined;
+
+  constructor(
+    private readonly location: S3Location,
+    settings: S3Settings = {},
+  ) {
+    const endpoint = effectiveEndpoint(settings);
+    const custom = endpoint !== undefined;
+    const config: S3ClientConfig = {
+      forcePathStyle: settings.forcePathStyle ?? custom,
+      // The SDK retries throttling and transient errors with exponential backoff and jitter;
+      // the uploader retries whole objects on top of that.
+      maxAttempts: 4,
+      requestHandler: new NodeHttpHandler({
+        connectionTimeout: 10_000,
+        requestTimeout: (settings.requestTimeoutSeconds ?? DEFAULT_REQUEST_TIMEOUT_S) * 1000,
+      }),
+    };
+    if (endpoint !== undefined) config.endpoint = endpoint;
+    const region = settings.region ?? nonEmpty(process.env.AWS_REGION) ?? nonEmpty(process.env.AWS_DEFAULT_REGION);
+    // S3-compatible stores rarely care about the region, but the SDK must have one to sign.
+    if (region !== undefined) config.region = region;
+    else if (custom) config.region = 'us-east-1';
+    const checksums =
+      settings.checksums ??
+      (process.env.AWS_REQUEST_CHECKSUM_CALCULATION || process.env.AWS_RESPONSE_CHECKSUM_VALIDATION ? undefined : custom ? 'when_required' : undefined);
+    if (checksums !== undefined) {
+      const mode = checksums === 'when_required' ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED';
+      config.requestChecksumCalculation = mode;
+      config.responseChecksumValidation = mode;
+    }
+    if (settings.accessKeyId !== undefined && settings.secretAccessKey !== undefined) {
+      config.credentials = {
+        accessKeyId: settings.accessKeyId,
+        secretAccessKey: settings.secretAccessKey,
+        ...(settings.sessionToken !== undefined ? { sessionToken: settings.sessionToken } : {}),
+      };
+    }
+    if (settings.profile !== undefined) config.profile = settings.profile;
+    this.client = new S3Client(config);
+    this.partSize = Math.max(MIN_PART_SIZE, settings.partSizeBytes ?? DEFAULT_PART_SIZE);
+    this.listPageSize = settings.listPageSize;
+    this.description = `s3://${location.bucket}/${location.prefix}${custom ? ` at ${redactUrl(endpoint!)}` : ''}`;
+  }
+
+  private objectKey(key: string): string {
+    if (key === '' || key.startsWith('/') || key.split('/').some((p) => p === '' || p === '.' || p === '..')) {
+      throw new WalvaultError('STORAGE_IO', `invalid storage key "${key}"`);
+    }
+    return this.location.prefix + key;
+  }
+
+  private where(key: string): string {
+    return `s3://${this.location.bucket}/${this.location.prefix}${key}`;
+  }
+
+  async put(key: string, body: ObjectBody): Promise<void> {
+    const Key = this.objectKey(key);
+    let sourceError: { err: unknown } | null = null;
+    try {
+      if (Buffer.isBuffer(body) || Array.isArray(body)) {
+        const buf = Buffer.isBuffer(body) ? body : Buffer.concat(body as readonly Buffer[]);
+        await this.client.send(new PutObjectCommand({ Bucket: this.location.bucket, Key, Body: buf, ContentLength: buf.length }));
+        return;
+      }
+      // Producers refill their chunk buffers once the next chunk is asked for, and the
+      // uploader reads ahead: each chunk is copied as it is taken.
+      const chunks = body as AsyncIterable<Buffer>;
+      const copies = Readable.from(
+        (async function* () {
+          try {
+            for await (const c of chunks) yield Buffer.from(c);
+          } catch (err) {
+            sourceError = { err };
+            throw err;
+          }
+        })(),
+        { objectMode: false, highWaterMark: 1 },
+      );
+      const upload = new Upload({
+        client: this.client,
+        params: { Bucket: this.location.bucket, Key, Body: copies },
+        partSize: this.partSize,
+        queueSize: PARTS_IN_FLIGHT,
+        // A failed multipart upload is aborted, so no object and no stray parts remain.
+        leavePartsOnError: false,
+      });
+      await upload.done();
+    } catch (err) {
+      // A failing source is the caller's error to see, not whatever the abort of the
+      // multipart upload then said (some stores do not implement the abort).
+      const failed = sourceError as { err: unknown } | null;
+      if (failed !== null) throw failed.err;
+      if (err instanceof WalvaultError) throw err;
+      throw s3Error('put', this.where(key), err);
+    }
+  }
+
+  async get(key: string): Promise<Buffer | null> {
+    try {
+      const res = await this.client.send(new GetObjectCommand({ Bucket: this.location.bucket, Key: this.objectKey(key) }));
+      return Buffer.from(await res.Body!.transformToByteArray());
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw s3Error('get', this.where(key), err);
+    }
+  }
+
+  async getRange(key: string, offset: number, length: number, into?: Buffer): Promise<Buffer | null> {
+    if (length <= 0) return (await this.head(key)) === null ? null : Buffer.alloc(0);
+    try {
+      const res = await this.client.send(
+        new GetObjectCommand({ Bucket: this.location.bucket, Key: this.objectKey(key), Range: `bytes=${offset}-${offset + length - 1}` }),
+      );
+      const stream = res.Body as Readable;
+      const out = into !== undefined && into.length >= length ? into : Buffer.allocUnsafe(length);
+      let got = 0;
+      for await (const chunk of stream) {
+        const c = chunk as Buffer;
+        const n = Math.min(c.length, length - got);
+        c.copy(out, got, 0, n);
+        got += n;
+      }
+      return out.subarray(0, got);
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      // A range starting at or past the end: the object exists and has nothing there.
+      if (httpStatus(err) === 416) return Buffer.alloc(0);
+      throw s3Error('read', this.where(key), err);
+    }
+  }
+
+  async head(key: string): Promise<ObjectInfo | null> {
+    try {
+      const res = await this.client.send(new HeadObjectCommand({ Bucket: this.location.bucket, Key: this.objectKey(key) }));
+      return { key, size: Number(res.ContentLength ?? 0) };
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw s3Error('head', this.where(key), err);
+    }
+  }
+
+  async list(prefix: string): Promise<ObjectInfo[]> {
+    const found: ObjectInfo[] = [];
+    const base = this.location.prefix;
+    try {
+      const pages = paginateListObjectsV2(
+        { client: this.client, ...(this.listPageSize ? { pageSize: this.listPageSize } : {}) },
+        { Bucket: this.location.bucket, Prefix: base + prefix },
+      );
+      for await (const page of pages) {
+        for (const o of page.Contents ?? []) {
+          if (o.Key === undefined || !o.Key.startsWith(base)) continue;
+          found.push({ key: o.Key.slice(base.length), size: Number(o.Size ?? 0) });
+        }
+      }
+    } catch (err) {
+      throw s3Error('list', this.where(prefix + '*'), err);
+    }
+    return found.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  async delete(key: string): Promise<void> {
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.location.bucket, Key: this.objectKey(key) }));
+    } catch (err) {
+      if (isNotFound(err)) return;
+      throw s3Error('delete', this.where(key), err);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.client.destroy();
+  }
+}
+
+function httpStatus(err: unknown): number | undefined {
+  return (err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
+}
+
+function errorName(err: unknown): string {
+  return (err as { name?: string; Code?: string })?.name ?? (err as { Code?: string })?.Code ?? 'Error';
+}
+
+function isNotFound(err: unknown): boolean {
+  const name = errorName(err);
+  return name === 'NoSuchKey' || name === 'NotFound' || (httpStatus(err) === 404 && name !== 'NoSuchBucket');
+}
+
+/** Endpoints may carry user:password; never show them. */
+function redactUrl(url: string): string {
+  return url.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/@]*@/, '$1***@');
+}
+
+function s3Error(action: string, where: string, err: unknown): WalvaultError {
+  const name = errorName(err);
+  const status = httpStatus(err);
+  const message = (err as Error)?.message ?? String(err);
+  let fix = 'check the endpoint, the network and the store';
+  if (name === 'NoSuchBucket') fix = 'create the bucket, or correct the bucket name in the archive URL';
+  else if (name === 'AccessDenied' || status === 403) fix = "check the credentials and that they may read and write the archive's bucket and prefix";
+  else if (name === 'InvalidAccessKeyId' || name === 'SignatureDoesNotMatch') fix = 'check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the credentials in the config file)';
+  else if (name === 'CredentialsProviderError') fix = 'provide credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, or access_key_id and secret_access_key in the site\'s [s3] section';
+  else if (/ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|socket hang up|TimeoutError/i.test(`${name} ${message}`)) fix = 'check that the S3 endpoint is reachable (AWS_ENDPOINT_URL_S3 or endpoint in the config file)';
+  return new WalvaultError('STORAGE_IO', `S3 ${action} of ${where} failed: ${name}${status ? ` (HTTP ${status})` : ''}: ${redactUrl(message)}; ${fix}`, {
+    cause: err,
+  });
+}

@@ -1,0 +1,129 @@
+/**
+ * A real S3-protocol server for tests: the npm package s3rver in a child process on
+ * 127.0.0.1, storing under a temp directory. See ../../../shared/docs/testing.md for why it
+ * runs with --openssl-legacy-provider (paged listings) and why clients must use
+ * WHEN_REQUIRED checksums (our S3 backend does so for custom endpoints).
+ */
+import { ChildProcess, spawn } from 'node:child_process';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { freePort, removeDir, tmpDir, waitFor } from './pg-cluster';
+
+const S3RVER_BIN = path.join(require.resolve('s3rver/package.json'), '..', 'bin', 's3rver.js');
+/** s3rver's built-in credentials; it checks signatures against them. */
+export const S3RVER_KEY = 'S3RVER';
+
+const live = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const c of live) c.kill('SIGKILL');
+});
+
+export class S3Server {
+  private child: ChildProcess | null = null;
+  private output = '';
+
+  private constructor(
+    readonly port: number,
+    readonly dataDir: string,
+    readonly bucket: string,
+  ) {}
+
+  static async start(opts: { bucket?: string } = {}): Promise<S3Server> {
+    const server = new S3Server(await freePort(), tmpDir('walvault-s3rver-'), opts.bucket ?? 'walvault-test');
+    await server.startProcess();
+    return server;
+  }
+
+  get endpoint(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  /** `s3://bucket/prefix` for an archive in this server. */
+  url(prefix: string): string {
+    return `s3://${this.bucket}/${prefix}`;
+  }
+
+  /** What a walvault process needs in its environment to use this server. */
+  env(): Record<string, string> {
+    return {
+      AWS_ENDPOINT_URL_S3: this.endpoint,
+      AWS_ACCESS_KEY_ID: S3RVER_KEY,
+      AWS_SECRET_ACCESS_KEY: S3RVER_KEY,
+      AWS_REGION: 'us-east-1',
+    };
+  }
+
+  /**
+   * Points this test process (and the walvault processes it starts, which inherit its
+   * environment) at this server through the standard AWS variables.
+   */
+  useInThisProcess(): void {
+    Object.assign(process.env, this.env());
+  }
+
+  /** S3Settings for an in-process S3Storage. */
+  settings(): { endpoint: string; accessKeyId: string; secretAccessKey: string; region: string } {
+    return { endpoint: this.endpoint, accessKeyId: S3RVER_KEY, secretAccessKey: S3RVER_KEY, region: 'us-east-1' };
+  }
+
+  get running(): boolean {
+    return this.child !== null && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  private async startProcess(): Promise<void> {
+    const child = spawn(
+      process.execPath,
+      ['--openssl-legacy-provider', S3RVER_BIN, '-d', this.dataDir, '-a', '127.0.0.1', '-p', String(this.port), '--configure-bucket', this.bucket],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    this.child = child;
+    live.add(child);
+    child.once('exit', () => live.delete(child));
+    child.stdout!.on('data', (d: Buffer) => (this.output = (this.output + d.toString()).slice(-4000)));
+    child.stderr!.on('data', (d: Buffer) => (this.output = (this.output + d.toString()).slice(-4000)));
+    try {
+      await waitFor(() => !this.running ? Promise.reject(new Error(`s3rver exited: ${this.output}`)) : this.bucketAnswers(), {
+        timeoutMs: 20000,
+        intervalMs: 100,
+        what: `s3rver on port ${this.port}`,
+      });
+    } catch (err) {
+      child.kill('SIGKILL');
+      throw err;
+    }
+  }
+
+  private bucketAnswers(): Promise<boolean> {
+    return new Promise((resolve) => {
+      const req = http.request({ host: '127.0.0.1', port: this.port, method: 'HEAD', path: `/${this.bucket}`, timeout: 1000 }, (res) => {
+        res.resume();
+        // 403 is fine: the server is up, it only wants a signature.
+        resolve(res.statusCode !== undefined);
+      });
+      req.on('error', () => resolve(false));
+      req.on('timeout', () => req.destroy());
+      req.end();
+    });
+  }
+
+  /** Stops the server (an outage); its data stay for start(). */
+  async stop(): Promise<void> {
+    const child = this.child;
+    if (!child || !this.running) return;
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill('SIGKILL');
+    await exited;
+    this.child = null;
+  }
+
+  /** Starts it again on the same port with the same data. */
+  async restart(): Promise<void> {
+    await this.stop();
+    await this.startProcess();
+  }
+
+  async destroy(): Promise<void> {
+    await this.stop();
+    removeDir(this.dataDir);
+  }
+}

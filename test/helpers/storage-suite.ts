@@ -1,0 +1,137 @@
+/**
+ * The behaviour every Storage backend owes the archive layer, as one suite that runs against
+ * each backend (test/integration/storage-backends.test.ts).
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { isWalvaultError } from '../../src/errors';
+import type { Storage } from '../../src/storage/storage';
+
+export interface StorageUnderTest {
+  storage: Storage;
+  cleanup(): Promise<void>;
+}
+
+/** Chunks from one reused buffer, refilled only when the next chunk is asked for. */
+async function* reusedChunks(data: Buffer, chunk: number): AsyncIterable<Buffer> {
+  const buf = Buffer.alloc(chunk);
+  for (let at = 0; at < data.length; at += chunk) {
+    const n = Math.min(chunk, data.length - at);
+    data.copy(buf, 0, at, at + n);
+    yield buf.subarray(0, n);
+    buf.fill(0xcc); // a backend still holding the previous chunk would now see garbage
+  }
+}
+
+export function storageSuite(label: string, make: () => Promise<StorageUnderTest>): void {
+  const withStorage = (fn: (s: Storage) => Promise<void>) => async () => {
+    const t = await make();
+    try {
+      await fn(t.storage);
+    } finally {
+      await t.storage.close();
+      await t.cleanup();
+    }
+  };
+
+  describe(`storage suite: ${label}`, () => {
+    it(
+      'put (buffer, parts), get, head, replace, delete',
+      withStorage(async (s) => {
+        const a = randomBytes(1000);
+        await s.put('wal/a', a);
+        assert.ok((await s.get('wal/a'))?.equals(a));
+        assert.deepEqual(await s.head('wal/a'), { key: 'wal/a', size: 1000 });
+
+        const parts = [Buffer.from('header:'), randomBytes(5000)];
+        await s.put('wal/a', parts);
+        assert.ok((await s.get('wal/a'))?.equals(Buffer.concat(parts)), 'put replaces (partials rely on it)');
+
+        await s.delete('wal/a');
+        assert.equal(await s.get('wal/a'), null);
+        assert.equal(await s.head('wal/a'), null);
+        await s.delete('wal/a'); // deleting what is not there is no error
+        await s.put('empty', Buffer.alloc(0));
+        assert.deepEqual(await s.get('empty'), Buffer.alloc(0));
+        assert.deepEqual(await s.head('empty'), { key: 'empty', size: 0 });
+      }),
+    );
+
+    it(
+      'streamed put of a large object from a reused buffer is exact',
+      withStorage(async (s) => {
+        const data = randomBytes(21 * 1024 * 1024 + 12345); // several S3 parts, a short last one
+        await s.put('base/big', reusedChunks(data, 1024 * 1024));
+        const back = await s.get('base/big');
+        assert.equal(back?.length, data.length);
+        assert.ok(back!.equals(data), 'the stored object equals what was streamed');
+      }),
+    );
+
+    it(
+      'a streamed body that fails leaves no object, and an old one stays',
+      withStorage(async (s) => {
+        async function* failing(): AsyncIterable<Buffer> {
+          yield randomBytes(6 * 1024 * 1024);
+          yield randomBytes(6 * 1024 * 1024);
+          throw new Error('source broke');
+        }
+        await assert.rejects(s.put('wal/x', failing()), /source broke/);
+        assert.equal(await s.head('wal/x'), null);
+        assert.deepEqual(await s.list('wal/'), []);
+
+        const old = Buffer.from('old');
+        await s.put('wal/y', old);
+        await assert.rejects(s.put('wal/y', failing()), /source broke/);
+        assert.ok((await s.get('wal/y'))?.equals(old));
+      }),
+    );
+
+    it(
+      'getRange: middle, short at the end, past the end, missing object, into a caller buffer',
+      withStorage(async (s) => {
+        const data = randomBytes(3000);
+        await s.put('r', data);
+        assert.ok((await s.getRange('r', 100, 200))?.equals(data.subarray(100, 300)));
+        assert.ok((await s.getRange('r', 2900, 500))?.equals(data.subarray(2900)));
+        assert.equal((await s.getRange('r', 3000, 10))?.length, 0);
+        assert.equal(await s.getRange('missing', 0, 10), null);
+        const into = Buffer.alloc(1024);
+        const got = await s.getRange('r', 1000, 1024, into);
+        assert.ok(got?.equals(data.subarray(1000, 2024)));
+      }),
+    );
+
+    it(
+      'list: by prefix, sorted, sizes, across many pages',
+      withStorage(async (s) => {
+        const names = Array.from({ length: 23 }, (_, i) => `wal/0000000100000000000000${i.toString(16).padStart(2, '0').toUpperCase()}`);
+        for (const n of [...names].reverse()) await s.put(n, Buffer.alloc(names.indexOf(n) + 1));
+        await s.put('wal/00000002.history', Buffer.from('h'));
+        await s.put('cluster.json', Buffer.from('{}'));
+        await s.put('walrus/other', Buffer.from('x'));
+
+        const wal = await s.list('wal/');
+        assert.deepEqual(
+          wal.map((o) => o.key),
+          [...names, 'wal/00000002.history'].sort(),
+        );
+        assert.equal(wal.find((o) => o.key === names[4])?.size, 5);
+        // A prefix is a string prefix, not a directory: segments 0x10 to 0x16.
+        assert.deepEqual((await s.list('wal/00000001000000000000001')).map((o) => o.key), names.slice(16));
+        assert.deepEqual((await s.list('')).length, 26);
+        assert.deepEqual(await s.list('nothing/'), []);
+      }),
+    );
+
+    it(
+      'refuses keys that could escape the archive',
+      withStorage(async (s) => {
+        for (const bad of ['../x', 'a/../../x', '/abs', 'a//b', '']) {
+          await assert.rejects(s.put(bad, Buffer.from('x')), (err: unknown) => isWalvaultError(err, 'STORAGE_IO'), `key ${JSON.stringify(bad)}`);
+        }
+      }),
+    );
+  });
+}
