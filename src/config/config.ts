@@ -36,6 +36,8 @@ export interface SiteConfig {
   statusIntervalSeconds: number;
   createSlot: boolean;
   uploadConcurrency: number;
+  /** Unarchived WAL (MiB) past which the site raises its alert; 0 = never. */
+  spoolAlertMiB: number;
   /** Overrides for an s3:// archive (the [sites.NAME.s3] table); empty otherwise. */
   s3: S3Settings;
 }
@@ -63,6 +65,7 @@ const SITE_KEYS = [
   'status_interval_seconds',
   'create_slot',
   'upload_concurrency',
+  'spool_alert_mib',
   's3',
 ];
 const S3_KEYS = [
@@ -82,6 +85,7 @@ const DEFAULTS = {
   statusIntervalSeconds: 10,
   createSlot: true,
   uploadConcurrency: 2,
+  spoolAlertMiB: 4096,
 };
 const SLOT_MAX = 63; // NAMEDATALEN - 1
 const SITE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
@@ -272,6 +276,7 @@ function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
     statusIntervalSeconds: num('status_interval_seconds', DEFAULTS.statusIntervalSeconds, { value: 0, exclusive: true }, false, 'use a positive number of seconds, well below the server\'s wal_sender_timeout'),
     createSlot,
     uploadConcurrency: num('upload_concurrency', DEFAULTS.uploadConcurrency, { value: 1 }, true, 'use a whole number of parallel uploads, at least 1'),
+    spoolAlertMiB: num('spool_alert_mib', DEFAULTS.spoolAlertMiB, { value: 0 }, false, 'use a number of MiB of unarchived WAL; 0 disables the alert'),
     s3: parseS3Section(ctx, name, raw.s3),
   };
 }

@@ -33,6 +33,7 @@ import { formatLsn, historyFileName, maxLsn, segmentStart, type Lsn } from '../w
 import { pageMagicForMajor, type PageCheckContext } from '../wal/page-header';
 import { SegmentSpool, type CompletedSegment, type OpenSegment } from '../wal/segment-spool';
 import { parseTimelineHistory, timelineOfLsn } from '../wal/timeline-history';
+import { renderPrometheus, type Sample } from '../observe/metrics';
 import { SlabCopier } from '../util/slab-copier';
 import { backoffDelayMs, sleep, withTimeout } from '../util/timers';
 import { reconcile, type ResumePoint } from './resume';
@@ -44,6 +45,9 @@ const QUEUE_LOW_WATER = 2 * 1024 * 1024;
 const WRITE_BATCH_BYTES = 4 * 1024 * 1024;
 export const LEDGER_FILE = 'ledger.db';
 export const SPOOL_DIR = 'spool';
+/** Prometheus text, rewritten every status interval (node_exporter's textfile collector reads it). */
+export const METRICS_FILE = 'metrics.prom';
+const ALERT_LOG_INTERVAL_MS = 60000;
 
 /** Errors after which retrying cannot help: the operator must act. */
 const FATAL_CODES = new Set([
@@ -97,6 +101,8 @@ export class SiteReceiver {
   private stopping = false;
   private readonly stopController = new AbortController();
   private statusTimer: NodeJS.Timeout | null = null;
+  private healthTimer: NodeJS.Timeout | null = null;
+  private reconnects = 0;
   private partialTimer: NodeJS.Timeout | null = null;
   private lastPartialBytes = -1;
   private lastPartialName = '';
@@ -137,6 +143,7 @@ export class SiteReceiver {
   async run(): Promise<void> {
     try {
       await this.startUp();
+      this.startHealthTimer();
       let attempt = 0;
       while (!this.stopping) {
         try {
@@ -166,11 +173,78 @@ export class SiteReceiver {
         await this.closeConnection();
         if (this.stopping) break;
         this.state = 'reconnecting';
+        this.reconnects++;
         await sleep(backoffDelayMs(attempt++, 500, 30000), this.stopController.signal);
       }
     } finally {
       await this.shutDown();
     }
+  }
+
+  /** The site's numbers, for the metrics file (and a scrape endpoint later). */
+  metrics(): Sample[] {
+    const labels = { site: this.site.name };
+    const gauge = (name: string, help: string, value: number): Sample => ({ name, help, type: 'gauge', value, labels });
+    const counter = (name: string, help: string, value: number): Sample => ({ name, help, type: 'counter', value, labels });
+    const stats = this.uploader?.stats;
+    const failingMs = this.uploader?.failingForMs ?? null;
+    return [
+      gauge('walvault_streaming', 'Whether the site is streaming from its server now (1) or starting, reconnecting or stopped (0)', this.state === 'streaming' ? 1 : 0),
+      gauge('walvault_received_lsn_bytes', 'End of the WAL received, as a byte position', Number(this.received)),
+      gauge('walvault_fsynced_lsn_bytes', 'End of the WAL fsynced in the spool, as a byte position', Number(this.fsynced)),
+      gauge('walvault_archived_lsn_bytes', 'End of the WAL archived without a gap, as a byte position', Number(this.uploader?.archivedLsn ?? 0n)),
+      gauge('walvault_unarchived_bytes', 'WAL received but not yet archived: held in the spool, and by the slot on the server', this.unarchivedBytes()),
+      gauge('walvault_spool_alert', 'Whether unarchived WAL is past spool_alert_mib (1) or not (0)', this.spoolAlert() ? 1 : 0),
+      gauge('walvault_storage_failing', 'Whether writes to the archive are failing now (1) or not (0)', failingMs === null ? 0 : 1),
+      gauge('walvault_storage_failing_seconds', 'How long writes to the archive have been failing; 0 while they work', failingMs === null ? 0 : failingMs / 1000),
+      counter('walvault_storage_failures_total', 'Failed attempts to archive an object', stats?.failures ?? 0),
+      counter('walvault_segments_archived_total', 'Segments archived by this process', stats?.archivedSegments ?? 0),
+      counter('walvault_archive_conflicts_total', 'Refusals to replace an archived object with different bytes', stats?.conflicts ?? 0),
+      counter('walvault_reconnects_total', 'Replication reconnects', this.reconnects),
+    ];
+  }
+
+  private unarchivedBytes(): number {
+    const archived = this.uploader?.archivedLsn ?? 0n;
+    return this.received > archived ? Number(this.received - archived) : 0;
+  }
+
+  private spoolAlert(): boolean {
+    return this.site.spoolAlertMiB > 0 && this.unarchivedBytes() > this.site.spoolAlertMiB * 1024 * 1024;
+  }
+
+  /** Writes the metrics file and raises the spool alert, on the status interval, for the whole run. */
+  private startHealthTimer(): void {
+    const file = path.join(this.site.state, METRICS_FILE);
+    let lastAlertLog = 0;
+    let writeFailed = false;
+    const tick = async () => {
+      // A start that fails (bad input, a busy slot) must leave the state directory as it was.
+      if (!this.everStreamed) return;
+      if (this.spoolAlert() && Date.now() - lastAlertLog >= ALERT_LOG_INTERVAL_MS) {
+        lastAlertLog = Date.now();
+        const failingMs = this.uploader?.failingForMs ?? null;
+        this.log.error(
+          { unarchivedMiB: Math.round(this.unarchivedBytes() / 1048576), spoolAlertMiB: this.site.spoolAlertMiB, storageFailingSeconds: failingMs === null ? 0 : Math.round(failingMs / 1000) },
+          'unarchived WAL is past spool_alert_mib: the spool grows and the slot holds WAL on the server until the archive catches up; ' +
+            "if the server's max_slot_wal_keep_size is reached, it drops that WAL and the archive gets a gap",
+        );
+      } else if (!this.spoolAlert()) {
+        lastAlertLog = 0;
+      }
+      try {
+        const tmp = `${file}.tmp`;
+        await fs.promises.writeFile(tmp, renderPrometheus(this.metrics()));
+        await fs.promises.rename(tmp, file);
+        writeFailed = false;
+      } catch (err) {
+        if (!writeFailed) this.log.warn({ file, err: errorMessage(err) }, 'cannot write the metrics file');
+        writeFailed = true;
+      }
+    };
+    this.healthTimer = setInterval(() => void tick(), this.site.statusIntervalSeconds * 1000);
+    this.healthTimer.unref();
+    void tick();
   }
 
   stop(): void {
@@ -742,6 +816,8 @@ export class SiteReceiver {
 
   private async shutDown(): Promise<void> {
     this.stopTimers();
+    if (this.healthTimer) clearInterval(this.healthTimer);
+    this.healthTimer = null;
     try {
       await this.writerIdle().catch(() => undefined);
       if (this.spool && this.uploader && !this.writerError) {

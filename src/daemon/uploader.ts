@@ -44,6 +44,9 @@ export interface UploaderStats {
   queued: number;
   inFlight: number;
   failures: number;
+  /** Refusals to replace an archived object with different bytes. */
+  conflicts: number;
+  archivedSegments: number;
   lastError: string | null;
   lastArchivedSegment: string | null;
   lastArchivedAt: Date | null;
@@ -55,6 +58,8 @@ interface Job {
 }
 
 const FAILURE_LOG_INTERVAL_MS = 30000;
+/** Retries back off to at most this, so archiving resumes soon after storage comes back. */
+const RETRY_CAP_MS = 15000;
 
 export class Uploader {
   private readonly position: ArchivedPosition;
@@ -70,6 +75,8 @@ export class Uploader {
     queued: 0,
     inFlight: 0,
     failures: 0,
+    conflicts: 0,
+    archivedSegments: 0,
     lastError: null,
     lastArchivedSegment: null,
     lastArchivedAt: null,
@@ -137,13 +144,14 @@ export class Uploader {
         await this.partialChain;
         await this.opts.archive.delete(key + '.partial');
         this.recovered();
+        this.stats.archivedSegments++;
         this.stats.lastArchivedSegment = seg.name;
         this.stats.lastArchivedAt = new Date();
         this.opts.log.debug({ segment: seg.name, result }, 'segment archived');
         return;
       } catch (err) {
         this.failed(seg, err, attempt);
-        await sleep(backoffDelayMs(attempt), this.abort.signal);
+        await sleep(backoffDelayMs(attempt, 1000, RETRY_CAP_MS), this.abort.signal);
       }
     }
   }
@@ -174,7 +182,7 @@ export class Uploader {
           this.failed(seg, err, attempt);
           // A periodic partial is superseded by the next one; only a final partial must land.
           if (!opts.final) return;
-          await sleep(backoffDelayMs(attempt), this.abort.signal);
+          await sleep(backoffDelayMs(attempt, 1000, RETRY_CAP_MS), this.abort.signal);
         }
       }
     };
@@ -200,6 +208,7 @@ export class Uploader {
   private failed(seg: SegmentRef, err: unknown, attempt: number): void {
     const message = errorMessage(err);
     this.stats.failures++;
+    if (err instanceof WalvaultError && err.code === 'ARCHIVE_CONFLICT') this.stats.conflicts++;
     this.stats.lastError = message;
     if (this.failingSince === null) this.failingSince = Date.now();
     try {
@@ -226,6 +235,11 @@ export class Uploader {
       this.failingSince = null;
       this.lastFailureLog = 0;
     }
+  }
+
+  /** How long storage has been failing, or null while it works. */
+  get failingForMs(): number | null {
+    return this.failingSince === null ? null : Date.now() - this.failingSince;
   }
 
   /** Resolves when nothing is queued or in flight (or the uploader was stopped). */

@@ -76,6 +76,7 @@ partial_interval_seconds = 0
 status_interval_seconds = 2.5
 create_slot = false
 upload_concurrency = 8
+spool_alert_mib = 512
 
 [sites.main.s3]
 endpoint = "https://minio.example:9000"
@@ -106,6 +107,7 @@ request_timeout_seconds = 30
         statusIntervalSeconds: 2.5,
         createSlot: false,
         uploadConcurrency: 8,
+        spoolAlertMiB: 512,
         s3: {
           endpoint: 'https://minio.example:9000',
           region: 'eu-west-1',
