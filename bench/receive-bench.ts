@@ -24,6 +24,11 @@
  * another filesystem, where each segment is copied (a second write and read per byte).
  * The output says which case was measured.
  *
+ * A third drain sends walvault's archive to s3rver (a real S3-protocol server on loopback,
+ * as in the tests) with the site's default codec, from its own slot over the same backlog.
+ * The backlog is heap inserts of repeated characters, so it compresses far better than
+ * typical WAL: the codec bench (bench/codec-bench.ts) measures codecs on pgbench WAL.
+ *
  * BENCH_CPU_PROF=<dir> makes the walvault drain write a V8 CPU profile into <dir> when it
  * stops (summarise it with `node dist/bench/profile-summary.js <file>`).
  */
@@ -35,12 +40,16 @@ import { performance } from 'node:perf_hooks';
 import { PgCluster, clientBin, removeDir, tmpDir } from '../test/helpers/pg-cluster';
 import { WALVAULT_BIN, WalvaultProcess, archivedSegments, pgConninfo, writeConfig } from '../test/helpers/walvault';
 import { parseLsn, parseSegmentFileName, segmentFileName, segmentNumber } from '../src/wal/lsn';
+import { S3Server } from '../test/helpers/s3-server';
+import type { Storage } from '../src/storage/storage';
 
 const MiB = 1024 * 1024;
 const SEG_MIB = 16;
 const SEG_SIZE = SEG_MIB * MiB;
 const SLOT_PGRW = 'bench_pgrw';
 const SLOT_WALVAULT = 'bench_walvault';
+const SLOT_WALVAULT_S3 = 'bench_walvault_s3';
+const SLOTS = [SLOT_PGRW, SLOT_WALVAULT, SLOT_WALVAULT_S3];
 const RSS_TARGET_MIB = 100;
 const THROUGHPUT_TARGET_RATIO = 1.0;
 
@@ -260,17 +269,17 @@ class ProfiledWalvault implements WalvaultHandle {
 }
 
 class Walvault implements Receiver {
-  readonly label = 'walvault';
+  readonly label: string = 'walvault';
   private readonly proc: WalvaultHandle;
   private stopped: Promise<void> | null = null;
 
   constructor(
     configFile: string,
     private readonly archiveDir: string,
-    opts: { profileDir?: string; memTrace?: string } = {},
+    opts: { profileDir?: string; memTrace?: string; env?: NodeJS.ProcessEnv } = {},
   ) {
     const args = ['run', '--config', configFile];
-    const env: NodeJS.ProcessEnv = {};
+    const env: NodeJS.ProcessEnv = { ...opts.env };
     if (opts.memTrace) {
       env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --require ${path.join(__dirname, 'mem-probe.js')}`.trim();
       env.WALVAULT_BENCH_MEM_TRACE = opts.memTrace;
@@ -318,6 +327,58 @@ class Walvault implements Receiver {
   }
 }
 
+/**
+ * walvault archiving to S3: segments are present when listed. A background listing keeps
+ * the cheap hasSegment check synchronous, as drain() wants it.
+ */
+class S3Walvault extends Walvault {
+  override readonly label: string = 'walvault (s3rver)';
+  private known = new Set<string>();
+  private readonly poller: NodeJS.Timeout;
+  private listing = false;
+
+  constructor(
+    configFile: string,
+    private readonly storage: Storage,
+    env: NodeJS.ProcessEnv,
+  ) {
+    super(configFile, '', { env });
+    this.poller = setInterval(() => {
+      if (this.listing) return;
+      this.listing = true;
+      void this.listed()
+        .then((names) => (this.known = names))
+        .catch(() => undefined)
+        .finally(() => (this.listing = false));
+    }, 250);
+  }
+
+  private async listed(): Promise<Set<string>> {
+    return new Set((await this.storage.list('wal/')).map((o) => o.key.slice('wal/'.length)));
+  }
+
+  override hasSegment(name: string): boolean {
+    return this.known.has(name);
+  }
+
+  override async missingSegments(names: string[]): Promise<string[]> {
+    const present = await this.listed();
+    return names.filter((n) => !present.has(n));
+  }
+
+  override stop(): Promise<void> {
+    clearInterval(this.poller);
+    return super.stop();
+  }
+}
+
+/** The codec a site gets when its config names none. */
+function loadDefaultCodec(): string {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { defaultCompression } = require('../src/config/config') as typeof import('../src/config/config');
+  return defaultCompression('/a/local/archive');
+}
+
 // ---------------------------------------------------------------------------
 // The backlog
 
@@ -346,19 +407,18 @@ async function one<T>(cluster: PgCluster, sql: string, col: string): Promise<T> 
 
 async function slotRestartLsns(cluster: PgCluster): Promise<Record<string, bigint>> {
   const rows = await cluster.query(
-    `SELECT slot_name, restart_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name IN ('${SLOT_PGRW}', '${SLOT_WALVAULT}')`,
+    `SELECT slot_name, restart_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name IN (${SLOTS.map((s) => `'${s}'`).join(', ')})`,
   );
   const out: Record<string, bigint> = {};
   for (const r of rows) out[r.slot_name] = parseLsn(r.lsn);
-  if (out[SLOT_PGRW] === undefined || out[SLOT_WALVAULT] === undefined) throw new Error('bench slots are missing');
+  if (SLOTS.some((s) => out[s] === undefined)) throw new Error('bench slots are missing');
   return out;
 }
 
 async function makeBacklog(cluster: PgCluster): Promise<Backlog> {
-  await cluster.query(`SELECT pg_create_physical_replication_slot('${SLOT_PGRW}', true)`);
-  await cluster.query(`SELECT pg_create_physical_replication_slot('${SLOT_WALVAULT}', true)`);
+  for (const slot of SLOTS) await cluster.query(`SELECT pg_create_physical_replication_slot('${slot}', true)`);
   const restart = await slotRestartLsns(cluster);
-  const oldest = restart[SLOT_PGRW] < restart[SLOT_WALVAULT] ? restart[SLOT_PGRW] : restart[SLOT_WALVAULT];
+  const oldest = SLOTS.map((s) => restart[s]).reduce((a, b) => (a < b ? a : b));
   const target = WAL_MB * MiB;
   const lsnNow = async () => parseLsn(await one<string>(cluster, 'SELECT pg_current_wal_lsn()::text AS l', 'l'));
 
@@ -390,10 +450,7 @@ async function makeBacklog(cluster: PgCluster): Promise<Backlog> {
   const endSegNo = parseSegmentFileName(endName, SEG_SIZE).segNo;
   return {
     tli,
-    startSegNo: {
-      [SLOT_PGRW]: segmentNumber(restart[SLOT_PGRW], SEG_SIZE),
-      [SLOT_WALVAULT]: segmentNumber(restart[SLOT_WALVAULT], SEG_SIZE),
-    },
+    startSegNo: Object.fromEntries(SLOTS.map((s) => [s, segmentNumber(restart[s], SEG_SIZE)])),
     endSegNo,
     endName,
     generatedBytes: Number(parseLsn(String(switchRow.lsn)) - startLsn),
@@ -561,11 +618,14 @@ async function main(): Promise<number> {
   const archiveDir = path.join(archiveParent, 'archive');
   const stateDir = path.join(work, 'state');
   fs.mkdirSync(pgrwDir);
-  const archiveLinked = fs.statSync(archiveParent).dev === fs.statSync(work).dev;
+  // The site default unless overridden; only uncompressed, unencrypted segments can be linked.
+  const codec = String(WALVAULT_OVERRIDES.compression ?? loadDefaultCodec());
+  const sameFs = fs.statSync(archiveParent).dev === fs.statSync(work).dev;
+  const archiveLinked = sameFs && codec === 'none' && WALVAULT_OVERRIDES.encryption_public_key_file === undefined;
   console.log(
     archiveLinked
-      ? `walvault archive ${archiveDir}: same filesystem as its state directory (spool files are linked into the archive)`
-      : `walvault archive ${archiveDir}: another filesystem than its state directory (segments are copied into the archive)`,
+      ? `walvault archive ${archiveDir}: same filesystem as its state directory, codec none (spool files are linked into the archive)`
+      : `walvault archive ${archiveDir}: codec ${codec}, ${sameFs ? 'same filesystem' : 'another filesystem'} (segments are written into the archive)`,
   );
   let cluster: PgCluster | undefined;
   const receivers: Receiver[] = [];
@@ -650,6 +710,31 @@ async function main(): Promise<number> {
     console.log(`  ${fmt(wvDrain.seconds, 2)} s, ${fmt(wvDrain.throughputMiBs)} MiB/s, peak RSS ${fmt(wvDrain.usage.peakRssMiB)} MiB`);
     if (CPU_PROF_DIR) console.log(`  CPU profile of the walvault drain written to ${CPU_PROF_DIR}`);
 
+    console.log('drain: walvault to s3rver (default codec)');
+    const s3 = await S3Server.start({ bucket: 'walvault-bench' });
+    let s3Drain: DrainResult;
+    try {
+      const s3Names = segNames(backlog.tli, backlog.startSegNo[SLOT_WALVAULT_S3], backlog.endSegNo);
+      const s3Dir = path.join(work, 's3-config');
+      fs.mkdirSync(s3Dir);
+      const s3Config = writeConfig(
+        s3Dir,
+        { main: { ...JSON.parse(fs.readFileSync(configFile, 'utf8')).sites.main, archive: s3.url('bench'), state: path.join(work, 'state-s3'), slot: SLOT_WALVAULT_S3 } },
+        'info',
+      );
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const { S3Storage, parseS3Url } = require('../src/storage/s3') as typeof import('../src/storage/s3');
+      const lister = new S3Storage(parseS3Url(s3.url('bench'))!, s3.settings());
+      const wv3 = new S3Walvault(s3Config, lister, s3.env());
+      receivers.push(wv3);
+      s3Drain = await drain(wv3, s3Names);
+      await wv3.stop();
+      await lister.close();
+    } finally {
+      await s3.destroy();
+    }
+    console.log(`  ${fmt(s3Drain.seconds, 2)} s, ${fmt(s3Drain.throughputMiBs)} MiB/s, peak RSS ${fmt(s3Drain.usage.peakRssMiB)} MiB`);
+
     console.log('latency: both receivers running, burst then pg_switch_wal()');
     // Restarted, not kept running: each drain above had the machine to itself.
     const pgrw2 = new PgReceivewal(cluster, pgrwDir);
@@ -691,6 +776,7 @@ async function main(): Promise<number> {
         `>= ${THROUGHPUT_TARGET_RATIO.toFixed(1)}`,
         throughputPass ? 'PASS' : 'FAIL',
       ],
+      ['drain to s3rver, default codec (MiB/s)', fmt(s3Drain.throughputMiBs), fmt(pgrwDrain.throughputMiBs), fmt(s3Drain.throughputMiBs / pgrwDrain.throughputMiBs, 2), '', ''],
       ['drain CPU time (s)', fmt(wvDrain.usage.cpuSeconds, 2), fmt(pgrwDrain.usage.cpuSeconds, 2), fmt(wvDrain.usage.cpuSeconds / pgrwDrain.usage.cpuSeconds, 2), '', ''],
       [
         `end of generation -> archived, median of ${samples.length} (ms)`,
@@ -723,6 +809,7 @@ async function main(): Promise<number> {
         walvaultOverrides: WALVAULT_OVERRIDES,
         archiveDir,
         archiveLinked,
+        codec,
       },
       backlog: {
         segments: pgrwNames.length,
@@ -730,7 +817,7 @@ async function main(): Promise<number> {
         generatedMiB: backlog.generatedBytes / MiB,
         generateSeconds: backlog.generateSeconds,
       },
-      drain: { walvault: wvDrain, pgReceivewal: pgrwDrain },
+      drain: { walvault: wvDrain, walvaultS3: s3Drain, pgReceivewal: pgrwDrain },
       latency: {
         samples,
         medianMs: { walvault: wvLatency, pgReceivewal: pgrwLatency, walvaultSpooled: Number.isFinite(wvSpooledLatency) ? wvSpooledLatency : null },

@@ -19,7 +19,23 @@ import { WalvaultError } from '../errors';
 import { isValidSegmentSize } from '../wal/lsn';
 import type { Storage } from '../storage/storage';
 import { bufferSource, digestOf, fileSource, windowPool, type BodySource } from './body-source';
-import { decodeEnvelopeAsync, encodeEnvelope, encodePlainHeader, readEnvelopeHeader, sha256Async } from './envelope';
+import { codecByName, type CodecName } from './codecs';
+import { newDataKey, type PrivateKey, type PublicKey } from './encryption';
+import { decodeEnvelopeAsync, encodeEnvelope, encodeFramedHeader, encodePlainHeader, readEnvelopeHeader, sha256Async } from './envelope';
+import { encodeFrames, readTrailer, TRAILER_LENGTH } from './framed-body';
+
+/**
+ * How this archive writes and reads bodies. Metadata (cluster.json) is always plain: the
+ * backup host must read it without the private key.
+ */
+export interface ArchiveOptions {
+  /** Compression for WAL and backup objects; default none. */
+  codec?: CodecName;
+  /** Encrypt object bodies for this public key. */
+  recipient?: PublicKey;
+  /** Decrypts encrypted objects on read. */
+  privateKey?: PrivateKey;
+}
 
 export interface ClusterInfo {
   /** Decimal uint64, as IDENTIFY_SYSTEM prints it. */
@@ -39,9 +55,14 @@ const UINT64_MAX = (1n << 64n) - 1n;
 
 export class Archive {
   readonly storage: Storage;
+  private readonly options: ArchiveOptions;
+  /** True when bodies are stored as the plaintext itself (no codec, no encryption). */
+  private readonly plain: boolean;
 
-  constructor(storage: Storage) {
+  constructor(storage: Storage, options: ArchiveOptions = {}) {
     this.storage = storage;
+    this.options = options;
+    this.plain = (options.codec ?? 'none') === 'none' && !options.recipient;
   }
 
   static walKey(name: string): string {
@@ -132,6 +153,10 @@ export class Archive {
     const header = encodePlainHeader(plaintextLength, digest);
     const source = fileSource(file, plaintextLength, header.length);
     if (await this.alreadyStored(key, plaintextLength, digest)) return 'unchanged';
+    if (!this.plain) {
+      await this.writeVerified(key, source, digest);
+      return 'stored';
+    }
     const adopted = this.storage.adoptFile ? await this.storage.adoptFile(key, file) : 'unsupported';
     if (adopted === 'exists') {
       // Another writer got there between the check and the link: same rules as before.
@@ -157,11 +182,11 @@ export class Archive {
     if (existing === null) return false;
     const head = await this.storage.getRange(key, 0, MAX_HEADER_READ);
     const theirs = readEnvelopeHeader(head ?? Buffer.alloc(0), label);
-    const expected = theirs.headerLength + theirs.bodyLength;
-    if (existing.size !== expected) {
+    const problem = theirs.framed ? await this.framedLengthProblem(key, existing.size) : existing.size === theirs.headerLength + theirs.bodyLength! ? null : `its header says ${theirs.headerLength + theirs.bodyLength!}`;
+    if (problem !== null) {
       throw new WalvaultError(
         'ARCHIVE_CORRUPT',
-        `${label}: the stored object is ${existing.size} bytes but its header says ${expected}; ` +
+        `${label}: the stored object is ${existing.size} bytes but ${problem}; ` +
           `check it with "walvault verify" and delete it so it can be archived again`,
       );
     }
@@ -171,6 +196,14 @@ export class Archive {
       `${label} already exists with different content (stored: ${theirs.plaintextSize} bytes, sha256 ${theirs.sha256.toString('hex')}; ` +
         `new: ${plaintextLength} bytes, sha256 ${ours.toString('hex')}); refusing to overwrite an archived object`,
     );
+  }
+
+  /** Why a framed object of `size` bytes is not whole, judged by its trailer; null when it looks whole. */
+  private async framedLengthProblem(key: string, size: number): Promise<string | null> {
+    const tail = size >= TRAILER_LENGTH ? await this.storage.getRange(key, size - TRAILER_LENGTH, TRAILER_LENGTH) : null;
+    const trailer = readTrailer(tail ?? Buffer.alloc(0));
+    if (typeof trailer === 'string') return trailer;
+    return trailer.objectLength === size ? null : `its trailer says ${trailer.objectLength}`;
   }
 
   /**
@@ -197,6 +230,7 @@ export class Archive {
    * still held what was received; the source is read only once.
    */
   private async writeVerified(key: string, source: BodySource, digest: Buffer): Promise<void> {
+    if (!this.plain) return this.writeFramedVerified(key, source, digest);
     const header = encodePlainHeader(source.length, digest);
     async function* body(): AsyncIterable<Buffer> {
       yield header;
@@ -206,23 +240,58 @@ export class Archive {
     await this.verifyOrRemove(key, header, source, digest);
   }
 
-  private async verifyOrRemove(key: string, header: Buffer, source: BodySource, digest: Buffer): Promise<void> {
-    const problem = await this.differenceFromStored(key, header, source.length, digest);
-    if (problem !== null) {
-      // Remove what is there, so a retry writes afresh instead of finding an object whose
-      // header claims the right checksum over a damaged body.
-      await this.storage.delete(key).catch(() => undefined);
-      throw new WalvaultError(
-        'ARCHIVE_CORRUPT',
-        `${this.label(key)}: written from ${source.origin}, but ${problem} (removed, so a retry writes it afresh; ` +
-          `check the disk ${source.origin} is on, and that no other process writes to this archive)`,
-      );
+  /**
+   * The framed pipeline: read -> hash -> compress -> encrypt -> put, hashing what is put;
+   * then the stored object is read back and must be those bytes exactly. The plaintext is
+   * checked against `digest` before the trailer is produced, so a source that changed since
+   * it was received aborts the write and leaves no object.
+   */
+  private async writeFramedVerified(key: string, source: BodySource, digest: Buffer): Promise<void> {
+    const codec = codecByName(this.options.codec ?? 'none');
+    const recipient = this.options.recipient;
+    const wrapped = recipient ? newDataKey(recipient) : null;
+    const header = encodeFramedHeader(codec.name, wrapped ? 'aes-256-gcm' : 'none', source.length, digest, wrapped ? { enc: wrapped.info } : {});
+    const objectHash = createHash('sha256');
+    let objectLength = 0;
+    async function* body(): AsyncIterable<Buffer> {
+      objectHash.update(header);
+      objectLength += header.length;
+      yield header;
+      for await (const chunk of encodeFrames(checkedAgainst(source, digest), source.length, header, { codec, dataKey: wrapped?.dataKey ?? null })) {
+        objectHash.update(chunk);
+        objectLength += chunk.length;
+        yield chunk;
+      }
     }
+    await this.storage.put(key, body());
+    const expected = objectHash.digest();
+    const problem = await this.storedDigestProblem(key, objectLength, expected, null);
+    if (problem !== null) await this.removeAndFail(key, source, problem);
   }
 
-  /** Why the stored object is not header + a body of `bodyLength` bytes hashing to `digest`; null when it is. */
-  private async differenceFromStored(key: string, header: Buffer, bodyLength: number, digest: Buffer): Promise<string | null> {
-    const total = header.length + bodyLength;
+  private async verifyOrRemove(key: string, header: Buffer, source: BodySource, digest: Buffer): Promise<void> {
+    const problem = await this.storedDigestProblem(key, header.length + source.length, digest, header);
+    if (problem !== null) await this.removeAndFail(key, source, problem);
+  }
+
+  private async removeAndFail(key: string, source: BodySource, problem: string): Promise<never> {
+    // Remove what is there, so a retry writes afresh instead of finding an object whose
+    // header claims the right checksum over a damaged body.
+    await this.storage.delete(key).catch(() => undefined);
+    throw new WalvaultError(
+      'ARCHIVE_CORRUPT',
+      `${this.label(key)}: written from ${source.origin}, but ${problem} (removed, so a retry writes it afresh; ` +
+        `check the disk ${source.origin} is on, and that no other process writes to this archive)`,
+    );
+  }
+
+  /**
+   * Reads the stored object back: it must be `total` bytes; with `header`, it must start with
+   * those bytes and the rest must hash to `digest`; without, the whole object must. Null when
+   * it is so, else what differs.
+   */
+  private async storedDigestProblem(key: string, total: number, digest: Buffer, header: Buffer | null): Promise<string | null> {
+    const skip = header?.length ?? 0;
     const info = await this.storage.head(key);
     if (info === null) return 'missing when read back';
     if (info.size !== total) return `${info.size} bytes instead of ${total} when read back`;
@@ -232,17 +301,17 @@ export class Archive {
       for (let offset = 0; offset < total; ) {
         const got = await this.storage.getRange(key, offset, Math.min(window.length, total - offset), window);
         if (got === null || got.length === 0) return `missing from byte ${offset} when read back`;
-        let bodyFrom = 0;
-        if (offset < header.length) {
-          bodyFrom = Math.min(header.length - offset, got.length);
-          if (!got.subarray(0, bodyFrom).equals(header.subarray(offset, offset + bodyFrom))) return 'its header differs when read back';
+        let from = 0;
+        if (header && offset < skip) {
+          from = Math.min(skip - offset, got.length);
+          if (!got.subarray(0, from).equals(header.subarray(offset, offset + from))) return 'its header differs when read back';
         }
-        hash.update(got.subarray(bodyFrom));
+        hash.update(got.subarray(from));
         offset += got.length;
       }
       const stored = hash.digest();
       if (!stored.equals(digest)) {
-        return `what was read back has sha256 ${stored.toString('hex')}, not ${digest.toString('hex')} as received`;
+        return `what was read back has sha256 ${stored.toString('hex')}, not ${digest.toString('hex')} as ${header ? 'received' : 'written'}`;
       }
       return null;
     } finally {
@@ -253,7 +322,7 @@ export class Archive {
   /** The verified plaintext, or null when there is no such object. */
   async get(key: string): Promise<Buffer | null> {
     const buf = await this.storage.get(key);
-    return buf === null ? null : (await decodeEnvelopeAsync(buf, this.label(key))).plaintext;
+    return buf === null ? null : (await decodeEnvelopeAsync(buf, this.label(key), this.options.privateKey)).plaintext;
   }
 
   async exists(key: string): Promise<boolean> {
@@ -273,6 +342,25 @@ export class Archive {
   async listWal(): Promise<string[]> {
     const objects = await this.storage.list(WAL_PREFIX);
     return objects.map((o) => o.key.slice(WAL_PREFIX.length));
+  }
+}
+
+/**
+ * Passes the source's windows through, hashing them; at the end the plaintext must hash to
+ * `digest` (what was received), or the stream fails before anything can complete.
+ */
+async function* checkedAgainst(source: BodySource, digest: Buffer): AsyncIterable<Buffer> {
+  const hash = createHash('sha256');
+  for await (const w of source.windows()) {
+    hash.update(w);
+    yield w;
+  }
+  const actual = hash.digest();
+  if (!actual.equals(digest)) {
+    throw new WalvaultError(
+      'ARCHIVE_CORRUPT',
+      `${source.origin} changed since it was received: its content has sha256 ${actual.toString('hex')}, not ${digest.toString('hex')}; check the disk it is on`,
+    );
   }
 }
 

@@ -22,12 +22,15 @@ export interface BodySource {
    * is then refilled.
    */
   windows(): AsyncIterable<Buffer>;
+  /** Whether the source can still be read (a file may be renamed or removed meanwhile). */
+  exists(): Promise<boolean>;
 }
 
 export function bufferSource(buf: Buffer, origin = 'memory'): BodySource {
   return {
     length: buf.length,
     origin,
+    exists: async () => true,
     async *windows() {
       for (let at = 0; at < buf.length; at += WINDOW) yield buf.subarray(at, Math.min(buf.length, at + WINDOW));
     },
@@ -39,6 +42,7 @@ export function fileSource(path: string, length: number, offset = 0): BodySource
   return {
     length,
     origin: path,
+    exists: () => fsp.access(path).then(() => true, () => false),
     async *windows() {
       const handle = await fsp.open(path, 'r');
       const buf = windowPool.acquire();

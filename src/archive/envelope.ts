@@ -10,22 +10,31 @@
  *   4        1     format version = 1
  *   5        1     codec id (see CODEC_IDS)
  *   6        1     encryption id (see ENCRYPTION_IDS)
- *   7        1     flags, all bits reserved: must be 0 in version 1
+ *   7        1     flags: bit 0 = FRAMED (body is frames, see ./framed-body.ts); others 0
  *   8        8     plaintext size in bytes
  *   16       32    SHA-256 of the plaintext
- *   48       8     body size in bytes (what follows the header)
+ *   48       8     body size in bytes (what follows the header); 0 when FRAMED: a framed
+ *                   body's length is in its trailer, so it can be written as it is produced
  *   56       4     extension length n
  *   60       n     extension: UTF-8 JSON object (key ids, wrapped keys...); n = 0 means {}
  *   60+n     4     CRC-32 (as zlib/gzip) of bytes [0, 60+n)
- *   64+n     ...   body: plaintext -> compressed by the codec -> encrypted
+ *   64+n     ...   body: the plaintext as is (codec none, no encryption), or FRAMED:
+ *                   plaintext -> compressed by the codec -> encrypted, frame by frame
  *
  * The header CRC catches damage to the header itself (including the extension, which the
  * plaintext checksum cannot cover); the body size catches truncation before any decoder
  * runs; the plaintext SHA-256 is the object's identity, compared across re-uploads.
- * Version 1 with no compression and no encryption has a 64-byte header.
+ * Version 1 with no compression and no encryption has a 64-byte header and the plaintext as
+ * body, so a sealed spool file is already a stored object.
  */
 import { createHash, webcrypto } from 'node:crypto';
 import { WalvaultError } from '../errors';
+import { CODEC_IDS, codecById, type CodecName } from './codecs';
+import { ENCRYPTION_IDS, unwrapDataKey, type EncryptionName, type PrivateKey } from './encryption';
+import { decodeFrames } from './framed-body';
+
+export { CODEC_IDS, ENCRYPTION_IDS };
+export type { CodecName, EncryptionName };
 
 const MAGIC = Buffer.from('WVLT', 'ascii');
 export const ENVELOPE_VERSION = 1;
@@ -36,13 +45,7 @@ export const PLAIN_HEADER_LENGTH = FIXED_LENGTH + CRC_LENGTH;
 /** Far above anything we will store there; keeps a damaged length from allocating gigabytes. */
 const MAX_EXTENSION_LENGTH = 64 * 1024;
 
-/** Codec ids are part of the format: never renumber. Only 'none' is implemented so far. */
-export const CODEC_IDS = { none: 0, gzip: 1, lz4: 2, zstd: 3, snappy: 4 } as const;
-/** Encryption ids are part of the format: never renumber. */
-export const ENCRYPTION_IDS = { none: 0, 'aes-256-gcm': 1 } as const;
-
-export type CodecName = 'none';
-export type EncryptionName = 'none';
+const FLAG_FRAMED = 0x01;
 
 export interface EnvelopeHeader {
   version: number;
@@ -52,27 +55,12 @@ export interface EnvelopeHeader {
   sha256: Buffer;
   /** Bytes from the start of the object to the first body byte. */
   headerLength: number;
-  /** Bytes of body after the header; headerLength + bodyLength is the whole object. */
-  bodyLength: number;
+  /** Bytes of body after the header (headerLength + bodyLength is the whole object); null when framed. */
+  bodyLength: number | null;
+  /** The body is frames (compressed and/or encrypted), its length in its trailer. */
+  framed: boolean;
   extension: Record<string, unknown>;
 }
-
-/**
- * One reversible transformation of the body. Compression and encryption are both stages;
- * the envelope applies them in order on the way in and in reverse on the way out.
- */
-interface BodyStage<Name extends string> {
-  readonly name: Name;
-  readonly id: number;
-  encode(input: Buffer): Buffer;
-  decode(input: Buffer, label: string): Buffer;
-}
-
-const identityCodec: BodyStage<CodecName> = { name: 'none', id: CODEC_IDS.none, encode: (b) => b, decode: (b) => b };
-const noEncryption: BodyStage<EncryptionName> = { name: 'none', id: ENCRYPTION_IDS.none, encode: (b) => b, decode: (b) => b };
-
-const CODECS = new Map<number, BodyStage<CodecName>>([[identityCodec.id, identityCodec]]);
-const ENCRYPTIONS = new Map<number, BodyStage<EncryptionName>>([[noEncryption.id, noEncryption]]);
 
 export function sha256(buf: Buffer): Buffer {
   return createHash('sha256').update(buf).digest();
@@ -107,25 +95,14 @@ function corrupt(label: string, what: string): WalvaultError {
   return new WalvaultError('ARCHIVE_CORRUPT', `${label}: ${what}`);
 }
 
-function nameOfId(ids: Record<string, number>, id: number): string {
+function nameOfId(ids: Readonly<Record<string, number>>, id: number): string {
   return Object.keys(ids).find((k) => ids[k] === id) ?? `unknown id ${id}`;
 }
 
-/** Wraps the plaintext: hash, then each body stage, then the header in front. */
+/** Wraps a plaintext with no compression and no encryption (small metadata objects). */
 export function encodeEnvelope(plaintext: Buffer, extension: Record<string, unknown> = {}): Buffer {
-  const [header, body] = encodeEnvelopeParts(plaintext, sha256(plaintext), extension);
-  return Buffer.concat([header, body], header.length + body.length);
-}
-
-/**
- * The same object as header and body, given the plaintext's SHA-256: nothing is hashed or
- * copied here, so a large body goes to storage as it is.
- */
-export function encodeEnvelopeParts(plaintext: Buffer, digest: Buffer, extension: Record<string, unknown> = {}): [Buffer, Buffer] {
-  const codec = identityCodec;
-  const encryption = noEncryption;
-  const body = encryption.encode(codec.encode(plaintext));
-  return [encodeHeader(codec.id, encryption.id, plaintext.length, digest, body.length, extension), body];
+  const header = encodePlainHeader(plaintext.length, sha256(plaintext), extension);
+  return Buffer.concat([header, plaintext], header.length + plaintext.length);
 }
 
 /**
@@ -133,12 +110,18 @@ export function encodeEnvelopeParts(plaintext: Buffer, digest: Buffer, extension
  * writers that stream the body after it.
  */
 export function encodePlainHeader(plaintextSize: number, digest: Buffer, extension: Record<string, unknown> = {}): Buffer {
-  return encodeHeader(identityCodec.id, noEncryption.id, plaintextSize, digest, plaintextSize, extension);
+  return encodeHeader(CODEC_IDS.none, ENCRYPTION_IDS.none, 0, plaintextSize, digest, plaintextSize, extension);
+}
+
+/** The header of a framed object (./framed-body.ts): the frames and trailer follow it. */
+export function encodeFramedHeader(codec: CodecName, encryption: EncryptionName, plaintextSize: number, digest: Buffer, extension: Record<string, unknown> = {}): Buffer {
+  return encodeHeader(CODEC_IDS[codec], ENCRYPTION_IDS[encryption], FLAG_FRAMED, plaintextSize, digest, 0, extension);
 }
 
 function encodeHeader(
   codecId: number,
   encryptionId: number,
+  flags: number,
   plaintextSize: number,
   digest: Buffer,
   bodyLength: number,
@@ -153,7 +136,7 @@ function encodeHeader(
   header.writeUInt8(ENVELOPE_VERSION, 4);
   header.writeUInt8(codecId, 5);
   header.writeUInt8(encryptionId, 6);
-  header.writeUInt8(0, 7);
+  header.writeUInt8(flags, 7);
   header.writeBigUInt64BE(BigInt(plaintextSize), 8);
   digest.copy(header, 16);
   header.writeBigUInt64BE(BigInt(bodyLength), 48);
@@ -172,13 +155,8 @@ export function readEnvelopeHeader(buf: Buffer, label: string): EnvelopeHeader {
   return parseHeader(buf, label).header;
 }
 
-interface ParsedHeader {
-  header: EnvelopeHeader;
-  codec: BodyStage<CodecName>;
-  encryption: BodyStage<EncryptionName>;
-}
 
-function parseHeader(buf: Buffer, label: string): ParsedHeader {
+function parseHeader(buf: Buffer, label: string): { header: EnvelopeHeader } {
   if (buf.length < MAGIC.length || !buf.subarray(0, MAGIC.length).equals(MAGIC)) {
     const what = buf.length < MAGIC.length ? `only ${buf.length} bytes long` : 'bad magic';
     throw corrupt(label, `not a walvault archive object (${what}; expected it to start with "WVLT")`);
@@ -201,63 +179,74 @@ function parseHeader(buf: Buffer, label: string): ParsedHeader {
 
   // From here the header is what the writer wrote; failures mean an unknown writer, not damage.
   const flags = buf.readUInt8(7);
-  if (flags !== 0) throw corrupt(label, `header flags 0x${flags.toString(16)} are not defined in format version ${version}`);
-  const codec = CODECS.get(buf.readUInt8(5));
-  if (!codec) throw corrupt(label, `body uses codec "${nameOfId(CODEC_IDS, buf.readUInt8(5))}", which this walvault cannot decode`);
-  const encryption = ENCRYPTIONS.get(buf.readUInt8(6));
-  if (!encryption) {
-    throw corrupt(label, `body uses encryption "${nameOfId(ENCRYPTION_IDS, buf.readUInt8(6))}", which this walvault cannot decode`);
-  }
+  if ((flags & ~FLAG_FRAMED) !== 0) throw corrupt(label, `header flags 0x${flags.toString(16)} are not defined in format version ${version}`);
+  const framed = (flags & FLAG_FRAMED) !== 0;
+  const codecName = nameOfId(CODEC_IDS, buf.readUInt8(5));
+  const encryptionName = nameOfId(ENCRYPTION_IDS, buf.readUInt8(6));
+  if (!(codecName in CODEC_IDS)) throw corrupt(label, `body uses codec "${codecName}", which this walvault cannot decode`);
+  if (!(encryptionName in ENCRYPTION_IDS)) throw corrupt(label, `body uses encryption "${encryptionName}", which this walvault cannot decode`);
+  if (!framed && (codecName !== 'none' || encryptionName !== 'none')) throw corrupt(label, 'a compressed or encrypted body must be framed (damaged header)');
   const plaintextSize = readSize(buf, 8, label, 'plaintext size');
   const bodyLength = readSize(buf, 48, label, 'body size');
   const header: EnvelopeHeader = {
     version,
-    codec: codec.name,
-    encryption: encryption.name,
+    codec: codecName as CodecName,
+    encryption: encryptionName as EncryptionName,
     plaintextSize,
     sha256: Buffer.from(buf.subarray(16, 48)),
     headerLength,
-    bodyLength,
+    bodyLength: framed ? null : bodyLength,
+    framed,
     extension: parseExtension(buf.subarray(FIXED_LENGTH, crcAt), label),
   };
-  return { header, codec, encryption };
+  return { header };
 }
 
 /**
- * Unwraps and verifies the whole object. The returned plaintext may share memory with `buf`.
+ * Unwraps and verifies a whole plain object (no compression, no encryption), such as the
+ * archive's metadata. The returned plaintext may share memory with `buf`.
  */
 export function decodeEnvelope(buf: Buffer, label: string): { header: EnvelopeHeader; plaintext: Buffer } {
-  const unwrapped = unwrap(buf, label);
-  checkDigest(unwrapped, sha256(unwrapped.plaintext), label);
-  return unwrapped;
+  const { header } = parseHeader(buf, label);
+  if (header.framed) throw new WalvaultError('INTERNAL', `${label}: a framed object needs decodeEnvelopeAsync`);
+  const plaintext = plainBody(buf, header, label);
+  checkDigest(header, sha256(plaintext), label);
+  return { header, plaintext };
 }
 
-/** decodeEnvelope with the checksum computed off the event loop. */
-export async function decodeEnvelopeAsync(buf: Buffer, label: string): Promise<{ header: EnvelopeHeader; plaintext: Buffer }> {
-  const unwrapped = unwrap(buf, label);
-  checkDigest(unwrapped, await sha256Async(unwrapped.plaintext), label);
-  return unwrapped;
+/**
+ * Unwraps and verifies any object: decrypts with `privateKey` when it is encrypted,
+ * decompresses, and checks size and checksum; hashing runs off the event loop.
+ */
+export async function decodeEnvelopeAsync(buf: Buffer, label: string, privateKey?: PrivateKey): Promise<{ header: EnvelopeHeader; plaintext: Buffer }> {
+  const { header } = parseHeader(buf, label);
+  let plaintext: Buffer;
+  if (header.framed) {
+    const dataKey = header.encryption === 'none' ? null : unwrapDataKey(header.extension.enc, privateKey, label);
+    const codec = codecById(CODEC_IDS[header.codec])!;
+    plaintext = await decodeFrames(buf, header.headerLength, header.plaintextSize, { codec, dataKey }, label);
+  } else {
+    plaintext = plainBody(buf, header, label);
+  }
+  checkDigest(header, await sha256Async(plaintext), label);
+  return { header, plaintext };
 }
 
-function checkDigest(u: { header: EnvelopeHeader }, digest: Buffer, label: string): void {
-  if (!digest.equals(u.header.sha256)) {
-    throw corrupt(label, `checksum mismatch: content has sha256 ${digest.toString('hex')}, the header says ${u.header.sha256.toString('hex')}`);
+function checkDigest(header: EnvelopeHeader, digest: Buffer, label: string): void {
+  if (!digest.equals(header.sha256)) {
+    throw corrupt(label, `checksum mismatch: content has sha256 ${digest.toString('hex')}, the header says ${header.sha256.toString('hex')}`);
   }
 }
 
-function unwrap(buf: Buffer, label: string): { header: EnvelopeHeader; plaintext: Buffer } {
-  const { header, codec, encryption } = parseHeader(buf, label);
-  const expected = header.headerLength + header.bodyLength;
+function plainBody(buf: Buffer, header: EnvelopeHeader, label: string): Buffer {
+  const expected = header.headerLength + (header.bodyLength ?? 0);
   if (buf.length < expected) throw corrupt(label, `truncated: ${buf.length} bytes, the header promises ${expected}`);
   if (buf.length > expected) throw corrupt(label, `${buf.length - expected} unexpected bytes after the body (${expected} expected)`);
-
-  const body = buf.subarray(header.headerLength);
-  const plaintext = codec.decode(encryption.decode(body, label), label);
-
+  const plaintext = buf.subarray(header.headerLength);
   if (plaintext.length !== header.plaintextSize) {
-    throw corrupt(label, `size mismatch: decoded ${plaintext.length} bytes, the header says ${header.plaintextSize}`);
+    throw corrupt(label, `size mismatch: the body is ${plaintext.length} bytes, the header says ${header.plaintextSize}`);
   }
-  return { header, plaintext };
+  return plaintext;
 }
 
 function readSize(buf: Buffer, offset: number, label: string, what: string): number {

@@ -26,6 +26,8 @@ export function buildProgram(): Command {
     .option('--state <dir>', 'one-site form: state directory (spool and ledger)')
     .option('--slot <name>', 'one-site form: physical replication slot (default walvault_default)')
     .addOption(new Option('--mode <mode>', 'one-site form: what "flushed" means to the server').choices(['archive', 'sync']))
+    .addOption(new Option('--compression <codec>', 'one-site form: codec for stored objects (default: zstd for s3://, none for a local directory)').choices(['zstd', 'lz4', 'snappy', 'gzip', 'none']))
+    .option('--encryption-public-key <file>', 'one-site form: encrypt stored objects for this public key (from "walvault keys create")')
     .action(async (opts) => {
       const { runCommand } = await import('./run');
       await runCommand(opts);
@@ -39,9 +41,25 @@ export function buildProgram(): Command {
     .option('--config <file>', 'configuration file naming the archive')
     .option('--site <name>', 'site of the config file')
     .option('--archive <url>', 'archive location, file:///path or a plain path')
+    .option('--private-key <file>', "private key for an encrypted archive (default: the site's encryption_private_key_file)")
     .action(async (walFileName: string, dest: string, opts) => {
       const { walFetchCommand } = await import('./wal-fetch');
       process.exitCode = await walFetchCommand(walFileName, dest, opts);
+    });
+
+  const keys = program.command('keys').description('encryption keys for client-side encryption');
+  keys
+    .command('create')
+    .description('write a new X25519 key pair: the public key for the backup host, the private key for restores')
+    .requiredOption('--private-key <file>', 'where to write the private key (mode 0600; keep it off the backup host)')
+    .requiredOption('--public-key <file>', 'where to write the public key (encryption_public_key_file)')
+    .action(async (opts: { privateKey: string; publicKey: string }) => {
+      const { createKeyPair } = await import('../archive/encryption');
+      const kid = await createKeyPair(opts.privateKey, opts.publicKey);
+      process.stdout.write(
+        `key ${kid}: public key ${opts.publicKey}, private key ${opts.privateKey}\n` +
+          `set encryption_public_key_file = "${opts.publicKey}" for the site; store the private key safely: without it the archive cannot be restored\n`,
+      );
     });
 
   return program;

@@ -2,23 +2,21 @@
  * `walvault run`: one receiver per site until SIGINT/SIGTERM, then a clean stop (stream
  * ended, spool fsynced, the open segment archived as a partial) and exit 0.
  */
-import { configFromOptions, loadConfigFile, type Config } from '../config/config';
+import { configFromOptions, loadConfigFile, type Config, type OneSiteOptions } from '../config/config';
 import { SiteReceiver } from '../daemon/receiver';
 import { WalvaultError } from '../errors';
 import { createLogger } from '../observe/logger';
 
-export interface RunOptions {
+export interface RunOptions extends Omit<OneSiteOptions, 'encryption_public_key_file'> {
   config?: string;
   site?: string;
-  pg?: string;
-  archive?: string;
-  state?: string;
-  slot?: string;
-  mode?: string;
+  /** commander's name for --encryption-public-key */
+  encryptionPublicKey?: string;
 }
 
 function loadRunConfig(o: RunOptions): Config {
-  const oneSite = o.pg !== undefined || o.archive !== undefined || o.state !== undefined || o.slot !== undefined || o.mode !== undefined;
+  const { config: _c, site: _s, encryptionPublicKey, ...one } = o;
+  const oneSite = Object.values(one).some((v) => v !== undefined) || encryptionPublicKey !== undefined;
   if (o.config && oneSite) {
     throw new WalvaultError('CONFIG_INVALID', 'give either --config or the one-site options (--pg, --archive, --state, --slot, --mode), not both');
   }
@@ -26,7 +24,7 @@ function loadRunConfig(o: RunOptions): Config {
   if (!oneSite) {
     throw new WalvaultError('CONFIG_INVALID', 'nothing to run; pass --config FILE, or --pg CONNINFO --archive URL --state DIR');
   }
-  return configFromOptions(o);
+  return configFromOptions({ ...one, encryption_public_key_file: encryptionPublicKey });
 }
 
 export async function runCommand(o: RunOptions): Promise<void> {

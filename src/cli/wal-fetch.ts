@@ -15,7 +15,7 @@ import { reportAndExit } from './fail';
 export async function walFetchCommand(
   walFileName: string,
   dest: string,
-  opts: { config?: string; site?: string; archive?: string },
+  opts: { config?: string; site?: string; archive?: string; privateKey?: string },
 ): Promise<number> {
   try {
     if (!isSegmentFileName(walFileName) && !isHistoryFileName(walFileName) && !/^[0-9A-F]{24}\.partial$/.test(walFileName)) {
@@ -24,9 +24,9 @@ export async function walFetchCommand(
         `"${walFileName}" is not a WAL file name (24 upper-case hex digits, or TTTTTTTT.history); pass %f from restore_command`,
       );
     }
-    const { storageFromUrl } = await import('../storage/open');
-    const where = archiveFromOptions(opts);
-    const archive = new Archive(storageFromUrl(where.url, where.s3));
+    const { openSiteArchive } = await import('../archive/site-archive');
+    const archive = openSiteArchive(archiveFromOptions(opts), 'read');
+    // Nothing is written unless the whole object decoded and matched its checksum.
     const data = await archive.get(Archive.walKey(walFileName));
     if (data === null) return 1;
     await writeAtomically(dest, data);

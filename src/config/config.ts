@@ -19,6 +19,8 @@ import { PASSWORD_HELP, PgConnectionConfig, closestName, describeConninfo, parse
 
 export type { PgConnectionConfig } from './conninfo';
 import type { S3Settings } from '../storage/s3';
+import { CODEC_NAMES, isCodecName, type CodecName } from '../archive/codecs';
+import { loadPublicKey } from '../archive/encryption';
 
 export type AckMode = 'archive' | 'sync';
 
@@ -40,6 +42,12 @@ export interface SiteConfig {
   spoolAlertMiB: number;
   /** Overrides for an s3:// archive (the [sites.NAME.s3] table); empty otherwise. */
   s3: S3Settings;
+  /** Codec for the bodies this site stores. */
+  compression: CodecName;
+  /** X25519 public key (PEM) to encrypt bodies for; none = not encrypted. Checked at load. */
+  encryptionPublicKeyFile?: string;
+  /** The matching private key, for restore and wal-fetch; the backup host does not need it. */
+  encryptionPrivateKeyFile?: string;
 }
 
 export interface Config {
@@ -66,6 +74,9 @@ const SITE_KEYS = [
   'create_slot',
   'upload_concurrency',
   'spool_alert_mib',
+  'compression',
+  'encryption_public_key_file',
+  'encryption_private_key_file',
   's3',
 ];
 const S3_KEYS = [
@@ -87,6 +98,16 @@ const DEFAULTS = {
   uploadConcurrency: 2,
   spoolAlertMiB: 4096,
 };
+
+/**
+ * The codec a site gets when it names none, chosen from the codec bench (README, "Compression"):
+ * object storage pays per byte moved and stored, and zstd cuts typical WAL to about a third
+ * at some 300 MiB/s per stream; a local directory on the spool's filesystem takes completed
+ * segments by hard link, with no copy at all, which only uncompressed segments allow.
+ */
+export function defaultCompression(archive: string): CodecName {
+  return /^s3:\/\//i.test(archive.trim()) ? 'zstd' : 'none';
+}
 const SLOT_MAX = 63; // NAMEDATALEN - 1
 const SITE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
@@ -118,8 +139,19 @@ export function loadConfigFile(file: string): Config {
   return buildConfig(doc, ctx);
 }
 
+/** The site keys the one-site form of `walvault run` takes as options. */
+export interface OneSiteOptions {
+  pg?: string;
+  archive?: string;
+  state?: string;
+  slot?: string;
+  mode?: string;
+  compression?: string;
+  encryption_public_key_file?: string;
+}
+
 /** The one-site form: `walvault run --pg ... --archive ... --state ...`. */
-export function configFromOptions(o: { pg?: string; archive?: string; state?: string; slot?: string; mode?: string }): Config {
+export function configFromOptions(o: OneSiteOptions): Config {
   const ctx: Ctx = { source: 'command line', format: 'cli', baseDir: process.cwd() };
   const raw: Table = {};
   for (const [k, v] of Object.entries(o)) if (v !== undefined) raw[k] = v;
@@ -236,6 +268,9 @@ function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
   const slotRaw = str('slot', false, `"walvault_${name}"`);
   const modeRaw = str('mode', false, '"archive"');
   const appNameRaw = str('application_name', false, '"walvault"');
+  const compressionRaw = str('compression', false, '"zstd"');
+  const publicKeyRaw = str('encryption_public_key_file', false, '"/etc/walvault/site.pub"');
+  const privateKeyRaw = str('encryption_private_key_file', false, '"/secure/walvault/site.key"');
 
   const pg = parseConninfo(pgString, `${ctx.source}: ${where('pg')}`);
   if (passwordFile !== undefined) pg.password = readPasswordFile(ctx, where('password_file'), passwordFile);
@@ -260,6 +295,18 @@ function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
   // synchronous_standby_names matches on this, so the connection must carry it.
   pg.application_name = applicationName;
 
+  if (compressionRaw !== undefined && !isCodecName(compressionRaw)) {
+    fail(ctx, where('compression'), `${JSON.stringify(compressionRaw)} is not a codec`, `use one of ${CODEC_NAMES.map((c) => `"${c}"`).join(', ')}, or remove it for the default (zstd for s3:// archives, none for a local directory)`);
+  }
+  const encryptionPublicKeyFile = publicKeyRaw === undefined ? undefined : path.resolve(ctx.baseDir, publicKeyRaw);
+  if (encryptionPublicKeyFile !== undefined) {
+    try {
+      loadPublicKey(encryptionPublicKeyFile);
+    } catch (err) {
+      fail(ctx, where('encryption_public_key_file'), (err as Error).message.replace(/; create a key pair.*$/, ''), 'point it at the public key written by "walvault keys create"');
+    }
+  }
+
   const createSlot = raw.create_slot ?? DEFAULTS.createSlot;
   if (typeof createSlot !== 'boolean') fail(ctx, where('create_slot'), `expected a boolean, got ${typeName(createSlot)}`, `write ${assignment(ctx, 'create_slot', 'true')} or false, without quotes`);
 
@@ -278,6 +325,9 @@ function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
     uploadConcurrency: num('upload_concurrency', DEFAULTS.uploadConcurrency, { value: 1 }, true, 'use a whole number of parallel uploads, at least 1'),
     spoolAlertMiB: num('spool_alert_mib', DEFAULTS.spoolAlertMiB, { value: 0 }, false, 'use a number of MiB of unarchived WAL; 0 disables the alert'),
     s3: parseS3Section(ctx, name, raw.s3),
+    compression: (compressionRaw as CodecName | undefined) ?? defaultCompression(archiveRaw),
+    ...(encryptionPublicKeyFile !== undefined ? { encryptionPublicKeyFile } : {}),
+    ...(privateKeyRaw !== undefined ? { encryptionPrivateKeyFile: path.resolve(ctx.baseDir, privateKeyRaw) } : {}),
   };
 }
 

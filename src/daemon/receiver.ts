@@ -28,7 +28,7 @@ import {
   type SystemIdentity,
 } from '../postgres/replication-connection';
 import type { StreamEnd, WalStreamSession } from '../postgres/wal-stream-session';
-import { storageFromUrl } from '../storage/open';
+import { openSiteArchive } from '../archive/site-archive';
 import { formatLsn, historyFileName, maxLsn, segmentStart, type Lsn } from '../wal/lsn';
 import { pageMagicForMajor, type PageCheckContext } from '../wal/page-header';
 import { SegmentSpool, type CompletedSegment, type OpenSegment } from '../wal/segment-spool';
@@ -38,6 +38,7 @@ import { SlabCopier } from '../util/slab-copier';
 import { backoffDelayMs, sleep, withTimeout } from '../util/timers';
 import { reconcile, type ResumePoint } from './resume';
 import { StateLock } from './state-lock';
+import { ArchiveLease, LEASE_HEARTBEAT_MS } from './archive-lease';
 import { Uploader } from './uploader';
 
 const QUEUE_HIGH_WATER = 8 * 1024 * 1024;
@@ -52,6 +53,7 @@ const ALERT_LOG_INTERVAL_MS = 60000;
 /** Errors after which retrying cannot help: the operator must act. */
 const FATAL_CODES = new Set([
   'ARCHIVE_OTHER_CLUSTER',
+  'ARCHIVE_LOCKED',
   'STATE_OTHER_CLUSTER',
   'STATE_DIR_UNWRITABLE',
   'PG_AUTH_FAILED',
@@ -90,6 +92,10 @@ export class SiteReceiver {
   private conn: ReplicationConnection | null = null;
   private session: WalStreamSession | null = null;
   private ledger: Ledger | null = null;
+  private lease: ArchiveLease | null = null;
+  private leaseTimer: NodeJS.Timeout | null = null;
+  /** Set when the site must stop for an operator (the archive lease was lost). */
+  private fatalError: Error | null = null;
   private lock: StateLock | null = null;
   private spool: SegmentSpool | null = null;
   private uploader: Uploader | null = null;
@@ -128,7 +134,7 @@ export class SiteReceiver {
     private readonly site: SiteConfig,
     private readonly log: Logger,
   ) {
-    this.archive = new Archive(storageFromUrl(site.archive, site.s3));
+    this.archive = openSiteArchive(site, 'write');
   }
 
   private get spoolDir(): string {
@@ -179,6 +185,7 @@ export class SiteReceiver {
     } finally {
       await this.shutDown();
     }
+    if (this.fatalError) throw this.fatalError;
   }
 
   /** The site's numbers, for the metrics file (and a scrape endpoint later). */
@@ -245,6 +252,36 @@ export class SiteReceiver {
     this.healthTimer = setInterval(() => void tick(), this.site.statusIntervalSeconds * 1000);
     this.healthTimer.unref();
     void tick();
+  }
+
+  /** Renews the archive lease; losing it to another receiver stops this one. */
+  private startLeaseHeartbeat(): void {
+    let busy = false;
+    let failing = false;
+    this.leaseTimer = setInterval(() => {
+      if (busy || !this.lease) return;
+      busy = true;
+      this.lease
+        .heartbeat()
+        .then(() => {
+          if (failing) this.log.info('archive lease heartbeat works again');
+          failing = false;
+        })
+        .catch((err) => {
+          if (isWalvaultError(err, 'ARCHIVE_LOCKED')) {
+            this.log.fatal({ err: errorMessage(err) }, 'lost the archive lease: stopping');
+            this.fatalError = err;
+            this.lease = null;
+            this.stop();
+          } else if (!failing) {
+            // Storage trouble: the uploader reports it; the lease stays ours until its TTL.
+            failing = true;
+            this.log.warn({ err: errorMessage(err) }, 'cannot renew the archive lease');
+          }
+        })
+        .finally(() => (busy = false));
+    }, LEASE_HEARTBEAT_MS);
+    this.leaseTimer.unref();
   }
 
   stop(): void {
@@ -378,6 +415,9 @@ export class SiteReceiver {
 
   /** Creates or opens the state directory, ledger and spool, and reconciles them. */
   private async openState(): Promise<void> {
+    // Another receiver on this archive: refuse before anything is created or written.
+    const lease = new ArchiveLease(this.archive.storage, this.site.name, this.site.state);
+    await lease.check();
     fs.mkdirSync(this.spoolDir, { recursive: true });
     this.lock = StateLock.acquire(this.site.state);
     this.ledger = Ledger.open(this.ledgerPath);
@@ -405,6 +445,9 @@ export class SiteReceiver {
         walSegmentSize: this.facts.walSegmentSize,
       });
     }
+    await lease.acquire();
+    this.lease = lease;
+    this.startLeaseHeartbeat();
     this.spool = new SegmentSpool({
       dir: this.spoolDir,
       segSize: this.facts.walSegmentSize,
@@ -818,6 +861,8 @@ export class SiteReceiver {
     this.stopTimers();
     if (this.healthTimer) clearInterval(this.healthTimer);
     this.healthTimer = null;
+    if (this.leaseTimer) clearInterval(this.leaseTimer);
+    this.leaseTimer = null;
     try {
       await this.writerIdle().catch(() => undefined);
       if (this.spool && this.uploader && !this.writerError) {
@@ -846,6 +891,7 @@ export class SiteReceiver {
         }
         this.ledger.close();
       }
+      if (this.lease) await this.lease.release().catch((err) => this.log.warn({ err: errorMessage(err) }, 'cannot release the archive lease'));
       this.lock?.release();
       this.state = 'stopped';
     }

@@ -179,6 +179,12 @@ export class Uploader {
           this.advance(seg.startLsn, seg.startLsn + BigInt(data.length));
           return;
         } catch (err) {
+          // The segment completed (its spool file renamed) while this partial waited or ran:
+          // the whole segment's upload supersedes it, so this is not a storage failure.
+          if (!opts.final && !(await data.exists())) {
+            this.opts.log.debug({ segment: seg.name }, 'partial superseded by the completed segment');
+            return;
+          }
           this.failed(seg, err, attempt);
           // A periodic partial is superseded by the next one; only a final partial must land.
           if (!opts.final) return;

@@ -38,6 +38,8 @@ export interface SiteSettings {
   status_interval_seconds?: number;
   create_slot?: boolean;
   upload_concurrency?: number;
+  compression?: string;
+  encryption_public_key_file?: string;
 }
 
 /** Writes a JSON config with the given sites and returns its path. */

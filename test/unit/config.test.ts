@@ -1,4 +1,5 @@
 import { test, describe } from 'node:test';
+import { createKeyPair } from '../../src/archive/encryption';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -57,8 +58,9 @@ function site(name: string, extra = ''): string {
 }
 
 describe('valid files', () => {
-  test('TOML with every key', (t) => {
+  test('TOML with every key', async (t) => {
     const dir = tempDir(t);
+    await createKeyPair(path.join(dir, 'site.key'), path.join(dir, 'site.pub'));
     const file = write(
       dir,
       'walvault.toml',
@@ -77,6 +79,9 @@ status_interval_seconds = 2.5
 create_slot = false
 upload_concurrency = 8
 spool_alert_mib = 512
+compression = "lz4"
+encryption_public_key_file = "site.pub"
+encryption_private_key_file = "site.key"
 
 [sites.main.s3]
 endpoint = "https://minio.example:9000"
@@ -108,6 +113,9 @@ request_timeout_seconds = 30
         createSlot: false,
         uploadConcurrency: 8,
         spoolAlertMiB: 512,
+        compression: 'lz4',
+        encryptionPublicKeyFile: path.join(dir, 'site.pub'),
+        encryptionPrivateKeyFile: path.join(dir, 'site.key'),
         s3: {
           endpoint: 'https://minio.example:9000',
           region: 'eu-west-1',
@@ -328,6 +336,29 @@ describe('errors: one line, CONFIG_INVALID, naming the key', () => {
     for (const [i, [line, expected]] of cases.entries()) {
       const file = write(dir, `n${i}.toml`, site('main', line));
       assertInvalid(() => load(file), [expected]);
+    }
+  });
+
+  test('the default codec: zstd for s3:// archives, none for local directories', () => {
+    const one = (archive: string) => configFromOptions({ pg: 'host=db1', archive, state: '/st' }).sites[0].compression;
+    assert.equal(one('s3://bucket/prefix'), 'zstd');
+    assert.equal(one('/var/lib/walvault/archive'), 'none');
+    assert.equal(one('file:///var/lib/walvault/archive'), 'none');
+    assert.equal(configFromOptions({ pg: 'host=db1', archive: '/a', state: '/st', compression: 'snappy' }).sites[0].compression, 'snappy');
+  });
+
+  test('unknown codec, missing or wrong encryption key', async (t) => {
+    const dir = tempDir(t);
+    await createKeyPair(path.join(dir, 'k.key'), path.join(dir, 'k.pub'));
+    const cases: [string, string[]][] = [
+      ['compression = "brotli"', ['sites.main.compression: "brotli" is not a codec', '"zstd"', '"lz4"']],
+      ['encryption_public_key_file = "nope.pub"', ['sites.main.encryption_public_key_file', 'nope.pub', 'ENOENT', 'walvault keys create']],
+      ['encryption_public_key_file = "k.key"', ['sites.main.encryption_public_key_file', 'this is a private key']],
+      ['encryption_public_key_file = "n0.toml"', ['sites.main.encryption_public_key_file', 'not a PEM public key']],
+    ];
+    for (const [i, [line, expected]] of cases.entries()) {
+      const file = write(dir, `n${i}.toml`, site('main', line));
+      assertInvalid(() => load(file), expected);
     }
   });
 

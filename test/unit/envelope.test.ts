@@ -122,10 +122,11 @@ describe('envelope', () => {
     const obj = encodeEnvelope(Buffer.from('x'));
     const cases: Array<[number, number, RegExp]> = [
       [4, 2, /version 2/],
-      [5, 3, /codec "zstd"/],
+      [5, 3, /must be framed/],
       [5, 200, /codec "unknown id 200"/],
-      [6, 1, /encryption "aes-256-gcm"/],
-      [7, 0x01, /flags/],
+      [6, 1, /must be framed/],
+      [6, 9, /encryption "unknown id 9"/],
+      [7, 0x02, /flags/],
     ];
     for (const [offset, value, reason] of cases) {
       const bad = Buffer.from(obj);

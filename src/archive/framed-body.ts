@@ -1,0 +1,143 @@
+/**
+ * The framed body: how a compressed and/or encrypted object body is laid out, so it can be
+ * written and read a frame at a time, without knowing its stored size in advance.
+ *
+ * Layout after the envelope header (integers unsigned, big-endian):
+ *
+ *   frame (repeated):
+ *     0   4  payload length p
+ *     4   4  plaintext length of this frame (at most FRAME_PLAINTEXT_MAX), bit 31 set on the
+ *            last frame
+ *     8   p  payload: the frame's plaintext compressed by the codec, then encrypted (GCM
+ *            ciphertext followed by its 16-byte tag) when the object is encrypted
+ *   trailer (48 bytes):
+ *     0   4  magic "WVND" (57 56 4E 44)
+ *     4   4  number of frames
+ *     8   8  length of the whole object, header and trailer included
+ *     16  32 SHA-256 of every byte before the trailer (header and frames)
+ *
+ * The last-frame bit makes truncation at a frame boundary detectable (and, when encrypted,
+ * authenticated: the flag is part of the nonce). The trailer's checksum catches a changed byte
+ * that would still decode to the same plaintext (a compressor's back-reference into a run of
+ * zeros, say), so any alteration of a stored object is found; its length lets a reader check
+ * an object's size from its last bytes without reading the rest.
+ */
+import { createHash } from 'node:crypto';
+import { WalvaultError } from '../errors';
+import type { Codec } from './codecs';
+import { decryptFrame, encryptFrame } from './encryption';
+
+export const FRAME_PLAINTEXT_MAX = 1 << 20;
+export const FRAME_HEADER_LENGTH = 8;
+export const TRAILER_LENGTH = 48;
+const FINAL_BIT = 0x80000000;
+const TRAILER_MAGIC = Buffer.from('WVND', 'ascii');
+
+export interface FrameStages {
+  codec: Codec;
+  /** The object's data key when it is encrypted. */
+  dataKey: Buffer | null;
+}
+
+function corrupt(label: string, what: string): WalvaultError {
+  return new WalvaultError('ARCHIVE_CORRUPT', `${label}: ${what}`);
+}
+
+/**
+ * Frames of the plaintext in `windows` (exactly `length` bytes, each window at most
+ * FRAME_PLAINTEXT_MAX), then the trailer. `header` is the envelope header that precedes them:
+ * encryption authenticates it, and the trailer counts it.
+ */
+export async function* encodeFrames(windows: AsyncIterable<Buffer>, length: number, header: Buffer, stages: FrameStages): AsyncIterable<Buffer> {
+  let at = 0;
+  let index = 0;
+  let objectLength = header.length;
+  const hash = createHash('sha256').update(header);
+  const frame = async (plain: Buffer, final: boolean): Promise<Buffer> => {
+    let payload = await stages.codec.compress(plain);
+    const frameHeader = Buffer.alloc(FRAME_HEADER_LENGTH);
+    const payloadLength = payload.length + (stages.dataKey ? 16 : 0);
+    frameHeader.writeUInt32BE(payloadLength, 0);
+    frameHeader.writeUInt32BE((plain.length | (final ? FINAL_BIT : 0)) >>> 0, 4);
+    if (stages.dataKey) payload = encryptFrame(stages.dataKey, index, final, [header, frameHeader], payload);
+    index++;
+    objectLength += FRAME_HEADER_LENGTH + payload.length;
+    const out = Buffer.concat([frameHeader, payload]);
+    hash.update(out);
+    return out;
+  };
+  for await (const w of windows) {
+    if (w.length === 0) continue;
+    if (w.length > FRAME_PLAINTEXT_MAX) throw new WalvaultError('INTERNAL', `a ${w.length}-byte window is larger than a frame`);
+    if (at + w.length > length) throw new WalvaultError('INTERNAL', `the body source gave more than its ${length} bytes`);
+    at += w.length;
+    yield await frame(w, at === length);
+  }
+  if (at !== length) throw new WalvaultError('INTERNAL', `the body source ended at ${at} bytes, expected ${length}`);
+  if (length === 0) yield await frame(Buffer.alloc(0), true);
+  const trailer = Buffer.alloc(TRAILER_LENGTH);
+  TRAILER_MAGIC.copy(trailer, 0);
+  trailer.writeUInt32BE(index, 4);
+  trailer.writeBigUInt64BE(BigInt(objectLength + TRAILER_LENGTH), 8);
+  hash.digest().copy(trailer, 16);
+  yield trailer;
+}
+
+/** What the trailer records, or why `tail` (the object's last TRAILER_LENGTH bytes) is not a trailer. */
+export function readTrailer(tail: Buffer): { frames: number; objectLength: number; sha256: Buffer } | string {
+  if (tail.length !== TRAILER_LENGTH || !tail.subarray(0, 4).equals(TRAILER_MAGIC)) return 'it does not end with a walvault trailer (truncated or damaged)';
+  return { frames: tail.readUInt32BE(4), objectLength: Number(tail.readBigUInt64BE(8)), sha256: Buffer.from(tail.subarray(16, 48)) };
+}
+
+/**
+ * The plaintext of a whole framed object held in `buf`, whose header (`header`, already
+ * checked) is `headerLength` bytes long. The caller checks the plaintext's checksum.
+ */
+export async function decodeFrames(buf: Buffer, headerLength: number, plaintextSize: number, stages: FrameStages, label: string): Promise<Buffer> {
+  const header = buf.subarray(0, headerLength);
+  // The trailer's length first, so truncation is named as such; its checksum last, so that an
+  // encrypted object's damage is reported by authentication, the stronger statement.
+  const trailer = readTrailer(buf.subarray(Math.max(0, buf.length - TRAILER_LENGTH)));
+  if (typeof trailer === 'string') throw corrupt(label, trailer);
+  if (trailer.objectLength !== buf.length) throw corrupt(label, `its trailer records ${trailer.objectLength} bytes, but it has ${buf.length} (truncated or damaged)`);
+  const out = Buffer.allocUnsafe(plaintextSize);
+  let pos = headerLength;
+  let written = 0;
+  let index = 0;
+  for (;;) {
+    if (buf.length - pos < FRAME_HEADER_LENGTH) throw corrupt(label, `truncated: frame ${index} starts at byte ${pos} but the object is ${buf.length} bytes`);
+    const frameHeader = buf.subarray(pos, pos + FRAME_HEADER_LENGTH);
+    const payloadLength = frameHeader.readUInt32BE(0);
+    const field = frameHeader.readUInt32BE(4);
+    const final = (field & FINAL_BIT) !== 0;
+    const plainLength = field & ~FINAL_BIT;
+    if (plainLength > FRAME_PLAINTEXT_MAX || written + plainLength > plaintextSize) {
+      throw corrupt(label, `frame ${index} claims ${plainLength} bytes of plaintext, more than the header allows`);
+    }
+    const start = pos + FRAME_HEADER_LENGTH;
+    if (buf.length - start < payloadLength) throw corrupt(label, `truncated: frame ${index} needs ${payloadLength} bytes, ${buf.length - start} remain`);
+    let payload = buf.subarray(start, start + payloadLength);
+    if (stages.dataKey) payload = decryptFrame(stages.dataKey, index, final, [header, frameHeader], payload, label);
+    let plain: Buffer;
+    try {
+      plain = await stages.codec.decompress(payload, plainLength);
+    } catch (err) {
+      throw corrupt(label, `frame ${index} does not decompress with ${stages.codec.name} (${(err as Error).message})`);
+    }
+    if (plain.length !== plainLength) throw corrupt(label, `frame ${index} decompressed to ${plain.length} bytes, its header says ${plainLength}`);
+    plain.copy(out, written);
+    written += plainLength;
+    pos = start + payloadLength;
+    index++;
+    if (final) break;
+  }
+  if (trailer.frames !== index || pos + TRAILER_LENGTH !== buf.length) {
+    throw corrupt(label, `its trailer records ${trailer.frames} frames ending at byte ${buf.length - TRAILER_LENGTH}, but it has ${index} frames ending at byte ${pos}`);
+  }
+  if (written !== plaintextSize) throw corrupt(label, `size mismatch: decoded ${written} bytes, the header says ${plaintextSize}`);
+  const stored = createHash('sha256').update(buf.subarray(0, buf.length - TRAILER_LENGTH)).digest();
+  if (!stored.equals(trailer.sha256)) {
+    throw corrupt(label, `its bytes have sha256 ${stored.toString('hex')}, but its trailer records ${trailer.sha256.toString('hex')}: the object was altered or damaged in storage`);
+  }
+  return out;
+}

@@ -1,0 +1,184 @@
+/**
+ * What protects an archive's content, on both backends (a local directory and s3rver):
+ * damage to a stored object is caught by wal-fetch before anything reaches its destination;
+ * client-side encryption leaves no plaintext in storage and needs the private key; and one
+ * archive accepts one receiver.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { PgCluster, removeDir, tmpDir } from '../helpers/pg-cluster';
+import { S3Server } from '../helpers/s3-server';
+import { archivedSegments, pgConninfo, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig, type SiteSettings } from '../helpers/walvault';
+import { storageFromUrl } from '../../src/storage/open';
+
+const CANARY = 'walvault-plaintext-canary-5e1f9c';
+
+let cluster: PgCluster;
+let s3: S3Server;
+let work: string;
+before(async () => {
+  s3 = await S3Server.start();
+  s3.useInThisProcess();
+  cluster = await PgCluster.start({ walSegSizeMiB: 1, settings: { wal_keep_size: '512MB' } });
+  work = tmpDir('walvault-guards-');
+});
+after(async () => {
+  await cluster?.destroy();
+  await s3?.destroy();
+  if (work) removeDir(work);
+});
+
+interface Backend {
+  name: string;
+  archive(tag: string): string;
+  /** Every stored byte, object by object (s3rver keeps objects as files in its data directory). */
+  storedFiles(tag: string): string[];
+}
+
+function filesUnder(dir: string): string[] {
+  if (!fs.existsSync(dir)) return [];
+  return fs.readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => path.join(e.parentPath ?? (e as unknown as { path: string }).path, e.name));
+}
+
+const backends: Backend[] = [
+  { name: 'local directory', archive: (tag) => path.join(work, tag, 'archive'), storedFiles: (tag) => filesUnder(path.join(work, tag, 'archive')) },
+  { name: 's3rver', archive: (tag) => s3.url(tag), storedFiles: (tag) => filesUnder(path.join(s3.dataDir, s3.bucket, tag)) },
+];
+
+/** Runs a receiver with `extra` settings while `load` writes, until the WAL it wrote is archived; returns the archived segment names. */
+async function archiveSome(tag: string, backend: Backend, extra: Partial<SiteSettings>, load: () => Promise<void>): Promise<string[]> {
+  const dir = path.join(work, tag);
+  fs.mkdirSync(dir, { recursive: true });
+  const archive = backend.archive(tag);
+  const config = writeConfig(dir, { main: { pg: pgConninfo(cluster), archive, state: path.join(dir, 'state'), slot: tag.replace(/-/g, '_'), status_interval_seconds: 1, ...extra } });
+  const p = WalvaultProcess.start(['run', '--config', config]);
+  try {
+    await p.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
+    await load();
+    await switchAndWaitArchived(cluster, archive);
+  } finally {
+    const exit = await p.stop();
+    assert.equal(exit.code, 0, p.stderr);
+  }
+  return archivedSegments(archive);
+}
+
+async function writeCanaryRows(table: string): Promise<void> {
+  await cluster.query(`CREATE TABLE ${table} (t text)`);
+  await cluster.query(`INSERT INTO ${table} SELECT '${CANARY}-' || g FROM generate_series(1, 3000) g`);
+}
+
+/** Replaces the stored object at `key` with `bytes`, through the backend itself. */
+async function overwrite(archive: string, key: string, change: (b: Buffer) => Buffer): Promise<void> {
+  const storage = storageFromUrl(archive);
+  try {
+    const bytes = await storage.get(key);
+    assert.ok(bytes, `${key} exists`);
+    await storage.put(key, change(bytes));
+  } finally {
+    await storage.close();
+  }
+}
+
+async function expectFetchRefused(archive: string, name: string, patterns: RegExp[], extraArgs: string[] = []): Promise<void> {
+  const destDir = fs.mkdtempSync(path.join(work, 'dest-'));
+  const dest = path.join(destDir, name);
+  const r = await runWalvault(['wal-fetch', '--archive', archive, ...extraArgs, name, dest]);
+  assert.equal(r.code, 2, `wal-fetch ${name} must fail: ${r.stderr}`);
+  assert.ok(r.stderr.includes(`wal/${name}`), `the error names the object: ${r.stderr}`);
+  for (const p of patterns) assert.match(r.stderr, p);
+  assert.equal(r.stderr.trim().split('\n').filter((l) => l.startsWith('walvault:')).length, 1, r.stderr);
+  assert.deepEqual(fs.readdirSync(destDir), [], 'nothing is written to the destination directory');
+}
+
+for (const backend of backends) {
+  describe(`archive guards: ${backend.name}`, () => {
+    it('wal-fetch detects a flipped byte and a truncated object, naming it, and writes nothing', async () => {
+      for (const codec of ['none', 'zstd']) {
+        const tag = `damage-${codec}-${backend.name === 's3rver' ? 's3' : 'local'}`;
+        const names = await archiveSome(tag, backend, { compression: codec }, () => cluster.pgbench(['-i', '-q', '-s', '1']).then(() => undefined));
+        assert.ok(names.length >= 3, `several segments archived: ${names.join(' ')}`);
+        const archive = backend.archive(tag);
+        const [flipped, truncated, intact] = names;
+        await overwrite(archive, `wal/${flipped}`, (b) => {
+          const c = Buffer.from(b);
+          c[Math.floor(c.length / 2)] ^= 0x01;
+          return c;
+        });
+        await overwrite(archive, `wal/${truncated}`, (b) => b.subarray(0, b.length - 100));
+        await expectFetchRefused(archive, flipped, [/checksum|altered|decompress|sha256/]);
+        await expectFetchRefused(archive, truncated, [/truncated|bytes/]);
+        // The damage is specific: an intact neighbour still fetches and equals the server's file.
+        const dest = path.join(work, `${tag}-${intact}`);
+        const ok = await runWalvault(['wal-fetch', '--archive', archive, intact, dest]);
+        assert.equal(ok.code, 0, ok.stderr);
+        assert.ok(fs.readFileSync(dest).equals(await cluster.readWalFile(intact)));
+      }
+    });
+
+    it('with encryption no stored byte holds plaintext; wal-fetch needs the private key; a flipped byte fails authentication', async () => {
+      const tag = `enc-${backend.name === 's3rver' ? 's3' : 'local'}`;
+      const keyDir = path.join(work, `${tag}-keys`);
+      fs.mkdirSync(keyDir);
+      const priv = path.join(keyDir, 'site.key');
+      const pub = path.join(keyDir, 'site.pub');
+      const created = await runWalvault(['keys', 'create', '--private-key', priv, '--public-key', pub]);
+      assert.equal(created.code, 0, created.stderr);
+      assert.match(created.stdout, /key [0-9a-f]{16}/);
+
+      const table = `canary_${tag.replace(/-/g, '_')}`;
+      const names = await archiveSome(tag, backend, { encryption_public_key_file: pub }, () => writeCanaryRows(table));
+      const archive = backend.archive(tag);
+      // The canary is in the server's WAL (so this test can fail) and in no stored byte.
+      const serverHas = await Promise.all(names.map(async (n) => (await cluster.readWalFile(n)).includes(CANARY)));
+      const withCanary = names.filter((_, i) => serverHas[i]);
+      assert.ok(withCanary.length > 0, 'the canary rows are in the archived WAL range');
+      const files = backend.storedFiles(tag);
+      assert.ok(files.length >= names.length, `stored files found: ${files.length}`);
+      for (const f of files) assert.equal(fs.readFileSync(f).includes(CANARY), false, `${f} holds plaintext`);
+
+      const name = withCanary[0];
+      await expectFetchRefused(archive, name, [/encrypted for key [0-9a-f]{16}/, /--private-key/]);
+      const dest = path.join(work, `${tag}-${name}`);
+      const ok = await runWalvault(['wal-fetch', '--archive', archive, '--private-key', priv, name, dest]);
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.ok(fs.readFileSync(dest).equals(await cluster.readWalFile(name)), 'decrypted segment equals the server file');
+
+      await overwrite(archive, `wal/${name}`, (b) => {
+        const c = Buffer.from(b);
+        c[Math.floor(c.length / 2)] ^= 0x80;
+        return c;
+      });
+      await expectFetchRefused(archive, name, [/fails authentication/], ['--private-key', priv]);
+    });
+
+    it('a second receiver on the same archive refuses to start, naming the holder', async () => {
+      const tag = `lease-${backend.name === 's3rver' ? 's3' : 'local'}`;
+      const dir = path.join(work, tag);
+      fs.mkdirSync(dir, { recursive: true });
+      const archive = backend.archive(tag);
+      const site = (n: string): SiteSettings => ({ pg: pgConninfo(cluster), archive, state: path.join(dir, `state-${n}`), slot: `${tag.replace(/-/g, '_')}_${n}`, status_interval_seconds: 1 });
+      const first = WalvaultProcess.start(['run', '--config', writeConfig(path.join(dir), { a: site('a') })]);
+      try {
+        await first.waitForLog((l) => l.msg === 'starting replication', 30000, 'the first receiver to stream');
+        fs.mkdirSync(path.join(dir, 'b'));
+        const second = await runWalvault(['run', '--config', writeConfig(path.join(dir, 'b'), { b: site('b') })], {}, 60000);
+        assert.equal(second.code, 2, second.stderr);
+        assert.match(second.stderr, new RegExp(`has another writer: walvault pid ${first.child.pid} on host \\S+ \\(site a`));
+        assert.match(second.stderr, /stop that one, or give this site its own archive/);
+        assert.equal(fs.existsSync(path.join(dir, 'state-b')), false, 'the refused receiver created no state');
+      } finally {
+        assert.equal((await first.stop()).code, 0, first.stderr);
+      }
+      // A clean stop releases the lease: the other receiver may now start.
+      const again = WalvaultProcess.start(['run', '--config', path.join(dir, 'b', 'walvault-b.json')]);
+      try {
+        await again.waitForLog((l) => l.msg === 'starting replication', 30000, 'the second receiver to stream after the first stopped');
+      } finally {
+        assert.equal((await again.stop()).code, 0, again.stderr);
+      }
+    });
+  });
+}
