@@ -20,6 +20,7 @@ import {
   type Lsn,
 } from '../../src/wal/lsn';
 import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
+import { S3Server } from '../helpers/s3-server';
 import {
   archivedSegments,
   compareFetchedWithServer,
@@ -51,7 +52,9 @@ function bySegNo(segSize: number) {
   };
 }
 
-describe('following a promotion of the standby the receiver streams from (PostgreSQL 15)', () => {
+for (const backend of ['local directory', 's3rver'] as const)
+describe(`following a promotion of the standby the receiver streams from (PostgreSQL 15, ${backend})`, () => {
+  let s3: S3Server | undefined;
   let primary: PgCluster | undefined;
   let standby: PgCluster | undefined;
   let receiver: WalvaultProcess | undefined;
@@ -80,7 +83,13 @@ describe('following a promotion of the standby the receiver streams from (Postgr
     standby = await PgCluster.start({ standbyOf: primary, settings: SETTINGS });
     segSize = standby.walSegSize;
     work = tmpDir('walvault-promotion-');
-    archiveDir = path.join(work, 'archive');
+    if (backend === 's3rver') {
+      s3 = await S3Server.start();
+      s3.useInThisProcess();
+      archiveDir = s3.url(`${path.basename(work)}/main`);
+    } else {
+      archiveDir = path.join(work, 'archive');
+    }
     const config = writeConfig(work, {
       main: {
         pg: pgConninfo(standby),
@@ -142,6 +151,7 @@ describe('following a promotion of the standby the receiver streams from (Postgr
     if (receiver?.running) await receiver.kill9();
     await standby?.destroy();
     await primary?.destroy();
+    await s3?.destroy();
     if (work) removeDir(work);
   });
 
