@@ -865,7 +865,8 @@ export class SiteReceiver {
     this.leaseTimer = null;
     try {
       await this.writerIdle().catch(() => undefined);
-      if (this.spool && this.uploader && !this.writerError) {
+      // With the lease lost, another receiver owns the archive: write nothing more to it.
+      if (this.spool && this.uploader && !this.writerError && !this.fatalError) {
         // Leave the freshest possible partial in the archive: the loss window is what is not there.
         const open = this.spool.open;
         if (open && open.received > 0) {
