@@ -273,8 +273,16 @@ export async function switchAndWaitArchived(
   const segSize = cluster.walSegSize;
   const lastName = segmentFileName(tli, segmentNumber(switchLsn - 1n, segSize), segSize);
   const deadline = Date.now() + timeoutMs;
-  while (!(await archivedSegments(archiveDir)).includes(lastName)) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${lastName} to be archived`);
+  // s3rver can answer a listing with HTTP 500 while objects are deleted under it (it stats
+  // files it has just listed): a poll that fails is simply repeated.
+  let lastError = '';
+  const listed = () =>
+    archivedSegments(archiveDir).catch((err: Error) => {
+      lastError = err.message;
+      return [] as string[];
+    });
+  while (!(await listed()).includes(lastName)) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${lastName} to be archived${lastError ? ` (last listing error: ${lastError})` : ''}`);
     await new Promise((r) => setTimeout(r, 200));
   }
   return { switchLsn, lastName };
