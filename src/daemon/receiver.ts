@@ -29,7 +29,7 @@ import {
 } from '../postgres/replication-connection';
 import type { StreamEnd, WalStreamSession } from '../postgres/wal-stream-session';
 import { openSiteArchive } from '../archive/site-archive';
-import { formatLsn, historyFileName, maxLsn, segmentStart, type Lsn } from '../wal/lsn';
+import { formatLsn, historyFileName, maxLsn, segmentFileName, segmentNumber, segmentStart, type Lsn } from '../wal/lsn';
 import { pageMagicForMajor, type PageCheckContext } from '../wal/page-header';
 import { SegmentSpool, type CompletedSegment, type OpenSegment } from '../wal/segment-spool';
 import { parseTimelineHistory, timelineOfLsn } from '../wal/timeline-history';
@@ -617,11 +617,23 @@ export class SiteReceiver {
         },
         (err) => {
           this.stopTimers();
-          reject(err);
+          reject(this.namingTheGap(err, tli, start));
         },
       );
     }).finally(() => {
       this.session = null;
+    });
+  }
+
+  /**
+   * The server's words for missing WAL do not always say where (PostgreSQL 16+ names only the
+   * invalidated slot): the operator needs the position the archive stops at.
+   */
+  private namingTheGap(err: unknown, tli: number, start: Lsn): unknown {
+    if (!isWalvaultError(err) || err.code !== 'PG_WAL_REMOVED') return err;
+    const segment = segmentFileName(tli, segmentNumber(start, this.facts.walSegmentSize), this.facts.walSegmentSize);
+    return new WalvaultError('PG_WAL_REMOVED', `cannot continue at ${formatLsn(start)} on timeline ${tli} (segment ${segment}): ${err.message}`, {
+      cause: err,
     });
   }
 

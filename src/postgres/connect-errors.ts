@@ -80,8 +80,14 @@ export function mapPgError(err: unknown, target: ConnectTarget): WalvaultError {
     );
   }
   // An invalidated slot (max_slot_wal_keep_size exceeded) says so with 55000 on
-  // START_REPLICATION in newer servers; older ones stream until the WAL is missing (58P01).
-  if (code === '58P01' || /has already been removed/i.test(msg) || (code === '55000' && /can no longer get changes from replication slot|invalidated/i.test(msg))) {
+  // START_REPLICATION in newer servers ("can no longer access replication slot" from 18,
+  // "can no longer get changes from" for logical ones); older ones stream until the WAL is
+  // missing (58P01).
+  if (
+    code === '58P01' ||
+    /has already been removed/i.test(msg) ||
+    (code === '55000' && /can no longer (?:get changes from|access) replication slot|invalidated/i.test(msg))
+  ) {
     return new WalvaultError(
       'PG_WAL_REMOVED',
       `the server at ${at} no longer has the WAL needed to continue (${msg}); the archive has a gap from there: take a new base backup, and raise max_slot_wal_keep_size or keep the receiver running so the slot holds WAL`,

@@ -134,6 +134,11 @@ export class S3Storage implements Storage {
       };
     }
     if (settings.profile !== undefined) config.profile = settings.profile;
+    // The SDK warns on stderr, once per process, that its releases after January 2027 need
+    // Node 22: advice for whoever upgrades the lock file, not for the operator, and it would
+    // break the one-line error contract of every command that touches S3. An operator who
+    // wants it sets the variable to "false".
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     this.client = new S3Client(config);
     this.partSize = Math.max(MIN_PART_SIZE, settings.partSizeBytes ?? DEFAULT_PART_SIZE);
     this.listPageSize = settings.listPageSize;

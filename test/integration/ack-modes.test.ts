@@ -12,14 +12,18 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Client } from 'pg';
+import type { Archive } from '../../src/archive/archive';
 import { PLAIN_HEADER_LENGTH } from '../../src/archive/envelope';
 import { segmentFileName, segmentNumber, segmentStart, type Lsn } from '../../src/wal/lsn';
 import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
+import { S3Server } from '../helpers/s3-server';
+import { TcpGate } from '../helpers/tcp-gate';
 import {
   archivedCoverage,
   formatLsn,
   openArchive,
   parseLsn,
+  withArchive,
   pgConninfo,
   WalvaultProcess,
   writeConfig,
@@ -54,22 +58,91 @@ function startLsnOf(receiver: WalvaultProcess): Lsn {
   return parseLsn(line.start as string);
 }
 
+/**
+ * The archive as the receiver sees it, with a switch that takes it away and gives it back,
+ * and the same archive as the test reads it (always reachable, so coverage stays measurable
+ * during the outage).
+ */
+interface SwitchableArchive {
+  /** What the receiver is configured with. */
+  receiverArchive: string;
+  /** Environment for the receiver process. */
+  receiverEnv: NodeJS.ProcessEnv;
+  /** What the test reads coverage from. */
+  readerArchive: string;
+  takeAway(): Promise<void>;
+  giveBack(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * Local: the receiver reaches the archive through a symlink, swapped atomically to a regular
+ * file (every write then fails) and back, while the test reads the real directory.
+ */
+function localSwitchable(work: string): SwitchableArchive {
+  const archiveDir = path.join(work, 'archive');
+  const archiveLink = path.join(work, 'archive-link');
+  const notADir = path.join(work, 'not-a-directory');
+  fs.mkdirSync(archiveDir);
+  fs.writeFileSync(notADir, 'the archive is unavailable\n');
+  const pointArchiveAt = (target: string): void => {
+    const tmp = `${archiveLink}.new`;
+    fs.symlinkSync(target, tmp);
+    fs.renameSync(tmp, archiveLink);
+  };
+  pointArchiveAt(archiveDir);
+  return {
+    receiverArchive: archiveLink,
+    receiverEnv: {},
+    readerArchive: archiveDir,
+    takeAway: async () => pointArchiveAt(notADir),
+    giveBack: async () => pointArchiveAt(archiveDir),
+    close: async () => undefined,
+  };
+}
+
+/**
+ * S3: the receiver talks to s3rver through a TCP gate that the test shuts (connections reset,
+ * new ones refused) and opens again; the test talks to s3rver directly.
+ */
+async function s3Switchable(work: string): Promise<SwitchableArchive> {
+  const s3 = await S3Server.start();
+  s3.useInThisProcess();
+  const gate = await TcpGate.open(s3.port);
+  const url = s3.url(`${path.basename(work)}/main`);
+  return {
+    receiverArchive: url,
+    receiverEnv: { AWS_ENDPOINT_URL_S3: gate.endpoint },
+    readerArchive: url,
+    takeAway: () => gate.shut(),
+    giveBack: () => gate.openGate(),
+    close: async () => {
+      await gate.shut();
+      await s3.destroy();
+    },
+  };
+}
+
 describe('acknowledgement modes (PostgreSQL 15, 1 MiB segments)', () => {
-  describe('mode = archive', () => {
+  for (const backend of ['local directory', 's3rver'] as const)
+  describe(`mode = archive (${backend})`, () => {
     let cluster: PgCluster | null = null;
     let work = '';
     let receiver: WalvaultProcess | null = null;
     let observer: Client | null = null;
+    let storage: SwitchableArchive | null = null;
 
     before(async () => {
       cluster = await PgCluster.start({ walSegSizeMiB: 1 });
       work = tmpDir('walvault-ack-archive-');
+      storage = backend === 's3rver' ? await s3Switchable(work) : localSwitchable(work);
     });
 
     after(async () => {
       await receiver?.stop('SIGTERM', 30000);
       await endClient(observer);
       await cluster?.destroy();
+      await storage?.close();
       if (work) removeDir(work);
     });
 
@@ -78,23 +151,12 @@ describe('acknowledgement modes (PostgreSQL 15, 1 MiB segments)', () => {
       const segSize = pg.walSegSize;
       const seg = BigInt(segSize);
       const slot = 'walvault_ack_archive';
-      const archiveDir = path.join(work, 'archive');
-      // The receiver reaches the archive through a symlink, so the test can take the archive
-      // away (and give it back) atomically while coverage is still read from the real directory.
-      const archiveLink = path.join(work, 'archive-link');
-      const notADir = path.join(work, 'not-a-directory');
-      fs.mkdirSync(archiveDir);
-      fs.writeFileSync(notADir, 'the archive is unavailable\n');
-      const pointArchiveAt = (target: string): void => {
-        const tmp = `${archiveLink}.new`;
-        fs.symlinkSync(target, tmp);
-        fs.renameSync(tmp, archiveLink);
-      };
-      pointArchiveAt(archiveDir);
+      const switchable = storage!;
+      const archiveDir = switchable.readerArchive;
       const config = writeConfig(work, {
         main: {
           pg: pgConninfo(pg),
-          archive: archiveLink,
+          archive: switchable.receiverArchive,
           state: path.join(work, 'state'),
           slot,
           mode: 'archive',
@@ -102,7 +164,7 @@ describe('acknowledgement modes (PostgreSQL 15, 1 MiB segments)', () => {
           status_interval_seconds: 1,
         },
       });
-      receiver = WalvaultProcess.start(['run', '--config', config]);
+      receiver = WalvaultProcess.start(['run', '--config', config], switchable.receiverEnv);
       await receiver.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
       const startLsn = startLsnOf(receiver);
       observer = await connect(pg);
@@ -125,7 +187,7 @@ describe('acknowledgement modes (PostgreSQL 15, 1 MiB segments)', () => {
         const c = await archivedCoverage(archiveDir, segSize, 1);
         if (c !== null) return c;
         const first = segmentFileName(1, segmentNumber(startLsn, segSize), segSize);
-        const data = await openArchive(archiveDir).get(`wal/${first}.partial`);
+        const data = await withArchive(archiveDir, (a) => a.get(`wal/${first}.partial`));
         return data ? segmentStart(startLsn, segSize) + BigInt(data.length) : null;
       };
 
@@ -180,7 +242,7 @@ describe('acknowledgement modes (PostgreSQL 15, 1 MiB segments)', () => {
         // differ only for milliseconds, too briefly for sampling to see).
         await sleep(1500);
         outageSamples[0] = samples.length;
-        pointArchiveAt(notADir);
+        await switchable.takeAway();
         try {
           // Segment switches make the spool run whole segments ahead however slowly pgbench
           // goes on a busy machine.
@@ -190,7 +252,7 @@ describe('acknowledgement modes (PostgreSQL 15, 1 MiB segments)', () => {
           }
           await sleep(1000);
         } finally {
-          pointArchiveAt(archiveDir);
+          await switchable.giveBack();
           outageSamples[1] = samples.length;
         }
         assert.equal(await loadExit, 0, 'pgbench load ran to completion');
@@ -244,13 +306,16 @@ describe('acknowledgement modes (PostgreSQL 15, 1 MiB segments)', () => {
     });
   });
 
-  describe('mode = sync', () => {
+  for (const backend of ['local directory', 's3rver'] as const)
+  describe(`mode = sync (${backend})`, () => {
     const appName = 'walvault_sync';
     let cluster: PgCluster | null = null;
     let work = '';
     let receiver: WalvaultProcess | null = null;
     let writer: Client | null = null;
     let observer: Client | null = null;
+    let s3: S3Server | null = null;
+    let archive: Archive | null = null;
 
     before(async () => {
       cluster = await PgCluster.start({
@@ -268,20 +333,26 @@ describe('acknowledgement modes (PostgreSQL 15, 1 MiB segments)', () => {
         },
       });
       work = tmpDir('walvault-ack-sync-');
+      if (backend === 's3rver') {
+        s3 = await S3Server.start();
+        s3.useInThisProcess();
+      }
     });
 
     after(async () => {
       await receiver?.stop('SIGTERM', 30000);
       await endClient(writer);
       await endClient(observer);
+      await archive?.close();
       await cluster?.destroy();
+      await s3?.destroy();
       if (work) removeDir(work);
     });
 
     it('releases commits from the data path, and only once they are in the spool', async () => {
       const pg = cluster!;
       const segSize = pg.walSegSize;
-      const archiveDir = path.join(work, 'archive');
+      const archiveDir = s3 ? s3.url(`${path.basename(work)}/main`) : path.join(work, 'archive');
       const state = path.join(work, 'state');
       const config = writeConfig(work, {
         main: {
@@ -327,7 +398,8 @@ describe('acknowledgement modes (PostgreSQL 15, 1 MiB segments)', () => {
       };
 
       const spoolDir = path.join(state, 'spool');
-      const archive = openArchive(archiveDir);
+      const stored = openArchive(archiveDir);
+      archive = stored;
       /** Bytes [segment start, end) of the segment holding end-1, wherever the receiver keeps them now. */
       const receiverBytes = async (end: Lsn): Promise<{ where: string; data: Buffer } | null> => {
         const name = segmentFileName(1, segmentNumber(end - 1n, segSize), segSize);
@@ -350,7 +422,7 @@ describe('acknowledgement modes (PostgreSQL 15, 1 MiB segments)', () => {
             }
           }
           for (const key of [`wal/${name}`, `wal/${name}.partial`]) {
-            const data = await archive.get(key);
+            const data = await stored.get(key);
             if (data && data.length >= need) return { where: `archive ${key}`, data: data.subarray(0, need) };
           }
         }

@@ -16,7 +16,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Client, type ClientConfig } from 'pg';
 import { availableMajors, freePort, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
-import { pgConninfo, runWalvault, WalvaultProcess } from '../helpers/walvault';
+import { S3Server } from '../helpers/s3-server';
+import { archivedSegments, pgConninfo, runWalvault, WalvaultProcess } from '../helpers/walvault';
 import { snapshotTree, startReceivewal, stopChild, type ReceivewalProcess } from '../helpers/errors-fixtures';
 
 const WRONG_PASSWORD = 'wrong-secret-123';
@@ -284,8 +285,11 @@ describe('bad input: one-line error naming cause and fix, non-zero exit, nothing
     });
   });
 
-  it('archive belonging to another cluster', async () => {
-    const { dir, archive } = caseDir('other-cluster');
+  /**
+   * Cluster A fills `archive` and stops cleanly; cluster B is then pointed at it. `watched`
+   * holds the archive's bytes on disk (for s3rver, its data directory).
+   */
+  async function foreignArchiveCase(dir: string, archive: string, watched: string[]): Promise<void> {
     const [idA, idB] = [await systemId(main), await systemId(other)];
     assert.notEqual(idA, idB, 'the two clusters must be distinct database systems');
 
@@ -299,24 +303,42 @@ describe('bad input: one-line error naming cause and fix, non-zero exit, nothing
       },
       { timeoutMs: 30_000, what: 'walvault to stream from cluster A' },
     );
-    await main.query('CREATE TABLE t AS SELECT generate_series(1, 10000) AS n');
+    await main.query('CREATE TABLE IF NOT EXISTS t AS SELECT generate_series(1, 10000) AS n');
+    await main.query('INSERT INTO t SELECT generate_series(1, 10000)');
     await main.switchWal();
-    const walDir = path.join(archive, 'wal');
-    await waitFor(() => fs.existsSync(walDir) && fs.readdirSync(walDir).some((n) => /^[0-9A-F]{24}$/.test(n)), {
+    await waitFor(async () => (await archivedSegments(archive)).length > 0, {
       timeoutMs: 30_000,
       what: 'cluster A to have a finished segment in the archive',
     });
     const exit = await receiver.stop('SIGTERM');
     receiver = null;
     assert.equal(exit.code, 0, 'the receiver of cluster A must stop cleanly so the archive is settled before the snapshot');
+    await main.query(`SELECT pg_drop_replication_slot('archive_a')`);
 
     await expectCleanFailure({
       pg: pgConninfo(other),
       archive,
       state: path.join(dir, 'state-b'),
+      alsoUnchanged: watched,
       cause: [new RegExp(`\\b${idA}\\b`), new RegExp(`\\b${idB}\\b`), /belongs to database system/],
       fix: /use a separate archive for each cluster/,
     });
+  }
+
+  it('archive belonging to another cluster', async () => {
+    const { dir, archive } = caseDir('other-cluster');
+    await foreignArchiveCase(dir, archive, []);
+  });
+
+  it('archive belonging to another cluster (s3rver)', async () => {
+    const { dir } = caseDir('other-cluster-s3');
+    const s3 = await S3Server.start();
+    try {
+      s3.useInThisProcess();
+      await foreignArchiveCase(dir, s3.url('other-cluster/main'), [s3.dataDir]);
+    } finally {
+      await s3.destroy();
+    }
   });
 
   it('unwritable state directory', async () => {

@@ -8,6 +8,8 @@ describe('mapPgError: WAL the server no longer has', () => {
   test('an invalidated slot and removed WAL both end the run naming the gap', () => {
     const cases = [
       { code: '55000', message: 'can no longer get changes from replication slot "walvault_main"' },
+      // PostgreSQL 18's START_REPLICATION on an invalidated physical slot.
+      { code: '55000', message: 'can no longer access replication slot "walvault_main"' },
       { code: '58P01', message: 'requested WAL segment 000000010000000000000003 has already been removed' },
     ];
     for (const c of cases) {
