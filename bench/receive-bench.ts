@@ -38,6 +38,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { PgCluster, clientBin, removeDir, tmpDir } from '../test/helpers/pg-cluster';
+import { fmt, machineFacts, printTable, ProcSampler, saveResults, type ProcUsage } from './bench-util';
 import { WALVAULT_BIN, WalvaultProcess, archivedSegments, pgConninfo, writeConfig } from '../test/helpers/walvault';
 import { parseLsn, parseSegmentFileName, segmentFileName, segmentNumber } from '../src/wal/lsn';
 import { S3Server } from '../test/helpers/s3-server';
@@ -81,62 +82,6 @@ async function pollUntil(fn: () => boolean | Promise<boolean>, opts: { timeoutMs
   while (!(await fn())) {
     if (performance.now() >= deadline) throw new Error(`timed out after ${opts.timeoutMs} ms waiting for ${opts.what}`);
     await new Promise((r) => setTimeout(r, opts.intervalMs));
-  }
-}
-
-// ---------------------------------------------------------------------------
-// Process accounting from /proc
-
-let clockTicks = 100;
-try {
-  clockTicks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-} catch {
-  // 100 is what Linux uses almost everywhere.
-}
-
-interface ProcUsage {
-  /** VmHWM: the kernel's own peak resident set, so short spikes between samples count too. */
-  peakRssMiB: number;
-  /** Highest VmRSS we sampled: a sanity check on VmHWM. */
-  sampledMaxRssMiB: number;
-  cpuSeconds: number;
-}
-
-class ProcSampler {
-  private hwmKiB = 0;
-  private maxRssKiB = 0;
-  private cpuTicks = 0;
-  private readonly timer: NodeJS.Timeout;
-
-  constructor(private readonly pid: number) {
-    this.sample();
-    this.timer = setInterval(() => this.sample(), 100);
-  }
-
-  private sample(): void {
-    try {
-      const status = fs.readFileSync(`/proc/${this.pid}/status`, 'utf8');
-      const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0);
-      this.hwmKiB = Math.max(this.hwmKiB, kib('VmHWM'));
-      this.maxRssKiB = Math.max(this.maxRssKiB, kib('VmRSS'));
-      // The command name may hold spaces and parentheses: the fields start after the last ')'.
-      const stat = fs.readFileSync(`/proc/${this.pid}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      this.cpuTicks = Number(fields[11]) + Number(fields[12]);
-    } catch {
-      // The process is gone: keep what the last sample saw.
-    }
-  }
-
-  /** Takes a last sample; call it while the process still runs. */
-  finish(): ProcUsage {
-    this.sample();
-    clearInterval(this.timer);
-    return {
-      peakRssMiB: this.hwmKiB / 1024,
-      sampledMaxRssMiB: this.maxRssKiB / 1024,
-      cpuSeconds: this.cpuTicks / clockTicks,
-    };
   }
 }
 
@@ -571,44 +516,6 @@ function median(xs: number[]): number {
 // ---------------------------------------------------------------------------
 // Report
 
-function repoRoot(): string {
-  let dir = __dirname;
-  while (!fs.existsSync(path.join(dir, 'package.json'))) {
-    const parent = path.dirname(dir);
-    if (parent === dir) return process.cwd();
-    dir = parent;
-  }
-  return dir;
-}
-
-function fmt(n: number, digits = 1): string {
-  return Number.isFinite(n) ? n.toFixed(digits) : 'n/a';
-}
-
-function printTable(rows: string[][]): void {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
-  console.log(line(rows[0]));
-  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
-  for (const r of rows.slice(1)) console.log(line(r));
-}
-
-function machineFacts() {
-  let cpu = 'unknown';
-  try {
-    cpu = /^model name\s*:\s*(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? cpu;
-  } catch {
-    /* not Linux */
-  }
-  let pgReceivewal = 'unknown';
-  try {
-    pgReceivewal = execFileSync(clientBin('pg_receivewal'), ['--version'], { encoding: 'utf8' }).trim();
-  } catch {
-    /* reported by the run itself */
-  }
-  return { cpu, cores: os.cpus().length, memMiB: Math.round(os.totalmem() / MiB), node: process.version, pgReceivewal };
-}
-
 // ---------------------------------------------------------------------------
 
 async function main(): Promise<number> {
@@ -797,7 +704,7 @@ async function main(): Promise<number> {
     const results = {
       bench: 'receive',
       startedAt: startedAt.toISOString(),
-      machine: machineFacts(),
+      machine: machineFacts({ pgReceivewal: clientBin('pg_receivewal') }),
       loadAverage: { before: loadBefore, after: loadAfter },
       params: {
         walMiB: WAL_MB,
@@ -828,11 +735,7 @@ async function main(): Promise<number> {
         walvaultPeakRssMiB: { value: wvPeakRss, target: RSS_TARGET_MIB, pass: rssPass },
       },
     };
-    const resultsDir = path.join(repoRoot(), 'bench', 'results');
-    fs.mkdirSync(resultsDir, { recursive: true });
-    const stamp = startedAt.toISOString().replace(/:/g, '-').replace(/\.\d+Z$/, 'Z');
-    const file = path.join(resultsDir, `receive-${stamp}.json`);
-    fs.writeFileSync(file, JSON.stringify(results, (_k, v) => (typeof v === 'bigint' ? v.toString() : v), 2) + '\n');
+    const file = saveResults('receive', results, startedAt);
     console.log(`  results written to ${path.relative(process.cwd(), file) || file}`);
     return 0;
   } catch (err) {

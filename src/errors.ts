@@ -26,9 +26,15 @@ export type ErrorCode =
   | 'ARCHIVE_AUTH_FAILED'
   | 'ARCHIVE_LOCKED'
   | 'STORAGE_IO'
+  | 'STORAGE_OBJECT_UNREADABLE'
   | 'STATE_DIR_UNWRITABLE'
   | 'STATE_OTHER_CLUSTER'
   | 'LEDGER'
+  | 'BACKUP_BAD_LABEL'
+  | 'BACKUP_NOT_FOUND'
+  | 'BACKUP_CONFLICT'
+  | 'BACKUP_WAL_MISSING'
+  | 'BACKUP_ABORTED'
   | 'INTERNAL';
 
 export class WalvaultError extends Error {

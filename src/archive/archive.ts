@@ -15,7 +15,7 @@
  * (one site); the read-back checks narrow, but do not close, that window.
  */
 import { createHash } from 'node:crypto';
-import { WalvaultError } from '../errors';
+import { isWalvaultError, WalvaultError } from '../errors';
 import { isValidSegmentSize } from '../wal/lsn';
 import type { Storage } from '../storage/storage';
 import { bufferSource, digestOf, fileSource, windowPool, type BodySource } from './body-source';
@@ -45,9 +45,12 @@ export interface ClusterInfo {
   createdAt?: string;
 }
 
-export type PutResult = 'stored' | 'unchanged';
+/** 'repaired': the key held a damaged object (a torn write), which was replaced. */
+export type PutResult = 'stored' | 'unchanged' | 'repaired';
 
 export const CLUSTER_KEY = 'cluster.json';
+/** Frames of one in-memory object compressing at once (one per zstd worker is plenty). */
+const FRAMES_AHEAD = 4;
 const WAL_PREFIX = 'wal/';
 /** Enough to hold any envelope header (its extension is capped at 64 KiB). */
 const MAX_HEADER_READ = 64 * 1024 + 128;
@@ -63,6 +66,15 @@ export class Archive {
     this.storage = storage;
     this.options = options;
     this.plain = (options.codec ?? 'none') === 'none' && !options.recipient;
+  }
+
+  /**
+   * The same storage, writing plain objects (no codec, no encryption): for what any holder
+   * of the archive must read without a private key (the backup catalog). Do not close it
+   * separately; it shares this archive's storage.
+   */
+  asPlain(): Archive {
+    return this.plain ? this : new Archive(this.storage, { privateKey: this.options.privateKey });
   }
 
   static walKey(name: string): string {
@@ -137,9 +149,23 @@ export class Archive {
   async putImmutable(key: string, plaintext: Buffer | BodySource, knownSha256?: Buffer): Promise<PutResult> {
     const source = Buffer.isBuffer(plaintext) ? bufferSource(plaintext) : plaintext;
     const ours = knownSha256 ?? (Buffer.isBuffer(plaintext) ? await sha256Async(plaintext) : await digestOf(source));
-    if (await this.alreadyStored(key, source.length, ours)) return 'unchanged';
+    const existing = await this.alreadyStored(key, source.length, ours);
+    if (existing === 'same') return 'unchanged';
     await this.writeVerified(key, source, ours);
-    return 'stored';
+    return existing === 'damaged' ? 'repaired' : 'stored';
+  }
+
+  /**
+   * Stores, as an immutable object, a buffer the caller owns and leaves untouched until this
+   * settles (a backup part), with `sha256` the digest of exactly these bytes, computed by the
+   * caller as it filled the buffer: the write does not hash the plaintext a second time, and
+   * compresses its frames in parallel.
+   */
+  async putOwnedBuffer(key: string, plaintext: Buffer, sha256: Buffer, opts: { codec?: CodecName } = {}): Promise<PutResult> {
+    const existing = await this.alreadyStored(key, plaintext.length, sha256);
+    if (existing === 'same') return 'unchanged';
+    await this.writeVerified(key, bufferSource(plaintext), sha256, false, opts.codec);
+    return existing === 'damaged' ? 'repaired' : 'stored';
   }
 
   /**
@@ -149,18 +175,27 @@ export class Archive {
    * links it into place, so the bytes are not copied; otherwise the plaintext is written
    * from the file. Either way the stored object is read back and verified.
    */
-  async putSealedFile(key: string, file: string, plaintextLength: number, digest: Buffer): Promise<PutResult> {
+  async putSealedFile(key: string, file: string, plaintextLength: number, digest: Buffer, opts: { replaceUnreadable?: boolean } = {}): Promise<PutResult> {
     const header = encodePlainHeader(plaintextLength, digest);
     const source = fileSource(file, plaintextLength, header.length);
-    if (await this.alreadyStored(key, plaintextLength, digest)) return 'unchanged';
+    const existing = await this.alreadyStored(key, plaintextLength, digest).catch((err) => {
+      // The caller has seen the store fail to produce this one object again and again while
+      // it answers others: what is there cannot be read, so it is treated as torn.
+      if (opts.replaceUnreadable && isWalvaultError(err, 'STORAGE_OBJECT_UNREADABLE')) return 'damaged' as const;
+      throw err;
+    });
+    if (existing === 'same') return 'unchanged';
+    const done: PutResult = existing === 'damaged' ? 'repaired' : 'stored';
     if (!this.plain) {
       await this.writeVerified(key, source, digest);
-      return 'stored';
+      return done;
     }
+    // A link never replaces: the damaged object goes first.
+    if (existing === 'damaged') await this.storage.delete(key);
     const adopted = this.storage.adoptFile ? await this.storage.adoptFile(key, file) : 'unsupported';
     if (adopted === 'exists') {
       // Another writer got there between the check and the link: same rules as before.
-      if (await this.alreadyStored(key, plaintextLength, digest)) return 'unchanged';
+      if ((await this.alreadyStored(key, plaintextLength, digest)) === 'same') return 'unchanged';
       throw new WalvaultError('ARCHIVE_CORRUPT', `${this.label(key)} appeared and vanished while it was being stored; is another process writing to this archive?`);
     }
     if (adopted === 'adopted') {
@@ -168,29 +203,32 @@ export class Archive {
     } else {
       await this.writeVerified(key, source, digest);
     }
-    return 'stored';
+    return done;
   }
 
   /**
-   * True when `key` holds an object with this plaintext size and checksum (only the header is
-   * read: it carries the checksum); false when there is no object; a refusal when there is a
-   * different one.
+   * What `key` holds now, reading only the header (it carries the checksum) and the length
+   * (against the header or the trailer): 'absent'; 'same' (this plaintext size and
+   * checksum); 'damaged' (not a whole walvault object: a write torn by a store that is not
+   * atomic, such as s3rver killed mid-PUT; we never leave one ourselves, since every write is
+   * verified and removed when it fails, so it holds nothing anyone relies on and is
+   * replaced); or a refusal when it is a whole object with other content.
    */
-  private async alreadyStored(key: string, plaintextLength: number, ours: Buffer): Promise<boolean> {
+  private async alreadyStored(key: string, plaintextLength: number, ours: Buffer): Promise<'absent' | 'same' | 'damaged'> {
     const label = this.label(key);
     const existing = await this.storage.head(key);
-    if (existing === null) return false;
+    if (existing === null) return 'absent';
     const head = await this.storage.getRange(key, 0, MAX_HEADER_READ);
-    const theirs = readEnvelopeHeader(head ?? Buffer.alloc(0), label);
-    const problem = theirs.framed ? await this.framedLengthProblem(key, existing.size) : existing.size === theirs.headerLength + theirs.bodyLength! ? null : `its header says ${theirs.headerLength + theirs.bodyLength!}`;
-    if (problem !== null) {
-      throw new WalvaultError(
-        'ARCHIVE_CORRUPT',
-        `${label}: the stored object is ${existing.size} bytes but ${problem}; ` +
-          `check it with "walvault verify" and delete it so it can be archived again`,
-      );
+    let theirs: ReturnType<typeof readEnvelopeHeader>;
+    try {
+      theirs = readEnvelopeHeader(head ?? Buffer.alloc(0), label);
+    } catch (err) {
+      if (isWalvaultError(err, 'ARCHIVE_CORRUPT')) return 'damaged';
+      throw err;
     }
-    if (theirs.plaintextSize === plaintextLength && theirs.sha256.equals(ours)) return true;
+    const problem = theirs.framed ? await this.framedLengthProblem(key, existing.size) : existing.size === theirs.headerLength + theirs.bodyLength! ? null : `its header says ${theirs.headerLength + theirs.bodyLength!}`;
+    if (problem !== null) return 'damaged';
+    if (theirs.plaintextSize === plaintextLength && theirs.sha256.equals(ours)) return 'same';
     throw new WalvaultError(
       'ARCHIVE_CONFLICT',
       `${label} already exists with different content (stored: ${theirs.plaintextSize} bytes, sha256 ${theirs.sha256.toString('hex')}; ` +
@@ -198,7 +236,6 @@ export class Archive {
     );
   }
 
-  /** Why a framed object of `size` bytes is not whole, judged by its trailer; null when it looks whole. */
   private async framedLengthProblem(key: string, size: number): Promise<string | null> {
     const tail = size >= TRAILER_LENGTH ? await this.storage.getRange(key, size - TRAILER_LENGTH, TRAILER_LENGTH) : null;
     const trailer = readTrailer(tail ?? Buffer.alloc(0));
@@ -229,8 +266,10 @@ export class Archive {
    * One hash thus proves both that the write is good and that the source (a spool file, say)
    * still held what was received; the source is read only once.
    */
-  private async writeVerified(key: string, source: BodySource, digest: Buffer): Promise<void> {
-    if (!this.plain) return this.writeFramedVerified(key, source, digest);
+  /** `codec` overrides the archive's for this object (bytes compressed already, say). */
+  private async writeVerified(key: string, source: BodySource, digest: Buffer, recheck = true, codec?: CodecName): Promise<void> {
+    const plain = codec === undefined ? this.plain : codec === 'none' && !this.options.recipient;
+    if (!plain) return this.writeFramedVerified(key, source, digest, recheck, codec ?? this.options.codec ?? 'none');
     const header = encodePlainHeader(source.length, digest);
     async function* body(): AsyncIterable<Buffer> {
       yield header;
@@ -246,8 +285,8 @@ export class Archive {
    * checked against `digest` before the trailer is produced, so a source that changed since
    * it was received aborts the write and leaves no object.
    */
-  private async writeFramedVerified(key: string, source: BodySource, digest: Buffer): Promise<void> {
-    const codec = codecByName(this.options.codec ?? 'none');
+  private async writeFramedVerified(key: string, source: BodySource, digest: Buffer, recheck: boolean, codecName: CodecName): Promise<void> {
+    const codec = codecByName(codecName);
     const recipient = this.options.recipient;
     const wrapped = recipient ? newDataKey(recipient) : null;
     const header = encodeFramedHeader(codec.name, wrapped ? 'aes-256-gcm' : 'none', source.length, digest, wrapped ? { enc: wrapped.info } : {});
@@ -257,7 +296,10 @@ export class Archive {
       objectHash.update(header);
       objectLength += header.length;
       yield header;
-      for await (const chunk of encodeFrames(checkedAgainst(source, digest), source.length, header, { codec, dataKey: wrapped?.dataKey ?? null })) {
+      const plaintext = recheck ? checkedAgainst(source, digest) : source.windows();
+      // Windows of a buffer stay valid, so its frames may compress in parallel.
+      const compressAhead = recheck ? 1 : FRAMES_AHEAD;
+      for await (const chunk of encodeFrames(plaintext, source.length, header, { codec, dataKey: wrapped?.dataKey ?? null, compressAhead })) {
         objectHash.update(chunk);
         objectLength += chunk.length;
         yield chunk;

@@ -37,6 +37,11 @@ export interface FrameStages {
   codec: Codec;
   /** The object's data key when it is encrypted. */
   dataKey: Buffer | null;
+  /**
+   * How many frames may compress at once. Above 1 only for sources whose windows stay valid
+   * after the next is read (an in-memory buffer); a reused window buffer needs 1.
+   */
+  compressAhead?: number;
 }
 
 function corrupt(label: string, what: string): WalvaultError {
@@ -53,8 +58,8 @@ export async function* encodeFrames(windows: AsyncIterable<Buffer>, length: numb
   let index = 0;
   let objectLength = header.length;
   const hash = createHash('sha256').update(header);
-  const frame = async (plain: Buffer, final: boolean): Promise<Buffer> => {
-    let payload = await stages.codec.compress(plain);
+  const frame = async (plain: Buffer, final: boolean, compressed?: Promise<Buffer>): Promise<Buffer> => {
+    let payload = await (compressed ?? stages.codec.compress(plain));
     const frameHeader = Buffer.alloc(FRAME_HEADER_LENGTH);
     const payloadLength = payload.length + (stages.dataKey ? 16 : 0);
     frameHeader.writeUInt32BE(payloadLength, 0);
@@ -66,12 +71,27 @@ export async function* encodeFrames(windows: AsyncIterable<Buffer>, length: numb
     hash.update(out);
     return out;
   };
+  // Compression may run ahead (workers in parallel); encryption and hashing stay in frame
+  // order, since the nonce and the trailer depend on it.
+  const ahead = Math.max(1, stages.compressAhead ?? 1);
+  const queue: Array<{ plain: Buffer; final: boolean; compressed: Promise<Buffer> }> = [];
   for await (const w of windows) {
     if (w.length === 0) continue;
     if (w.length > FRAME_PLAINTEXT_MAX) throw new WalvaultError('INTERNAL', `a ${w.length}-byte window is larger than a frame`);
     if (at + w.length > length) throw new WalvaultError('INTERNAL', `the body source gave more than its ${length} bytes`);
     at += w.length;
-    yield await frame(w, at === length);
+    const compressed = stages.codec.compress(w);
+    // A rejection is awaited in order below; until then it must not count as unhandled.
+    compressed.catch(() => undefined);
+    queue.push({ plain: w, final: at === length, compressed });
+    if (queue.length >= ahead) {
+      const next = queue.shift()!;
+      yield await frame(next.plain, next.final, next.compressed);
+    }
+  }
+  while (queue.length > 0) {
+    const next = queue.shift()!;
+    yield await frame(next.plain, next.final, next.compressed);
   }
   if (at !== length) throw new WalvaultError('INTERNAL', `the body source ended at ${at} bytes, expected ${length}`);
   if (length === 0) yield await frame(Buffer.alloc(0), true);

@@ -7,6 +7,11 @@ import { reportAndExit } from './fail';
 
 const VERSION = '0.1.0';
 
+// The archive a read-only command works on: a site of a config file, or a bare URL.
+const configOption = () => new Option('--config <file>', 'configuration file');
+const siteOption = () => new Option('--site <name>', 'site of the config file');
+const archiveOption = () => new Option('--archive <url>', 'archive location, file:///path, a plain path or s3://bucket/prefix');
+
 export function buildProgram(): Command {
   const program = new Command();
   program
@@ -28,6 +33,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--mode <mode>', 'one-site form: what "flushed" means to the server').choices(['archive', 'sync']))
     .addOption(new Option('--compression <codec>', 'one-site form: codec for stored objects (default: zstd for s3://, none for a local directory)').choices(['zstd', 'lz4', 'snappy', 'gzip', 'none']))
     .option('--encryption-public-key <file>', 'one-site form: encrypt stored objects for this public key (from "walvault keys create")')
+    .option('--backup-interval <hours>', 'one-site form: hours between scheduled base backups (default 24; the first is taken at start when the archive has none); 0 = no schedule')
     .action(async (opts) => {
       const { runCommand } = await import('./run');
       await runCommand(opts);
@@ -45,6 +51,64 @@ export function buildProgram(): Command {
     .action(async (walFileName: string, dest: string, opts) => {
       const { walFetchCommand } = await import('./wal-fetch');
       process.exitCode = await walFetchCommand(walFileName, dest, opts);
+    });
+
+  const backup = program.command('backup').description('base backups: take one, list them, show one');
+  backup
+    .command('push')
+    .description('take a base backup now (BASE_BACKUP over replication), streamed into the archive; works beside a running "walvault run"')
+    .option('--config <file>', 'configuration file')
+    .option('--site <name>', 'site of the config file')
+    .option('--pg <conninfo>', 'one-site form: libpq connection string (no password: use PGPASSWORD or a password file)')
+    .option('--archive <url>', 'one-site form: archive location')
+    .option('--state <dir>', 'one-site form: state directory of the site')
+    .addOption(new Option('--compression <codec>', 'one-site form: codec for stored objects').choices(['zstd', 'lz4', 'snappy', 'gzip', 'none']))
+    .option('--encryption-public-key <file>', 'one-site form: encrypt stored objects for this public key')
+    .option('--fast', 'ask the server for an immediate checkpoint instead of a spread one')
+    .option('--max-rate <kBps>', 'limit the transfer rate on the server, in kB/s (32 to 1048576)')
+    .option('--label <text>', 'backup label (default: walvault NAME)')
+    .option('--wal-wait <seconds>', 'how long to wait for the WAL through the stop LSN to be archived (default 3600)')
+    .action(async (opts) => {
+      const { backupPushCommand } = await import('./backup');
+      await backupPushCommand(opts);
+    });
+  backup
+    .command('list')
+    .description('complete (restorable) backups, oldest first')
+    .addOption(configOption())
+    .addOption(siteOption())
+    .addOption(archiveOption())
+    .option('--json', 'machine-readable output')
+    .action(async (opts) => {
+      const { backupListCommand } = await import('./backup');
+      await backupListCommand(opts);
+    });
+  backup
+    .command('show')
+    .description("one backup's metadata (JSON)")
+    .argument('<name>', 'backup name, as listed')
+    .addOption(configOption())
+    .addOption(siteOption())
+    .addOption(archiveOption())
+    .action(async (name: string, opts) => {
+      const { backupShowCommand } = await import('./backup');
+      await backupShowCommand(name, opts);
+    });
+
+  backup
+    .command('delete')
+    .description('delete backups (and the WAL no remaining backup needs); a dry run unless --confirm')
+    .argument('[name]', 'one backup, as listed')
+    .option('--before <name>', 'every backup older than this one')
+    .option('--retain <n>', 'all but the newest N backups, and incomplete leftovers')
+    .option('--everything', 'every backup and all WAL')
+    .option('--confirm', 'really delete (without it: print what would be deleted)')
+    .addOption(configOption())
+    .addOption(siteOption())
+    .addOption(archiveOption())
+    .action(async (name: string | undefined, opts) => {
+      const { backupDeleteCommand } = await import('./backup');
+      await backupDeleteCommand(name, opts);
     });
 
   const keys = program.command('keys').description('encryption keys for client-side encryption');

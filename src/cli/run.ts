@@ -3,20 +3,32 @@
  * ended, spool fsynced, the open segment archived as a partial) and exit 0.
  */
 import { configFromOptions, loadConfigFile, type Config, type OneSiteOptions } from '../config/config';
+import { BackupScheduler } from '../daemon/backup-scheduler';
 import { SiteReceiver } from '../daemon/receiver';
 import { WalvaultError } from '../errors';
 import { createLogger } from '../observe/logger';
 
-export interface RunOptions extends Omit<OneSiteOptions, 'encryption_public_key_file'> {
+export interface RunOptions extends Omit<OneSiteOptions, 'encryption_public_key_file' | 'backup_interval_hours'> {
   config?: string;
   site?: string;
   /** commander's name for --encryption-public-key */
   encryptionPublicKey?: string;
+  /** commander's name for --backup-interval (hours, as typed) */
+  backupInterval?: string;
+}
+
+function hours(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (text.trim() === '' || !Number.isFinite(n) || n < 0) {
+    throw new WalvaultError('CONFIG_INVALID', `--backup-interval "${text}" is not a number of hours; give hours between scheduled base backups, or 0 to turn the schedule off`);
+  }
+  return n;
 }
 
 function loadRunConfig(o: RunOptions): Config {
-  const { config: _c, site: _s, encryptionPublicKey, ...one } = o;
-  const oneSite = Object.values(one).some((v) => v !== undefined) || encryptionPublicKey !== undefined;
+  const { config: _c, site: _s, encryptionPublicKey, backupInterval, ...one } = o;
+  const oneSite = Object.values(one).some((v) => v !== undefined) || encryptionPublicKey !== undefined || backupInterval !== undefined;
   if (o.config && oneSite) {
     throw new WalvaultError('CONFIG_INVALID', 'give either --config or the one-site options (--pg, --archive, --state, --slot, --mode), not both');
   }
@@ -24,7 +36,7 @@ function loadRunConfig(o: RunOptions): Config {
   if (!oneSite) {
     throw new WalvaultError('CONFIG_INVALID', 'nothing to run; pass --config FILE, or --pg CONNINFO --archive URL --state DIR');
   }
-  return configFromOptions({ ...one, encryption_public_key_file: encryptionPublicKey });
+  return configFromOptions({ ...one, encryption_public_key_file: encryptionPublicKey, backup_interval_hours: hours(backupInterval) });
 }
 
 export async function runCommand(o: RunOptions): Promise<void> {
@@ -35,6 +47,8 @@ export async function runCommand(o: RunOptions): Promise<void> {
   }
   const log = createLogger({ level: config.logLevel });
   const receivers = sites.map((site) => new SiteReceiver(site, log.child({ site: site.name })));
+  const schedulers = sites
+    .map((site, i) => new BackupScheduler(site, log.child({ site: site.name }), () => receivers[i].status().state === 'streaming'));
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
     signals++;
@@ -44,10 +58,14 @@ export async function runCommand(o: RunOptions): Promise<void> {
     }
     log.info({ signal: sig }, 'stopping: ending the stream, archiving what was received');
     for (const r of receivers) r.stop();
+    for (const b of schedulers) b.stop();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  const backupDuties = Promise.allSettled(schedulers.map((b) => b.run()));
   const results = await Promise.allSettled(receivers.map((r) => r.run()));
+  for (const b of schedulers) b.stop();
+  await backupDuties;
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');

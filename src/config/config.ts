@@ -40,6 +40,24 @@ export interface SiteConfig {
   uploadConcurrency: number;
   /** Unarchived WAL (MiB) past which the site raises its alert; 0 = never. */
   spoolAlertMiB: number;
+  /** Hours between scheduled base backups; 0 = no schedule (on-demand pushes only). */
+  backupIntervalHours: number;
+  /**
+   * Where a backup is compressed when the site's codec is zstd: 'server' (PostgreSQL 15+
+   * compresses with BASE_BACKUP's COMPRESSION, on the database host, as pgBackRest does) or
+   * 'client' (walvault compresses the parts).
+   */
+  backupCompression: 'server' | 'client';
+  /** zstd threads the server may use for a backup it compresses (0: the walsender alone). */
+  backupCompressionWorkers: number;
+  /** Ask for an immediate checkpoint at backup start (default: spread, gentle on the server). */
+  backupFastCheckpoint: boolean;
+  /** The server-side rate limit for backups (kB/s); unset = none. */
+  backupMaxRateKiB?: number;
+  /** Complete backups to keep (the newest N); 0 = keep all. */
+  retainBackups: number;
+  /** Keep what recovery to any instant of the last N days needs; 0 = no window. */
+  recoveryWindowDays: number;
   /** Overrides for an s3:// archive (the [sites.NAME.s3] table); empty otherwise. */
   s3: S3Settings;
   /** Codec for the bodies this site stores. */
@@ -77,6 +95,13 @@ const SITE_KEYS = [
   'compression',
   'encryption_public_key_file',
   'encryption_private_key_file',
+  'backup_interval_hours',
+  'backup_fast_checkpoint',
+  'backup_compression',
+  'backup_compression_workers',
+  'backup_max_rate_kbps',
+  'retain_backups',
+  'recovery_window_days',
   's3',
 ];
 const S3_KEYS = [
@@ -97,6 +122,9 @@ const DEFAULTS = {
   createSlot: true,
   uploadConcurrency: 2,
   spoolAlertMiB: 4096,
+  backupIntervalHours: 24,
+  retainBackups: 0,
+  recoveryWindowDays: 0,
 };
 
 /**
@@ -148,6 +176,7 @@ export interface OneSiteOptions {
   mode?: string;
   compression?: string;
   encryption_public_key_file?: string;
+  backup_interval_hours?: number;
 }
 
 /** The one-site form: `walvault run --pg ... --archive ... --state ...`. */
@@ -307,8 +336,19 @@ function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
     }
   }
 
-  const createSlot = raw.create_slot ?? DEFAULTS.createSlot;
-  if (typeof createSlot !== 'boolean') fail(ctx, where('create_slot'), `expected a boolean, got ${typeName(createSlot)}`, `write ${assignment(ctx, 'create_slot', 'true')} or false, without quotes`);
+  const bool = (key: string, dflt: boolean): boolean => {
+    const v = raw[key] ?? dflt;
+    if (typeof v !== 'boolean') fail(ctx, where(key), `expected a boolean, got ${typeName(v)}`, `write ${assignment(ctx, key, 'true')} or false, without quotes`);
+    return v as boolean;
+  };
+  const createSlot = bool('create_slot', DEFAULTS.createSlot);
+  const backupCompression = (): 'server' | 'client' => {
+    const v = raw.backup_compression ?? 'server';
+    if (v !== 'server' && v !== 'client') fail(ctx, where('backup_compression'), `${JSON.stringify(v)} is not a place`, `use "server" (PostgreSQL compresses, 15+) or "client" (walvault compresses)`);
+    return v as 'server' | 'client';
+  };
+  const maxRate = raw.backup_max_rate_kbps === undefined ? undefined : num('backup_max_rate_kbps', 0, { value: 32 }, true, 'use a whole number of kB/s from 32 to 1048576, or remove it for no limit');
+  if (maxRate !== undefined && maxRate > 1048576) fail(ctx, where('backup_max_rate_kbps'), `${maxRate} is above the server's limit`, 'use a whole number of kB/s from 32 to 1048576, or remove it for no limit');
 
   return {
     name,
@@ -324,6 +364,13 @@ function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
     createSlot,
     uploadConcurrency: num('upload_concurrency', DEFAULTS.uploadConcurrency, { value: 1 }, true, 'use a whole number of parallel uploads, at least 1'),
     spoolAlertMiB: num('spool_alert_mib', DEFAULTS.spoolAlertMiB, { value: 0 }, false, 'use a number of MiB of unarchived WAL; 0 disables the alert'),
+    backupIntervalHours: num('backup_interval_hours', DEFAULTS.backupIntervalHours, { value: 0 }, false, 'use a number of hours between scheduled base backups; 0 turns the schedule off'),
+    backupFastCheckpoint: bool('backup_fast_checkpoint', false),
+    backupCompression: backupCompression(),
+    backupCompressionWorkers: num('backup_compression_workers', 2, { value: 0 }, true, 'use a whole number of zstd threads on the server, 0 for none'),
+    ...(maxRate !== undefined ? { backupMaxRateKiB: maxRate } : {}),
+    retainBackups: num('retain_backups', DEFAULTS.retainBackups, { value: 0 }, true, 'use how many complete backups to keep; 0 keeps them all'),
+    recoveryWindowDays: num('recovery_window_days', DEFAULTS.recoveryWindowDays, { value: 0 }, false, 'use a number of days the archive must be able to recover to; 0 for no window'),
     s3: parseS3Section(ctx, name, raw.s3),
     compression: (compressionRaw as CodecName | undefined) ?? defaultCompression(archiveRaw),
     ...(encryptionPublicKeyFile !== undefined ? { encryptionPublicKeyFile } : {}),

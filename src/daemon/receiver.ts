@@ -38,7 +38,7 @@ import { SlabCopier } from '../util/slab-copier';
 import { backoffDelayMs, sleep, withTimeout } from '../util/timers';
 import { reconcile, type ResumePoint } from './resume';
 import { StateLock } from './state-lock';
-import { ArchiveLease, LEASE_HEARTBEAT_MS } from './archive-lease';
+import { ArchiveLease, LEASE_HEARTBEAT_MS } from '../archive/archive-lease';
 import { Uploader } from './uploader';
 
 const QUEUE_HIGH_WATER = 8 * 1024 * 1024;

@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import { Archive } from '../archive/archive';
 import type { BodySource } from '../archive/body-source';
 import { PLAIN_HEADER_LENGTH } from '../archive/envelope';
-import { errorMessage, WalvaultError } from '../errors';
+import { errorMessage, isWalvaultError, WalvaultError } from '../errors';
 import type { Ledger } from '../ledger/ledger';
 import { formatLsn, type Lsn } from '../wal/lsn';
 import { ArchivedPosition } from './archived-position';
@@ -59,6 +59,12 @@ interface Job {
 
 const FAILURE_LOG_INTERVAL_MS = 30000;
 /** Retries back off to at most this, so archiving resumes soon after storage comes back. */
+/**
+ * Server errors for the same object this many times in a row (the store answering, but not
+ * with it: s3rver killed mid-write leaves such objects) and the segment is written over it.
+ * The segment's bytes are what belongs under its name, so nothing archived is lost by it.
+ */
+const UNREADABLE_BEFORE_REPLACE = 3;
 const RETRY_CAP_MS = 15000;
 
 export class Uploader {
@@ -122,6 +128,7 @@ export class Uploader {
   private async runJob(job: Job): Promise<void> {
     const { seg } = job;
     const key = Archive.walKey(seg.name);
+    let unreadableInARow = 0;
     for (let attempt = 0; !this.abort.signal.aborted; attempt++) {
       try {
         const file = path.join(this.opts.spoolDir, seg.name);
@@ -134,7 +141,9 @@ export class Uploader {
         }
         // The stored object is read back and must hash to the checksum taken as the bytes
         // arrived, which also proves the spool disk kept them.
-        const result = await this.opts.archive.putSealedFile(key, file, this.opts.segSize, Buffer.from(job.sha256, 'hex'));
+        const replaceUnreadable = unreadableInARow >= UNREADABLE_BEFORE_REPLACE;
+        if (replaceUnreadable) this.opts.log.warn({ segment: seg.name, key, attempts: unreadableInARow }, 'the store keeps failing to produce this object; writing the segment over it');
+        const result = await this.opts.archive.putSealedFile(key, file, this.opts.segSize, Buffer.from(job.sha256, 'hex'), { replaceUnreadable });
         this.opts.ledger.transaction(() => {
           this.opts.ledger.markArchived(this.opts.site, seg.tli, seg.segNo, key, job.sha256);
           this.advance(seg.startLsn, seg.startLsn + BigInt(this.opts.segSize));
@@ -147,9 +156,11 @@ export class Uploader {
         this.stats.archivedSegments++;
         this.stats.lastArchivedSegment = seg.name;
         this.stats.lastArchivedAt = new Date();
-        this.opts.log.debug({ segment: seg.name, result }, 'segment archived');
+        if (result === 'repaired') this.opts.log.warn({ segment: seg.name, key }, 'segment archived over a damaged object (a write the store tore, e.g. when it died mid-upload)');
+        else this.opts.log.debug({ segment: seg.name, result }, 'segment archived');
         return;
       } catch (err) {
+        unreadableInARow = isWalvaultError(err, 'STORAGE_OBJECT_UNREADABLE') ? unreadableInARow + 1 : 0;
         this.failed(seg, err, attempt);
         await sleep(backoffDelayMs(attempt, 1000, RETRY_CAP_MS), this.abort.signal);
       }

@@ -209,7 +209,13 @@ export class ReplicationConnection {
     return session;
   }
 
-  private subscribeCopyData(consumer: (body: Buffer) => void): () => void {
+  /** Sends `sql` as a simple query; the raw outcome of `pg`, for commands driven through events. */
+  rawQuery(sql: string): Promise<unknown> {
+    return this.client.query(sql) as unknown as Promise<unknown>;
+  }
+
+  /** Routes CopyData bodies (views valid only during the call) to `consumer` until the returned function is called. */
+  subscribeCopyData(consumer: (body: Buffer) => void): () => void {
     const tap = this.tap;
     if (tap) {
       tap.arm(consumer);

@@ -304,7 +304,10 @@ function s3Error(action: string, where: string, err: unknown): WalvaultError {
   else if (name === 'InvalidAccessKeyId' || name === 'SignatureDoesNotMatch') fix = 'check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the credentials in the config file)';
   else if (name === 'CredentialsProviderError') fix = 'provide credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, or access_key_id and secret_access_key in the site\'s [s3] section';
   else if (/ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|socket hang up|TimeoutError/i.test(`${name} ${message}`)) fix = 'check that the S3 endpoint is reachable (AWS_ENDPOINT_URL_S3 or endpoint in the config file)';
-  return new WalvaultError('STORAGE_IO', `S3 ${action} of ${where} failed: ${name}${status ? ` (HTTP ${status})` : ''}: ${redactUrl(message)}; ${fix}`, {
+  // A server error for one object (the store answering, but not with that object) is told
+  // apart: a store that is not atomic can leave an object it can no longer serve.
+  const unreadable = ['head', 'get', 'read'].includes(action) && status !== undefined && status >= 500;
+  return new WalvaultError(unreadable ? 'STORAGE_OBJECT_UNREADABLE' : 'STORAGE_IO', `S3 ${action} of ${where} failed: ${name}${status ? ` (HTTP ${status})` : ''}: ${redactUrl(message)}; ${fix}`, {
     cause: err,
   });
 }

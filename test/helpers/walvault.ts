@@ -40,12 +40,22 @@ export interface SiteSettings {
   upload_concurrency?: number;
   compression?: string;
   encryption_public_key_file?: string;
+  backup_interval_hours?: number;
+  backup_fast_checkpoint?: boolean;
+  backup_compression?: 'server' | 'client';
+  retain_backups?: number;
+  recovery_window_days?: number;
 }
 
-/** Writes a JSON config with the given sites and returns its path. */
+/**
+ * Writes a JSON config with the given sites and returns its path. Scheduled base backups
+ * are off unless a site asks for them: most tests are about WAL, and a backup started
+ * behind their back would take a walsender and add WAL.
+ */
 export function writeConfig(dir: string, sites: Record<string, SiteSettings>, logLevel = 'debug'): string {
   const file = path.join(dir, `walvault-${Object.keys(sites).join('-')}.json`);
-  fs.writeFileSync(file, JSON.stringify({ log: { level: logLevel }, sites }, null, 2));
+  const withDefaults = Object.fromEntries(Object.entries(sites).map(([k, v]) => [k, { backup_interval_hours: 0, ...v }]));
+  fs.writeFileSync(file, JSON.stringify({ log: { level: logLevel }, sites: withDefaults }, null, 2));
   return file;
 }
 
@@ -188,6 +198,22 @@ export async function archivedCoverage(location: string, segSize: number, tli = 
   return withArchive(location, (archive) => coverageOf(archive, segSize, tli));
 }
 
+/**
+ * A partial is overwritten in place while the receiver runs. S3 replaces objects atomically,
+ * but s3rver writes into the existing file, so a GET racing a PUT can see a torn object
+ * (the receiver's own read-back proves what is at rest): such a read is repeated.
+ */
+export async function getPartial(archive: Archive, key: string): Promise<Buffer | null> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await archive.get(key);
+    } catch (err) {
+      if (attempt >= 5 || (err as { code?: string }).code !== 'ARCHIVE_CORRUPT') throw err;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
 async function coverageOf(archive: Archive, segSize: number, tli: number): Promise<Lsn | null> {
   const names = await archive.listWal();
   const segs = names
@@ -205,7 +231,7 @@ async function coverageOf(archive: Archive, segSize: number, tli: number): Promi
   let end = segmentStartOfNumber(next, segSize);
   const partialName = names.find((n) => n.endsWith('.partial') && isSegmentFileName(n.slice(0, 24)) && parseSegmentFileName(n.slice(0, 24), segSize).segNo === next && parseSegmentFileName(n.slice(0, 24), segSize).tli === tli);
   if (partialName) {
-    const data = await archive.get('wal/' + partialName);
+    const data = await getPartial(archive, 'wal/' + partialName);
     if (data) end += BigInt(data.length);
   }
   return end;

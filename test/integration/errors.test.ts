@@ -293,7 +293,7 @@ describe('bad input: one-line error naming cause and fix, non-zero exit, nothing
     const [idA, idB] = [await systemId(main), await systemId(other)];
     assert.notEqual(idA, idB, 'the two clusters must be distinct database systems');
 
-    receiver = WalvaultProcess.start(['run', '--pg', pgConninfo(main), '--archive', archive, '--state', path.join(dir, 'state-a'), '--slot', 'archive_a']);
+    receiver = WalvaultProcess.start(['run', '--pg', pgConninfo(main), '--archive', archive, '--state', path.join(dir, 'state-a'), '--slot', 'archive_a', '--backup-interval', '0']);
     // WAL written before streaming starts could land in a segment the receiver never asks for;
     // an active slot means the server accepted START_REPLICATION, whatever the logs say.
     await waitFor(

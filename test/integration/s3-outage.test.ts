@@ -28,6 +28,7 @@ describe('S3 outage during a pgbench run', () => {
   let server: S3Server;
   let cluster: PgCluster;
   let work: string;
+  let started: WalvaultProcess | undefined;
 
   before(async () => {
     server = await S3Server.start();
@@ -40,6 +41,9 @@ describe('S3 outage during a pgbench run', () => {
   });
 
   after(async () => {
+    // A failed assertion leaves the receiver running; its pipes would keep this file's
+    // process (and the whole suite) waiting.
+    await started?.kill9();
     await cluster?.destroy();
     await server?.destroy();
     if (work) removeDir(work);
@@ -53,6 +57,7 @@ describe('S3 outage during a pgbench run', () => {
       main: { pg: pgConninfo(cluster), archive, state, status_interval_seconds: 1, partial_interval_seconds: 2 },
     });
     const receiver = WalvaultProcess.start(['run', '--config', config]);
+    started = receiver;
     await receiver.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
     await cluster.pgbench(['-i', '-s', '2', '-q']);
     // Rate-limited: the backlog the outage builds (and the catch-up after it) must not grow

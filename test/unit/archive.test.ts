@@ -1,6 +1,6 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -186,16 +186,36 @@ describe('Archive objects', () => {
     await assert.rejects(archive.putImmutable(key, Buffer.concat([original, Buffer.alloc(1)])), isCode('ARCHIVE_CONFLICT'));
   });
 
-  test('putImmutable over a truncated stored object refuses instead of calling it unchanged', async (t) => {
+  test('putImmutable over a torn stored object (truncated, empty, bad header) repairs it instead of calling it unchanged', async (t) => {
     const { root, archive } = await setup(t);
     const key = Archive.walKey(seg(5));
     const body = randomBytes(1000);
     await archive.putImmutable(key, body);
     const file = path.join(root, key);
     const bytes = await fs.readFile(file);
-    await fs.writeFile(file, bytes.subarray(0, bytes.length - 10));
-    await assert.rejects(archive.putImmutable(key, body), isCode('ARCHIVE_CORRUPT', key));
-    assert.equal((await fs.readFile(file)).length, bytes.length - 10);
+    const flipped = Buffer.from(bytes);
+    flipped[3] ^= 0xff;
+    // What a store that is not atomic leaves when it dies mid-PUT (s3rver writes in place).
+    for (const torn of [bytes.subarray(0, bytes.length - 10), Buffer.alloc(0), flipped]) {
+      await fs.writeFile(file, torn);
+      assert.equal(await archive.putImmutable(key, body), 'repaired');
+      assert.ok((await fs.readFile(file)).equals(bytes), 'the object is whole again');
+    }
+    // A whole object with other content is still never replaced.
+    await assert.rejects(archive.putImmutable(key, randomBytes(1000)), isCode('ARCHIVE_CONFLICT', key));
+  });
+
+  test('putSealedFile over a torn object repairs it, also where it would hard-link', async (t) => {
+    const { root, archive } = await setup(t);
+    const key = Archive.walKey(seg(9));
+    const body = randomBytes(SEG);
+    const digest = createHash('sha256').update(body).digest();
+    const sealed = path.join(root, 'sealed');
+    await fs.writeFile(sealed, Buffer.concat([encodePlainHeader(body.length, digest), body]));
+    await fs.mkdir(path.dirname(path.join(root, key)), { recursive: true });
+    await fs.writeFile(path.join(root, key), Buffer.alloc(0));
+    assert.equal(await archive.putSealedFile(key, sealed, body.length, digest), 'repaired');
+    assert.ok((await archive.get(key))?.equals(body));
   });
 
   test('putPartial replaces the previous partial', async (t) => {

@@ -82,6 +82,13 @@ spool_alert_mib = 512
 compression = "lz4"
 encryption_public_key_file = "site.pub"
 encryption_private_key_file = "site.key"
+backup_interval_hours = 12
+backup_fast_checkpoint = true
+backup_compression = "client"
+backup_compression_workers = 4
+backup_max_rate_kbps = 65536
+retain_backups = 3
+recovery_window_days = 7.5
 
 [sites.main.s3]
 endpoint = "https://minio.example:9000"
@@ -116,6 +123,13 @@ request_timeout_seconds = 30
         compression: 'lz4',
         encryptionPublicKeyFile: path.join(dir, 'site.pub'),
         encryptionPrivateKeyFile: path.join(dir, 'site.key'),
+        backupIntervalHours: 12,
+        backupFastCheckpoint: true,
+        backupCompression: 'client',
+        backupCompressionWorkers: 4,
+        backupMaxRateKiB: 65536,
+        retainBackups: 3,
+        recoveryWindowDays: 7.5,
         s3: {
           endpoint: 'https://minio.example:9000',
           region: 'eu-west-1',
@@ -148,6 +162,14 @@ request_timeout_seconds = 30
     assert.equal(s.createSlot, true);
     assert.equal(s.uploadConcurrency, 2);
     assert.equal(s.pgDescription, 'db1:5432 user=walvault');
+    // A base backup a day, none deleted unless a retention policy is set.
+    assert.equal(s.backupIntervalHours, 24);
+    assert.equal(s.backupFastCheckpoint, false);
+    assert.equal(s.backupCompression, 'server');
+    assert.equal(s.backupCompressionWorkers, 2);
+    assert.equal(s.backupMaxRateKiB, undefined);
+    assert.equal(s.retainBackups, 0);
+    assert.equal(s.recoveryWindowDays, 0);
   });
 
   test('the default slot folds the site name into a valid slot name of at most 63 characters', (t) => {
@@ -332,6 +354,12 @@ describe('errors: one line, CONFIG_INVALID, naming the key', () => {
       ['upload_concurrency = -3', 'sites.main.upload_concurrency: must not be negative'],
       ['upload_concurrency = 1.5', 'sites.main.upload_concurrency: expected a whole number'],
       ['partial_interval_seconds = inf', 'sites.main.partial_interval_seconds: expected a number'],
+      ['retain_backups = 1.5', 'sites.main.retain_backups: expected a whole number'],
+      ['backup_interval_hours = -1', 'sites.main.backup_interval_hours: must not be negative'],
+      ['backup_max_rate_kbps = 10', 'sites.main.backup_max_rate_kbps: must be at least 32'],
+      ['backup_max_rate_kbps = 2000000', 'sites.main.backup_max_rate_kbps: 2000000 is above the server\'s limit'],
+      ['backup_fast_checkpoint = "yes"', 'sites.main.backup_fast_checkpoint: expected a boolean'],
+      ['backup_compression = "both"', 'sites.main.backup_compression: "both" is not a place'],
     ];
     for (const [i, [line, expected]] of cases.entries()) {
       const file = write(dir, `n${i}.toml`, site('main', line));

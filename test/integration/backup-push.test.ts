@@ -1,0 +1,151 @@
+/**
+ * Issue 4, acceptance 2 and 5:
+ * - a backup taken while WAL archiving is held back is not listed until the WAL through its
+ *   stop LSN is archived, and is listed afterwards;
+ * - bad input (an unknown backup name, a role without REPLICATION, an archive of another
+ *   cluster) gets one line naming the cause and the fix, a non-zero exit, and nothing written.
+ */
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { COMPLETE_FILE, METADATA_FILE, scanBackups } from '../../src/backup/catalog';
+import { snapshotTree } from '../helpers/errors-fixtures';
+import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
+import { pgConninfo, runWalvault, withArchive, WalvaultProcess, writeConfig } from '../helpers/walvault';
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+async function listedNames(config: string): Promise<string[]> {
+  const r = await runWalvault(['backup', 'list', '--config', config, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  return (JSON.parse(r.stdout) as Array<{ name: string }>).map((b) => b.name);
+}
+
+describe('backup push (PostgreSQL 15)', () => {
+  let cluster: PgCluster;
+  let other: PgCluster;
+  let work = '';
+  let receiver: WalvaultProcess | undefined;
+  let push: WalvaultProcess | undefined;
+  let config = '';
+  let archive = '';
+  // The receiver keeps writing WAL into the archive meanwhile: what a backup command could
+  // write is the catalog and the cluster marker.
+  const catalogPaths = (): string[] => [path.join(archive, 'backups'), path.join(archive, 'cluster.json')];
+
+  before(async () => {
+    work = tmpDir('walvault-backup-push-');
+    [cluster, other] = await Promise.all([PgCluster.start({ walSegSizeMiB: 1 }), PgCluster.start({ walSegSizeMiB: 1 })]);
+    archive = path.join(work, 'archive');
+    config = writeConfig(work, { main: { pg: pgConninfo(cluster), archive, state: path.join(work, 'state'), partial_interval_seconds: 1, status_interval_seconds: 1 } }, 'info');
+    receiver = WalvaultProcess.start(['run', '--config', config]);
+    await receiver.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
+    await cluster.pgbench(['-i', '-s', '1', '-q']);
+  });
+
+  after(async () => {
+    if (receiver?.running) receiver.child.kill('SIGCONT');
+    await push?.kill9();
+    await receiver?.stop('SIGTERM', 30000);
+    await Promise.all([cluster?.destroy(), other?.destroy()]);
+    if (work) removeDir(work);
+  });
+
+  it('is not listed while its WAL is held back, and is listed once the WAL is archived', async () => {
+    // The receiver frozen mid-stream: nothing new reaches the archive, the slot holds the WAL.
+    receiver!.child.kill('SIGSTOP');
+    try {
+      push = WalvaultProcess.start(['backup', 'push', '--config', config, '--fast', '--wal-wait', '300']);
+      const stored = await waitFor(
+        async () => {
+          if (!push!.running) throw new Error(`backup push exited early:\n${push!.stderr.slice(-3000)}`);
+          const entries = await withArchive(archive, (a) => scanBackups(a));
+          return entries.find((e) => e.keys.some((k) => k.endsWith(`/${METADATA_FILE}`))) ?? false;
+        },
+        { timeoutMs: 60000, what: 'the backup stream to be stored (metadata.json)' },
+      );
+      assert.equal(stored.complete, false);
+      assert.ok(!stored.keys.some((k) => k.endsWith(`/${COMPLETE_FILE}`)), 'no completion marker while the WAL is missing');
+      // Still waiting a while later, and still unlisted.
+      await sleep(3000);
+      assert.ok(push.running, 'push waits for the WAL');
+      assert.deepEqual(await listedNames(config), [], 'a backup without its WAL is not listed');
+      const show = await runWalvault(['backup', 'show', stored.name, '--config', config]);
+      assert.notEqual(show.code, 0);
+      assert.match(show.stderr, /not complete/);
+    } finally {
+      receiver!.child.kill('SIGCONT');
+    }
+    const exit = await push.exited;
+    assert.equal(exit.code, 0, push.stderr.slice(-3000));
+    const name = push.stdout.trim();
+    assert.deepEqual(await listedNames(config), [name], 'listed once the WAL is archived');
+    assert.ok(push.lines.some((l) => /waiting for its WAL/.test(String(l.msg))), 'push said it was waiting for the WAL');
+  });
+
+  it('a backup whose push gave up waiting for its WAL is completed by the daemon once the WAL is archived', async () => {
+    const before = await listedNames(config);
+    receiver!.child.kill('SIGSTOP');
+    let name = '';
+    try {
+      const r = await runWalvault(['backup', 'push', '--config', config, '--fast', '--wal-wait', '2'], {}, 120000);
+      assert.notEqual(r.code, 0, 'push gives up');
+      const lines = r.stderr.trim().split('\n').filter((l) => l.startsWith('walvault:'));
+      assert.equal(lines.length, 1, r.stderr);
+      const m = /backup ([0-9]{8}T[0-9]{6}Z) is stored but not restorable yet: .*waiting for [0-9A-F]{24}/.exec(lines[0]);
+      assert.ok(m, `the line names the backup and the missing WAL: ${lines[0]}`);
+      name = m[1];
+      assert.deepEqual(await listedNames(config), before, 'not listed');
+    } finally {
+      receiver!.child.kill('SIGCONT');
+    }
+    await waitFor(async () => (await listedNames(config)).includes(name), { timeoutMs: 90000, intervalMs: 1000, what: `the daemon to complete ${name}` });
+    assert.ok(receiver!.lines.some((l) => l.msg === 'base backup completed: its WAL is archived now' && l.backup === name));
+  });
+
+  describe('bad input: one line naming cause and fix, non-zero exit, nothing written', () => {
+    async function expectOneLine(args: string[], watched: string[], cause: RegExp, fix: RegExp): Promise<void> {
+      const before = watched.map((p) => snapshotTree(p));
+      const r = await runWalvault(args, { PGPASSWORD: undefined }, 60000);
+      const lines = r.stderr.trim().split('\n');
+      assert.notEqual(r.code, 0, `exit status (stderr: ${r.stderr})`);
+      assert.notEqual(r.code, null, 'it exited by itself');
+      assert.equal(lines.length, 1, `one line on stderr:\n${r.stderr}`);
+      assert.match(lines[0], /^walvault: /);
+      assert.doesNotMatch(lines[0], /internal error/);
+      assert.match(lines[0], cause);
+      assert.match(lines[0], fix);
+      watched.forEach((p, i) => assert.deepEqual(snapshotTree(p), before[i], `${p} unchanged`));
+    }
+
+    it('an unknown backup name', async () => {
+      await expectOneLine(['backup', 'show', '20200101T000000Z', '--config', config], catalogPaths(), /no backup named 20200101T000000Z/, /backup list/);
+      await expectOneLine(['backup', 'show', '../etc', '--config', config], catalogPaths(), /is not a backup name/, /backup list/);
+      await expectOneLine(['backup', 'delete', '20200101T000000Z', '--config', config, '--confirm'], [...catalogPaths(), path.join(archive, 'wal')], /no backup named 20200101T000000Z/, /backup list/);
+      await expectOneLine(['backup', 'delete', '--before', '20200101T000000Z', '--config', config, '--confirm'], [...catalogPaths(), path.join(archive, 'wal')], /no complete backup named/, /backup list/);
+    });
+
+    it('a role without REPLICATION', async () => {
+      await cluster.query(`CREATE ROLE norepl LOGIN`);
+      const state = path.join(work, 'state-norepl');
+      await expectOneLine(
+        ['backup', 'push', '--pg', pgConninfo(cluster, 'norepl'), '--archive', archive, '--state', state, '--fast'],
+        [...catalogPaths(), state],
+        /norepl/,
+        /REPLICATION/,
+      );
+    });
+
+    it('an archive of another cluster', async () => {
+      const state = path.join(work, 'state-other');
+      await expectOneLine(
+        ['backup', 'push', '--pg', pgConninfo(other), '--archive', archive, '--state', state, '--fast'],
+        [...catalogPaths(), state],
+        /belongs to database system/,
+        /use a separate archive for each cluster/,
+      );
+      assert.ok(!fs.existsSync(state));
+    });
+  });
+});
