@@ -111,6 +111,31 @@ export function buildProgram(): Command {
       await backupDeleteCommand(name, opts);
     });
 
+  program
+    .command('restore')
+    .description('restore a base backup into TARGET_DIR, verified against its manifest, ready to recover from the archive')
+    .argument('<target_dir>', 'directory to restore into (empty or absent, unless --force)')
+    .addOption(configOption())
+    .addOption(siteOption())
+    .addOption(archiveOption())
+    .option('--private-key <file>', 'private key for an encrypted archive')
+    .option('--backup <name>', 'backup to restore, or LATEST (default: the newest that finished before the target)')
+    .option('--target-time <timestamp>', 'recover up to this time (with its time zone)')
+    .option('--target-lsn <lsn>', 'recover up to this WAL position')
+    .option('--target-xid <xid>', 'recover up to this transaction')
+    .option('--target-name <name>', 'recover up to this named restore point')
+    .option('--target-immediate', 'stop as soon as the backup is consistent')
+    .addOption(new Option('--target-action <action>', 'what to do at the target').choices(['promote', 'pause', 'shutdown']))
+    .option('--target-timeline <tli>', 'latest, current or a number')
+    .option('--standby', 'write standby.signal: a hot standby that keeps replaying from the archive')
+    .option('--primary-conninfo <conninfo>', 'with --standby: also stream from this primary (no password in it)')
+    .option('--tablespace-map <oid=dir>', 'restore tablespace OID into DIR (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+    .option('--force', 'delete the contents of a non-empty target (and tablespace) directory first')
+    .action(async (targetDir: string, opts) => {
+      const { restoreCommandCli } = await import('./restore');
+      await restoreCommandCli(targetDir, opts);
+    });
+
   const keys = program.command('keys').description('encryption keys for client-side encryption');
   keys
     .command('create')

@@ -1,0 +1,117 @@
+/**
+ * `walvault restore`: a complete backup into TARGET_DIR, verified, with recovery settings
+ * whose restore_command calls this walvault by absolute path with the same archive.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { openSiteArchive } from '../archive/site-archive';
+import { WalvaultError } from '../errors';
+import { createLogger } from '../observe/logger';
+import { formatBytes } from '../observe/progress';
+import { checkTarget, shellWord, type RecoveryTarget } from '../restore/recovery-settings';
+import { archiveFromOptions } from './archive-option';
+
+export interface RestoreCliOptions {
+  config?: string;
+  site?: string;
+  archive?: string;
+  privateKey?: string;
+  backup?: string;
+  targetTime?: string;
+  targetLsn?: string;
+  targetXid?: string;
+  targetName?: string;
+  targetImmediate?: boolean;
+  targetAction?: 'promote' | 'pause' | 'shutdown';
+  targetTimeline?: string;
+  standby?: boolean;
+  primaryConninfo?: string;
+  tablespaceMap?: string[];
+  force?: boolean;
+}
+
+function tablespaceMap(items: string[] | undefined): Map<string, string> {
+  const map = new Map<string, string>();
+  for (const item of items ?? []) {
+    const m = /^([0-9]+)=(.+)$/.exec(item);
+    if (!m) throw new WalvaultError('CONFIG_INVALID', `--tablespace-map ${JSON.stringify(item)} is not OID=DIR; e.g. --tablespace-map 16384=/srv/pg/ts1`);
+    if (map.has(m[1])) throw new WalvaultError('CONFIG_INVALID', `--tablespace-map names OID ${m[1]} twice; give each tablespace once`);
+    map.set(m[1], path.resolve(m[2]));
+  }
+  return map;
+}
+
+/** restore_command: this node and this walvault by absolute path, and the same archive. */
+function restoreCommand(o: RestoreCliOptions, siteName: string | undefined): string {
+  const self = fs.realpathSync(process.argv[1]);
+  const words = [shellWord(process.execPath, 'the node executable'), shellWord(self, 'the walvault executable'), 'wal-fetch'];
+  if (o.config) {
+    words.push('--config', shellWord(path.resolve(o.config), '--config'));
+    if (siteName) words.push('--site', shellWord(siteName, '--site'));
+  } else {
+    words.push('--archive', shellWord(o.archive!, '--archive'));
+  }
+  if (o.privateKey) words.push('--private-key', shellWord(path.resolve(o.privateKey), '--private-key'));
+  words.push('%f', '%p');
+  return words.join(' ');
+}
+
+export async function restoreCommandCli(targetDir: string, o: RestoreCliOptions): Promise<void> {
+  const target: RecoveryTarget = checkTarget({
+    time: o.targetTime,
+    lsn: o.targetLsn,
+    xid: o.targetXid,
+    name: o.targetName,
+    immediate: o.targetImmediate,
+    action: o.targetAction,
+    timeline: o.targetTimeline,
+  });
+  if (o.primaryConninfo !== undefined && !o.standby) {
+    throw new WalvaultError('CONFIG_INVALID', '--primary-conninfo is for a standby; add --standby, or leave it out');
+  }
+  if (o.primaryConninfo !== undefined && /password\s*=/i.test(o.primaryConninfo)) {
+    throw new WalvaultError('CONFIG_INVALID', '--primary-conninfo must not carry a password (it would show in the process list); use a password file for the server user');
+  }
+  const map = tablespaceMap(o.tablespaceMap);
+  const settings = archiveFromOptions(o);
+  const siteName = o.config ? (settings as { name?: string }).name : undefined;
+  const command = restoreCommand(o, siteName);
+  const log = createLogger({ level: 'info' });
+  const archive = openSiteArchive(settings, 'read');
+  try {
+    const { restoreBackup } = await import('../restore/restore');
+    const r = await restoreBackup({
+      archive,
+      backup: o.backup ?? 'LATEST',
+      targetDir,
+      target,
+      standby: o.standby === true,
+      primaryConninfo: o.primaryConninfo,
+      force: o.force === true,
+      tablespaceMap: map,
+      restoreCommand: command,
+      log,
+      progressOut: process.stderr,
+    });
+    const dir = path.resolve(targetDir);
+    const until =
+      target.time ?? target.lsn ?? target.xid ?? target.name ?? (target.immediate ? 'the end of the backup (consistency)' : 'the end of the archive');
+    process.stdout.write(
+      [
+        `restored backup ${r.meta.name} (WAL ${r.meta.startLsn}..${r.meta.stopLsn}, timeline ${r.meta.stopTimeline}) into ${dir}: ` +
+          `${r.files} files, ${formatBytes(r.bytes)}, every one checked against the backup manifest`,
+        ...r.tablespaces.map((t) => `tablespace ${t.oid} restored into ${t.dir}`),
+        `${o.standby ? 'standby.signal' : 'recovery.signal'} and restore_command written to ${path.join(dir, 'postgresql.auto.conf')}`,
+        'next:',
+        `  1. if PostgreSQL runs as another user: chown -R <that user> ${dir}${r.tablespaces.map((t) => ` ${t.dir}`).join('')}`,
+        `  2. start it: pg_ctl -D ${dir} start`,
+        o.standby
+          ? '     it runs as a hot standby, replaying WAL from the archive as it arrives; pg_ctl promote makes it a primary'
+          : `     it replays WAL from the archive up to ${until}, then ${{ promote: 'promotes (a new timeline)', pause: 'pauses', shutdown: 'shuts down' }[target.action ?? 'promote']}`,
+        '',
+      ].join('\n'),
+    );
+  } finally {
+    await archive.close();
+  }
+}

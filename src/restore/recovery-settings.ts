@@ -1,0 +1,69 @@
+/**
+ * The recovery settings a restore writes into postgresql.auto.conf: restore_command calling
+ * this walvault by absolute path (PostgreSQL may run as another OS user, with another PATH),
+ * and the recovery target. One target at most, as PostgreSQL itself insists.
+ */
+import { WalvaultError } from '../errors';
+import { parseLsn } from '../wal/lsn';
+
+export interface RecoveryTarget {
+  time?: string;
+  lsn?: string;
+  xid?: string;
+  name?: string;
+  immediate?: boolean;
+  action?: 'promote' | 'pause' | 'shutdown';
+  timeline?: string;
+}
+
+function bad(what: string, fix: string): WalvaultError {
+  return new WalvaultError('CONFIG_INVALID', `${what}; ${fix}`);
+}
+
+/** Checks a target as given on the command line; returns it normalised. */
+export function checkTarget(t: RecoveryTarget): RecoveryTarget {
+  const given = (['time', 'lsn', 'xid', 'name'] as const).filter((k) => t[k] !== undefined).length + (t.immediate ? 1 : 0);
+  if (given > 1) throw bad('more than one recovery target given', 'choose one of --target-time, --target-lsn, --target-xid, --target-name, --target-immediate');
+  if (t.lsn !== undefined) {
+    try {
+      parseLsn(t.lsn);
+    } catch {
+      throw bad(`--target-lsn ${JSON.stringify(t.lsn)} is not an LSN`, 'write it as PostgreSQL prints it, e.g. 0/3000060');
+    }
+  }
+  if (t.xid !== undefined && !/^[0-9]+$/.test(t.xid)) throw bad(`--target-xid ${JSON.stringify(t.xid)} is not a transaction id`, 'give the number from txid_current() or pg_current_xact_id()');
+  if (t.time !== undefined && Number.isNaN(Date.parse(t.time))) {
+    throw bad(`--target-time ${JSON.stringify(t.time)} is not a time`, "give a timestamp with its time zone, e.g. '2026-12-01 15:04:05+00'");
+  }
+  if (t.timeline !== undefined && !/^(latest|current|[0-9]+)$/.test(t.timeline)) throw bad(`--target-timeline ${JSON.stringify(t.timeline)}`, 'use latest, current or a timeline number');
+  if (t.action !== undefined && given === 0) throw bad('--target-action without a target', 'give a recovery target too, or leave --target-action out');
+  return t;
+}
+
+/** A value as a PostgreSQL configuration string literal. */
+export function confLiteral(v: string): string {
+  return `'${v.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
+}
+
+/**
+ * A word for /bin/sh, which runs restore_command: double quotes keep spaces, and the few
+ * characters that stay special inside them are refused rather than escaped.
+ */
+export function shellWord(v: string, what: string): string {
+  if (/["$`\\\n%]/.test(v)) throw bad(`${what} ${JSON.stringify(v)} contains a character restore_command cannot carry ("$\`\\% or a newline)`, 'use a path without them');
+  return /^[A-Za-z0-9_./:=@,+-]+$/.test(v) ? v : `"${v}"`;
+}
+
+export function recoverySettings(o: { restoreCommand: string; target: RecoveryTarget; primaryConninfo?: string }): string {
+  const lines = ['', '# written by walvault restore', `restore_command = ${confLiteral(o.restoreCommand)}`];
+  const t = o.target;
+  if (t.time !== undefined) lines.push(`recovery_target_time = ${confLiteral(t.time)}`);
+  if (t.lsn !== undefined) lines.push(`recovery_target_lsn = ${confLiteral(t.lsn)}`);
+  if (t.xid !== undefined) lines.push(`recovery_target_xid = ${confLiteral(t.xid)}`);
+  if (t.name !== undefined) lines.push(`recovery_target_name = ${confLiteral(t.name)}`);
+  if (t.immediate) lines.push(`recovery_target = 'immediate'`);
+  if (t.action !== undefined) lines.push(`recovery_target_action = ${confLiteral(t.action)}`);
+  if (t.timeline !== undefined) lines.push(`recovery_target_timeline = ${confLiteral(t.timeline)}`);
+  if (o.primaryConninfo !== undefined) lines.push(`primary_conninfo = ${confLiteral(o.primaryConninfo)}`);
+  return lines.join('\n') + '\n';
+}

@@ -1,0 +1,256 @@
+/**
+ * `walvault restore`: one complete backup into a data directory, checked file by file
+ * against the server's backup manifest, then made ready to recover from the archive.
+ *
+ * Parts are fetched several at once (each verified by its envelope, and against the SHA-256
+ * the metadata records), decompressed when the server compressed the archive, and extracted
+ * as they stream. Only when every file matches the manifest are the recovery settings
+ * written and pg_control put in place: until then no server can start on the directory.
+ */
+import { createHash } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Logger } from 'pino';
+import type { Archive } from '../archive/archive';
+import { listBackups, readCompleted, type BackupArchive, type BackupMetadata } from '../backup/catalog';
+import { WalvaultError } from '../errors';
+import { Progress } from '../observe/progress';
+import { parseLsn } from '../wal/lsn';
+import { Extractor, PENDING_CONTROL_FILE, syncDirs, type ExtractedFile } from './extract';
+import { recoverySettings, type RecoveryTarget } from './recovery-settings';
+import { TarReader } from './tar-reader';
+
+/** Parts fetched ahead of the one being extracted. */
+const PARTS_AHEAD = 4;
+
+export interface RestoreOptions {
+  archive: Archive;
+  backup: string;
+  targetDir: string;
+  target: RecoveryTarget;
+  standby: boolean;
+  primaryConninfo?: string;
+  force: boolean;
+  tablespaceMap: Map<string, string>;
+  /** The full restore_command line. */
+  restoreCommand: string;
+  log: Logger;
+  progressOut?: NodeJS.WriteStream;
+}
+
+export interface RestoreResult {
+  meta: BackupMetadata;
+  files: number;
+  bytes: number;
+  tablespaces: Array<{ oid: string; dir: string }>;
+}
+
+/** The backup a restore starts from: by name, or the newest that finished before the target. */
+export async function chooseBackup(archive: Archive, which: string, target: RecoveryTarget): Promise<BackupMetadata> {
+  if (which !== 'LATEST') return readCompleted(archive, which);
+  const all = await listBackups(archive);
+  let usable = all;
+  if (target.lsn !== undefined) {
+    const lsn = parseLsn(target.lsn);
+    usable = all.filter((b) => parseLsn(b.stopLsn) <= lsn);
+  } else if (target.time !== undefined) {
+    const at = Date.parse(target.time);
+    usable = all.filter((b) => Date.parse(b.stoppedAt) < at);
+  }
+  const pick = usable[usable.length - 1];
+  if (!pick) {
+    throw new WalvaultError(
+      'BACKUP_NOT_FOUND',
+      all.length === 0
+        ? `no complete backup in ${archive.storage.description}; take one with "walvault backup push"`
+        : `no complete backup finished before the recovery target (the oldest stops at ${all[0].stopLsn}, ${all[0].stoppedAt}); choose a later target`,
+    );
+  }
+  return pick;
+}
+
+async function isEmptyDir(dir: string): Promise<boolean | null> {
+  try {
+    return (await fsp.readdir(dir)).length === 0;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return null;
+    if (code === 'ENOTDIR') throw new WalvaultError('CONFIG_INVALID', `${dir} is not a directory; choose a directory to restore into`);
+    throw err;
+  }
+}
+
+/** Empty or absent, or emptied with --force; never anything else. */
+async function prepareDir(dir: string, force: boolean, what: string): Promise<void> {
+  const empty = await isEmptyDir(dir);
+  if (empty === false) {
+    if (!force) throw new WalvaultError('CONFIG_INVALID', `${what} ${dir} is not empty; choose an empty directory, or add --force to delete its contents first`);
+    for (const name of await fsp.readdir(dir)) await fsp.rm(path.join(dir, name), { recursive: true, force: true });
+  }
+  await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+  await fsp.chmod(dir, 0o700);
+}
+
+/** The plaintext of each part, fetched PARTS_AHEAD at a time, in order, each checked against the metadata. */
+async function* partsOf(archive: Archive, a: BackupArchive): AsyncGenerator<Buffer> {
+  const fetch = async (i: number): Promise<Buffer> => {
+    const p = a.parts[i];
+    const body = await archive.get(p.key);
+    if (!body) throw new WalvaultError('ARCHIVE_CORRUPT', `${p.key} in ${archive.storage.description} is missing; the backup cannot be restored`);
+    if (body.length !== p.size || createHash('sha256').update(body).digest('hex') !== p.sha256) {
+      throw new WalvaultError('ARCHIVE_CORRUPT', `${p.key} in ${archive.storage.description} does not match the backup's metadata (size or SHA-256)`);
+    }
+    return body;
+  };
+  const pending: Array<Promise<Buffer>> = [];
+  let next = 0;
+  const fill = () => {
+    while (pending.length < PARTS_AHEAD && next < a.parts.length) {
+      const p = fetch(next++);
+      p.catch(() => undefined); // awaited in order below
+      pending.push(p);
+    }
+  };
+  fill();
+  while (pending.length > 0) {
+    const body = await pending.shift()!;
+    fill();
+    yield body;
+  }
+}
+
+interface ManifestEntry {
+  Path?: string;
+  'Encoded-Path'?: string;
+  Size: number;
+  'Checksum-Algorithm'?: string;
+  Checksum?: string;
+}
+
+/** Every file the manifest names, with its size and SHA-256, and nothing it does not. */
+export function compareWithManifest(manifest: Buffer, files: Map<string, ExtractedFile>, label: string): string[] {
+  let parsed: { Files?: ManifestEntry[] };
+  try {
+    parsed = JSON.parse(manifest.toString('utf8'));
+  } catch (err) {
+    return [`${label} is not valid JSON: ${(err as Error).message}`];
+  }
+  const problems: string[] = [];
+  const listed = new Set<string>();
+  for (const f of parsed.Files ?? []) {
+    const p = f.Path ?? Buffer.from(f['Encoded-Path'] ?? '', 'hex').toString('utf8');
+    listed.add(p);
+    const got = files.get(p);
+    if (!got) problems.push(`${p}: missing`);
+    else if (got.size !== f.Size) problems.push(`${p}: ${got.size} bytes, the manifest says ${f.Size}`);
+    else if (f['Checksum-Algorithm'] === 'SHA256' && got.sha256 !== f.Checksum) problems.push(`${p}: SHA-256 differs from the manifest`);
+  }
+  for (const p of files.keys()) if (!listed.has(p)) problems.push(`${p}: not in the manifest`);
+  return problems;
+}
+
+export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
+  const meta = await chooseBackup(o.archive, o.backup, o.target);
+  const log = o.log.child({ backup: meta.name });
+  const targetDir = path.resolve(o.targetDir);
+  const tablespaces = meta.archives
+    .filter((a) => a.tablespaceOid !== null)
+    .map((a) => ({ oid: a.tablespaceOid!, dir: path.resolve(o.tablespaceMap.get(a.tablespaceOid!) ?? a.location!) }));
+  for (const oid of o.tablespaceMap.keys()) {
+    if (!tablespaces.some((t) => t.oid === oid)) {
+      throw new WalvaultError('CONFIG_INVALID', `--tablespace-map ${oid}: backup ${meta.name} has no tablespace with OID ${oid}; it has ${tablespaces.map((t) => t.oid).join(', ') || 'none'}`);
+    }
+  }
+  // Checked before anything is written, so a refusal changes nothing.
+  for (const dir of [targetDir, ...tablespaces.map((t) => t.dir)]) {
+    if ((await isEmptyDir(dir)) === false && !o.force) {
+      throw new WalvaultError('CONFIG_INVALID', `${dir} is not empty; choose an empty directory, or add --force to delete its contents first`);
+    }
+  }
+  const manifestBytes = await o.archive.get(meta.manifest.key);
+  if (!manifestBytes) throw new WalvaultError('ARCHIVE_CORRUPT', `${meta.manifest.key} is missing; backup ${meta.name} cannot be checked`);
+  await prepareDir(targetDir, o.force, 'target directory');
+  for (const t of tablespaces) await prepareDir(t.dir, o.force, `tablespace ${t.oid} directory`);
+
+  log.info({ target: targetDir, start: meta.startLsn, stop: meta.stopLsn }, 'restoring backup');
+  const progress = new Progress({ what: `restore ${meta.name}`, log, out: o.progressOut });
+  progress.setTotal(meta.rawBytes);
+  let done = 0;
+  const files = new Map<string, ExtractedFile>();
+  const dirs = new Set<string>([targetDir, ...tablespaces.map((t) => t.dir)]);
+  const tablespaceDirs = new Map(tablespaces.map((t) => [t.oid, t.dir]));
+  for (const a of meta.archives) {
+    const isBase = a.tablespaceOid === null;
+    const root = isBase ? targetDir : tablespaceDirs.get(a.tablespaceOid!)!;
+    const extractor = new Extractor({
+      root,
+      manifestPrefix: isBase ? '' : `pg_tblspc/${a.tablespaceOid}/`,
+      isBase,
+      tablespaceDirs,
+      files,
+      dirs,
+      onBytes: (n) => progress.update((done += n)),
+    });
+    const label = `${a.name} of backup ${meta.name}`;
+    const reader = new TarReader(extractor, label);
+    const stages: Array<NodeJS.ReadableStream | NodeJS.WritableStream | NodeJS.ReadWriteStream> = [Readable.from(partsOf(o.archive, a))];
+    if (a.compression === 'zstd') {
+      const { DecompressStream } = require('zstd-napi') as typeof import('zstd-napi');
+      stages.push(new DecompressStream());
+    }
+    stages.push(
+      new Writable({
+        write(chunk: Buffer, _enc, cb) {
+          reader.write(chunk).then(() => cb(), cb);
+        },
+        final(cb) {
+          try {
+            reader.finish();
+            cb();
+          } catch (err) {
+            cb(err as Error);
+          }
+        },
+      }),
+    );
+    try {
+      await (pipeline as (...s: unknown[]) => Promise<void>)(...stages);
+    } catch (err) {
+      await extractor.abort();
+      progress.finish();
+      throw err instanceof WalvaultError ? err : new WalvaultError('ARCHIVE_CORRUPT', `${label} cannot be read: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  progress.finish();
+
+  const problems = compareWithManifest(manifestBytes, files, meta.manifest.key);
+  if (problems.length > 0) {
+    throw new WalvaultError(
+      'ARCHIVE_CORRUPT',
+      `the restored files do not match the backup manifest of ${meta.name} (${problems.length} problems, first: ${problems.slice(0, 3).join('; ')}); ` +
+        `${targetDir} is left without global/pg_control so no server starts on it`,
+    );
+  }
+
+  // The manifest goes with the data directory, as pg_basebackup leaves it, so
+  // pg_verifybackup can check the restore later.
+  await fsp.writeFile(path.join(targetDir, 'backup_manifest'), manifestBytes, { mode: 0o600 });
+  // Recovery settings, then pg_control last: the directory becomes startable only now.
+  const signal = path.join(targetDir, o.standby ? 'standby.signal' : 'recovery.signal');
+  await fsp.writeFile(signal, '', { mode: 0o600 });
+  const autoConf = path.join(targetDir, 'postgresql.auto.conf');
+  const settings = recoverySettings({ restoreCommand: o.restoreCommand, target: o.target, primaryConninfo: o.primaryConninfo });
+  await fsp.appendFile(autoConf, settings, { mode: 0o600 });
+  for (const f of [signal, autoConf, path.join(targetDir, 'backup_manifest')]) {
+    const h = await fsp.open(f, 'r+');
+    await h.sync();
+    await h.close();
+  }
+  await fsp.rename(path.join(targetDir, PENDING_CONTROL_FILE), path.join(targetDir, 'global', 'pg_control'));
+  await syncDirs(dirs);
+  const bytes = [...files.values()].reduce((s, f) => s + f.size, 0);
+  log.info({ files: files.size, bytes }, 'backup restored and verified against its manifest');
+  return { meta, files: files.size, bytes, tablespaces };
+}

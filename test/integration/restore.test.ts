@@ -1,0 +1,145 @@
+/**
+ * Issue 5, first slice: `walvault restore` of the latest backup, to the end of the archive.
+ * The restored directory passes pg_verifybackup, starts, replays the WAL written after the
+ * backup through `walvault wal-fetch`, and holds exactly the data the primary had. A flipped
+ * byte in a stored part fails the restore naming the object, and leaves no startable directory.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import type { BackupMetadata } from '../../src/backup/catalog';
+import { storageFromUrl } from '../../src/storage/open';
+import { chownForServer, clientBin, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
+import { S3Server } from '../helpers/s3-server';
+import { pgConninfo, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
+
+const execFileP = promisify(execFile);
+
+const CHECKSUM_SQL = `SELECT md5(string_agg(x, ',' ORDER BY x)) AS sum FROM (
+  SELECT 'a' || sum(abalance)::text || '/' || count(*)::text AS x FROM pgbench_accounts
+  UNION ALL SELECT 'h' || count(*)::text FROM pgbench_history
+  UNION ALL SELECT 'e' || sum(id)::text FROM in_extra
+  UNION ALL SELECT 'l' || coalesce(sum(n), 0)::text FROM after_backup) s`;
+
+for (const backend of ['local directory', 's3rver'] as const)
+describe(`restore of the latest backup to the end of the archive (PostgreSQL 15, ${backend}${backend === 's3rver' ? ', server zstd, encrypted' : ''})`, () => {
+  let primary: PgCluster;
+  let restored: PgCluster | undefined;
+  let s3: S3Server | undefined;
+  let work = '';
+  let archive = '';
+  let config = '';
+  let privateKey: string | undefined;
+  let receiver: WalvaultProcess | undefined;
+  let oid = '';
+  let meta: BackupMetadata;
+
+  before(async () => {
+    work = tmpDir('walvault-restore-');
+    primary = await PgCluster.start({ walSegSizeMiB: 1, settings: { wal_keep_size: '1024MB' } });
+    const site: Record<string, unknown> = { partial_interval_seconds: 1, status_interval_seconds: 1 };
+    if (backend === 's3rver') {
+      s3 = await S3Server.start();
+      s3.useInThisProcess();
+      archive = s3.url(`${path.basename(work)}/main`);
+      privateKey = path.join(work, 'site.key');
+      const k = await runWalvault(['keys', 'create', '--private-key', privateKey, '--public-key', path.join(work, 'site.pub')]);
+      assert.equal(k.code, 0, k.stderr);
+      Object.assign(site, { compression: 'zstd', encryption_public_key_file: path.join(work, 'site.pub') });
+    } else {
+      archive = path.join(work, 'archive');
+    }
+    config = writeConfig(work, { main: { pg: pgConninfo(primary), archive, state: path.join(work, 'state'), ...site } as never }, 'info');
+    receiver = WalvaultProcess.start(['run', '--config', config]);
+    await receiver.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
+  });
+
+  after(async () => {
+    await receiver?.stop('SIGTERM', 30000);
+    await restored?.destroy();
+    await primary?.destroy();
+    await s3?.destroy();
+    if (work) removeDir(work);
+  });
+
+  let expected = '';
+
+  it('backs up, then writes more, and the archive holds all of it', async () => {
+    const tsDir = path.join(work, 'ts');
+    fs.mkdirSync(tsDir);
+    chownForServer(tsDir);
+    await primary.query(`CREATE TABLESPACE extra LOCATION '${tsDir}'`);
+    await primary.query(`CREATE TABLE in_extra TABLESPACE extra AS SELECT g AS id FROM generate_series(1, 5000) g`);
+    await primary.pgbench(['-i', '-s', '2', '-q']);
+    oid = String((await primary.query(`SELECT oid::text AS oid FROM pg_tablespace WHERE spcname = 'extra'`))[0].oid);
+    const push = await runWalvault(['backup', 'push', '--config', config, '--fast'], {}, 180000);
+    assert.equal(push.code, 0, push.stderr.slice(-3000));
+    const show = await runWalvault(['backup', 'show', push.stdout.trim(), '--config', config]);
+    meta = JSON.parse(show.stdout);
+    // After the backup: only WAL replay can bring these back.
+    await primary.query(`CREATE TABLE after_backup AS SELECT g AS n FROM generate_series(1, 1000) g`);
+    await primary.pgbench(['-c', '2', '-t', '200', '-n']);
+    await primary.query(`INSERT INTO in_extra SELECT g FROM generate_series(5001, 6000) g`);
+    expected = (await primary.query(CHECKSUM_SQL))[0].sum;
+    await switchAndWaitArchived(primary, archive, 1, 60000);
+  });
+
+  it('restores a verified directory that recovers to exactly the primary\'s data', async () => {
+    const target = path.join(work, 'restored');
+    const newTs = path.join(work, 'restored-ts');
+    const args = ['restore', '--config', config, ...(privateKey ? ['--private-key', privateKey] : []), '--tablespace-map', `${oid}=${newTs}`, target];
+    const r = await runWalvault(args, {}, 300000);
+    assert.equal(r.code, 0, r.stderr.slice(-3000));
+    assert.match(r.stdout, new RegExp(`restored backup ${meta.name} `));
+    assert.match(r.stdout, /every one checked against the backup manifest/);
+    assert.match(r.stdout, /pg_ctl -D .* start/);
+    assert.ok(fs.existsSync(path.join(target, 'recovery.signal')));
+    const auto = fs.readFileSync(path.join(target, 'postgresql.auto.conf'), 'utf8');
+    assert.match(auto, new RegExp(`restore_command = '${process.execPath.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} .*wal-fetch --config .* %f %p'`));
+    assert.equal(fs.readlinkSync(path.join(target, 'pg_tblspc', oid)), newTs, 'the tablespace link points at the mapped directory');
+    for (const [dir, mode] of [[target, 0o700]] as const) assert.equal(fs.statSync(dir).mode & 0o777, mode);
+    assert.equal(fs.statSync(path.join(target, 'global', 'pg_control')).mode & 0o777, 0o600);
+
+    const v = await execFileP(clientBin('pg_verifybackup'), ['-n', target]).catch((err) => err);
+    assert.equal(v.code ?? 0, 0, `pg_verifybackup: ${v.stderr ?? ''}${v.stdout ?? ''}`);
+
+    chownForServer(newTs);
+    // restore_command runs as the server's OS user: it must be able to read the key.
+    if (privateKey) chownForServer(privateKey);
+    restored = await PgCluster.start({ dataDir: target });
+    const server = restored;
+    // Hot standby lets clients in once the backup is consistent; replay goes on to the end
+    // of the archive, then the server promotes.
+    await waitFor(async () => (await server.query('SELECT pg_is_in_recovery() AS r'))[0].r === false, {
+      timeoutMs: 120000,
+      what: 'recovery from the archive to end and the server to promote',
+    });
+    assert.equal((await restored.query(CHECKSUM_SQL))[0].sum, expected, 'the restored data equal the primary\'s');
+    assert.equal(Number((await restored.query(`SELECT count(*)::int AS n FROM after_backup`))[0].n), 1000, 'WAL after the backup was replayed');
+  });
+
+  it('a flipped byte in a stored part fails the restore naming it, and leaves nothing startable', async () => {
+    const part = meta.archives.find((a) => a.tablespaceOid === null)!.parts[0];
+    const storage = storageFromUrl(archive);
+    try {
+      const bytes = (await storage.get(part.key))!;
+      const damaged = Buffer.from(bytes);
+      damaged[Math.floor(damaged.length / 2)] ^= 0x01;
+      await storage.put(part.key, damaged);
+      const target = path.join(work, 'restored-damaged');
+      const r = await runWalvault(['restore', '--config', config, ...(privateKey ? ['--private-key', privateKey] : []), '--tablespace-map', `${oid}=${path.join(work, 'ts-damaged')}`, target], {}, 300000);
+      assert.notEqual(r.code, 0);
+      const lines = r.stderr.split('\n').filter((l) => l.startsWith('walvault:'));
+      assert.equal(lines.length, 1, r.stderr);
+      assert.ok(lines[0].includes(part.key), `the error names ${part.key}: ${lines[0]}`);
+      assert.ok(!fs.existsSync(path.join(target, 'global', 'pg_control')), 'no pg_control: no server starts on it');
+      assert.ok(!fs.existsSync(path.join(target, 'recovery.signal')));
+      await storage.put(part.key, bytes);
+    } finally {
+      await storage.close();
+    }
+  });
+});

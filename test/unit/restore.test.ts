@@ -1,0 +1,152 @@
+/**
+ * Pure pieces of restore: the tar reader (as PostgreSQL writes tars), the manifest
+ * comparison, and the recovery settings with their quoting.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { describe, test } from 'node:test';
+import { compareWithManifest } from '../../src/restore/restore';
+import { checkTarget, confLiteral, recoverySettings, shellWord } from '../../src/restore/recovery-settings';
+import { TarReader, type TarEntry } from '../../src/restore/tar-reader';
+
+function header(name: string, type: '0' | '5' | '2', size: number, opts: { mode?: number; link?: string; prefix?: string } = {}): Buffer {
+  const h = Buffer.alloc(512);
+  h.write(name, 0, 'utf8');
+  h.write((opts.mode ?? 0o600).toString(8).padStart(7, '0') + '\0', 100, 'ascii');
+  h.write(size.toString(8).padStart(11, '0') + '\0', 124, 'ascii');
+  h.write(type, 156, 'ascii');
+  if (opts.link) h.write(opts.link, 157, 'utf8');
+  h.write('ustar\0' + '00', 257, 'ascii');
+  if (opts.prefix) h.write(opts.prefix, 345, 'utf8');
+  h.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const b of h) sum += b;
+  h.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 'ascii');
+  return h;
+}
+
+function file(name: string, content: Buffer, prefix?: string): Buffer {
+  const pad = Buffer.alloc((512 - (content.length % 512)) % 512);
+  return Buffer.concat([header(name, '0', content.length, { prefix }), content, pad]);
+}
+
+function collect(): { entries: Array<TarEntry & { content: Buffer }>; sink: ConstructorParameters<typeof TarReader>[0] } {
+  const entries: Array<TarEntry & { content: Buffer }> = [];
+  let parts: Buffer[] = [];
+  return {
+    entries,
+    sink: {
+      entry: (e) => {
+        parts = [];
+        entries.push({ ...e, content: Buffer.alloc(0) });
+      },
+      data: (c) => {
+        parts.push(Buffer.from(c));
+      },
+      entryEnd: () => {
+        entries[entries.length - 1].content = Buffer.concat(parts);
+      },
+    },
+  };
+}
+
+describe('tar reader', () => {
+  const big = Buffer.alloc(70_000, 7);
+  const tar = Buffer.concat([
+    header('global', '5', 0, { mode: 0o700 }),
+    file('global/pg_control', Buffer.from('control')),
+    file('base/1/1259', big),
+    header('pg_tblspc/16384', '2', 0, { link: '/srv/ts' }),
+    file('1259_fsm', Buffer.from('x'), 'base/16384/a-very-long-directory-name-that-needs-the-prefix-field'),
+    file('empty', Buffer.alloc(0)),
+    Buffer.alloc(1024),
+  ]);
+
+  test('entries, contents and links come out whatever the chunking', async () => {
+    for (const step of [1, 100, 511, 512, 4096, tar.length]) {
+      const { entries, sink } = collect();
+      const r = new TarReader(sink, 'test.tar');
+      for (let at = 0; at < tar.length; at += step) await r.write(tar.subarray(at, at + step));
+      r.finish();
+      assert.deepEqual(
+        entries.map((e) => [e.path, e.type, e.size]),
+        [
+          ['global', 'directory', 0],
+          ['global/pg_control', 'file', 7],
+          ['base/1/1259', 'file', 70_000],
+          ['pg_tblspc/16384', 'symlink', 0],
+          ['base/16384/a-very-long-directory-name-that-needs-the-prefix-field/1259_fsm', 'file', 1],
+          ['empty', 'file', 0],
+        ],
+        `step ${step}`,
+      );
+      assert.ok(entries[2].content.equals(big));
+      assert.equal(entries[3].linkTarget, '/srv/ts');
+      assert.equal(entries[0].mode, 0o700);
+    }
+  });
+
+  test('damage is refused: a bad header checksum, a truncated archive, a path leaving the directory', async () => {
+    const flipped = Buffer.from(tar);
+    flipped[520] ^= 0x01; // inside the second header's name
+    await assert.rejects(new TarReader(collect().sink, 'x.tar').write(flipped), /x\.tar: tar header checksum mismatch/);
+    const r = new TarReader(collect().sink, 'x.tar');
+    await r.write(tar.subarray(0, 2000));
+    assert.throws(() => r.finish(), /x\.tar: the tar archive is truncated/);
+    for (const bad of ['../etc/passwd', '/etc/passwd', 'a/../../b']) {
+      await assert.rejects(new TarReader(collect().sink, 'x.tar').write(file(bad, Buffer.from('x'))), /refusing tar entry/);
+    }
+  });
+});
+
+describe('manifest comparison', () => {
+  const sha = (s: string) => createHash('sha256').update(s).digest('hex');
+  const manifest = Buffer.from(
+    JSON.stringify({
+      'PostgreSQL-Backup-Manifest-Version': 1,
+      Files: [
+        { Path: 'PG_VERSION', Size: 3, 'Checksum-Algorithm': 'SHA256', Checksum: sha('15\n') },
+        { Path: 'pg_tblspc/16384/PG_15/x', Size: 1, 'Checksum-Algorithm': 'SHA256', Checksum: sha('y') },
+      ],
+    }),
+  );
+  test('names every missing, different and unlisted file', () => {
+    const ok = new Map([
+      ['PG_VERSION', { size: 3, sha256: sha('15\n') }],
+      ['pg_tblspc/16384/PG_15/x', { size: 1, sha256: sha('y') }],
+    ]);
+    assert.deepEqual(compareWithManifest(manifest, ok, 'm'), []);
+    const bad = new Map([
+      ['PG_VERSION', { size: 3, sha256: sha('16\n') }],
+      ['stray', { size: 1, sha256: sha('z') }],
+    ]);
+    assert.deepEqual(compareWithManifest(manifest, bad, 'm'), [
+      'PG_VERSION: SHA-256 differs from the manifest',
+      'pg_tblspc/16384/PG_15/x: missing',
+      'stray: not in the manifest',
+    ]);
+  });
+});
+
+describe('recovery settings', () => {
+  test('one target at most, each checked', () => {
+    assert.throws(() => checkTarget({ lsn: '0/3000060', xid: '5' }), /more than one recovery target/);
+    assert.throws(() => checkTarget({ lsn: 'zz' }), /not an LSN/);
+    assert.throws(() => checkTarget({ xid: '-1' }), /not a transaction id/);
+    assert.throws(() => checkTarget({ time: 'yesterday-ish' }), /not a time/);
+    assert.throws(() => checkTarget({ action: 'pause' }), /without a target/);
+    assert.doesNotThrow(() => checkTarget({ time: '2026-12-01 15:04:05+00', action: 'pause', timeline: 'latest' }));
+  });
+
+  test('quoted for postgresql.auto.conf and for the shell that runs restore_command', () => {
+    assert.equal(confLiteral("it's a\\b"), "'it''s a\\\\b'");
+    assert.equal(shellWord('/usr/bin/node', 'x'), '/usr/bin/node');
+    assert.equal(shellWord('/opt/my dir/walvault', 'x'), '"/opt/my dir/walvault"');
+    assert.throws(() => shellWord('/tmp/$HOME', 'the path'), /the path "\/tmp\/\$HOME" contains a character/);
+    assert.throws(() => shellWord('/tmp/50%', 'x'), /contains a character/);
+    const text = recoverySettings({ restoreCommand: '/usr/bin/node /w/bin/walvault wal-fetch --archive /a %f %p', target: { name: "before 'drop'", action: 'promote' } });
+    assert.match(text, /^restore_command = '\/usr\/bin\/node \/w\/bin\/walvault wal-fetch --archive \/a %f %p'$/m);
+    assert.match(text, /^recovery_target_name = 'before ''drop'''$/m);
+    assert.match(text, /^recovery_target_action = 'promote'$/m);
+  });
+});
