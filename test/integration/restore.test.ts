@@ -121,6 +121,37 @@ describe(`restore of the latest backup to the end of the archive (PostgreSQL 15,
     assert.equal(Number((await restored.query(`SELECT count(*)::int AS n FROM after_backup`))[0].n), 1000, 'WAL after the backup was replayed');
   });
 
+  it('--standby: a hot standby that answers reads, follows new WAL from the archive, and takes writes once promoted', async () => {
+    const target = path.join(work, 'standby');
+    const args = ['restore', '--config', config, ...(privateKey ? ['--private-key', privateKey] : []), '--standby', '--tablespace-map', `${oid}=${path.join(work, 'standby-ts')}`, target];
+    const r = await runWalvault(args, {}, 300000);
+    assert.equal(r.code, 0, r.stderr.slice(-3000));
+    assert.ok(fs.existsSync(path.join(target, 'standby.signal')));
+    assert.ok(!fs.existsSync(path.join(target, 'recovery.signal')));
+    chownForServer(path.join(work, 'standby-ts'));
+    const standby = await PgCluster.start({ dataDir: target });
+    try {
+      await waitFor(async () => (await standby.query(`SELECT count(*)::int AS n FROM after_backup`))[0].n === 1000, {
+        timeoutMs: 60000,
+        what: 'the standby to replay the archived WAL',
+      });
+      assert.equal((await standby.query('SELECT pg_is_in_recovery() AS r'))[0].r, true, 'still a standby');
+      await assert.rejects(standby.query(`INSERT INTO after_backup VALUES (0)`), /read-only/);
+      // New WAL on the primary reaches the standby through the archive.
+      await primary.query(`CREATE TABLE while_standby AS SELECT 42 AS answer`);
+      await switchAndWaitArchived(primary, archive, 1, 60000);
+      await waitFor(async () => (await standby.query(`SELECT to_regclass('while_standby') IS NOT NULL AS t`))[0].t === true, {
+        timeoutMs: 60000,
+        what: 'the standby to replay WAL archived after it started',
+      });
+      await standby.promote();
+      await standby.query(`INSERT INTO while_standby VALUES (43)`);
+      assert.equal(Number((await standby.query(`SELECT sum(answer)::int AS s FROM while_standby`))[0].s), 85, 'the promoted server takes writes');
+    } finally {
+      await standby.destroy();
+    }
+  });
+
   it('a flipped byte in a stored part fails the restore naming it, and leaves nothing startable', async () => {
     const part = meta.archives.find((a) => a.tablespaceOid === null)!.parts[0];
     const storage = storageFromUrl(archive);
