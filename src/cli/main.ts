@@ -48,6 +48,7 @@ export function buildProgram(): Command {
     .option('--site <name>', 'site of the config file')
     .option('--archive <url>', 'archive location, file:///path or a plain path')
     .option('--private-key <file>', "private key for an encrypted archive (default: the site's encryption_private_key_file)")
+    .option('--serve-partial', 'when the segment was never completed, serve the newest WALFILENAME.partial, zero-padded (the end of the archive)')
     .action(async (walFileName: string, dest: string, opts) => {
       const { walFetchCommand } = await import('./wal-fetch');
       process.exitCode = await walFetchCommand(walFileName, dest, opts);
@@ -131,6 +132,7 @@ export function buildProgram(): Command {
     .option('--primary-conninfo <conninfo>', 'with --standby: also stream from this primary (no password in it)')
     .option('--tablespace-map <oid=dir>', 'restore tablespace OID into DIR (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .option('--force', 'delete the contents of a non-empty target (and tablespace) directory first')
+    .option('--no-serve-partial', 'do not let recovery use the newest .partial segment (the last bytes received before the primary stopped)')
     .action(async (targetDir: string, opts) => {
       const { restoreCommandCli } = await import('./restore');
       await restoreCommandCli(targetDir, opts);

@@ -28,6 +28,8 @@ export interface RestoreCliOptions {
   primaryConninfo?: string;
   tablespaceMap?: string[];
   force?: boolean;
+  /** commander: true unless --no-serve-partial */
+  servePartial?: boolean;
 }
 
 function tablespaceMap(items: string[] | undefined): Map<string, string> {
@@ -52,6 +54,7 @@ function restoreCommand(o: RestoreCliOptions, siteName: string | undefined): str
     words.push('--archive', shellWord(o.archive!, '--archive'));
   }
   if (o.privateKey) words.push('--private-key', shellWord(path.resolve(o.privateKey), '--private-key'));
+  if (o.servePartial !== false) words.push('--serve-partial');
   words.push('%f', '%p');
   return words.join(' ');
 }

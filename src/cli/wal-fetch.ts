@@ -1,12 +1,18 @@
 /**
  * `walvault wal-fetch WALFILENAME DEST`, the restore_command form (`%f %p`).
  * Exit 0: DEST written atomically. Exit 1, silently: the archive does not have the file
- * (PostgreSQL probes for files that may not exist). Anything else: a message and exit 2+.
+ * (PostgreSQL probes for files that may not exist). Anything else: a message and exit 126.
+ *
+ * Why 126: PostgreSQL reads any exit status up to 125 as "no such file", and archive
+ * recovery then ends and promotes right there, skipping every later segment. A status above
+ * 125 (what a shell reports for a command it cannot run) makes it stop recovery instead
+ * (RestoreArchivedFile, wait_result_is_any_signal), so a damaged object or an unreachable
+ * store cannot end a restore early and quietly. Storage failures are retried first.
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { Archive } from '../archive/archive';
-import { WalvaultError } from '../errors';
+import { isWalvaultError, WalvaultError } from '../errors';
 import { isHistoryFileName, isSegmentFileName } from '../wal/lsn';
 import { fsyncDir } from '../wal/fsync-dir';
 import { archiveFromOptions } from './archive-option';
@@ -15,7 +21,7 @@ import { reportAndExit } from './fail';
 export async function walFetchCommand(
   walFileName: string,
   dest: string,
-  opts: { config?: string; site?: string; archive?: string; privateKey?: string },
+  opts: { config?: string; site?: string; archive?: string; privateKey?: string; servePartial?: boolean },
 ): Promise<number> {
   try {
     if (!isSegmentFileName(walFileName) && !isHistoryFileName(walFileName) && !/^[0-9A-F]{24}\.partial$/.test(walFileName)) {
@@ -27,14 +33,49 @@ export async function walFetchCommand(
     const { openSiteArchive } = await import('../archive/site-archive');
     const archive = openSiteArchive(archiveFromOptions(opts), 'read');
     // Nothing is written unless the whole object decoded and matched its checksum.
-    const data = await archive.get(Archive.walKey(walFileName));
+    let data = await getWithRetry(archive, Archive.walKey(walFileName));
+    if (data === null && opts.servePartial && isSegmentFileName(walFileName)) data = await paddedPartial(archive, walFileName);
     if (data === null) return 1;
     await writeAtomically(dest, data);
     return 0;
   } catch (err) {
     reportAndExit(err);
-    return typeof process.exitCode === 'number' && process.exitCode > 1 ? process.exitCode : 2;
+    return FAILED;
   }
+}
+
+/** Any failure other than "not in the archive": PostgreSQL stops recovery on it. */
+export const FAILED = 126;
+const ATTEMPTS = 3;
+
+/** The verified plaintext; storage failures (not damage) are tried again with backoff. */
+async function getWithRetry(archive: Archive, key: string): Promise<Buffer | null> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await archive.get(key);
+    } catch (err) {
+      const transient = isWalvaultError(err) && (err.code === 'STORAGE_IO' || err.code === 'STORAGE_OBJECT_UNREADABLE');
+      if (!transient || attempt >= ATTEMPTS) throw err;
+      await new Promise((r) => setTimeout(r, 500 * 2 ** attempt));
+    }
+  }
+}
+
+/**
+ * The end of the archive: a segment that was never completed exists only as NAME.partial
+ * (the receiver's newest upload, or a timeline's last segment). Served as the full segment,
+ * zero-padded, recovery replays every byte received and then finds the end of WAL.
+ */
+async function paddedPartial(archive: Archive, name: string): Promise<Buffer | null> {
+  const partial = await getWithRetry(archive, Archive.walKey(`${name}.partial`));
+  if (partial === null) return null;
+  const cluster = await archive.readCluster();
+  if (!cluster) throw new WalvaultError('ARCHIVE_CORRUPT', `${archive.storage.description} has no cluster.json; cannot tell the segment size to pad ${name}.partial to`);
+  const segSize = cluster.walSegmentSize;
+  if (partial.length > segSize) throw new WalvaultError('ARCHIVE_CORRUPT', `wal/${name}.partial is ${partial.length} bytes, more than a ${segSize}-byte segment`);
+  const full = Buffer.alloc(segSize);
+  partial.copy(full);
+  return full;
 }
 
 async function writeAtomically(dest: string, data: Buffer): Promise<void> {

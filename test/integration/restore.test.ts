@@ -12,6 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import type { BackupMetadata } from '../../src/backup/catalog';
 import { storageFromUrl } from '../../src/storage/open';
+import { parseLsn, segmentFileName, segmentNumber } from '../../src/wal/lsn';
 import { chownForServer, clientBin, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import { S3Server } from '../helpers/s3-server';
 import { pgConninfo, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
@@ -149,6 +150,46 @@ describe(`restore of the latest backup to the end of the archive (PostgreSQL 15,
       assert.equal(Number((await standby.query(`SELECT sum(answer)::int AS s FROM while_standby`))[0].s), 85, 'the promoted server takes writes');
     } finally {
       await standby.destroy();
+    }
+  });
+
+  it('a flipped byte in a WAL object stops recovery naming it, instead of ending it early', async () => {
+    const segSize = meta.walSegmentSize;
+    const stop = parseLsn(meta.stopLsn);
+    // A segment recovery needs after the backup is consistent: the first one after the stop.
+    const name = segmentFileName(1, segmentNumber(stop, segSize) + 1n, segSize);
+    const key = `wal/${name}`;
+    const storage = storageFromUrl(archive);
+    const bytes = (await storage.get(key))!;
+    assert.ok(bytes, `${key} is archived`);
+    const damaged = Buffer.from(bytes);
+    damaged[damaged.length - 100] ^= 0x01;
+    await storage.put(key, damaged);
+    try {
+      const target = path.join(work, 'restored-bad-wal');
+      const tsDir = path.join(work, 'ts-bad-wal');
+      const r = await runWalvault(['restore', '--config', config, ...(privateKey ? ['--private-key', privateKey] : []), '--tablespace-map', `${oid}=${tsDir}`, target], {}, 300000);
+      assert.equal(r.code, 0, r.stderr.slice(-3000));
+      chownForServer(tsDir);
+      let log = '';
+      try {
+        const server = await PgCluster.start({ dataDir: target });
+        try {
+          // Consistent before that segment, it lets clients in; then replay reaches it.
+          await waitFor(async () => !(await server.query('SELECT 1').then(() => true, () => false)), { timeoutMs: 60000, what: 'recovery to stop at the damaged segment' });
+          log = fs.readFileSync(server.logFile, 'utf8');
+        } finally {
+          await server.destroy();
+        }
+      } catch (err) {
+        log = (err as Error).message;
+      }
+      assert.match(log, new RegExp(`walvault: .*wal/${name}`), 'the server log names the damaged object');
+      assert.match(log, /FATAL/, 'recovery stopped');
+      assert.doesNotMatch(log, /selected new timeline ID/, 'the server did not promote on a short history');
+    } finally {
+      await storage.put(key, bytes);
+      await storage.close();
     }
   });
 
