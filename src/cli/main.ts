@@ -49,9 +49,25 @@ export function buildProgram(): Command {
     .option('--archive <url>', 'archive location, file:///path or a plain path')
     .option('--private-key <file>', "private key for an encrypted archive (default: the site's encryption_private_key_file)")
     .option('--serve-partial', 'when the segment was never completed, serve the newest WALFILENAME.partial, zero-padded (the end of the archive)')
+    .option('--prefetch <n>', 'keep the next N segments ready in pg_wal/walvault-prefetch (a background process fetches them)')
     .action(async (walFileName: string, dest: string, opts) => {
       const { walFetchCommand } = await import('./wal-fetch');
       process.exitCode = await walFetchCommand(walFileName, dest, opts);
+    });
+
+  // Started by wal-fetch --prefetch in the background; not for direct use.
+  program
+    .command('wal-prefetch', { hidden: true })
+    .argument('<walfilename>')
+    .addOption(configOption())
+    .addOption(siteOption())
+    .addOption(archiveOption())
+    .option('--private-key <file>')
+    .requiredOption('--count <n>')
+    .requiredOption('--dir <dir>')
+    .action(async (walFileName: string, opts) => {
+      const { walPrefetchCommand } = await import('./wal-fetch');
+      process.exitCode = await walPrefetchCommand(walFileName, opts);
     });
 
   const backup = program.command('backup').description('base backups: take one, list them, show one');
@@ -133,6 +149,7 @@ export function buildProgram(): Command {
     .option('--tablespace-map <oid=dir>', 'restore tablespace OID into DIR (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .option('--force', 'delete the contents of a non-empty target (and tablespace) directory first')
     .option('--no-serve-partial', 'do not let recovery use the newest .partial segment (the last bytes received before the primary stopped)')
+    .option('--prefetch <n>', 'segments restore_command keeps ready ahead of replay (default 8; 0 turns it off)', '8')
     .action(async (targetDir: string, opts) => {
       const { restoreCommandCli } = await import('./restore');
       await restoreCommandCli(targetDir, opts);

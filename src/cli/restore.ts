@@ -30,6 +30,8 @@ export interface RestoreCliOptions {
   force?: boolean;
   /** commander: true unless --no-serve-partial */
   servePartial?: boolean;
+  /** Segments wal-fetch keeps ready ahead (default '8'). */
+  prefetch?: string;
 }
 
 function tablespaceMap(items: string[] | undefined): Map<string, string> {
@@ -55,6 +57,9 @@ function restoreCommand(o: RestoreCliOptions, siteName: string | undefined): str
   }
   if (o.privateKey) words.push('--private-key', shellWord(path.resolve(o.privateKey), '--private-key'));
   if (o.servePartial !== false) words.push('--serve-partial');
+  const ahead = o.prefetch ?? '8';
+  if (!/^[0-9]+$/.test(ahead) || Number(ahead) > 64) throw new WalvaultError('CONFIG_INVALID', `--prefetch ${JSON.stringify(ahead)}: give how many segments to keep ready, 0 to 64`);
+  if (ahead !== '0') words.push('--prefetch', ahead);
   words.push('%f', '%p');
   return words.join(' ');
 }

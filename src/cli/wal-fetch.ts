@@ -9,11 +9,13 @@
  * (RestoreArchivedFile, wait_result_is_any_signal), so a damaged object or an unreachable
  * store cannot end a restore early and quietly. Storage failures are retried first.
  */
+import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { Archive } from '../archive/archive';
 import { isWalvaultError, WalvaultError } from '../errors';
-import { isHistoryFileName, isSegmentFileName } from '../wal/lsn';
+import { isHistoryFileName, isSegmentFileName, parseSegmentFileName, segmentFileName } from '../wal/lsn';
+import { lockPrefetchDir, prefetchDirFor, startPrefetcher, takePrefetched, unlockPrefetchDir } from '../restore/prefetch';
 import { fsyncDir } from '../wal/fsync-dir';
 import { archiveFromOptions } from './archive-option';
 import { reportAndExit } from './fail';
@@ -21,7 +23,7 @@ import { reportAndExit } from './fail';
 export async function walFetchCommand(
   walFileName: string,
   dest: string,
-  opts: { config?: string; site?: string; archive?: string; privateKey?: string; servePartial?: boolean },
+  opts: WalFetchOptions,
 ): Promise<number> {
   try {
     if (!isSegmentFileName(walFileName) && !isHistoryFileName(walFileName) && !/^[0-9A-F]{24}\.partial$/.test(walFileName)) {
@@ -30,6 +32,13 @@ export async function walFetchCommand(
         `"${walFileName}" is not a WAL file name (24 upper-case hex digits, or TTTTTTTT.history); pass %f from restore_command`,
       );
     }
+    const ahead = prefetchCount(opts.prefetch);
+    const prefetchable = ahead > 0 && isSegmentFileName(walFileName);
+    // The fast path: a file the prefetcher left is moved into place; no archive is opened.
+    if (prefetchable && (await takePrefetched(walFileName, dest))) {
+      startPrefetcher(fs.realpathSync(process.argv[1]), archiveArgs(opts), walFileName, prefetchDirFor(dest), ahead);
+      return 0;
+    }
     const { openSiteArchive } = await import('../archive/site-archive');
     const archive = openSiteArchive(archiveFromOptions(opts), 'read');
     // Nothing is written unless the whole object decoded and matched its checksum.
@@ -37,10 +46,75 @@ export async function walFetchCommand(
     if (data === null && opts.servePartial && isSegmentFileName(walFileName)) data = await paddedPartial(archive, walFileName);
     if (data === null) return 1;
     await writeAtomically(dest, data);
+    if (prefetchable) startPrefetcher(fs.realpathSync(process.argv[1]), archiveArgs(opts), walFileName, prefetchDirFor(dest), ahead);
     return 0;
   } catch (err) {
     reportAndExit(err);
     return FAILED;
+  }
+}
+
+export interface WalFetchOptions {
+  config?: string;
+  site?: string;
+  archive?: string;
+  privateKey?: string;
+  servePartial?: boolean;
+  /** Segments to keep ready ahead (commander gives a string); 0 or absent: none. */
+  prefetch?: string;
+}
+
+function prefetchCount(text: string | undefined): number {
+  if (text === undefined) return 0;
+  if (!/^[0-9]+$/.test(text) || Number(text) > 64) throw new WalvaultError('CONFIG_INVALID', `--prefetch ${JSON.stringify(text)}: give how many segments to keep ready, 0 to 64`);
+  return Number(text);
+}
+
+/** The options that name the archive, for the background prefetcher (absolute paths). */
+function archiveArgs(o: WalFetchOptions): string[] {
+  const args = o.config ? ['--config', path.resolve(o.config), ...(o.site ? ['--site', o.site] : [])] : ['--archive', o.archive ?? ''];
+  if (o.privateKey) args.push('--private-key', path.resolve(o.privateKey));
+  return args;
+}
+
+/**
+ * `walvault wal-prefetch ... --count N --dir DIR NAME`, started by wal-fetch: fetches the
+ * N finished segments after NAME (same timeline) into DIR, verified, each written to a
+ * temporary name and renamed; drops what is older than NAME. One per directory at a time.
+ */
+export async function walPrefetchCommand(name: string, opts: WalFetchOptions & { count: string; dir: string }): Promise<number> {
+  const dir = path.resolve(opts.dir);
+  const count = prefetchCount(opts.count);
+  if (!isSegmentFileName(name) || count === 0) return 0;
+  if (!(await lockPrefetchDir(dir))) return 0;
+  try {
+    const { openSiteArchive } = await import('../archive/site-archive');
+    const archive = openSiteArchive(archiveFromOptions(opts), 'read');
+    try {
+      const cluster = await archive.readCluster();
+      if (!cluster) return 0;
+      const segSize = cluster.walSegmentSize;
+      const { tli, segNo } = parseSegmentFileName(name, segSize);
+      for (const f of await fsp.readdir(dir)) {
+        if (f.startsWith('.') && f.endsWith('.tmp')) await fsp.rm(path.join(dir, f), { force: true });
+        else if (isSegmentFileName(f) && parseSegmentFileName(f, segSize).segNo <= segNo) await fsp.rm(path.join(dir, f), { force: true });
+      }
+      for (let i = 1n; i <= BigInt(count); i++) {
+        const next = segmentFileName(tli, segNo + i, segSize);
+        if (await fsp.access(path.join(dir, next)).then(() => true, () => false)) continue;
+        const data = await archive.get(Archive.walKey(next));
+        if (data === null) break; // the end of the archive, for now
+        await writeAtomically(path.join(dir, next), data);
+      }
+    } finally {
+      await archive.close();
+    }
+    return 0;
+  } catch {
+    // Prefetching only saves time: whatever failed here, wal-fetch fetches for itself.
+    return 0;
+  } finally {
+    await unlockPrefetchDir(dir);
   }
 }
 

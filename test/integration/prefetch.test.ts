@@ -1,0 +1,74 @@
+/**
+ * wal-fetch --prefetch (issue 5, item 2): each call leaves a background prefetcher that keeps
+ * the next segments ready in pg_wal/walvault-prefetch; a call whose segment is there is
+ * served by a rename, without opening the archive (shown here by pointing the S3 endpoint at
+ * a closed port: the prefetched segment still arrives, a segment outside the window fails).
+ */
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
+import { S3Server } from '../helpers/s3-server';
+import { archivedSegments, pgConninfo, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
+
+describe('wal-fetch --prefetch (s3rver)', () => {
+  let cluster: PgCluster;
+  let s3: S3Server;
+  let work = '';
+  let archive = '';
+
+  before(async () => {
+    work = tmpDir('walvault-prefetch-');
+    s3 = await S3Server.start();
+    s3.useInThisProcess();
+    cluster = await PgCluster.start({ walSegSizeMiB: 1, settings: { wal_keep_size: '1024MB' } });
+    archive = s3.url(`${path.basename(work)}/main`);
+    const config = writeConfig(work, { main: { pg: pgConninfo(cluster), archive, state: path.join(work, 'state'), status_interval_seconds: 1 } }, 'info');
+    const receiver = WalvaultProcess.start(['run', '--config', config]);
+    try {
+      await receiver.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
+      await cluster.pgbench(['-i', '-s', '2', '-q']);
+      await switchAndWaitArchived(cluster, archive, 1, 60000);
+    } finally {
+      await receiver.stop('SIGTERM', 30000);
+    }
+  });
+
+  after(async () => {
+    await cluster?.destroy();
+    await s3?.destroy();
+    if (work) removeDir(work);
+  });
+
+  it('serves prefetched segments by rename, without the archive, and fetches the rest', async () => {
+    const names = await archivedSegments(archive);
+    assert.ok(names.length >= 6, `enough segments (${names.length})`);
+    const walDir = path.join(work, 'pg_wal');
+    fs.mkdirSync(walDir);
+    const dest = path.join(walDir, 'RECOVERYXLOG');
+    const prefetchDir = path.join(walDir, 'walvault-prefetch');
+    const fetch = (name: string, env: NodeJS.ProcessEnv = {}) => runWalvault(['wal-fetch', '--archive', archive, '--prefetch', '3', name, dest], env, 60000);
+
+    let r = await fetch(names[0]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(fs.readFileSync(dest).equals(await cluster.readWalFile(names[0])));
+    await waitFor(() => [1, 2, 3].every((i) => fs.existsSync(path.join(prefetchDir, names[i]))), { timeoutMs: 20000, what: 'the next three segments to be prefetched' });
+
+    const closed = { AWS_ENDPOINT_URL_S3: 'http://127.0.0.1:9' };
+    r = await fetch(names[1], closed);
+    assert.equal(r.code, 0, `served from the prefetch directory with the store unreachable: ${r.stderr}`);
+    assert.ok(fs.readFileSync(dest).equals(await cluster.readWalFile(names[1])), 'the prefetched bytes are the segment');
+    assert.ok(!fs.existsSync(path.join(prefetchDir, names[1])), 'moved, not copied');
+    r = await fetch(names[5], closed);
+    assert.equal(r.code, 126, `outside the window it needs the store: ${r.stderr}`);
+
+    // With the store back, later calls keep the window moving and drop what was consumed.
+    r = await fetch(names[2]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(fs.readFileSync(dest).equals(await cluster.readWalFile(names[2])));
+    await waitFor(() => [3, 4, 5].every((i) => fs.existsSync(path.join(prefetchDir, names[i]))), { timeoutMs: 20000, what: 'the window to move on' });
+    const left = fs.readdirSync(prefetchDir).filter((n) => !n.startsWith('.'));
+    assert.ok(left.every((n) => n > names[2]), `nothing at or before the last segment served is kept (${left.join(', ')})`);
+  });
+});
