@@ -21,6 +21,7 @@ import * as os from 'node:os';
 import { decodeEnvelope, encodeEnvelope } from './envelope';
 import { WalvaultError } from '../errors';
 import type { Storage } from '../storage/storage';
+import { processAlive } from '../util/process-alive';
 
 export const LEASE_KEY = 'lease.json';
 export const LEASE_TTL_MS = 60_000;
@@ -83,11 +84,7 @@ export class ArchiveLease {
     // A holder on this host can be asked directly: after a kill -9 the next run need not
     // wait out the TTL. (A recycled pid only makes us wait for the TTL, never take over early.)
     if (h.host === os.hostname() && h.pid !== process.pid) {
-      try {
-        process.kill(h.pid, 0);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
-      }
+      if (!processAlive(h.pid)) return false;
     }
     return true;
   }

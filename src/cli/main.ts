@@ -55,6 +55,18 @@ export function buildProgram(): Command {
       process.exitCode = await walFetchCommand(walFileName, dest, opts);
     });
 
+  program
+    .command('wal-push')
+    .description('archive_command helper: store the WAL file at WALPATH in the archive, as the receiver would')
+    .argument('<walpath>', 'path of the WAL file as PostgreSQL gives it (%p)')
+    .addOption(configOption())
+    .addOption(siteOption())
+    .addOption(archiveOption())
+    .action(async (walPath: string, opts) => {
+      const { walPushCommand } = await import('./wal-push');
+      await walPushCommand(walPath, opts);
+    });
+
   // Started by wal-fetch --prefetch in the background; not for direct use.
   program
     .command('wal-prefetch', { hidden: true })

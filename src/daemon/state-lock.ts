@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { WalvaultError } from '../errors';
+import { processAlive } from '../util/process-alive';
 
 export class StateLock {
   private constructor(private readonly file: string) {}
@@ -24,7 +25,7 @@ export class StateLock {
         }
       }
       const owner = Number.parseInt(fs.readFileSync(file, 'utf8'), 10);
-      if (Number.isInteger(owner) && owner !== process.pid && isAlive(owner)) {
+      if (Number.isInteger(owner) && owner !== process.pid && processAlive(owner)) {
         throw new WalvaultError(
           'STATE_DIR_UNWRITABLE',
           `state directory ${stateDir} is in use by walvault process ${owner}; stop it first, or give this site its own --state`,
@@ -45,11 +46,3 @@ export class StateLock {
   }
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}

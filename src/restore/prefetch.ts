@@ -12,6 +12,7 @@ import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { fsyncDir } from '../wal/fsync-dir';
+import { processAlive } from '../util/process-alive';
 
 export const PREFETCH_DIR = 'walvault-prefetch';
 const LOCK_FILE = '.prefetcher.pid';
@@ -34,14 +35,6 @@ export async function takePrefetched(name: string, dest: string): Promise<boolea
   return true;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * Takes the prefetch directory's lock for this process; false when a live prefetcher has
@@ -57,7 +50,7 @@ export async function lockPrefetchDir(dir: string): Promise<boolean> {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const pid = Number(await fsp.readFile(lock, 'utf8').catch(() => ''));
-      if (Number.isInteger(pid) && pid > 0 && alive(pid)) return false;
+      if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) return false;
       await fsp.rm(lock, { force: true });
     }
   }

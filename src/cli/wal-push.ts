@@ -1,0 +1,89 @@
+/**
+ * `walvault wal-push WALPATH`, for archive_command (`%p`): the same archive objects as the
+ * receiver writes (envelope, checksums, codec and encryption of the site), the same
+ * no-overwrite rule and the same cluster guard, so both paths fill one archive.
+ *
+ * A segment (or a timeline's last segment, `.partial`) proves its cluster by its first page's
+ * long header: system identifier, segment size, page size, and XLOG_PAGE_MAGIC (the major
+ * version); every page header is checked before anything is stored. History and backup
+ * history files go to an archive that already knows its cluster.
+ * Exit 0: stored, or already stored with the same content. Anything else: one line, non-zero,
+ * and PostgreSQL keeps the file and tries again.
+ */
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { Archive } from '../archive/archive';
+import { openSiteArchive } from '../archive/site-archive';
+import { defaultCompression } from '../config/config';
+import { WalvaultError } from '../errors';
+import { isHistoryFileName, isSegmentFileName, parseSegmentFileName, segmentStartOfNumber } from '../wal/lsn';
+import { detectEndianness, pageMagicForMajor, verifySegmentPages } from '../wal/page-header';
+import { archiveFromOptions } from './archive-option';
+
+const MAJORS = [13, 14, 15, 16, 17, 18];
+
+interface LongHeader {
+  major: number;
+  systemId: bigint;
+  segSize: number;
+  blockSize: number;
+}
+
+/** The first page's long header (see ../wal/page-header.ts for the layout). */
+function readLongHeader(data: Buffer, label: string): LongHeader {
+  for (const major of MAJORS) {
+    const magic = pageMagicForMajor(major);
+    const endian = detectEndianness(data, magic);
+    if (!endian || data.length < 40) continue;
+    const le = endian === 'le';
+    return {
+      major,
+      systemId: le ? data.readBigUInt64LE(24) : data.readBigUInt64BE(24),
+      segSize: le ? data.readUInt32LE(32) : data.readUInt32BE(32),
+      blockSize: le ? data.readUInt32LE(36) : data.readUInt32BE(36),
+    };
+  }
+  throw new WalvaultError('WAL_BAD_PAGE', `${label} does not start with a WAL page header of PostgreSQL 13 to 18; is it a WAL segment?`);
+}
+
+export async function walPushCommand(walPath: string, opts: { config?: string; site?: string; archive?: string }): Promise<void> {
+  const name = path.basename(walPath);
+  const segmentLike = isSegmentFileName(name) || /^[0-9A-F]{24}\.partial$/.test(name);
+  const other = isHistoryFileName(name) || /^[0-9A-F]{24}\.[0-9A-F]{8}\.backup$/.test(name);
+  if (!segmentLike && !other) {
+    throw new WalvaultError('WAL_BAD_NAME', `"${name}" is not a WAL file name PostgreSQL archives; pass %p from archive_command`);
+  }
+  let data: Buffer;
+  try {
+    data = await fsp.readFile(walPath);
+  } catch (err) {
+    throw new WalvaultError('STORAGE_IO', `cannot read ${walPath}: ${(err as Error).message}; pass %p from archive_command (relative to the data directory)`, { cause: err });
+  }
+  const settings = archiveFromOptions(opts);
+  // A bare --archive gets the codec a one-site receiver would use there.
+  const archive = openSiteArchive({ ...settings, compression: settings.compression ?? defaultCompression(settings.archive) }, 'write');
+  try {
+    if (segmentLike) {
+      const h = readLongHeader(data, walPath);
+      const seg = parseSegmentFileName(name.slice(0, 24), h.segSize);
+      if (isSegmentFileName(name) && data.length !== h.segSize) {
+        throw new WalvaultError('WAL_BAD_PAGE', `${walPath} is ${data.length} bytes, but its header says segments are ${h.segSize}; refusing an incomplete segment`);
+      }
+      // Refuses another cluster's archive, without writing, as the receiver does.
+      await archive.ensureCluster({ systemId: h.systemId.toString(), pgVersionNum: h.major * 10000, walSegmentSize: h.segSize });
+      verifySegmentPages(data, data.length, segmentStartOfNumber(seg.segNo, h.segSize), {
+        magic: pageMagicForMajor(h.major),
+        systemId: h.systemId,
+        segSize: h.segSize,
+        blockSize: h.blockSize,
+        fileTli: seg.tli,
+        label: walPath,
+      });
+    } else if ((await archive.readCluster()) === null) {
+      throw new WalvaultError('ARCHIVE_NOT_FOUND', `${archive.storage.description} has no cluster.json yet; it learns its cluster from a segment: archive one first`);
+    }
+    await archive.putImmutable(Archive.walKey(name), data);
+  } finally {
+    await archive.close();
+  }
+}
