@@ -19,13 +19,13 @@
  * Page cache: every tool reads a database that is already in memory after pgbench; the
  * order is fixed (pg_basebackup, pgBackRest, walvault) and recorded.
  */
-import { ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { clientBin, PgCluster, removeDir, serverUser, tmpDir, chownForServer } from '../test/helpers/pg-cluster';
+import { clientBin, PgCluster, removeDir, tmpDir, chownForServer } from '../test/helpers/pg-cluster';
 import { pgConninfo, WALVAULT_BIN, WalvaultProcess, writeConfig } from '../test/helpers/walvault';
-import { fmt, machineFacts, printTable, ProcSampler, saveResults } from './bench-util';
+import { dirBytes, fmt, machineFacts, pgBackRestConfig, printTable, saveResults, spawnTimed } from './bench-util';
 
 const MiB = 1024 * 1024;
 const SCALE = Number(process.env.BENCH_BACKUP_SCALE ?? 135);
@@ -44,103 +44,6 @@ interface Run {
   peakRssMiB: number;
   cpuSeconds: number;
   storedBytes: number;
-}
-
-/** The pids of `root` and all its descendants, from /proc. */
-function processTree(root: number): number[] {
-  const children = new Map<number, number[]>();
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^[0-9]+$/.test(d)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      const list = children.get(ppid) ?? [];
-      list.push(Number(d));
-      children.set(ppid, list);
-    } catch {
-      /* gone */
-    }
-  }
-  const out: number[] = [];
-  const walk = (p: number) => {
-    out.push(p);
-    for (const c of children.get(p) ?? []) walk(c);
-  };
-  walk(root);
-  return out;
-}
-
-/** Samples a process tree: peak of the summed VmRSS (workers come and go), summed CPU of what it saw. */
-class TreeSampler {
-  private peakKiB = 0;
-  private readonly samplers = new Map<number, ProcSampler>();
-  private readonly timer: NodeJS.Timeout;
-  constructor(private readonly root: number) {
-    this.sample();
-    this.timer = setInterval(() => this.sample(), 100);
-  }
-  private sample(): void {
-    let sum = 0;
-    for (const pid of processTree(this.root)) {
-      if (!this.samplers.has(pid)) this.samplers.set(pid, new ProcSampler(pid));
-      try {
-        sum += Number(/^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
-      } catch {
-        /* gone */
-      }
-    }
-    this.peakKiB = Math.max(this.peakKiB, sum);
-  }
-  finish(): { peakRssMiB: number; cpuSeconds: number } {
-    this.sample();
-    clearInterval(this.timer);
-    let cpu = 0;
-    let single = 0;
-    for (const s of this.samplers.values()) {
-      const u = s.finish();
-      cpu += u.cpuSeconds;
-      single = Math.max(single, u.peakRssMiB);
-    }
-    // One process: its VmHWM is exact; a tree: the summed samples.
-    return { peakRssMiB: this.samplers.size === 1 ? single : Math.max(single, this.peakKiB / 1024), cpuSeconds: cpu };
-  }
-}
-
-function spawnTimed(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; asServer?: boolean }): Promise<{ seconds: number; peakRssMiB: number; cpuSeconds: number; stdout: string }> {
-  const u = opts.asServer ? serverUser() : undefined;
-  const started = performance.now();
-  const child: ChildProcess = spawn(cmd, args, {
-    env: { ...process.env, ...opts.env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    cwd: '/tmp',
-    ...(u ? { uid: u.uid, gid: u.gid } : {}),
-  });
-  const sampler = new TreeSampler(child.pid!);
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-8000)));
-  return new Promise((resolve, reject) => {
-    // Sample right before the exit is reaped: 'exit' fires after, so take usage on close of stdout.
-    let usage: { peakRssMiB: number; cpuSeconds: number } | null = null;
-    child.stdout!.once('end', () => (usage = sampler.finish()));
-    child.on('exit', (code, signal) => {
-      const seconds = (performance.now() - started) / 1000;
-      const u2 = usage ?? sampler.finish();
-      if (code !== 0) return reject(new Error(`${path.basename(cmd)} ${args.join(' ')} failed (${signal ?? code}):\n${stderr}`));
-      resolve({ seconds, ...u2, stdout });
-    });
-  });
-}
-
-function dirBytes(dir: string): number {
-  let total = 0;
-  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name);
-    if (e.isDirectory()) total += dirBytes(p);
-    else if (e.isFile()) total += fs.statSync(p).size;
-  }
-  return total;
 }
 
 async function main(): Promise<number> {
@@ -178,29 +81,7 @@ async function main(): Promise<number> {
       const conf = path.join(work, `pgbackrest-${codec}.conf`);
       fs.mkdirSync(path.join(repo, 'log'), { recursive: true });
       fs.mkdirSync(path.join(repo, 'lock'), { recursive: true });
-      fs.writeFileSync(
-        conf,
-        [
-          '[global]',
-          `repo1-path=${repo}/repo`,
-          `log-path=${repo}/log`,
-          `lock-path=${repo}/lock`,
-          'log-level-console=warn',
-          'process-max=2',
-          `compress-type=${zstd ? 'zst' : 'none'}`,
-          ...(zstd ? ['compress-level=1'] : []),
-          'start-fast=y',
-          'archive-check=n',
-          'archive-copy=n',
-          '',
-          '[bench]',
-          `pg1-path=${cluster.dataDir}`,
-          `pg1-port=${cluster.port}`,
-          `pg1-socket-path=${cluster.socketDir}`,
-          'pg1-user=postgres',
-          '',
-        ].join('\n'),
-      );
+      fs.writeFileSync(conf, pgBackRestConfig(repo, cluster, zstd));
       chownForServer(repo);
       chownForServer(conf);
       await spawnTimed(PGBACKREST, [`--config=${conf}`, '--stanza=bench', 'stanza-create'], { asServer: true });

@@ -32,7 +32,7 @@
  * BENCH_CPU_PROF=<dir> makes the walvault drain write a V8 CPU profile into <dir> when it
  * stops (summarise it with `node dist/bench/profile-summary.js <file>`).
  */
-import { ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';

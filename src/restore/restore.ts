@@ -24,6 +24,8 @@ import { TarReader } from './tar-reader';
 
 /** Parts fetched ahead of the one being extracted. */
 const PARTS_AHEAD = 4;
+/** Bytes handed to the decompressor (and the tar reader) at a time. */
+const SLICE = 64 * 1024;
 
 export interface RestoreOptions {
   archive: Archive;
@@ -117,7 +119,9 @@ async function* partsOf(archive: Archive, a: BackupArchive): AsyncGenerator<Buff
   while (pending.length > 0) {
     const body = await pending.shift()!;
     fill();
-    yield body;
+    // In slices: a decompressor turns each write into all of its output at once, and a
+    // 4 MiB part of a well-compressed tar would come out as ~100 MiB.
+    for (let at = 0; at < body.length; at += SLICE) yield body.subarray(at, Math.min(body.length, at + SLICE));
   }
 }
 
