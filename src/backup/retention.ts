@@ -7,7 +7,8 @@
  *   every timeline (recovery from it may follow any later timeline); timeline history files
  *   are always kept. With no complete backup left, WAL is kept (only `--everything` removes it).
  * - Leftovers (backup directories without a completion marker) are removed by the retention
- *   policy, except the one a live backup lease names: that backup is still being taken.
+ *   policy, except the one a live backup lease names (still being taken) and a stored one
+ *   newer than every complete backup (still waiting for its WAL, which the daemon completes).
  * - A backup is deleted marker first, so a half-deleted backup is never listed.
  */
 import type { Logger } from 'pino';
@@ -15,7 +16,7 @@ import type { Archive } from '../archive/archive';
 import { ArchiveLease, BACKUP_LEASE, LEASE_TTL_MS } from '../archive/archive-lease';
 import { WalvaultError } from '../errors';
 import { isSegmentFileName, parseLsn, parseSegmentFileName, segmentNumber } from '../wal/lsn';
-import { backupPrefix, checkBackupName, COMPLETE_FILE, METADATA_FILE, scanBackups, type BackupEntry, type BackupMetadata } from './catalog';
+import { backupPrefix, checkBackupName, COMPLETE_FILE, METADATA_FILE, readPendingMetadata, scanBackups, type BackupEntry, type BackupMetadata } from './catalog';
 
 export type DeleteRequest =
   | { kind: 'name'; name: string }
@@ -111,7 +112,17 @@ export async function planDeletion(archive: Archive, request: DeleteRequest, now
       }
       const keep = keptByPolicy(complete, request.retain, request.recoveryWindowDays, now);
       doomed = complete.filter((b) => !keep.has(b.name));
-      leftovers = incomplete.filter((e) => e.name !== running);
+      // A backup whose stream was stored (metadata.json) and only waits for its WAL is
+      // completed by the daemon once the WAL arrives: it is kept while no complete backup
+      // stops after it. Everything else without a marker is a leftover.
+      const newestStop = complete.length > 0 ? parseLsn(complete[complete.length - 1].stopLsn) : -1n;
+      leftovers = [];
+      for (const e of incomplete) {
+        if (e.name === running) continue;
+        const pending = e.keys.includes(backupPrefix(e.name) + METADATA_FILE) ? await readPendingMetadata(archive, e.name) : null;
+        if (pending && parseLsn(pending.meta.stopLsn) > newestStop) continue;
+        leftovers.push(e);
+      }
       break;
     }
     case 'everything': {

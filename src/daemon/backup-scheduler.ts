@@ -28,7 +28,6 @@ export class BackupScheduler {
   private readonly stopController = new AbortController();
   private retryAt = 0;
   private backupRunning = false;
-  lastResult: { ok: boolean; at: string; backup?: string; error?: string } | null = null;
 
   constructor(
     private readonly site: SiteConfig,
@@ -63,7 +62,6 @@ export class BackupScheduler {
         const level = this.backupRunning ? 'error' : 'warn';
         this.log[level]({ err: errorMessage(err) }, this.backupRunning ? 'scheduled base backup failed; trying again later' : 'base backup duties could not reach the archive; trying again later');
         this.backupRunning = false;
-        this.lastResult = { ok: false, at: new Date().toISOString(), error: errorMessage(err) };
         this.retryAt = Date.now() + Math.min(RETRY_AFTER_FAILURE_MS, this.intervalMs() || RETRY_AFTER_FAILURE_MS);
       }
       await sleep(this.tickMs, signal);
@@ -99,7 +97,7 @@ export class BackupScheduler {
       if (due && !running && this.streaming() && !signal.aborted) {
         this.log.info({ newest: newest ? new Date(newest).toISOString() : null }, 'scheduled base backup starting');
         this.backupRunning = true;
-        const meta = await takeBackup({
+        await takeBackup({
           site: this.site,
           log: this.log,
           fastCheckpoint: this.site.backupFastCheckpoint,
@@ -108,7 +106,6 @@ export class BackupScheduler {
           signal,
         });
         this.backupRunning = false;
-        this.lastResult = { ok: true, at: new Date().toISOString(), backup: meta.name };
       }
       // 3. Retention.
       if (this.retentionOn && !signal.aborted) {

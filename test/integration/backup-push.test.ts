@@ -97,6 +97,10 @@ describe('backup push (PostgreSQL 15)', () => {
       assert.ok(m, `the line names the backup and the missing WAL: ${lines[0]}`);
       name = m[1];
       assert.deepEqual(await listedNames(config), before, 'not listed');
+      // Retention must not take it for a leftover: it only waits for its WAL.
+      const dry = await runWalvault(['backup', 'delete', '--retain', '1', '--config', config]);
+      assert.equal(dry.code, 0, dry.stderr);
+      assert.ok(!dry.stdout.includes(name), `retention spares the backup waiting for its WAL:\n${dry.stdout}`);
     } finally {
       receiver!.child.kill('SIGCONT');
     }
