@@ -8,6 +8,7 @@ import { openSiteArchive } from '../archive/site-archive';
 import { WalvaultError } from '../errors';
 import { createLogger } from '../observe/logger';
 import { formatBytes } from '../observe/progress';
+import { prefetchShortcut } from '../restore/prefetch';
 import { checkTarget, shellWord, type RecoveryTarget } from '../restore/recovery-settings';
 import { archiveFromOptions } from './archive-option';
 
@@ -61,7 +62,8 @@ function restoreCommand(o: RestoreCliOptions, siteName: string | undefined): str
   if (!/^[0-9]+$/.test(ahead) || Number(ahead) > 64) throw new WalvaultError('CONFIG_INVALID', `--prefetch ${JSON.stringify(ahead)}: give how many segments to keep ready, 0 to 64`);
   if (ahead !== '0') words.push('--prefetch', ahead);
   words.push('%f', '%p');
-  return words.join(' ');
+  // A prefetched segment is moved into place by the shell alone: no Node start per segment.
+  return ahead === '0' ? words.join(' ') : `${prefetchShortcut()} || ${words.join(' ')}`;
 }
 
 export async function restoreCommandCli(targetDir: string, o: RestoreCliOptions): Promise<void> {

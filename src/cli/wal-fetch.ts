@@ -10,13 +10,11 @@
  * store cannot end a restore early and quietly. Storage failures are retried first.
  */
 import * as fs from 'node:fs';
-import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { Archive } from '../archive/archive';
 import { isWalvaultError, WalvaultError } from '../errors';
-import { isHistoryFileName, isSegmentFileName, parseSegmentFileName, segmentFileName } from '../wal/lsn';
-import { lockPrefetchDir, prefetchDirFor, startPrefetcher, takePrefetched, unlockPrefetchDir } from '../restore/prefetch';
-import { fsyncDir } from '../wal/fsync-dir';
+import { isHistoryFileName, isSegmentFileName } from '../wal/lsn';
+import { lockPrefetchDir, nudgePrefetcher, prefetchDirFor, runPrefetcher, takePrefetched, unlockPrefetchDir, writeFileDurably } from '../restore/prefetch';
 import { archiveFromOptions } from './archive-option';
 import { reportAndExit } from './fail';
 
@@ -34,9 +32,11 @@ export async function walFetchCommand(
     }
     const ahead = prefetchCount(opts.prefetch);
     const prefetchable = ahead > 0 && isSegmentFileName(walFileName);
-    // The fast path: a file the prefetcher left is moved into place; no archive is opened.
+    const nudge = () => nudgePrefetcher(fs.realpathSync(process.argv[1]), archiveArgs(opts), walFileName, prefetchDirFor(dest), ahead).catch(() => undefined);
+    // A file the prefetcher left is moved into place; no archive is opened. (restore's
+    // restore_command does this in the shell before Node starts; this is for hand-written ones.)
     if (prefetchable && (await takePrefetched(walFileName, dest))) {
-      startPrefetcher(fs.realpathSync(process.argv[1]), archiveArgs(opts), walFileName, prefetchDirFor(dest), ahead);
+      await nudge();
       return 0;
     }
     const { openSiteArchive } = await import('../archive/site-archive');
@@ -45,8 +45,8 @@ export async function walFetchCommand(
     let data = await getWithRetry(archive, Archive.walKey(walFileName));
     if (data === null && opts.servePartial && isSegmentFileName(walFileName)) data = await paddedPartial(archive, walFileName);
     if (data === null) return 1;
-    await writeAtomically(dest, data);
-    if (prefetchable) startPrefetcher(fs.realpathSync(process.argv[1]), archiveArgs(opts), walFileName, prefetchDirFor(dest), ahead);
+    await writeFileDurably(dest, data);
+    if (prefetchable) await nudge();
     return 0;
   } catch (err) {
     reportAndExit(err);
@@ -78,9 +78,9 @@ function archiveArgs(o: WalFetchOptions): string[] {
 }
 
 /**
- * `walvault wal-prefetch ... --count N --dir DIR NAME`, started by wal-fetch: fetches the
- * N finished segments after NAME (same timeline) into DIR, verified, each written to a
- * temporary name and renamed; drops what is older than NAME. One per directory at a time.
+ * `walvault wal-prefetch ... --count N --dir DIR NAME`, started by wal-fetch: keeps the N
+ * finished segments after the one recovery took last in DIR (see ../restore/prefetch.ts)
+ * until recovery stops asking. One per directory at a time.
  */
 export async function walPrefetchCommand(name: string, opts: WalFetchOptions & { count: string; dir: string }): Promise<number> {
   const dir = path.resolve(opts.dir);
@@ -93,19 +93,7 @@ export async function walPrefetchCommand(name: string, opts: WalFetchOptions & {
     try {
       const cluster = await archive.readCluster();
       if (!cluster) return 0;
-      const segSize = cluster.walSegmentSize;
-      const { tli, segNo } = parseSegmentFileName(name, segSize);
-      for (const f of await fsp.readdir(dir)) {
-        if (f.startsWith('.') && f.endsWith('.tmp')) await fsp.rm(path.join(dir, f), { force: true });
-        else if (isSegmentFileName(f) && parseSegmentFileName(f, segSize).segNo <= segNo) await fsp.rm(path.join(dir, f), { force: true });
-      }
-      for (let i = 1n; i <= BigInt(count); i++) {
-        const next = segmentFileName(tli, segNo + i, segSize);
-        if (await fsp.access(path.join(dir, next)).then(() => true, () => false)) continue;
-        const data = await archive.get(Archive.walKey(next));
-        if (data === null) break; // the end of the archive, for now
-        await writeAtomically(path.join(dir, next), data);
-      }
+      await runPrefetcher({ dir, count, start: name, segSize: cluster.walSegmentSize, get: (n) => getWithRetry(archive, Archive.walKey(n)) });
     } finally {
       await archive.close();
     }
@@ -150,22 +138,4 @@ async function paddedPartial(archive: Archive, name: string): Promise<Buffer | n
   const full = Buffer.alloc(segSize);
   partial.copy(full);
   return full;
-}
-
-async function writeAtomically(dest: string, data: Buffer): Promise<void> {
-  const tmp = path.join(path.dirname(dest), `.${path.basename(dest)}.walvault-${process.pid}.tmp`);
-  try {
-    const handle = await fsp.open(tmp, 'w', 0o600);
-    try {
-      await handle.writeFile(data);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await fsp.rename(tmp, dest);
-    await fsyncDir(path.dirname(dest));
-  } catch (err) {
-    await fsp.rm(tmp, { force: true });
-    throw new WalvaultError('STORAGE_IO', `cannot write ${dest}: ${(err as Error).message}`, { cause: err });
-  }
 }

@@ -1,25 +1,51 @@
 /**
  * Prefetch for restore_command. PostgreSQL runs restore_command once per segment and waits
- * for it; a fetch from object storage per call would make recovery as slow as the store's
- * latency. So each wal-fetch call leaves a background prefetcher behind that keeps the next
- * segments ready, verified, in `pg_wal/walvault-prefetch/`; a call whose segment is there
- * only renames it into place, without opening the archive at all.
+ * for it, so anything slower than a rename per call makes recovery wait on the store (and
+ * on starting Node). One background prefetcher per recovery keeps the next segments ready,
+ * verified and fsynced, in `pg_wal/walvault-prefetch/`; restore writes a restore_command
+ * whose shell part moves a prefetched segment into place before Node is even started:
+ *
+ *   mv -f pg_wal/walvault-prefetch/%f %p 2>/dev/null || node walvault wal-fetch ... %f %p
+ *
+ * Only a miss runs wal-fetch, which fetches the file itself and then tells the prefetcher
+ * where recovery is (the `.wanted` file), or starts one. The prefetcher sees segments leave
+ * its directory as recovery consumes them and refills the window behind them; it follows a
+ * jump (a timeline switch, a restarted recovery) through `.wanted`, and when nothing has
+ * moved for a while it removes what it left and exits.
  *
  * Only finished segments are prefetched: they are immutable, so a copy taken earlier is the
- * same object. Partials change and are always fetched fresh.
+ * same object. Partials change and are always fetched fresh. Each file is fsynced before it
+ * is renamed into the directory, because the shell's `mv` hands it to PostgreSQL unchecked.
  */
 import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { fsyncDir } from '../wal/fsync-dir';
+import { WalvaultError } from '../errors';
 import { processAlive } from '../util/process-alive';
+import { isSegmentFileName, parseSegmentFileName, segmentFileName } from '../wal/lsn';
+import { fsyncDir } from '../wal/fsync-dir';
 
 export const PREFETCH_DIR = 'walvault-prefetch';
 const LOCK_FILE = '.prefetcher.pid';
+const WANTED_FILE = '.wanted';
+/** Segments fetched at once (object stores answer each GET with latency). */
+const PARALLEL = 2;
+/** How long an idle prefetcher waits before it cleans up and exits (test hook: WALVAULT_PREFETCH_IDLE_MS). */
+const IDLE_EXIT_MS = 30000;
+/** Re-asks the store for the next segment this often at the end of the archive. */
+const END_POLL_MS = 1000;
+/** Checks the directory at least this often (inotify wakes it sooner). */
+const DIR_POLL_MS = 200;
 
 /** Where prefetched segments for restore_command's destination `dest` (%p) live. */
 export function prefetchDirFor(dest: string): string {
   return path.join(path.dirname(path.resolve(dest)), PREFETCH_DIR);
+}
+
+/** The shell part of restore_command that serves a prefetched segment (PostgreSQL runs it in the data directory). */
+export function prefetchShortcut(): string {
+  return `mv -f pg_wal/${PREFETCH_DIR}/%f %p 2>/dev/null`;
 }
 
 /** Moves a prefetched `name` to `dest`; false when it is not there. Touches no archive. */
@@ -31,10 +57,32 @@ export async function takePrefetched(name: string, dest: string): Promise<boolea
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw err;
   }
-  await fsyncDir(path.dirname(path.resolve(dest)));
   return true;
 }
 
+/** Writes `data` to `file` by way of a temporary name: fsynced, renamed, directory fsynced. */
+export async function writeFileDurably(file: string, data: Buffer): Promise<void> {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.walvault-${process.pid}.tmp`);
+  try {
+    const handle = await fsp.open(tmp, 'w', 0o600);
+    try {
+      await handle.writeFile(data);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await fsp.rename(tmp, file);
+    await fsyncDir(path.dirname(file));
+  } catch (err) {
+    await fsp.rm(tmp, { force: true });
+    throw new WalvaultError('STORAGE_IO', `cannot write ${file}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+async function lockHolder(dir: string): Promise<number | null> {
+  const pid = Number(await fsp.readFile(path.join(dir, LOCK_FILE), 'utf8').catch(() => ''));
+  return Number.isInteger(pid) && pid > 0 && processAlive(pid) ? pid : null;
+}
 
 /**
  * Takes the prefetch directory's lock for this process; false when a live prefetcher has
@@ -49,8 +97,7 @@ export async function lockPrefetchDir(dir: string): Promise<boolean> {
       return true;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const pid = Number(await fsp.readFile(lock, 'utf8').catch(() => ''));
-      if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) return false;
+      if ((await lockHolder(dir)) !== null) return false;
       await fsp.rm(lock, { force: true });
     }
   }
@@ -64,15 +111,125 @@ export async function unlockPrefetchDir(dir: string): Promise<void> {
 }
 
 /**
- * Starts `walvault wal-prefetch` in the background for the segments after `name`, detached
- * from PostgreSQL's restore_command (its output goes nowhere; failures only mean the next
- * call fetches for itself).
+ * After wal-fetch served `name`: tells the running prefetcher that recovery is there, or
+ * starts one (`walvault wal-prefetch`, detached from PostgreSQL's restore_command; its output
+ * goes nowhere, and its failures only mean later calls fetch for themselves).
  */
-export function startPrefetcher(walvault: string, archiveArgs: string[], name: string, dir: string, count: number): void {
+export async function nudgePrefetcher(walvault: string, archiveArgs: string[], name: string, dir: string, count: number): Promise<void> {
+  await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+  // Each write differs (pid, time), so asking for the same segment again counts as activity.
+  const tmp = path.join(dir, `${WANTED_FILE}.${process.pid}.tmp`);
+  await fsp.writeFile(tmp, `${name} ${process.pid} ${Date.now()}\n`, { mode: 0o600 });
+  await fsp.rename(tmp, path.join(dir, WANTED_FILE));
+  if ((await lockHolder(dir)) !== null) return;
   const child = spawn(process.execPath, [walvault, 'wal-prefetch', ...archiveArgs, '--count', String(count), '--dir', dir, name], {
     detached: true,
     stdio: 'ignore',
   });
   child.on('error', () => undefined);
   child.unref();
+}
+
+export interface PrefetcherOptions {
+  dir: string;
+  count: number;
+  /** The segment recovery asked for last. */
+  start: string;
+  segSize: number;
+  /** The verified plaintext of a finished segment, or null when the archive has none (yet). */
+  get(name: string): Promise<Buffer | null>;
+  idleExitMs?: number;
+}
+
+/**
+ * Keeps the `count` segments after the one recovery consumed last in `dir`, until nothing has
+ * happened for a while; then removes what it left there. The caller holds the directory's lock.
+ */
+export async function runPrefetcher(o: PrefetcherOptions): Promise<void> {
+  const idleExitMs = o.idleExitMs ?? (Number(process.env.WALVAULT_PREFETCH_IDLE_MS) || IDLE_EXIT_MS);
+  let { tli, segNo: consumed } = parseSegmentFileName(o.start, o.segSize);
+  // Segment files present after the last pass: one that vanishes was taken by recovery.
+  let seen = new Set<string>();
+  for (const f of await fsp.readdir(o.dir)) {
+    if (/^\..*\.walvault-[0-9]+\.tmp$/.test(f)) await fsp.rm(path.join(o.dir, f), { force: true }); // a dead prefetcher's
+  }
+  let lastWanted = '';
+  let lastActivity = Date.now();
+  let wake: (() => void) | null = null;
+  const watcher = (() => {
+    try {
+      return fs.watch(o.dir, () => wake?.());
+    } catch {
+      return null; // polling alone still works
+    }
+  })();
+  const nap = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const t = setTimeout(() => {
+        wake = null;
+        resolve();
+      }, ms);
+      wake = () => {
+        clearTimeout(t);
+        wake = null;
+        resolve();
+      };
+    });
+  try {
+    for (;;) {
+      const wanted = (await fsp.readFile(path.join(o.dir, WANTED_FILE), 'utf8').catch(() => '')).trim();
+      if (wanted !== lastWanted) {
+        lastWanted = wanted;
+        const name = wanted.split(' ')[0];
+        if (isSegmentFileName(name)) {
+          ({ tli, segNo: consumed } = parseSegmentFileName(name, o.segSize));
+          lastActivity = Date.now();
+        }
+      }
+      const present = new Set((await fsp.readdir(o.dir)).filter(isSegmentFileName));
+      for (const name of seen) {
+        if (present.has(name)) continue;
+        // Gone, so recovery took it: it is at least there now.
+        const seg = parseSegmentFileName(name, o.segSize);
+        if (seg.tli === tli && seg.segNo > consumed) consumed = seg.segNo;
+        lastActivity = Date.now();
+      }
+      // What recovery will not ask for any more (behind it, or another timeline) goes.
+      for (const name of present) {
+        const seg = parseSegmentFileName(name, o.segSize);
+        if (seg.tli !== tli || seg.segNo <= consumed) {
+          await fsp.rm(path.join(o.dir, name), { force: true });
+          present.delete(name);
+        }
+      }
+      const missing: string[] = [];
+      for (let i = 1n; i <= BigInt(o.count) && missing.length < PARALLEL; i++) {
+        const name = segmentFileName(tli, consumed + i, o.segSize);
+        if (!present.has(name)) missing.push(name);
+      }
+      let atEnd = missing.length === 0;
+      if (missing.length > 0) {
+        const got = await Promise.all(missing.map((name) => o.get(name)));
+        for (let i = 0; i < missing.length; i++) {
+          const data = got[i];
+          if (data === null) {
+            atEnd = true; // the end of the archive, for now
+            break;
+          }
+          await writeFileDurably(path.join(o.dir, missing[i]), data);
+          present.add(missing[i]);
+          lastActivity = Date.now();
+        }
+      }
+      seen = present;
+      if (Date.now() - lastActivity > idleExitMs) return;
+      if (atEnd) await nap(missing.length === 0 ? DIR_POLL_MS : END_POLL_MS);
+    }
+  } finally {
+    watcher?.close();
+    // Cheap to fetch again should recovery come back; left here they would only take space.
+    for (const f of await fsp.readdir(o.dir).catch(() => [] as string[])) {
+      if (isSegmentFileName(f) || f.endsWith(`.walvault-${process.pid}.tmp`)) await fsp.rm(path.join(o.dir, f), { force: true });
+    }
+  }
 }

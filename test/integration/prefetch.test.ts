@@ -7,10 +7,36 @@
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { execFile } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import { S3Server } from '../helpers/s3-server';
-import { archivedSegments, pgConninfo, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
+import { archivedSegments, pgConninfo, runWalvault, switchAndWaitArchived, WALVAULT_BIN, WalvaultProcess, writeConfig } from '../helpers/walvault';
+
+/** Runs a restore_command line as PostgreSQL does: `sh -c` in the data directory. */
+function runRestoreCommand(command: string, name: string, dataDir: string, env: NodeJS.ProcessEnv): Promise<number> {
+  const line = command.replace(/%f/g, name).replace(/%p/g, 'pg_wal/RECOVERYXLOG');
+  return new Promise((resolve) => {
+    execFile('/bin/sh', ['-c', line], { cwd: dataDir, env: { ...process.env, ...env } }, (err) => resolve(err ? Number((err as NodeJS.ErrnoException & { code: number }).code) : 0));
+  });
+}
+
+/** Live processes whose command line mentions `needle`. */
+function processesWith(needle: string): number[] {
+  const pids: number[] = [];
+  for (const p of fs.readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(p)) continue;
+    const cmd = (() => {
+      try {
+        return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8');
+      } catch {
+        return '';
+      }
+    })();
+    if (cmd.includes(needle)) pids.push(Number(p));
+  }
+  return pids;
+}
 
 describe('wal-fetch --prefetch (s3rver)', () => {
   let cluster: PgCluster;
@@ -70,5 +96,38 @@ describe('wal-fetch --prefetch (s3rver)', () => {
     await waitFor(() => [3, 4, 5].every((i) => fs.existsSync(path.join(prefetchDir, names[i]))), { timeoutMs: 20000, what: 'the window to move on' });
     const left = fs.readdirSync(prefetchDir).filter((n) => !n.startsWith('.'));
     assert.ok(left.every((n) => n > names[2]), `nothing at or before the last segment served is kept (${left.join(', ')})`);
+  });
+
+  it("restore's restore_command: the shell alone serves a prefetched segment; one prefetcher follows recovery, then cleans up and exits", async () => {
+    const names = await archivedSegments(archive);
+    assert.ok(names.length >= 8, `enough segments (${names.length})`);
+    const dataDir = path.join(work, 'data2');
+    fs.mkdirSync(path.join(dataDir, 'pg_wal'), { recursive: true });
+    const dest = path.join(dataDir, 'pg_wal', 'RECOVERYXLOG');
+    const prefetchDir = path.join(dataDir, 'pg_wal', 'walvault-prefetch');
+    const shortcut = 'mv -f pg_wal/walvault-prefetch/%f %p 2>/dev/null';
+    const command = `${shortcut} || ${process.execPath} ${WALVAULT_BIN} wal-fetch --archive ${archive} --prefetch 3 %f %p`;
+    const env = { WALVAULT_PREFETCH_IDLE_MS: '4000' };
+
+    assert.equal(await runRestoreCommand(command, names[0], dataDir, env), 0, 'a miss is fetched by wal-fetch');
+    assert.ok(fs.readFileSync(dest).equals(await cluster.readWalFile(names[0])));
+    await waitFor(() => [1, 2, 3].every((i) => fs.existsSync(path.join(prefetchDir, names[i]))), { timeoutMs: 20000, what: 'the next three segments to be prefetched' });
+
+    // Without any walvault to run, the shell part still serves what is prefetched...
+    const shellOnly = `${shortcut} || /nonexistent/walvault wal-fetch %f %p`;
+    for (const i of [1, 2, 3]) {
+      assert.equal(await runRestoreCommand(shellOnly, names[i], dataDir, env), 0, `${names[i]} served by mv`);
+      assert.ok(fs.readFileSync(dest).equals(await cluster.readWalFile(names[i])), `${names[i]}: the prefetched bytes are the segment`);
+      // ...and the one prefetcher sees each one go and refills the window behind it.
+      await waitFor(() => [1, 2, 3].every((k) => fs.existsSync(path.join(prefetchDir, names[i + k]))), { timeoutMs: 20000, what: `the window after ${names[i]}` });
+    }
+    assert.equal(processesWith(prefetchDir).length, 1, 'one prefetcher for the directory');
+    assert.notEqual(await runRestoreCommand(shellOnly, names[7], dataDir, env), 0, 'outside the window the shell part alone cannot serve');
+
+    // Idle: it removes what it prefetched and exits.
+    await waitFor(() => processesWith(prefetchDir).length === 0, { timeoutMs: 30000, what: 'the idle prefetcher to exit' });
+    const left = fs.readdirSync(prefetchDir).filter((n) => !n.startsWith('.'));
+    assert.deepEqual(left, [], 'nothing left behind');
+    assert.ok(!fs.existsSync(path.join(prefetchDir, '.prefetcher.pid')), 'its lock released');
   });
 });

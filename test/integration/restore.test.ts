@@ -99,7 +99,7 @@ describe(`restore of the latest backup to the end of the archive (PostgreSQL 15,
     assert.match(r.stdout, /pg_ctl -D .* start/);
     assert.ok(fs.existsSync(path.join(target, 'recovery.signal')));
     const auto = fs.readFileSync(path.join(target, 'postgresql.auto.conf'), 'utf8');
-    assert.match(auto, new RegExp(`restore_command = '${process.execPath.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} .*wal-fetch --config .* %f %p'`));
+    assert.match(auto, new RegExp(`restore_command = 'mv -f pg_wal/walvault-prefetch/%f %p 2>/dev/null \\|\\| ${process.execPath.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} .*wal-fetch --config .* %f %p'`));
     assert.equal(fs.readlinkSync(path.join(target, 'pg_tblspc', oid)), newTs, 'the tablespace link points at the mapped directory');
     for (const [dir, mode] of [[target, 0o700]] as const) assert.equal(fs.statSync(dir).mode & 0o777, mode);
     assert.equal(fs.statSync(path.join(target, 'global', 'pg_control')).mode & 0o777, 0o600);
