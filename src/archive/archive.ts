@@ -363,8 +363,15 @@ export class Archive {
 
   /** The verified plaintext, or null when there is no such object. */
   async get(key: string): Promise<Buffer | null> {
+    return (await this.getWithDigest(key))?.plaintext ?? null;
+  }
+
+  /** The plaintext and its SHA-256, which the decode has just proven (no need to hash it again). */
+  async getWithDigest(key: string): Promise<{ plaintext: Buffer; sha256: Buffer } | null> {
     const buf = await this.storage.get(key);
-    return buf === null ? null : (await decodeEnvelopeAsync(buf, this.label(key), this.options.privateKey)).plaintext;
+    if (buf === null) return null;
+    const { header, plaintext } = await decodeEnvelopeAsync(buf, this.label(key), this.options.privateKey);
+    return { plaintext, sha256: header.sha256 };
   }
 
   async exists(key: string): Promise<boolean> {

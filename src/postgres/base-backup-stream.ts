@@ -104,7 +104,10 @@ export function baseBackupCommand(major: number, o: BaseBackupOptions): string {
       // may not even be configured) would only stall the stop.
       'WAIT false',
       'MANIFEST \'yes\'',
-      "MANIFEST_CHECKSUMS 'SHA256'",
+      // CRC32C (the server's default): restore checks every file against it, and at ~5x
+      // the speed of SHA-256 it costs neither the server nor the restore much. The parts
+      // themselves are SHA-256 protected end to end.
+      "MANIFEST_CHECKSUMS 'CRC32C'",
       "TARGET 'client'",
     ];
     if (o.maxRateKiB !== undefined) opts.push(`MAX_RATE ${o.maxRateKiB}`);
@@ -118,7 +121,7 @@ export function baseBackupCommand(major: number, o: BaseBackupOptions): string {
   if (o.fastCheckpoint) parts.push('FAST');
   parts.push('NOWAIT');
   if (o.maxRateKiB !== undefined) parts.push(`MAX_RATE ${o.maxRateKiB}`);
-  parts.push("MANIFEST 'yes'", "MANIFEST_CHECKSUMS 'SHA256'");
+  parts.push("MANIFEST 'yes'", "MANIFEST_CHECKSUMS 'CRC32C'");
   return `BASE_BACKUP ${parts.join(' ')}`;
 }
 

@@ -1,24 +1,23 @@
 /**
- * Writes the entries of one backup tar into a directory: files with the modes the server
- * gave them, each hashed (SHA-256) while written and fsynced when complete, so the restore
- * can be checked against the backup manifest without reading anything back.
+ * Writes the entries of one backup tar into a directory: directories and links here, files
+ * by the writer threads (./file-writers.ts), which hash each file while writing it and fsync
+ * it when complete, so the restore can be checked against the backup manifest without
+ * reading anything back.
  *
  * The main archive's `global/pg_control` is written under a pending name: without it no
  * server starts on a half-restored directory, and it takes its place only once everything
  * is verified. Tablespace links in `pg_tblspc/` point at the mapped directories.
  */
-import { createHash, type Hash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { WalvaultError } from '../errors';
+import type { FileWriterPool, WrittenFile } from './file-writers';
+import type { SlabRing } from './slab-ring';
 import type { TarEntry, TarSink } from './tar-reader';
 
 export const PENDING_CONTROL_FILE = 'global/pg_control.walvault-restoring';
 
-export interface ExtractedFile {
-  size: number;
-  sha256: string;
-}
+export type ExtractedFile = WrittenFile;
 
 export interface ExtractOptions {
   /** Where this archive's entries go. */
@@ -33,15 +32,18 @@ export interface ExtractOptions {
   files: Map<string, ExtractedFile>;
   /** Directories created, fsynced at the end. */
   dirs: Set<string>;
+  writers: FileWriterPool;
+  /** The slabs file contents are views of. */
+  ring: SlabRing;
   onBytes?: (n: number) => void;
 }
 
 export class Extractor implements TarSink {
-  private handle: fsp.FileHandle | null = null;
-  private hash: Hash | null = null;
+  /** The slab the tar reader is reading now: the contents it passes are views of it. */
+  slab: Buffer | null = null;
   private current: TarEntry | null = null;
-  private written = 0;
-  private position = 0;
+  private fileId: number | null = null;
+  private readonly closing: Array<Promise<void>> = [];
 
   constructor(private readonly o: ExtractOptions) {}
 
@@ -71,46 +73,36 @@ export class Extractor implements TarSink {
       await fsp.symlink(to, target);
       return;
     }
-    // 'wx': a restore never writes over something that is there.
-    this.handle = await fsp.open(target, 'wx', e.mode || 0o600);
-    this.hash = createHash('sha256');
-    this.written = 0;
-    this.position = 0;
+    // Created exclusively: a restore never writes over something that is there.
+    this.fileId = this.o.writers.open(target, e.mode || 0o600, e.size);
   }
 
-  async data(chunk: Buffer): Promise<void> {
-    const h = this.handle;
-    if (!h) throw new WalvaultError('INTERNAL', 'tar data outside a file');
-    this.hash!.update(chunk);
-    let at = 0;
-    while (at < chunk.length) {
-      const { bytesWritten } = await h.write(chunk, at, chunk.length - at, this.position);
-      at += bytesWritten;
-      this.position += bytesWritten;
-    }
-    this.written += chunk.length;
-    this.o.onBytes?.(chunk.length);
+  data(chunk: Buffer): void {
+    const slab = this.slab;
+    if (this.fileId === null || !slab || chunk.buffer !== slab.buffer) throw new WalvaultError('INTERNAL', 'tar data outside a file or its slab');
+    this.o.ring.retain(slab);
+    const n = chunk.length;
+    this.o.writers.write(this.fileId, chunk, () => {
+      this.o.ring.release(slab);
+      this.o.onBytes?.(n);
+    });
   }
 
-  async entryEnd(): Promise<void> {
+  entryEnd(): void {
     const e = this.current!;
-    if (e.type === 'file') {
-      const h = this.handle;
-      if (h) {
-        await h.sync();
-        await h.close();
-        this.handle = null;
-      }
-      this.o.files.set(this.o.manifestPrefix + e.path, { size: this.written, sha256: this.hash!.digest('hex') });
-      this.hash = null;
+    if (e.type === 'file' && this.fileId !== null) {
+      const key = this.o.manifestPrefix + e.path;
+      const done = this.o.writers.close(this.fileId).then((w) => void this.o.files.set(key, w));
+      done.catch(() => undefined); // awaited in finish()
+      this.closing.push(done);
+      this.fileId = null;
     }
     this.current = null;
   }
 
-  /** Closes a file left open by a failure. */
-  async abort(): Promise<void> {
-    await this.handle?.close().catch(() => undefined);
-    this.handle = null;
+  /** Every file of this archive written, fsynced and closed. */
+  async finish(): Promise<void> {
+    await Promise.all(this.closing);
   }
 }
 

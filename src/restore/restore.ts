@@ -2,16 +2,14 @@
  * `walvault restore`: one complete backup into a data directory, checked file by file
  * against the server's backup manifest, then made ready to recover from the archive.
  *
- * Parts are fetched several at once (each verified by its envelope, and against the SHA-256
- * the metadata records), decompressed when the server compressed the archive, and extracted
- * as they stream. Only when every file matches the manifest are the recovery settings
+ * Parts are fetched several at once (each verified by its envelope, whose proven SHA-256
+ * must also be the one the metadata records), decompressed into shared-memory slabs when the
+ * server compressed the archive, parsed here and written by writer threads that hash and
+ * fsync each file. Only when every file matches the manifest are the recovery settings
  * written and pg_control put in place: until then no server can start on the directory.
  */
-import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { Readable, Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import type { Archive } from '../archive/archive';
 import { listBackups, readCompleted, type BackupArchive, type BackupMetadata } from '../backup/catalog';
@@ -19,13 +17,18 @@ import { WalvaultError } from '../errors';
 import { Progress } from '../observe/progress';
 import { parseLsn } from '../wal/lsn';
 import { Extractor, PENDING_CONTROL_FILE, syncDirs, type ExtractedFile } from './extract';
+import { FileWriterPool } from './file-writers';
+import { isManifestChecksumAlgorithm, MANIFEST_CHECKSUM_ALGORITHMS, type ManifestChecksumAlgorithm } from './manifest-checksum';
 import { recoverySettings, type RecoveryTarget } from './recovery-settings';
+import { SlabRing } from './slab-ring';
+import { fillSlabs } from './tar-slabs';
 import { TarReader } from './tar-reader';
 
 /** Parts fetched ahead of the one being extracted. */
 const PARTS_AHEAD = 4;
-/** Bytes handed to the decompressor (and the tar reader) at a time. */
-const SLICE = 64 * 1024;
+/** Decompressed tar bytes in flight to the writer threads: SLABS x SLAB_SIZE. */
+const SLABS = 24;
+const SLAB_SIZE = 1024 * 1024;
 
 export interface RestoreOptions {
   archive: Archive;
@@ -99,12 +102,12 @@ async function prepareDir(dir: string, force: boolean, what: string): Promise<vo
 async function* partsOf(archive: Archive, a: BackupArchive): AsyncGenerator<Buffer> {
   const fetch = async (i: number): Promise<Buffer> => {
     const p = a.parts[i];
-    const body = await archive.get(p.key);
-    if (!body) throw new WalvaultError('ARCHIVE_CORRUPT', `${p.key} in ${archive.storage.description} is missing; the backup cannot be restored`);
-    if (body.length !== p.size || createHash('sha256').update(body).digest('hex') !== p.sha256) {
+    const got = await archive.getWithDigest(p.key);
+    if (!got) throw new WalvaultError('ARCHIVE_CORRUPT', `${p.key} in ${archive.storage.description} is missing; the backup cannot be restored`);
+    if (got.plaintext.length !== p.size || got.sha256.toString('hex') !== p.sha256) {
       throw new WalvaultError('ARCHIVE_CORRUPT', `${p.key} in ${archive.storage.description} does not match the backup's metadata (size or SHA-256)`);
     }
-    return body;
+    return got.plaintext;
   };
   const pending: Array<Promise<Buffer>> = [];
   let next = 0;
@@ -119,9 +122,7 @@ async function* partsOf(archive: Archive, a: BackupArchive): AsyncGenerator<Buff
   while (pending.length > 0) {
     const body = await pending.shift()!;
     fill();
-    // In slices: a decompressor turns each write into all of its output at once, and a
-    // 4 MiB part of a well-compressed tar would come out as ~100 MiB.
-    for (let at = 0; at < body.length; at += SLICE) yield body.subarray(at, Math.min(body.length, at + SLICE));
+    yield body;
   }
 }
 
@@ -133,23 +134,42 @@ interface ManifestEntry {
   Checksum?: string;
 }
 
-/** Every file the manifest names, with its size and SHA-256, and nothing it does not. */
-export function compareWithManifest(manifest: Buffer, files: Map<string, ExtractedFile>, label: string): string[] {
+export interface ParsedManifest {
+  /** The one checksum algorithm of its files (the server uses one per backup). */
+  algorithm: ManifestChecksumAlgorithm;
+  files: Array<{ path: string; size: number; checksum: string }>;
+}
+
+/** The files of a backup manifest; refuses one that cannot be checked. */
+export function parseManifest(manifest: Buffer, label: string): ParsedManifest {
   let parsed: { Files?: ManifestEntry[] };
   try {
     parsed = JSON.parse(manifest.toString('utf8'));
   } catch (err) {
-    return [`${label} is not valid JSON: ${(err as Error).message}`];
+    throw new WalvaultError('ARCHIVE_CORRUPT', `${label} is not valid JSON: ${(err as Error).message}`);
   }
+  const entries = parsed.Files ?? [];
+  const algorithms = new Set(entries.map((f) => f['Checksum-Algorithm'] ?? 'NONE'));
+  const algorithm = [...algorithms][0] ?? 'NONE';
+  if (algorithms.size > 1 || !isManifestChecksumAlgorithm(algorithm)) {
+    throw new WalvaultError('ARCHIVE_CORRUPT', `${label} uses checksum algorithms ${[...algorithms].join(', ')}; expected one of ${MANIFEST_CHECKSUM_ALGORITHMS.join(', ')}`);
+  }
+  return {
+    algorithm,
+    files: entries.map((f) => ({ path: f.Path ?? Buffer.from(f['Encoded-Path'] ?? '', 'hex').toString('utf8'), size: f.Size, checksum: (f.Checksum ?? '').toLowerCase() })),
+  };
+}
+
+/** Every file the manifest names, with its size and checksum, and nothing it does not. */
+export function compareWithManifest(manifest: ParsedManifest, files: Map<string, ExtractedFile>): string[] {
   const problems: string[] = [];
   const listed = new Set<string>();
-  for (const f of parsed.Files ?? []) {
-    const p = f.Path ?? Buffer.from(f['Encoded-Path'] ?? '', 'hex').toString('utf8');
-    listed.add(p);
-    const got = files.get(p);
-    if (!got) problems.push(`${p}: missing`);
-    else if (got.size !== f.Size) problems.push(`${p}: ${got.size} bytes, the manifest says ${f.Size}`);
-    else if (f['Checksum-Algorithm'] === 'SHA256' && got.sha256 !== f.Checksum) problems.push(`${p}: SHA-256 differs from the manifest`);
+  for (const f of manifest.files) {
+    listed.add(f.path);
+    const got = files.get(f.path);
+    if (!got) problems.push(`${f.path}: missing`);
+    else if (got.size !== f.size) problems.push(`${f.path}: ${got.size} bytes, the manifest says ${f.size}`);
+    else if (manifest.algorithm !== 'NONE' && got.checksum !== f.checksum) problems.push(`${f.path}: ${manifest.algorithm} checksum differs from the manifest`);
   }
   for (const p of files.keys()) if (!listed.has(p)) problems.push(`${p}: not in the manifest`);
   return problems;
@@ -175,6 +195,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   }
   const manifestBytes = await o.archive.get(meta.manifest.key);
   if (!manifestBytes) throw new WalvaultError('ARCHIVE_CORRUPT', `${meta.manifest.key} is missing; backup ${meta.name} cannot be checked`);
+  const manifest = parseManifest(manifestBytes, meta.manifest.key);
   await prepareDir(targetDir, o.force, 'target directory');
   for (const t of tablespaces) await prepareDir(t.dir, o.force, `tablespace ${t.oid} directory`);
 
@@ -185,51 +206,52 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   const files = new Map<string, ExtractedFile>();
   const dirs = new Set<string>([targetDir, ...tablespaces.map((t) => t.dir)]);
   const tablespaceDirs = new Map(tablespaces.map((t) => [t.oid, t.dir]));
-  for (const a of meta.archives) {
-    const isBase = a.tablespaceOid === null;
-    const root = isBase ? targetDir : tablespaceDirs.get(a.tablespaceOid!)!;
-    const extractor = new Extractor({
-      root,
-      manifestPrefix: isBase ? '' : `pg_tblspc/${a.tablespaceOid}/`,
-      isBase,
-      tablespaceDirs,
-      files,
-      dirs,
-      onBytes: (n) => progress.update((done += n)),
-    });
-    const label = `${a.name} of backup ${meta.name}`;
-    const reader = new TarReader(extractor, label);
-    const stages: Array<NodeJS.ReadableStream | NodeJS.WritableStream | NodeJS.ReadWriteStream> = [Readable.from(partsOf(o.archive, a))];
-    if (a.compression === 'zstd') {
-      const { DecompressStream } = require('zstd-napi') as typeof import('zstd-napi');
-      stages.push(new DecompressStream());
+  const writers = new FileWriterPool(manifest.algorithm);
+  const ring = new SlabRing(SLABS, SLAB_SIZE);
+  const writeFailure = writers.whenFailed();
+  writeFailure.catch(() => undefined); // raced below
+  try {
+    for (const a of meta.archives) {
+      const isBase = a.tablespaceOid === null;
+      const root = isBase ? targetDir : tablespaceDirs.get(a.tablespaceOid!)!;
+      const extractor = new Extractor({
+        root,
+        manifestPrefix: isBase ? '' : `pg_tblspc/${a.tablespaceOid}/`,
+        isBase,
+        tablespaceDirs,
+        files,
+        dirs,
+        writers,
+        ring,
+        onBytes: (n) => progress.update((done += n)),
+      });
+      const label = `${a.name} of backup ${meta.name}`;
+      const reader = new TarReader(extractor, label);
+      const parse = async (slab: Buffer, filled: Buffer) => {
+        extractor.slab = slab;
+        try {
+          await reader.write(filled);
+        } finally {
+          ring.release(slab);
+        }
+      };
+      try {
+        await Promise.race([fillSlabs(partsOf(o.archive, a), a.compression, ring, parse, label), writeFailure]);
+        reader.finish();
+        await Promise.race([extractor.finish(), writeFailure]);
+      } catch (err) {
+        throw err instanceof WalvaultError ? err : new WalvaultError('ARCHIVE_CORRUPT', `${label} cannot be read: ${(err as Error).message}`, { cause: err });
+      }
     }
-    stages.push(
-      new Writable({
-        write(chunk: Buffer, _enc, cb) {
-          reader.write(chunk).then(() => cb(), cb);
-        },
-        final(cb) {
-          try {
-            reader.finish();
-            cb();
-          } catch (err) {
-            cb(err as Error);
-          }
-        },
-      }),
-    );
-    try {
-      await (pipeline as (...s: unknown[]) => Promise<void>)(...stages);
-    } catch (err) {
-      await extractor.abort();
-      progress.finish();
-      throw err instanceof WalvaultError ? err : new WalvaultError('ARCHIVE_CORRUPT', `${label} cannot be read: ${(err as Error).message}`, { cause: err });
-    }
+  } catch (err) {
+    progress.finish();
+    throw err;
+  } finally {
+    await writers.destroy();
   }
   progress.finish();
 
-  const problems = compareWithManifest(manifestBytes, files, meta.manifest.key);
+  const problems = compareWithManifest(manifest, files);
   if (problems.length > 0) {
     throw new WalvaultError(
       'ARCHIVE_CORRUPT',

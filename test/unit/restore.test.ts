@@ -5,7 +5,10 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, test } from 'node:test';
-import { compareWithManifest } from '../../src/restore/restore';
+import { newChecksum, type ManifestChecksumAlgorithm } from '../../src/restore/manifest-checksum';
+import { compareWithManifest, parseManifest } from '../../src/restore/restore';
+
+const sha256Hex = (s: string) => createHash('sha256').update(s).digest('hex');
 import { checkTarget, confLiteral, recoverySettings, shellWord } from '../../src/restore/recovery-settings';
 import { TarReader, type TarEntry } from '../../src/restore/tar-reader';
 
@@ -111,20 +114,56 @@ describe('manifest comparison', () => {
     }),
   );
   test('names every missing, different and unlisted file', () => {
+    const parsed = parseManifest(manifest, 'm');
+    assert.equal(parsed.algorithm, 'SHA256');
     const ok = new Map([
-      ['PG_VERSION', { size: 3, sha256: sha('15\n') }],
-      ['pg_tblspc/16384/PG_15/x', { size: 1, sha256: sha('y') }],
+      ['PG_VERSION', { size: 3, checksum: sha('15\n') }],
+      ['pg_tblspc/16384/PG_15/x', { size: 1, checksum: sha('y') }],
     ]);
-    assert.deepEqual(compareWithManifest(manifest, ok, 'm'), []);
+    assert.deepEqual(compareWithManifest(parsed, ok), []);
     const bad = new Map([
-      ['PG_VERSION', { size: 3, sha256: sha('16\n') }],
-      ['stray', { size: 1, sha256: sha('z') }],
+      ['PG_VERSION', { size: 3, checksum: sha('16\n') }],
+      ['stray', { size: 1, checksum: sha('z') }],
     ]);
-    assert.deepEqual(compareWithManifest(manifest, bad, 'm'), [
-      'PG_VERSION: SHA-256 differs from the manifest',
+    assert.deepEqual(compareWithManifest(parsed, bad), [
+      'PG_VERSION: SHA256 checksum differs from the manifest',
       'pg_tblspc/16384/PG_15/x: missing',
       'stray: not in the manifest',
     ]);
+  });
+
+  test('refuses a manifest it cannot check', () => {
+    assert.throws(() => parseManifest(Buffer.from('{"Files": ['), 'm'), /m is not valid JSON/);
+    const mixed = { Files: [{ Path: 'a', Size: 1, 'Checksum-Algorithm': 'SHA256', Checksum: sha('a') }, { Path: 'b', Size: 1, 'Checksum-Algorithm': 'CRC32C', Checksum: '00000000' }] };
+    assert.throws(() => parseManifest(Buffer.from(JSON.stringify(mixed)), 'm'), /checksum algorithms SHA256, CRC32C/);
+    const unknown = { Files: [{ Path: 'a', Size: 1, 'Checksum-Algorithm': 'MD5', Checksum: 'x' }] };
+    assert.throws(() => parseManifest(Buffer.from(JSON.stringify(unknown)), 'm'), /MD5; expected one of/);
+  });
+});
+
+describe('manifest checksums', () => {
+  const digest = (alg: ManifestChecksumAlgorithm, ...pieces: string[]) => {
+    const c = newChecksum(alg);
+    for (const p of pieces) c.update(Buffer.from(p));
+    return c.digest();
+  };
+  test('CRC32C: the check value, little-endian as PostgreSQL prints it, the same in pieces', () => {
+    // CRC-32C of "123456789" is 0xE3069283 (RFC 3720); the server copies the uint32 as is.
+    assert.equal(digest('CRC32C', '123456789'), '839206e3');
+    assert.equal(digest('CRC32C', '1234', '', '56789'), '839206e3');
+    assert.equal(digest('CRC32C'), '00000000');
+  });
+  test('SHA-2 digests; NONE checks nothing', () => {
+    assert.equal(digest('SHA256', 'ab', 'c'), sha256Hex('abc'));
+    assert.equal(digest('SHA512', 'abc'), createHash('sha512').update('abc').digest('hex'));
+    assert.equal(digest('NONE', 'abc'), '');
+  });
+  test('reads shared memory views in place', () => {
+    const sab = Buffer.from(new SharedArrayBuffer(16));
+    sab.write('123456789', 3);
+    const c = newChecksum('CRC32C');
+    c.update(sab.subarray(3, 12));
+    assert.equal(c.digest(), '839206e3');
   });
 });
 

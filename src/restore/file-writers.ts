@@ -1,0 +1,394 @@
+/**
+ * Restored files are checksummed (for the manifest check) and written by worker threads,
+ * off the thread that decompresses and parses the archive. Decompressing one zstd stream
+ * cannot be split; hashing and writing can run beside it.
+ *
+ * - A small file goes whole to one worker: it creates it, hashes and writes each piece,
+ *   and fsyncs and closes it at the end.
+ * - A large file (a relation segment of up to 1 GiB) is where the time goes, and one thread
+ *   hashing and writing it would hold the whole restore to that thread's speed. So one
+ *   worker hashes it (a hash runs in order), while every piece is written at its offset by
+ *   whichever worker is least busy; this thread opens it, flushes it every FLUSH_EVERY bytes
+ *   so the disk works while the CPUs do, and fsyncs and closes it at the end.
+ *
+ * File contents travel as views of shared memory (the slabs of ./slab-ring.ts). A worker
+ * acknowledges each piece once done with it, in the order it got them; the caller's callback
+ * runs when every worker given the piece is done, and releases the slab.
+ */
+import * as fs from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import { WalvaultError } from '../errors';
+import { newChecksum, type IncrementalChecksum, type ManifestChecksumAlgorithm } from './manifest-checksum';
+
+export interface WrittenFile {
+  size: number;
+  /** In the backup manifest's checksum algorithm, hex as the manifest writes it. */
+  checksum: string;
+}
+
+/** From this size on a file is hashed by one worker and written by all. */
+const LARGE_FILE = 8 * 1024 * 1024;
+/** Pages are flushed while a file is written, this often, rather than all at its fsync. */
+const FLUSH_EVERY = 32 * 1024 * 1024;
+
+type ToWorker =
+  | { op: 'open'; id: number; path: string; mode: number }
+  | { op: 'data'; id: number; bytes: Uint8Array }
+  | { op: 'close'; id: number }
+  | { op: 'hash'; id: number; bytes: Uint8Array }
+  | { op: 'digest'; id: number }
+  | { op: 'pwrite'; id: number; fd: number; position: number; bytes: Uint8Array; path: string }
+  | { op: 'abort' };
+
+type FromWorker =
+  | { op: 'ack'; bytes: number }
+  | { op: 'closed'; id: number; size: number; checksum: string }
+  | { op: 'digested'; id: number; checksum: string }
+  | { op: 'error'; id: number; path: string; message: string; code?: string }
+  | { op: 'aborted' };
+
+interface WriterThread {
+  worker: Worker;
+  /** Callbacks of the pieces posted and not yet done, in posting order. */
+  acks: Array<() => void>;
+  /** Bytes posted and not yet done: work goes to the least busy worker. */
+  queued: number;
+}
+
+interface SmallFile {
+  kind: 'small';
+  owner: WriterThread;
+}
+
+interface LargeFile {
+  kind: 'large';
+  path: string;
+  fd: number;
+  hasher: WriterThread;
+  position: number;
+  writesPending: number;
+  writesDone: (() => void) | null;
+  unflushed: number;
+  flushing: Promise<void> | null;
+}
+
+interface Waiter<T> {
+  resolve(v: T): void;
+  reject(err: Error): void;
+}
+
+export class FileWriterPool {
+  private readonly threads: WriterThread[] = [];
+  private readonly files = new Map<number, SmallFile | LargeFile>();
+  private readonly closes = new Map<number, Waiter<WrittenFile>>();
+  private readonly digests = new Map<number, Waiter<string>>();
+  private nextId = 1;
+  private failure: Error | null = null;
+  private failed: Array<(err: Error) => void> = [];
+
+  constructor(algorithm: ManifestChecksumAlgorithm, size = Math.max(2, Math.min(4, availableParallelism()))) {
+    for (let i = 0; i < size; i++) {
+      const worker = new Worker(__filename, { workerData: { algorithm }, resourceLimits: { maxYoungGenerationSizeMb: 8, maxOldGenerationSizeMb: 64 } });
+      const t: WriterThread = { worker, acks: [], queued: 0 };
+      worker.on('message', (m: FromWorker) => this.onMessage(t, m));
+      worker.on('error', (err) => this.fail(new WalvaultError('INTERNAL', `a restore writer thread failed: ${err.message}`, { cause: err })));
+      worker.on('exit', (code) => {
+        if (code !== 0) this.fail(new WalvaultError('INTERNAL', `a restore writer thread exited with code ${code}`));
+      });
+      this.threads.push(t);
+    }
+  }
+
+  private onMessage(t: WriterThread, m: FromWorker): void {
+    if (m.op === 'ack') {
+      t.queued -= m.bytes;
+      t.acks.shift()?.();
+    } else if (m.op === 'closed') {
+      this.files.delete(m.id);
+      take(this.closes, m.id)?.resolve({ size: m.size, checksum: m.checksum });
+    } else if (m.op === 'digested') {
+      take(this.digests, m.id)?.resolve(m.checksum);
+    } else if (m.op === 'error') {
+      this.fail(writeError(m.path, m));
+    }
+  }
+
+  private fail(err: Error): void {
+    if (this.failure) return;
+    this.failure = err;
+    for (const w of [...this.closes.values(), ...this.digests.values()]) w.reject(err);
+    this.closes.clear();
+    this.digests.clear();
+    for (const f of this.failed) f(err);
+    this.failed = [];
+  }
+
+  /** Rejects when any write fails, so a caller waiting on something else learns of it. */
+  whenFailed(): Promise<never> {
+    return new Promise((_, reject) => {
+      if (this.failure) reject(this.failure);
+      else this.failed.push(reject);
+    });
+  }
+
+  private check(): void {
+    if (this.failure) throw this.failure;
+  }
+
+  private leastBusy(): WriterThread {
+    return this.threads.reduce((a, b) => (b.queued < a.queued ? b : a));
+  }
+
+  private post(t: WriterThread, m: ToWorker, bytes = 0, done?: () => void): void {
+    if (done) {
+      t.acks.push(done);
+      t.queued += bytes;
+    }
+    t.worker.postMessage(m);
+  }
+
+  /** Creates `file` (it must not exist yet) with `mode` for `size` bytes; returns its id. */
+  open(file: string, mode: number, size: number): number {
+    this.check();
+    const id = this.nextId++;
+    if (size < LARGE_FILE) {
+      const owner = this.leastBusy();
+      this.files.set(id, { kind: 'small', owner });
+      this.post(owner, { op: 'open', id, path: file, mode });
+      return id;
+    }
+    let fd: number;
+    try {
+      fd = fs.openSync(file, 'wx', mode);
+    } catch (err) {
+      throw writeError(file, err as NodeJS.ErrnoException);
+    }
+    this.files.set(id, { kind: 'large', path: file, fd, hasher: this.leastBusy(), position: 0, writesPending: 0, writesDone: null, unflushed: 0, flushing: null });
+    return id;
+  }
+
+  /**
+   * Appends `bytes` (a view of shared memory, left unchanged until `done` runs) to the
+   * file `id`.
+   */
+  write(id: number, bytes: Uint8Array, done: () => void): void {
+    this.check();
+    if (!(bytes.buffer instanceof SharedArrayBuffer)) throw new WalvaultError('INTERNAL', 'restore writers take shared memory only');
+    const f = this.files.get(id)!;
+    const n = bytes.byteLength;
+    if (f.kind === 'small') {
+      this.post(f.owner, { op: 'data', id, bytes }, n, done);
+      return;
+    }
+    let left = 2;
+    const both = () => {
+      if (--left === 0) done();
+    };
+    this.post(f.hasher, { op: 'hash', id, bytes }, n, both);
+    f.writesPending++;
+    this.post(this.leastBusy(), { op: 'pwrite', id, fd: f.fd, position: f.position, bytes, path: f.path }, n, () => {
+      f.writesPending--;
+      f.unflushed += n;
+      if (f.unflushed >= FLUSH_EVERY && !f.flushing) this.flush(f);
+      if (f.writesPending === 0) f.writesDone?.();
+      both();
+    });
+    f.position += n;
+  }
+
+  private flush(f: LargeFile): void {
+    f.unflushed = 0;
+    f.flushing = new Promise<void>((resolve) => {
+      fs.fdatasync(f.fd, (err) => {
+        if (err) this.fail(writeError(f.path, err));
+        f.flushing = null;
+        resolve();
+      });
+    });
+  }
+
+  /** Ends the file: resolves, once it is fsynced and closed, with its size and SHA-256. */
+  close(id: number): Promise<WrittenFile> {
+    this.check();
+    const f = this.files.get(id)!;
+    if (f.kind === 'small') {
+      return new Promise((resolve, reject) => {
+        this.closes.set(id, { resolve, reject });
+        this.post(f.owner, { op: 'close', id });
+      });
+    }
+    const digest = new Promise<string>((resolve, reject) => {
+      this.digests.set(id, { resolve, reject });
+      this.post(f.hasher, { op: 'digest', id });
+    });
+    const written = f.writesPending === 0 ? Promise.resolve() : new Promise<void>((resolve) => (f.writesDone = resolve));
+    return (async () => {
+      const checksum = await digest;
+      await written;
+      await f.flushing;
+      try {
+        await new Promise<void>((resolve, reject) => fs.fsync(f.fd, (err) => (err ? reject(err) : resolve())));
+      } catch (err) {
+        throw writeError(f.path, err as NodeJS.ErrnoException);
+      } finally {
+        fs.close(f.fd, () => undefined);
+        this.files.delete(id);
+      }
+      return { size: f.position, checksum };
+    })();
+  }
+
+  /** Stops the threads, closing the files a failure left open (as they are). */
+  async destroy(): Promise<void> {
+    for (const f of this.files.values()) if (f.kind === 'large') fs.close(f.fd, () => undefined);
+    this.files.clear();
+    await Promise.all(
+      this.threads.map(
+        (t) =>
+          new Promise<void>((resolve) => {
+            const timer = setTimeout(() => void t.worker.terminate().then(() => resolve()), 5000);
+            t.worker.on('message', (m: FromWorker) => {
+              if (m.op !== 'aborted') return;
+              clearTimeout(timer);
+              void t.worker.terminate().then(() => resolve());
+            });
+            t.worker.once('exit', () => {
+              clearTimeout(timer);
+              resolve();
+            });
+            t.worker.postMessage({ op: 'abort' } satisfies ToWorker);
+          }),
+      ),
+    );
+  }
+}
+
+function take<T>(m: Map<number, T>, id: number): T | undefined {
+  const v = m.get(id);
+  m.delete(id);
+  return v;
+}
+
+function writeError(file: string, e: { code?: string; message: string }): WalvaultError {
+  return new WalvaultError('STORAGE_IO', e.code === 'EEXIST' ? `${file} already exists (a restore never writes over a file)` : `cannot write ${file}: ${e.message}`);
+}
+
+interface OpenFile {
+  fd: number;
+  path: string;
+  hash: IncrementalChecksum;
+  size: number;
+  unflushed: number;
+  /** Runs when the flush in progress ends; null when none is. */
+  flushing: Array<() => void> | null;
+}
+
+if (!isMainThread && parentPort) {
+  const algorithm = (workerData as { algorithm: ManifestChecksumAlgorithm }).algorithm;
+  const port = parentPort;
+  /** Small files this worker writes whole. */
+  const open = new Map<number, OpenFile>();
+  /** Large files this worker hashes. */
+  const hashes = new Map<number, IncrementalChecksum>();
+  const failedIds = new Set<number>();
+  const report = (id: number, file: string, err: unknown) => {
+    failedIds.add(id);
+    const e = err as NodeJS.ErrnoException;
+    port.postMessage({ op: 'error', id, path: file, message: e.message, code: e.code } satisfies FromWorker);
+  };
+  const ack = (bytes: number) => port.postMessage({ op: 'ack', bytes } satisfies FromWorker);
+  const writeAll = (fd: number, bytes: Uint8Array, position: number | null) => {
+    let at = 0;
+    while (at < bytes.byteLength) at += fs.writeSync(fd, bytes, at, bytes.byteLength - at, position === null ? null : position + at);
+  };
+  // fdatasync on the thread pool; this thread goes on writing.
+  const flush = (id: number, f: OpenFile, then?: () => void) => {
+    if (f.flushing) {
+      if (then) f.flushing.push(then);
+      return;
+    }
+    f.flushing = then ? [then] : [];
+    f.unflushed = 0;
+    fs.fdatasync(f.fd, (err) => {
+      if (err) report(id, f.path, err);
+      const waiting = f.flushing ?? [];
+      f.flushing = null;
+      for (const w of waiting) w();
+    });
+  };
+  port.on('message', (m: ToWorker) => {
+    switch (m.op) {
+      case 'abort': {
+        for (const f of open.values()) fs.close(f.fd, () => undefined);
+        open.clear();
+        port.postMessage({ op: 'aborted' } satisfies FromWorker);
+        return;
+      }
+      case 'open': {
+        try {
+          open.set(m.id, { fd: fs.openSync(m.path, 'wx', m.mode), path: m.path, hash: newChecksum(algorithm), size: 0, unflushed: 0, flushing: null });
+        } catch (err) {
+          report(m.id, m.path, err);
+        }
+        return;
+      }
+      case 'data': {
+        const f = open.get(m.id);
+        if (f && !failedIds.has(m.id)) {
+          try {
+            f.hash.update(m.bytes);
+            writeAll(f.fd, m.bytes, null);
+            f.size += m.bytes.byteLength;
+            f.unflushed += m.bytes.byteLength;
+            if (f.unflushed >= FLUSH_EVERY && !f.flushing) flush(m.id, f);
+          } catch (err) {
+            report(m.id, f.path, err);
+          }
+        }
+        ack(m.bytes.byteLength);
+        return;
+      }
+      case 'close': {
+        // The fsync runs on the thread pool while this thread goes on with the next files.
+        const f = open.get(m.id);
+        if (!f) return;
+        open.delete(m.id);
+        const checksum = f.hash.digest();
+        const finish = () =>
+          fs.fsync(f.fd, (syncErr) => {
+            fs.close(f.fd, (closeErr) => {
+              const err = syncErr ?? closeErr;
+              if (err) report(m.id, f.path, err);
+              else if (!failedIds.has(m.id)) port.postMessage({ op: 'closed', id: m.id, size: f.size, checksum } satisfies FromWorker);
+            });
+          });
+        if (f.flushing) f.flushing.push(finish);
+        else finish();
+        return;
+      }
+      case 'hash': {
+        let h = hashes.get(m.id);
+        if (!h) hashes.set(m.id, (h = newChecksum(algorithm)));
+        h.update(m.bytes);
+        ack(m.bytes.byteLength);
+        return;
+      }
+      case 'digest': {
+        const h = hashes.get(m.id) ?? newChecksum(algorithm);
+        hashes.delete(m.id);
+        port.postMessage({ op: 'digested', id: m.id, checksum: h.digest() } satisfies FromWorker);
+        return;
+      }
+      case 'pwrite': {
+        try {
+          writeAll(m.fd, m.bytes, m.position);
+        } catch (err) {
+          report(m.id, m.path, err);
+        }
+        ack(m.bytes.byteLength);
+        return;
+      }
+    }
+  });
+}
