@@ -21,7 +21,7 @@ import type { Storage } from '../storage/storage';
 import { bufferSource, digestOf, fileSource, windowPool, type BodySource } from './body-source';
 import { codecByName, type CodecName } from './codecs';
 import { newDataKey, type PrivateKey, type PublicKey } from './encryption';
-import { decodeEnvelopeAsync, encodeEnvelope, encodeFramedHeader, encodePlainHeader, readEnvelopeHeader, sha256Async } from './envelope';
+import { decodeEnvelopeAsync, encodeEnvelope, encodeFramedHeader, encodePlainHeader, readEnvelopeHeader, sha256Async, type EnvelopeHeader } from './envelope';
 import { encodeFrames, readTrailer, TRAILER_LENGTH } from './framed-body';
 
 /**
@@ -372,6 +372,29 @@ export class Archive {
     if (buf === null) return null;
     const { header, plaintext } = await decodeEnvelopeAsync(buf, this.label(key), this.options.privateKey);
     return { plaintext, sha256: header.sha256 };
+  }
+
+  /**
+   * Reads and checks one stored object whole: the envelope decoded and its plaintext SHA-256
+   * proven; or, for an encrypted object when no private key was given, the header and the
+   * trailer's SHA-256 of the stored bytes (plaintext then null). Null when there is no such
+   * object; damage throws ARCHIVE_CORRUPT naming the key.
+   */
+  async checkObject(key: string): Promise<{ header: EnvelopeHeader; plaintext: Buffer | null; storedBytes: number } | null> {
+    const buf = await this.storage.get(key);
+    if (buf === null) return null;
+    const label = this.label(key);
+    const header = readEnvelopeHeader(buf, label);
+    if (header.encryption !== 'none' && !this.options.privateKey) {
+      const trailer = readTrailer(buf.subarray(Math.max(0, buf.length - TRAILER_LENGTH)));
+      if (typeof trailer === 'string') throw new WalvaultError('ARCHIVE_CORRUPT', `${label}: ${trailer}`);
+      if (trailer.objectLength !== buf.length) throw new WalvaultError('ARCHIVE_CORRUPT', `${label}: its trailer records ${trailer.objectLength} bytes, but it has ${buf.length} (truncated or damaged)`);
+      const stored = await sha256Async(buf.subarray(0, buf.length - TRAILER_LENGTH));
+      if (!stored.equals(trailer.sha256)) throw new WalvaultError('ARCHIVE_CORRUPT', `${label}: its bytes do not match the SHA-256 its trailer records: the object was altered or damaged in storage`);
+      return { header, plaintext: null, storedBytes: buf.length };
+    }
+    const { plaintext } = await decodeEnvelopeAsync(buf, label, this.options.privateKey);
+    return { header, plaintext, storedBytes: buf.length };
   }
 
   async exists(key: string): Promise<boolean> {

@@ -56,6 +56,32 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('check')
+    .description('which backups the archive can restore and to where; missing WAL (as ranges), history files and backup parts; exit 0 clean, 1 something missing, 2 could not check')
+    .addOption(configOption())
+    .addOption(siteOption())
+    .addOption(archiveOption())
+    .option('--private-key <file>', "private key of an encrypted archive (default: the site's encryption_private_key_file)")
+    .option('--json', 'the report as JSON')
+    .action(async (opts) => {
+      const { checkCommand } = await import('./check');
+      process.exitCode = await checkCommand(opts);
+    });
+
+  program
+    .command('verify')
+    .description('read every stored object and check it (envelope checksums; WAL page headers against the cluster); each bad object named; exit 0 good, 1 bad objects, 2 could not check')
+    .addOption(configOption())
+    .addOption(siteOption())
+    .addOption(archiveOption())
+    .option('--private-key <file>', "private key, to check encrypted objects' contents too (without it: their stored checksums)")
+    .option('--json', 'the report as JSON')
+    .action(async (opts) => {
+      const { verifyCommand } = await import('./check');
+      process.exitCode = await verifyCommand(opts);
+    });
+
+  program
     .command('wal-push')
     .description('archive_command helper: store the WAL file at WALPATH in the archive, as the receiver would')
     .argument('<walpath>', 'path of the WAL file as PostgreSQL gives it (%p)')

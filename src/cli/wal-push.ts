@@ -17,34 +17,8 @@ import { openSiteArchive } from '../archive/site-archive';
 import { defaultCompression } from '../config/config';
 import { WalvaultError } from '../errors';
 import { isHistoryFileName, isSegmentFileName, parseSegmentFileName, segmentStartOfNumber } from '../wal/lsn';
-import { detectEndianness, pageMagicForMajor, verifySegmentPages } from '../wal/page-header';
+import { pageMagicForMajor, readLongPageHeader, verifySegmentPages } from '../wal/page-header';
 import { archiveFromOptions } from './archive-option';
-
-const MAJORS = [13, 14, 15, 16, 17, 18];
-
-interface LongHeader {
-  major: number;
-  systemId: bigint;
-  segSize: number;
-  blockSize: number;
-}
-
-/** The first page's long header (see ../wal/page-header.ts for the layout). */
-function readLongHeader(data: Buffer, label: string): LongHeader {
-  for (const major of MAJORS) {
-    const magic = pageMagicForMajor(major);
-    const endian = detectEndianness(data, magic);
-    if (!endian || data.length < 40) continue;
-    const le = endian === 'le';
-    return {
-      major,
-      systemId: le ? data.readBigUInt64LE(24) : data.readBigUInt64BE(24),
-      segSize: le ? data.readUInt32LE(32) : data.readUInt32BE(32),
-      blockSize: le ? data.readUInt32LE(36) : data.readUInt32BE(36),
-    };
-  }
-  throw new WalvaultError('WAL_BAD_PAGE', `${label} does not start with a WAL page header of PostgreSQL 13 to 18; is it a WAL segment?`);
-}
 
 export async function walPushCommand(walPath: string, opts: { config?: string; site?: string; archive?: string }): Promise<void> {
   const name = path.basename(walPath);
@@ -64,7 +38,7 @@ export async function walPushCommand(walPath: string, opts: { config?: string; s
   const archive = openSiteArchive({ ...settings, compression: settings.compression ?? defaultCompression(settings.archive) }, 'write');
   try {
     if (segmentLike) {
-      const h = readLongHeader(data, walPath);
+      const h = readLongPageHeader(data, walPath);
       const seg = parseSegmentFileName(name.slice(0, 24), h.segSize);
       if (isSegmentFileName(name) && data.length !== h.segSize) {
         throw new WalvaultError('WAL_BAD_PAGE', `${walPath} is ${data.length} bytes, but its header says segments are ${h.segSize}; refusing an incomplete segment`);

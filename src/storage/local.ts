@@ -180,7 +180,8 @@ export class LocalStorage implements Storage {
         if (key.startsWith(prefix) || prefix.startsWith(key + '/')) await this.walk(full, key, prefix, out);
       } else if (entry.isFile() && key.startsWith(prefix)) {
         try {
-          out.push({ key, size: (await fs.stat(full)).size });
+          const st = await fs.stat(full);
+          out.push({ key, size: st.size, modified: st.mtime });
         } catch (err) {
           // Deleted between readdir and stat: it is simply not there any more.
           if (!isMissing(err)) throw ioError('stat', full, err);

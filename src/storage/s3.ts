@@ -253,7 +253,7 @@ export class S3Storage implements Storage {
       for await (const page of pages) {
         for (const o of page.Contents ?? []) {
           if (o.Key === undefined || !o.Key.startsWith(base)) continue;
-          found.push({ key: o.Key.slice(base.length), size: Number(o.Size ?? 0) });
+          found.push({ key: o.Key.slice(base.length), size: Number(o.Size ?? 0), modified: o.LastModified });
         }
       }
     } catch (err) {

@@ -8,6 +8,8 @@
 export interface ObjectInfo {
   key: string;
   size: number;
+  /** When it was last written, where the store says (listings). */
+  modified?: Date;
 }
 
 /**

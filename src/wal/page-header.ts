@@ -187,3 +187,29 @@ export function verifySegmentPages(data: Buffer, validLength: number, segStart: 
   if (validLength > data.length) throw new RangeError(`validLength ${validLength} exceeds the buffer`);
   new PageChecker(segStart, ctx).feed(data.subarray(0, validLength));
 }
+
+const MAJORS = [13, 14, 15, 16, 17, 18];
+
+export interface LongPageHeader {
+  major: number;
+  systemId: bigint;
+  segSize: number;
+  blockSize: number;
+}
+
+/** A segment's first page's long header, whichever supported major and byte order wrote it. */
+export function readLongPageHeader(data: Buffer, label: string): LongPageHeader {
+  for (const major of MAJORS) {
+    const magic = pageMagicForMajor(major);
+    const endian = detectEndianness(data, magic);
+    if (!endian || data.length < 40) continue;
+    const le = endian === 'le';
+    return {
+      major,
+      systemId: le ? data.readBigUInt64LE(24) : data.readBigUInt64BE(24),
+      segSize: le ? data.readUInt32LE(32) : data.readUInt32BE(32),
+      blockSize: le ? data.readUInt32LE(36) : data.readUInt32BE(36),
+    };
+  }
+  throw new WalvaultError('WAL_BAD_PAGE', `${label} does not start with a WAL page header of PostgreSQL 13 to 18; is it a WAL segment?`);
+}

@@ -153,7 +153,9 @@ describe('LocalStorage', () => {
     const s = new LocalStorage(root);
     await s.put('wal/a', Buffer.from('a'));
     await fs.writeFile(path.join(root, 'wal', `.b.tmp-${process.pid}-00ff`), 'half');
-    assert.deepEqual(await s.list(''), [{ key: 'wal/a', size: 1 }]);
+    const listed = await s.list('');
+    assert.deepEqual(listed.map((o) => ({ key: o.key, size: o.size })), [{ key: 'wal/a', size: 1 }]);
+    assert.ok(listed[0].modified instanceof Date && Math.abs(listed[0].modified.getTime() - Date.now()) < 60000, 'with its modification time');
   });
 
   test('replace is atomic: readers see the old or the new object, never a mix', async (t) => {

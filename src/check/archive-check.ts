@@ -1,0 +1,222 @@
+/**
+ * `walvault check`: the archive's own account of what it can restore. From the complete
+ * backups, the WAL objects and the timeline history files it works out, for every backup,
+ * the WAL recovery would read from the backup's start on (across timeline switches, to the
+ * newest timeline the backup leads to), whether the backup becomes consistent (WAL through
+ * its stop LSN), and how far it can be recovered; and it lists every missing segment (as
+ * ranges), history file and backup part. Nothing is written.
+ */
+import { Archive } from '../archive/archive';
+import { backupPrefix, listBackups, type BackupMetadata } from '../backup/catalog';
+import { WalvaultError } from '../errors';
+import { formatLsn, isHistoryFileName, isSegmentFileName, parseLsn, parseSegmentFileName, segmentNumber, segmentStartOfNumber, historyFileName, type Lsn } from '../wal/lsn';
+import { parseTimelineHistory, type TimelineHistoryEntry } from '../wal/timeline-history';
+import { describeRange, missingRanges, pathContains, scanChain, timelinePath, type ArchivedWal, type MissingRange, type PathStep } from './wal-chain';
+
+const WAL_PREFIX = 'wal/';
+
+export interface BackupCheck {
+  name: string;
+  startLsn: string;
+  stopLsn: string;
+  timeline: number;
+  /** The timeline recovery from it follows to. */
+  recoveryTimeline: number;
+  /** WAL from start through stop LSN is archived. */
+  consistent: boolean;
+  missingParts: string[];
+  restorable: boolean;
+  /** How far recovery from it reaches without a gap (null when not even to consistency). */
+  recoverableTo: { lsn: string; timeline: number; archivedAt: string | null } | null;
+  problems: string[];
+}
+
+export interface CheckReport {
+  archive: string;
+  checkedAt: string;
+  segmentSize: number;
+  /** The newest timeline in the archive. */
+  timeline: number;
+  newest: { lsn: string; timeline: number; object: string; archivedAt: string | null } | null;
+  missingSegments: MissingRange[];
+  missingHistoryFiles: string[];
+  /** Where the WAL ends in a `.partial` only (the receiver's newest bytes, or a gap's edge). */
+  partialOnly: string[];
+  backups: BackupCheck[];
+  /** Every problem, in words. */
+  problems: string[];
+  ok: boolean;
+}
+
+interface Gathered {
+  segSize: number;
+  wal: ArchivedWal;
+  modified: Map<string, Date | undefined>;
+  histories: Map<number, TimelineHistoryEntry[]>;
+  timelines: Set<number>;
+  backups: BackupMetadata[];
+  backupObjects: Set<string>;
+}
+
+async function gather(archive: Archive): Promise<Gathered> {
+  const cluster = await archive.readCluster();
+  if (!cluster) throw new WalvaultError('ARCHIVE_NOT_FOUND', `${archive.storage.description} has no cluster.json: it is not a walvault archive (or not this one); check the location`);
+  const segSize = cluster.walSegmentSize;
+  const objects = await archive.storage.list(WAL_PREFIX);
+  const wal: ArchivedWal = { segments: new Set(), partials: new Map() };
+  const modified = new Map<string, Date | undefined>();
+  const histories = new Map<number, TimelineHistoryEntry[]>();
+  const timelines = new Set<number>([1]);
+  for (const o of objects) {
+    const name = o.key.slice(WAL_PREFIX.length);
+    modified.set(name, o.modified);
+    if (isSegmentFileName(name)) {
+      wal.segments.add(name);
+      timelines.add(parseSegmentFileName(name, segSize).tli);
+    } else if (name.endsWith('.partial') && isSegmentFileName(name.slice(0, -'.partial'.length))) {
+      const seg = name.slice(0, -'.partial'.length);
+      wal.partials.set(seg, null);
+      timelines.add(parseSegmentFileName(seg, segSize).tli);
+    } else if (isHistoryFileName(name)) {
+      const tli = parseInt(name.slice(0, 8), 16);
+      const body = await archive.get(o.key);
+      if (body) histories.set(tli, parseTimelineHistory(body.toString('utf8'), o.key));
+      timelines.add(tli);
+    }
+  }
+  // A partial's length is its plaintext's: decoded, so compression and encryption do not matter.
+  for (const seg of wal.partials.keys()) wal.partials.set(seg, (await archive.get(Archive.walKey(`${seg}.partial`)))?.length ?? 0);
+  const backups = await listBackups(archive);
+  for (const b of backups) timelines.add(b.stopTimeline).add(b.startTimeline);
+  const backupObjects = new Set((await archive.storage.list('backups/')).map((o) => o.key));
+  return { segSize, wal, modified, histories, timelines, backups, backupObjects };
+}
+
+/** The path to timeline `tli`, or null when a history file it needs is missing. */
+function pathTo(tli: number, g: Gathered, missingHistory: Set<string>): PathStep[] | null {
+  if (tli === 1) return timelinePath(1, []);
+  const h = g.histories.get(tli);
+  if (!h) {
+    missingHistory.add(historyFileName(tli));
+    return null;
+  }
+  return timelinePath(tli, h);
+}
+
+export async function checkArchive(archive: Archive): Promise<CheckReport> {
+  const g = await gather(archive);
+  const { segSize, wal } = g;
+  const missingHistory = new Set<string>();
+  const timelines = [...g.timelines].sort((a, b) => b - a);
+  const latest = timelines[0];
+  for (const t of timelines) pathTo(t, g, missingHistory);
+  const latestPath = pathTo(latest, g, missingHistory) ?? timelinePath(latest, []);
+
+  // The newest archived position: the highest segment (or partial) on the newest timeline's path.
+  let newestSegNo = -1n;
+  let newestName: string | null = null;
+  for (const name of [...wal.segments, ...wal.partials.keys()]) {
+    const { tli, segNo } = parseSegmentFileName(name, segSize);
+    if (!pathContains(latestPath, tli, segmentStartOfNumber(segNo, segSize)) && !latestPath.some((s) => s.tli === tli)) continue;
+    if (segNo > newestSegNo || (segNo === newestSegNo && wal.segments.has(name))) {
+      newestSegNo = segNo;
+      newestName = wal.segments.has(name) ? name : `${name}.partial`;
+    }
+  }
+  const at = (name: string | null) => (name ? (g.modified.get(name)?.toISOString() ?? null) : null);
+
+  const problems: string[] = [];
+  const partialOnly = new Set<string>();
+  const backups: BackupCheck[] = [];
+  for (const b of g.backups) {
+    const stop = parseLsn(b.stopLsn);
+    const start = parseLsn(b.startLsn);
+    // The newest timeline recovery from this backup can follow: one whose path holds its stop.
+    let path: PathStep[] | null = null;
+    let recoveryTimeline = b.stopTimeline;
+    for (const t of timelines) {
+      const p = g.histories.has(t) || t === 1 ? pathTo(t, g, missingHistory) : null;
+      if (p && pathContains(p, b.stopTimeline, stop)) {
+        path = p;
+        recoveryTimeline = t;
+        break;
+      }
+    }
+    path ??= timelinePath(b.stopTimeline, []);
+    const scan = scanChain(path, start, newestSegNo, wal, segSize);
+    if (scan.endPartial) partialOnly.add(scan.endPartial);
+    const consistent = scan.reachedLsn >= stop;
+    const missingParts: string[] = [];
+    for (const a of b.archives) for (const p of a.parts) if (!g.backupObjects.has(p.key)) missingParts.push(p.key);
+    if (!g.backupObjects.has(b.manifest.key)) missingParts.push(b.manifest.key);
+    const own: string[] = [];
+    if (!consistent) own.push(`WAL needed to make it consistent is missing: ${scan.firstMissing} (the backup needs ${b.startLsn}..${b.stopLsn})`);
+    if (missingParts.length > 0) own.push(`${missingParts.length} object(s) of the backup are missing: ${missingParts.slice(0, 3).join(', ')}${missingParts.length > 3 ? ', ...' : ''}`);
+    if (consistent && scan.firstMissing) own.push(`recovery stops at ${formatLsn(scan.reachedLsn)}: ${scan.firstMissing} is missing`);
+    for (const p of own) problems.push(`backup ${b.name}: ${p}`);
+    const lastObject = scan.endPartial ?? scan.lastSegment;
+    backups.push({
+      name: b.name,
+      startLsn: b.startLsn,
+      stopLsn: b.stopLsn,
+      timeline: b.stopTimeline,
+      recoveryTimeline,
+      consistent,
+      missingParts,
+      restorable: consistent && missingParts.length === 0,
+      recoverableTo: consistent ? { lsn: formatLsn(scan.reachedLsn), timeline: scan.reachedTli, archivedAt: at(lastObject) } : null,
+      problems: own,
+    });
+  }
+  if (g.backups.length === 0) problems.push('no complete backup: nothing can be restored; take one with "walvault backup push"');
+
+  // Gaps in the WAL from the oldest backup's start (or the oldest segment) to the newest.
+  const firstSeg = g.backups.length > 0 ? segmentNumber(parseLsn(g.backups[0].startLsn), segSize) : lowestSegNo(wal, segSize);
+  const missing = newestSegNo >= 0n && firstSeg !== null ? missingRanges(latestPath, firstSeg, newestSegNo, wal, segSize) : [];
+  for (const r of missing) problems.push(`WAL missing: ${describeRange(r)}`);
+  for (const h of [...missingHistory].sort()) problems.push(`timeline history file missing: ${h}`);
+
+  let newest: CheckReport['newest'] = null;
+  if (newestName) {
+    const seg = newestName.replace(/\.partial$/, '');
+    const { tli } = parseSegmentFileName(seg, segSize);
+    const end: Lsn = newestName.endsWith('.partial') ? segmentStartOfNumber(newestSegNo, segSize) + BigInt(wal.partials.get(seg) ?? 0) : segmentStartOfNumber(newestSegNo + 1n, segSize);
+    newest = { lsn: formatLsn(end), timeline: tli, object: newestName, archivedAt: at(newestName) };
+  }
+  return {
+    archive: archive.storage.description,
+    checkedAt: new Date().toISOString(),
+    segmentSize: segSize,
+    timeline: latest,
+    newest,
+    missingSegments: missing,
+    missingHistoryFiles: [...missingHistory].sort(),
+    partialOnly: [...partialOnly].sort(),
+    backups,
+    problems,
+    ok: problems.length === 0,
+  };
+}
+
+function lowestSegNo(wal: ArchivedWal, segSize: number): bigint | null {
+  let low: bigint | null = null;
+  for (const name of wal.segments) {
+    const { segNo } = parseSegmentFileName(name, segSize);
+    if (low === null || segNo < low) low = segNo;
+  }
+  return low;
+}
+
+/** The report for a person. */
+export function formatCheckReport(r: CheckReport): string {
+  const lines: string[] = [];
+  lines.push(`archive ${r.archive}: ${r.ok ? 'OK' : `${r.problems.length} problem(s)`}`);
+  lines.push(r.newest ? `newest WAL: ${r.newest.lsn} on timeline ${r.newest.timeline} (${r.newest.object}${r.newest.archivedAt ? `, archived ${r.newest.archivedAt}` : ''})` : 'no WAL archived');
+  for (const b of r.backups) {
+    const to = b.recoverableTo ? `recoverable to ${b.recoverableTo.lsn} on timeline ${b.recoverableTo.timeline}${b.recoverableTo.archivedAt ? ` (WAL archived ${b.recoverableTo.archivedAt})` : ''}` : 'NOT consistent';
+    lines.push(`backup ${b.name} (${b.startLsn}..${b.stopLsn}, timeline ${b.timeline}): ${b.restorable ? 'restorable' : 'NOT restorable'}, ${to}`);
+  }
+  for (const p of r.partialOnly) lines.push(`note: WAL ends in ${p} (present only as a partial segment)`);
+  for (const p of r.problems) lines.push(`problem: ${p}`);
+  return lines.join('\n') + '\n';
+}

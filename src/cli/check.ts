@@ -1,0 +1,49 @@
+/**
+ * `walvault check` and `walvault verify` ([--config FILE [--site NAME] | --archive URL]
+ * [--private-key FILE] [--json]): reports on the archive, changing nothing.
+ * check: which backups the archive can restore and to where, and what is missing.
+ * verify: every stored object read and checked, each bad one named.
+ * Exit 0: all good; 1: something is missing or bad; 2: it could not run (a line says why).
+ */
+import type { Archive } from '../archive/archive';
+import { isWalvaultError } from '../errors';
+import { archiveFromOptions } from './archive-option';
+
+export interface ReportOptions {
+  config?: string;
+  site?: string;
+  archive?: string;
+  privateKey?: string;
+  json?: boolean;
+}
+
+export const REPORT_FAILED = 2;
+
+async function runReport<R extends { ok: boolean }>(what: string, opts: ReportOptions, produce: (archive: Archive) => Promise<R>, format: (r: R) => string): Promise<number> {
+  try {
+    const { openSiteArchive } = await import('../archive/site-archive');
+    // An encrypted archive needs its private key for contents (history files, partials).
+    const archive = openSiteArchive(archiveFromOptions(opts), 'read');
+    try {
+      const report = await produce(archive);
+      process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : format(report));
+      return report.ok ? 0 : 1;
+    } finally {
+      await archive.close();
+    }
+  } catch (err) {
+    process.stderr.write(`walvault: ${what} could not run: ${isWalvaultError(err) ? err.message : err instanceof Error ? err.message : String(err)}\n`);
+    return REPORT_FAILED;
+  }
+}
+
+export async function checkCommand(opts: ReportOptions): Promise<number> {
+  const { checkArchive, formatCheckReport } = await import('../check/archive-check');
+  return runReport('check', opts, checkArchive, formatCheckReport);
+}
+
+export async function verifyCommand(opts: ReportOptions): Promise<number> {
+  const { verifyArchive, formatVerifyReport } = await import('../check/verify-archive');
+  const tty = process.stderr.isTTY;
+  return runReport('verify', opts, (a) => verifyArchive(a, tty ? (done, total) => process.stderr.write(`\rverify: ${done}/${total} objects${done === total ? '\n' : ''}`) : undefined), formatVerifyReport);
+}
