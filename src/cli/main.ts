@@ -62,6 +62,8 @@ export function buildProgram(): Command {
     .addOption(siteOption())
     .addOption(archiveOption())
     .option('--private-key <file>', "private key of an encrypted archive (default: the site's encryption_private_key_file)")
+    .option('--repair', "stream missing WAL ranges again from the site's server (needs --config) and archive them, then check again")
+    .option('--backup-if-needed', 'with --repair: when the server no longer has a missing range, take a new base backup')
     .option('--json', 'the report as JSON')
     .action(async (opts) => {
       const { checkCommand } = await import('./check');
@@ -79,6 +81,27 @@ export function buildProgram(): Command {
     .action(async (opts) => {
       const { verifyCommand } = await import('./check');
       process.exitCode = await verifyCommand(opts);
+    });
+
+  program
+    .command('drill')
+    .description('restore the newest backup into a temporary directory, recover it to the end of the archive as a throw-away hot standby, query it, remove it; times each phase')
+    .addOption(configOption())
+    .addOption(siteOption())
+    .addOption(archiveOption())
+    .option('--private-key <file>', "private key of an encrypted archive (default: the site's encryption_private_key_file)")
+    .option('--backup <name>', 'backup to drill (default LATEST)')
+    .option('--query <sql>', 'a query of yours to run on the recovered cluster')
+    .option('--pg-bin <dir>', "directory of the backup's PostgreSQL version's pg_ctl (default /usr/lib/postgresql/MAJOR/bin)")
+    .option('--os-user <name>', 'when run as root: the OS user the server runs as (default postgres)')
+    .option('--db-user <role>', "role to query as (default: the site's user, else postgres)")
+    .option('--work-dir <dir>', 'where the temporary directory goes (default the system temp dir)')
+    .option('--keep', 'keep the restored directory')
+    .option('--timeout <seconds>', 'give up after this long (default 3600)')
+    .option('--json', 'the report as JSON')
+    .action(async (opts) => {
+      const { drillCommand } = await import('./drill');
+      process.exitCode = await drillCommand(opts);
     });
 
   program
@@ -213,9 +236,20 @@ export function buildProgram(): Command {
 
 export async function main(argv: string[]): Promise<void> {
   const program = buildProgram();
+  // If a command's work waits on something that can never happen (nothing left to wake it),
+  // Node would exit with status 0 as if it had succeeded: say so and fail instead.
+  let finished = false;
+  const stalled = () => {
+    if (finished) return;
+    process.stderr.write('walvault: internal error: the command stopped before finishing (nothing left to wait for); this is a bug, please report it\n');
+    process.exitCode = 70;
+  };
+  process.once('beforeExit', stalled);
   try {
     await program.parseAsync(argv);
+    finished = true;
   } catch (err) {
+    finished = true;
     if (err instanceof CommanderError) {
       // Commander already printed help, version or its own one-line complaint.
       process.exitCode = err.exitCode === 0 ? 0 : 2;

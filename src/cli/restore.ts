@@ -47,7 +47,7 @@ function tablespaceMap(items: string[] | undefined): Map<string, string> {
 }
 
 /** restore_command: this node and this walvault by absolute path, and the same archive. */
-function restoreCommand(o: RestoreCliOptions, siteName: string | undefined): string {
+export function restoreCommand(o: RestoreCliOptions, siteName: string | undefined): string {
   const self = fs.realpathSync(process.argv[1]);
   const words = [shellWord(process.execPath, 'the node executable'), shellWord(self, 'the walvault executable'), 'wal-fetch'];
   if (o.config) {

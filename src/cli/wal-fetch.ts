@@ -39,6 +39,9 @@ export async function walFetchCommand(
       await nudge();
       return 0;
     }
+    // A miss: the prefetcher is told (or started) first, so it fetches what comes next while
+    // this call fetches this one.
+    if (prefetchable) await nudge();
     const { openSiteArchive } = await import('../archive/site-archive');
     const archive = openSiteArchive(archiveFromOptions(opts), 'read');
     // Nothing is written unless the whole object decoded and matched its checksum.
@@ -46,7 +49,6 @@ export async function walFetchCommand(
     if (data === null && opts.servePartial && isSegmentFileName(walFileName)) data = await paddedPartial(archive, walFileName);
     if (data === null) return 1;
     await writeFileDurably(dest, data);
-    if (prefetchable) await nudge();
     return 0;
   } catch (err) {
     reportAndExit(err);

@@ -1,0 +1,96 @@
+/**
+ * `walvault check --repair` (issue 6, acceptance 2): segments deleted from the archive that
+ * the server still has in pg_wal are streamed again and archived, byte for byte the
+ * server's; `check` is then clean, and a cluster restored from the archive recovers to the
+ * same data as the primary.
+ */
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { CheckReport } from '../../src/check/archive-check';
+import { Archive } from '../../src/archive/archive';
+import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
+import { openArchive, pgConninfo, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
+
+describe('walvault check --repair (PostgreSQL 15)', () => {
+  let cluster: PgCluster;
+  let work = '';
+  let archive = '';
+  let config = '';
+  let deleted: string[] = [];
+
+  before(async () => {
+    cluster = await PgCluster.start({ major: 15, walSegSizeMiB: 1, settings: { wal_keep_size: '1024MB' } });
+    work = tmpDir('walvault-repair-');
+    archive = path.join(work, 'archive');
+    config = writeConfig(work, { main: { pg: pgConninfo(cluster), archive, state: path.join(work, 'state'), status_interval_seconds: 1 } });
+    const receiver = WalvaultProcess.start(['run', '--config', config]);
+    try {
+      await receiver.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
+      await cluster.pgbench(['-i', '-s', '1', '-q']);
+      const push = await runWalvault(['backup', 'push', '--config', config, '--fast'], {}, 120000);
+      assert.equal(push.code, 0, push.stderr);
+      await cluster.pgbench(['-c', '2', '-t', '500', '-n']);
+      await switchAndWaitArchived(cluster, archive, 1, 60000);
+      await cluster.pgbench(['-c', '2', '-t', '300', '-n']);
+      await switchAndWaitArchived(cluster, archive, 1, 60000);
+    } finally {
+      await receiver.stop('SIGTERM', 30000);
+    }
+    // Three consecutive segments and one more, all after the backup.
+    const names = fs.readdirSync(path.join(archive, 'wal')).filter((n) => /^[0-9A-F]{24}$/.test(n)).sort();
+    assert.ok(names.length >= 12, `enough segments (${names.length})`);
+    const at = names.length - 8;
+    deleted = [names[at], names[at + 1], names[at + 2], names[at + 5]];
+    for (const n of deleted) fs.rmSync(path.join(archive, 'wal', n));
+  });
+
+  after(async () => {
+    await cluster?.destroy();
+    if (work) removeDir(work);
+  });
+
+  it('check names the gaps; --repair streams them again from the server; check is clean', async () => {
+    const before = await runWalvault(['check', '--config', config, '--json'], {}, 60000);
+    assert.equal(before.code, 1, before.stderr);
+    const gaps = (JSON.parse(before.stdout) as CheckReport).missingSegments;
+    assert.deepEqual(gaps.map((g) => [g.first, g.last]), [[deleted[0], deleted[2]], [deleted[3], deleted[3]]]);
+
+    const bad = await runWalvault(['check', '--archive', archive, '--repair'], {}, 60000);
+    assert.equal(bad.code, 2, 'repair needs the site');
+    assert.match(bad.stderr, /--repair streams WAL from the site's server: give --config/);
+
+    const r = await runWalvault(['check', '--config', config, '--repair', '--json'], {}, 120000);
+    assert.equal(r.code, 0, `${r.stderr}\n${r.stdout}`);
+    assert.match(r.stderr, new RegExp(`archived again from the server: ${deleted.join(', ')}`), r.stdout);
+    const after = JSON.parse(r.stdout) as CheckReport;
+    assert.ok(after.ok, after.problems.join('; '));
+    assert.deepEqual(after.missingSegments, []);
+
+    // The segments are the server's own bytes.
+    const a = openArchive(archive);
+    try {
+      for (const n of deleted) assert.ok((await a.get(Archive.walKey(n)))!.equals(await cluster.readWalFile(n)), `${n} equals the server's file`);
+    } finally {
+      await a.close();
+    }
+  });
+
+  it('a cluster restored from the repaired archive recovers to the primary\'s data', async () => {
+    const expected = (await cluster.query('SELECT count(*)::int AS n, sum(abalance)::bigint AS s FROM pgbench_accounts'))[0];
+    const historyRows = (await cluster.query('SELECT count(*)::int AS n FROM pgbench_history'))[0].n;
+    const target = path.join(work, 'restored');
+    const r = await runWalvault(['restore', '--config', config, target], {}, 300000);
+    assert.equal(r.code, 0, r.stderr);
+    const restored = await PgCluster.start({ dataDir: target });
+    try {
+      await waitFor(async () => (await restored.query('SELECT pg_is_in_recovery() AS r'))[0].r === false, { timeoutMs: 120000, what: 'recovery to end' });
+      const got = (await restored.query('SELECT count(*)::int AS n, sum(abalance)::bigint AS s FROM pgbench_accounts'))[0];
+      assert.deepEqual(got, expected);
+      assert.equal((await restored.query('SELECT count(*)::int AS n FROM pgbench_history'))[0].n, historyRows);
+    } finally {
+      await restored.destroy();
+    }
+  });
+});

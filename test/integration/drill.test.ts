@@ -1,0 +1,104 @@
+/**
+ * `walvault drill` (issue 6, acceptance 4): on a healthy archive it restores the newest
+ * backup, recovers it to the end of the archive as a throw-away standby, runs a query and
+ * removes everything; on a broken archive it fails with the reason. PostgreSQL 15 and the
+ * newest other major available.
+ */
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { DrillResult } from '../../src/check/drill';
+import { parseLsn, parseSegmentFileName, segmentStartOfNumber } from '../../src/wal/lsn';
+import { availableMajors, binDirFor, PgCluster, removeDir, tmpDir } from '../helpers/pg-cluster';
+import { pgConninfo, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
+
+const others = availableMajors().filter((m) => m !== 15);
+const majors = [15, ...others.slice(-1)];
+
+for (const major of majors)
+describe(`walvault drill (PostgreSQL ${major})`, () => {
+  let cluster: PgCluster;
+  let work = '';
+  let archive = '';
+  let lastSegment = '';
+  let middleSegment = '';
+
+  const drill = async (extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; result: DrillResult; stderr: string }> => {
+    const r = await runWalvault(['drill', '--archive', archive, '--pg-bin', binDirFor(major), '--work-dir', work, '--json', ...extra], env, 300000);
+    assert.ok(r.code === 0 || r.code === 1, `drill ran (exit ${r.code}): ${r.stderr.slice(-2000)}`);
+    return { code: r.code, result: JSON.parse(r.stdout) as DrillResult, stderr: r.stderr };
+  };
+
+  before(async () => {
+    cluster = await PgCluster.start({ major, walSegSizeMiB: 1, settings: { wal_keep_size: '1024MB' } });
+    work = tmpDir('walvault-drill-test-');
+    archive = path.join(work, 'archive');
+    const config = writeConfig(work, { main: { pg: pgConninfo(cluster), archive, state: path.join(work, 'state'), status_interval_seconds: 1 } });
+    const receiver = WalvaultProcess.start(['run', '--config', config]);
+    try {
+      await receiver.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
+      await cluster.pgbench(['-i', '-s', '1', '-q']);
+      const push = await runWalvault(['backup', 'push', '--config', config, '--fast'], {}, 120000);
+      assert.equal(push.code, 0, push.stderr);
+      await cluster.pgbench(['-c', '2', '-t', '300', '-n']);
+      const mid = await switchAndWaitArchived(cluster, archive, 1, 60000);
+      middleSegment = mid.lastName;
+      await cluster.query('CREATE TABLE drill_marker AS SELECT 42 AS answer');
+      await cluster.pgbench(['-c', '2', '-t', '300', '-n']);
+      lastSegment = (await switchAndWaitArchived(cluster, archive, 1, 60000)).lastName;
+    } finally {
+      await receiver.stop('SIGTERM', 30000);
+    }
+  });
+
+  after(async () => {
+    await cluster?.destroy();
+    if (work) removeDir(work);
+  });
+
+  it('succeeds on a healthy archive: recovered to its end, queried, removed, every phase timed', async () => {
+    const { code, result } = await drill(['--query', 'SELECT answer FROM drill_marker']);
+    assert.equal(code, 0, result.problem ?? '');
+    assert.equal(result.ok, true);
+    assert.equal(result.queryRows, 1, 'the marker written after the backup was recovered');
+    assert.ok(result.recoveredTo && result.archiveEnd, JSON.stringify(result));
+    const lastStart = segmentStartOfNumber(parseSegmentFileName(lastSegment, cluster.walSegSize).segNo, cluster.walSegSize);
+    assert.ok(parseLsn(result.recoveredTo.lsn) >= lastStart, `recovered to ${result.recoveredTo.lsn}, into the last archived segment ${lastSegment}`);
+    for (const p of ['restoreSeconds', 'startSeconds', 'recoverySeconds', 'querySeconds'] as const) assert.ok(typeof result.phases[p] === 'number', `${p} timed`);
+    assert.ok(result.phases.totalSeconds >= result.phases.restoreSeconds!);
+    assert.ok(!fs.existsSync(result.directory), 'the drill directory is removed');
+  });
+
+  it('fails with the reason when a segment the recovery needs is missing', async () => {
+    const file = path.join(archive, 'wal', middleSegment);
+    const aside = `${file}.aside`;
+    fs.renameSync(file, aside);
+    try {
+      const { code, result } = await drill([], { WALVAULT_DRILL_STALL_MS: '5000' });
+      assert.equal(code, 1);
+      assert.equal(result.ok, false);
+      assert.match(result.problem ?? '', /recovery stopped at [0-9A-F]+\/[0-9A-F]+, but the archive holds WAL to .*walvault check/);
+      assert.ok(!fs.existsSync(result.directory), 'removed after a failure too');
+    } finally {
+      fs.renameSync(aside, file);
+    }
+  });
+
+  it('fails naming the object when a backup part is damaged', async () => {
+    const backups = fs.readdirSync(path.join(archive, 'backups')).filter((n) => /^[0-9]{8}T/.test(n));
+    const part = path.join(archive, 'backups', backups[0], 'parts', fs.readdirSync(path.join(archive, 'backups', backups[0], 'parts')).sort()[0]);
+    const bytes = fs.readFileSync(part);
+    bytes[bytes.length >> 1] ^= 1;
+    fs.writeFileSync(part, bytes);
+    try {
+      const { code, result } = await drill();
+      assert.equal(code, 1);
+      assert.match(result.problem ?? '', new RegExp(path.basename(part).replace(/\./g, '\\.')));
+      assert.equal(result.phases.startSeconds, undefined, 'no server was started');
+    } finally {
+      bytes[bytes.length >> 1] ^= 1;
+      fs.writeFileSync(part, bytes);
+    }
+  });
+});
