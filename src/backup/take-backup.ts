@@ -14,6 +14,7 @@ import { errorMessage, isWalvaultError, WalvaultError } from '../errors';
 import { Progress } from '../observe/progress';
 import { runBaseBackup, type BaseBackupResult, type TablespaceRow } from '../postgres/base-backup-stream';
 import { ReplicationConnection } from '../postgres/replication-connection';
+import { connectSite } from '../postgres/site-connection';
 import { sleep } from '../util/timers';
 import { formatLsn, parseLsn } from '../wal/lsn';
 import { ZSTD_LEVEL } from '../archive/codecs';
@@ -94,11 +95,7 @@ export async function takeBackup(o: TakeBackupOptions): Promise<BackupMetadata> 
   };
   o.signal?.addEventListener('abort', onAbort);
   try {
-    conn = await ReplicationConnection.connect({
-      pg: site.pg as Record<string, unknown>,
-      applicationName: `${site.applicationName}_backup`,
-      target: { description: site.pgDescription, user: String(site.pg.user ?? process.env.PGUSER ?? 'postgres') },
-    });
+    conn = await connectSite(site, 'backup');
     const identity = await conn.identifySystem();
     const facts = await conn.serverFacts();
     // Refuses another cluster's archive before anything is written.

@@ -8,7 +8,8 @@
  */
 import { Archive } from '../archive/archive';
 import { backupPrefix, listBackups, type BackupMetadata } from '../backup/catalog';
-import { WalvaultError } from '../errors';
+import type { SiteConfig } from '../config/config';
+import { isWalvaultError, WalvaultError } from '../errors';
 import { formatLsn, isHistoryFileName, isSegmentFileName, parseLsn, parseSegmentFileName, segmentNumber, segmentStartOfNumber, historyFileName, type Lsn } from '../wal/lsn';
 import { parseTimelineHistory, type TimelineHistoryEntry } from '../wal/timeline-history';
 import { describeRange, missingRanges, pathContains, scanChain, timelinePath, type ArchivedWal, type MissingRange, type PathStep } from './wal-chain';
@@ -43,9 +44,31 @@ export interface CheckReport {
   /** Where the WAL ends in a `.partial` only (the receiver's newest bytes, or a gap's edge). */
   partialOnly: string[];
   backups: BackupCheck[];
+  /** Where the site's server is, when the check was given the site and could reach it. */
+  server?: ServerPosition;
   /** Every problem, in words. */
   problems: string[];
   ok: boolean;
+}
+
+export type ServerPosition =
+  | { reachable: true; timeline: number; lsn: string; /** Bytes the archive is behind, on the same timeline. */ archiveLagBytes: number | null }
+  | { reachable: false; reason: string };
+
+/** The server's timeline and current WAL position (IDENTIFY_SYSTEM); its being down is no failure of the check. */
+export async function serverPosition(site: SiteConfig): Promise<{ timeline: number; lsn: Lsn } | { reason: string }> {
+  const { connectSite } = await import('../postgres/site-connection');
+  try {
+    const conn = await connectSite(site, 'check');
+    try {
+      const id = await conn.identifySystem();
+      return { timeline: id.timeline, lsn: id.xlogPos };
+    } finally {
+      await conn.close();
+    }
+  } catch (err) {
+    return { reason: err instanceof Error ? err.message : String(err) };
+  }
 }
 
 interface Gathered {
@@ -56,6 +79,8 @@ interface Gathered {
   timelines: Set<number>;
   backups: BackupMetadata[];
   backupObjects: Set<string>;
+  /** Objects that could not be decoded (damaged), with the reason. */
+  unreadable: string[];
 }
 
 async function gather(archive: Archive): Promise<Gathered> {
@@ -67,6 +92,7 @@ async function gather(archive: Archive): Promise<Gathered> {
   const modified = new Map<string, Date | undefined>();
   const histories = new Map<number, TimelineHistoryEntry[]>();
   const timelines = new Set<number>([1]);
+  const unreadable: string[] = [];
   for (const o of objects) {
     const name = o.key.slice(WAL_PREFIX.length);
     modified.set(name, o.modified);
@@ -79,17 +105,29 @@ async function gather(archive: Archive): Promise<Gathered> {
       timelines.add(parseSegmentFileName(seg, segSize).tli);
     } else if (isHistoryFileName(name)) {
       const tli = parseInt(name.slice(0, 8), 16);
-      const body = await archive.get(o.key);
-      if (body) histories.set(tli, parseTimelineHistory(body.toString('utf8'), o.key));
       timelines.add(tli);
+      // A damaged history file counts as missing, and is named.
+      const body = await readable(archive, o.key, unreadable);
+      if (body) histories.set(tli, parseTimelineHistory(body.toString('utf8'), o.key));
     }
   }
   // A partial's length is its plaintext's: decoded, so compression and encryption do not matter.
-  for (const seg of wal.partials.keys()) wal.partials.set(seg, (await archive.get(Archive.walKey(`${seg}.partial`)))?.length ?? 0);
+  for (const seg of wal.partials.keys()) wal.partials.set(seg, (await readable(archive, Archive.walKey(`${seg}.partial`), unreadable))?.length ?? 0);
   const backups = await listBackups(archive);
   for (const b of backups) timelines.add(b.stopTimeline).add(b.startTimeline);
   const backupObjects = new Set((await archive.storage.list('backups/')).map((o) => o.key));
-  return { segSize, wal, modified, histories, timelines, backups, backupObjects };
+  return { segSize, wal, modified, histories, timelines, backups, backupObjects, unreadable };
+}
+
+/** The plaintext of `key`, or null (named in `unreadable`) when it is damaged. */
+async function readable(archive: Archive, key: string, unreadable: string[]): Promise<Buffer | null> {
+  try {
+    return await archive.get(key);
+  } catch (err) {
+    if (!isWalvaultError(err) || !['ARCHIVE_CORRUPT', 'ARCHIVE_AUTH_FAILED'].includes(err.code)) throw err;
+    unreadable.push(`${key}: ${err.message}`);
+    return null;
+  }
 }
 
 /** The path to timeline `tli`, or null when a history file it needs is missing. */
@@ -103,7 +141,7 @@ function pathTo(tli: number, g: Gathered, missingHistory: Set<string>): PathStep
   return timelinePath(tli, h);
 }
 
-export async function checkArchive(archive: Archive): Promise<CheckReport> {
+export async function checkArchive(archive: Archive, opts: { site?: SiteConfig } = {}): Promise<CheckReport> {
   const g = await gather(archive);
   const { segSize, wal } = g;
   const missingHistory = new Set<string>();
@@ -175,6 +213,7 @@ export async function checkArchive(archive: Archive): Promise<CheckReport> {
   const missing = newestSegNo >= 0n && firstSeg !== null ? missingRanges(latestPath, firstSeg, newestSegNo, wal, segSize) : [];
   for (const r of missing) problems.push(`WAL missing: ${describeRange(r)}`);
   for (const h of [...missingHistory].sort()) problems.push(`timeline history file missing: ${h}`);
+  for (const u of g.unreadable) problems.push(`damaged: ${u}; run "walvault verify"`);
 
   let newest: CheckReport['newest'] = null;
   if (newestName) {
@@ -183,7 +222,17 @@ export async function checkArchive(archive: Archive): Promise<CheckReport> {
     const end: Lsn = newestName.endsWith('.partial') ? segmentStartOfNumber(newestSegNo, segSize) + BigInt(wal.partials.get(seg) ?? 0) : segmentStartOfNumber(newestSegNo + 1n, segSize);
     newest = { lsn: formatLsn(end), timeline: tli, object: newestName, archivedAt: at(newestName) };
   }
+  let server: ServerPosition | undefined;
+  if (opts.site) {
+    const pos = await serverPosition(opts.site);
+    if ('reason' in pos) server = { reachable: false, reason: pos.reason };
+    else {
+      const end = newest ? parseLsn(newest.lsn) : null;
+      server = { reachable: true, timeline: pos.timeline, lsn: formatLsn(pos.lsn), archiveLagBytes: end !== null && newest!.timeline === pos.timeline ? Number(pos.lsn > end ? pos.lsn - end : 0n) : null };
+    }
+  }
   return {
+    server,
     archive: archive.storage.description,
     checkedAt: new Date().toISOString(),
     segmentSize: segSize,
@@ -217,6 +266,8 @@ export function formatCheckReport(r: CheckReport): string {
     lines.push(`backup ${b.name} (${b.startLsn}..${b.stopLsn}, timeline ${b.timeline}): ${b.restorable ? 'restorable' : 'NOT restorable'}, ${to}`);
   }
   for (const p of r.partialOnly) lines.push(`note: WAL ends in ${p} (present only as a partial segment)`);
+  if (r.server?.reachable) lines.push(`server: ${r.server.lsn} on timeline ${r.server.timeline}${r.server.archiveLagBytes !== null ? `; the archive is ${r.server.archiveLagBytes} bytes behind` : ''}`);
+  else if (r.server) lines.push(`server: not reachable (${r.server.reason})`);
   for (const p of r.problems) lines.push(`problem: ${p}`);
   return lines.join('\n') + '\n';
 }

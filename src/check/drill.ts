@@ -40,6 +40,8 @@ export interface DrillOptions {
   keep: boolean;
   timeoutMs: number;
   log: Logger;
+  /** Abandons the drill (the server is stopped and the directory removed). */
+  signal?: AbortSignal;
 }
 
 export interface DrillResult {
@@ -161,7 +163,9 @@ class DrillServer {
     fs.appendFileSync(path.join(dataDir, 'postgresql.auto.conf'), `\n# walvault drill\n${Object.entries(settings).map(([k, v]) => `${k} = ${v}`).join('\n')}\n`);
     if (o.osUser) chownTree(base, o.osUser.uid, o.osUser.gid);
     const server = new DrillServer(base, dataDir, binDir, port, o);
-    await server.pgCtl(['start', '-l', server.logFile, '-W']);
+    // -w: pg_ctl returns once the server accepts connections (a hot standby: once consistent)
+    // or has failed; without it the server's pid file may not exist yet when we look.
+    await server.pgCtl(['start', '-l', server.logFile, '-w', '-t', String(Math.max(1, Math.ceil(o.timeoutMs / 1000)))]);
     await server.waitUntil(async () => {
       await server.query('SELECT 1');
       return true;
@@ -213,6 +217,7 @@ class DrillServer {
         last = (err as Error).message;
       }
       if (!this.running()) throw new WalvaultError('INTERNAL', `the restored server stopped before it was ${what}`);
+      if (this.o.signal?.aborted) throw new WalvaultError('BACKUP_ABORTED', 'the drill was abandoned: walvault is stopping');
       if (Date.now() > deadline) throw new WalvaultError('INTERNAL', `the restored server was not ${what} in time${last ? ` (${last})` : ''}`);
       await new Promise((r) => setTimeout(r, POLL_MS));
     }
@@ -225,6 +230,7 @@ class DrillServer {
     let time: string | null = null;
     for (;;) {
       if (!this.running()) throw new WalvaultError('INTERNAL', `the restored server stopped during recovery at ${formatLsn(best)}`);
+      if (this.o.signal?.aborted) throw new WalvaultError('BACKUP_ABORTED', 'the drill was abandoned: walvault is stopping');
       const r = (await this.query(`SELECT pg_last_wal_replay_lsn()::text AS lsn, pg_last_xact_replay_timestamp() AS at`)).rows[0];
       const now = r.lsn ? parseLsn(String(r.lsn)) : 0n;
       if (r.at) time = new Date(r.at as string).toISOString();

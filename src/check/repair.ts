@@ -13,7 +13,7 @@ import { Archive } from '../archive/archive';
 import { openSiteArchive } from '../archive/site-archive';
 import type { SiteConfig } from '../config/config';
 import { isWalvaultError, WalvaultError } from '../errors';
-import { ReplicationConnection } from '../postgres/replication-connection';
+import { connectSite } from '../postgres/site-connection';
 import { formatLsn, parseSegmentFileName, segmentFileName, segmentStartOfNumber, type Lsn } from '../wal/lsn';
 import { pageMagicForMajor, verifySegmentPages } from '../wal/page-header';
 import type { MissingRange } from './wal-chain';
@@ -52,11 +52,7 @@ export async function repairArchive(o: { site: SiteConfig; missing: MissingRange
 
 /** Streams the segments of `range` from the server and archives each; returns their names. */
 async function streamRange(site: SiteConfig, archive: Archive, systemId: string, range: MissingRange, log: Logger): Promise<string[]> {
-  const conn = await ReplicationConnection.connect({
-    pg: site.pg as Record<string, unknown>,
-    applicationName: `${site.applicationName}_repair`,
-    target: { description: site.pgDescription, user: String(site.pg.user ?? process.env.PGUSER ?? 'postgres') },
-  });
+  const conn = await connectSite(site, 'repair');
   try {
     const identity = await conn.identifySystem();
     if (identity.systemId !== systemId) {

@@ -44,7 +44,8 @@ export async function verifyArchive(archive: Archive, onProgress?: (done: number
       const seg = isSegmentFileName(name) ? name : /^[0-9A-F]{24}\.partial$/.test(name) ? name.slice(0, 24) : null;
       if (seg) checkWal(got.plaintext, seg, name === seg, key, systemId, cluster.walSegmentSize);
     } catch (err) {
-      if (!isWalvaultError(err) || (err.code !== 'ARCHIVE_CORRUPT' && err.code !== 'WAL_BAD_PAGE')) throw err;
+      // Damage shows as a bad envelope, bad pages, or (encrypted) a frame failing authentication.
+      if (!isWalvaultError(err) || !['ARCHIVE_CORRUPT', 'WAL_BAD_PAGE', 'ARCHIVE_AUTH_FAILED'].includes(err.code)) throw err;
       report.bad.push({ key, problem: err.message });
     }
   };

@@ -44,22 +44,23 @@ export async function checkCommand(opts: ReportOptions): Promise<number> {
   const { checkArchive, formatCheckReport } = await import('../check/archive-check');
   if (!opts.repair) {
     if (opts.backupIfNeeded) return badOption('--backup-if-needed goes with --repair');
-    return runReport('check', opts, checkArchive, formatCheckReport);
+    const site = opts.config ? (archiveFromOptions(opts) as SiteConfig) : undefined;
+    return runReport('check', opts, (archive) => checkArchive(archive, { site }), formatCheckReport);
   }
   if (!opts.config) return badOption('--repair streams WAL from the site\'s server: give --config (and --site) instead of --archive');
+  const site = archiveFromOptions(opts) as SiteConfig;
   return runReport('check', opts, async (archive) => {
-    const first = await checkArchive(archive);
+    const first = await checkArchive(archive, { site });
     if (first.missingSegments.length === 0) return first;
     const { repairArchive } = await import('../check/repair');
     const { createLogger } = await import('../observe/logger');
-    const site = archiveFromOptions(opts) as SiteConfig;
     const r = await repairArchive({ site, missing: first.missingSegments, backupIfNeeded: opts.backupIfNeeded === true, log: createLogger({ level: 'warn' }) });
     const say = (line: string) => process.stderr.write(`${line}\n`);
     if (r.rearchived.length > 0) say(`repair: archived again from the server: ${r.rearchived.join(', ')}`);
     for (const u of r.unavailable) say(`repair: ${u.range.first}..${u.range.last} cannot be repaired: ${u.reason}`);
     if (r.backupTaken) say(`repair: took base backup ${r.backupTaken}, so the WAL from it on is a restorable chain`);
     else if (r.unavailable.length > 0) say('repair: add --backup-if-needed to take a new base backup, so a restorable chain exists again');
-    return checkArchive(archive);
+    return checkArchive(archive, { site });
   }, formatCheckReport);
 }
 

@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { WalvaultError, isWalvaultError } from '../errors';
+import type { SiteConfig } from '../config/config';
 import { archiveFromOptions } from './archive-option';
 import { restoreCommand } from './restore';
 
@@ -27,7 +28,7 @@ export interface DrillCliOptions {
   json?: boolean;
 }
 
-function binDirResolver(pgBin: string | undefined): (major: number) => string {
+export function binDirResolver(pgBin: string | undefined): (major: number) => string {
   return (major) => {
     const candidates = pgBin ? [path.resolve(pgBin)] : [`/usr/lib/postgresql/${major}/bin`, `/usr/pgsql-${major}/bin`];
     const found = candidates.find((d) => fs.existsSync(path.join(d, 'pg_ctl')));
@@ -36,7 +37,7 @@ function binDirResolver(pgBin: string | undefined): (major: number) => string {
   };
 }
 
-function osUserFor(name: string): { name: string; uid: number; gid: number } | undefined {
+export function osUserFor(name: string): { name: string; uid: number; gid: number } | undefined {
   if (typeof process.getuid !== 'function' || process.getuid() !== 0) return undefined;
   try {
     return { name, uid: Number(execFileSync('id', ['-u', name], { encoding: 'utf8' }).trim()), gid: Number(execFileSync('id', ['-g', name], { encoding: 'utf8' }).trim()) };
@@ -52,7 +53,7 @@ export async function drillCommand(o: DrillCliOptions): Promise<number> {
     if (!Number.isFinite(timeout) || timeout <= 0) throw new WalvaultError('CONFIG_INVALID', `--timeout ${JSON.stringify(o.timeout)}: give seconds, more than 0`);
     const settings = archiveFromOptions(o);
     const siteName = o.config ? (settings as { name?: string }).name : undefined;
-    const siteUser = o.config ? /(?:^|\s)user=(\S+)/.exec((settings as { pg?: string }).pg ?? '')?.[1] : undefined;
+    const siteUser = o.config ? (settings as SiteConfig).pg.user : undefined;
     const osUser = osUserFor(o.osUser ?? 'postgres');
     const { createLogger } = await import('../observe/logger');
     log = createLogger({ level: 'warn' });
@@ -66,7 +67,7 @@ export async function drillCommand(o: DrillCliOptions): Promise<number> {
         restoreCommand: restoreCommand({ ...o, servePartial: true }, siteName),
         binDirFor: binDirResolver(o.pgBin),
         osUser,
-        dbUser: o.dbUser ?? siteUser ?? 'postgres',
+        dbUser: o.dbUser ?? (siteUser ? String(siteUser) : 'postgres'),
         query: o.query,
         workDir: o.workDir,
         keep: o.keep === true,

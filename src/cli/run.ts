@@ -4,9 +4,12 @@
  */
 import { configFromOptions, loadConfigFile, type Config, type OneSiteOptions } from '../config/config';
 import { BackupScheduler } from '../daemon/backup-scheduler';
+import { DrillScheduler } from '../daemon/drill-scheduler';
 import { SiteReceiver } from '../daemon/receiver';
 import { WalvaultError } from '../errors';
 import { createLogger } from '../observe/logger';
+import { binDirResolver, osUserFor } from './drill';
+import { restoreCommand } from './restore';
 
 export interface RunOptions extends Omit<OneSiteOptions, 'encryption_public_key_file' | 'backup_interval_hours'> {
   config?: string;
@@ -49,6 +52,17 @@ export async function runCommand(o: RunOptions): Promise<void> {
   const receivers = sites.map((site) => new SiteReceiver(site, log.child({ site: site.name })));
   const schedulers = sites
     .map((site, i) => new BackupScheduler(site, log.child({ site: site.name }), () => receivers[i].status().state === 'streaming'));
+  const drills = sites.map((site, i) => {
+    const d = new DrillScheduler(
+      site,
+      log.child({ site: site.name, duty: 'drill' }),
+      restoreCommand(o.config ? { config: o.config, site: site.name } : { archive: site.archive }, o.config ? site.name : undefined),
+      binDirResolver(site.drillPgBin),
+      osUserFor,
+    );
+    receivers[i].extraMetrics = () => d.metrics();
+    return d;
+  });
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
     signals++;
@@ -59,12 +73,14 @@ export async function runCommand(o: RunOptions): Promise<void> {
     log.info({ signal: sig }, 'stopping: ending the stream, archiving what was received');
     for (const r of receivers) r.stop();
     for (const b of schedulers) b.stop();
+    for (const d of drills) d.stop();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const backupDuties = Promise.allSettled(schedulers.map((b) => b.run()));
+  const backupDuties = Promise.allSettled([...schedulers.map((b) => b.run()), ...drills.map((d) => d.run())]);
   const results = await Promise.allSettled(receivers.map((r) => r.run()));
   for (const b of schedulers) b.stop();
+  for (const d of drills) d.stop();
   await backupDuties;
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);

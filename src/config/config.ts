@@ -66,6 +66,14 @@ export interface SiteConfig {
   encryptionPublicKeyFile?: string;
   /** The matching private key, for restore and wal-fetch; the backup host does not need it. */
   encryptionPrivateKeyFile?: string;
+  /** Hours between scheduled restore drills (`walvault drill`); 0 = none. */
+  drillIntervalHours: number;
+  /** pg_ctl's directory for drills; unset = /usr/lib/postgresql/MAJOR/bin. */
+  drillPgBin?: string;
+  /** OS user a drill's server runs as when walvault runs as root. */
+  drillOsUser: string;
+  /** A query of the operator's a drill runs on the recovered cluster. */
+  drillQuery?: string;
 }
 
 export interface Config {
@@ -102,6 +110,10 @@ const SITE_KEYS = [
   'backup_max_rate_kbps',
   'retain_backups',
   'recovery_window_days',
+  'drill_interval_hours',
+  'drill_pg_bin',
+  'drill_os_user',
+  'drill_query',
   's3',
 ];
 const S3_KEYS = [
@@ -347,6 +359,8 @@ function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
     if (v !== 'server' && v !== 'client') fail(ctx, where('backup_compression'), `${JSON.stringify(v)} is not a place`, `use "server" (PostgreSQL compresses, 15+) or "client" (walvault compresses)`);
     return v as 'server' | 'client';
   };
+  const drillPgBin = str('drill_pg_bin', false, '"/usr/lib/postgresql/16/bin"');
+  const drillQuery = str('drill_query', false, '"SELECT count(*) FROM orders"');
   const maxRate = raw.backup_max_rate_kbps === undefined ? undefined : num('backup_max_rate_kbps', 0, { value: 32 }, true, 'use a whole number of kB/s from 32 to 1048576, or remove it for no limit');
   if (maxRate !== undefined && maxRate > 1048576) fail(ctx, where('backup_max_rate_kbps'), `${maxRate} is above the server's limit`, 'use a whole number of kB/s from 32 to 1048576, or remove it for no limit');
 
@@ -371,6 +385,10 @@ function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
     ...(maxRate !== undefined ? { backupMaxRateKiB: maxRate } : {}),
     retainBackups: num('retain_backups', DEFAULTS.retainBackups, { value: 0 }, true, 'use how many complete backups to keep; 0 keeps them all'),
     recoveryWindowDays: num('recovery_window_days', DEFAULTS.recoveryWindowDays, { value: 0 }, false, 'use a number of days the archive must be able to recover to; 0 for no window'),
+    drillIntervalHours: num('drill_interval_hours', 0, { value: 0 }, false, 'use a number of hours between scheduled restore drills; 0 turns them off'),
+    ...(drillPgBin !== undefined ? { drillPgBin: path.resolve(ctx.baseDir, drillPgBin) } : {}),
+    drillOsUser: str('drill_os_user', false, '"postgres"') ?? 'postgres',
+    ...(drillQuery !== undefined ? { drillQuery } : {}),
     s3: parseS3Section(ctx, name, raw.s3),
     compression: (compressionRaw as CodecName | undefined) ?? defaultCompression(archiveRaw),
     ...(encryptionPublicKeyFile !== undefined ? { encryptionPublicKeyFile } : {}),

@@ -188,6 +188,9 @@ export class SiteReceiver {
     if (this.fatalError) throw this.fatalError;
   }
 
+  /** More of the site's numbers for the metrics file, from its other duties (drills). */
+  extraMetrics: () => Sample[] = () => [];
+
   /** The site's numbers, for the metrics file (and a scrape endpoint later). */
   metrics(): Sample[] {
     const labels = { site: this.site.name };
@@ -241,7 +244,7 @@ export class SiteReceiver {
       }
       try {
         const tmp = `${file}.tmp`;
-        await fs.promises.writeFile(tmp, renderPrometheus(this.metrics()));
+        await fs.promises.writeFile(tmp, renderPrometheus([...this.metrics(), ...this.extraMetrics()]));
         await fs.promises.rename(tmp, file);
         writeFailed = false;
       } catch (err) {

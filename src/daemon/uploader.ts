@@ -70,6 +70,8 @@ const RETRY_CAP_MS = 15000;
 export class Uploader {
   private readonly position: ArchivedPosition;
   private readonly queue: Job[] = [];
+  /** Segments queued or uploading, with their checksum. */
+  private readonly pending = new Map<string, string>();
   private inFlight = 0;
   private readonly idleWaiters: Array<() => void> = [];
   private readonly abort = new AbortController();
@@ -102,6 +104,11 @@ export class Uploader {
   }
 
   enqueue(seg: SegmentRef, sha256: string): void {
+    // The same segment again (received a second time after a reconnect behind the archived
+    // position) while its upload is queued or running: one job is enough. Two would race,
+    // and the loser would look for a spool file the winner has removed.
+    if (this.pending.get(seg.name) === sha256) return;
+    this.pending.set(seg.name, sha256);
     this.queue.push({ seg, sha256 });
     this.queue.sort((a, b) => (a.seg.startLsn < b.seg.startLsn ? -1 : a.seg.startLsn > b.seg.startLsn ? 1 : 0));
     this.pump();
@@ -114,6 +121,7 @@ export class Uploader {
       this.inFlight++;
       this.stats.inFlight = this.inFlight;
       void this.runJob(job).finally(() => {
+        if (this.pending.get(job.seg.name) === job.sha256) this.pending.delete(job.seg.name);
         this.inFlight--;
         this.stats.inFlight = this.inFlight;
         this.pump();
@@ -149,22 +157,46 @@ export class Uploader {
           this.advance(seg.startLsn, seg.startLsn + BigInt(this.opts.segSize));
         });
         await fsp.rm(file, { force: true });
-        // The partial of this segment is superseded; wait for an upload of it still in flight.
-        await this.partialChain;
-        await this.opts.archive.delete(key + '.partial');
         this.recovered();
         this.stats.archivedSegments++;
         this.stats.lastArchivedSegment = seg.name;
         this.stats.lastArchivedAt = new Date();
         if (result === 'repaired') this.opts.log.warn({ segment: seg.name, key }, 'segment archived over a damaged object (a write the store tore, e.g. when it died mid-upload)');
         else this.opts.log.debug({ segment: seg.name, result }, 'segment archived');
+        // The job is done: the partial of this segment is superseded, and removed once an
+        // upload of it still in flight has ended. If the store fails now, the stale partial
+        // stays (the whole segment wins over it everywhere); the job must not start over,
+        // its spool file is gone.
+        await this.partialChain;
+        await this.opts.archive.delete(key + '.partial').catch((err) => {
+          this.opts.log.warn({ segment: seg.name, err: errorMessage(err) }, 'could not delete the superseded partial of an archived segment; it stays, harmless');
+        });
         return;
       } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+          this.spoolFileGone(job);
+          return;
+        }
         unreadableInARow = isWalvaultError(err, 'STORAGE_OBJECT_UNREADABLE') ? unreadableInARow + 1 : 0;
         this.failed(seg, err, attempt);
         await sleep(backoffDelayMs(attempt, 1000, RETRY_CAP_MS), this.abort.signal);
       }
     }
+  }
+
+  /**
+   * The spool file of a job is gone. Archived (by an earlier job for the same bytes): the job
+   * is done. Not archived: it cannot be uploaded from here, and retrying would hold an upload
+   * slot forever; the job ends without moving the archived position, so the slot keeps that
+   * WAL on the server and the next start receives it again.
+   */
+  private spoolFileGone(job: Job): void {
+    const row = this.opts.ledger.getSegment(this.opts.site, job.seg.tli, job.seg.segNo);
+    if (row?.state === 'archived' && row.sha256 === job.sha256) return;
+    this.opts.log.error(
+      { segment: job.seg.name, state: row?.state ?? null },
+      'the spool file of a segment not yet archived is gone; the archived position stays before it, and the server keeps that WAL for the slot: restart walvault to receive it again',
+    );
   }
 
   /**

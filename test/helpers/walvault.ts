@@ -45,6 +45,9 @@ export interface SiteSettings {
   backup_compression?: 'server' | 'client';
   retain_backups?: number;
   recovery_window_days?: number;
+  drill_interval_hours?: number;
+  drill_pg_bin?: string;
+  drill_query?: string;
 }
 
 /**

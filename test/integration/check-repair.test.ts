@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { CheckReport } from '../../src/check/archive-check';
 import { Archive } from '../../src/archive/archive';
+import { parseLsn } from '../../src/wal/lsn';
 import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import { openArchive, pgConninfo, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
@@ -67,6 +68,14 @@ describe('walvault check --repair (PostgreSQL 15)', () => {
     const after = JSON.parse(r.stdout) as CheckReport;
     assert.ok(after.ok, after.problems.join('; '));
     assert.deepEqual(after.missingSegments, []);
+    // Given the site, the report says where its server is, and how far behind the archive is.
+    assert.ok(after.server?.reachable, JSON.stringify(after.server));
+    if (after.server?.reachable) {
+      assert.equal(after.server.timeline, 1);
+      const now = parseLsn((await cluster.query('SELECT pg_current_wal_lsn()::text AS l'))[0].l);
+      assert.ok(parseLsn(after.server.lsn) <= now && parseLsn(after.server.lsn) > 0n, `server position ${after.server.lsn}`);
+      assert.ok(after.server.archiveLagBytes !== null && after.server.archiveLagBytes >= 0);
+    }
 
     // The segments are the server's own bytes.
     const a = openArchive(archive);

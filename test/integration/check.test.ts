@@ -150,6 +150,22 @@ describe('walvault check: a timeline switch, two backups, chosen damage (Postgre
     assert.ok(report.problems.includes('timeline history file missing: 00000002.history'), report.problems.join('; '));
   });
 
+  it('a damaged history file is named, and counts as missing', async () => {
+    const file = path.join(archive, 'wal', '00000002.history');
+    const bytes = fs.readFileSync(file);
+    bytes[bytes.length - 2] ^= 0x01;
+    fs.writeFileSync(file, bytes);
+    try {
+      const { code, report } = await check();
+      assert.equal(code, 1);
+      assert.deepEqual(report.missingHistoryFiles, ['00000002.history']);
+      assert.ok(report.problems.some((p) => p.startsWith('damaged: wal/00000002.history')), report.problems.join('; '));
+    } finally {
+      bytes[bytes.length - 2] ^= 0x01;
+      fs.writeFileSync(file, bytes);
+    }
+  });
+
   it('a missing backup part makes only that backup unrestorable', async () => {
     const part = fs.readdirSync(path.join(archive, 'backups', b1, 'parts')).sort()[0];
     const key = `backups/${b1}/parts/${part}`;

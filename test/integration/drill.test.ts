@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { DrillResult } from '../../src/check/drill';
 import { parseLsn, parseSegmentFileName, segmentStartOfNumber } from '../../src/wal/lsn';
-import { availableMajors, binDirFor, PgCluster, removeDir, tmpDir } from '../helpers/pg-cluster';
+import { availableMajors, binDirFor, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import { pgConninfo, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
 const others = availableMajors().filter((m) => m !== 15);
@@ -68,6 +68,29 @@ describe(`walvault drill (PostgreSQL ${major})`, () => {
     for (const p of ['restoreSeconds', 'startSeconds', 'recoverySeconds', 'querySeconds'] as const) assert.ok(typeof result.phases[p] === 'number', `${p} timed`);
     assert.ok(result.phases.totalSeconds >= result.phases.restoreSeconds!);
     assert.ok(!fs.existsSync(result.directory), 'the drill directory is removed');
+  });
+
+  it('the daemon runs drills on a schedule and exports the outcome as metrics', { skip: major !== 15 }, async () => {
+    const dir = path.join(work, 'daemon');
+    fs.mkdirSync(dir);
+    const config = writeConfig(dir, {
+      main: { pg: pgConninfo(cluster), archive, state: path.join(work, 'state'), status_interval_seconds: 1, drill_interval_hours: 0.001, drill_pg_bin: binDirFor(major), drill_query: 'SELECT answer FROM drill_marker' },
+    }, 'info');
+    const daemon = WalvaultProcess.start(['run', '--config', config]);
+    const metricsFile = path.join(work, 'state', 'metrics.prom');
+    try {
+      await daemon.waitForLog((l) => l.msg === 'restore drill succeeded' || /restore drill FAILED/.test(String(l.msg)), 180000, 'a scheduled drill');
+      const line = daemon.lines.find((l) => /restore drill/.test(String(l.msg)) && l.msg !== 'scheduled restore drill starting');
+      assert.equal(line?.msg, 'restore drill succeeded', JSON.stringify(line));
+      await waitFor(() => /^walvault_drill_last_success\{site="main"\} 1$/m.test(fs.existsSync(metricsFile) ? fs.readFileSync(metricsFile, 'utf8') : ''), { timeoutMs: 10000, what: 'the drill metrics' });
+      const text = fs.readFileSync(metricsFile, 'utf8');
+      assert.match(text, /^walvault_drills_total\{site="main"\} [1-9]/m);
+      assert.match(text, /^walvault_drill_failures_total\{site="main"\} 0$/m);
+      assert.match(text, /^walvault_drill_last_duration_seconds\{site="main",phase="total"\} [0-9.]+$/m);
+      assert.match(text, /^walvault_drill_last_recovered_lsn_bytes\{site="main"\} [1-9][0-9]*$/m);
+    } finally {
+      await daemon.stop('SIGTERM', 60000);
+    }
   });
 
   it('fails with the reason when a segment the recovery needs is missing', async () => {

@@ -98,3 +98,61 @@ describe('walvault verify: one flipped byte among hundreds of objects (PostgreSQ
     assert.match(r.stderr, /^walvault: verify could not run: .*no cluster\.json/);
   });
 });
+
+describe('walvault verify on an encrypted archive: without the private key, and with it (PostgreSQL 15)', () => {
+  let cluster: PgCluster;
+  let work = '';
+  let archive = '';
+  let privateKey = '';
+
+  before(async () => {
+    cluster = await PgCluster.start({ major: 15, walSegSizeMiB: 1, settings: { wal_keep_size: '1024MB' } });
+    work = tmpDir('walvault-verify-enc-');
+    archive = path.join(work, 'archive');
+    privateKey = path.join(work, 'site.key');
+    const publicKey = path.join(work, 'site.pub');
+    const k = await runWalvault(['keys', 'create', '--private-key', privateKey, '--public-key', publicKey]);
+    assert.equal(k.code, 0, k.stderr);
+    const config = writeConfig(work, { main: { pg: pgConninfo(cluster), archive, state: path.join(work, 'state'), compression: 'zstd', encryption_public_key_file: publicKey, status_interval_seconds: 1 } });
+    const receiver = WalvaultProcess.start(['run', '--config', config]);
+    try {
+      await receiver.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
+      await cluster.query('CREATE TABLE tick (n int)');
+      for (let i = 0; i < 20; i++) await cluster.query(`INSERT INTO tick VALUES (${i}); SELECT pg_switch_wal();`);
+      await switchAndWaitArchived(cluster, archive, 1, 60000);
+    } finally {
+      await receiver.stop('SIGTERM', 30000);
+    }
+  });
+
+  after(async () => {
+    await cluster?.destroy();
+    if (work) removeDir(work);
+  });
+
+  it('checks stored checksums without the key, contents and page headers with it, and names a damaged object either way', async () => {
+    const run = async (extra: string[]) => {
+      const r = await runWalvault(['verify', '--archive', archive, '--json', ...extra], {}, 120000);
+      assert.ok(r.code === 0 || r.code === 1, r.stderr);
+      return { code: r.code, report: JSON.parse(r.stdout) as VerifyReport };
+    };
+    const keyless = await run([]);
+    assert.equal(keyless.code, 0, JSON.stringify(keyless.report.bad));
+    assert.ok(keyless.report.checkedWithoutKey >= 20, `encrypted segments checked by their trailer (${keyless.report.checkedWithoutKey})`);
+    const keyed = await run(['--private-key', privateKey]);
+    assert.equal(keyed.code, 0, JSON.stringify(keyed.report.bad));
+    assert.equal(keyed.report.checkedWithoutKey, 0);
+
+    const names = fs.readdirSync(path.join(archive, 'wal')).filter((n) => /^[0-9A-F]{24}$/.test(n)).sort();
+    const victim = `wal/${names[5]}`;
+    const file = path.join(archive, victim);
+    const bytes = fs.readFileSync(file);
+    bytes[bytes.length - 100] ^= 0x01;
+    fs.writeFileSync(file, bytes);
+    for (const extra of [[], ['--private-key', privateKey]]) {
+      const { code, report } = await run(extra);
+      assert.equal(code, 1);
+      assert.deepEqual(report.bad.map((b) => b.key), [victim], `with ${extra.length ? 'the key' : 'no key'}`);
+    }
+  });
+});
