@@ -89,6 +89,10 @@ backup_compression_workers = 4
 backup_max_rate_kbps = 65536
 retain_backups = 3
 recovery_window_days = 7.5
+drill_interval_hours = 168
+drill_pg_bin = "pg16/bin"
+drill_os_user = "pgdrill"
+drill_query = "SELECT 1"
 
 [sites.main.s3]
 endpoint = "https://minio.example:9000"
@@ -130,6 +134,10 @@ request_timeout_seconds = 30
         backupMaxRateKiB: 65536,
         retainBackups: 3,
         recoveryWindowDays: 7.5,
+        drillIntervalHours: 168,
+        drillPgBin: path.join(dir, 'pg16/bin'),
+        drillOsUser: 'pgdrill',
+        drillQuery: 'SELECT 1',
         s3: {
           endpoint: 'https://minio.example:9000',
           region: 'eu-west-1',
