@@ -127,6 +127,9 @@ const S3_KEYS = [
   'session_token',
   'request_timeout_seconds',
 ];
+/** Every key the loader accepts, by table (docs/configuration.md lists them; a test checks it). */
+export const CONFIG_KEYS: Readonly<Record<'top' | 'log' | 'site' | 's3', readonly string[]>> = { top: TOP_KEYS, log: LOG_KEYS, site: SITE_KEYS, s3: S3_KEYS };
+
 const DEFAULTS = {
   mode: 'archive' as AckMode,
   partialIntervalSeconds: 10,
