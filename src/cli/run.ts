@@ -60,9 +60,16 @@ export async function runCommand(o: RunOptions): Promise<void> {
       binDirResolver(site.drillPgBin),
       osUserFor,
     );
-    receivers[i].extraMetrics = () => d.metrics();
     return d;
   });
+  // The scheduler's numbers go into the same metrics as the receiver's.
+  const observed = sites.map((site, i) => ({
+    name: site.name,
+    metrics: () => [...receivers[i].metrics(), ...schedulers[i].metrics(), ...drills[i].metrics()],
+    health: () => receivers[i].health(),
+  }));
+  for (let i = 0; i < sites.length; i++) receivers[i].extraMetrics = () => [...schedulers[i].metrics(), ...drills[i].metrics()];
+  const http = config.httpListen ? await (await import('../observe/http-server')).startHttpListener(config.httpListen, observed, log) : null;
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
     signals++;
@@ -82,6 +89,7 @@ export async function runCommand(o: RunOptions): Promise<void> {
   for (const b of schedulers) b.stop();
   for (const d of drills) d.stop();
   await backupDuties;
+  await http?.close();
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');

@@ -79,14 +79,17 @@ export interface SiteConfig {
 export interface Config {
   logLevel: string;
   sites: SiteConfig[];
+  /** "host:port" of the daemon's /metrics and /health listener; unset = none. */
+  httpListen?: string;
   /** The config file path, or 'command line'. */
   source: string;
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 const MODES: readonly AckMode[] = ['archive', 'sync'];
-const TOP_KEYS = ['log', 'sites'];
+const TOP_KEYS = ['log', 'http', 'sites'];
 const LOG_KEYS = ['level'];
+const HTTP_KEYS = ['listen'];
 const SITE_KEYS = [
   'pg',
   'password_file',
@@ -128,7 +131,7 @@ const S3_KEYS = [
   'request_timeout_seconds',
 ];
 /** Every key the loader accepts, by table (docs/configuration.md lists them; a test checks it). */
-export const CONFIG_KEYS: Readonly<Record<'top' | 'log' | 'site' | 's3', readonly string[]>> = { top: TOP_KEYS, log: LOG_KEYS, site: SITE_KEYS, s3: S3_KEYS };
+export const CONFIG_KEYS: Readonly<Record<'top' | 'log' | 'http' | 'site' | 's3', readonly string[]>> = { top: TOP_KEYS, log: LOG_KEYS, http: HTTP_KEYS, site: SITE_KEYS, s3: S3_KEYS };
 
 const DEFAULTS = {
   mode: 'archive' as AckMode,
@@ -239,6 +242,17 @@ function buildConfig(doc: unknown, ctx: Ctx): Config {
     }
   }
 
+  let httpListen: string | undefined;
+  if (doc.http !== undefined) {
+    if (!isTable(doc.http)) fail(ctx, 'http', `expected ${tableWord(ctx)}, got ${typeName(doc.http)}`, `write ${ctx.format === 'json' ? '"http": { "listen": "127.0.0.1:9187" }' : '[http] followed by listen = "127.0.0.1:9187"'}`);
+    rejectUnknownKeys(ctx, doc.http, 'http.', HTTP_KEYS);
+    const listen = doc.http.listen ?? '127.0.0.1:9187';
+    if (typeof listen !== 'string' || !/^(?:\[[0-9a-fA-F:]+\]|[^:[\]\s]+):[0-9]{1,5}$/.test(listen) || Number(listen.slice(listen.lastIndexOf(':') + 1)) > 65535) {
+      fail(ctx, 'http.listen', `${typeof listen === 'string' ? JSON.stringify(listen) : typeName(listen)} is not host:port`, `write ${assignment(ctx, 'listen', '"127.0.0.1:9187"')} (a loopback address keeps the metrics on this host)`);
+    }
+    httpListen = listen as string;
+  }
+
   const addSite = ctx.format === 'json' ? 'add "sites": { "<name>": { "pg": ..., "archive": ..., "state": ... } }' : 'add a [sites.<name>] section with pg, archive and state';
   if (doc.sites === undefined) fail(ctx, 'sites', 'no sites configured', addSite);
   if (!isTable(doc.sites)) fail(ctx, 'sites', `expected ${tableWord(ctx)}, got ${typeName(doc.sites)}`, addSite);
@@ -256,7 +270,7 @@ function buildConfig(doc: unknown, ctx: Ctx): Config {
     sites.push(buildSite(ctx, name, raw));
   }
   checkSitesApart(ctx, sites);
-  return { logLevel, sites, source: ctx.source };
+  return { logLevel, sites, source: ctx.source, ...(httpListen !== undefined ? { httpListen } : {}) };
 }
 
 /** Sites sharing a name (up to case), a state directory or an archive would corrupt each other. */

@@ -17,6 +17,7 @@ import { describePlan, executeDeletion, planDeletion, planIsEmpty } from '../bac
 import { takeBackup, waitForWal } from '../backup/take-backup';
 import type { SiteConfig } from '../config/config';
 import { errorMessage } from '../errors';
+import type { Sample } from '../observe/metrics';
 import { sleep } from '../util/timers';
 
 /** Also how soon a backup whose push gave up waiting for its WAL gets completed. */
@@ -47,6 +48,28 @@ export class BackupScheduler {
 
   stop(): void {
     this.stopController.abort();
+  }
+
+  private newestComplete: BackupMetadata | null = null;
+  private completeCount: number | null = null;
+
+  /** The newest complete backup, as of the last look at the archive, for the metrics. */
+  metrics(): Sample[] {
+    const labels = { site: this.site.name };
+    if (this.completeCount === null) return [];
+    const out: Sample[] = [{ name: 'walvault_backups_complete', help: 'Complete base backups in the archive', type: 'gauge', value: this.completeCount, labels }];
+    const b = this.newestComplete;
+    if (!b) return out;
+    const start = Date.parse(b.startedAt) / 1000;
+    const end = Date.parse(b.stoppedAt) / 1000;
+    out.push(
+      { name: 'walvault_backup_last_start_timestamp_seconds', help: 'When the newest complete base backup started (Unix time)', type: 'gauge', value: start, labels },
+      { name: 'walvault_backup_last_end_timestamp_seconds', help: 'When the newest complete base backup ended (Unix time)', type: 'gauge', value: end, labels },
+      { name: 'walvault_backup_last_duration_seconds', help: 'How long the newest complete base backup took', type: 'gauge', value: end - start, labels },
+      { name: 'walvault_backup_last_size_bytes', help: 'Size of the newest complete base backup, uncompressed', type: 'gauge', value: b.rawBytes, labels },
+      { name: 'walvault_backup_last_stored_bytes', help: 'Bytes the newest complete base backup takes in the archive', type: 'gauge', value: b.storedBytes, labels },
+    );
+    return out;
   }
 
   async run(): Promise<void> {
@@ -92,6 +115,8 @@ export class BackupScheduler {
       }
       // 2. The schedule.
       const complete = entries.filter((x) => x.complete).map((x) => x.metadata!) as BackupMetadata[];
+      this.completeCount = complete.length;
+      this.newestComplete = complete.reduce<BackupMetadata | null>((n, m) => (!n || Date.parse(m.stoppedAt) > Date.parse(n.stoppedAt) ? m : n), null);
       const newest = complete.reduce<number>((t, m) => Math.max(t, Date.parse(m.stoppedAt)), 0);
       const due = this.intervalMs() > 0 && Date.now() - newest >= this.intervalMs() && Date.now() >= this.retryAt;
       if (due && !running && this.streaming() && !signal.aborted) {

@@ -211,7 +211,40 @@ export class SiteReceiver {
       counter('walvault_segments_archived_total', 'Segments archived by this process', stats?.archivedSegments ?? 0),
       counter('walvault_archive_conflicts_total', 'Refusals to replace an archived object with different bytes', stats?.conflicts ?? 0),
       counter('walvault_reconnects_total', 'Replication reconnects', this.reconnects),
+      gauge('walvault_server_wal_end_lsn_bytes', "End of the server's WAL as it last reported it, as a byte position", Number(this.serverWalEnd ?? 0n)),
+      gauge('walvault_archive_lag_bytes', "WAL the server has written that is not archived yet (server's end minus archived)", this.archiveLagBytes()),
+      gauge('walvault_archive_lag_seconds', 'Age of the oldest WAL received and not yet archived; 0 when all is archived', this.archiveLagSeconds()),
+      gauge('walvault_upload_queue_segments', 'Finished segments waiting to be archived', stats?.queued ?? 0),
+      gauge('walvault_last_archived_timestamp_seconds', 'When the last segment was archived (Unix time); 0 before the first', stats?.lastArchivedAt ? Math.round(stats.lastArchivedAt.getTime() / 1000) : 0),
     ];
+  }
+
+  /** The site is streaming and archiving, or what is wrong, in words with the fix. */
+  health(): { ok: boolean; problems: string[] } {
+    const problems: string[] = [];
+    if (this.state !== 'streaming') problems.push(`not streaming from ${this.site.pgDescription} (${this.state}${this.lastError ? `: ${this.lastError}` : ''})`);
+    const failingMs = this.uploader?.failingForMs ?? null;
+    if (failingMs !== null) problems.push(`archiving to ${this.archive.storage.description} has been failing for ${Math.round(failingMs / 1000)} s; check the store and its credentials`);
+    if (this.spoolAlert()) problems.push(`unarchived WAL is past spool_alert_mib (${this.site.spoolAlertMiB} MiB)`);
+    return { ok: problems.length === 0, problems };
+  }
+
+  private archiveLagBytes(): number {
+    const archived = this.uploader?.archivedLsn ?? 0n;
+    const end = this.serverWalEnd ?? this.received;
+    return end > archived ? Number(end - archived) : 0;
+  }
+
+  /** (received position, when) samples, one per health tick, for the lag in seconds. */
+  private readonly receivedAt: Array<{ lsn: Lsn; at: number }> = [];
+
+  private archiveLagSeconds(): number {
+    const archived = this.uploader?.archivedLsn ?? 0n;
+    while (this.receivedAt.length > 0 && this.receivedAt[0].lsn <= archived) this.receivedAt.shift();
+    if (this.received <= archived) return 0;
+    // The first sample past the archived position saw WAL that is still unarchived arrive.
+    const first = this.receivedAt[0];
+    return first ? (Date.now() - first.at) / 1000 : 0;
   }
 
   private unarchivedBytes(): number {
@@ -242,6 +275,9 @@ export class SiteReceiver {
       } else if (!this.spoolAlert()) {
         lastAlertLog = 0;
       }
+      const last = this.receivedAt[this.receivedAt.length - 1];
+      if (!last || this.received > last.lsn) this.receivedAt.push({ lsn: this.received, at: Date.now() });
+      if (this.receivedAt.length > 10000) this.receivedAt.shift();
       try {
         const tmp = `${file}.tmp`;
         await fs.promises.writeFile(tmp, renderPrometheus([...this.metrics(), ...this.extraMetrics()]));

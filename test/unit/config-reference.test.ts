@@ -29,7 +29,7 @@ function tables(): Map<string, Map<string, string>> {
   return out;
 }
 
-const SECTIONS: Record<keyof typeof CONFIG_KEYS, string> = { top: 'Top level', log: '`[log]`', site: '`[sites.NAME]`', s3: '`[sites.NAME.s3]`' };
+const SECTIONS: Record<keyof typeof CONFIG_KEYS, string> = { top: 'Top level', log: '`[log]`', http: '`[http]`', site: '`[sites.NAME]`', s3: '`[sites.NAME.s3]`' };
 
 describe('configuration reference', () => {
   const doc = tables();

@@ -1,0 +1,106 @@
+/**
+ * The daemon's HTTP listener (`[http] listen`, loopback by default): `/metrics` in the
+ * Prometheus text format through prom-client, every site's numbers labelled by site, and
+ * `/health`: 200 when every site streams and archives, 503 naming each site that does not
+ * and why. Read-only; it never changes anything.
+ */
+import * as http from 'node:http';
+import type { Logger } from 'pino';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { WalvaultError } from '../errors';
+import type { Sample } from './metrics';
+
+export interface ObservedSite {
+  name: string;
+  metrics(): Sample[];
+  health(): { ok: boolean; problems: string[] };
+}
+
+/** "host:port" or "[v6]:port" into its parts; refuses anything else. */
+export function parseListen(text: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:[\]]+)):([0-9]{1,5})$/.exec(text.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port < 0 || port > 65535) {
+    throw new WalvaultError('CONFIG_INVALID', `http listen ${JSON.stringify(text)} is not host:port; e.g. "127.0.0.1:9187"`);
+  }
+  return { host: m[1] ?? m[2], port };
+}
+
+/**
+ * A registry whose metrics are filled from the sites' samples at each scrape. Names, help
+ * and types come from the samples (gauges set, counters carried over as their totals).
+ */
+export function siteRegistry(sites: ObservedSite[]): Registry {
+  const registry = new Registry();
+  const known = new Map<string, Gauge | Counter>();
+  const collectAll = () => {
+    const all = sites.flatMap((s) => s.metrics());
+    const byName = new Map<string, Sample[]>();
+    for (const smp of all) byName.set(smp.name, [...(byName.get(smp.name) ?? []), smp]);
+    for (const [name, list] of byName) {
+      let metric = known.get(name);
+      if (!metric) {
+        const labelNames = [...new Set(list.flatMap((x) => Object.keys(x.labels ?? {})))];
+        metric = list[0].type === 'counter' ? new Counter({ name, help: list[0].help, labelNames, registers: [registry] }) : new Gauge({ name, help: list[0].help, labelNames, registers: [registry] });
+        known.set(name, metric);
+      }
+      metric.reset();
+      for (const x of list) {
+        if (metric instanceof Counter) metric.inc(x.labels ?? {}, x.value);
+        else metric.set(x.labels ?? {}, x.value);
+      }
+    }
+  };
+  return Object.assign(registry, { collectAll });
+}
+
+export interface HttpListener {
+  address: string;
+  close(): Promise<void>;
+}
+
+export async function startHttpListener(listen: string, sites: ObservedSite[], log: Logger): Promise<HttpListener> {
+  const { host, port } = parseListen(listen);
+  const registry = siteRegistry(sites) as Registry & { collectAll(): void };
+  const server = http.createServer((req, res) => {
+    const url = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    if (url === '/metrics') {
+      try {
+        registry.collectAll();
+      } catch (err) {
+        res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${(err as Error).message}\n`);
+        return;
+      }
+      void registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
+        (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${err.message}\n`),
+      );
+      return;
+    }
+    if (url === '/health') {
+      const report = sites.map((s) => ({ site: s.name, ...s.health() }));
+      const ok = report.every((r) => r.ok);
+      const body = ok ? `ok: ${report.map((r) => r.site).join(', ')} streaming and archiving\n` : report.filter((r) => !r.ok).map((r) => `${r.site}: ${r.problems.join('; ')}`).join('\n') + '\n';
+      res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain; charset=utf-8' }).end(body);
+      return;
+    }
+    res.writeHead(404, { 'content-type': 'text/plain' }).end('walvault serves /metrics and /health\n');
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(new WalvaultError('CONFIG_INVALID', `cannot listen on ${listen}: ${err.code === 'EADDRINUSE' ? 'the port is in use' : err.message}; choose another [http] listen address`)),
+    );
+    server.listen(port, host, () => resolve());
+  });
+  const addr = server.address() as { address: string; port: number };
+  const address = `${addr.address.includes(':') ? `[${addr.address}]` : addr.address}:${addr.port}`;
+  log.info({ address }, 'serving /metrics and /health');
+  return {
+    address,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
