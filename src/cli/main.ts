@@ -105,6 +105,17 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('status')
+    .description("each site's daemon, connection, timeline, positions and lag, last archived segment, last and next backup, recoverable window, and every problem with its fix; exit 0 when none, 1 otherwise")
+    .option('--config <file>', 'configuration file')
+    .option('--site <name>', 'only this site')
+    .option('--json', 'the report as JSON (docs/status.md)')
+    .action(async (opts) => {
+      const { statusCommand } = await import('./check');
+      process.exitCode = await statusCommand(opts);
+    });
+
+  program
     .command('wal-push')
     .description('archive_command helper: store the WAL file at WALPATH in the archive, as the receiver would')
     .argument('<walpath>', 'path of the WAL file as PostgreSQL gives it (%p)')

@@ -1,0 +1,189 @@
+/**
+ * `walvault status`: each site's state as an operator asks for it, read without touching
+ * anything: the daemon's lock (is it running), the metrics file it rewrites every status
+ * interval (connection, positions, lag, alerts), the ledger opened read-only (timeline, last
+ * archived segment), and the archive's backup catalog (last and next backup, recoverable
+ * window). Every problem comes in plain words with its fix. The JSON form is documented in
+ * docs/status.md and kept stable.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { openSiteArchive } from '../archive/site-archive';
+import { listBackups } from '../backup/catalog';
+import type { SiteConfig } from '../config/config';
+import { errorMessage } from '../errors';
+import { processAlive } from '../util/process-alive';
+import { formatLsn } from '../wal/lsn';
+
+export interface StatusProblem {
+  problem: string;
+  fix: string;
+}
+
+export interface SiteStatus {
+  site: string;
+  daemon: { running: boolean; pid: number | null };
+  /** From the daemon's metrics file, when it is fresh; 'unknown' otherwise. */
+  connection: 'streaming' | 'not streaming' | 'unknown';
+  timeline: number | null;
+  positions: { received: string | null; fsynced: string | null; archived: string | null; serverWalEnd: string | null };
+  lag: { bytes: number | null; seconds: number | null };
+  lastArchivedSegment: { name: string; at: string } | null;
+  lastBackup: { name: string; startedAt: string; stoppedAt: string; startLsn: string; stopLsn: string } | null;
+  /** When the schedule takes the next backup (now, when one is overdue); null: no schedule. */
+  nextBackupDue: string | null;
+  /** From the oldest complete backup's start to the newest archived WAL. */
+  recoverableWindow: { from: string | null; to: string | null; toLsn: string | null };
+  problems: StatusProblem[];
+}
+
+export interface StatusReport {
+  checkedAt: string;
+  sites: SiteStatus[];
+  ok: boolean;
+}
+
+/** The site's samples in the metrics file (our own text format), by name. */
+function readMetrics(file: string, site: string): { values: Map<string, number>; ageSeconds: number } | null {
+  let text: string;
+  let mtime: number;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+    mtime = fs.statSync(file).mtimeMs;
+  } catch {
+    return null;
+  }
+  const values = new Map<string, number>();
+  const label = `{site="${site}"}`;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#')) continue;
+    const sp = line.lastIndexOf(' ');
+    const key = line.slice(0, sp);
+    if (key.endsWith(label)) values.set(key.slice(0, -label.length), Number(line.slice(sp + 1)));
+  }
+  return { values, ageSeconds: (Date.now() - mtime) / 1000 };
+}
+
+function readLedger(file: string, site: string): { timeline: number; received: string; fsynced: string; archived: string; last: { name: string; at: string } | null } | null {
+  if (!fs.existsSync(file)) return null;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const Database = require('better-sqlite3') as typeof import('better-sqlite3');
+  const db = new Database(file, { readonly: true, fileMustExist: true });
+  try {
+    const row = db.prepare('SELECT timeline, received_lsn, fsynced_lsn, archived_lsn FROM sites WHERE site = ?').get(site) as
+      | { timeline: number; received_lsn: string; fsynced_lsn: string; archived_lsn: string }
+      | undefined;
+    if (!row) return null;
+    const last = db.prepare("SELECT name, archived_at FROM segments WHERE site = ? AND state = 'archived' ORDER BY archived_at DESC, seg_no DESC LIMIT 1").get(site) as
+      | { name: string; archived_at: string }
+      | undefined;
+    return { timeline: row.timeline, received: row.received_lsn, fsynced: row.fsynced_lsn, archived: row.archived_lsn, last: last ? { name: last.name, at: last.archived_at } : null };
+  } finally {
+    db.close();
+  }
+}
+
+export async function siteStatus(site: SiteConfig, configFile: string): Promise<SiteStatus> {
+  const problems: StatusProblem[] = [];
+  const lockPid = Number.parseInt((() => {
+    try {
+      return fs.readFileSync(path.join(site.state, 'walvault.lock'), 'utf8');
+    } catch {
+      return '';
+    }
+  })(), 10);
+  const running = Number.isInteger(lockPid) && lockPid > 0 && processAlive(lockPid);
+  if (!running) problems.push({ problem: 'the walvault daemon for this site is not running: nothing is being archived', fix: `start it: walvault run --config ${configFile}` });
+
+  const metrics = readMetrics(path.join(site.state, 'metrics.prom'), site.name);
+  const fresh = metrics !== null && metrics.ageSeconds <= site.statusIntervalSeconds * 3 + 5;
+  const m = (name: string): number | null => (fresh ? (metrics!.values.get(name) ?? null) : null);
+  const lsn = (name: string): string | null => {
+    const v = m(name);
+    return v === null || v === 0 ? null : formatLsn(BigInt(Math.round(v)));
+  };
+  let connection: SiteStatus['connection'] = 'unknown';
+  if (fresh) {
+    connection = m('walvault_streaming') === 1 ? 'streaming' : 'not streaming';
+    if (connection === 'not streaming') problems.push({ problem: `not streaming from ${site.pgDescription}`, fix: 'check that the server is up and reachable, and read the walvault log for the reason' });
+    const failing = m('walvault_storage_failing_seconds');
+    if (m('walvault_storage_failing') === 1) problems.push({ problem: `archiving to ${site.archive} has been failing for ${Math.round(failing ?? 0)} s`, fix: 'check the store, its credentials and free space; WAL waits in the spool and the slot meanwhile' });
+    if (m('walvault_spool_alert') === 1) problems.push({ problem: `unarchived WAL is past spool_alert_mib (${site.spoolAlertMiB} MiB)`, fix: 'make archiving work again before the server drops WAL at max_slot_wal_keep_size' });
+    if (m('walvault_drill_last_success') === 0) problems.push({ problem: 'the last restore drill failed', fix: `run walvault drill --config ${configFile} to see why` });
+  } else if (running) {
+    problems.push({ problem: 'the daemon runs but has not written its metrics file lately', fix: 'read the walvault log; the site may still be starting' });
+  }
+
+  const ledger = (() => {
+    try {
+      return readLedger(path.join(site.state, 'ledger.db'), site.name);
+    } catch (err) {
+      problems.push({ problem: `the ledger cannot be read: ${errorMessage(err)}`, fix: 'check the state directory' });
+      return null;
+    }
+  })();
+  if (!ledger && running === false && !fs.existsSync(path.join(site.state, 'ledger.db'))) {
+    problems.push({ problem: 'this site has never streamed (no ledger yet)', fix: `start it: walvault run --config ${configFile}` });
+  }
+
+  let lastBackup: SiteStatus['lastBackup'] = null;
+  let nextBackupDue: string | null = null;
+  let windowFrom: string | null = null;
+  try {
+    const archive = openSiteArchive(site, 'read');
+    try {
+      const backups = await listBackups(archive);
+      const newest = backups[backups.length - 1];
+      if (newest) lastBackup = { name: newest.name, startedAt: newest.startedAt, stoppedAt: newest.stoppedAt, startLsn: newest.startLsn, stopLsn: newest.stopLsn };
+      if (backups[0]) windowFrom = backups[0].startedAt;
+      if (site.backupIntervalHours > 0) {
+        const due = newest ? Date.parse(newest.stoppedAt) + site.backupIntervalHours * 3_600_000 : Date.now();
+        nextBackupDue = new Date(Math.max(due, Date.now())).toISOString();
+        if (newest && Date.now() - Date.parse(newest.stoppedAt) > 2 * site.backupIntervalHours * 3_600_000) {
+          problems.push({ problem: `the newest backup (${newest.name}) is older than two backup intervals`, fix: 'scheduled backups are failing: read the walvault log, or take one with walvault backup push' });
+        }
+      }
+      if (!newest) problems.push({ problem: 'the archive holds no complete backup: nothing can be restored', fix: `take one: walvault backup push --config ${configFile}` });
+    } finally {
+      await archive.close();
+    }
+  } catch (err) {
+    problems.push({ problem: `the archive cannot be read: ${errorMessage(err)}`, fix: 'check the archive location and its credentials' });
+  }
+
+  const archivedLsn = lsn('walvault_archived_lsn_bytes') ?? (ledger && ledger.archived !== '0/0' ? ledger.archived : null);
+  const lastAt = ledger?.last?.at ?? null;
+  return {
+    site: site.name,
+    daemon: { running, pid: running ? lockPid : null },
+    connection,
+    timeline: ledger?.timeline ?? null,
+    positions: {
+      received: lsn('walvault_received_lsn_bytes') ?? (ledger && ledger.received !== '0/0' ? ledger.received : null),
+      fsynced: lsn('walvault_fsynced_lsn_bytes') ?? (ledger && ledger.fsynced !== '0/0' ? ledger.fsynced : null),
+      archived: archivedLsn,
+      serverWalEnd: lsn('walvault_server_wal_end_lsn_bytes'),
+    },
+    lag: { bytes: m('walvault_archive_lag_bytes'), seconds: m('walvault_archive_lag_seconds') },
+    lastArchivedSegment: ledger?.last ?? null,
+    lastBackup,
+    nextBackupDue,
+    recoverableWindow: { from: lastBackup ? windowFrom : null, to: lastBackup ? lastAt : null, toLsn: lastBackup ? archivedLsn : null },
+    problems,
+  };
+}
+
+export function formatStatus(r: StatusReport): string {
+  const lines: string[] = [];
+  for (const s of r.sites) {
+    lines.push(`site ${s.site}: ${s.problems.length === 0 ? 'OK' : `${s.problems.length} problem(s)`}`);
+    lines.push(`  daemon: ${s.daemon.running ? `running (pid ${s.daemon.pid})` : 'not running'}; connection: ${s.connection}${s.timeline !== null ? `; timeline ${s.timeline}` : ''}`);
+    const p = s.positions;
+    lines.push(`  received ${p.received ?? '-'}, fsynced ${p.fsynced ?? '-'}, archived ${p.archived ?? '-'}, server at ${p.serverWalEnd ?? '-'}; lag ${s.lag.bytes ?? '-'} bytes, ${s.lag.seconds ?? '-'} s`);
+    lines.push(`  last archived segment: ${s.lastArchivedSegment ? `${s.lastArchivedSegment.name} at ${s.lastArchivedSegment.at}` : '-'}`);
+    lines.push(`  last backup: ${s.lastBackup ? `${s.lastBackup.name} (${s.lastBackup.startLsn}..${s.lastBackup.stopLsn}, finished ${s.lastBackup.stoppedAt})` : 'none'}; next: ${s.nextBackupDue ?? 'not scheduled'}`);
+    lines.push(`  recoverable: ${s.recoverableWindow.from ? `from ${s.recoverableWindow.from} to ${s.recoverableWindow.to ?? '?'} (${s.recoverableWindow.toLsn ?? '?'})` : 'nothing (no complete backup)'}`);
+    for (const q of s.problems) lines.push(`  problem: ${q.problem}; fix: ${q.fix}`);
+  }
+  return lines.join('\n') + '\n';
+}
