@@ -4,6 +4,7 @@
  */
 import { configFromOptions, loadConfigFile, type Config, type OneSiteOptions } from '../config/config';
 import { BackupScheduler } from '../daemon/backup-scheduler';
+import { CheckScheduler } from '../daemon/check-scheduler';
 import { DrillScheduler } from '../daemon/drill-scheduler';
 import { SiteReceiver } from '../daemon/receiver';
 import { WalvaultError } from '../errors';
@@ -62,13 +63,14 @@ export async function runCommand(o: RunOptions): Promise<void> {
     );
     return d;
   });
+  const checks = sites.map((site) => new CheckScheduler(site, log.child({ site: site.name, duty: 'check' })));
   // The scheduler's numbers go into the same metrics as the receiver's.
   const observed = sites.map((site, i) => ({
     name: site.name,
-    metrics: () => [...receivers[i].metrics(), ...schedulers[i].metrics(), ...drills[i].metrics()],
+    metrics: () => [...receivers[i].metrics(), ...schedulers[i].metrics(), ...checks[i].metrics(), ...drills[i].metrics()],
     health: () => receivers[i].health(),
   }));
-  for (let i = 0; i < sites.length; i++) receivers[i].extraMetrics = () => [...schedulers[i].metrics(), ...drills[i].metrics()];
+  for (let i = 0; i < sites.length; i++) receivers[i].extraMetrics = () => [...schedulers[i].metrics(), ...checks[i].metrics(), ...drills[i].metrics()];
   const http = config.httpListen ? await (await import('../observe/http-server')).startHttpListener(config.httpListen, observed, log) : null;
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
@@ -81,13 +83,15 @@ export async function runCommand(o: RunOptions): Promise<void> {
     for (const r of receivers) r.stop();
     for (const b of schedulers) b.stop();
     for (const d of drills) d.stop();
+    for (const c of checks) c.stop();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const backupDuties = Promise.allSettled([...schedulers.map((b) => b.run()), ...drills.map((d) => d.run())]);
+  const backupDuties = Promise.allSettled([...schedulers.map((b) => b.run()), ...drills.map((d) => d.run()), ...checks.map((c) => c.run())]);
   const results = await Promise.allSettled(receivers.map((r) => r.run()));
   for (const b of schedulers) b.stop();
   for (const d of drills) d.stop();
+  for (const c of checks) c.stop();
   await backupDuties;
   await http?.close();
   process.off('SIGINT', onSignal);

@@ -66,6 +66,8 @@ export interface SiteConfig {
   encryptionPublicKeyFile?: string;
   /** The matching private key, for restore and wal-fetch; the backup host does not need it. */
   encryptionPrivateKeyFile?: string;
+  /** Hours between scheduled archive checks (`walvault check`); 0 = none. */
+  checkIntervalHours: number;
   /** Hours between scheduled restore drills (`walvault drill`); 0 = none. */
   drillIntervalHours: number;
   /** pg_ctl's directory for drills; unset = /usr/lib/postgresql/MAJOR/bin. */
@@ -113,6 +115,7 @@ const SITE_KEYS = [
   'backup_max_rate_kbps',
   'retain_backups',
   'recovery_window_days',
+  'check_interval_hours',
   'drill_interval_hours',
   'drill_pg_bin',
   'drill_os_user',
@@ -402,6 +405,7 @@ function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
     ...(maxRate !== undefined ? { backupMaxRateKiB: maxRate } : {}),
     retainBackups: num('retain_backups', DEFAULTS.retainBackups, { value: 0 }, true, 'use how many complete backups to keep; 0 keeps them all'),
     recoveryWindowDays: num('recovery_window_days', DEFAULTS.recoveryWindowDays, { value: 0 }, false, 'use a number of days the archive must be able to recover to; 0 for no window'),
+    checkIntervalHours: num('check_interval_hours', 6, { value: 0 }, false, 'use a number of hours between scheduled archive checks; 0 turns them off'),
     drillIntervalHours: num('drill_interval_hours', 0, { value: 0 }, false, 'use a number of hours between scheduled restore drills; 0 turns them off'),
     ...(drillPgBin !== undefined ? { drillPgBin: path.resolve(ctx.baseDir, drillPgBin) } : {}),
     drillOsUser: str('drill_os_user', false, '"postgres"') ?? 'postgres',

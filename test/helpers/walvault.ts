@@ -45,6 +45,7 @@ export interface SiteSettings {
   backup_compression?: 'server' | 'client';
   retain_backups?: number;
   recovery_window_days?: number;
+  check_interval_hours?: number;
   drill_interval_hours?: number;
   drill_pg_bin?: string;
   drill_query?: string;
@@ -52,12 +53,12 @@ export interface SiteSettings {
 
 /**
  * Writes a JSON config with the given sites and returns its path. Scheduled base backups
- * are off unless a site asks for them: most tests are about WAL, and a backup started
+ * (and archive checks) are off unless a site asks for them: most tests are about WAL, and a backup started
  * behind their back would take a walsender and add WAL.
  */
 export function writeConfig(dir: string, sites: Record<string, SiteSettings>, logLevel = 'debug'): string {
   const file = path.join(dir, `walvault-${Object.keys(sites).join('-')}.json`);
-  const withDefaults = Object.fromEntries(Object.entries(sites).map(([k, v]) => [k, { backup_interval_hours: 0, ...v }]));
+  const withDefaults = Object.fromEntries(Object.entries(sites).map(([k, v]) => [k, { backup_interval_hours: 0, check_interval_hours: 0, ...v }]));
   fs.writeFileSync(file, JSON.stringify({ log: { level: logLevel }, sites: withDefaults }, null, 2));
   return file;
 }

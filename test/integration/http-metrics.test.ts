@@ -42,7 +42,7 @@ describe('HTTP /metrics and /health (PostgreSQL 15)', () => {
     work = tmpDir('walvault-http-');
     const port = await freePort();
     base = `http://127.0.0.1:${port}`;
-    const config = writeConfig(work, { main: { pg: pgConninfo(cluster), archive: path.join(work, 'archive'), state: path.join(work, 'state'), partial_interval_seconds: 1, status_interval_seconds: 1 } }, 'info');
+    const config = writeConfig(work, { main: { pg: pgConninfo(cluster), archive: path.join(work, 'archive'), state: path.join(work, 'state'), partial_interval_seconds: 1, status_interval_seconds: 1, check_interval_hours: 0.0005 } }, 'info');
     const doc = JSON.parse(fs.readFileSync(config, 'utf8'));
     doc.http = { listen: `127.0.0.1:${port}` };
     fs.writeFileSync(config, JSON.stringify(doc, null, 2));
@@ -72,6 +72,10 @@ describe('HTTP /metrics and /health (PostgreSQL 15)', () => {
       { timeoutMs: 30000, what: 'the lag to return near zero after the load' },
     );
     const done = await scrape(base);
+    // The scheduled archive check (every 1.8 s here): no backup yet, so not clean, no gap.
+    assert.equal(done.value('walvault_check_last_success'), 0);
+    assert.equal(done.value('walvault_check_missing_segments'), 0);
+    assert.equal(done.value('walvault_check_restorable_backups'), 0);
     assert.ok(done.value('walvault_fsynced_lsn_bytes') >= done.value('walvault_archived_lsn_bytes'));
     assert.equal(done.value('walvault_streaming'), 1);
 

@@ -89,6 +89,7 @@ backup_compression_workers = 4
 backup_max_rate_kbps = 65536
 retain_backups = 3
 recovery_window_days = 7.5
+check_interval_hours = 2
 drill_interval_hours = 168
 drill_pg_bin = "pg16/bin"
 drill_os_user = "pgdrill"
@@ -134,6 +135,7 @@ request_timeout_seconds = 30
         backupMaxRateKiB: 65536,
         retainBackups: 3,
         recoveryWindowDays: 7.5,
+        checkIntervalHours: 2,
         drillIntervalHours: 168,
         drillPgBin: path.join(dir, 'pg16/bin'),
         drillOsUser: 'pgdrill',
