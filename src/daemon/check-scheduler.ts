@@ -10,7 +10,7 @@ import type { CheckReport } from '../check/archive-check';
 import type { SiteConfig } from '../config/config';
 import { errorMessage } from '../errors';
 import type { Sample } from '../observe/metrics';
-import { sleep } from '../util/timers';
+import { every } from '../util/timers';
 
 /** The first check waits this long (or the interval, if shorter): the site settles first. */
 const FIRST_DELAY_MS = 120_000;
@@ -28,15 +28,8 @@ export class CheckScheduler {
     this.stopController.abort();
   }
 
-  async run(): Promise<void> {
-    const intervalMs = this.site.checkIntervalHours * 3_600_000;
-    if (intervalMs <= 0) return;
-    const signal = this.stopController.signal;
-    await sleep(Math.min(FIRST_DELAY_MS, intervalMs), signal);
-    while (!signal.aborted) {
-      await this.checkOnce();
-      await sleep(intervalMs, signal);
-    }
+  run(): Promise<void> {
+    return every(this.site.checkIntervalHours * 3_600_000, FIRST_DELAY_MS, this.stopController.signal, () => this.checkOnce());
   }
 
   private async checkOnce(): Promise<void> {

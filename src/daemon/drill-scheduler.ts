@@ -11,7 +11,7 @@ import type { DrillResult } from '../check/drill';
 import type { SiteConfig } from '../config/config';
 import { errorMessage } from '../errors';
 import type { Sample } from '../observe/metrics';
-import { sleep } from '../util/timers';
+import { every } from '../util/timers';
 import { parseLsn } from '../wal/lsn';
 
 /** The first drill waits this long (or the interval, if shorter): the receiver connects first. */
@@ -36,15 +36,9 @@ export class DrillScheduler {
     this.stopController.abort();
   }
 
-  async run(): Promise<void> {
-    const intervalMs = this.site.drillIntervalHours * 3_600_000;
-    if (intervalMs <= 0) return;
+  run(): Promise<void> {
     const signal = this.stopController.signal;
-    await sleep(Math.min(FIRST_DELAY_MS, intervalMs), signal);
-    while (!signal.aborted) {
-      await this.drillOnce(signal);
-      await sleep(intervalMs, signal);
-    }
+    return every(this.site.drillIntervalHours * 3_600_000, FIRST_DELAY_MS, signal, () => this.drillOnce(signal));
   }
 
   private async drillOnce(signal: AbortSignal): Promise<void> {

@@ -27,3 +27,17 @@ export async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | und
     clearTimeout(timer);
   }
 }
+
+/**
+ * Runs `duty` every `intervalMs` until `signal` aborts, the first time after `firstDelayMs`
+ * (or the interval, if shorter); an interval of 0 or less means never. `duty` handles its
+ * own failures.
+ */
+export async function every(intervalMs: number, firstDelayMs: number, signal: AbortSignal, duty: () => Promise<void>): Promise<void> {
+  if (intervalMs <= 0) return;
+  await sleep(Math.min(firstDelayMs, intervalMs), signal);
+  while (!signal.aborted) {
+    await duty();
+    await sleep(intervalMs, signal);
+  }
+}
