@@ -103,3 +103,56 @@ describe('walvault check --repair (PostgreSQL 15)', () => {
     }
   });
 });
+
+describe('walvault check --repair when the server no longer has the WAL (PostgreSQL 15)', () => {
+  let cluster: PgCluster;
+  let work = '';
+  let archive = '';
+  let config = '';
+  let victim = '';
+
+  before(async () => {
+    cluster = await PgCluster.start({ major: 15, walSegSizeMiB: 1, settings: { wal_keep_size: '0', max_wal_size: '4MB', min_wal_size: '2MB' } });
+    work = tmpDir('walvault-repair-gone-');
+    archive = path.join(work, 'archive');
+    config = writeConfig(work, { main: { pg: pgConninfo(cluster), archive, state: path.join(work, 'state'), status_interval_seconds: 1 } });
+    const receiver = WalvaultProcess.start(['run', '--config', config]);
+    try {
+      await receiver.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
+      await cluster.pgbench(['-i', '-s', '1', '-q']);
+      const push = await runWalvault(['backup', 'push', '--config', config, '--fast'], {}, 120000);
+      assert.equal(push.code, 0, push.stderr);
+      await cluster.pgbench(['-c', '2', '-t', '300', '-n']);
+      await switchAndWaitArchived(cluster, archive, 1, 60000);
+    } finally {
+      await receiver.stop('SIGTERM', 30000);
+    }
+    // Without the slot and with no WAL kept, checkpoints recycle what the archive holds.
+    await cluster.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots`);
+    const names = fs.readdirSync(path.join(archive, 'wal')).filter((n) => /^[0-9A-F]{24}$/.test(n)).sort();
+    victim = names[names.length - 3];
+    for (let i = 0; i < 8; i++) {
+      await cluster.pgbench(['-c', '1', '-t', '200', '-n']);
+      await cluster.query('SELECT pg_switch_wal()');
+      await cluster.query('CHECKPOINT');
+    }
+    const onServer = (await cluster.query(`SELECT name FROM pg_ls_waldir()`)).map((r: { name: string }) => r.name);
+    assert.ok(!onServer.includes(victim), `${victim} is gone from the server`);
+    fs.rmSync(path.join(archive, 'wal', victim));
+  });
+
+  after(async () => {
+    await cluster?.destroy();
+    if (work) removeDir(work);
+  });
+
+  it('says the range cannot be repaired and why, suggests --backup-if-needed, and writes nothing', async () => {
+    const before = fs.readdirSync(path.join(archive, 'wal')).sort();
+    const r = await runWalvault(['check', '--config', config, '--repair'], {}, 120000);
+    assert.equal(r.code, 1, `${r.stderr}\n${r.stdout}`);
+    assert.match(r.stderr, new RegExp(`repair: ${victim}\\.\\.${victim} cannot be repaired: .*`));
+    assert.match(r.stderr, /add --backup-if-needed/);
+    assert.match(r.stdout, new RegExp(`problem: WAL missing: ${victim}`));
+    assert.deepEqual(fs.readdirSync(path.join(archive, 'wal')).sort(), before, 'the archive is unchanged');
+  });
+});
