@@ -22,7 +22,7 @@ import { bufferSource, digestOf, fileSource, windowPool, type BodySource } from 
 import { codecByName, type CodecName } from './codecs';
 import { newDataKey, type PrivateKey, type PublicKey } from './encryption';
 import { decodeEnvelopeAsync, encodeEnvelope, encodeFramedHeader, encodePlainHeader, readEnvelopeHeader, sha256Async, type EnvelopeHeader } from './envelope';
-import { encodeFrames, readTrailer, TRAILER_LENGTH } from './framed-body';
+import { encodeFrames, readTrailer, trailerOf, TRAILER_LENGTH } from './framed-body';
 
 /**
  * How this archive writes and reads bodies. Metadata (cluster.json) is always plain: the
@@ -386,9 +386,7 @@ export class Archive {
     const label = this.label(key);
     const header = readEnvelopeHeader(buf, label);
     if (header.encryption !== 'none' && !this.options.privateKey) {
-      const trailer = readTrailer(buf.subarray(Math.max(0, buf.length - TRAILER_LENGTH)));
-      if (typeof trailer === 'string') throw new WalvaultError('ARCHIVE_CORRUPT', `${label}: ${trailer}`);
-      if (trailer.objectLength !== buf.length) throw new WalvaultError('ARCHIVE_CORRUPT', `${label}: its trailer records ${trailer.objectLength} bytes, but it has ${buf.length} (truncated or damaged)`);
+      const trailer = trailerOf(buf, label);
       const stored = await sha256Async(buf.subarray(0, buf.length - TRAILER_LENGTH));
       if (!stored.equals(trailer.sha256)) throw new WalvaultError('ARCHIVE_CORRUPT', `${label}: its bytes do not match the SHA-256 its trailer records: the object was altered or damaged in storage`);
       return { header, plaintext: null, storedBytes: buf.length };

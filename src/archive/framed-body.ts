@@ -113,13 +113,19 @@ export function readTrailer(tail: Buffer): { frames: number; objectLength: numbe
  * The plaintext of a whole framed object held in `buf`, whose header (`header`, already
  * checked) is `headerLength` bytes long. The caller checks the plaintext's checksum.
  */
+/** The trailer of the whole object `buf`, its recorded length checked; throws naming `label`. */
+export function trailerOf(buf: Buffer, label: string): { frames: number; objectLength: number; sha256: Buffer } {
+  const trailer = readTrailer(buf.subarray(Math.max(0, buf.length - TRAILER_LENGTH)));
+  if (typeof trailer === 'string') throw corrupt(label, trailer);
+  if (trailer.objectLength !== buf.length) throw corrupt(label, `its trailer records ${trailer.objectLength} bytes, but it has ${buf.length} (truncated or damaged)`);
+  return trailer;
+}
+
 export async function decodeFrames(buf: Buffer, headerLength: number, plaintextSize: number, stages: FrameStages, label: string): Promise<Buffer> {
   const header = buf.subarray(0, headerLength);
   // The trailer's length first, so truncation is named as such; its checksum last, so that an
   // encrypted object's damage is reported by authentication, the stronger statement.
-  const trailer = readTrailer(buf.subarray(Math.max(0, buf.length - TRAILER_LENGTH)));
-  if (typeof trailer === 'string') throw corrupt(label, trailer);
-  if (trailer.objectLength !== buf.length) throw corrupt(label, `its trailer records ${trailer.objectLength} bytes, but it has ${buf.length} (truncated or damaged)`);
+  const trailer = trailerOf(buf, label);
   const out = Buffer.allocUnsafe(plaintextSize);
   let pos = headerLength;
   let written = 0;

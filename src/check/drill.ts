@@ -13,7 +13,6 @@
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -21,6 +20,7 @@ import type { Logger } from 'pino';
 import type { Archive } from '../archive/archive';
 import { WalvaultError } from '../errors';
 import { formatLsn, parseLsn, segmentStart, type Lsn } from '../wal/lsn';
+import { confLiteral } from '../restore/recovery-settings';
 import { chooseBackup, restoreBackup } from '../restore/restore';
 import { checkArchive } from './archive-check';
 
@@ -110,21 +110,6 @@ export async function runDrill(o: DrillOptions): Promise<DrillResult> {
   return result;
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function quote(v: string): string {
-  return `'${v.replace(/'/g, "''")}'`;
-}
-
 function chownTree(p: string, uid: number, gid: number): void {
   const st = fs.lstatSync(p);
   fs.lchownSync(p, uid, gid);
@@ -142,7 +127,9 @@ class DrillServer {
   ) {}
 
   static async start(base: string, dataDir: string, binDir: string, o: DrillOptions): Promise<DrillServer> {
-    const port = await freePort();
+    // The socket lives in the drill's own directory and nothing listens on TCP: the port
+    // only names the socket file, so the default cannot clash with another server.
+    const port = 5432;
     const hba = path.join(base, 'drill_hba.conf');
     fs.writeFileSync(hba, 'local all all trust\n', { mode: 0o600 });
     // Debian keeps postgresql.conf outside the data directory: a backup may have none.
@@ -151,8 +138,8 @@ class DrillServer {
     const settings = {
       port: String(port),
       listen_addresses: "''",
-      unix_socket_directories: quote(base),
-      hba_file: quote(hba),
+      unix_socket_directories: confLiteral(base),
+      hba_file: confLiteral(hba),
       archive_mode: 'off',
       hot_standby: 'on',
       ssl: 'off',

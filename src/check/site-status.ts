@@ -12,7 +12,8 @@ import { openSiteArchive } from '../archive/site-archive';
 import { listBackups } from '../backup/catalog';
 import type { SiteConfig } from '../config/config';
 import { errorMessage } from '../errors';
-import { processAlive } from '../util/process-alive';
+import { LEDGER_FILE, METRICS_FILE } from '../daemon/receiver';
+import { StateLock } from '../daemon/state-lock';
 import { formatLsn } from '../wal/lsn';
 
 export interface StatusProblem {
@@ -85,17 +86,11 @@ function readLedger(file: string, site: string): { timeline: number; received: s
 
 export async function siteStatus(site: SiteConfig, configFile: string): Promise<SiteStatus> {
   const problems: StatusProblem[] = [];
-  const lockPid = Number.parseInt((() => {
-    try {
-      return fs.readFileSync(path.join(site.state, 'walvault.lock'), 'utf8');
-    } catch {
-      return '';
-    }
-  })(), 10);
-  const running = Number.isInteger(lockPid) && lockPid > 0 && processAlive(lockPid);
+  const lockPid = StateLock.holder(site.state);
+  const running = lockPid !== null;
   if (!running) problems.push({ problem: 'the walvault daemon for this site is not running: nothing is being archived', fix: `start it: walvault run --config ${configFile}` });
 
-  const metrics = readMetrics(path.join(site.state, 'metrics.prom'), site.name);
+  const metrics = readMetrics(path.join(site.state, METRICS_FILE), site.name);
   const fresh = metrics !== null && metrics.ageSeconds <= site.statusIntervalSeconds * 3 + 5;
   const m = (name: string): number | null => (fresh ? (metrics!.values.get(name) ?? null) : null);
   const lsn = (name: string): string | null => {
@@ -116,13 +111,13 @@ export async function siteStatus(site: SiteConfig, configFile: string): Promise<
 
   const ledger = (() => {
     try {
-      return readLedger(path.join(site.state, 'ledger.db'), site.name);
+      return readLedger(path.join(site.state, LEDGER_FILE), site.name);
     } catch (err) {
       problems.push({ problem: `the ledger cannot be read: ${errorMessage(err)}`, fix: 'check the state directory' });
       return null;
     }
   })();
-  if (!ledger && running === false && !fs.existsSync(path.join(site.state, 'ledger.db'))) {
+  if (!ledger && running === false && !fs.existsSync(path.join(site.state, LEDGER_FILE))) {
     problems.push({ problem: 'this site has never streamed (no ledger yet)', fix: `start it: walvault run --config ${configFile}` });
   }
 
@@ -155,7 +150,7 @@ export async function siteStatus(site: SiteConfig, configFile: string): Promise<
   const lastAt = ledger?.last?.at ?? null;
   return {
     site: site.name,
-    daemon: { running, pid: running ? lockPid : null },
+    daemon: { running, pid: lockPid },
     connection,
     timeline: ledger?.timeline ?? null,
     positions: {

@@ -111,7 +111,7 @@ export function buildProgram(): Command {
     .option('--site <name>', 'only this site')
     .option('--json', 'the report as JSON (docs/status.md)')
     .action(async (opts) => {
-      const { statusCommand } = await import('./check');
+      const { statusCommand } = await import('./status');
       process.exitCode = await statusCommand(opts);
     });
 

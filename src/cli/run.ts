@@ -51,26 +51,28 @@ export async function runCommand(o: RunOptions): Promise<void> {
   }
   const log = createLogger({ level: config.logLevel });
   const receivers = sites.map((site) => new SiteReceiver(site, log.child({ site: site.name })));
-  const schedulers = sites
-    .map((site, i) => new BackupScheduler(site, log.child({ site: site.name }), () => receivers[i].status().state === 'streaming'));
-  const drills = sites.map((site, i) => {
-    const d = new DrillScheduler(
+  // Each site's duties beside its receiver: backups, archive checks, drills. Their numbers go
+  // into the receiver's metrics file and, with [http], /metrics.
+  const duties = sites.map((site, i) => {
+    const slog = log.child({ site: site.name });
+    const backups = new BackupScheduler(site, slog, () => receivers[i].status().state === 'streaming');
+    const checks = new CheckScheduler(site, slog.child({ duty: 'check' }));
+    const drills = new DrillScheduler(
       site,
-      log.child({ site: site.name, duty: 'drill' }),
+      slog.child({ duty: 'drill' }),
       restoreCommand(o.config ? { config: o.config, site: site.name } : { archive: site.archive }, o.config ? site.name : undefined),
       binDirResolver(site.drillPgBin),
       osUserFor,
     );
-    return d;
-  });
-  const checks = sites.map((site) => new CheckScheduler(site, log.child({ site: site.name, duty: 'check' })));
-  // The scheduler's numbers go into the same metrics as the receiver's.
+    const list = [backups, checks, drills];
+    receivers[i].extraMetrics = () => list.flatMap((d) => d.metrics());
+    return list;
+  }).flat();
   const observed = sites.map((site, i) => ({
     name: site.name,
-    metrics: () => [...receivers[i].metrics(), ...schedulers[i].metrics(), ...checks[i].metrics(), ...drills[i].metrics()],
+    metrics: () => [...receivers[i].metrics(), ...receivers[i].extraMetrics()],
     health: () => receivers[i].health(),
   }));
-  for (let i = 0; i < sites.length; i++) receivers[i].extraMetrics = () => [...schedulers[i].metrics(), ...checks[i].metrics(), ...drills[i].metrics()];
   const http = config.httpListen ? await (await import('../observe/http-server')).startHttpListener(config.httpListen, observed, log) : null;
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
@@ -81,18 +83,14 @@ export async function runCommand(o: RunOptions): Promise<void> {
     }
     log.info({ signal: sig }, 'stopping: ending the stream, archiving what was received');
     for (const r of receivers) r.stop();
-    for (const b of schedulers) b.stop();
-    for (const d of drills) d.stop();
-    for (const c of checks) c.stop();
+    for (const d of duties) d.stop();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const backupDuties = Promise.allSettled([...schedulers.map((b) => b.run()), ...drills.map((d) => d.run()), ...checks.map((c) => c.run())]);
+  const dutiesDone = Promise.allSettled(duties.map((d) => d.run()));
   const results = await Promise.allSettled(receivers.map((r) => r.run()));
-  for (const b of schedulers) b.stop();
-  for (const d of drills) d.stop();
-  for (const c of checks) c.stop();
-  await backupDuties;
+  for (const d of duties) d.stop();
+  await dutiesDone;
   await http?.close();
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);

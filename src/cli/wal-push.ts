@@ -16,8 +16,8 @@ import { Archive } from '../archive/archive';
 import { openSiteArchive } from '../archive/site-archive';
 import { defaultCompression } from '../config/config';
 import { WalvaultError } from '../errors';
-import { isHistoryFileName, isSegmentFileName, parseSegmentFileName, segmentStartOfNumber } from '../wal/lsn';
-import { pageMagicForMajor, readLongPageHeader, verifySegmentPages } from '../wal/page-header';
+import { isHistoryFileName, isSegmentFileName } from '../wal/lsn';
+import { checkWalFile, readLongPageHeader } from '../wal/page-header';
 import { archiveFromOptions } from './archive-option';
 
 export async function walPushCommand(walPath: string, opts: { config?: string; site?: string; archive?: string }): Promise<void> {
@@ -39,20 +39,9 @@ export async function walPushCommand(walPath: string, opts: { config?: string; s
   try {
     if (segmentLike) {
       const h = readLongPageHeader(data, walPath);
-      const seg = parseSegmentFileName(name.slice(0, 24), h.segSize);
-      if (isSegmentFileName(name) && data.length !== h.segSize) {
-        throw new WalvaultError('WAL_BAD_PAGE', `${walPath} is ${data.length} bytes, but its header says segments are ${h.segSize}; refusing an incomplete segment`);
-      }
       // Refuses another cluster's archive, without writing, as the receiver does.
       await archive.ensureCluster({ systemId: h.systemId.toString(), pgVersionNum: h.major * 10000, walSegmentSize: h.segSize });
-      verifySegmentPages(data, data.length, segmentStartOfNumber(seg.segNo, h.segSize), {
-        magic: pageMagicForMajor(h.major),
-        systemId: h.systemId,
-        segSize: h.segSize,
-        blockSize: h.blockSize,
-        fileTli: seg.tli,
-        label: walPath,
-      });
+      checkWalFile(data, name, walPath);
     } else if ((await archive.readCluster()) === null) {
       throw new WalvaultError('ARCHIVE_NOT_FOUND', `${archive.storage.description} has no cluster.json yet; it learns its cluster from a segment: archive one first`);
     }

@@ -81,8 +81,8 @@ export interface SiteConfig {
 export interface Config {
   logLevel: string;
   sites: SiteConfig[];
-  /** "host:port" of the daemon's /metrics and /health listener; unset = none. */
-  httpListen?: string;
+  /** Where the daemon serves /metrics and /health; unset = nowhere. */
+  httpListen?: { host: string; port: number };
   /** The config file path, or 'command line'. */
   source: string;
 }
@@ -133,6 +133,13 @@ const S3_KEYS = [
   'session_token',
   'request_timeout_seconds',
 ];
+/** "host:port" or "[v6]:port"; null for anything else. */
+export function parseHostPort(text: string): { host: string; port: number } | null {
+  const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:[\]\s]+)):([0-9]{1,5})$/.exec(text.trim());
+  if (!m || Number(m[3]) > 65535) return null;
+  return { host: m[1] ?? m[2], port: Number(m[3]) };
+}
+
 /** Every key the loader accepts, by table (docs/configuration.md lists them; a test checks it). */
 export const CONFIG_KEYS: Readonly<Record<'top' | 'log' | 'http' | 'site' | 's3', readonly string[]>> = { top: TOP_KEYS, log: LOG_KEYS, http: HTTP_KEYS, site: SITE_KEYS, s3: S3_KEYS };
 
@@ -245,15 +252,16 @@ function buildConfig(doc: unknown, ctx: Ctx): Config {
     }
   }
 
-  let httpListen: string | undefined;
+  let httpListen: { host: string; port: number } | undefined;
   if (doc.http !== undefined) {
     if (!isTable(doc.http)) fail(ctx, 'http', `expected ${tableWord(ctx)}, got ${typeName(doc.http)}`, `write ${ctx.format === 'json' ? '"http": { "listen": "127.0.0.1:9187" }' : '[http] followed by listen = "127.0.0.1:9187"'}`);
     rejectUnknownKeys(ctx, doc.http, 'http.', HTTP_KEYS);
     const listen = doc.http.listen ?? '127.0.0.1:9187';
-    if (typeof listen !== 'string' || !/^(?:\[[0-9a-fA-F:]+\]|[^:[\]\s]+):[0-9]{1,5}$/.test(listen) || Number(listen.slice(listen.lastIndexOf(':') + 1)) > 65535) {
+    const parsed = typeof listen === 'string' ? parseHostPort(listen) : null;
+    if (!parsed) {
       fail(ctx, 'http.listen', `${typeof listen === 'string' ? JSON.stringify(listen) : typeName(listen)} is not host:port`, `write ${assignment(ctx, 'listen', '"127.0.0.1:9187"')} (a loopback address keeps the metrics on this host)`);
     }
-    httpListen = listen as string;
+    httpListen = parsed!;
   }
 
   const addSite = ctx.format === 'json' ? 'add "sites": { "<name>": { "pg": ..., "archive": ..., "state": ... } }' : 'add a [sites.<name>] section with pg, archive and state';

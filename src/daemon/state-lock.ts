@@ -8,11 +8,24 @@ import * as path from 'node:path';
 import { WalvaultError } from '../errors';
 import { processAlive } from '../util/process-alive';
 
+const LOCK_FILE = 'walvault.lock';
+
 export class StateLock {
   private constructor(private readonly file: string) {}
 
+  /** The live process holding `stateDir`, if any (for `status`; it takes nothing). */
+  static holder(stateDir: string): number | null {
+    let owner: number;
+    try {
+      owner = Number.parseInt(fs.readFileSync(path.join(stateDir, LOCK_FILE), 'utf8'), 10);
+    } catch {
+      return null;
+    }
+    return Number.isInteger(owner) && owner > 0 && processAlive(owner) ? owner : null;
+  }
+
   static acquire(stateDir: string): StateLock {
-    const file = path.join(stateDir, 'walvault.lock');
+    const file = path.join(stateDir, LOCK_FILE);
     for (let tries = 0; tries < 3; tries++) {
       try {
         fs.writeFileSync(file, `${process.pid}\n`, { flag: 'wx' });

@@ -16,27 +16,21 @@ export interface ObservedSite {
   health(): { ok: boolean; problems: string[] };
 }
 
-/** "host:port" or "[v6]:port" into its parts; refuses anything else. */
-export function parseListen(text: string): { host: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:[\]]+)):([0-9]{1,5})$/.exec(text.trim());
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port < 0 || port > 65535) {
-    throw new WalvaultError('CONFIG_INVALID', `http listen ${JSON.stringify(text)} is not host:port; e.g. "127.0.0.1:9187"`);
-  }
-  return { host: m[1] ?? m[2], port };
-}
-
 /**
  * A registry whose metrics are filled from the sites' samples at each scrape. Names, help
  * and types come from the samples (gauges set, counters carried over as their totals).
  */
-export function siteRegistry(sites: ObservedSite[]): Registry {
+function siteRegistry(sites: ObservedSite[]): { registry: Registry; collectAll(): void } {
   const registry = new Registry();
   const known = new Map<string, Gauge | Counter>();
   const collectAll = () => {
     const all = sites.flatMap((s) => s.metrics());
     const byName = new Map<string, Sample[]>();
-    for (const smp of all) byName.set(smp.name, [...(byName.get(smp.name) ?? []), smp]);
+    for (const smp of all) {
+      const list = byName.get(smp.name);
+      if (list) list.push(smp);
+      else byName.set(smp.name, [smp]);
+    }
     for (const [name, list] of byName) {
       let metric = known.get(name);
       if (!metric) {
@@ -50,8 +44,12 @@ export function siteRegistry(sites: ObservedSite[]): Registry {
         else metric.set(x.labels ?? {}, x.value);
       }
     }
+    // A metric no site reports now (a check's counts after a check that could not run) shows no stale value.
+    for (const [name, metric] of known) {
+      if (!byName.has(name)) metric.reset();
+    }
   };
-  return Object.assign(registry, { collectAll });
+  return { registry, collectAll };
 }
 
 export interface HttpListener {
@@ -59,9 +57,9 @@ export interface HttpListener {
   close(): Promise<void>;
 }
 
-export async function startHttpListener(listen: string, sites: ObservedSite[], log: Logger): Promise<HttpListener> {
-  const { host, port } = parseListen(listen);
-  const registry = siteRegistry(sites) as Registry & { collectAll(): void };
+export async function startHttpListener({ host, port }: { host: string; port: number }, sites: ObservedSite[], log: Logger): Promise<HttpListener> {
+  const listen = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const { registry, collectAll } = siteRegistry(sites);
   const server = http.createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -70,7 +68,7 @@ export async function startHttpListener(listen: string, sites: ObservedSite[], l
     }
     if (url === '/metrics') {
       try {
-        registry.collectAll();
+        collectAll();
       } catch (err) {
         res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${(err as Error).message}\n`);
         return;

@@ -18,7 +18,7 @@
  * all-zero header is seen, every following byte must be zero too.
  */
 import { WalvaultError } from '../errors';
-import { formatLsn, type Lsn } from './lsn';
+import { formatLsn, isSegmentFileName, parseSegmentFileName, segmentStartOfNumber, type Lsn } from './lsn';
 
 export const XLP_FIRST_IS_CONTRECORD = 0x0001;
 export const XLP_LONG_HEADER = 0x0002;
@@ -212,4 +212,30 @@ export function readLongPageHeader(data: Buffer, label: string): LongPageHeader 
     };
   }
   throw new WalvaultError('WAL_BAD_PAGE', `${label} does not start with a WAL page header of PostgreSQL 13 to 18; is it a WAL segment?`);
+}
+
+/**
+ * Checks the WAL file `name` (a segment, or `NAME.partial`) held in `data`: its first page's
+ * long header, the size of a complete segment, and the header of every whole page against
+ * that long header and the timeline in the name (a partial may end inside a page). Returns
+ * the long header, whose system identifier and sizes the caller compares with what it
+ * expects. Throws WAL_BAD_PAGE naming `label`.
+ */
+export function checkWalFile(data: Buffer, name: string, label: string): LongPageHeader {
+  const h = readLongPageHeader(data, label);
+  const complete = isSegmentFileName(name);
+  const { tli, segNo } = parseSegmentFileName(name.slice(0, 24), h.segSize);
+  if (complete && data.length !== h.segSize) {
+    throw new WalvaultError('WAL_BAD_PAGE', `${label} is ${data.length} bytes, but its header says segments are ${h.segSize}: not a whole segment`);
+  }
+  const valid = complete ? data.length : data.length - (data.length % h.blockSize);
+  verifySegmentPages(data, valid, segmentStartOfNumber(segNo, h.segSize), {
+    magic: pageMagicForMajor(h.major),
+    systemId: h.systemId,
+    segSize: h.segSize,
+    blockSize: h.blockSize,
+    fileTli: tli,
+    label,
+  });
+  return h;
 }

@@ -571,3 +571,16 @@ describe('selectSite', () => {
     assertInvalid(() => selectSite(cfg, 'wset'), ['no site named "wset"', 'did you mean "west"?']);
   });
 });
+
+describe('the [http] table', () => {
+  test('listen: host:port or [v6]:port, loopback by default; anything else refused naming the key', (t) => {
+    const dir = tempDir(t);
+    assert.equal(load(write(dir, 'none.toml', site('main'))).httpListen, undefined, 'no table, no listener');
+    assert.deepEqual(load(write(dir, 'default.toml', `[http]\n${site('main')}`)).httpListen, { host: '127.0.0.1', port: 9187 });
+    assert.deepEqual(load(write(dir, 'v6.toml', `[http]\nlisten = "[::1]:9300"\n${site('main')}`)).httpListen, { host: '::1', port: 9300 });
+    for (const bad of ['"9187"', '"localhost:99999"', '"a b:1"', '9187']) {
+      assertInvalid(() => load(write(dir, 'bad.toml', `[http]\nlisten = ${bad}\n${site('main')}`)), ['http.listen', 'is not host:port', '127.0.0.1:9187']);
+    }
+    assertInvalid(() => load(write(dir, 'key.toml', `[http]\nport = 1\n${site('main')}`)), ['http.port']);
+  });
+});
