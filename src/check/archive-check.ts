@@ -12,7 +12,7 @@ import type { SiteConfig } from '../config/config';
 import { isWalvaultError, WalvaultError } from '../errors';
 import { formatLsn, isHistoryFileName, isSegmentFileName, parseLsn, parseSegmentFileName, segmentNumber, segmentStartOfNumber, historyFileName, type Lsn } from '../wal/lsn';
 import { parseTimelineHistory, type TimelineHistoryEntry } from '../wal/timeline-history';
-import { describeRange, missingRanges, pathContains, scanChain, timelinePath, type ArchivedWal, type MissingRange, type PathStep } from './wal-chain';
+import { describeRange, missingRanges, ownerOf, pathContains, scanChain, timelinePath, type ArchivedWal, type MissingRange, type PathStep } from './wal-chain';
 
 const WAL_PREFIX = 'wal/';
 
@@ -155,7 +155,8 @@ export async function checkArchive(archive: Archive, opts: { site?: SiteConfig }
   let newestName: string | null = null;
   for (const name of [...wal.segments, ...wal.partials.keys()]) {
     const { tli, segNo } = parseSegmentFileName(name, segSize);
-    if (!pathContains(latestPath, tli, segmentStartOfNumber(segNo, segSize)) && !latestPath.some((s) => s.tli === tli)) continue;
+    // Only what recovery along the newest timeline reads (not an old branch's later WAL).
+    if (ownerOf(latestPath, segNo, segSize) !== tli) continue;
     if (segNo > newestSegNo || (segNo === newestSegNo && wal.segments.has(name))) {
       newestSegNo = segNo;
       newestName = wal.segments.has(name) ? name : `${name}.partial`;

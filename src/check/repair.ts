@@ -15,7 +15,7 @@ import type { SiteConfig } from '../config/config';
 import { isWalvaultError, WalvaultError } from '../errors';
 import { connectSite } from '../postgres/site-connection';
 import { formatLsn, parseSegmentFileName, segmentFileName, segmentStartOfNumber, type Lsn } from '../wal/lsn';
-import { pageMagicForMajor, verifySegmentPages } from '../wal/page-header';
+import { checkWalFile } from '../wal/page-header';
 import type { MissingRange } from './wal-chain';
 
 export interface RepairResult {
@@ -69,8 +69,12 @@ async function streamRange(site: SiteConfig, archive: Archive, systemId: string,
     let buf = Buffer.alloc(segSize);
     let fill = 0;
     let received: Lsn = start;
+    // The end of the segments stored so far: the only position reported as flushed (the
+    // connection has no slot, but a flush position is a promise all the same).
+    let archivedTo: Lsn = start;
     let storing: Promise<void> = Promise.resolve();
     let failure: unknown = null;
+    const positions = () => ({ write: received, flush: archivedTo, apply: 0n });
     const session = conn.startReplication(
       { start, timeline: range.tli },
       {
@@ -91,18 +95,14 @@ async function streamRange(site: SiteConfig, archive: Archive, systemId: string,
             // One segment stored at a time: the socket waits meanwhile.
             session.pause();
             storing = storing.then(async () => {
-              verifySegmentPages(data, segSize, segmentStartOfNumber(parseSegmentFileName(name, segSize).segNo, segSize), {
-                magic: pageMagicForMajor(facts.major),
-                systemId: BigInt(systemId),
-                segSize,
-                blockSize: facts.walBlockSize,
-                fileTli: range.tli,
-                label: `${name} from ${site.pgDescription}`,
-              });
+              const label = `${name} from ${site.pgDescription}`;
+              const h = checkWalFile(data, name, label);
+              if (h.systemId.toString() !== systemId) throw new WalvaultError('WAL_BAD_PAGE', `${label} belongs to database system ${h.systemId}, not ${systemId}`);
               const r = await archive.putImmutable(Archive.walKey(name), data);
               log.info({ segment: name, result: r }, 'missing segment archived again from the server');
               stored.push(name);
-              if (received >= stopAt) session.stop({ write: received, flush: received, apply: 0n });
+              archivedTo = segmentStartOfNumber(parseSegmentFileName(name, segSize).segNo + 1n, segSize);
+              if (received >= stopAt) session.stop(positions());
               // Reading goes on either way: after our CopyDone the server's end must be read.
               session.resume();
             });
@@ -114,9 +114,9 @@ async function streamRange(site: SiteConfig, archive: Archive, systemId: string,
           }
         },
         onKeepalive: (k) => {
-          if (k.replyRequested) session.sendStatus({ write: received, flush: received, apply: 0n }, false);
+          if (k.replyRequested) session.sendStatus(positions(), false);
         },
-        finalPositions: () => ({ write: received, flush: received, apply: 0n }),
+        finalPositions: positions,
       },
     );
     const end = await session.done;
