@@ -155,6 +155,27 @@ export class WalvaultProcess {
   }
 }
 
+/**
+ * Runs `fn` while a `walvault run --config` daemon streams (from its 'starting replication'
+ * on), then stops it with SIGTERM whatever `fn` did.
+ */
+export async function withReceiver<T>(config: string, fn: (receiver: WalvaultProcess) => Promise<T>): Promise<T> {
+  const receiver = WalvaultProcess.start(['run', '--config', config]);
+  try {
+    await receiver.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
+    return await fn(receiver);
+  } finally {
+    await receiver.stop('SIGTERM', 30000);
+  }
+}
+
+/** `walvault backup push --fast` with `args` (the site); the backup's name, or the test fails. */
+export async function pushBackup(args: string[]): Promise<string> {
+  const r = await runWalvault(['backup', 'push', ...args, '--fast'], {}, 120000);
+  assert.equal(r.code, 0, r.stderr);
+  return r.stdout.trim();
+}
+
 export interface RunResult {
   code: number | null;
   stdout: string;

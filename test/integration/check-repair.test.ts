@@ -12,7 +12,7 @@ import type { CheckReport } from '../../src/check/archive-check';
 import { Archive } from '../../src/archive/archive';
 import { parseLsn } from '../../src/wal/lsn';
 import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
-import { openArchive, pgConninfo, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
+import { openArchive, pgConninfo, pushBackup, runWalvault, switchAndWaitArchived, withReceiver, writeConfig } from '../helpers/walvault';
 
 describe('walvault check --repair (PostgreSQL 15)', () => {
   let cluster: PgCluster;
@@ -26,19 +26,14 @@ describe('walvault check --repair (PostgreSQL 15)', () => {
     work = tmpDir('walvault-repair-');
     archive = path.join(work, 'archive');
     config = writeConfig(work, { main: { pg: pgConninfo(cluster), archive, state: path.join(work, 'state'), status_interval_seconds: 1 } });
-    const receiver = WalvaultProcess.start(['run', '--config', config]);
-    try {
-      await receiver.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
+    await withReceiver(config, async () => {
       await cluster.pgbench(['-i', '-s', '1', '-q']);
-      const push = await runWalvault(['backup', 'push', '--config', config, '--fast'], {}, 120000);
-      assert.equal(push.code, 0, push.stderr);
+      await pushBackup(['--config', config]);
       await cluster.pgbench(['-c', '2', '-t', '500', '-n']);
       await switchAndWaitArchived(cluster, archive, 1, 60000);
       await cluster.pgbench(['-c', '2', '-t', '300', '-n']);
       await switchAndWaitArchived(cluster, archive, 1, 60000);
-    } finally {
-      await receiver.stop('SIGTERM', 30000);
-    }
+    });
     // Three consecutive segments and one more, all after the backup.
     const names = fs.readdirSync(path.join(archive, 'wal')).filter((n) => /^[0-9A-F]{24}$/.test(n)).sort();
     assert.ok(names.length >= 12, `enough segments (${names.length})`);
@@ -116,17 +111,12 @@ describe('walvault check --repair when the server no longer has the WAL (Postgre
     work = tmpDir('walvault-repair-gone-');
     archive = path.join(work, 'archive');
     config = writeConfig(work, { main: { pg: pgConninfo(cluster), archive, state: path.join(work, 'state'), status_interval_seconds: 1 } });
-    const receiver = WalvaultProcess.start(['run', '--config', config]);
-    try {
-      await receiver.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
+    await withReceiver(config, async () => {
       await cluster.pgbench(['-i', '-s', '1', '-q']);
-      const push = await runWalvault(['backup', 'push', '--config', config, '--fast'], {}, 120000);
-      assert.equal(push.code, 0, push.stderr);
+      await pushBackup(['--config', config]);
       await cluster.pgbench(['-c', '2', '-t', '300', '-n']);
       await switchAndWaitArchived(cluster, archive, 1, 60000);
-    } finally {
-      await receiver.stop('SIGTERM', 30000);
-    }
+    });
     // Without the slot and with no WAL kept, checkpoints recycle what the archive holds.
     await cluster.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots`);
     const names = fs.readdirSync(path.join(archive, 'wal')).filter((n) => /^[0-9A-F]{24}$/.test(n)).sort();

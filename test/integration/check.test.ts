@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import type { CheckReport } from '../../src/check/archive-check';
 import { parseLsn, segmentFileName, segmentNumber } from '../../src/wal/lsn';
 import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
-import { pgConninfo, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
+import { pgConninfo, pushBackup, runWalvault, switchAndWaitArchived, withReceiver, writeConfig } from '../helpers/walvault';
 
 const SETTINGS = { wal_keep_size: '1024MB', max_wal_size: '1024MB' };
 
@@ -60,14 +60,10 @@ describe('walvault check: a timeline switch, two backups, chosen damage (Postgre
     work = tmpDir('walvault-check-');
     archive = path.join(work, 'archive');
     config = writeConfig(work, { main: { pg: pgConninfo(standby), archive, state: path.join(work, 'state'), partial_interval_seconds: 1, status_interval_seconds: 1 } });
-    const receiver = WalvaultProcess.start(['run', '--config', config]);
-    try {
-      await receiver.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
+    await withReceiver(config, async (receiver) => {
       await primary.pgbench(['-i', '-s', '1', '-q']);
       // Backup 1 on timeline 1, taken from the primary into the archive the standby's receiver fills.
-      const push1 = await runWalvault(['backup', 'push', '--pg', pgConninfo(primary), '--archive', archive, '--state', path.join(work, 'push-state'), '--fast'], {}, 120000);
-      assert.equal(push1.code, 0, push1.stderr);
-      b1 = push1.stdout.trim();
+      b1 = await pushBackup(['--pg', pgConninfo(primary), '--archive', archive, '--state', path.join(work, 'push-state')]);
       await primary.pgbench(['-c', '2', '-t', '200', '-n']);
       const { lastName } = await switchAndWaitArchived(primary, archive, 1, 60000);
       tl1Middle = lastName;
@@ -79,16 +75,12 @@ describe('walvault check: a timeline switch, two backups, chosen damage (Postgre
       await standby.pgbench(['-c', '2', '-t', '200', '-n']);
       await switchAndWaitArchived(standby, archive, 2, 60000);
       // Backup 2 on timeline 2, through the site (the promoted standby).
-      const push2 = await runWalvault(['backup', 'push', '--config', config, '--fast'], {}, 120000);
-      assert.equal(push2.code, 0, push2.stderr);
-      b2 = push2.stdout.trim();
+      b2 = await pushBackup(['--config', config]);
       const meta2 = JSON.parse((await runWalvault(['backup', 'show', '--archive', archive, b2], {}, 30000)).stdout) as { startLsn: string };
       b2Segment = segmentFileName(2, segmentNumber(parseLsn(meta2.startLsn), segSize), segSize);
       await standby.pgbench(['-c', '2', '-t', '200', '-n']);
       await switchAndWaitArchived(standby, archive, 2, 60000);
-    } finally {
-      await receiver.stop('SIGTERM', 30000);
-    }
+    });
   });
 
   after(async () => {

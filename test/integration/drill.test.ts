@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import type { DrillResult } from '../../src/check/drill';
 import { parseLsn, parseSegmentFileName, segmentStartOfNumber } from '../../src/wal/lsn';
 import { availableMajors, binDirFor, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
-import { pgConninfo, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
+import { pgConninfo, pushBackup, runWalvault, switchAndWaitArchived, WalvaultProcess, withReceiver, writeConfig } from '../helpers/walvault';
 
 const others = availableMajors().filter((m) => m !== 15);
 const majors = [15, ...others.slice(-1)];
@@ -35,21 +35,16 @@ describe(`walvault drill (PostgreSQL ${major})`, () => {
     work = tmpDir('walvault-drill-test-');
     archive = path.join(work, 'archive');
     const config = writeConfig(work, { main: { pg: pgConninfo(cluster), archive, state: path.join(work, 'state'), status_interval_seconds: 1 } });
-    const receiver = WalvaultProcess.start(['run', '--config', config]);
-    try {
-      await receiver.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
+    await withReceiver(config, async () => {
       await cluster.pgbench(['-i', '-s', '1', '-q']);
-      const push = await runWalvault(['backup', 'push', '--config', config, '--fast'], {}, 120000);
-      assert.equal(push.code, 0, push.stderr);
+      await pushBackup(['--config', config]);
       await cluster.pgbench(['-c', '2', '-t', '300', '-n']);
       const mid = await switchAndWaitArchived(cluster, archive, 1, 60000);
       middleSegment = mid.lastName;
       await cluster.query('CREATE TABLE drill_marker AS SELECT 42 AS answer');
       await cluster.pgbench(['-c', '2', '-t', '300', '-n']);
       lastSegment = (await switchAndWaitArchived(cluster, archive, 1, 60000)).lastName;
-    } finally {
-      await receiver.stop('SIGTERM', 30000);
-    }
+    });
   });
 
   after(async () => {

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { VerifyReport } from '../../src/check/verify-archive';
 import { PgCluster, removeDir, tmpDir } from '../helpers/pg-cluster';
-import { pgConninfo, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
+import { pgConninfo, pushBackup, runWalvault, switchAndWaitArchived, withReceiver, writeConfig } from '../helpers/walvault';
 
 describe('walvault verify: one flipped byte among hundreds of objects (PostgreSQL 15, zstd)', () => {
   let cluster: PgCluster;
@@ -42,19 +42,14 @@ describe('walvault verify: one flipped byte among hundreds of objects (PostgreSQ
     work = tmpDir('walvault-verify-');
     archive = path.join(work, 'archive');
     const config = writeConfig(work, { main: { pg: pgConninfo(cluster), archive, state: path.join(work, 'state'), compression: 'zstd', status_interval_seconds: 1 } });
-    const receiver = WalvaultProcess.start(['run', '--config', config]);
-    try {
-      await receiver.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
+    await withReceiver(config, async () => {
       await cluster.pgbench(['-i', '-s', '2', '-q']);
-      const push = await runWalvault(['backup', 'push', '--config', config, '--fast'], {}, 120000);
-      assert.equal(push.code, 0, push.stderr);
+      await pushBackup(['--config', config]);
       // Many small segments: a row, then a switch, over and over.
       await cluster.query('CREATE TABLE tick (n int)');
       for (let i = 0; i < 300; i++) await cluster.query(`INSERT INTO tick VALUES (${i}); SELECT pg_switch_wal();`);
       await switchAndWaitArchived(cluster, archive, 1, 120000);
-    } finally {
-      await receiver.stop('SIGTERM', 30000);
-    }
+    });
   });
 
   after(async () => {
@@ -114,15 +109,11 @@ describe('walvault verify on an encrypted archive: without the private key, and 
     const k = await runWalvault(['keys', 'create', '--private-key', privateKey, '--public-key', publicKey]);
     assert.equal(k.code, 0, k.stderr);
     const config = writeConfig(work, { main: { pg: pgConninfo(cluster), archive, state: path.join(work, 'state'), compression: 'zstd', encryption_public_key_file: publicKey, status_interval_seconds: 1 } });
-    const receiver = WalvaultProcess.start(['run', '--config', config]);
-    try {
-      await receiver.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
+    await withReceiver(config, async () => {
       await cluster.query('CREATE TABLE tick (n int)');
       for (let i = 0; i < 20; i++) await cluster.query(`INSERT INTO tick VALUES (${i}); SELECT pg_switch_wal();`);
       await switchAndWaitArchived(cluster, archive, 1, 60000);
-    } finally {
-      await receiver.stop('SIGTERM', 30000);
-    }
+    });
   });
 
   after(async () => {
