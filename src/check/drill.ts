@@ -22,6 +22,7 @@ import { WalvaultError } from '../errors';
 import { formatLsn, parseLsn, segmentStart, type Lsn } from '../wal/lsn';
 import { confLiteral } from '../restore/recovery-settings';
 import { chooseBackup, restoreBackup } from '../restore/restore';
+import { stopPrefetcher } from '../restore/prefetch';
 import { checkArchive } from './archive-check';
 
 export interface DrillOptions {
@@ -104,6 +105,7 @@ export async function runDrill(o: DrillOptions): Promise<DrillResult> {
     if (tail) result.problem += `; the server logged: ${tail}`;
   } finally {
     await server?.stop().catch(() => undefined);
+    await stopPrefetcher(dataDir).catch(() => undefined);
     result.phases.totalSeconds = since(started);
     if (!o.keep) fs.rmSync(base, { recursive: true, force: true });
   }

@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { Archive } from '../archive/archive';
 import { isWalvaultError, WalvaultError } from '../errors';
 import { isHistoryFileName, isSegmentFileName } from '../wal/lsn';
-import { lockPrefetchDir, nudgePrefetcher, prefetchDirFor, runPrefetcher, takePrefetched, unlockPrefetchDir, writeFileDurably } from '../restore/prefetch';
+import { dataDirOf, lockPrefetchDir, nudgePrefetcher, prefetchDirFor, runPrefetcher, takePrefetched, unlockPrefetchDir, writeFileDurably } from '../restore/prefetch';
 import { archiveFromOptions } from './archive-option';
 import { reportAndExit } from './fail';
 
@@ -95,7 +95,7 @@ export async function walPrefetchCommand(name: string, opts: WalFetchOptions & {
     try {
       const cluster = await archive.readCluster();
       if (!cluster) return 0;
-      await runPrefetcher({ dir, count, start: name, segSize: cluster.walSegmentSize, get: (n) => getWithRetry(archive, Archive.walKey(n)) });
+      await runPrefetcher({ dir, dataDir: dataDirOf(dir), count, start: name, segSize: cluster.walSegmentSize, get: (n) => getWithRetry(archive, Archive.walKey(n)) });
     } finally {
       await archive.close();
     }

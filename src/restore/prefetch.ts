@@ -11,7 +11,9 @@
  * where recovery is (the `.wanted` file), or starts one. The prefetcher sees segments leave
  * its directory as recovery consumes them and refills the window behind them; it follows a
  * jump (a timeline switch, a restarted recovery) through `.wanted`, and when nothing has
- * moved for a while it removes what it left and exits.
+ * moved for a while it removes what it left and exits. It exits at once when the server it
+ * serves stops or leaves recovery: nothing will ask for its files, and a promoted cluster's
+ * pg_wal should not keep filling for a while after.
  *
  * Only finished segments are prefetched: they are immutable, so a copy taken earlier is the
  * same object. Partials change and are always fetched fresh. Each file is fsynced before it
@@ -22,7 +24,8 @@ import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { WalvaultError } from '../errors';
-import { processAlive } from '../util/process-alive';
+import { processAlive, processArgs } from '../util/process-alive';
+import { sleep } from '../util/timers';
 import { isSegmentFileName, parseSegmentFileName, segmentFileName } from '../wal/lsn';
 import { fsyncDir } from '../wal/fsync-dir';
 
@@ -130,8 +133,56 @@ export async function nudgePrefetcher(walvault: string, archiveArgs: string[], n
   child.unref();
 }
 
+/** The data directory whose server the prefetch directory `dir` serves, or null when `dir` is not pg_wal/walvault-prefetch. */
+export function dataDirOf(dir: string): string | null {
+  const abs = path.resolve(dir);
+  const walDir = path.dirname(abs);
+  return path.basename(abs) === PREFETCH_DIR && path.basename(walDir) === 'pg_wal' ? path.dirname(walDir) : null;
+}
+
+/**
+ * Stops the prefetcher serving the data directory `dataDir`, if one runs, and waits until it
+ * is gone, so that the directory can be removed without a late file landing in it. Only a
+ * process whose command line is that directory's prefetcher is signalled (a stale lock's pid
+ * may belong to anything by now).
+ */
+export async function stopPrefetcher(dataDir: string, timeoutMs = 10000): Promise<void> {
+  const dir = path.join(path.resolve(dataDir), 'pg_wal', PREFETCH_DIR);
+  const pid = await lockHolder(dir);
+  if (pid === null) return;
+  const args = processArgs(pid);
+  if (!args || !args.includes('wal-prefetch') || !args.includes(dir)) return;
+  try {
+    process.kill(pid, 'SIGKILL'); // it only ever holds copies; a half-written one is a temporary file
+  } catch {
+    return;
+  }
+  const deadline = Date.now() + timeoutMs;
+  while (processAlive(pid)) {
+    if (Date.now() > deadline) throw new WalvaultError('STORAGE_IO', `the prefetcher for ${dataDir} (pid ${pid}) did not exit within ${timeoutMs / 1000} s of SIGKILL`);
+    await sleep(20);
+  }
+}
+
+/**
+ * Whether recovery in `dataDir` is over for good: its server stopped (postmaster.pid gone)
+ * or it left recovery (PostgreSQL removes recovery.signal and standby.signal when it
+ * promotes). Only what was there when the prefetcher started counts, so a directory that is
+ * not a running server's is served until idle.
+ */
+function recoveryWatch(dataDir: string | null | undefined): () => boolean {
+  if (!dataDir) return () => false;
+  const has = (f: string) => fs.existsSync(path.join(dataDir, f));
+  const signals = () => has('recovery.signal') || has('standby.signal');
+  const hadServer = has('postmaster.pid');
+  const hadSignal = signals();
+  return () => (hadServer && !has('postmaster.pid')) || (hadSignal && !signals());
+}
+
 export interface PrefetcherOptions {
   dir: string;
+  /** The data directory recovering through `dir`: the prefetcher exits when its recovery ends (see dataDirOf). */
+  dataDir?: string | null;
   count: number;
   /** The segment recovery asked for last. */
   start: string;
@@ -153,6 +204,7 @@ export async function runPrefetcher(o: PrefetcherOptions): Promise<void> {
   for (const f of await fsp.readdir(o.dir)) {
     if (/^\..*\.walvault-[0-9]+\.tmp$/.test(f)) await fsp.rm(path.join(o.dir, f), { force: true }); // a dead prefetcher's
   }
+  const recoveryOver = recoveryWatch(o.dataDir);
   let lastWanted = '';
   let lastActivity = Date.now();
   let wake: (() => void) | null = null;
@@ -177,6 +229,7 @@ export async function runPrefetcher(o: PrefetcherOptions): Promise<void> {
     });
   try {
     for (;;) {
+      if (recoveryOver()) return;
       const wanted = (await fsp.readFile(path.join(o.dir, WANTED_FILE), 'utf8').catch(() => '')).trim();
       if (wanted !== lastWanted) {
         lastWanted = wanted;
@@ -186,7 +239,12 @@ export async function runPrefetcher(o: PrefetcherOptions): Promise<void> {
           lastActivity = Date.now();
         }
       }
-      const present = new Set((await fsp.readdir(o.dir)).filter(isSegmentFileName));
+      const listed = await fsp.readdir(o.dir).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return null; // the directory was removed: nothing to serve
+        throw err;
+      });
+      if (listed === null) return;
+      const present = new Set(listed.filter(isSegmentFileName));
       for (const name of seen) {
         if (present.has(name)) continue;
         // Gone, so recovery took it: it is at least there now.
@@ -210,6 +268,7 @@ export async function runPrefetcher(o: PrefetcherOptions): Promise<void> {
       let atEnd = missing.length === 0;
       if (missing.length > 0) {
         const got = await Promise.all(missing.map((name) => o.get(name)));
+        if (recoveryOver()) return; // what was fetched would only be removed again
         for (let i = 0; i < missing.length; i++) {
           const data = got[i];
           if (data === null) {

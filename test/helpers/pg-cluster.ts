@@ -12,6 +12,7 @@ import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import { Client } from 'pg';
+import { stopPrefetcher } from '../../src/restore/prefetch';
 
 export const DEBIAN_PG15_BIN = '/usr/lib/postgresql/15/bin';
 /** Client tools (psql, pgbench, pg_waldump, pg_receivewal, pg_basebackup...) always come from here. */
@@ -872,7 +873,7 @@ export class PgCluster {
 
   async stop(mode: StopMode = 'fast'): Promise<void> {
     for (const child of this.children) child.kill('SIGTERM');
-    if (!this.running && !fs.existsSync(path.join(this.dataDir, 'postmaster.pid'))) return;
+    if (!this.running && !fs.existsSync(path.join(this.dataDir, 'postmaster.pid'))) return stopPrefetcher(this.dataDir);
     try {
       await this.pgCtl(['-m', mode, '-w', '-t', '60', 'stop']);
     } catch (err) {
@@ -882,6 +883,9 @@ export class PgCluster {
       }
     }
     this.running = false;
+    // A restored cluster's restore_command may have left a prefetcher, which could otherwise
+    // still drop a segment into pg_wal while the test removes the directory.
+    await stopPrefetcher(this.dataDir);
   }
 
   async restart(mode: 'fast' | 'immediate' = 'fast'): Promise<void> {

@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execFile } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
+import { stopPrefetcher } from '../../src/restore/prefetch';
 import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import { S3Server } from '../helpers/s3-server';
 import { archivedSegments, pgConninfo, runWalvault, switchAndWaitArchived, WALVAULT_BIN, WalvaultProcess, writeConfig } from '../helpers/walvault';
@@ -129,5 +130,34 @@ describe('wal-fetch --prefetch (s3rver)', () => {
     const left = fs.readdirSync(prefetchDir).filter((n) => !n.startsWith('.'));
     assert.deepEqual(left, [], 'nothing left behind');
     assert.ok(!fs.existsSync(path.join(prefetchDir, '.prefetcher.pid')), 'its lock released');
+  });
+  it('the prefetcher ends with its recovery: when the server leaves recovery or stops, or when told to', async () => {
+    const names = await archivedSegments(archive);
+    // What each case takes away from a (stand-in) data directory whose server is recovering.
+    const cases: Array<[string, (dataDir: string) => Promise<void>]> = [
+      ['promoted', async (d) => fs.rmSync(path.join(d, 'recovery.signal'))],
+      ['stopped', async (d) => fs.rmSync(path.join(d, 'postmaster.pid'))],
+      ['stopPrefetcher', (d) => stopPrefetcher(d)],
+    ];
+    for (const [tag, end] of cases) {
+      const dataDir = path.join(work, `data-${tag}`);
+      fs.mkdirSync(path.join(dataDir, 'pg_wal'), { recursive: true });
+      fs.writeFileSync(path.join(dataDir, 'postmaster.pid'), `${process.pid}\n`);
+      fs.writeFileSync(path.join(dataDir, 'recovery.signal'), '');
+      const prefetchDir = path.join(dataDir, 'pg_wal', 'walvault-prefetch');
+      const command = `mv -f pg_wal/walvault-prefetch/%f %p 2>/dev/null || ${process.execPath} ${WALVAULT_BIN} wal-fetch --archive ${archive} --prefetch 3 %f %p`;
+      // Idle exit far off: only the end of recovery can stop it within the wait below.
+      assert.equal(await runRestoreCommand(command, names[0], dataDir, { WALVAULT_PREFETCH_IDLE_MS: '600000' }), 0);
+      await waitFor(() => fs.existsSync(path.join(prefetchDir, names[1])), { timeoutMs: 20000, what: `${tag}: prefetching to start` });
+      assert.equal(processesWith(prefetchDir).length, 1, `${tag}: a prefetcher runs`);
+      await end(dataDir);
+      if (tag === 'stopPrefetcher') {
+        assert.equal(processesWith(prefetchDir).length, 0, 'stopPrefetcher returns once the prefetcher is gone');
+      } else {
+        await waitFor(() => processesWith(prefetchDir).length === 0, { timeoutMs: 10000, what: `${tag}: the prefetcher to exit` });
+        assert.deepEqual(fs.readdirSync(prefetchDir).filter((n) => !n.startsWith('.')), [], `${tag}: its segments removed`);
+      }
+      removeDir(dataDir);
+    }
   });
 });
