@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { CheckReport } from '../../src/check/archive-check';
 import { Archive } from '../../src/archive/archive';
-import { parseLsn } from '../../src/wal/lsn';
+import { parseLsn, parseSegmentFileName, segmentStartOfNumber } from '../../src/wal/lsn';
 import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import { openArchive, pgConninfo, pushBackup, runWalvault, switchAndWaitArchived, withReceiver, writeConfig } from '../helpers/walvault';
 
@@ -144,5 +144,64 @@ describe('walvault check --repair when the server no longer has the WAL (Postgre
     assert.match(r.stderr, /add --backup-if-needed/);
     assert.match(r.stdout, new RegExp(`problem: WAL missing: ${victim}`));
     assert.deepEqual(fs.readdirSync(path.join(archive, 'wal')).sort(), before, 'the archive is unchanged');
+  });
+});
+
+describe('walvault check --repair --backup-if-needed (PostgreSQL 15)', () => {
+  let cluster: PgCluster;
+  let work = '';
+  let archive = '';
+  let config = '';
+
+  before(async () => {
+    cluster = await PgCluster.start({ major: 15, walSegSizeMiB: 1, settings: { wal_keep_size: '0', max_wal_size: '4MB', min_wal_size: '2MB' } });
+    work = tmpDir('walvault-repair-backup-');
+    archive = path.join(work, 'archive');
+    config = writeConfig(work, { main: { pg: pgConninfo(cluster), archive, state: path.join(work, 'state'), status_interval_seconds: 1 } });
+  });
+
+  after(async () => {
+    await cluster?.destroy();
+    if (work) removeDir(work);
+  });
+
+  it('takes a new base backup when a missing range is gone from the server; the new backup is restorable, the old one stops at the gap', async () => {
+    await withReceiver(config, async () => {
+      await cluster.pgbench(['-i', '-s', '1', '-q']);
+      const old = await pushBackup(['--config', config]);
+      await cluster.pgbench(['-c', '2', '-t', '300', '-n']);
+      await switchAndWaitArchived(cluster, archive, 1, 60000);
+      const names = fs.readdirSync(path.join(archive, 'wal')).filter((n) => /^[0-9A-F]{24}$/.test(n)).sort();
+      const victim = names[names.length - 3];
+      // The receiver's slot follows what is archived, so checkpoints recycle the older WAL.
+      await waitFor(
+        async () => {
+          await cluster.pgbench(['-c', '1', '-t', '100', '-n']);
+          await cluster.query('SELECT pg_switch_wal()');
+          await cluster.query('CHECKPOINT');
+          return !(await cluster.query(`SELECT name FROM pg_ls_waldir()`)).some((r: { name: string }) => r.name === victim);
+        },
+        { timeoutMs: 60000, what: `${victim} to be recycled on the server` },
+      );
+      fs.rmSync(path.join(archive, 'wal', victim));
+
+      const r = await runWalvault(['check', '--config', config, '--repair', '--backup-if-needed', '--json'], {}, 180000);
+      assert.equal(r.code, 1, `the gap is still there: ${r.stderr}\n${r.stdout}`);
+      assert.match(r.stderr, new RegExp(`repair: ${victim}\\.\\.${victim} cannot be repaired`));
+      const taken = /repair: took base backup (\S+),/.exec(r.stderr)?.[1];
+      assert.ok(taken, `a backup was taken: ${r.stderr}`);
+      const report = JSON.parse(r.stdout) as CheckReport;
+      assert.deepEqual(report.missingSegments.map((m) => [m.first, m.last]), [[victim, victim]]);
+      const byName = new Map(report.backups.map((b) => [b.name, b]));
+      const before = byName.get(old)!;
+      const fresh = byName.get(taken)!;
+      assert.ok(before && fresh, `both backups reported: ${[...byName.keys()].join(', ')}`);
+      assert.equal(before.consistent, true, 'the old backup is still consistent (the gap is after its stop)');
+      const gapStart = segmentStartOfNumber(parseSegmentFileName(victim, report.segmentSize).segNo, report.segmentSize);
+      assert.ok(parseLsn(before.recoverableTo!.lsn) <= gapStart, `the old backup recovers only up to the gap (${before.recoverableTo!.lsn})`);
+      assert.equal(fresh.consistent, true, `the new backup's WAL is archived: ${fresh.problems.join('; ')}`);
+      assert.equal(fresh.restorable, true);
+      assert.ok(parseLsn(fresh.recoverableTo!.lsn) >= parseLsn(fresh.stopLsn), 'the new backup recovers at least to its stop');
+    });
   });
 });
