@@ -334,23 +334,30 @@ export class Archive {
    */
   private async storedDigestProblem(key: string, total: number, digest: Buffer, header: Buffer | null): Promise<string | null> {
     const skip = header?.length ?? 0;
-    const info = await this.storage.head(key);
-    if (info === null) return 'missing when read back';
-    if (info.size !== total) return `${info.size} bytes instead of ${total} when read back`;
     const window = windowPool.acquire();
     try {
+      const opened = await this.storage.openRead(key, window);
+      if (opened === null) return 'missing when read back';
+      let offset = 0;
       const hash = createHash('sha256');
-      for (let offset = 0; offset < total; ) {
-        const got = await this.storage.getRange(key, offset, Math.min(window.length, total - offset), window);
-        if (got === null || got.length === 0) return `missing from byte ${offset} when read back`;
-        let from = 0;
-        if (header && offset < skip) {
-          from = Math.min(skip - offset, got.length);
-          if (!got.subarray(0, from).equals(header.subarray(offset, offset + from))) return 'its header differs when read back';
+      const chunks = opened.chunks[Symbol.asyncIterator]();
+      try {
+        if (opened.size !== total) return `${opened.size} bytes instead of ${total} when read back`;
+        for (let next = await chunks.next(); !next.done; next = await chunks.next()) {
+          const got = next.value;
+          if (offset + got.length > total) return `more than ${total} bytes when read back`;
+          let from = 0;
+          if (header && offset < skip) {
+            from = Math.min(skip - offset, got.length);
+            if (!got.subarray(0, from).equals(header.subarray(offset, offset + from))) return 'its header differs when read back';
+          }
+          hash.update(got.subarray(from));
+          offset += got.length;
         }
-        hash.update(got.subarray(from));
-        offset += got.length;
+      } finally {
+        await chunks.return?.();
       }
+      if (offset < total) return `missing from byte ${offset} when read back`;
       const stored = hash.digest();
       if (!stored.equals(digest)) {
         return `what was read back has sha256 ${stored.toString('hex')}, not ${digest.toString('hex')} as ${header ? 'received' : 'written'}`;

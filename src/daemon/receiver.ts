@@ -637,7 +637,6 @@ export class SiteReceiver {
       },
     );
     this.session = session;
-    this.streamFailure = null;
     return new Promise<StreamEnd>((resolve, reject) => {
       this.failStream = (err) => {
         reject(err);
@@ -677,7 +676,6 @@ export class SiteReceiver {
   }
 
   private setupDone: Promise<void> = Promise.resolve();
-  private streamFailure: unknown = null;
   private failStream: (err: unknown) => void = () => undefined;
 
   private onXLogData(tli: number, h: XLogDataHeader, payload: Buffer): void {

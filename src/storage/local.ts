@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs, type Dirent } from 'node:fs';
 import * as path from 'node:path';
 import { WalvaultError } from '../errors';
-import type { ObjectBody, ObjectInfo, Storage } from './storage';
+import { releasingChunks, type ObjectBody, type ObjectInfo, type Storage } from './storage';
 
 /** `.<base>.tmp-<pid>-<hex>`: hidden, unique per process and attempt, never a valid key segment. */
 const TEMP_NAME_RE = /^\..*\.tmp-\d+-[0-9a-f]+$/;
@@ -112,15 +112,21 @@ export class LocalStorage implements Storage {
     }
   }
 
-  async getRange(key: string, offset: number, length: number, into?: Buffer): Promise<Buffer | null> {
+  /** The object's file opened for reading, or null when there is no object. */
+  private async openObject(key: string): Promise<{ file: string; handle: fs.FileHandle } | null> {
     const file = this.pathOf(key);
-    let handle: fs.FileHandle;
     try {
-      handle = await fs.open(file, 'r');
+      return { file, handle: await fs.open(file, 'r') };
     } catch (err) {
       if (isMissing(err)) return null;
       throw ioError('open', file, err);
     }
+  }
+
+  async getRange(key: string, offset: number, length: number, into?: Buffer): Promise<Buffer | null> {
+    const opened = await this.openObject(key);
+    if (opened === null) return null;
+    const { file, handle } = opened;
     try {
       const buf = into !== undefined && into.length >= length ? into : Buffer.allocUnsafe(length);
       let done = 0;
@@ -135,6 +141,38 @@ export class LocalStorage implements Storage {
     } finally {
       await handle.close().catch(() => undefined);
     }
+  }
+
+  async openRead(key: string, into?: Buffer): Promise<{ size: number; chunks: AsyncIterable<Buffer> } | null> {
+    const opened = await this.openObject(key);
+    if (opened === null) return null;
+    const { file, handle } = opened;
+    let size: number;
+    try {
+      size = (await handle.stat()).size;
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      throw ioError('stat', file, err);
+    }
+    async function* chunks(): AsyncGenerator<Buffer> {
+      try {
+        const buf = into ?? Buffer.allocUnsafe(Math.min(size, 1 << 20) || 1);
+        for (let offset = 0; ; ) {
+          let bytesRead: number;
+          try {
+            ({ bytesRead } = await handle.read(buf, 0, buf.length, offset));
+          } catch (err) {
+            throw ioError('read', file, err);
+          }
+          if (bytesRead === 0) return;
+          offset += bytesRead;
+          yield buf.subarray(0, bytesRead);
+        }
+      } finally {
+        await handle.close().catch(() => undefined);
+      }
+    }
+    return { size, chunks: releasingChunks(chunks(), () => handle.close().catch(() => undefined)) };
   }
 
   async head(key: string): Promise<ObjectInfo | null> {

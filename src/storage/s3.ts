@@ -24,7 +24,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { Readable } from 'node:stream';
 import { WalvaultError } from '../errors';
-import type { ObjectBody, ObjectInfo, Storage } from './storage';
+import { releasingChunks, type ObjectBody, type ObjectInfo, type Storage } from './storage';
 
 export type ChecksumMode = 'when_supported' | 'when_required';
 
@@ -230,6 +230,31 @@ export class S3Storage implements Storage {
       if (httpStatus(err) === 416) return Buffer.alloc(0);
       throw s3Error('read', this.where(key), err);
     }
+  }
+
+  async openRead(key: string): Promise<{ size: number; chunks: AsyncIterable<Buffer> } | null> {
+    let stream: Readable;
+    let size: number;
+    try {
+      const res = await this.client.send(new GetObjectCommand({ Bucket: this.location.bucket, Key: this.objectKey(key) }));
+      stream = res.Body as Readable;
+      size = Number(res.ContentLength ?? 0);
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw s3Error('read', this.where(key), err);
+    }
+    const where = this.where(key);
+    async function* chunks(): AsyncGenerator<Buffer> {
+      try {
+        for await (const chunk of stream) yield chunk as Buffer;
+      } catch (err) {
+        throw s3Error('read', where, err);
+      } finally {
+        // Abandoned early (a mismatch found): the rest of the body is not wanted.
+        stream.destroy();
+      }
+    }
+    return { size, chunks: releasingChunks(chunks(), () => void stream.destroy()) };
   }
 
   async head(key: string): Promise<ObjectInfo | null> {

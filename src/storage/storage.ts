@@ -40,6 +40,14 @@ export interface Storage {
   getRange(key: string, offset: number, length: number, into?: Buffer): Promise<Buffer | null>;
   head(key: string): Promise<ObjectInfo | null>;
   /**
+   * The whole object as chunks in order, with its size, or null when there is no object: one
+   * request on an object store (reading a large object back window by window would cost a
+   * request per window), one open file locally. With `into` the backend may read into it
+   * (local files do), so each chunk is valid only until the next one is requested. Stopping
+   * the iteration early releases the request or the file.
+   */
+  openRead(key: string, into?: Buffer): Promise<{ size: number; chunks: AsyncIterable<Buffer> } | null>;
+  /**
    * Optional: makes the complete, fsynced file at `file` the object at `key` without copying
    * it (a hard link), if the backend can. 'exists' when there is an object at `key` already
    * (it is never replaced); 'unsupported' when the caller must write the object instead
@@ -52,4 +60,25 @@ export interface Storage {
   delete(key: string): Promise<void>;
   /** Releases connections or handles. */
   close(): Promise<void>;
+}
+
+/**
+ * `chunks` (a generator whose `finally` releases what it reads from) as the iterable an
+ * `openRead` returns: a generator that was never started skips its `finally` when returned
+ * early, so `release` is called then instead. `release` must be safe to call twice.
+ */
+export function releasingChunks(chunks: AsyncGenerator<Buffer>, release: () => Promise<void> | void): AsyncIterable<Buffer> {
+  let started = false;
+  return {
+    [Symbol.asyncIterator]: () => ({
+      next: () => {
+        started = true;
+        return chunks.next();
+      },
+      return: async (value?: unknown) => {
+        if (!started) await release();
+        return chunks.return(value as undefined);
+      },
+    }),
+  };
 }

@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
 import { describe, it } from 'node:test';
 import { isWalvaultError } from '../../src/errors';
 import type { Storage } from '../../src/storage/storage';
@@ -100,6 +101,42 @@ export function storageSuite(label: string, make: () => Promise<StorageUnderTest
         const into = Buffer.alloc(1024);
         const got = await s.getRange('r', 1000, 1024, into);
         assert.ok(got?.equals(data.subarray(1000, 2024)));
+      }),
+    );
+
+    it(
+      'openRead: the whole object in chunks with its size, missing and empty objects, and abandoned reads release what they hold',
+      withStorage(async (s) => {
+        const data = randomBytes(3 * 1024 * 1024 + 17);
+        await s.put('o', data);
+        const read = async (into?: Buffer) => {
+          const opened = await s.openRead('o', into);
+          assert.ok(opened, 'the object is there');
+          assert.equal(opened.size, data.length);
+          const got: Buffer[] = [];
+          for await (const c of opened.chunks) got.push(Buffer.from(c)); // a chunk may be refilled after the next
+          return Buffer.concat(got);
+        };
+        assert.ok((await read()).equals(data));
+        assert.ok((await read(Buffer.alloc(64 * 1024))).equals(data), 'through a small caller buffer');
+        assert.equal(await s.openRead('missing'), null);
+        await s.put('empty', Buffer.alloc(0));
+        const empty = await s.openRead('empty');
+        let bytes = 0;
+        for await (const c of empty!.chunks) bytes += c.length;
+        assert.deepEqual([empty!.size, bytes], [0, 0]);
+
+        // A read given up before its first chunk, or after one, holds no file or socket.
+        const fds = () => fs.readdirSync('/proc/self/fd').length;
+        const before = fds();
+        for (let i = 0; i < 20; i++) {
+          const opened = (await s.openRead('o'))!;
+          const it = opened.chunks[Symbol.asyncIterator]();
+          if (i % 2 === 1) await it.next();
+          await it.return?.();
+        }
+        await new Promise((r) => setTimeout(r, 200)); // destroyed sockets close on the next tick
+        assert.ok(fds() <= before + 3, `open descriptors went from ${before} to ${fds()}`);
       }),
     );
 

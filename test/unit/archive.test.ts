@@ -309,6 +309,9 @@ class DamagingStorage implements Storage {
   head(key: string): Promise<ObjectInfo | null> {
     return this.inner.head(key);
   }
+  openRead(key: string, into?: Buffer): ReturnType<Storage['openRead']> {
+    return this.inner.openRead(key, into);
+  }
   list(prefix: string): Promise<ObjectInfo[]> {
     return this.inner.list(prefix);
   }
