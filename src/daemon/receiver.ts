@@ -670,9 +670,19 @@ export class SiteReceiver {
   private namingTheGap(err: unknown, tli: number, start: Lsn): unknown {
     if (!isWalvaultError(err) || err.code !== 'PG_WAL_REMOVED') return err;
     const segment = segmentFileName(tli, segmentNumber(start, this.facts.walSegmentSize), this.facts.walSegmentSize);
-    return new WalvaultError('PG_WAL_REMOVED', `cannot continue at ${formatLsn(start)} on timeline ${tli} (segment ${segment}): ${err.message}`, {
-      cause: err,
-    });
+    // Nothing can fill this gap, and this archive cannot go on past it (its end is where
+    // streaming resumes): the way on is a new archive with a new backup, the old one kept.
+    const slot = this.site.slot;
+    return new WalvaultError(
+      'PG_WAL_REMOVED',
+      `cannot continue at ${formatLsn(start)} on timeline ${tli} (segment ${segment}): ${err.message}; the archive has a gap from there ` +
+        `and its backups restore only up to it. To archive again: drop the slot if the server invalidated it ` +
+        `(SELECT pg_drop_replication_slot('${slot}')), give site "${this.site.name}" a new archive location and a new state directory, ` +
+        `restart walvault and take a new base backup (walvault backup push); keep the old archive for restores up to the gap ` +
+        `(docs/postgresql-setup.md, "When the server removed WAL the archive needs"). ` +
+        `To avoid this, raise max_slot_wal_keep_size or keep the receiver running so the slot holds WAL`,
+      { cause: err },
+    );
   }
 
   private setupDone: Promise<void> = Promise.resolve();

@@ -90,7 +90,8 @@ export function mapPgError(err: unknown, target: ConnectTarget): WalvaultError {
   ) {
     return new WalvaultError(
       'PG_WAL_REMOVED',
-      `the server at ${at} no longer has the WAL needed to continue (${msg}); the archive has a gap from there: take a new base backup, and raise max_slot_wal_keep_size or keep the receiver running so the slot holds WAL`,
+      // What to do depends on who asked (the receiver, a repair): they add it.
+      `the server at ${at} no longer has the WAL needed to continue (${msg})`,
       { cause: err },
     );
   }

@@ -2,14 +2,15 @@
  * max_slot_wal_keep_size is the server's safety valve: when a receiver stays away long enough,
  * the server invalidates its slot and removes the WAL the archive still lacks. The receiver
  * must then say where the archive's gap begins and what to do, once, and stop: retrying can
- * never bring that WAL back.
+ * never bring that WAL back. What it says to do (a new archive, a new backup) is then done.
  */
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { formatLsn, segmentFileName, segmentNumber } from '../../src/wal/lsn';
 import { availableMajors, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
-import { archivedCoverage, pgConninfo, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
+import type { CheckReport } from '../../src/check/archive-check';
+import { archivedCoverage, pgConninfo, pushBackup, runWalvault, switchAndWaitArchived, WalvaultProcess, withReceiver, writeConfig } from '../helpers/walvault';
 
 const SLOT = 'walvault_gap';
 
@@ -84,5 +85,24 @@ describe(`the slot is invalidated while the receiver is away (max_slot_wal_keep_
     assert.equal(reconnects, 0, `no reconnect attempts were logged:\n${r.stderr.slice(-3000)}`);
     // The position in the message is what the archive really holds: nothing later was archived.
     assert.equal(await archivedCoverage(archive, segSize, 1), held, 'the archive did not change');
+    assert.ok(line.includes(`pg_drop_replication_slot('${SLOT}')`), `the line says how to drop the slot: ${line}`);
+    assert.match(line, /new archive location and a new state directory/);
+  });
+
+  it('the steps the line gives work: slot dropped, a new archive and state, streaming and a base backup again', async () => {
+    await cluster.query(`SELECT pg_drop_replication_slot('${SLOT}')`);
+    const archive = path.join(work, 'archive-after-gap');
+    const config = writeConfig(work, {
+      main: { pg: pgConninfo(cluster), archive, state: path.join(work, 'state-after-gap'), slot: SLOT, status_interval_seconds: 1 },
+    });
+    await withReceiver(config, async () => {
+      const name = await pushBackup(['--config', config]);
+      await cluster.query(`INSERT INTO filler (pad) SELECT repeat('y', 900) FROM generate_series(1, 500)`);
+      await switchAndWaitArchived(cluster, archive, 1, 60000);
+      const r = await runWalvault(['check', '--archive', archive, '--json'], {}, 60000);
+      assert.equal(r.code, 0, `the new archive checks clean:\n${r.stdout}\n${r.stderr}`);
+      const report = JSON.parse(r.stdout) as CheckReport;
+      assert.deepEqual(report.backups.map((b) => [b.name, b.consistent, b.restorable]), [[name, true, true]]);
+    });
   });
 });
