@@ -54,16 +54,41 @@ export function shellWord(v: string, what: string): string {
   return /^[A-Za-z0-9_./:=@,+-]+$/.test(v) ? v : `"${v}"`;
 }
 
+/**
+ * The settings block appended to postgresql.auto.conf. It sets every recovery setting a
+ * backup can bring with it (a standby's primary_conninfo and slot, an old target, a delay, an
+ * archive_cleanup_command that deletes files somewhere), empty where walvault has nothing to
+ * set: appended last, it wins over postgresql.conf and the file's earlier lines, so a cluster
+ * restored from a standby's backup neither streams from that standby's primary nor runs its
+ * commands. Only settings every supported major (12-18) knows: an unknown one would stop the
+ * server from starting.
+ */
 export function recoverySettings(o: { restoreCommand: string; target: RecoveryTarget; primaryConninfo?: string }): string {
-  const lines = ['', '# written by walvault restore', `restore_command = ${confLiteral(o.restoreCommand)}`];
   const t = o.target;
-  if (t.time !== undefined) lines.push(`recovery_target_time = ${confLiteral(t.time)}`);
-  if (t.lsn !== undefined) lines.push(`recovery_target_lsn = ${confLiteral(t.lsn)}`);
-  if (t.xid !== undefined) lines.push(`recovery_target_xid = ${confLiteral(t.xid)}`);
-  if (t.name !== undefined) lines.push(`recovery_target_name = ${confLiteral(t.name)}`);
-  if (t.immediate) lines.push(`recovery_target = 'immediate'`);
-  if (t.action !== undefined) lines.push(`recovery_target_action = ${confLiteral(t.action)}`);
-  if (t.timeline !== undefined) lines.push(`recovery_target_timeline = ${confLiteral(t.timeline)}`);
-  if (o.primaryConninfo !== undefined) lines.push(`primary_conninfo = ${confLiteral(o.primaryConninfo)}`);
+  const set = (name: string, value: string | undefined) => `${name} = ${confLiteral(value ?? '')}`;
+  const targets: Array<[string, string | undefined]> = [
+    ['recovery_target_time', t.time],
+    ['recovery_target_lsn', t.lsn],
+    ['recovery_target_xid', t.xid],
+    ['recovery_target_name', t.name],
+    ['recovery_target', t.immediate ? 'immediate' : undefined],
+  ];
+  const lines = [
+    '',
+    '# written by walvault restore; the settings after this line replace any the backup brought',
+    set('restore_command', o.restoreCommand),
+    // The chosen target goes last: PostgreSQL refuses any other target setting, even an
+    // empty one, once a target is set ("multiple recovery targets specified").
+    ...targets.filter(([, v]) => v === undefined).map(([name]) => set(name, undefined)),
+    ...targets.filter(([, v]) => v !== undefined).map(([name, v]) => set(name, v)),
+    set('recovery_target_timeline', t.timeline ?? 'latest'),
+    set('primary_conninfo', o.primaryConninfo),
+    set('primary_slot_name', undefined),
+    set('recovery_end_command', undefined),
+    set('archive_cleanup_command', undefined),
+    set('recovery_min_apply_delay', '0'),
+  ];
+  // Its default (pause) applies only with a target; set only when asked for.
+  if (t.action !== undefined) lines.push(set('recovery_target_action', t.action));
   return lines.join('\n') + '\n';
 }

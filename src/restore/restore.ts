@@ -264,6 +264,8 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   // pg_verifybackup can check the restore later.
   await fsp.writeFile(path.join(targetDir, 'backup_manifest'), manifestBytes, { mode: 0o600 });
   // Recovery settings, then pg_control last: the directory becomes startable only now.
+  // A backup taken on a standby holds its standby.signal: only the one asked for may stay.
+  for (const f of ['standby.signal', 'recovery.signal']) await fsp.rm(path.join(targetDir, f), { force: true });
   const signal = path.join(targetDir, o.standby ? 'standby.signal' : 'recovery.signal');
   await fsp.writeFile(signal, '', { mode: 0o600 });
   const autoConf = path.join(targetDir, 'postgresql.auto.conf');

@@ -188,4 +188,30 @@ describe('recovery settings', () => {
     assert.match(text, /^recovery_target_name = 'before ''drop'''$/m);
     assert.match(text, /^recovery_target_action = 'promote'$/m);
   });
+
+  test("settings a backup brings (a standby's primary_conninfo and slot, commands, a delay, other targets) are replaced", () => {
+    const text = recoverySettings({ restoreCommand: 'x %f %p', target: { lsn: '0/3000060' } });
+    for (const line of [
+      "recovery_target_lsn = '0/3000060'",
+      "recovery_target_time = ''",
+      "recovery_target_xid = ''",
+      "recovery_target_name = ''",
+      "recovery_target = ''",
+      "recovery_target_timeline = 'latest'",
+      "primary_conninfo = ''",
+      "primary_slot_name = ''",
+      "recovery_end_command = ''",
+      "archive_cleanup_command = ''",
+      "recovery_min_apply_delay = '0'",
+    ]) {
+      assert.ok(text.split('\n').includes(line), `${line} in:\n${text}`);
+    }
+    assert.ok(!/recovery_target_action/.test(text), 'no action unless asked');
+    // After it, PostgreSQL would refuse even an empty setting of another target kind.
+    const lines = text.split('\n');
+    const last = Math.max(...['recovery_target_time', 'recovery_target_lsn', 'recovery_target_xid', 'recovery_target_name', 'recovery_target '].map((k) => lines.findIndex((l) => l.startsWith(k))));
+    assert.equal(lines[last], "recovery_target_lsn = '0/3000060'", 'the chosen target is the last target setting');
+    const standby = recoverySettings({ restoreCommand: 'x %f %p', target: {}, primaryConninfo: 'host=db1 user=r' });
+    assert.ok(standby.split('\n').includes("primary_conninfo = 'host=db1 user=r'"));
+  });
 });
