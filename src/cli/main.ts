@@ -218,6 +218,11 @@ export function buildProgram(): Command {
     .option('--target-timeline <tli>', 'latest, current or a number')
     .option('--standby', 'write standby.signal: a hot standby that keeps replaying from the archive')
     .option('--primary-conninfo <conninfo>', 'with --standby: also stream from this primary (no password in it)')
+    .addOption(
+      new Option('--archive-mode <mode>', "archive_mode of the restored server: off, so a restored copy never pushes its WAL into the source's archive, or preserve the source's setting")
+        .choices(['off', 'preserve'])
+        .default('off'),
+    )
     .option('--tablespace-map <oid=dir>', 'restore tablespace OID into DIR (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .option('--force', 'delete the contents of a non-empty target (and tablespace) directory first')
     .option('--no-serve-partial', 'do not let recovery use the newest .partial segment (the last bytes received before the primary stopped)')

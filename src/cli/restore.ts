@@ -27,6 +27,7 @@ export interface RestoreCliOptions {
   targetTimeline?: string;
   standby?: boolean;
   primaryConninfo?: string;
+  archiveMode?: 'off' | 'preserve';
   tablespaceMap?: string[];
   force?: boolean;
   /** commander: true unless --no-serve-partial */
@@ -97,6 +98,7 @@ export async function restoreCommandCli(targetDir: string, o: RestoreCliOptions)
       target,
       standby: o.standby === true,
       primaryConninfo: o.primaryConninfo,
+      archiveOff: o.archiveMode !== 'preserve',
       force: o.force === true,
       tablespaceMap: map,
       restoreCommand: command,
@@ -112,6 +114,9 @@ export async function restoreCommandCli(targetDir: string, o: RestoreCliOptions)
           `${r.files} files, ${formatBytes(r.bytes)}, every one checked against the backup manifest`,
         ...r.tablespaces.map((t) => `tablespace ${t.oid} restored into ${t.dir}`),
         `${o.standby ? 'standby.signal' : 'recovery.signal'} and restore_command written to ${path.join(dir, 'postgresql.auto.conf')}`,
+        ...(o.archiveMode !== 'preserve'
+          ? ["archive_mode is off in it, so it cannot push WAL into the source's archive; to archive it, run walvault for it as a new site (or restore with --archive-mode preserve)"]
+          : []),
         'next:',
         `  1. if PostgreSQL runs as another user: chown -R <that user> ${dir}${r.tablespaces.map((t) => ` ${t.dir}`).join('')}`,
         `  2. start it: pg_ctl -D ${dir} start`,

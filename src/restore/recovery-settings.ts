@@ -63,7 +63,7 @@ export function shellWord(v: string, what: string): string {
  * commands. Only settings every supported major (12-18) knows: an unknown one would stop the
  * server from starting.
  */
-export function recoverySettings(o: { restoreCommand: string; target: RecoveryTarget; primaryConninfo?: string }): string {
+export function recoverySettings(o: { restoreCommand: string; target: RecoveryTarget; primaryConninfo?: string; archiveOff?: boolean }): string {
   const t = o.target;
   const set = (name: string, value: string | undefined) => `${name} = ${confLiteral(value ?? '')}`;
   const targets: Array<[string, string | undefined]> = [
@@ -88,6 +88,7 @@ export function recoverySettings(o: { restoreCommand: string; target: RecoveryTa
     set('archive_cleanup_command', undefined),
     set('recovery_min_apply_delay', '0'),
   ];
+  if (o.archiveOff) lines.push(set('archive_mode', 'off'));
   // Its default (pause) applies only with a target; set only when asked for.
   if (t.action !== undefined) lines.push(set('recovery_target_action', t.action));
   return lines.join('\n') + '\n';

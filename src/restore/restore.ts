@@ -37,6 +37,8 @@ export interface RestoreOptions {
   target: RecoveryTarget;
   standby: boolean;
   primaryConninfo?: string;
+  /** Writes archive_mode = off: a restored copy must not archive into the source's archive (its system id is the same). */
+  archiveOff?: boolean;
   force: boolean;
   tablespaceMap: Map<string, string>;
   /** The full restore_command line. */
@@ -269,7 +271,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   const signal = path.join(targetDir, o.standby ? 'standby.signal' : 'recovery.signal');
   await fsp.writeFile(signal, '', { mode: 0o600 });
   const autoConf = path.join(targetDir, 'postgresql.auto.conf');
-  const settings = recoverySettings({ restoreCommand: o.restoreCommand, target: o.target, primaryConninfo: o.primaryConninfo });
+  const settings = recoverySettings({ restoreCommand: o.restoreCommand, target: o.target, primaryConninfo: o.primaryConninfo, archiveOff: o.archiveOff });
   await fsp.appendFile(autoConf, settings, { mode: 0o600 });
   for (const f of [signal, autoConf, path.join(targetDir, 'backup_manifest')]) {
     const h = await fsp.open(f, 'r+');

@@ -13,6 +13,9 @@ import { parseLsn } from '../../src/wal/lsn';
 import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import { pgConninfo, pushBackup, runWalvault, switchAndWaitArchived, withReceiver, writeConfig } from '../helpers/walvault';
 
+/** As an archive_command user's servers have it (restored copies get it too, as a copied postgresql.conf would give them). */
+const archiving = { archive_mode: 'on', archive_command: '/bin/true' };
+
 const SUMS = 'SELECT count(*)::int AS n, sum(abalance)::bigint AS s, (SELECT count(*)::int FROM pgbench_history) AS h FROM pgbench_accounts';
 
 describe('base backup from a standby (PostgreSQL 15)', () => {
@@ -23,8 +26,8 @@ describe('base backup from a standby (PostgreSQL 15)', () => {
   let config = '';
 
   before(async () => {
-    primary = await PgCluster.start({ major: 15, walSegSizeMiB: 1 });
-    standby = await PgCluster.start({ standbyOf: primary });
+    primary = await PgCluster.start({ major: 15, walSegSizeMiB: 1, settings: archiving });
+    standby = await PgCluster.start({ standbyOf: primary, settings: archiving });
     work = tmpDir('walvault-standby-backup-');
     archive = path.join(work, 'archive');
     config = writeConfig(work, { main: { pg: pgConninfo(standby), archive, state: path.join(work, 'state'), partial_interval_seconds: 1, status_interval_seconds: 1 } });
@@ -66,12 +69,25 @@ describe('base backup from a standby (PostgreSQL 15)', () => {
     const target = path.join(work, 'restored');
     const restore = await runWalvault(['restore', '--config', config, target], {}, 300000);
     assert.equal(restore.code, 0, restore.stderr);
-    const restored = await PgCluster.start({ dataDir: target });
+    const restored = await PgCluster.start({ dataDir: target, settings: archiving });
     try {
       await waitFor(async () => (await restored.query('SELECT pg_is_in_recovery() AS r'))[0].r === false, { timeoutMs: 120000, what: 'recovery to end' }).catch((err: Error) => {
         throw new Error(`${err.message}\n--- restored server's log ---\n${restored.logTail()}`);
       });
       assert.deepEqual((await restored.query(SUMS))[0], expected);
+      assert.equal((await restored.query('SHOW archive_mode'))[0].archive_mode, 'off', 'a restored copy does not archive by default');
+    } finally {
+      await restored.destroy();
+    }
+  });
+
+  it('--archive-mode preserve keeps the source\'s archive_mode', async () => {
+    const target = path.join(work, 'restored-preserve');
+    const restore = await runWalvault(['restore', '--config', config, '--archive-mode', 'preserve', '--target-immediate', target], {}, 300000);
+    assert.equal(restore.code, 0, restore.stderr);
+    const restored = await PgCluster.start({ dataDir: target, settings: archiving });
+    try {
+      assert.equal((await restored.query('SHOW archive_mode'))[0].archive_mode, 'on');
     } finally {
       await restored.destroy();
     }

@@ -213,5 +213,7 @@ describe('recovery settings', () => {
     assert.equal(lines[last], "recovery_target_lsn = '0/3000060'", 'the chosen target is the last target setting');
     const standby = recoverySettings({ restoreCommand: 'x %f %p', target: {}, primaryConninfo: 'host=db1 user=r' });
     assert.ok(standby.split('\n').includes("primary_conninfo = 'host=db1 user=r'"));
+    assert.ok(!/archive_mode/.test(standby), 'archive_mode is left alone unless asked');
+    assert.ok(recoverySettings({ restoreCommand: 'x', target: {}, archiveOff: true }).split('\n').includes("archive_mode = 'off'"));
   });
 });
