@@ -147,7 +147,9 @@ export function dataDirOf(dir: string): string | null {
  * may belong to anything by now).
  */
 export async function stopPrefetcher(dataDir: string, timeoutMs = 10000): Promise<void> {
-  const dir = path.join(path.resolve(dataDir), 'pg_wal', PREFETCH_DIR);
+  // The prefetcher was started in the server's working directory, whose path has no symlinks.
+  const real = await fsp.realpath(dataDir).catch(() => path.resolve(dataDir));
+  const dir = path.join(real, 'pg_wal', PREFETCH_DIR);
   const pid = await lockHolder(dir);
   if (pid === null) return;
   const args = processArgs(pid);
