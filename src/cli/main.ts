@@ -214,7 +214,7 @@ export function buildProgram(): Command {
     .option('--target-xid <xid>', 'recover up to this transaction')
     .option('--target-name <name>', 'recover up to this named restore point')
     .option('--target-immediate', 'stop as soon as the backup is consistent')
-    .addOption(new Option('--target-action <action>', 'what to do at the target').choices(['promote', 'pause', 'shutdown']))
+    .addOption(new Option('--target-action <action>', 'what to do at the target (default: pause, as PostgreSQL does)').choices(['promote', 'pause', 'shutdown']))
     .option('--target-timeline <tli>', 'latest, current or a number')
     .option('--standby', 'write standby.signal: a hot standby that keeps replaying from the archive')
     .option('--primary-conninfo <conninfo>', 'with --standby: also stream from this primary (no password in it)')

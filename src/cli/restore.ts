@@ -9,7 +9,7 @@ import { WalvaultError } from '../errors';
 import { createLogger } from '../observe/logger';
 import { formatBytes } from '../observe/progress';
 import { prefetchShortcut } from '../restore/prefetch';
-import { checkTarget, shellWord, type RecoveryTarget } from '../restore/recovery-settings';
+import { checkTarget, hasTarget, shellWord, targetAction, type RecoveryTarget } from '../restore/recovery-settings';
 import { archiveFromOptions } from './archive-option';
 
 export interface RestoreCliOptions {
@@ -122,7 +122,7 @@ export async function restoreCommandCli(targetDir: string, o: RestoreCliOptions)
         `  2. start it: pg_ctl -D ${dir} start`,
         o.standby
           ? '     it runs as a hot standby, replaying WAL from the archive as it arrives; pg_ctl promote makes it a primary'
-          : `     it replays WAL from the archive up to ${until}, then ${{ promote: 'promotes (a new timeline)', pause: 'pauses', shutdown: 'shuts down' }[target.action ?? 'promote']}`,
+          : `     it replays WAL from the archive up to ${until}, then ${{ promote: 'promotes (a new timeline)', pause: "pauses: look, then SELECT pg_wal_replay_resume() to promote", shutdown: 'shuts down' }[hasTarget(target) ? targetAction(target) : 'promote']}`,
         '',
       ].join('\n'),
     );

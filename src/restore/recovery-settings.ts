@@ -36,8 +36,17 @@ export function checkTarget(t: RecoveryTarget): RecoveryTarget {
     throw bad(`--target-time ${JSON.stringify(t.time)} is not a time`, "give a timestamp with its time zone, e.g. '2026-12-01 15:04:05+00'");
   }
   if (t.timeline !== undefined && !/^(latest|current|[0-9]+)$/.test(t.timeline)) throw bad(`--target-timeline ${JSON.stringify(t.timeline)}`, 'use latest, current or a timeline number');
-  if (t.action !== undefined && given === 0) throw bad('--target-action without a target', 'give a recovery target too, or leave --target-action out');
+  if (t.action !== undefined && !hasTarget(t)) throw bad('--target-action without a target', 'give a recovery target too, or leave --target-action out');
   return t;
+}
+
+export function hasTarget(t: RecoveryTarget): boolean {
+  return t.time !== undefined || t.lsn !== undefined || t.xid !== undefined || t.name !== undefined || t.immediate === true;
+}
+
+/** What recovery does at the target: as asked, else pause (PostgreSQL's default: look before promoting). */
+export function targetAction(t: RecoveryTarget): 'promote' | 'pause' | 'shutdown' {
+  return t.action ?? 'pause';
 }
 
 /** A value as a PostgreSQL configuration string literal. */
@@ -89,7 +98,8 @@ export function recoverySettings(o: { restoreCommand: string; target: RecoveryTa
     set('recovery_min_apply_delay', '0'),
   ];
   if (o.archiveOff) lines.push(set('archive_mode', 'off'));
-  // Its default (pause) applies only with a target; set only when asked for.
-  if (t.action !== undefined) lines.push(set('recovery_target_action', t.action));
+  // With a target, always written (default pause, PostgreSQL's own): a value the backup
+  // brought must not decide. Without one it has no effect.
+  if (hasTarget(t)) lines.push(set('recovery_target_action', targetAction(t)));
   return lines.join('\n') + '\n';
 }

@@ -81,13 +81,15 @@ describe('base backup from a standby (PostgreSQL 15)', () => {
     }
   });
 
-  it('--archive-mode preserve keeps the source\'s archive_mode', async () => {
+  it('--archive-mode preserve keeps the source\'s archive_mode; a target without --target-action pauses there', async () => {
     const target = path.join(work, 'restored-preserve');
     const restore = await runWalvault(['restore', '--config', config, '--archive-mode', 'preserve', '--target-immediate', target], {}, 300000);
     assert.equal(restore.code, 0, restore.stderr);
     const restored = await PgCluster.start({ dataDir: target, settings: archiving });
     try {
       assert.equal((await restored.query('SHOW archive_mode'))[0].archive_mode, 'on');
+      await waitFor(async () => (await restored.query('SELECT pg_is_wal_replay_paused() AS p'))[0].p === true, { timeoutMs: 60000, what: 'recovery to pause at the target' });
+      assert.equal((await restored.query('SELECT pg_is_in_recovery() AS r'))[0].r, true, 'still in recovery, not promoted');
     } finally {
       await restored.destroy();
     }

@@ -206,7 +206,7 @@ describe('recovery settings', () => {
     ]) {
       assert.ok(text.split('\n').includes(line), `${line} in:\n${text}`);
     }
-    assert.ok(!/recovery_target_action/.test(text), 'no action unless asked');
+    assert.ok(text.split('\n').includes("recovery_target_action = 'pause'"), "with a target and no action: pause, PostgreSQL's default, written so the backup's own cannot decide");
     // After it, PostgreSQL would refuse even an empty setting of another target kind.
     const lines = text.split('\n');
     const last = Math.max(...['recovery_target_time', 'recovery_target_lsn', 'recovery_target_xid', 'recovery_target_name', 'recovery_target '].map((k) => lines.findIndex((l) => l.startsWith(k))));
@@ -214,6 +214,7 @@ describe('recovery settings', () => {
     const standby = recoverySettings({ restoreCommand: 'x %f %p', target: {}, primaryConninfo: 'host=db1 user=r' });
     assert.ok(standby.split('\n').includes("primary_conninfo = 'host=db1 user=r'"));
     assert.ok(!/archive_mode/.test(standby), 'archive_mode is left alone unless asked');
+    assert.ok(!/recovery_target_action/.test(standby), 'no action without a target');
     assert.ok(recoverySettings({ restoreCommand: 'x', target: {}, archiveOff: true }).split('\n').includes("archive_mode = 'off'"));
   });
 });
