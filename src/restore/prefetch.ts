@@ -161,7 +161,7 @@ export async function stopPrefetcher(dataDir: string, timeoutMs = 10000): Promis
   }
   const deadline = Date.now() + timeoutMs;
   while (processAlive(pid)) {
-    if (Date.now() > deadline) throw new WalvaultError('STORAGE_IO', `the prefetcher for ${dataDir} (pid ${pid}) did not exit within ${timeoutMs / 1000} s of SIGKILL`);
+    if (Date.now() > deadline) throw new WalvaultError('INTERNAL', `the prefetcher for ${dataDir} (pid ${pid}) did not exit within ${timeoutMs / 1000} s of SIGKILL`);
     await sleep(20);
   }
 }
