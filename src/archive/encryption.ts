@@ -162,7 +162,7 @@ export function unwrapDataKey(ext: unknown, privateKey: PrivateKey | undefined, 
   if (!privateKey) {
     throw new WalvaultError(
       'ARCHIVE_KEY_REQUIRED',
-      `${label} is encrypted for key ${info.kid}: give its private key (--private-key FILE, or private_key_file in the site's [encryption] table)`,
+      `${label} is encrypted for key ${info.kid}: give its private key with --private-key FILE, or set encryption_private_key_file in the site's section of the config file`,
     );
   }
   if (privateKey.keyId !== info.kid) {
