@@ -40,6 +40,7 @@ import { reconcile, type ResumePoint } from './resume';
 import { StateLock } from './state-lock';
 import { ArchiveLease, LEASE_HEARTBEAT_MS } from '../archive/archive-lease';
 import { Uploader } from './uploader';
+import { OutageLog } from './outage-log';
 
 const QUEUE_HIGH_WATER = 8 * 1024 * 1024;
 const QUEUE_LOW_WATER = 2 * 1024 * 1024;
@@ -69,6 +70,8 @@ const FATAL_CODES = new Set([
 /** Errors that end the site when they persist before it ever streamed. */
 const STARTUP_ONLY_FATAL = new Set(['PG_SLOT_ACTIVE', 'PG_WALSENDERS_BUSY']);
 const STARTUP_GRACE_MS = 5000;
+/** A server that stays down: its reconnect failures are logged this often (as storage failures are). */
+const RECONNECT_FAILURE_LOG_INTERVAL_MS = 30000;
 
 type QueueItem =
   | { kind: 'data'; tli: number; start: Lsn; data: Buffer }
@@ -109,6 +112,8 @@ export class SiteReceiver {
   private statusTimer: NodeJS.Timeout | null = null;
   private healthTimer: NodeJS.Timeout | null = null;
   private reconnects = 0;
+  /** Reconnect failures since the stream last ran: logged once per interval. */
+  private readonly outage = new OutageLog(RECONNECT_FAILURE_LOG_INTERVAL_MS);
   private partialTimer: NodeJS.Timeout | null = null;
   private lastPartialBytes = -1;
   private lastPartialName = '';
@@ -171,9 +176,18 @@ export class SiteReceiver {
           }
           if (!this.stopping) {
             // Before the first stream, a failure that ends the run is reported once, as the
-            // command's error line; retries stay out of the way at debug level.
-            const level = this.everStreamed ? 'error' : 'debug';
-            this.log[level]({ err: errorMessage(err) }, 'replication failed; reconnecting');
+            // command's error line; retries stay out of the way at debug level. After it, a
+            // server that stays down is logged once per interval, not on every attempt.
+            if (!this.everStreamed) {
+              this.log.debug({ err: errorMessage(err) }, 'replication failed; reconnecting');
+            } else if (this.outage.failed()) {
+              this.log.error(
+                { err: errorMessage(err), failures: this.outage.failures, failingForMs: this.outage.failingForMs() },
+                `replication failed; reconnecting (while it fails, logged once per ${this.outage.intervalMs / 1000} s)`,
+              );
+            } else {
+              this.log.debug({ err: errorMessage(err), failures: this.outage.failures }, 'replication failed; reconnecting');
+            }
           }
         }
         await this.closeConnection();
@@ -622,6 +636,8 @@ export class SiteReceiver {
           this.everStreamed = true;
           this.startupLine?.();
           this.startupLine = null;
+          const back = this.outage.recovered();
+          if (back) this.log.warn(back, `the replication connection is back after ${Math.round(back.failingForMs / 1000)} s`);
           this.log.info({ timeline: tli, start: formatLsn(start), slot: this.site.slot }, 'starting replication');
           if (this.deferredSetup) {
             const setup = this.deferredSetup;

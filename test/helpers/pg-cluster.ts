@@ -888,6 +888,11 @@ export class PgCluster {
     await stopPrefetcher(this.dataDir);
   }
 
+  /** Starts a stopped server again, on the same port. */
+  async start(): Promise<void> {
+    await this.startServer(false);
+  }
+
   async restart(mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
     await this.stop(mode);
     // Same port: standbys and clients hold it in their connection settings.
