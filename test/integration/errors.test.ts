@@ -258,7 +258,7 @@ describe('bad input: one-line error naming cause and fix, non-zero exit, nothing
       pg: pgConninfo(busy),
       archive,
       state,
-      cause: [/no free connection for replication/, /max_wal_senders/],
+      cause: [/no free walsender/, /max_wal_senders/, /killed while the server was in its checkpoint/],
       fix: /raise max_wal_senders/,
     });
     // Without this the error could have come from anything but a busy server.
