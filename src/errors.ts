@@ -5,6 +5,7 @@
 export type ErrorCode =
   | 'CONFIG_INVALID'
   | 'PG_UNREACHABLE'
+  | 'PG_NOT_POSTGRES'
   | 'PG_AUTH_FAILED'
   | 'PG_NO_REPLICATION_ROLE'
   | 'PG_HBA_REJECTED'

@@ -117,3 +117,12 @@ export function mapPgError(err: unknown, target: ConnectTarget): WalvaultError {
     cause: err,
   });
 }
+
+/** The endpoint answered, but not as PostgreSQL does (`how`: see first-answer.ts): a wrong host or port. */
+export function notPostgresError(target: ConnectTarget, how: string, cause: unknown): WalvaultError {
+  return new WalvaultError(
+    'PG_NOT_POSTGRES',
+    `the server at ${target.description} is not a PostgreSQL server (${how}); point the connection settings (--pg, or the site's pg) at PostgreSQL's host and port (5432 unless the server's port setting says otherwise)`,
+    { cause },
+  );
+}

@@ -152,16 +152,22 @@ export class CopyDataTap {
 
 /**
  * A socket for `pg` whose reads go through a CopyDataTap. `pg` sees 'data' events with the
- * bytes the tap forwards, as if it read them itself.
+ * bytes the tap forwards, as if it read them itself. `firstRead` gets a copy of the first
+ * read before the tap parses it (what the endpoint said first, even when it is no message).
  */
-export function tappedSocket(): { socket: net.Socket; tap: CopyDataTap } {
+export function tappedSocket(firstRead?: (bytes: Buffer) => void): { socket: net.Socket; tap: CopyDataTap } {
   let socket: net.Socket;
   const tap = new CopyDataTap((bytes) => socket.emit('data', bytes));
+  let onFirst = firstRead;
   // @types/node omits `onread` from the constructor options, though Node has taken it there since v12.
   const options = {
     onread: {
       buffer: Buffer.allocUnsafe(READ_BUFFER),
       callback: (nread: number, buf: Buffer) => {
+        if (onFirst && nread > 0) {
+          onFirst(Buffer.from(buf.subarray(0, Math.min(nread, 64))));
+          onFirst = undefined;
+        }
         tap.feed(buf.subarray(0, nread));
         return true;
       },

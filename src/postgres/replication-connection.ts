@@ -12,7 +12,8 @@ import { Client } from 'pg';
 import { WalvaultError } from '../errors';
 import { formatLsn, parseLsn, parseSegmentSizeSetting, type Lsn } from '../wal/lsn';
 import { withTimeout } from '../util/timers';
-import { mapPgError, type ConnectTarget } from './connect-errors';
+import { mapPgError, notPostgresError, type ConnectTarget } from './connect-errors';
+import { foreignAnswer } from './first-answer';
 import { tappedSocket, type CopyDataTap } from './copy-data-tap';
 import { WalStreamSession, type StreamHandlers } from './wal-stream-session';
 
@@ -94,9 +95,21 @@ export class ReplicationConnection {
       config.options = `${(config.options as string | undefined) ?? ''} -c wal_sender_timeout=${opts.walSenderTimeout}`.trim();
     }
     let tap: CopyDataTap | null = null;
+    // What the endpoint sent first: when the connection fails, it tells a wrong port (an HTTP
+    // or SSH server...) from a PostgreSQL that refused.
+    let first: Buffer | null = null;
+    let sslRequested = false;
+    const keepFirst = (bytes: Buffer) => {
+      first ??= bytes;
+    };
     config.stream = (connConfig: { ssl?: unknown }) => {
-      if (connConfig.ssl) return new net.Socket();
-      const tapped = tappedSocket();
+      if (connConfig.ssl) {
+        sslRequested = true;
+        const socket = new net.Socket();
+        socket.prependOnceListener('data', (b: Buffer) => keepFirst(Buffer.from(b.subarray(0, 64))));
+        return socket;
+      }
+      const tapped = tappedSocket(keepFirst);
       tap = tapped.tap;
       return tapped.socket;
     };
@@ -110,7 +123,8 @@ export class ReplicationConnection {
       } catch {
         /* the socket is gone already */
       }
-      throw mapPgError(err, opts.target);
+      const foreign = first ? foreignAnswer(first, sslRequested) : null;
+      throw foreign ? notPostgresError(opts.target, foreign, err) : mapPgError(err, opts.target);
     }
     return new ReplicationConnection(client, opts.target, tap);
   }
