@@ -182,8 +182,8 @@ export class SiteReceiver {
               this.log.debug({ err: errorMessage(err) }, 'replication failed; reconnecting');
             } else if (this.outage.failed()) {
               this.log.error(
-                { err: errorMessage(err), failures: this.outage.failures, failingForMs: this.outage.failingForMs() },
-                `replication failed; reconnecting (while it fails, logged once per ${this.outage.intervalMs / 1000} s)`,
+                { err: errorMessage(err), failures: this.outage.failures, failingForMs: this.outage.failingForMs(), loggedEveryMs: this.outage.intervalMs },
+                'replication failed; reconnecting',
               );
             } else {
               this.log.debug({ err: errorMessage(err), failures: this.outage.failures }, 'replication failed; reconnecting');
