@@ -48,7 +48,7 @@ export function checkBinding(binding: Binding | null, key: string, systemId: str
   if (binding.key !== key) {
     throw new WalvaultError(
       'ARCHIVE_MISPLACED',
-      `${label} holds ${binding.key} (its envelope says so), not ${key}: an object was copied or renamed over this name; put ${key}'s own object back (walvault verify lists every misplaced object)`,
+      `${label} holds ${binding.key} (its envelope says so), not ${key}: an object was copied or renamed over this name; put that name's own object back (walvault verify lists every misplaced object)`,
     );
   }
   if (binding.sys !== undefined && systemId !== null && binding.sys !== systemId) {

@@ -77,7 +77,7 @@ describe('objects are bound to their key and cluster', () => {
 
       await copyObject(root, seg(0x36), root, seg(0x38));
       const fresh = new Archive(new LocalStorage(root), { privateKey: opts.privateKey });
-      await assert.rejects(fresh.get(seg(0x38)), isCode('ARCHIVE_MISPLACED', `${seg(0x38)} in `, `holds ${seg(0x36)}`, `put ${seg(0x38)}'s own object back`));
+      await assert.rejects(fresh.get(seg(0x38)), isCode('ARCHIVE_MISPLACED', `${seg(0x38)} in `, `holds ${seg(0x36)}`, "put that name's own object back"));
       await assert.rejects(fresh.getWithDigest(seg(0x38)), isCode('ARCHIVE_MISPLACED', seg(0x36)));
       await assert.rejects(fresh.checkObject(seg(0x38)), isCode('ARCHIVE_MISPLACED', seg(0x36)));
       if (opts.recipient) {
