@@ -8,7 +8,11 @@
  *   wal/<TLI>.history            timeline history files (immutable)
  *
  * Every object, cluster.json included, is wrapped in the envelope (./envelope.ts), and every
- * write is read back and verified before it counts as archived.
+ * write is read back and verified before it counts as archived. Objects written through
+ * put* carry their key and the cluster's system identifier in the envelope (./binding.ts);
+ * every read refuses one that names another key or cluster (ARCHIVE_MISPLACED). Sealed
+ * spool files adopted as plain WAL objects keep the fixed 64-byte header: their page headers
+ * bind them (../wal/wal-identity.ts).
  *
  * Concurrency: the Storage interface has no create-if-absent, so two writers racing on the
  * same new key can both believe they won. One archive prefix is meant to have one writer
@@ -19,6 +23,7 @@ import { isWalvaultError, WalvaultError } from '../errors';
 import { isValidSegmentSize } from '../wal/lsn';
 import type { Storage } from '../storage/storage';
 import { bufferSource, digestOf, fileSource, windowPool, type BodySource } from './body-source';
+import { bindingExtension, bindingOf, checkBinding } from './binding';
 import { codecByName, type CodecName } from './codecs';
 import { newDataKey, type PrivateKey, type PublicKey } from './encryption';
 import { decodeEnvelopeAsync, encodeEnvelope, encodeFramedHeader, encodePlainHeader, readEnvelopeHeader, sha256Async, type EnvelopeHeader } from './envelope';
@@ -61,11 +66,14 @@ export class Archive {
   private readonly options: ArchiveOptions;
   /** True when bodies are stored as the plaintext itself (no codec, no encryption). */
   private readonly plain: boolean;
+  /** cluster.json once read (shared with asPlain()): the system id objects are bound to. */
+  private readonly known: { cluster?: ClusterInfo };
 
-  constructor(storage: Storage, options: ArchiveOptions = {}) {
+  constructor(storage: Storage, options: ArchiveOptions = {}, known: { cluster?: ClusterInfo } = {}) {
     this.storage = storage;
     this.options = options;
     this.plain = (options.codec ?? 'none') === 'none' && !options.recipient;
+    this.known = known;
   }
 
   /**
@@ -74,7 +82,7 @@ export class Archive {
    * separately; it shares this archive's storage.
    */
   asPlain(): Archive {
-    return this.plain ? this : new Archive(this.storage, { privateKey: this.options.privateKey });
+    return this.plain ? this : new Archive(this.storage, { privateKey: this.options.privateKey }, this.known);
   }
 
   static walKey(name: string): string {
@@ -84,13 +92,35 @@ export class Archive {
     return WAL_PREFIX + name;
   }
 
-  private label(key: string): string {
+  /** How messages name an object: its key and where the archive is. */
+  label(key: string): string {
     return `${key} in ${this.storage.description}`;
   }
 
   async readCluster(): Promise<ClusterInfo | null> {
     const plaintext = await this.get(CLUSTER_KEY);
-    return plaintext === null ? null : parseClusterInfo(plaintext, this.label(CLUSTER_KEY));
+    if (plaintext === null) return null;
+    const info = parseClusterInfo(plaintext, this.label(CLUSTER_KEY));
+    this.known.cluster = info;
+    return info;
+  }
+
+  /** cluster.json, read once (it never changes once written); null while there is none. */
+  async cluster(): Promise<ClusterInfo | null> {
+    return this.known.cluster ?? this.readCluster();
+  }
+
+  /** The system id writes bind objects to and reads compare bindings with; null without cluster.json. */
+  private async systemId(): Promise<string | null> {
+    return (await this.cluster())?.systemId ?? null;
+  }
+
+  /** Refuses an object whose envelope names another key or another cluster (see ./binding.ts). */
+  private async checkBound(header: EnvelopeHeader, key: string, label: string): Promise<void> {
+    const binding = bindingOf(header.extension, label);
+    if (binding === null) return;
+    const systemId = binding.sys !== undefined && key !== CLUSTER_KEY ? await this.systemId() : null;
+    checkBinding(binding, key, systemId, label);
   }
 
   /**
@@ -111,7 +141,7 @@ export class Archive {
       walSegmentSize: info.walSegmentSize,
       createdAt: info.createdAt ?? new Date().toISOString(),
     };
-    await this.storage.put(CLUSTER_KEY, encodeEnvelope(Buffer.from(JSON.stringify(marker, null, 2) + '\n', 'utf8')));
+    await this.storage.put(CLUSTER_KEY, encodeEnvelope(Buffer.from(JSON.stringify(marker, null, 2) + '\n', 'utf8'), bindingExtension(CLUSTER_KEY, null)));
     // If another cluster's process created the marker at the same moment, one of us reads
     // back the other's marker here and stops.
     const stored = await this.readCluster();
@@ -270,7 +300,7 @@ export class Archive {
   private async writeVerified(key: string, source: BodySource, digest: Buffer, recheck = true, codec?: CodecName): Promise<void> {
     const plain = codec === undefined ? this.plain : codec === 'none' && !this.options.recipient;
     if (!plain) return this.writeFramedVerified(key, source, digest, recheck, codec ?? this.options.codec ?? 'none');
-    const header = encodePlainHeader(source.length, digest);
+    const header = encodePlainHeader(source.length, digest, bindingExtension(key, await this.systemId()));
     async function* body(): AsyncIterable<Buffer> {
       yield header;
       yield* source.windows();
@@ -289,7 +319,9 @@ export class Archive {
     const codec = codecByName(codecName);
     const recipient = this.options.recipient;
     const wrapped = recipient ? newDataKey(recipient) : null;
-    const header = encodeFramedHeader(codec.name, wrapped ? 'aes-256-gcm' : 'none', source.length, digest, wrapped ? { enc: wrapped.info } : {});
+    // The binding is in the header, which encryption authenticates with every frame.
+    const extension = { ...bindingExtension(key, await this.systemId()), ...(wrapped ? { enc: wrapped.info } : {}) };
+    const header = encodeFramedHeader(codec.name, wrapped ? 'aes-256-gcm' : 'none', source.length, digest, extension);
     const objectHash = createHash('sha256');
     let objectLength = 0;
     async function* body(): AsyncIterable<Buffer> {
@@ -373,11 +405,17 @@ export class Archive {
     return (await this.getWithDigest(key))?.plaintext ?? null;
   }
 
-  /** The plaintext and its SHA-256, which the decode has just proven (no need to hash it again). */
+  /**
+   * The plaintext and its SHA-256, which the decode has just proven (no need to hash it
+   * again). An object bound to another key or cluster is refused (ARCHIVE_MISPLACED).
+   */
   async getWithDigest(key: string): Promise<{ plaintext: Buffer; sha256: Buffer } | null> {
     const buf = await this.storage.get(key);
     if (buf === null) return null;
-    const { header, plaintext } = await decodeEnvelopeAsync(buf, this.label(key), this.options.privateKey);
+    const label = this.label(key);
+    const { header, plaintext } = await decodeEnvelopeAsync(buf, label, this.options.privateKey);
+    // After the decode: for an encrypted object the binding is then authenticated.
+    await this.checkBound(header, key, label);
     return { plaintext, sha256: header.sha256 };
   }
 
@@ -385,7 +423,8 @@ export class Archive {
    * Reads and checks one stored object whole: the envelope decoded and its plaintext SHA-256
    * proven; or, for an encrypted object when no private key was given, the header and the
    * trailer's SHA-256 of the stored bytes (plaintext then null). Null when there is no such
-   * object; damage throws ARCHIVE_CORRUPT naming the key.
+   * object; damage throws ARCHIVE_CORRUPT naming the key, an object bound to another key or
+   * cluster ARCHIVE_MISPLACED.
    */
   async checkObject(key: string): Promise<{ header: EnvelopeHeader; plaintext: Buffer | null; storedBytes: number } | null> {
     const buf = await this.storage.get(key);
@@ -396,9 +435,11 @@ export class Archive {
       const trailer = trailerOf(buf, label);
       const stored = await sha256Async(buf.subarray(0, buf.length - TRAILER_LENGTH));
       if (!stored.equals(trailer.sha256)) throw new WalvaultError('ARCHIVE_CORRUPT', `${label}: its bytes do not match the SHA-256 its trailer records: the object was altered or damaged in storage`);
+      await this.checkBound(header, key, label);
       return { header, plaintext: null, storedBytes: buf.length };
     }
     const { plaintext } = await decodeEnvelopeAsync(buf, label, this.options.privateKey);
+    await this.checkBound(header, key, label);
     return { header, plaintext, storedBytes: buf.length };
   }
 

@@ -16,7 +16,9 @@
  *   48       8     body size in bytes (what follows the header); 0 when FRAMED: a framed
  *                   body's length is in its trailer, so it can be written as it is produced
  *   56       4     extension length n
- *   60       n     extension: UTF-8 JSON object (key ids, wrapped keys...); n = 0 means {}
+ *   60       n     extension: UTF-8 JSON object; n = 0 means {}. Entries: "bind" (the key
+ *                   and cluster the object belongs to, ./binding.ts), "enc" (the wrapped data
+ *                   key, ./encryption.ts)
  *   60+n     4     CRC-32 (as zlib/gzip) of bytes [0, 60+n)
  *   64+n     ...   body: the plaintext as is (codec none, no encryption), or FRAMED:
  *                   plaintext -> compressed by the codec -> encrypted, frame by frame
@@ -24,8 +26,8 @@
  * The header CRC catches damage to the header itself (including the extension, which the
  * plaintext checksum cannot cover); the body size catches truncation before any decoder
  * runs; the plaintext SHA-256 is the object's identity, compared across re-uploads.
- * Version 1 with no compression and no encryption has a 64-byte header and the plaintext as
- * body, so a sealed spool file is already a stored object.
+ * Version 1 with no compression, no encryption and no extension has a 64-byte header and the
+ * plaintext as body, so a sealed spool file is already a stored object.
  */
 import { createHash, webcrypto } from 'node:crypto';
 import { WalvaultError } from '../errors';

@@ -12,6 +12,7 @@ import type { SiteConfig } from '../config/config';
 import { isWalvaultError, WalvaultError } from '../errors';
 import { formatLsn, isHistoryFileName, isSegmentFileName, parseLsn, parseSegmentFileName, segmentNumber, segmentStartOfNumber, historyFileName, type Lsn } from '../wal/lsn';
 import { parseTimelineHistory, type TimelineHistoryEntry } from '../wal/timeline-history';
+import { checkWalIdentity, type WalClusterIdentity } from '../wal/wal-identity';
 import { describeRange, missingRanges, ownerOf, pathContains, scanChain, timelinePath, type ArchivedWal, type MissingRange, type PathStep } from './wal-chain';
 
 const WAL_PREFIX = 'wal/';
@@ -79,7 +80,7 @@ interface Gathered {
   timelines: Set<number>;
   backups: BackupMetadata[];
   backupObjects: Set<string>;
-  /** Objects that could not be decoded (damaged), with the reason. */
+  /** Objects that could not be decoded (damaged) or are another object (misplaced), with the reason. */
   unreadable: string[];
 }
 
@@ -106,26 +107,31 @@ async function gather(archive: Archive): Promise<Gathered> {
     } else if (isHistoryFileName(name)) {
       const tli = parseInt(name.slice(0, 8), 16);
       timelines.add(tli);
-      // A damaged history file counts as missing, and is named.
-      const body = await readable(archive, o.key, unreadable);
+      // A damaged or misplaced history file counts as missing, and is named.
+      const body = await readable(archive, o.key, cluster, unreadable);
       if (body) histories.set(tli, parseTimelineHistory(body.toString('utf8'), o.key));
     }
   }
   // A partial's length is its plaintext's: decoded, so compression and encryption do not matter.
-  for (const seg of wal.partials.keys()) wal.partials.set(seg, (await readable(archive, Archive.walKey(`${seg}.partial`), unreadable))?.length ?? 0);
+  for (const seg of wal.partials.keys()) wal.partials.set(seg, (await readable(archive, Archive.walKey(`${seg}.partial`), cluster, unreadable))?.length ?? 0);
   const backups = await listBackups(archive);
   for (const b of backups) timelines.add(b.stopTimeline).add(b.startTimeline);
   const backupObjects = new Set((await archive.storage.list('backups/')).map((o) => o.key));
   return { segSize, wal, modified, histories, timelines, backups, backupObjects, unreadable };
 }
 
-/** The plaintext of `key`, or null (named in `unreadable`) when it is damaged. */
-async function readable(archive: Archive, key: string, unreadable: string[]): Promise<Buffer | null> {
+/**
+ * The plaintext of the WAL file `key`, or null (named in `unreadable`) when it is damaged or
+ * is not the file its name says (by its binding, or its content: ../wal/wal-identity.ts).
+ */
+async function readable(archive: Archive, key: string, cluster: WalClusterIdentity, unreadable: string[]): Promise<Buffer | null> {
   try {
-    return await archive.get(key);
+    const data = await archive.get(key);
+    if (data !== null) checkWalIdentity(key.slice(WAL_PREFIX.length), data, cluster, archive.label(key));
+    return data;
   } catch (err) {
-    if (!isWalvaultError(err) || !['ARCHIVE_CORRUPT', 'ARCHIVE_AUTH_FAILED'].includes(err.code)) throw err;
-    unreadable.push(`${key}: ${err.message}`);
+    if (!isWalvaultError(err) || !['ARCHIVE_CORRUPT', 'ARCHIVE_AUTH_FAILED', 'ARCHIVE_MISPLACED', 'WAL_BAD_PAGE'].includes(err.code)) throw err;
+    unreadable.push(`${err.code === 'ARCHIVE_MISPLACED' ? 'misplaced' : 'damaged'}: ${err.message}`);
     return null;
   }
 }
@@ -214,7 +220,7 @@ export async function checkArchive(archive: Archive, opts: { site?: SiteConfig }
   const missing = newestSegNo >= 0n && firstSeg !== null ? missingRanges(latestPath, firstSeg, newestSegNo, wal, segSize) : [];
   for (const r of missing) problems.push(`WAL missing: ${describeRange(r)}`);
   for (const h of [...missingHistory].sort()) problems.push(`timeline history file missing: ${h}`);
-  for (const u of g.unreadable) problems.push(`damaged: ${u}; run "walvault verify"`);
+  for (const u of g.unreadable) problems.push(`${u}; run "walvault verify"`);
 
   let newest: CheckReport['newest'] = null;
   if (newestName) {

@@ -15,7 +15,7 @@ import type { SiteConfig } from '../config/config';
 import { isWalvaultError, WalvaultError } from '../errors';
 import { connectSite } from '../postgres/site-connection';
 import { formatLsn, parseSegmentFileName, segmentFileName, segmentStartOfNumber, type Lsn } from '../wal/lsn';
-import { checkWalFile } from '../wal/page-header';
+import { checkWalIdentity, type WalClusterIdentity } from '../wal/wal-identity';
 import type { MissingRange } from './wal-chain';
 
 export interface RepairResult {
@@ -33,7 +33,7 @@ export async function repairArchive(o: { site: SiteConfig; missing: MissingRange
     if (!cluster) throw new WalvaultError('ARCHIVE_NOT_FOUND', `${archive.storage.description} has no cluster.json; nothing to repair`);
     for (const range of o.missing) {
       try {
-        result.rearchived.push(...(await streamRange(o.site, archive, cluster.systemId, range, o.log)));
+        result.rearchived.push(...(await streamRange(o.site, archive, cluster, range, o.log)));
       } catch (err) {
         if (!isWalvaultError(err) || (err.code !== 'PG_WAL_REMOVED' && err.code !== 'PG_SERVER_ERROR')) throw err;
         result.unavailable.push({ range, reason: err.message });
@@ -51,7 +51,8 @@ export async function repairArchive(o: { site: SiteConfig; missing: MissingRange
 }
 
 /** Streams the segments of `range` from the server and archives each; returns their names. */
-async function streamRange(site: SiteConfig, archive: Archive, systemId: string, range: MissingRange, log: Logger): Promise<string[]> {
+async function streamRange(site: SiteConfig, archive: Archive, cluster: WalClusterIdentity, range: MissingRange, log: Logger): Promise<string[]> {
+  const systemId = cluster.systemId;
   const conn = await connectSite(site, 'repair');
   try {
     const identity = await conn.identifySystem();
@@ -96,8 +97,7 @@ async function streamRange(site: SiteConfig, archive: Archive, systemId: string,
             session.pause();
             storing = storing.then(async () => {
               const label = `${name} from ${site.pgDescription}`;
-              const h = checkWalFile(data, name, label);
-              if (h.systemId.toString() !== systemId) throw new WalvaultError('WAL_BAD_PAGE', `${label} belongs to database system ${h.systemId}, not ${systemId}`);
+              checkWalIdentity(name, data, cluster, label);
               const r = await archive.putImmutable(Archive.walKey(name), data);
               log.info({ segment: name, result: r }, 'missing segment archived again from the server');
               stored.push(name);

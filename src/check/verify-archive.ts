@@ -1,14 +1,15 @@
 /**
  * `walvault verify`: reads every stored object and checks it on its own bytes (envelope
  * header CRC, size, plaintext SHA-256; for an encrypted object without the private key, the
- * trailer's SHA-256 of the stored bytes), and every WAL segment's page headers against the
- * archive's cluster (system identifier, segment and block size, the timeline in its name).
- * Each bad object is reported by key; nothing is written.
+ * trailer's SHA-256 of the stored bytes), that it is the object its name says (its envelope's
+ * binding, when it has one, names this key and cluster), and every WAL file against its own
+ * name (../wal/wal-identity.ts: a segment's page headers carry its position, timeline and
+ * cluster; a history file's parents are below its timeline). Each bad or misplaced object is
+ * reported by key; nothing is written.
  */
 import type { Archive } from '../archive/archive';
 import { isWalvaultError, WalvaultError } from '../errors';
-import { isSegmentFileName } from '../wal/lsn';
-import { checkWalFile } from '../wal/page-header';
+import { checkWalIdentity } from '../wal/wal-identity';
 
 export interface VerifyReport {
   archive: string;
@@ -27,7 +28,6 @@ const CONCURRENCY = 4;
 export async function verifyArchive(archive: Archive, onProgress?: (done: number, total: number) => void): Promise<VerifyReport> {
   const cluster = await archive.readCluster();
   if (!cluster) throw new WalvaultError('ARCHIVE_NOT_FOUND', `${archive.storage.description} has no cluster.json: it is not a walvault archive (or not this one); check the location`);
-  const systemId = BigInt(cluster.systemId);
   const keys = (await archive.storage.list('')).map((o) => o.key);
   const report: VerifyReport = { archive: archive.storage.description, checkedAt: new Date().toISOString(), objects: keys.length, storedBytes: 0, checkedWithoutKey: 0, bad: [], ok: true };
 
@@ -40,11 +40,11 @@ export async function verifyArchive(archive: Archive, onProgress?: (done: number
         report.checkedWithoutKey++;
         return;
       }
-      const name = key.startsWith('wal/') ? key.slice(4) : '';
-      if (isSegmentFileName(name) || /^[0-9A-F]{24}\.partial$/.test(name)) checkWal(got.plaintext, name, key, systemId, cluster.walSegmentSize);
+      if (key.startsWith('wal/')) checkWalIdentity(key.slice(4), got.plaintext, cluster, key);
     } catch (err) {
-      // Damage shows as a bad envelope, bad pages, or (encrypted) a frame failing authentication.
-      if (!isWalvaultError(err) || !['ARCHIVE_CORRUPT', 'WAL_BAD_PAGE', 'ARCHIVE_AUTH_FAILED'].includes(err.code)) throw err;
+      // Damage shows as a bad envelope, bad pages, or (encrypted) a frame failing authentication;
+      // an object under another's name by its binding or its content.
+      if (!isWalvaultError(err) || !['ARCHIVE_CORRUPT', 'WAL_BAD_PAGE', 'ARCHIVE_AUTH_FAILED', 'ARCHIVE_MISPLACED'].includes(err.code)) throw err;
       report.bad.push({ key, problem: err.message });
     }
   };
@@ -60,12 +60,6 @@ export async function verifyArchive(archive: Archive, onProgress?: (done: number
   report.bad.sort((a, b) => (a.key < b.key ? -1 : 1));
   report.ok = report.bad.length === 0;
   return report;
-}
-
-function checkWal(data: Buffer, name: string, key: string, systemId: bigint, segSize: number): void {
-  const h = checkWalFile(data, name, key);
-  if (h.systemId !== systemId) throw new WalvaultError('WAL_BAD_PAGE', `${key} belongs to database system ${h.systemId}, but the archive to ${systemId}`);
-  if (h.segSize !== segSize) throw new WalvaultError('WAL_BAD_PAGE', `${key} says segments are ${h.segSize} bytes, but the archive's are ${segSize}`);
 }
 
 export function formatVerifyReport(r: VerifyReport): string {

@@ -14,6 +14,7 @@ import * as path from 'node:path';
 import { Archive } from '../archive/archive';
 import { isWalvaultError, WalvaultError } from '../errors';
 import { isHistoryFileName, isSegmentFileName } from '../wal/lsn';
+import { checkWalIdentity } from '../wal/wal-identity';
 import { dataDirOf, lockPrefetchDir, nudgePrefetcher, prefetchDirFor, runPrefetcher, takePrefetched, unlockPrefetchDir, writeFileDurably } from '../restore/prefetch';
 import { archiveFromOptions } from './archive-option';
 import { reportAndExit } from './fail';
@@ -48,6 +49,7 @@ export async function walFetchCommand(
     let data = await getWithRetry(archive, Archive.walKey(walFileName));
     if (data === null && opts.servePartial && isSegmentFileName(walFileName)) data = await paddedPartial(archive, walFileName);
     if (data === null) return 1;
+    await checkFetched(archive, walFileName, data);
     await writeFileDurably(dest, data);
     return 0;
   } catch (err) {
@@ -95,7 +97,15 @@ export async function walPrefetchCommand(name: string, opts: WalFetchOptions & {
     try {
       const cluster = await archive.readCluster();
       if (!cluster) return 0;
-      await runPrefetcher({ dir, dataDir: dataDirOf(dir), count, start: name, segSize: cluster.walSegmentSize, get: (n) => getWithRetry(archive, Archive.walKey(n)) });
+      await runPrefetcher({
+        dir,
+        dataDir: dataDirOf(dir),
+        count,
+        start: name,
+        segSize: cluster.walSegmentSize,
+        get: (n) => getWithRetry(archive, Archive.walKey(n)),
+        check: (n, data) => checkWalIdentity(n, data, cluster, archive.label(Archive.walKey(n))),
+      });
     } finally {
       await archive.close();
     }
@@ -106,6 +116,17 @@ export async function walPrefetchCommand(name: string, opts: WalFetchOptions & {
   } finally {
     await unlockPrefetchDir(dir);
   }
+}
+
+/**
+ * Refuses (exit FAILED, so recovery stops) a file that is not the one PostgreSQL asked for:
+ * another segment, timeline or cluster under this name (../wal/wal-identity.ts). Checked
+ * before anything is written to DEST.
+ */
+async function checkFetched(archive: Archive, name: string, data: Buffer): Promise<void> {
+  const cluster = await archive.cluster();
+  if (!cluster) throw new WalvaultError('ARCHIVE_CORRUPT', `${archive.storage.description} has no cluster.json; cannot tell whether wal/${name} belongs to this cluster`);
+  checkWalIdentity(name, data, cluster, archive.label(Archive.walKey(name)));
 }
 
 /** Any failure other than "not in the archive": PostgreSQL stops recovery on it. */
@@ -133,7 +154,8 @@ async function getWithRetry(archive: Archive, key: string): Promise<Buffer | nul
 async function paddedPartial(archive: Archive, name: string): Promise<Buffer | null> {
   const partial = await getWithRetry(archive, Archive.walKey(`${name}.partial`));
   if (partial === null) return null;
-  const cluster = await archive.readCluster();
+  await checkFetched(archive, `${name}.partial`, partial);
+  const cluster = await archive.cluster();
   if (!cluster) throw new WalvaultError('ARCHIVE_CORRUPT', `${archive.storage.description} has no cluster.json; cannot tell the segment size to pad ${name}.partial to`);
   const segSize = cluster.walSegmentSize;
   if (partial.length > segSize) throw new WalvaultError('ARCHIVE_CORRUPT', `wal/${name}.partial is ${partial.length} bytes, more than a ${segSize}-byte segment`);

@@ -16,8 +16,9 @@
  * pg_wal should not keep filling for a while after.
  *
  * Only finished segments are prefetched: they are immutable, so a copy taken earlier is the
- * same object. Partials change and are always fetched fresh. Each file is fsynced before it
- * is renamed into the directory, because the shell's `mv` hands it to PostgreSQL unchecked.
+ * same object. Partials change and are always fetched fresh. Each file is checked against its
+ * name (its pages are that segment's, of this cluster) and fsynced before it is renamed into
+ * the directory, because the shell's `mv` hands it to PostgreSQL unchecked.
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -191,6 +192,12 @@ export interface PrefetcherOptions {
   segSize: number;
   /** The verified plaintext of a finished segment, or null when the archive has none (yet). */
   get(name: string): Promise<Buffer | null>;
+  /**
+   * Throws unless `data` is the segment `name` (../wal/wal-identity.ts). A segment that
+   * fails is never placed: the prefetcher stops there (throwing), and wal-fetch, fetching
+   * that segment itself, reports it and stops recovery.
+   */
+  check(name: string, data: Buffer): void;
   idleExitMs?: number;
 }
 
@@ -277,6 +284,7 @@ export async function runPrefetcher(o: PrefetcherOptions): Promise<void> {
             atEnd = true; // the end of the archive, for now
             break;
           }
+          o.check(missing[i], data);
           await writeFileDurably(path.join(o.dir, missing[i]), data);
           present.add(missing[i]);
           lastActivity = Date.now();

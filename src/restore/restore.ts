@@ -100,14 +100,22 @@ async function prepareDir(dir: string, force: boolean, what: string): Promise<vo
   await fsp.chmod(dir, 0o700);
 }
 
-/** The plaintext of each part, fetched PARTS_AHEAD at a time, in order, each checked against the metadata. */
+/**
+ * The plaintext of each part, fetched PARTS_AHEAD at a time, in order, each checked against
+ * the metadata. A part copied over another position or from another backup is refused: by its
+ * envelope's binding (ARCHIVE_MISPLACED, naming what it is), and, for parts written before
+ * bindings, by the size and SHA-256 the metadata records for this position.
+ */
 async function* partsOf(archive: Archive, a: BackupArchive): AsyncGenerator<Buffer> {
   const fetch = async (i: number): Promise<Buffer> => {
     const p = a.parts[i];
     const got = await archive.getWithDigest(p.key);
     if (!got) throw new WalvaultError('ARCHIVE_CORRUPT', `${p.key} in ${archive.storage.description} is missing; the backup cannot be restored`);
     if (got.plaintext.length !== p.size || got.sha256.toString('hex') !== p.sha256) {
-      throw new WalvaultError('ARCHIVE_CORRUPT', `${p.key} in ${archive.storage.description} does not match the backup's metadata (size or SHA-256)`);
+      throw new WalvaultError(
+        'ARCHIVE_CORRUPT',
+        `${p.key} in ${archive.storage.description} is not the part the backup's metadata records there (its size or SHA-256 differs): another object was copied over it, or it was rewritten; the backup cannot be restored as it is`,
+      );
     }
     return got.plaintext;
   };

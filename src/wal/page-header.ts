@@ -195,6 +195,9 @@ export interface LongPageHeader {
   systemId: bigint;
   segSize: number;
   blockSize: number;
+  /** The first page's xlp_tli and xlp_pageaddr: which timeline and position the bytes are. */
+  tli: number;
+  pageAddr: Lsn;
 }
 
 /** A segment's first page's long header, whichever supported major and byte order wrote it. */
@@ -209,6 +212,8 @@ export function readLongPageHeader(data: Buffer, label: string): LongPageHeader 
       systemId: le ? data.readBigUInt64LE(24) : data.readBigUInt64BE(24),
       segSize: le ? data.readUInt32LE(32) : data.readUInt32BE(32),
       blockSize: le ? data.readUInt32LE(36) : data.readUInt32BE(36),
+      tli: le ? data.readUInt32LE(4) : data.readUInt32BE(4),
+      pageAddr: le ? data.readBigUInt64LE(8) : data.readBigUInt64BE(8),
     };
   }
   throw new WalvaultError('WAL_BAD_PAGE', `${label} does not start with a WAL page header of PostgreSQL 13 to 18; is it a WAL segment?`);

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { encodeEnvelope } from '../../src/archive/envelope';
 import type { CheckReport } from '../../src/check/archive-check';
 import { parseLsn, segmentFileName, segmentNumber } from '../../src/wal/lsn';
 import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
@@ -155,6 +156,29 @@ describe('walvault check: a timeline switch, two backups, chosen damage (Postgre
     } finally {
       bytes[bytes.length - 2] ^= 0x01;
       fs.writeFileSync(file, bytes);
+    }
+  });
+
+  it('a misplaced history file or partial is named, and counts as missing (issue 14)', async () => {
+    // A history of a later timeline (written before objects named their key) under timeline
+    // 2's name, and a finished segment's object over timeline 1's last partial: both whole,
+    // valid objects, caught by what they hold.
+    const historyFile = path.join(archive, 'wal', '00000002.history');
+    const partial = fs.readdirSync(path.join(archive, 'wal')).find((n) => n.endsWith('.partial') && n.startsWith('00000001'));
+    assert.ok(partial, "timeline 1's last segment is archived as a partial");
+    const partialFile = path.join(archive, 'wal', partial);
+    const own = [fs.readFileSync(historyFile), fs.readFileSync(partialFile)];
+    fs.writeFileSync(historyFile, encodeEnvelope(Buffer.from('1\t0/3000000\tno recovery target specified\n2\t0/5000000\tno recovery target specified\n')));
+    fs.copyFileSync(path.join(archive, 'wal', tl1Middle), partialFile);
+    try {
+      const { code, report } = await check();
+      assert.equal(code, 1);
+      assert.deepEqual(report.missingHistoryFiles, ['00000002.history']);
+      assert.ok(report.problems.some((p) => p.startsWith('misplaced: wal/00000002.history') && p.includes('later timeline')), report.problems.join('; '));
+      assert.ok(report.problems.some((p) => p.startsWith(`misplaced: wal/${partial}`) && p.includes(`holds the WAL of ${tl1Middle}`)), report.problems.join('; '));
+    } finally {
+      fs.writeFileSync(historyFile, own[0]);
+      fs.writeFileSync(partialFile, own[1]);
     }
   });
 
