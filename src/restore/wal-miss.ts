@@ -11,11 +11,13 @@
  * gap cannot make it promote early; stopping it would take down a standby its primary could
  * still feed, or one that asked in the moment between the receiver storing segment n+1 and
  * n (it uploads `upload_concurrency` segments at once). It logs the gap at each ask instead.
+ * (A restore that asks in that moment stops, and carries on when the server is started again.)
  *
  * Cheap by design, because a standby at the end of the archive misses every few seconds and
  * recovery probes for history files that may not exist: a history miss reads nothing more; a
- * segment miss lists `wal/` only from the requested name on, a few keys at a time, jumping
- * from one timeline to the next, and reads the history files of later timelines.
+ * segment miss lists `wal/` only from the requested name on, a few keys at a time (at the end
+ * of the archive one listing of at most two keys), jumping from one timeline to the next, and
+ * reads the history files of later timelines.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -36,9 +38,7 @@ const MAX_TIMELINES = 1000;
 export async function missingWal(archive: Archive, name: string, opts: { dest: string; acceptGap: boolean }): Promise<number> {
   // History files are probed for timelines that may not exist: a miss there is never a gap.
   if (!isSegmentFileName(name)) return 1;
-  const cluster = await archive.readCluster();
-  if (!cluster) return 1;
-  const gap = await findGap(archive, name, cluster.walSegmentSize);
+  const gap = await findGap(archive, name);
   if (!gap) return 1;
   const what = describeGap(gap, archive.storage.description);
   if (opts.acceptGap) {
@@ -56,22 +56,27 @@ export async function missingWal(archive: Archive, name: string, opts: { dest: s
 }
 
 /** The gap the miss of segment `name` is, reading only the few keys and history files that decide it. */
-export async function findGap(archive: Archive, name: string, segSize: number): Promise<WalGap | null> {
-  const { tli: t, segNo: n } = parseSegmentFileName(name, segSize);
+export async function findGap(archive: Archive, name: string): Promise<WalGap | null> {
   const storage = archive.storage;
+  const after = async (startAfter: string, limit: number) =>
+    (await storage.list(WAL, { startAfter, limit })).map((o) => o.key.slice(WAL.length));
+  // T's own next objects sort right after the name: its .partial (not a later segment), then T/n+1.
+  const next = await after(WAL + name, 2);
+  // Nothing after it but its own partial (a standby at the end of the archive): the end, one listing.
+  if (next.every((k) => k === `${name}.partial`)) return null;
+
+  const cluster = await archive.readCluster();
+  if (!cluster) return null;
+  const segSize = cluster.walSegmentSize;
+  const { tli: t, segNo: n } = parseSegmentFileName(name, segSize);
   const names: string[] = [];
   const histories = new Map<number, TimelineHistoryEntry[] | null>();
   const decide = () => gapAfterMiss(name, segSize, { names, histories });
-  const after = async (startAfter: string, limit: number) =>
-    (await storage.list(WAL, { startAfter, limit })).map((o) => o.key.slice(WAL.length));
   const onTimeline = (tli: number) => (key: string) => key.startsWith(hex8(tli));
-
-  // T's own next objects sort right after the name: its .partial (not a later segment), then T/n+1.
-  const next = await after(WAL + name, 2);
   names.push(...next.filter(onTimeline(t)));
   const own = decide();
   if (own) return own;
-  // Nothing at all after the name (a standby at the end of the archive): no more to read.
+  // Nothing after the name but T's own objects: no later timeline to look at.
   if (next.length < 2 && next.every(onTimeline(t))) return null;
 
   // Later timelines, one at a time: `TTTTTTTT~` sorts after every name of timeline T and
