@@ -18,6 +18,7 @@ export type ErrorCode =
   | 'WAL_DISCONTINUITY'
   | 'WAL_BAD_PAGE'
   | 'WAL_BAD_NAME'
+  | 'WAL_GAP'
   | 'ARCHIVE_OTHER_CLUSTER'
   | 'ARCHIVE_CONFLICT'
   | 'ARCHIVE_CORRUPT'

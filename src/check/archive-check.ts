@@ -30,6 +30,8 @@ export interface BackupCheck {
   restorable: boolean;
   /** How far recovery from it reaches without a gap (null when not even to consistency). */
   recoverableTo: { lsn: string; timeline: number; archivedAt: string | null } | null;
+  /** The segment where recovery from it stops short of the archive's newest WAL (a gap), or null. */
+  firstMissing: string | null;
   problems: string[];
 }
 
@@ -210,6 +212,7 @@ export async function checkArchive(archive: Archive, opts: { site?: SiteConfig }
       missingParts,
       restorable: consistent && missingParts.length === 0,
       recoverableTo: consistent ? { lsn: formatLsn(scan.reachedLsn), timeline: scan.reachedTli, archivedAt: at(lastObject) } : null,
+      firstMissing: scan.firstMissing,
       problems: own,
     });
   }

@@ -74,6 +74,15 @@ export async function runDrill(o: DrillOptions): Promise<DrillResult> {
     const report = await checkArchive(o.archive);
     const mine = report.backups.find((b) => b.name === meta.name);
     result.archiveEnd = mine?.recoverableTo?.lsn ?? null;
+    // A gap on the way fails the drill before anything is restored: the drill's server is a
+    // standby, which wal-fetch keeps waiting at a gap rather than stopping, and a drill that
+    // recovered only up to the gap would pass while a restore could not reach the end.
+    if (mine?.firstMissing) {
+      throw new WalvaultError(
+        'BACKUP_WAL_MISSING',
+        `the archive has a gap: ${mine.problems.filter((p) => p.includes(mine.firstMissing!)).join('; ') || `${mine.firstMissing} is missing`}, and WAL after it is archived; run "walvault check" to see what is missing and "walvault check --repair" to stream it again from the server while it still has it`,
+      );
+    }
 
     let t = performance.now();
     const tablespaceMap = new Map(meta.archives.filter((a) => a.tablespaceOid !== null).map((a) => [a.tablespaceOid!, path.join(base, 'tablespaces', a.tablespaceOid!)]));

@@ -41,7 +41,7 @@ export function buildProgram(): Command {
 
   program
     .command('wal-fetch')
-    .description('restore_command helper: copy WALFILENAME from the archive to DEST; exit 1 when the archive lacks it')
+    .description('restore_command helper: copy WALFILENAME from the archive to DEST; exit 1 when the archive lacks it and holds no WAL after it; exit 126 on a gap (a missing segment with WAL archived after it), so recovery stops there instead of ending early')
     .argument('<walfilename>', 'WAL file name as PostgreSQL asks for it (%f)')
     .argument('<dest>', 'path to write it to (%p)')
     .option('--config <file>', 'configuration file naming the archive')
@@ -50,6 +50,7 @@ export function buildProgram(): Command {
     .option('--private-key <file>', "private key for an encrypted archive (default: the site's encryption_private_key_file)")
     .option('--serve-partial', 'when the segment was never completed, serve the newest WALFILENAME.partial, zero-padded (the end of the archive)')
     .option('--prefetch <n>', 'keep the next N segments ready in pg_wal/walvault-prefetch (a background process fetches them)')
+    .option('--accept-gap', 'on a gap, exit 1 with a line saying so: recovery ends at the gap and loses the WAL after it')
     .action(async (walFileName: string, dest: string, opts) => {
       const { walFetchCommand } = await import('./wal-fetch');
       process.exitCode = await walFetchCommand(walFileName, dest, opts);
@@ -226,6 +227,7 @@ export function buildProgram(): Command {
     .option('--tablespace-map <oid=dir>', 'restore tablespace OID into DIR (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .option('--force', 'delete the contents of a non-empty target (and tablespace) directory first')
     .option('--no-serve-partial', 'do not let recovery use the newest .partial segment (the last bytes received before the primary stopped)')
+    .option('--accept-gap', 'let recovery end at a gap in the archive (a missing segment with WAL archived after it), losing what follows, instead of stopping there (written into restore_command as wal-fetch --accept-gap)')
     .option('--prefetch <n>', 'segments restore_command keeps ready ahead of replay (default 8; 0 turns it off)', '8')
     .action(async (targetDir: string, opts) => {
       const { restoreCommandCli } = await import('./restore');

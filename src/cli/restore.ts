@@ -32,6 +32,8 @@ export interface RestoreCliOptions {
   force?: boolean;
   /** commander: true unless --no-serve-partial */
   servePartial?: boolean;
+  /** wal-fetch --accept-gap: recovery ends at a gap instead of stopping there. */
+  acceptGap?: boolean;
   /** Segments wal-fetch keeps ready ahead (default '8'). */
   prefetch?: string;
 }
@@ -59,6 +61,7 @@ export function restoreCommand(o: RestoreCliOptions, siteName: string | undefine
   }
   if (o.privateKey) words.push('--private-key', shellWord(path.resolve(o.privateKey), '--private-key'));
   if (o.servePartial !== false) words.push('--serve-partial');
+  if (o.acceptGap) words.push('--accept-gap');
   const ahead = o.prefetch ?? '8';
   if (!/^[0-9]+$/.test(ahead) || Number(ahead) > 64) throw new WalvaultError('CONFIG_INVALID', `--prefetch ${JSON.stringify(ahead)}: give how many segments to keep ready, 0 to 64`);
   if (ahead !== '0') words.push('--prefetch', ahead);

@@ -1,7 +1,9 @@
 /**
  * `walvault wal-fetch WALFILENAME DEST`, the restore_command form (`%f %p`).
  * Exit 0: DEST written atomically. Exit 1, silently: the archive does not have the file
- * (PostgreSQL probes for files that may not exist). Anything else: a message and exit 126.
+ * (PostgreSQL probes for files that may not exist), and holds no WAL after it that recovery
+ * through it would read (../restore/wal-miss.ts: a gap stops recovery instead, unless
+ * --accept-gap). Anything else: a message and exit 126.
  *
  * Why 126: PostgreSQL reads any exit status up to 125 as "no such file", and archive
  * recovery then ends and promotes right there, skipping every later segment. A status above
@@ -48,7 +50,8 @@ export async function walFetchCommand(
     // Nothing is written unless the whole object decoded and matched its checksum.
     let data = await getWithRetry(archive, Archive.walKey(walFileName));
     if (data === null && opts.servePartial && isSegmentFileName(walFileName)) data = await paddedPartial(archive, walFileName);
-    if (data === null) return 1;
+    // The end of the archive, or a gap in it (a WAL_GAP error unless accepted or a standby).
+    if (data === null) return await (await import('../restore/wal-miss')).missingWal(archive, walFileName, { dest, acceptGap: opts.acceptGap === true });
     await checkFetched(archive, walFileName, data);
     await writeFileDurably(dest, data);
     return 0;
@@ -64,6 +67,8 @@ export interface WalFetchOptions {
   archive?: string;
   privateKey?: string;
   servePartial?: boolean;
+  /** A gap in the archive ends recovery (exit 1, with a line) instead of stopping it. */
+  acceptGap?: boolean;
   /** Segments to keep ready ahead (commander gives a string); 0 or absent: none. */
   prefetch?: string;
 }

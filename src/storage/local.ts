@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs, type Dirent } from 'node:fs';
 import * as path from 'node:path';
 import { WalvaultError } from '../errors';
-import { releasingChunks, type ObjectBody, type ObjectInfo, type Storage } from './storage';
+import { releasingChunks, type ListOptions, type ObjectBody, type ObjectInfo, type Storage } from './storage';
 
 /** `.<base>.tmp-<pid>-<hex>`: hidden, unique per process and attempt, never a valid key segment. */
 const TEMP_NAME_RE = /^\..*\.tmp-\d+-[0-9a-f]+$/;
@@ -186,7 +186,7 @@ export class LocalStorage implements Storage {
     }
   }
 
-  async list(prefix: string): Promise<ObjectInfo[]> {
+  async list(prefix: string, opts: ListOptions = {}): Promise<ObjectInfo[]> {
     // A prefix is a string prefix of keys, not a directory: walk the deepest directory it
     // fully names and filter the rest.
     if (prefix.includes('\0')) throw new WalvaultError('STORAGE_IO', `invalid storage prefix "${prefix}": it contains a NUL byte`);
@@ -194,14 +194,29 @@ export class LocalStorage implements Storage {
     const dirKey = cut < 0 ? '' : prefix.slice(0, cut);
     const startDir = dirKey === '' ? this.root : path.join(this.root, ...keySegments(dirKey, 'prefix'));
 
-    const found: ObjectInfo[] = [];
-    await this.walk(startDir, dirKey, prefix, found);
+    const files: Array<{ key: string; full: string }> = [];
+    await this.walk(startDir, dirKey, prefix, files);
+    const after = opts.startAfter;
     // Plain code-unit order, not locale order: keys are ASCII and callers rely on
     // segment names sorting like their LSNs.
-    return found.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    const wanted = (after === undefined ? files : files.filter((f) => f.key > after)).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    // Only the files listed are stat'ed: a reader that asks for a few keys after a name
+    // does not pay a stat for every file of a large directory.
+    const found: ObjectInfo[] = [];
+    for (const f of wanted) {
+      if (opts.limit !== undefined && found.length >= opts.limit) break;
+      try {
+        const st = await fs.stat(f.full);
+        if (st.isFile()) found.push({ key: f.key, size: st.size, modified: st.mtime });
+      } catch (err) {
+        // Deleted between readdir and stat: it is simply not there any more.
+        if (!isMissing(err)) throw ioError('stat', f.full, err);
+      }
+    }
+    return found;
   }
 
-  private async walk(dir: string, dirKey: string, prefix: string, out: ObjectInfo[]): Promise<void> {
+  private async walk(dir: string, dirKey: string, prefix: string, out: Array<{ key: string; full: string }>): Promise<void> {
     let entries: Dirent[];
     try {
       entries = await fs.readdir(dir, { withFileTypes: true });
@@ -217,16 +232,11 @@ export class LocalStorage implements Storage {
         // Only descend where some key below could still match the prefix.
         if (key.startsWith(prefix) || prefix.startsWith(key + '/')) await this.walk(full, key, prefix, out);
       } else if (entry.isFile() && key.startsWith(prefix)) {
-        try {
-          const st = await fs.stat(full);
-          out.push({ key, size: st.size, modified: st.mtime });
-        } catch (err) {
-          // Deleted between readdir and stat: it is simply not there any more.
-          if (!isMissing(err)) throw ioError('stat', full, err);
-        }
+        out.push({ key, full });
       }
     }
   }
+
 
   async delete(key: string): Promise<void> {
     const file = this.pathOf(key);

@@ -24,7 +24,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { Readable } from 'node:stream';
 import { WalvaultError } from '../errors';
-import { releasingChunks, type ObjectBody, type ObjectInfo, type Storage } from './storage';
+import { releasingChunks, type ListOptions, type ObjectBody, type ObjectInfo, type Storage } from './storage';
 
 export type ChecksumMode = 'when_supported' | 'when_required';
 
@@ -267,18 +267,22 @@ export class S3Storage implements Storage {
     }
   }
 
-  async list(prefix: string): Promise<ObjectInfo[]> {
+  async list(prefix: string, opts: ListOptions = {}): Promise<ObjectInfo[]> {
     const found: ObjectInfo[] = [];
     const base = this.location.prefix;
+    const limit = opts.limit;
+    // A few keys after a name cost one small request, however large the listing would be.
+    const pageSize = limit !== undefined ? Math.min(limit, this.listPageSize ?? 1000) : this.listPageSize;
     try {
       const pages = paginateListObjectsV2(
-        { client: this.client, ...(this.listPageSize ? { pageSize: this.listPageSize } : {}) },
-        { Bucket: this.location.bucket, Prefix: base + prefix },
+        { client: this.client, ...(pageSize ? { pageSize } : {}) },
+        { Bucket: this.location.bucket, Prefix: base + prefix, ...(opts.startAfter !== undefined ? { StartAfter: base + opts.startAfter } : {}) },
       );
-      for await (const page of pages) {
+      listing: for await (const page of pages) {
         for (const o of page.Contents ?? []) {
           if (o.Key === undefined || !o.Key.startsWith(base)) continue;
           found.push({ key: o.Key.slice(base.length), size: Number(o.Size ?? 0), modified: o.LastModified });
+          if (limit !== undefined && found.length >= limit) break listing;
         }
       }
     } catch (err) {

@@ -12,6 +12,13 @@ export interface ObjectInfo {
   modified?: Date;
 }
 
+export interface ListOptions {
+  /** Only keys that sort after this one (plain code-unit order). */
+  startAfter?: string;
+  /** At most this many keys, the first in order (a positive integer). */
+  limit?: number;
+}
+
 /**
  * What an object is written from: one buffer, parts (an envelope header and a plaintext,
  * without concatenating them), or a stream of chunks (a large file read piece by piece, so
@@ -54,8 +61,12 @@ export interface Storage {
    * (another filesystem, no hard links). The caller keeps `file` and must not change it.
    */
   adoptFile?(key: string, file: string): Promise<'adopted' | 'exists' | 'unsupported'>;
-  /** Every object whose key starts with `prefix`, sorted by key. */
-  list(prefix: string): Promise<ObjectInfo[]>;
+  /**
+   * Every object whose key starts with `prefix`, sorted by key. With `startAfter`, only keys
+   * after it (S3's StartAfter: a reader that needs the keys from one name on does not page
+   * through everything before it); with `limit`, at most that many (the first ones).
+   */
+  list(prefix: string, opts?: ListOptions): Promise<ObjectInfo[]>;
   /** Removes the object; no error when it does not exist. */
   delete(key: string): Promise<void>;
   /** Releases connections or handles. */

@@ -159,6 +159,15 @@ export function storageSuite(label: string, make: () => Promise<StorageUnderTest
         assert.deepEqual((await s.list('wal/00000001000000000000001')).map((o) => o.key), names.slice(16));
         assert.deepEqual((await s.list('')).length, 26);
         assert.deepEqual(await s.list('nothing/'), []);
+
+        // From a name on (S3 StartAfter), at most a few: what a reader near the end needs.
+        const keys = (o: Array<{ key: string }>) => o.map((x) => x.key);
+        assert.deepEqual(keys(await s.list('wal/', { startAfter: names[20] })), [...names.slice(21), 'wal/00000002.history']);
+        assert.deepEqual(keys(await s.list('wal/', { startAfter: names[3], limit: 2 })), names.slice(4, 6));
+        assert.deepEqual(keys(await s.list('wal/', { startAfter: 'wal/00000001Z', limit: 5 })), ['wal/00000002.history'], 'a key past every timeline 1 name skips them all');
+        assert.deepEqual(keys(await s.list('wal/', { startAfter: 'wal/00000002.history' })), []);
+        assert.deepEqual(keys(await s.list('wal/', { limit: 1 })), [names[0]]);
+        assert.equal((await s.list('wal/', { startAfter: names[4], limit: 1 }))[0].size, 6, 'sizes with a limit too');
       }),
     );
 

@@ -102,6 +102,7 @@ describe('walvault check: a timeline switch, two backups, chosen damage (Postgre
       assert.ok(b.consistent && b.restorable, `${name}: ${b.problems.join('; ')}`);
       assert.equal(b.recoveryTimeline, 2, `${name} recovers along timeline 2`);
       assert.equal(b.recoverableTo?.lsn, report.newest?.lsn, `${name} recovers to the newest archived WAL`);
+      assert.equal(b.firstMissing, null, `${name} stops at no gap`);
     }
     assert.equal(backupOf(report, b1).timeline, 1);
     const human = await runWalvault(['check', '--archive', archive], {}, 60000);
@@ -117,8 +118,10 @@ describe('walvault check: a timeline switch, two backups, chosen damage (Postgre
     assert.ok(one.consistent, 'backup 1 still becomes consistent');
     assert.notEqual(one.recoverableTo?.lsn, report.newest?.lsn);
     assert.ok(one.problems.some((p) => p.includes(tl1Middle)), one.problems.join('; '));
+    assert.equal(one.firstMissing, tl1Middle, 'the gap it stops at');
     const two = backupOf(report, b2);
     assert.ok(two.restorable && two.recoverableTo?.lsn === report.newest?.lsn, 'backup 2 is not affected');
+    assert.equal(two.firstMissing, null);
     assert.ok(report.problems.some((p) => p === `WAL missing: ${tl1Middle}`), report.problems.join('; '));
   });
 

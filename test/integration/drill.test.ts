@@ -9,9 +9,14 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { DrillResult } from '../../src/check/drill';
-import { parseLsn, parseSegmentFileName, segmentStartOfNumber } from '../../src/wal/lsn';
+import { parseLsn, parseSegmentFileName, segmentFileName, segmentStartOfNumber } from '../../src/wal/lsn';
 import { availableMajors, binDirFor, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import { pgConninfo, pushBackup, runWalvault, switchAndWaitArchived, WalvaultProcess, withReceiver, writeConfig } from '../helpers/walvault';
+
+function nextSegment(name: string, segSize: number): string {
+  const { tli, segNo } = parseSegmentFileName(name, segSize);
+  return segmentFileName(tli, segNo + 1n, segSize);
+}
 
 const others = availableMajors().filter((m) => m !== 15);
 const majors = [15, ...others.slice(-1)];
@@ -88,15 +93,23 @@ describe(`walvault drill (PostgreSQL ${major})`, () => {
     }
   });
 
-  it('fails with the reason when a segment the recovery needs is missing', async () => {
-    const file = path.join(archive, 'wal', middleSegment);
+  for (const [which, pick] of [
+    ['in the middle of a segment\'s records', () => middleSegment],
+    // The segment before it ends with a WAL switch: replay reaches exactly the gap's start,
+    // which is where check says recovery from the backup ends, so a drill aimed there passed.
+    ['right after a WAL switch', () => nextSegment(middleSegment, cluster.walSegSize)],
+  ] as const)
+  it(`fails up front naming the gap when a segment the recovery needs is missing (${which})`, async () => {
+    const missing = pick();
+    const file = path.join(archive, 'wal', missing);
     const aside = `${file}.aside`;
     fs.renameSync(file, aside);
     try {
       const { code, result } = await drill([], { WALVAULT_DRILL_STALL_MS: '5000' });
-      assert.equal(code, 1);
+      assert.equal(code, 1, JSON.stringify(result));
       assert.equal(result.ok, false);
-      assert.match(result.problem ?? '', /recovery stopped at [0-9A-F]+\/[0-9A-F]+, but the archive holds WAL to .*walvault check/);
+      assert.match(result.problem ?? '', new RegExp(`the archive has a gap: recovery stops at [0-9A-F]+/[0-9A-F]+: ${missing} is missing, and WAL after it is archived; run "walvault check".*"walvault check --repair"`));
+      assert.equal(result.phases.startSeconds, undefined, 'no server was started');
       assert.ok(!fs.existsSync(result.directory), 'removed after a failure too');
     } finally {
       fs.renameSync(aside, file);
