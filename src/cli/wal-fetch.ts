@@ -50,8 +50,14 @@ export async function walFetchCommand(
     // Nothing is written unless the whole object decoded and matched its checksum.
     let data = await getWithRetry(archive, Archive.walKey(walFileName));
     if (data === null && opts.servePartial && isSegmentFileName(walFileName)) data = await paddedPartial(archive, walFileName);
-    // The end of the archive, or a gap in it (a WAL_GAP error unless accepted or a standby).
-    if (data === null) return await (await import('../restore/wal-miss')).missingWal(archive, walFileName, { dest, acceptGap: opts.acceptGap === true });
+    if (data === null) {
+      // The end of the archive, or a gap in it (a WAL_GAP error unless accepted or a
+      // standby), or a segment a running receiver is still storing, now there.
+      const miss = await (await import('../restore/wal-miss')).missingWal(archive, walFileName, { dest, acceptGap: opts.acceptGap === true });
+      if (miss !== 'arrived') return miss;
+      data = await getWithRetry(archive, Archive.walKey(walFileName));
+      if (data === null) throw new WalvaultError('STORAGE_IO', `${archive.label(Archive.walKey(walFileName))} appeared and vanished again while it was fetched; is something deleting from this archive?`);
+    }
     await checkFetched(archive, walFileName, data);
     await writeFileDurably(dest, data);
     return 0;

@@ -11,7 +11,7 @@
  * gap cannot make it promote early; stopping it would take down a standby its primary could
  * still feed, or one that asked in the moment between the receiver storing segment n+1 and
  * n (it uploads `upload_concurrency` segments at once). It logs the gap at each ask instead.
- * (A restore that asks in that moment stops, and carries on when the server is started again.)
+ * A restore that asks in that moment waits for the segment (arrivesSoon).
  *
  * Cheap by design, because a standby at the end of the archive misses every few seconds and
  * recovery probes for history files that may not exist: a history miss reads nothing more; a
@@ -22,12 +22,19 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Archive } from '../archive/archive';
+import { ArchiveLease } from '../archive/archive-lease';
+import { sleep } from '../util/timers';
 import { isWalvaultError, WalvaultError } from '../errors';
 import { describeGap, gapAfterMiss, readsSegmentFrom, type WalGap } from '../check/wal-gap';
 import { formatLsn, isSegmentFileName, parseSegmentFileName, segmentFileName } from '../wal/lsn';
 import { parseTimelineHistory, type TimelineHistoryEntry } from '../wal/timeline-history';
 
 const WAL = 'wal/';
+/** WAL stored this recently after a miss may be a receiver's upload that overtook the missing one. */
+const IN_FLIGHT_RECENT_MS = 120_000;
+/** How long a miss waits for such a segment before it is called a gap. */
+export const IN_FLIGHT_WAIT_MS = 60_000;
+const IN_FLIGHT_POLL_MS = 500;
 /** Later timelines looked at, at most (an archive has a handful; this only bounds a damaged one). */
 const MAX_TIMELINES = 1000;
 
@@ -35,24 +42,46 @@ const MAX_TIMELINES = 1000;
  * The exit status for a miss of `name`: 1 (the end, or a gap accepted or on a standby, each
  * with a line on stderr), or a WAL_GAP error.
  */
-export async function missingWal(archive: Archive, name: string, opts: { dest: string; acceptGap: boolean }): Promise<number> {
+export async function missingWal(archive: Archive, name: string, opts: { dest: string; acceptGap: boolean; inFlightWaitMs?: number }): Promise<number | 'arrived'> {
   // History files are probed for timelines that may not exist: a miss there is never a gap.
   if (!isSegmentFileName(name)) return 1;
   const gap = await findGap(archive, name);
   if (!gap) return 1;
   const what = describeGap(gap, archive.storage.description);
-  if (opts.acceptGap) {
-    process.stderr.write(`walvault: WAL gap accepted (--accept-gap): ${what}; recovery ends at ${formatLsn(gap.from)}\n`);
-    return 1;
-  }
   if (inStandbyMode(opts.dest)) {
     process.stderr.write(`walvault: WAL gap: ${what}; this standby waits here for it: run "walvault check", and "walvault check --repair" to stream it again from the server while it still has it\n`);
+    return 1;
+  }
+  if (await arrivesSoon(archive, name, gap, opts.inFlightWaitMs ?? IN_FLIGHT_WAIT_MS)) return 'arrived';
+  if (opts.acceptGap) {
+    process.stderr.write(`walvault: WAL gap accepted (--accept-gap): ${what}; recovery ends at ${formatLsn(gap.from)}\n`);
     return 1;
   }
   throw new WalvaultError(
     'WAL_GAP',
     `WAL gap: ${what}; recovery stops here rather than end early without it. Run "walvault check" to see what is missing and "walvault check --repair" to stream it again from the server while it still has it, then start the server again; or, to end recovery at ${formatLsn(gap.from)} and lose what follows, add --accept-gap to wal-fetch in restore_command (walvault restore --accept-gap writes it)`,
   );
+}
+
+/**
+ * A running receiver uploads `upload_concurrency` segments at once, so segment n+1 can be
+ * stored a moment before n: a restore that reaches the archive's live end in that moment
+ * sees a gap that closes by itself. When a receiver holds the archive's lease and the WAL
+ * after the miss was stored within IN_FLIGHT_RECENT_MS, the missing segment is waited for,
+ * up to `waitMs`; true when it arrived. An old gap, or one in an archive nobody writes to,
+ * is reported at once.
+ */
+async function arrivesSoon(archive: Archive, name: string, gap: WalGap, waitMs: number): Promise<boolean> {
+  if (waitMs <= 0) return false;
+  const next = await archive.storage.head(WAL + gap.next);
+  if (!next?.modified || Date.now() - next.modified.getTime() > IN_FLIGHT_RECENT_MS) return false;
+  if ((await new ArchiveLease(archive.storage, '', '').liveHolder()) === null) return false;
+  const until = Date.now() + waitMs;
+  while (Date.now() < until) {
+    if (await archive.exists(WAL + name)) return true;
+    await sleep(IN_FLIGHT_POLL_MS);
+  }
+  return archive.exists(WAL + name);
 }
 
 /** The gap the miss of segment `name` is, reading only the few keys and history files that decide it. */

@@ -179,7 +179,7 @@ export class LocalStorage implements Storage {
     const file = this.pathOf(key);
     try {
       const st = await fs.stat(file);
-      return st.isFile() ? { key, size: st.size } : null;
+      return st.isFile() ? { key, size: st.size, modified: st.mtime } : null;
     } catch (err) {
       if (isMissing(err)) return null;
       throw ioError('stat', file, err);

@@ -260,7 +260,7 @@ export class S3Storage implements Storage {
   async head(key: string): Promise<ObjectInfo | null> {
     try {
       const res = await this.client.send(new HeadObjectCommand({ Bucket: this.location.bucket, Key: this.objectKey(key) }));
-      return { key, size: Number(res.ContentLength ?? 0) };
+      return { key, size: Number(res.ContentLength ?? 0), ...(res.LastModified ? { modified: res.LastModified } : {}) };
     } catch (err) {
       if (isNotFound(err)) return null;
       throw s3Error('head', this.where(key), err);

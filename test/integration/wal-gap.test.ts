@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { ArchiveLease } from '../../src/archive/archive-lease';
 import type { Storage } from '../../src/storage/storage';
 import { formatLsn, parseLsn, parseSegmentFileName, segmentFileName, segmentNumber, segmentStartOfNumber } from '../../src/wal/lsn';
 import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
@@ -200,6 +201,44 @@ describe('a gap in the archive stops recovery instead of ending it (PostgreSQL 1
       assert.match(standby.stderr, new RegExp(`^walvault: WAL gap: ${stepSeg[3]} is missing .*this standby waits here for it`));
     } finally {
       await putBack3();
+    }
+  });
+
+  it('a segment a live receiver has not stored yet while the next one is (uploads overtake each other) is waited for, not called a gap', async () => {
+    const dest = path.join(work, 'fetched-in-flight');
+    const local = (name: string) => path.join(archive, 'wal', name);
+    const putBack3 = await takeAway(storage(), `wal/${stepSeg[3]}`);
+    let putBack = putBack3;
+    // A receiver holds the archive (a live lease: this test process's pid on this host).
+    const lease = new ArchiveLease(storage(), 'main', path.join(work, 'state'));
+    await lease.acquire();
+    try {
+      // WAL after the miss stored long ago: a real gap, reported at once despite the lease.
+      const old = new Date(Date.now() - 10 * 60_000);
+      fs.utimesSync(local(stepSeg[4]), old, old);
+      assertGapLine(await fetch(stepSeg[3], dest), stepSeg[3], stepSeg[4], segSize);
+
+      // Stored just now: wal-fetch waits for the missing segment, which arrives while it waits.
+      const now = new Date();
+      fs.utimesSync(local(stepSeg[4]), now, now);
+      const fetching = fetch(stepSeg[3], dest);
+      await new Promise((r) => setTimeout(r, 1500));
+      await putBack3();
+      putBack = async () => undefined;
+      const r = await fetching;
+      assert.deepEqual([r.code, r.stderr], [0, ''], 'served once it arrived');
+      assert.ok(fs.readFileSync(dest).equals((await openArchive(archive).get(`wal/${stepSeg[3]}`))!), 'the segment itself');
+    } finally {
+      await lease.release();
+      await putBack();
+      fs.rmSync(dest, { force: true });
+    }
+    // Without a receiver holding the archive, the same fresh gap is reported at once.
+    const putBackAgain = await takeAway(storage(), `wal/${stepSeg[3]}`);
+    try {
+      assertGapLine(await fetch(stepSeg[3], dest), stepSeg[3], stepSeg[4], segSize);
+    } finally {
+      await putBackAgain();
     }
   });
 
