@@ -49,14 +49,18 @@ export async function walFetchCommand(
     const archive = openSiteArchive(archiveFromOptions(opts), 'read');
     // Nothing is written unless the whole object decoded and matched its checksum.
     let data = await getWithRetry(archive, Archive.walKey(walFileName));
-    if (data === null && opts.servePartial && isSegmentFileName(walFileName)) data = await paddedPartial(archive, walFileName);
     if (data === null) {
       // The end of the archive, or a gap in it (a WAL_GAP error unless accepted or a
-      // standby), or a segment a running receiver is still storing, now there.
+      // standby), or a segment a running receiver is still storing, now there. Decided
+      // before a partial is served: a partial left beside a lost segment must not hide a gap.
       const miss = await (await import('../restore/wal-miss')).missingWal(archive, walFileName, { dest, acceptGap: opts.acceptGap === true });
-      if (miss !== 'arrived') return miss;
-      data = await getWithRetry(archive, Archive.walKey(walFileName));
-      if (data === null) throw new WalvaultError('STORAGE_IO', `${archive.label(Archive.walKey(walFileName))} appeared and vanished again while it was fetched; is something deleting from this archive?`);
+      if (miss === 'arrived') {
+        data = await getWithRetry(archive, Archive.walKey(walFileName));
+        if (data === null) throw new WalvaultError('STORAGE_IO', `${archive.label(Archive.walKey(walFileName))} appeared and vanished again while it was fetched; is something deleting from this archive?`);
+      } else if (opts.servePartial && isSegmentFileName(walFileName)) {
+        data = await paddedPartial(archive, walFileName);
+      }
+      if (data === null) return miss as number;
     }
     await checkFetched(archive, walFileName, data);
     await writeFileDurably(dest, data);

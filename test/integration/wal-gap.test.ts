@@ -178,9 +178,19 @@ describe('a gap in the archive stops recovery instead of ending it (PostgreSQL 1
     const served = await fetch(stepSeg[6], dest);
     assert.equal(served.code, 0, served.stderr);
 
+    const plaintext3 = (await openArchive(archive).get(`wal/${stepSeg[3]}`))!;
     const putBack3 = await takeAway(storage(), `wal/${stepSeg[3]}`);
     try {
       assertGapLine(await fetch(stepSeg[3], dest), stepSeg[3], stepSeg[4], segSize);
+      // A partial left beside the lost segment (say its deletion failed) does not hide the
+      // gap under --serve-partial: served, recovery would end at its last byte.
+      const partialKey = `wal/${stepSeg[3]}.partial`;
+      await openArchive(archive).putPartial(partialKey, plaintext3.subarray(0, segSize / 2));
+      try {
+        assertGapLine(await fetch(stepSeg[3], dest, ['--serve-partial']), stepSeg[3], stepSeg[4], segSize);
+      } finally {
+        await storage().delete(partialKey);
+      }
       const putBack4 = await takeAway(storage(), `wal/${stepSeg[4]}`);
       try {
         // Two segments missing: the line names where the archive holds WAL again.
