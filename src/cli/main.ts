@@ -50,6 +50,7 @@ export function buildProgram(): Command {
     .option('--private-key <file>', "private key for an encrypted archive (default: the site's encryption_private_key_file)")
     .option('--serve-partial', 'when the segment was never completed, serve the newest WALFILENAME.partial, zero-padded (the end of the archive)')
     .option('--prefetch <n>', 'keep the next N segments ready in pg_wal/walvault-prefetch (a background process fetches them)')
+    .option('--timeout <seconds>', "give up an attempt when the store has sent no answer or progress for this long (default: the site's request_timeout_seconds, else 30); after 3 attempts exit 126, so recovery stops instead of waiting forever")
     .action(async (walFileName: string, dest: string, opts) => {
       const { walFetchCommand } = await import('./wal-fetch');
       process.exitCode = await walFetchCommand(walFileName, dest, opts);
@@ -137,6 +138,7 @@ export function buildProgram(): Command {
     .option('--private-key <file>')
     .requiredOption('--count <n>')
     .requiredOption('--dir <dir>')
+    .option('--timeout <seconds>')
     .action(async (walFileName: string, opts) => {
       const { walPrefetchCommand } = await import('./wal-fetch');
       process.exitCode = await walPrefetchCommand(walFileName, opts);
