@@ -30,6 +30,8 @@ export type ErrorCode =
   | 'ARCHIVE_LOCKED'
   | 'STORAGE_IO'
   | 'STORAGE_OBJECT_UNREADABLE'
+  /** The store did not answer (connect, first byte or progress) within its deadlines. */
+  | 'STORAGE_TIMEOUT'
   | 'STATE_DIR_UNWRITABLE'
   | 'STATE_OTHER_CLUSTER'
   | 'LEDGER'

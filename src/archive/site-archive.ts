@@ -16,8 +16,12 @@ export interface ArchiveSettings {
   encryptionPrivateKeyFile?: string;
 }
 
-/** 'write': compress and encrypt with the site's settings. 'read': decrypt with its private key, when one is given. */
-export function openSiteArchive(settings: ArchiveSettings, purpose: 'write' | 'read'): Archive {
+/**
+ * 'write': compress and encrypt with the site's settings. 'read': decrypt with its private key,
+ * when one is given. `s3` replaces some of the site's S3 settings (deadlines for a command
+ * that must answer soon).
+ */
+export function openSiteArchive(settings: ArchiveSettings, purpose: 'write' | 'read', s3?: Partial<S3Settings>): Archive {
   const options: ArchiveOptions = {};
   if (purpose === 'write') {
     options.codec = settings.compression ?? 'none';
@@ -25,5 +29,10 @@ export function openSiteArchive(settings: ArchiveSettings, purpose: 'write' | 'r
   } else if (settings.encryptionPrivateKeyFile) {
     options.privateKey = loadPrivateKey(settings.encryptionPrivateKeyFile);
   }
-  return new Archive(storageFromUrl(settings.archive, settings.s3), options);
+  return new Archive(storageFromUrl(settings.archive, s3 === undefined ? settings.s3 : withS3(settings.s3, s3)), options);
+}
+
+/** `base` with `overrides`; the secrets stay non-enumerable, as the config loader made them. */
+function withS3(base: S3Settings, overrides: Partial<S3Settings>): S3Settings {
+  return Object.assign(Object.defineProperties({}, Object.getOwnPropertyDescriptors(base)) as S3Settings, overrides);
 }

@@ -5,16 +5,24 @@
  * archived segment), and the archive's backup catalog (last and next backup, recoverable
  * window). Every problem comes in plain words with its fix. The JSON form is documented in
  * docs/status.md and kept stable.
+ *
+ * Status must answer within seconds even when the store does not: the archive is read with
+ * short deadlines (one attempt per request) and given ARCHIVE_WAIT_MS in all; past that it
+ * is reported unreachable.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openSiteArchive } from '../archive/site-archive';
 import { listBackups } from '../backup/catalog';
 import type { SiteConfig } from '../config/config';
-import { errorMessage } from '../errors';
+import { errorMessage, isWalvaultError, WalvaultError } from '../errors';
 import { LEDGER_FILE, METRICS_FILE } from '../daemon/receiver';
 import { StateLock } from '../daemon/state-lock';
 import { formatLsn } from '../wal/lsn';
+
+/** How long status waits for the archive in all, and for each request to it. */
+const ARCHIVE_WAIT_MS = 10_000;
+const ARCHIVE_REQUEST_S = 5;
 
 export interface StatusProblem {
   problem: string;
@@ -35,6 +43,11 @@ export interface SiteStatus {
   nextBackupDue: string | null;
   /** From the oldest complete backup's start to the newest archived WAL. */
   recoverableWindow: { from: string | null; to: string | null; toLsn: string | null };
+  /**
+   * The archive as status found it: reachable (the store answered, even with an error),
+   * unreachable (no answer in time, refused), and what went wrong, if anything.
+   */
+  archive: { location: string; reachable: boolean; error: string | null };
   problems: StatusProblem[];
 }
 
@@ -124,10 +137,12 @@ export async function siteStatus(site: SiteConfig, configFile: string): Promise<
   let lastBackup: SiteStatus['lastBackup'] = null;
   let nextBackupDue: string | null = null;
   let windowFrom: string | null = null;
+  const archiveState: SiteStatus['archive'] = { location: site.archive, reachable: true, error: null };
   try {
-    const archive = openSiteArchive(site, 'read');
+    const short = Math.min(site.s3.requestTimeoutSeconds ?? ARCHIVE_REQUEST_S, ARCHIVE_REQUEST_S);
+    const archive = openSiteArchive(site, 'read', { attempts: 1, requestTimeoutSeconds: short, connectTimeoutSeconds: Math.min(site.s3.connectTimeoutSeconds ?? short, short) });
     try {
-      const backups = await listBackups(archive);
+      const backups = await within(listBackups(archive), ARCHIVE_WAIT_MS, `${archive.storage.description} did not answer within ${ARCHIVE_WAIT_MS / 1000} s`);
       const newest = backups[backups.length - 1];
       if (newest) lastBackup = { name: newest.name, startedAt: newest.startedAt, stoppedAt: newest.stoppedAt, startLsn: newest.startLsn, stopLsn: newest.stopLsn };
       if (backups[0]) windowFrom = backups[0].startedAt;
@@ -140,10 +155,17 @@ export async function siteStatus(site: SiteConfig, configFile: string): Promise<
       }
       if (!newest) problems.push({ problem: 'the archive holds no complete backup: nothing can be restored', fix: `take one: walvault backup push --config ${configFile}` });
     } finally {
+      // Also ends requests still waiting on a store that does not answer.
       await archive.close();
     }
   } catch (err) {
-    problems.push({ problem: `the archive cannot be read: ${errorMessage(err)}`, fix: 'check the archive location and its credentials' });
+    archiveState.error = errorMessage(err);
+    if (unreachable(err)) {
+      archiveState.reachable = false;
+      problems.push({ problem: `the archive is unreachable: ${errorMessage(err)}`, fix: 'check that the store is up and reachable from this host (endpoint, network, firewall); meanwhile WAL waits in the spool and the slot' });
+    } else {
+      problems.push({ problem: `the archive cannot be read: ${errorMessage(err)}`, fix: 'check the archive location and its credentials' });
+    }
   }
 
   const archivedLsn = lsn('walvault_archived_lsn_bytes') ?? (ledger && ledger.archived !== '0/0' ? ledger.archived : null);
@@ -164,8 +186,29 @@ export async function siteStatus(site: SiteConfig, configFile: string): Promise<
     lastBackup,
     nextBackupDue,
     recoverableWindow: { from: lastBackup ? windowFrom : null, to: lastBackup ? lastAt : null, toLsn: lastBackup ? archivedLsn : null },
+    archive: archiveState,
     problems,
   };
+}
+
+/** `p`, or a STORAGE_TIMEOUT error once `ms` have passed without it settling. */
+async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new WalvaultError('STORAGE_TIMEOUT', `${what}: the store does not answer`)), ms);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+    p.catch(() => undefined); // settles later, when the archive is closed; nobody waits for it
+  }
+}
+
+/** The store did not answer at all (as opposed to answering with an error). */
+function unreachable(err: unknown): boolean {
+  if (isWalvaultError(err, 'STORAGE_TIMEOUT')) return true;
+  return /ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN|socket hang up/.test(errorMessage(err));
 }
 
 export function formatStatus(r: StatusReport): string {
@@ -176,8 +219,10 @@ export function formatStatus(r: StatusReport): string {
     const p = s.positions;
     lines.push(`  received ${p.received ?? '-'}, fsynced ${p.fsynced ?? '-'}, archived ${p.archived ?? '-'}, server at ${p.serverWalEnd ?? '-'}; lag ${s.lag.bytes ?? '-'} bytes, ${s.lag.seconds ?? '-'} s`);
     lines.push(`  last archived segment: ${s.lastArchivedSegment ? `${s.lastArchivedSegment.name} at ${s.lastArchivedSegment.at}` : '-'}`);
-    lines.push(`  last backup: ${s.lastBackup ? `${s.lastBackup.name} (${s.lastBackup.startLsn}..${s.lastBackup.stopLsn}, finished ${s.lastBackup.stoppedAt})` : 'none'}; next: ${s.nextBackupDue ?? 'not scheduled'}`);
-    lines.push(`  recoverable: ${s.recoverableWindow.from ? `from ${s.recoverableWindow.from} to ${s.recoverableWindow.to ?? '?'} (${s.recoverableWindow.toLsn ?? '?'})` : 'nothing (no complete backup)'}`);
+    const unread = s.archive.error !== null;
+    lines.push(`  last backup: ${s.lastBackup ? `${s.lastBackup.name} (${s.lastBackup.startLsn}..${s.lastBackup.stopLsn}, finished ${s.lastBackup.stoppedAt})` : unread ? 'unknown (the archive was not read)' : 'none'}; next: ${s.nextBackupDue ?? 'not scheduled'}`);
+    lines.push(`  recoverable: ${s.recoverableWindow.from ? `from ${s.recoverableWindow.from} to ${s.recoverableWindow.to ?? '?'} (${s.recoverableWindow.toLsn ?? '?'})` : unread ? 'unknown (the archive was not read)' : 'nothing (no complete backup)'}`);
+    lines.push(`  archive: ${s.archive.location}: ${s.archive.reachable ? (s.archive.error ? 'answers, with an error' : 'reachable') : 'unreachable'}`);
     for (const q of s.problems) lines.push(`  problem: ${q.problem}; fix: ${q.fix}`);
   }
   return lines.join('\n') + '\n';

@@ -51,6 +51,7 @@ export function buildProgram(): Command {
     .option('--serve-partial', 'when the segment was never completed, serve the newest WALFILENAME.partial, zero-padded (the end of the archive)')
     .option('--prefetch <n>', 'keep the next N segments ready in pg_wal/walvault-prefetch (a background process fetches them)')
     .option('--accept-gap', 'on a gap, exit 1 with a line saying so: recovery ends at the gap and loses the WAL after it')
+    .option('--timeout <seconds>', "give up an attempt when the store has sent no answer or progress for this long (default: the site's request_timeout_seconds, else 30); after 3 attempts exit 126, so recovery stops instead of waiting forever")
     .action(async (walFileName: string, dest: string, opts) => {
       const { walFetchCommand } = await import('./wal-fetch');
       process.exitCode = await walFetchCommand(walFileName, dest, opts);
@@ -138,6 +139,7 @@ export function buildProgram(): Command {
     .option('--private-key <file>')
     .requiredOption('--count <n>')
     .requiredOption('--dir <dir>')
+    .option('--timeout <seconds>')
     .action(async (walFileName: string, opts) => {
       const { walPrefetchCommand } = await import('./wal-fetch');
       process.exitCode = await walPrefetchCommand(walFileName, opts);

@@ -8,7 +8,8 @@ import { CheckScheduler } from '../daemon/check-scheduler';
 import { DrillScheduler } from '../daemon/drill-scheduler';
 import { SiteReceiver } from '../daemon/receiver';
 import { WalvaultError } from '../errors';
-import { createLogger } from '../observe/logger';
+import { createLogger, routeConsoleTo } from '../observe/logger';
+import { setSdkLogSink } from '../storage/sdk-log';
 import { binDirResolver, osUserFor } from './drill';
 import { restoreCommand } from './restore';
 
@@ -50,6 +51,9 @@ export async function runCommand(o: RunOptions): Promise<void> {
     throw new WalvaultError('CONFIG_INVALID', `${config.source}: no site named "${o.site}"; sites: ${config.sites.map((s) => s.name).join(', ')}`);
   }
   const log = createLogger({ level: config.logLevel });
+  // Every line on the daemon's stderr is the logger's, whatever a library wants to print.
+  routeConsoleTo(log);
+  setSdkLogSink(log.child({ component: 'storage' }));
   const receivers = sites.map((site) => new SiteReceiver(site, log.child({ site: site.name })));
   // Each site's duties beside its receiver: backups, archive checks, drills. Their numbers go
   // into the receiver's metrics file and, with [http], /metrics.

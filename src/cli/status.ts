@@ -14,8 +14,8 @@ export async function statusCommand(opts: { config?: string; site?: string; json
     const config = loadConfigFile(opts.config);
     const sites = opts.site ? config.sites.filter((s) => s.name === opts.site) : config.sites;
     if (sites.length === 0) return badOption(`${opts.config} has no site named "${opts.site}"; sites: ${config.sites.map((s) => s.name).join(', ')}`);
-    const statuses = [];
-    for (const s of sites) statuses.push(await siteStatus(s, opts.config));
+    // At once: each site's archive may take its few seconds to be found unreachable.
+    const statuses = await Promise.all(sites.map((s) => siteStatus(s, opts.config!)));
     const report = { checkedAt: new Date().toISOString(), sites: statuses, ok: statuses.every((s) => s.problems.length === 0) };
     process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : formatStatus(report));
     return report.ok ? 0 : 1;

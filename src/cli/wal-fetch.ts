@@ -10,6 +10,10 @@
  * 125 (what a shell reports for a command it cannot run) makes it stop recovery instead
  * (RestoreArchivedFile, wait_result_is_any_signal), so a damaged object or an unreachable
  * store cannot end a restore early and quietly. Storage failures are retried first.
+ *
+ * A store that does not answer must not hold recovery forever either: each attempt ends when
+ * the store has given no answer or progress for `--timeout` seconds (the S3 deadlines, see
+ * ../storage/s3.ts), after three the command says so and exits 126.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -18,6 +22,7 @@ import { isWalvaultError, WalvaultError } from '../errors';
 import { isHistoryFileName, isSegmentFileName } from '../wal/lsn';
 import { checkWalIdentity } from '../wal/wal-identity';
 import { dataDirOf, lockPrefetchDir, nudgePrefetcher, prefetchDirFor, runPrefetcher, takePrefetched, unlockPrefetchDir, writeFileDurably } from '../restore/prefetch';
+import type { S3Settings } from '../storage/s3';
 import { archiveFromOptions } from './archive-option';
 import { reportAndExit } from './fail';
 
@@ -46,7 +51,7 @@ export async function walFetchCommand(
     // this call fetches this one.
     if (prefetchable) await nudge();
     const { openSiteArchive } = await import('../archive/site-archive');
-    const archive = openSiteArchive(archiveFromOptions(opts), 'read');
+    const archive = openSiteArchive(archiveFromOptions(opts), 'read', fetchDeadlines(opts.timeout));
     // Nothing is written unless the whole object decoded and matched its checksum.
     let data = await getWithRetry(archive, Archive.walKey(walFileName));
     if (data === null) {
@@ -81,6 +86,8 @@ export interface WalFetchOptions {
   acceptGap?: boolean;
   /** Segments to keep ready ahead (commander gives a string); 0 or absent: none. */
   prefetch?: string;
+  /** Seconds an attempt waits for an answer or progress from the store (commander gives a string). */
+  timeout?: string;
 }
 
 function prefetchCount(text: string | undefined): number {
@@ -93,6 +100,7 @@ function prefetchCount(text: string | undefined): number {
 function archiveArgs(o: WalFetchOptions): string[] {
   const args = o.config ? ['--config', path.resolve(o.config), ...(o.site ? ['--site', o.site] : [])] : ['--archive', o.archive ?? ''];
   if (o.privateKey) args.push('--private-key', path.resolve(o.privateKey));
+  if (o.timeout !== undefined) args.push('--timeout', o.timeout);
   return args;
 }
 
@@ -108,7 +116,7 @@ export async function walPrefetchCommand(name: string, opts: WalFetchOptions & {
   if (!(await lockPrefetchDir(dir))) return 0;
   try {
     const { openSiteArchive } = await import('../archive/site-archive');
-    const archive = openSiteArchive(archiveFromOptions(opts), 'read');
+    const archive = openSiteArchive(archiveFromOptions(opts), 'read', fetchDeadlines(opts.timeout));
     try {
       const cluster = await archive.readCluster();
       if (!cluster) return 0;
@@ -148,14 +156,39 @@ async function checkFetched(archive: Archive, name: string, data: Buffer): Promi
 export const FAILED = 126;
 const ATTEMPTS = 3;
 
+/**
+ * wal-fetch's S3 deadlines: one request per attempt (the attempts are counted here), each
+ * ended when the store gives no answer or progress for `--timeout` seconds (default: the
+ * site's request_timeout_seconds, else 30). With the default connect deadline (10 s) that
+ * bounds a fetch at about 3 x 43 s when nothing answers.
+ */
+function fetchDeadlines(timeout: string | undefined): Partial<S3Settings> {
+  if (timeout === undefined) return { attempts: 1 };
+  const seconds = Number(timeout);
+  if (!/^[0-9]+(\.[0-9]+)?$/.test(timeout.trim()) || !(seconds > 0)) {
+    throw new WalvaultError('CONFIG_INVALID', `--timeout ${JSON.stringify(timeout)}: give the seconds an attempt may wait for the store's answer or progress, e.g. --timeout 30`);
+  }
+  return { attempts: 1, requestTimeoutSeconds: seconds };
+}
+
 /** The verified plaintext; storage failures (not damage) are tried again with backoff. */
 async function getWithRetry(archive: Archive, key: string): Promise<Buffer | null> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await archive.get(key);
     } catch (err) {
-      const transient = isWalvaultError(err) && (err.code === 'STORAGE_IO' || err.code === 'STORAGE_OBJECT_UNREADABLE');
-      if (!transient || attempt >= ATTEMPTS) throw err;
+      const timedOut = isWalvaultError(err, 'STORAGE_TIMEOUT');
+      const transient = timedOut || (isWalvaultError(err) && (err.code === 'STORAGE_IO' || err.code === 'STORAGE_OBJECT_UNREADABLE'));
+      if (!transient) throw err;
+      if (attempt >= ATTEMPTS) {
+        if (!timedOut) throw err;
+        throw new WalvaultError(
+          'STORAGE_TIMEOUT',
+          `gave up after ${ATTEMPTS} attempts: ${(err as Error).message}; recovery stops here instead of ending early: ` +
+            'start the server again once the store answers (wal-fetch --timeout sets how long an attempt waits)',
+          { cause: err },
+        );
+      }
       await new Promise((r) => setTimeout(r, 500 * 2 ** attempt));
     }
   }

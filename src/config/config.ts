@@ -40,6 +40,11 @@ export interface SiteConfig {
   uploadConcurrency: number;
   /** Unarchived WAL (MiB) past which the site raises its alert; 0 = never. */
   spoolAlertMiB: number;
+  /**
+   * Uploads outstanding with none finishing for this long: storage is reported failing (a
+   * hung store answers nothing, so no request fails for a while).
+   */
+  storageStallSeconds: number;
   /** Hours between scheduled base backups; 0 = no schedule (on-demand pushes only). */
   backupIntervalHours: number;
   /**
@@ -105,6 +110,7 @@ const SITE_KEYS = [
   'create_slot',
   'upload_concurrency',
   'spool_alert_mib',
+  'storage_stall_seconds',
   'compression',
   'encryption_public_key_file',
   'encryption_private_key_file',
@@ -132,6 +138,7 @@ const S3_KEYS = [
   'secret_access_key',
   'session_token',
   'request_timeout_seconds',
+  'connect_timeout_seconds',
 ];
 /** "host:port" or "[v6]:port"; null for anything else. */
 export function parseHostPort(text: string): { host: string; port: number } | null {
@@ -150,6 +157,7 @@ const DEFAULTS = {
   createSlot: true,
   uploadConcurrency: 2,
   spoolAlertMiB: 4096,
+  storageStallSeconds: 60,
   backupIntervalHours: 24,
   retainBackups: 0,
   recoveryWindowDays: 0,
@@ -406,6 +414,7 @@ function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
     createSlot,
     uploadConcurrency: num('upload_concurrency', DEFAULTS.uploadConcurrency, { value: 1 }, true, 'use a whole number of parallel uploads, at least 1'),
     spoolAlertMiB: num('spool_alert_mib', DEFAULTS.spoolAlertMiB, { value: 0 }, false, 'use a number of MiB of unarchived WAL; 0 disables the alert'),
+    storageStallSeconds: num('storage_stall_seconds', DEFAULTS.storageStallSeconds, { value: 0, exclusive: true }, false, 'use a positive number of seconds uploads may go without finishing before storage is reported failing'),
     backupIntervalHours: num('backup_interval_hours', DEFAULTS.backupIntervalHours, { value: 0 }, false, 'use a number of hours between scheduled base backups; 0 turns the schedule off'),
     backupFastCheckpoint: bool('backup_fast_checkpoint', false),
     backupCompression: backupCompression(),
@@ -480,13 +489,18 @@ function parseS3Section(ctx: Ctx, site: string, raw: unknown): S3Settings {
     Object.defineProperty(out, 'secretAccessKey', { value: secret, enumerable: false, writable: true, configurable: true });
     if (token !== undefined) Object.defineProperty(out, 'sessionToken', { value: token, enumerable: false, writable: true, configurable: true });
   }
-  const timeout = raw.request_timeout_seconds;
-  if (timeout !== undefined) {
-    if (typeof timeout !== 'number' || !Number.isFinite(timeout) || timeout <= 0) {
-      fail(ctx, at('request_timeout_seconds'), `expected a positive number, got ${typeName(timeout)}`, `write ${assignment(ctx, 'request_timeout_seconds', '60')}`);
+  const seconds = (key: string, example: string): number | undefined => {
+    const v = raw[key];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
+      fail(ctx, at(key), `expected a positive number of seconds, got ${typeof v === 'number' ? v : typeName(v)}`, `write ${assignment(ctx, key, example)}`);
     }
-    out.requestTimeoutSeconds = timeout as number;
-  }
+    return v as number;
+  };
+  const timeout = seconds('request_timeout_seconds', '30');
+  if (timeout !== undefined) out.requestTimeoutSeconds = timeout;
+  const connectTimeout = seconds('connect_timeout_seconds', '10');
+  if (connectTimeout !== undefined) out.connectTimeoutSeconds = connectTimeout;
   return out;
 }
 

@@ -219,8 +219,8 @@ export class SiteReceiver {
       gauge('walvault_archived_lsn_bytes', 'End of the WAL archived without a gap, as a byte position', Number(this.uploader?.archivedLsn ?? 0n)),
       gauge('walvault_unarchived_bytes', 'WAL received but not yet archived: held in the spool, and by the slot on the server', this.unarchivedBytes()),
       gauge('walvault_spool_alert', 'Whether unarchived WAL is past spool_alert_mib (1) or not (0)', this.spoolAlert() ? 1 : 0),
-      gauge('walvault_storage_failing', 'Whether writes to the archive are failing now (1) or not (0)', failingMs === null ? 0 : 1),
-      gauge('walvault_storage_failing_seconds', 'How long writes to the archive have been failing; 0 while they work', failingMs === null ? 0 : failingMs / 1000),
+      gauge('walvault_storage_failing', 'Whether writes to the archive are failing now, or outstanding with none finishing for storage_stall_seconds (1), or not (0)', failingMs === null ? 0 : 1),
+      gauge('walvault_storage_failing_seconds', 'How long writes to the archive have been failing (or making no progress); 0 while they work', failingMs === null ? 0 : failingMs / 1000),
       counter('walvault_storage_failures_total', 'Failed attempts to archive an object', stats?.failures ?? 0),
       counter('walvault_segments_archived_total', 'Segments archived by this process', stats?.archivedSegments ?? 0),
       counter('walvault_archive_conflicts_total', 'Refusals to replace an archived object with different bytes', stats?.conflicts ?? 0),
@@ -238,7 +238,11 @@ export class SiteReceiver {
     const problems: string[] = [];
     if (this.state !== 'streaming') problems.push(`not streaming from ${this.site.pgDescription} (${this.state}${this.lastError ? `: ${this.lastError}` : ''})`);
     const failingMs = this.uploader?.failingForMs ?? null;
-    if (failingMs !== null) problems.push(`archiving to ${this.archive.storage.description} has been failing for ${Math.round(failingMs / 1000)} s; check the store and its credentials`);
+    if (failingMs !== null && this.uploader?.onlyStalled) {
+      problems.push(`archiving to ${this.archive.storage.description} has made no progress for ${Math.round(failingMs / 1000)} s: the store does not answer; check the store and the network to it`);
+    } else if (failingMs !== null) {
+      problems.push(`archiving to ${this.archive.storage.description} has been failing for ${Math.round(failingMs / 1000)} s; check the store and its credentials`);
+    }
     if (this.spoolAlert()) problems.push(`unarchived WAL is past spool_alert_mib (${this.site.spoolAlertMiB} MiB)`);
     return { ok: problems.length === 0, problems };
   }
@@ -536,6 +540,7 @@ export class SiteReceiver {
       segSize: this.facts.walSegmentSize,
       concurrency: this.site.uploadConcurrency,
       log: this.log,
+      stallMs: this.site.storageStallSeconds * 1000,
       initialArchived,
       onAdvance: () => {
         if (this.site.mode === 'archive') this.sendStatus(false);

@@ -7,6 +7,11 @@
  * it in the ledger, then delete the spool file. Failures retry with
  * backoff until they succeed or the site stops; the spool keeps the bytes meanwhile and the
  * slot keeps them on the server, because the archived position does not move.
+ *
+ * A store can also fail without an error: a hung one takes requests and answers nothing, and
+ * each request only ends at its deadlines (minutes, with the SDK's retries). So storage also
+ * counts as failing while uploads are outstanding and none has finished for `stallMs`
+ * (a stall), reported in the same places as failures and cleared by the next finished upload.
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
@@ -35,6 +40,8 @@ export interface UploaderOptions {
   segSize: number;
   concurrency: number;
   log: Logger;
+  /** Outstanding uploads with none finishing for this long: storage is failing (a stall). */
+  stallMs: number;
   initialArchived: Lsn;
   /** Called whenever the archived position moves forward. */
   onAdvance(lsn: Lsn): void;
@@ -79,6 +86,10 @@ export class Uploader {
   private partialsPending = 0;
   private lastFailureLog = 0;
   private failingSince: number | null = null;
+  /** When an upload last finished, or work began after none was outstanding. */
+  private lastProgressAt = Date.now();
+  private stallReported = false;
+  private readonly stallTimer: NodeJS.Timeout;
   readonly stats: UploaderStats = {
     queued: 0,
     inFlight: 0,
@@ -92,6 +103,9 @@ export class Uploader {
 
   constructor(private readonly opts: UploaderOptions) {
     this.position = new ArchivedPosition(opts.initialArchived);
+    // Often enough to report a stall soon after it passes the threshold.
+    this.stallTimer = setInterval(() => this.checkStall(), Math.min(5000, Math.max(200, opts.stallMs / 5)));
+    this.stallTimer.unref();
   }
 
   get archivedLsn(): Lsn {
@@ -118,6 +132,7 @@ export class Uploader {
     this.stats.queued = this.queue.length;
     while (this.inFlight < this.opts.concurrency && this.queue.length > 0 && !this.abort.signal.aborted) {
       const job = this.queue.shift()!;
+      this.beginWork();
       this.inFlight++;
       this.stats.inFlight = this.inFlight;
       void this.runJob(job).finally(() => {
@@ -204,6 +219,7 @@ export class Uploader {
    * previous partial of that segment. Partials are uploaded one at a time, in order.
    */
   uploadPartial(seg: SegmentRef, data: BodySource, opts: { final?: boolean } = {}): Promise<void> {
+    this.beginWork();
     this.partialsPending++;
     const run = async () => {
       const key = Archive.walKey(seg.name) + '.partial';
@@ -279,16 +295,67 @@ export class Uploader {
   }
 
   private recovered(): void {
-    if (this.failingSince !== null) {
-      this.opts.log.warn({ failingForMs: Date.now() - this.failingSince }, 'archiving works again');
+    const failingMs = this.failingForMs;
+    this.lastProgressAt = Date.now();
+    if (this.failingSince !== null || this.stallReported) {
+      this.opts.log.warn({ failingForMs: failingMs ?? 0 }, 'archiving works again');
       this.failingSince = null;
+      this.stallReported = false;
       this.lastFailureLog = 0;
     }
   }
 
-  /** How long storage has been failing, or null while it works. */
+  /** Work starts: with nothing outstanding before, the time to a stall counts from now. */
+  private beginWork(): void {
+    if (this.inFlight + this.partialsPending === 0) this.lastProgressAt = Date.now();
+  }
+
+  /**
+   * How long uploads have been outstanding with none finishing, once that passes the stall
+   * threshold; null otherwise. Counts while a request is still waiting for its answer.
+   */
+  get stalledForMs(): number | null {
+    if (this.inFlight + this.partialsPending === 0) return null;
+    const ms = Date.now() - this.lastProgressAt;
+    return ms > this.opts.stallMs ? ms : null;
+  }
+
+  /** Storage is failing only by a stall: requests wait for answers, none has failed yet. */
+  get onlyStalled(): boolean {
+    return this.failingSince === null && this.stalledForMs !== null;
+  }
+
+  /** How long storage has been failing (uploads failing, or stalled), or null while it works. */
   get failingForMs(): number | null {
-    return this.failingSince === null ? null : Date.now() - this.failingSince;
+    const failing = this.failingSince === null ? null : Date.now() - this.failingSince;
+    const stalled = this.stalledForMs;
+    if (failing === null) return stalled;
+    return stalled === null ? failing : Math.max(failing, stalled);
+  }
+
+  /**
+   * Logs a stall once it passes the threshold, then at most once per interval like failures;
+   * when uploads are failing outright, their own lines say so and this stays quiet.
+   */
+  private checkStall(): void {
+    const stalled = this.stalledForMs;
+    if (stalled === null || this.failingSince !== null) return;
+    const now = Date.now();
+    if (this.stallReported && now - this.lastFailureLog < FAILURE_LOG_INTERVAL_MS) return;
+    this.stallReported = true;
+    this.lastFailureLog = now;
+    const seconds = Math.round(stalled / 1000);
+    const message = `archiving to ${this.opts.archive.storage.description} has made no progress for ${seconds} s: the store does not answer`;
+    this.stats.lastError = message;
+    this.opts.log.error(
+      { code: 'STORAGE_TIMEOUT', stalledSeconds: seconds, inFlight: this.inFlight + this.partialsPending, archived: formatLsn(this.position.lsn), queued: this.queue.length },
+      `${message}; waiting for it (each request ends at its deadlines and is retried), WAL stays in the spool and on the server`,
+    );
+    try {
+      this.opts.ledger.recordEvent(this.opts.site, 'error', 'STORAGE_TIMEOUT', message);
+    } catch {
+      /* the ledger's own trouble is reported where it is written */
+    }
   }
 
   /** Resolves when nothing is queued or in flight (or the uploader was stopped). */
@@ -299,6 +366,7 @@ export class Uploader {
   }
 
   stop(): void {
+    clearInterval(this.stallTimer);
     this.abort.abort();
     this.pump();
   }

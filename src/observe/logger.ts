@@ -3,6 +3,7 @@
  * JSON for scripts, wal-fetch exit codes). A terminal gets short human lines; anything
  * else (journald, files, log shippers) gets pino's JSON, one object per line.
  */
+import { format } from 'node:util';
 import pino from 'pino';
 import type { DestinationStream, Logger } from 'pino';
 
@@ -51,6 +52,22 @@ export function createLogger(opts: CreateLoggerOptions = {}): Logger {
   // Synchronous writes to fd 2 so the last lines before a crash or process.exit are not lost.
   const stream = opts.destination ?? pino.destination({ fd: 2, sync: true });
   return pino(options, stream as DestinationStream);
+}
+
+/**
+ * For the daemon, whose stderr is a JSON log: what libraries print through `console`, and
+ * process warnings (which Node prints as plain text), become log lines instead. (The AWS SDK's
+ * own logger is routed separately, see ../storage/sdk-log.ts; this catches the rest.)
+ */
+export function routeConsoleTo(log: Logger): void {
+  const at = (level: 'debug' | 'info' | 'warn') => (...args: unknown[]) => log[level]({ source: 'console' }, format(...args));
+  console.debug = at('debug');
+  console.log = at('info');
+  console.info = at('info');
+  console.warn = at('warn');
+  console.error = at('warn');
+  process.removeAllListeners('warning');
+  process.on('warning', (w: Error) => log.warn({ source: 'process', warning: w.name }, w.message));
 }
 
 const LABELS: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' };

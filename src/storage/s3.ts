@@ -10,6 +10,21 @@
  *
  * The backend only moves bytes; the archive above it verifies every write by reading it back,
  * so a store that mangles bodies (some do, with the SDK's aws-chunked uploads) is caught.
+ *
+ * Deadlines: a store that stops answering (a hung process, a black-holed network) must end
+ * every call with an error in bounded time, or the receiver never notices and wal-fetch,
+ * check and status wait forever. Each attempt of a request has three:
+ *   - connect: the TCP (and TLS) connection within `connectTimeoutSeconds`;
+ *   - progress: no byte moving either way for `requestTimeoutSeconds` ends it, which covers
+ *     the wait for the first byte of the answer, an upload stalled mid-part and a download
+ *     stalled mid-body (the socket's idle timeout, and for bodies also a wait per chunk here);
+ *     a progress deadline rather than a fixed total, so a large object on a slow link goes
+ *     through as long as its bytes keep moving;
+ *   - whole request: requests without a large body (HEAD, LIST, DELETE, a GET until its
+ *     answer begins) must also be answered within `requestTimeoutSeconds` in all.
+ * The SDK makes `attempts` attempts in all (its retries, with backoff), so one call ends within
+ * about attempts x (connect + progress) when nothing answers; callers that retry themselves
+ * (wal-fetch) ask for one. Timeouts become STORAGE_TIMEOUT errors that say so.
  */
 import {
   DeleteObjectCommand,
@@ -24,6 +39,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { Readable } from 'node:stream';
 import { WalvaultError } from '../errors';
+import { sdkLogger } from './sdk-log';
 import { releasingChunks, type ListOptions, type ObjectBody, type ObjectInfo, type Storage } from './storage';
 
 export type ChecksumMode = 'when_supported' | 'when_required';
@@ -38,7 +54,12 @@ export interface S3Settings {
   secretAccessKey?: string;
   sessionToken?: string;
   profile?: string;
+  /** No answer and no byte moving for this long ends an attempt (see the deadlines above). */
   requestTimeoutSeconds?: number;
+  /** Connecting to the store may take this long. */
+  connectTimeoutSeconds?: number;
+  /** Attempts per request, the SDK's retries included (not a config key: for callers that retry themselves). */
+  attempts?: number;
   /** Objects up to this size go up in one PUT; larger ones in parts of this size. */
   partSizeBytes?: number;
   /** Keys per ListObjectsV2 page (tests use a small page to exercise pagination). */
@@ -53,7 +74,9 @@ export interface S3Location {
 
 const DEFAULT_PART_SIZE = 16 * 1024 * 1024;
 const MIN_PART_SIZE = 5 * 1024 * 1024; // S3's minimum for all parts but the last
-const DEFAULT_REQUEST_TIMEOUT_S = 60;
+const DEFAULT_REQUEST_TIMEOUT_S = 30;
+const DEFAULT_CONNECT_TIMEOUT_S = 10;
+const DEFAULT_ATTEMPTS = 3;
 const PARTS_IN_FLIGHT = 2;
 
 /** Parses `s3://bucket[/prefix]`; null when `url` is not an s3 URL. */
@@ -96,6 +119,12 @@ export class S3Storage implements Storage {
   private readonly client: S3Client;
   private readonly partSize: number;
   private readonly listPageSize: number | undefined;
+  private readonly idleMs: number;
+  private readonly connectMs: number;
+  private readonly attempts: number;
+  private readonly endpointShown: string | null;
+  /** Per-call options of requests without a large body: answered in full within the deadline. */
+  private readonly whole: { requestTimeout: number };
 
   constructor(
     private readonly location: S3Location,
@@ -103,15 +132,25 @@ export class S3Storage implements Storage {
   ) {
     const endpoint = effectiveEndpoint(settings);
     const custom = endpoint !== undefined;
+    this.idleMs = Math.round((settings.requestTimeoutSeconds ?? DEFAULT_REQUEST_TIMEOUT_S) * 1000);
+    this.connectMs = Math.round((settings.connectTimeoutSeconds ?? DEFAULT_CONNECT_TIMEOUT_S) * 1000);
+    this.attempts = Math.max(1, Math.floor(settings.attempts ?? DEFAULT_ATTEMPTS));
+    this.whole = { requestTimeout: this.idleMs };
     const config: S3ClientConfig = {
       forcePathStyle: settings.forcePathStyle ?? custom,
-      // The SDK retries throttling and transient errors with exponential backoff and jitter;
-      // the uploader retries whole objects on top of that.
-      maxAttempts: 4,
+      // The SDK retries throttling, timeouts and transient errors with exponential backoff
+      // and jitter; the uploader retries whole objects on top of that.
+      maxAttempts: this.attempts,
       requestHandler: new NodeHttpHandler({
-        connectionTimeout: 10_000,
-        requestTimeout: (settings.requestTimeoutSeconds ?? DEFAULT_REQUEST_TIMEOUT_S) * 1000,
+        connectionTimeout: this.connectMs,
+        // The socket's idle timeout: the progress deadline. (The handler's requestTimeout is a
+        // fixed total up to the answer's headers, uploads included; it is given per call, to
+        // requests without a large body only. Without throwOnRequestTimeout it only warns.)
+        socketTimeout: this.idleMs,
+        throwOnRequestTimeout: true,
+        logger: sdkLogger,
       }),
+      logger: sdkLogger,
     };
     if (endpoint !== undefined) config.endpoint = endpoint;
     const region = settings.region ?? nonEmpty(process.env.AWS_REGION) ?? nonEmpty(process.env.AWS_DEFAULT_REGION);
@@ -142,6 +181,7 @@ export class S3Storage implements Storage {
     this.client = new S3Client(config);
     this.partSize = Math.max(MIN_PART_SIZE, settings.partSizeBytes ?? DEFAULT_PART_SIZE);
     this.listPageSize = settings.listPageSize;
+    this.endpointShown = custom ? redactUrl(endpoint!) : null;
     this.description = `s3://${location.bucket}/${location.prefix}${custom ? ` at ${redactUrl(endpoint!)}` : ''}`;
   }
 
@@ -170,11 +210,29 @@ export class S3Storage implements Storage {
       const chunks = body as AsyncIterable<Buffer>;
       const copies = Readable.from(
         (async function* () {
+          // Only what the source throws is the source's error. When the upload fails (a
+          // part timed out) it stops reading and the stream throws an AbortError in at the
+          // yield: that one is not, or it would hide the upload's own error.
+          const source = chunks[Symbol.asyncIterator]();
+          let done = false;
           try {
-            for await (const c of chunks) yield Buffer.from(c);
-          } catch (err) {
-            sourceError = { err };
-            throw err;
+            for (;;) {
+              let next: IteratorResult<Buffer>;
+              try {
+                next = await source.next();
+              } catch (err) {
+                done = true;
+                sourceError = { err };
+                throw err;
+              }
+              if (next.done) {
+                done = true;
+                return;
+              }
+              yield Buffer.from(next.value);
+            }
+          } finally {
+            if (!done) await source.return?.();
           }
         })(),
         { objectMode: false, highWaterMark: 1 },
@@ -194,17 +252,48 @@ export class S3Storage implements Storage {
       const failed = sourceError as { err: unknown } | null;
       if (failed !== null) throw failed.err;
       if (err instanceof WalvaultError) throw err;
-      throw s3Error('put', this.where(key), err);
+      throw this.failure('put', this.where(key), err);
     }
   }
 
   async get(key: string): Promise<Buffer | null> {
     try {
-      const res = await this.client.send(new GetObjectCommand({ Bucket: this.location.bucket, Key: this.objectKey(key) }));
-      return Buffer.from(await res.Body!.transformToByteArray());
+      const res = await this.client.send(new GetObjectCommand({ Bucket: this.location.bucket, Key: this.objectKey(key) }), this.whole);
+      const parts: Buffer[] = [];
+      for await (const chunk of this.bodyChunks(res.Body as Readable)) parts.push(chunk);
+      return Buffer.concat(parts);
     } catch (err) {
       if (isNotFound(err)) return null;
-      throw s3Error('get', this.where(key), err);
+      throw this.failure('get', this.where(key), err);
+    }
+  }
+
+  /**
+   * A response body's chunks, each waited for at most the progress deadline: a store that
+   * stops sending mid-body ends the read (the socket's idle timeout should too; this does not
+   * depend on it). Only the wait for the store counts, not the consumer's time between chunks.
+   * The body is released however the iteration ends.
+   */
+  private async *bodyChunks(stream: Readable): AsyncGenerator<Buffer> {
+    const it = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    const idleMs = this.idleMs;
+    try {
+      for (;;) {
+        let timer: NodeJS.Timeout | undefined;
+        const stalled = new Promise<never>((_resolve, reject) => {
+          timer = setTimeout(() => reject(Object.assign(new Error(`no body bytes for ${idleMs} ms`), { name: 'TimeoutError', code: 'WALVAULT_BODY_STALLED' })), idleMs);
+        });
+        let next: IteratorResult<Buffer>;
+        try {
+          next = await Promise.race([it.next(), stalled]);
+        } finally {
+          clearTimeout(timer);
+        }
+        if (next.done) return;
+        yield next.value;
+      }
+    } finally {
+      stream.destroy();
     }
   }
 
@@ -213,12 +302,11 @@ export class S3Storage implements Storage {
     try {
       const res = await this.client.send(
         new GetObjectCommand({ Bucket: this.location.bucket, Key: this.objectKey(key), Range: `bytes=${offset}-${offset + length - 1}` }),
+        this.whole,
       );
-      const stream = res.Body as Readable;
       const out = into !== undefined && into.length >= length ? into : Buffer.allocUnsafe(length);
       let got = 0;
-      for await (const chunk of stream) {
-        const c = chunk as Buffer;
+      for await (const c of this.bodyChunks(res.Body as Readable)) {
         const n = Math.min(c.length, length - got);
         c.copy(out, got, 0, n);
         got += n;
@@ -228,7 +316,7 @@ export class S3Storage implements Storage {
       if (isNotFound(err)) return null;
       // A range starting at or past the end: the object exists and has nothing there.
       if (httpStatus(err) === 416) return Buffer.alloc(0);
-      throw s3Error('read', this.where(key), err);
+      throw this.failure('read', this.where(key), err);
     }
   }
 
@@ -236,19 +324,21 @@ export class S3Storage implements Storage {
     let stream: Readable;
     let size: number;
     try {
-      const res = await this.client.send(new GetObjectCommand({ Bucket: this.location.bucket, Key: this.objectKey(key) }));
+      const res = await this.client.send(new GetObjectCommand({ Bucket: this.location.bucket, Key: this.objectKey(key) }), this.whole);
       stream = res.Body as Readable;
       size = Number(res.ContentLength ?? 0);
     } catch (err) {
       if (isNotFound(err)) return null;
-      throw s3Error('read', this.where(key), err);
+      throw this.failure('read', this.where(key), err);
     }
     const where = this.where(key);
+    const body = this.bodyChunks(stream);
+    const fail = (err: unknown) => this.failure('read', where, err);
     async function* chunks(): AsyncGenerator<Buffer> {
       try {
-        for await (const chunk of stream) yield chunk as Buffer;
+        for await (const chunk of body) yield chunk;
       } catch (err) {
-        throw s3Error('read', where, err);
+        throw fail(err);
       } finally {
         // Abandoned early (a mismatch found): the rest of the body is not wanted.
         stream.destroy();
@@ -259,11 +349,11 @@ export class S3Storage implements Storage {
 
   async head(key: string): Promise<ObjectInfo | null> {
     try {
-      const res = await this.client.send(new HeadObjectCommand({ Bucket: this.location.bucket, Key: this.objectKey(key) }));
+      const res = await this.client.send(new HeadObjectCommand({ Bucket: this.location.bucket, Key: this.objectKey(key) }), this.whole);
       return { key, size: Number(res.ContentLength ?? 0), ...(res.LastModified ? { modified: res.LastModified } : {}) };
     } catch (err) {
       if (isNotFound(err)) return null;
-      throw s3Error('head', this.where(key), err);
+      throw this.failure('head', this.where(key), err);
     }
   }
 
@@ -277,6 +367,7 @@ export class S3Storage implements Storage {
       const pages = paginateListObjectsV2(
         { client: this.client, ...(pageSize ? { pageSize } : {}) },
         { Bucket: this.location.bucket, Prefix: base + prefix, ...(opts.startAfter !== undefined ? { StartAfter: base + opts.startAfter } : {}) },
+        this.whole,
       );
       listing: for await (const page of pages) {
         for (const o of page.Contents ?? []) {
@@ -286,18 +377,34 @@ export class S3Storage implements Storage {
         }
       }
     } catch (err) {
-      throw s3Error('list', this.where(prefix + '*'), err);
+      throw this.failure('list', this.where(prefix + '*'), err);
     }
     return found.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
   async delete(key: string): Promise<void> {
     try {
-      await this.client.send(new DeleteObjectCommand({ Bucket: this.location.bucket, Key: this.objectKey(key) }));
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.location.bucket, Key: this.objectKey(key) }), this.whole);
     } catch (err) {
       if (isNotFound(err)) return;
-      throw s3Error('delete', this.where(key), err);
+      throw this.failure('delete', this.where(key), err);
     }
+  }
+
+  /** The error for a failed call: a timeout says the store did not answer in time, and after how long. */
+  private failure(action: string, where: string, err: unknown): WalvaultError {
+    if (!isTimeout(err)) return s3Error(action, where, err);
+    const connect = /establish a connection/i.test((err as Error)?.message ?? '');
+    // Set when the SDK gave up on the request; absent for a body that stopped arriving.
+    const attempts = (err as { $metadata?: { attempts?: number } })?.$metadata?.attempts;
+    const waited = connect ? `no connection within ${this.connectMs / 1000} s` : `no answer or progress for ${this.idleMs / 1000} s`;
+    const tries = attempts === undefined || attempts < 2 ? '' : `, ${attempts} attempts`;
+    return new WalvaultError(
+      'STORAGE_TIMEOUT',
+      `S3 ${action} of ${where} failed: the store did not answer in time (${waited}${tries}); ` +
+        `check that the S3 endpoint is up and reachable${this.endpointShown ? ` (${this.endpointShown})` : ''}`,
+      { cause: err },
+    );
   }
 
   async close(): Promise<void> {
@@ -311,6 +418,16 @@ function httpStatus(err: unknown): number | undefined {
 
 function errorName(err: unknown): string {
   return (err as { name?: string; Code?: string })?.name ?? (err as { Code?: string })?.Code ?? 'Error';
+}
+
+/**
+ * The SDK's connect, idle and request timeouts, and a body that stopped arriving. (The HTTP
+ * handler also names a reset connection TimeoutError: that one is not.)
+ */
+function isTimeout(err: unknown): boolean {
+  const e = err as { name?: string; code?: string } | undefined;
+  if (e?.code === 'ECONNRESET' || e?.code === 'EPIPE') return false;
+  return e?.name === 'TimeoutError' || e?.code === 'ETIMEDOUT' || e?.code === 'WALVAULT_BODY_STALLED';
 }
 
 function isNotFound(err: unknown): boolean {

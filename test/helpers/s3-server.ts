@@ -21,6 +21,7 @@ process.on('exit', () => {
 export class S3Server {
   private child: ChildProcess | null = null;
   private output = '';
+  private paused = false;
 
   private constructor(
     readonly port: number,
@@ -106,12 +107,31 @@ export class S3Server {
     });
   }
 
+  /**
+   * Freezes the server process (SIGSTOP): a hung store. The kernel still accepts connections
+   * and takes request bytes into its buffers, but nothing answers. Tests must resume() it
+   * (or destroy() it) in an `after` hook.
+   */
+  pause(): void {
+    if (this.child && this.running) {
+      this.child.kill('SIGSTOP');
+      this.paused = true;
+    }
+  }
+
+  /** Lets a paused server run again (SIGCONT); it then answers what waited. */
+  resume(): void {
+    if (this.child && this.paused) this.child.kill('SIGCONT');
+    this.paused = false;
+  }
+
   /** Stops the server (an outage); its data stay for start(). */
   async stop(): Promise<void> {
     const child = this.child;
     if (!child || !this.running) return;
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     child.kill('SIGKILL');
+    this.paused = false;
     await exited;
     this.child = null;
   }

@@ -49,6 +49,9 @@ export interface SiteSettings {
   drill_interval_hours?: number;
   drill_pg_bin?: string;
   drill_query?: string;
+  storage_stall_seconds?: number;
+  /** The site's [s3] table. */
+  s3?: Record<string, string | number | boolean>;
 }
 
 /**

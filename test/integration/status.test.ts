@@ -10,7 +10,7 @@ import type { StatusReport } from '../../src/check/site-status';
 import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import { pgConninfo, runWalvault, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
-const SITE_FIELDS = ['connection', 'daemon', 'lag', 'lastArchivedSegment', 'lastBackup', 'nextBackupDue', 'positions', 'problems', 'recoverableWindow', 'site', 'timeline'];
+const SITE_FIELDS = ['archive', 'connection', 'daemon', 'lag', 'lastArchivedSegment', 'lastBackup', 'nextBackupDue', 'positions', 'problems', 'recoverableWindow', 'site', 'timeline'];
 
 describe('walvault status (PostgreSQL 15)', () => {
   let cluster: PgCluster;
@@ -63,6 +63,7 @@ describe('walvault status (PostgreSQL 15)', () => {
     assert.ok(s.nextBackupDue && Date.parse(s.nextBackupDue) > Date.now() + 23 * 3600_000, `next backup a day on (${s.nextBackupDue})`);
     assert.equal(s.recoverableWindow.from, s.lastBackup?.startedAt);
     assert.ok(s.recoverableWindow.to && s.recoverableWindow.toLsn);
+    assert.deepEqual(s.archive, { location: path.join(work, 'archive'), reachable: true, error: null });
     assert.deepEqual(s.problems, []);
     const human = await runWalvault(['status', '--config', config], {}, 30000);
     assert.equal(human.code, 0);

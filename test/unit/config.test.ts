@@ -79,6 +79,7 @@ status_interval_seconds = 2.5
 create_slot = false
 upload_concurrency = 8
 spool_alert_mib = 512
+storage_stall_seconds = 45
 compression = "lz4"
 encryption_public_key_file = "site.pub"
 encryption_private_key_file = "site.key"
@@ -105,6 +106,7 @@ access_key_id = "AKIAEXAMPLE"
 secret_access_key = "${SECRET}"
 session_token = "token-${SECRET}"
 request_timeout_seconds = 30
+connect_timeout_seconds = 4
 `,
     );
     const cfg = load(file);
@@ -125,6 +127,7 @@ request_timeout_seconds = 30
         createSlot: false,
         uploadConcurrency: 8,
         spoolAlertMiB: 512,
+        storageStallSeconds: 45,
         compression: 'lz4',
         encryptionPublicKeyFile: path.join(dir, 'site.pub'),
         encryptionPrivateKeyFile: path.join(dir, 'site.key'),
@@ -148,6 +151,7 @@ request_timeout_seconds = 30
           profile: 'backup',
           accessKeyId: 'AKIAEXAMPLE',
           requestTimeoutSeconds: 30,
+          connectTimeoutSeconds: 4,
         },
       },
     ]);
@@ -361,6 +365,7 @@ describe('errors: one line, CONFIG_INVALID, naming the key', () => {
       ['status_interval_seconds = -10', 'sites.main.status_interval_seconds: must not be negative'],
       ['status_interval_seconds = 0', 'sites.main.status_interval_seconds: must be greater than 0'],
       ['upload_concurrency = 0', 'sites.main.upload_concurrency: must be at least 1'],
+      ['storage_stall_seconds = 0', 'sites.main.storage_stall_seconds: must be greater than 0'],
       ['upload_concurrency = -3', 'sites.main.upload_concurrency: must not be negative'],
       ['upload_concurrency = 1.5', 'sites.main.upload_concurrency: expected a whole number'],
       ['partial_interval_seconds = inf', 'sites.main.partial_interval_seconds: expected a number'],
@@ -520,6 +525,7 @@ describe('the [s3] table', () => {
     assertInvalid(withS3(t, `access_key_id = "AKIA"\nsecret_access_key = 42`), ['sites.main.s3.secret_access_key', 'an integer']);
     assertInvalid(withS3(t, `session_token = "${SECRET}"`), ['sites.main.s3.session_token'], [SECRET]);
     assertInvalid(withS3(t, 'request_timeout_seconds = 0'), ['sites.main.s3.request_timeout_seconds', 'positive']);
+    assertInvalid(withS3(t, 'connect_timeout_seconds = "10"'), ['sites.main.s3.connect_timeout_seconds', 'positive number of seconds', 'connect_timeout_seconds = 10']);
     const dir = tempDir(t);
     assertInvalid(
       () => load(write(dir, 'x.toml', `[sites.main]\npg = "host=db1"\narchive = "s3://b/m"\nstate = "/s"\ns3 = "${SECRET}"\n`)),

@@ -1,0 +1,185 @@
+/**
+ * Deadlines of the S3 backend (issue 14, item 3) against a real s3rver frozen with SIGSTOP (a
+ * hung store: the kernel takes connections and request bytes, nothing answers). Every call
+ * ends in bounded time with STORAGE_TIMEOUT: HEAD, LIST, GET (whole, ranged, streamed),
+ * DELETE, a single PUT and a multipart upload, also when the store stops in the middle of a
+ * download or of an upload's part. The deadline is one of progress, not a fixed total: over a
+ * slow link, objects that take several times the deadline go through byte for byte. Nothing
+ * the SDK says reaches the console; its warnings (socket capacity) go to the log sink.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { isWalvaultError } from '../../src/errors';
+import { S3Storage, type S3Settings } from '../../src/storage/s3';
+import { setSdkLogSink } from '../../src/storage/sdk-log';
+import { S3Server } from '../helpers/s3-server';
+import { SlowLink } from '../helpers/slow-link';
+
+const TIMEOUT_S = 1;
+const ATTEMPTS = 2;
+/**
+ * What a call may take when nothing answers: attempts x (connect or progress deadline), the
+ * SDK's backoff, and a generous margin for a loaded machine. A hang is what is ruled out.
+ */
+const BOUND_MS = ATTEMPTS * TIMEOUT_S * 1000 + 20_000;
+
+function isTimeout(err: unknown): boolean {
+  return isWalvaultError(err, 'STORAGE_TIMEOUT') && /the store did not answer in time/.test(err.message);
+}
+
+/** Runs `fn`, which must reject with STORAGE_TIMEOUT within BOUND_MS; returns the time taken. */
+async function timesOut(what: string, fn: () => Promise<unknown>): Promise<number> {
+  const t0 = Date.now();
+  let guard: NodeJS.Timeout | undefined;
+  const hang = new Promise<never>((_r, reject) => {
+    guard = setTimeout(() => reject(new Error(`${what}: still waiting after ${BOUND_MS} ms (hung)`)), BOUND_MS);
+  });
+  try {
+    await assert.rejects(Promise.race([fn(), hang]), (err: unknown) => {
+      assert.ok(isTimeout(err), `${what}: ${String((err as Error)?.message ?? err)}`);
+      return true;
+    });
+  } finally {
+    clearTimeout(guard);
+  }
+  return Date.now() - t0;
+}
+
+async function* chunksOf(size: number, chunk: number, onChunk?: (n: number) => void): AsyncIterable<Buffer> {
+  for (let at = 0, n = 0; at < size; at += chunk, n++) {
+    onChunk?.(n);
+    yield randomBytes(Math.min(chunk, size - at));
+  }
+}
+
+describe('S3 deadlines against a hung store (s3rver stopped with SIGSTOP)', () => {
+  let server: S3Server;
+  const consoleLines: string[] = [];
+  const sinkLines: string[] = [];
+  const saved = { warn: console.warn, log: console.log, error: console.error };
+  const opened: S3Storage[] = [];
+  const storage = (extra: S3Settings = {}): S3Storage => {
+    const s = new S3Storage({ bucket: server.bucket, prefix: 'deadlines/' }, { ...server.settings(), requestTimeoutSeconds: TIMEOUT_S, connectTimeoutSeconds: TIMEOUT_S, attempts: ATTEMPTS, ...extra });
+    opened.push(s);
+    return s;
+  };
+
+  before(async () => {
+    server = await S3Server.start();
+    for (const k of ['warn', 'log', 'error'] as const) console[k] = (...args: unknown[]) => void consoleLines.push(`console.${k}: ${args.map(String).join(' ')}`);
+    setSdkLogSink({ warn: (_o, msg) => void sinkLines.push(msg) });
+  });
+
+  after(async () => {
+    Object.assign(console, saved);
+    setSdkLogSink(null);
+    server?.resume();
+    for (const s of opened) await s.close();
+    await server?.destroy();
+  });
+
+  it('every kind of call ends with STORAGE_TIMEOUT in bounded time, and works again after the store resumes', async () => {
+    const s = storage();
+    const small = randomBytes(3000);
+    await s.put('small', small);
+    server.pause();
+    try {
+      const took = await Promise.all([
+        timesOut('head', () => s.head('small')),
+        timesOut('get', () => s.get('small')),
+        timesOut('getRange', () => s.getRange('small', 10, 100)),
+        timesOut('openRead', () => s.openRead('small')),
+        timesOut('list', () => s.list('')),
+        timesOut('delete', () => s.delete('small')),
+        timesOut('put (one request)', () => s.put('other', randomBytes(2000))),
+        timesOut('put (multipart)', () => s.put('big', chunksOf(12 * 1024 * 1024, 1024 * 1024))),
+      ]);
+      assert.ok(took.every((ms) => ms >= TIMEOUT_S * 1000 - 100), `no call gave up before its deadline: ${took.join(', ')} ms`);
+    } finally {
+      server.resume();
+    }
+    const fresh = storage();
+    await fresh.put('again', Buffer.from('ok'));
+    assert.deepEqual(await fresh.get('again'), Buffer.from('ok'));
+  });
+
+  it('a download the store stops sending in the middle ends with STORAGE_TIMEOUT', async () => {
+    const s = storage();
+    // Larger than the socket buffers on both ends, so the store stops mid-body.
+    const body = randomBytes(64 * 1024 * 1024);
+    await s.put('large', body);
+    const opened = await s.openRead('large');
+    assert.ok(opened);
+    let got = 0;
+    try {
+      await timesOut('openRead body', async () => {
+        for await (const c of opened.chunks) {
+          if (got === 0) server.pause();
+          got += c.length;
+        }
+      });
+    } finally {
+      server.resume();
+    }
+    assert.ok(got > 0 && got < body.length, `part of the body arrived before the stall (${got} of ${body.length} bytes)`);
+  });
+
+  it('a multipart upload the store stops taking in the middle of a part ends with STORAGE_TIMEOUT and leaves no object', async () => {
+    const s = storage({ partSizeBytes: 5 * 1024 * 1024 });
+    try {
+      // Frozen while the second part is being read from the source: the first part's
+      // request (or the second's) is on the wire.
+      await timesOut('multipart put', () => s.put('torn', chunksOf(30 * 1024 * 1024, 1024 * 1024, (n) => n === 7 && server.pause())));
+    } finally {
+      server.resume();
+    }
+    assert.equal(await storage().head('torn'), null, 'no object under the key');
+  });
+
+  it('the deadline is one of progress: over a slow link, objects taking several deadlines go through intact', async () => {
+    const body = randomBytes(24 * 1024 * 1024);
+    // Downloads: the client sees every byte arrive, so the deadline can be short.
+    await storage().put('slow', body.subarray(0, 4 * 1024 * 1024));
+    let link = await SlowLink.open(server.port, 1024 * 1024);
+    try {
+      const t0 = Date.now();
+      const back = await storage({ endpoint: link.endpoint }).get('slow');
+      const took = Date.now() - t0;
+      assert.ok(back?.equals(body.subarray(0, 4 * 1024 * 1024)), 'downloaded byte for byte');
+      assert.ok(took > 3 * TIMEOUT_S * 1000, `the download took several deadlines (${took} ms)`);
+    } finally {
+      await link.close();
+    }
+    // Uploads: what the kernels on the way have taken (several MiB on loopback here) is not
+    // seen leaving, so the deadline must outlast draining that; everything before is seen
+    // (Node counts a large write's partial progress as socket activity).
+    link = await SlowLink.open(server.port, 2 * 1024 * 1024);
+    try {
+      const t0 = Date.now();
+      const s = storage({ endpoint: link.endpoint, requestTimeoutSeconds: 5 });
+      await s.put('slow', body);
+      const took = Date.now() - t0;
+      assert.ok(took > 2 * 5000, `the upload took several deadlines (${took} ms)`);
+      assert.ok((await storage().get('slow'))?.equals(body), 'uploaded byte for byte');
+    } finally {
+      await link.close();
+    }
+  });
+
+  it("the SDK's warnings go to the log sink, never to the console", async () => {
+    // 200 requests at once on 50 sockets to a store that answers nothing: the HTTP handler's
+    // socket-capacity warning, which it prints with console.warn unless given a logger.
+    const s = storage({ requestTimeoutSeconds: 4, attempts: 1 });
+    await s.put('cap', Buffer.from('x'));
+    server.pause();
+    try {
+      const all = await Promise.allSettled(Array.from({ length: 200 }, () => s.head('cap')));
+      assert.ok(all.every((r) => r.status === 'rejected'));
+    } finally {
+      server.resume();
+    }
+    assert.ok(sinkLines.some((l) => /socket usage at capacity/.test(l)), `the capacity warning reached the sink: ${JSON.stringify(sinkLines.slice(0, 3))}`);
+    assert.deepEqual(consoleLines, [], 'nothing went to the console');
+  });
+});
