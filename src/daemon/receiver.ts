@@ -128,6 +128,9 @@ export class SiteReceiver {
   private state: ReceiverStatus['state'] = 'starting';
   private lastError: string | null = null;
   private everStreamed = false;
+  /** The slot was created by this run: dropped again if the run ends before it streamed into its state. */
+  private slotCreatedHere = false;
+  private slotInUse = false;
   private readonly startedAt = Date.now();
 
   constructor(
@@ -347,12 +350,16 @@ export class SiteReceiver {
 
   // ---- start-up -------------------------------------------------------------------------
 
-  private async connect(): Promise<void> {
-    const conn = await ReplicationConnection.connect({
+  private openConnection(): Promise<ReplicationConnection> {
+    return ReplicationConnection.connect({
       pg: this.site.pg as Record<string, unknown>,
       applicationName: this.site.applicationName,
       target: { description: this.site.pgDescription, user: String(this.site.pg.user ?? process.env.PGUSER ?? 'postgres'), slot: this.site.slot },
     });
+  }
+
+  private async connect(): Promise<void> {
+    const conn = await this.openConnection();
     try {
       const identity = await conn.identifySystem();
       const facts = await conn.serverFacts();
@@ -400,14 +407,19 @@ export class SiteReceiver {
       );
     }
     checkStateDirUsable(this.site.state);
+    // Every refusal comes before anything is created on the server (the slot below): another
+    // receiver's archive is refused here, another cluster's state when the ledger opens.
+    await new ArchiveLease(this.archive.storage, this.site.name, this.site.state).check();
     const firstRun = !fs.existsSync(this.ledgerPath);
     if (!firstRun) await this.openState();
-
 
     let slotRestart: { lsn: Lsn; tli: number | null } | null = null;
     if (this.site.createSlot) {
       const created = await this.conn!.createPhysicalSlot(this.site.slot, facts.major);
-      if (created) this.log.info({ slot: this.site.slot }, 'created physical replication slot');
+      if (created) {
+        this.slotCreatedHere = true;
+        this.log.info({ slot: this.site.slot }, 'created physical replication slot');
+      }
     }
     const slot = await this.conn!.readSlot(this.site.slot, facts.major);
     if (slot && !slot.exists) {
@@ -627,7 +639,9 @@ export class SiteReceiver {
             const setup = this.deferredSetup;
             this.deferredSetup = null;
             this.setupDone = setup();
-            this.setupDone.catch((err) => this.failStream(err));
+            this.setupDone.then(() => (this.slotInUse = true), (err) => this.failStream(err));
+          } else {
+            this.slotInUse = true;
           }
           this.startTimers();
         },
@@ -952,8 +966,40 @@ export class SiteReceiver {
         this.ledger.close();
       }
       if (this.lease) await this.lease.release().catch((err) => this.log.warn({ err: errorMessage(err) }, 'cannot release the archive lease'));
+      if (this.slotCreatedHere && !this.slotInUse) await this.dropSlotCreatedHere();
       this.lock?.release();
       this.state = 'stopped';
+    }
+  }
+
+  /**
+   * A run that ends before it streamed into its state must not leave the slot it created:
+   * nothing depends on it, and an inactive slot holds WAL on the server forever.
+   */
+  private async dropSlotCreatedHere(): Promise<void> {
+    const slot = this.site.slot;
+    try {
+      const dropped = await withTimeout(
+        (async () => {
+          const conn = await this.openConnection();
+          try {
+            await conn.dropSlot(slot);
+            return true;
+          } finally {
+            await conn.close();
+          }
+        })(),
+        20000,
+      );
+      if (!dropped) throw new Error('no answer from the server within 20 s');
+      this.slotCreatedHere = false;
+      this.log.debug({ slot }, 'dropped the replication slot this run created');
+    } catch (err) {
+      this.log.warn(
+        { slot, err: errorMessage(err) },
+        `cannot drop replication slot "${slot}", created by this run that never streamed; it holds WAL on ${this.site.pgDescription} ` +
+          `until dropped: SELECT pg_drop_replication_slot('${slot}')`,
+      );
     }
   }
 }
