@@ -12,6 +12,8 @@ export interface ArchiveSettings {
   archive: string;
   s3: S3Settings;
   compression?: CodecName;
+  /** A local archive's object mode (default 0600). */
+  archiveFileMode?: number;
   encryptionPublicKeyFile?: string;
   encryptionPrivateKeyFile?: string;
 }
@@ -25,5 +27,5 @@ export function openSiteArchive(settings: ArchiveSettings, purpose: 'write' | 'r
   } else if (settings.encryptionPrivateKeyFile) {
     options.privateKey = loadPrivateKey(settings.encryptionPrivateKeyFile);
   }
-  return new Archive(storageFromUrl(settings.archive, settings.s3), options);
+  return new Archive(storageFromUrl(settings.archive, settings.s3, { fileMode: settings.archiveFileMode }), options);
 }

@@ -294,7 +294,7 @@ export class SiteReceiver {
       if (this.receivedAt.length > 10000) this.receivedAt.shift();
       try {
         const tmp = `${file}.tmp`;
-        await fs.promises.writeFile(tmp, renderPrometheus([...this.metrics(), ...this.extraMetrics()]));
+        await fs.promises.writeFile(tmp, renderPrometheus([...this.metrics(), ...this.extraMetrics()]), { mode: 0o600 });
         await fs.promises.rename(tmp, file);
         writeFailed = false;
       } catch (err) {
@@ -482,7 +482,7 @@ export class SiteReceiver {
     // Another receiver on this archive: refuse before anything is created or written.
     const lease = new ArchiveLease(this.archive.storage, this.site.name, this.site.state);
     await lease.check();
-    fs.mkdirSync(this.spoolDir, { recursive: true });
+    this.createStateDirs();
     this.lock = StateLock.acquire(this.site.state);
     const row = await this.makingRoom(lease, () => this.openLedger());
     // Every start: a crash on the first run may have come before the marker was written.
@@ -546,6 +546,34 @@ export class SiteReceiver {
     for (const job of result.toUpload) this.uploader.enqueue(job.seg, job.sha256);
     this.received = this.resume?.lsn ?? 0n;
     this.fsynced = this.received;
+  }
+
+  /**
+   * The state directory and spool hold plaintext WAL (also with encryption on): 0700, as
+   * PostgreSQL keeps pg_wal, their files 0600. Directories that exist already are left as
+   * they are, with a warning when others can get in; so is a local archive looser than
+   * archive_file_mode asks.
+   */
+  private createStateDirs(): void {
+    for (const dir of [this.site.state, this.spoolDir]) {
+      let mode: number;
+      try {
+        mode = fs.statSync(dir).mode & 0o777;
+      } catch {
+        continue;
+      }
+      if (mode & 0o077) {
+        this.log.warn(
+          { dir, mode: mode.toString(8) },
+          `${dir === this.spoolDir ? 'spool' : 'state'} directory ${dir} has mode 0${mode.toString(8)}: other users can read the WAL in it; chmod 700 ${dir}`,
+        );
+      }
+    }
+    fs.mkdirSync(this.spoolDir, { recursive: true, mode: 0o700 });
+    void this.archive.storage.accessWarnings?.().then(
+      (warnings) => warnings.forEach((w) => this.log.warn(w)),
+      () => undefined,
+    );
   }
 
   /** Opens the ledger and registers the site (again: a failed attempt's connection is closed first). */

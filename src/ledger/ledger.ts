@@ -104,6 +104,7 @@ export class Ledger {
     let db: Database.Database | undefined;
     try {
       checkWritable(path, existed);
+      ownerOnly(path, existed);
       db = new Database(path);
       configure(db, path);
       migrate(db, path);
@@ -424,6 +425,25 @@ function checkWritable(path: string, existed: boolean): void {
   } catch (err) {
     const code = String((err as NodeJS.ErrnoException).code);
     fail(code, `${existed ? path : dir} is not writable (${code})`);
+  }
+}
+
+/**
+ * The ledger names every segment and position: 0600. SQLite gives its -wal and -shm files the
+ * mode of the database file, so the file is created (empty: SQLite takes that as a new
+ * database) or tightened before SQLite opens it; -wal and -shm left by a crash are tightened too.
+ */
+function ownerOnly(path: string, existed: boolean): void {
+  if (!existed) {
+    fs.closeSync(fs.openSync(path, 'wx', 0o600));
+    return;
+  }
+  for (const file of [path, `${path}-wal`, `${path}-shm`]) {
+    try {
+      if (fs.statSync(file).mode & 0o077) fs.chmodSync(file, 0o600);
+    } catch {
+      /* absent; or not ours to change, and SQLite will say so */
+    }
   }
 }
 

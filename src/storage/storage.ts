@@ -54,6 +54,11 @@ export interface Storage {
    * (another filesystem, no hard links). The caller keeps `file` and must not change it.
    */
   adoptFile?(key: string, file: string): Promise<'adopted' | 'exists' | 'unsupported'>;
+  /**
+   * Optional: where the store's own access rules are looser than configured (a local
+   * directory readable by others), one warning per place, naming it and the fix.
+   */
+  accessWarnings?(): Promise<string[]>;
   /** Every object whose key starts with `prefix`, sorted by key. */
   list(prefix: string): Promise<ObjectInfo[]>;
   /** Removes the object; no error when it does not exist. */

@@ -186,10 +186,12 @@ export class SegmentSpool {
         const st = await statOf(file);
         const reuse = st !== null && st.size === this.headerRoom + this.opts.segSize && st.nlink === 1;
         if (st !== null && !reuse) await fsp.unlink(file);
+        // 0600: plaintext WAL, whatever the archive does with it (an older walvault's file too).
         handle = await fsp.open(file, reuse ? 'r+' : 'wx+', 0o600);
         try {
+          if (reuse) await handle.chmod(0o600);
           // Full size up front: a restart can then tell a torn file from a short one.
-          if (!reuse) await handle.truncate(this.headerRoom + this.opts.segSize);
+          else await handle.truncate(this.headerRoom + this.opts.segSize);
         } catch (err) {
           await handle.close().catch(() => undefined);
           throw err;
