@@ -33,6 +33,7 @@ export type ErrorCode =
   /** The store did not answer (connect, first byte or progress) within its deadlines. */
   | 'STORAGE_TIMEOUT'
   | 'STATE_DIR_UNWRITABLE'
+  | 'STATE_DISK_FULL'
   | 'STATE_OTHER_CLUSTER'
   | 'LEDGER'
   | 'BACKUP_BAD_LABEL'

@@ -12,6 +12,8 @@ export interface ArchiveSettings {
   archive: string;
   s3: S3Settings;
   compression?: CodecName;
+  /** A local archive's object mode (default 0600). */
+  archiveFileMode?: number;
   encryptionPublicKeyFile?: string;
   encryptionPrivateKeyFile?: string;
 }
@@ -29,7 +31,7 @@ export function openSiteArchive(settings: ArchiveSettings, purpose: 'write' | 'r
   } else if (settings.encryptionPrivateKeyFile) {
     options.privateKey = loadPrivateKey(settings.encryptionPrivateKeyFile);
   }
-  return new Archive(storageFromUrl(settings.archive, s3 === undefined ? settings.s3 : withS3(settings.s3, s3)), options);
+  return new Archive(storageFromUrl(settings.archive, s3 === undefined ? settings.s3 : withS3(settings.s3, s3), { fileMode: settings.archiveFileMode }), options);
 }
 
 /** `base` with `overrides`; the secrets stay non-enumerable, as the config loader made them. */

@@ -20,6 +20,7 @@ export interface PushOptions {
   slot?: string;
   compression?: string;
   encryptionPublicKey?: string;
+  archiveFileMode?: string;
   fast?: boolean;
   maxRate?: string;
   label?: string;
@@ -33,7 +34,7 @@ function positiveInt(text: string | undefined, what: string, fix: string): numbe
 }
 
 function pushSite(o: PushOptions): { site: SiteConfig; logLevel: string } {
-  const oneSite = [o.pg, o.archive, o.state, o.slot, o.compression, o.encryptionPublicKey].some((v) => v !== undefined);
+  const oneSite = [o.pg, o.archive, o.state, o.slot, o.compression, o.encryptionPublicKey, o.archiveFileMode].some((v) => v !== undefined);
   if (o.config && oneSite) {
     throw new WalvaultError('CONFIG_INVALID', 'give either --config or the one-site options (--pg, --archive, --state), not both');
   }
@@ -49,6 +50,7 @@ function pushSite(o: PushOptions): { site: SiteConfig; logLevel: string } {
     slot: o.slot,
     compression: o.compression,
     encryption_public_key_file: o.encryptionPublicKey,
+    archive_file_mode: o.archiveFileMode,
   });
   return { site: cfg.sites[0], logLevel: cfg.logLevel };
 }

@@ -33,6 +33,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--mode <mode>', 'one-site form: what "flushed" means to the server').choices(['archive', 'sync']))
     .addOption(new Option('--compression <codec>', 'one-site form: codec for stored objects (default: zstd for s3://, none for a local directory)').choices(['zstd', 'lz4', 'snappy', 'gzip', 'none']))
     .option('--encryption-public-key <file>', 'one-site form: encrypt stored objects for this public key (from "walvault keys create")')
+    .option('--archive-file-mode <mode>', 'one-site form: mode of a local archive\'s objects: 0600 (default), 0640 (its directory\'s group may read), 0644')
     .option('--backup-interval <hours>', 'one-site form: hours between scheduled base backups (default 24; the first is taken at start when the archive has none); 0 = no schedule')
     .action(async (opts) => {
       const { runCommand } = await import('./run');
@@ -124,6 +125,7 @@ export function buildProgram(): Command {
     .addOption(configOption())
     .addOption(siteOption())
     .addOption(archiveOption())
+    .option('--archive-file-mode <mode>', 'with --archive: mode of a local archive\'s objects: 0600 (default), 0640, 0644')
     .action(async (walPath: string, opts) => {
       const { walPushCommand } = await import('./wal-push');
       await walPushCommand(walPath, opts);
@@ -156,6 +158,7 @@ export function buildProgram(): Command {
     .option('--state <dir>', 'one-site form: state directory of the site')
     .addOption(new Option('--compression <codec>', 'one-site form: codec for stored objects').choices(['zstd', 'lz4', 'snappy', 'gzip', 'none']))
     .option('--encryption-public-key <file>', 'one-site form: encrypt stored objects for this public key')
+    .option('--archive-file-mode <mode>', 'one-site form: mode of a local archive\'s objects: 0600 (default), 0640, 0644')
     .option('--fast', 'ask the server for an immediate checkpoint instead of a spread one')
     .option('--max-rate <kBps>', 'limit the transfer rate on the server, in kB/s (32 to 1048576)')
     .option('--label <text>', 'backup label (default: walvault NAME)')

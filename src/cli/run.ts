@@ -13,13 +13,15 @@ import { setSdkLogSink } from '../storage/sdk-log';
 import { binDirResolver, osUserFor } from './drill';
 import { restoreCommand } from './restore';
 
-export interface RunOptions extends Omit<OneSiteOptions, 'encryption_public_key_file' | 'backup_interval_hours'> {
+export interface RunOptions extends Omit<OneSiteOptions, 'encryption_public_key_file' | 'backup_interval_hours' | 'archive_file_mode'> {
   config?: string;
   site?: string;
   /** commander's name for --encryption-public-key */
   encryptionPublicKey?: string;
   /** commander's name for --backup-interval (hours, as typed) */
   backupInterval?: string;
+  /** commander's name for --archive-file-mode */
+  archiveFileMode?: string;
 }
 
 function hours(text: string | undefined): number | undefined {
@@ -32,8 +34,8 @@ function hours(text: string | undefined): number | undefined {
 }
 
 function loadRunConfig(o: RunOptions): Config {
-  const { config: _c, site: _s, encryptionPublicKey, backupInterval, ...one } = o;
-  const oneSite = Object.values(one).some((v) => v !== undefined) || encryptionPublicKey !== undefined || backupInterval !== undefined;
+  const { config: _c, site: _s, encryptionPublicKey, backupInterval, archiveFileMode, ...one } = o;
+  const oneSite = Object.values(one).some((v) => v !== undefined) || encryptionPublicKey !== undefined || backupInterval !== undefined || archiveFileMode !== undefined;
   if (o.config && oneSite) {
     throw new WalvaultError('CONFIG_INVALID', 'give either --config or the one-site options (--pg, --archive, --state, --slot, --mode), not both');
   }
@@ -41,7 +43,7 @@ function loadRunConfig(o: RunOptions): Config {
   if (!oneSite) {
     throw new WalvaultError('CONFIG_INVALID', 'nothing to run; pass --config FILE, or --pg CONNINFO --archive URL --state DIR');
   }
-  return configFromOptions({ ...one, encryption_public_key_file: encryptionPublicKey, backup_interval_hours: hours(backupInterval) });
+  return configFromOptions({ ...one, encryption_public_key_file: encryptionPublicKey, backup_interval_hours: hours(backupInterval), archive_file_mode: archiveFileMode });
 }
 
 export async function runCommand(o: RunOptions): Promise<void> {

@@ -14,13 +14,13 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { Archive } from '../archive/archive';
 import { openSiteArchive } from '../archive/site-archive';
-import { defaultCompression } from '../config/config';
+import { ARCHIVE_FILE_MODE_HINT, defaultCompression, parseArchiveFileMode } from '../config/config';
 import { WalvaultError } from '../errors';
 import { isHistoryFileName, isSegmentFileName } from '../wal/lsn';
 import { checkWalFile, readLongPageHeader } from '../wal/page-header';
 import { archiveFromOptions } from './archive-option';
 
-export async function walPushCommand(walPath: string, opts: { config?: string; site?: string; archive?: string }): Promise<void> {
+export async function walPushCommand(walPath: string, opts: { config?: string; site?: string; archive?: string; archiveFileMode?: string }): Promise<void> {
   const name = path.basename(walPath);
   const segmentLike = isSegmentFileName(name) || /^[0-9A-F]{24}\.partial$/.test(name);
   const other = isHistoryFileName(name) || /^[0-9A-F]{24}\.[0-9A-F]{8}\.backup$/.test(name);
@@ -34,6 +34,12 @@ export async function walPushCommand(walPath: string, opts: { config?: string; s
     throw new WalvaultError('STORAGE_IO', `cannot read ${walPath}: ${(err as Error).message}; pass %p from archive_command (relative to the data directory)`, { cause: err });
   }
   const settings = archiveFromOptions(opts);
+  if (opts.archiveFileMode !== undefined) {
+    if (opts.config) throw new WalvaultError('CONFIG_INVALID', '--archive-file-mode goes with --archive; with --config set archive_file_mode in the site');
+    const mode = parseArchiveFileMode(opts.archiveFileMode);
+    if (mode === null) throw new WalvaultError('CONFIG_INVALID', `--archive-file-mode "${opts.archiveFileMode}" is not a mode for archive objects; ${ARCHIVE_FILE_MODE_HINT}`);
+    settings.archiveFileMode = mode;
+  }
   // A bare --archive gets the codec a one-site receiver would use there.
   const archive = openSiteArchive({ ...settings, compression: settings.compression ?? defaultCompression(settings.archive) }, 'write');
   try {

@@ -65,6 +65,8 @@ export interface SiteConfig {
   recoveryWindowDays: number;
   /** Overrides for an s3:// archive (the [sites.NAME.s3] table); empty otherwise. */
   s3: S3Settings;
+  /** Permission bits of a local archive's objects (directories get the matching x bits). */
+  archiveFileMode: number;
   /** Codec for the bodies this site stores. */
   compression: CodecName;
   /** X25519 public key (PEM) to encrypt bodies for; none = not encrypted. Checked at load. */
@@ -112,6 +114,7 @@ const SITE_KEYS = [
   'spool_alert_mib',
   'storage_stall_seconds',
   'compression',
+  'archive_file_mode',
   'encryption_public_key_file',
   'encryption_private_key_file',
   'backup_interval_hours',
@@ -172,6 +175,20 @@ const DEFAULTS = {
 export function defaultCompression(archive: string): CodecName {
   return /^s3:\/\//i.test(archive.trim()) ? 'zstd' : 'none';
 }
+/**
+ * A local archive's object mode from its text ("0600", "640"...): owner read-write, group and
+ * others read at most (objects are immutable; nobody else may write, nothing is executable).
+ * Null for anything else.
+ */
+export function parseArchiveFileMode(text: string): number | null {
+  if (!/^0?[0-7]{3}$/.test(text.trim())) return null;
+  const mode = Number.parseInt(text.trim(), 8);
+  return (mode & 0o700) === 0o600 && (mode & 0o033) === 0 ? mode : null;
+}
+
+export const ARCHIVE_FILE_MODE_HINT =
+  'use "0600" (the owner only, the default), "0640" (also the archive directory\'s group, e.g. for the postgres user running restore_command) or "0644" (every user)';
+
 const SLOT_MAX = 63; // NAMEDATALEN - 1
 const SITE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
@@ -211,6 +228,7 @@ export interface OneSiteOptions {
   slot?: string;
   mode?: string;
   compression?: string;
+  archive_file_mode?: string;
   encryption_public_key_file?: string;
   backup_interval_hours?: number;
 }
@@ -348,6 +366,13 @@ function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
   const compressionRaw = str('compression', false, '"zstd"');
   const publicKeyRaw = str('encryption_public_key_file', false, '"/etc/walvault/site.pub"');
   const privateKeyRaw = str('encryption_private_key_file', false, '"/secure/walvault/site.key"');
+  const fileModeRaw = str('archive_file_mode', false, '"0640"');
+  let archiveFileMode = 0o600;
+  if (fileModeRaw !== undefined) {
+    const parsed = parseArchiveFileMode(fileModeRaw);
+    if (parsed === null) fail(ctx, where('archive_file_mode'), `${JSON.stringify(fileModeRaw)} is not a mode for archive objects`, ARCHIVE_FILE_MODE_HINT);
+    archiveFileMode = parsed as number;
+  }
 
   const pg = parseConninfo(pgString, `${ctx.source}: ${where('pg')}`);
   if (passwordFile !== undefined) pg.password = readPasswordFile(ctx, where('password_file'), passwordFile);
@@ -428,6 +453,7 @@ function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
     drillOsUser: str('drill_os_user', false, '"postgres"') ?? 'postgres',
     ...(drillQuery !== undefined ? { drillQuery } : {}),
     s3: parseS3Section(ctx, name, raw.s3),
+    archiveFileMode,
     compression: (compressionRaw as CodecName | undefined) ?? defaultCompression(archiveRaw),
     ...(encryptionPublicKeyFile !== undefined ? { encryptionPublicKeyFile } : {}),
     ...(privateKeyRaw !== undefined ? { encryptionPrivateKeyFile: path.resolve(ctx.baseDir, privateKeyRaw) } : {}),

@@ -20,7 +20,7 @@ import { fileSource } from '../archive/body-source';
 import { encodePlainHeader, PLAIN_HEADER_LENGTH } from '../archive/envelope';
 import type { SiteConfig } from '../config/config';
 import { errorMessage, isWalvaultError, WalvaultError } from '../errors';
-import { Ledger } from '../ledger/ledger';
+import { Ledger, type SiteRow } from '../ledger/ledger';
 import type { StatusPositions, XLogDataHeader, Keepalive } from '../postgres/copy-both-messages';
 import {
   ReplicationConnection,
@@ -36,7 +36,9 @@ import { parseTimelineHistory, timelineOfLsn } from '../wal/timeline-history';
 import { renderPrometheus, type Sample } from '../observe/metrics';
 import { SlabCopier } from '../util/slab-copier';
 import { backoffDelayMs, sleep, withTimeout } from '../util/timers';
-import { reconcile, type ResumePoint } from './resume';
+import { archiveSealedSpool, reconcile, type ResumePoint } from './resume';
+import { StateWrites } from './state-writes';
+import { isDiskFull, stateDiskFullError } from '../util/disk-full';
 import { StateLock } from './state-lock';
 import { ArchiveLease, LEASE_HEARTBEAT_MS } from '../archive/archive-lease';
 import { Uploader } from './uploader';
@@ -100,6 +102,10 @@ export class SiteReceiver {
   /** Set when the site must stop for an operator (the archive lease was lost). */
   private fatalError: Error | null = null;
   private lock: StateLock | null = null;
+  /** Every spool and ledger write that can meet a full disk goes through here. */
+  private readonly writes: StateWrites;
+  /** The first run's state setup failed: nothing to go on with. */
+  private setupFailed: unknown = null;
   private spool: SegmentSpool | null = null;
   private uploader: Uploader | null = null;
   private archive: Archive;
@@ -133,6 +139,9 @@ export class SiteReceiver {
   private state: ReceiverStatus['state'] = 'starting';
   private lastError: string | null = null;
   private everStreamed = false;
+  /** The slot was created by this run: dropped again if the run ends before it streamed into its state. */
+  private slotCreatedHere = false;
+  private slotInUse = false;
   private readonly startedAt = Date.now();
 
   constructor(
@@ -140,6 +149,7 @@ export class SiteReceiver {
     private readonly log: Logger,
   ) {
     this.archive = openSiteArchive(site, 'write');
+    this.writes = new StateWrites(site.state, log, this.stopController.signal);
   }
 
   private get spoolDir(): string {
@@ -163,6 +173,7 @@ export class SiteReceiver {
         } catch (err) {
           this.lastError = errorMessage(err);
           if (isWalvaultError(err) && FATAL_CODES.has(err.code)) throw err;
+          if (this.setupFailed) throw this.setupFailed;
           // Before the first stream a busy slot or walsender is most likely a misconfiguration
           // (two receivers on one slot): say so and stop. The grace period covers the server
           // not yet having noticed that a killed predecessor is gone.
@@ -219,6 +230,7 @@ export class SiteReceiver {
       gauge('walvault_archived_lsn_bytes', 'End of the WAL archived without a gap, as a byte position', Number(this.uploader?.archivedLsn ?? 0n)),
       gauge('walvault_unarchived_bytes', 'WAL received but not yet archived: held in the spool, and by the slot on the server', this.unarchivedBytes()),
       gauge('walvault_spool_alert', 'Whether unarchived WAL is past spool_alert_mib (1) or not (0)', this.spoolAlert() ? 1 : 0),
+      gauge('walvault_state_disk_full', "Whether writes to the state directory fail for room (1) or not (0); the spool then waits and the slot holds the WAL", this.writes.fullForMs === null ? 0 : 1),
       gauge('walvault_storage_failing', 'Whether writes to the archive are failing now, or outstanding with none finishing for storage_stall_seconds (1), or not (0)', failingMs === null ? 0 : 1),
       gauge('walvault_storage_failing_seconds', 'How long writes to the archive have been failing (or making no progress); 0 while they work', failingMs === null ? 0 : failingMs / 1000),
       counter('walvault_storage_failures_total', 'Failed attempts to archive an object', stats?.failures ?? 0),
@@ -244,6 +256,8 @@ export class SiteReceiver {
       problems.push(`archiving to ${this.archive.storage.description} has been failing for ${Math.round(failingMs / 1000)} s; check the store and its credentials`);
     }
     if (this.spoolAlert()) problems.push(`unarchived WAL is past spool_alert_mib (${this.site.spoolAlertMiB} MiB)`);
+    const fullMs = this.writes.fullForMs;
+    if (fullMs !== null) problems.push(`state directory ${this.site.state} has been full for ${Math.round(fullMs / 1000)} s; free space on its filesystem`);
     return { ok: problems.length === 0, problems };
   }
 
@@ -298,10 +312,12 @@ export class SiteReceiver {
       if (this.receivedAt.length > 10000) this.receivedAt.shift();
       try {
         const tmp = `${file}.tmp`;
-        await fs.promises.writeFile(tmp, renderPrometheus([...this.metrics(), ...this.extraMetrics()]));
+        await fs.promises.writeFile(tmp, renderPrometheus([...this.metrics(), ...this.extraMetrics()]), { mode: 0o600 });
         await fs.promises.rename(tmp, file);
         writeFailed = false;
       } catch (err) {
+        // A full disk leaves a torn temp file: it must not hold on to the room.
+        await fs.promises.rm(`${file}.tmp`, { force: true }).catch(() => undefined);
         if (!writeFailed) this.log.warn({ file, err: errorMessage(err) }, 'cannot write the metrics file');
         writeFailed = true;
       }
@@ -365,12 +381,16 @@ export class SiteReceiver {
 
   // ---- start-up -------------------------------------------------------------------------
 
-  private async connect(): Promise<void> {
-    const conn = await ReplicationConnection.connect({
+  private openConnection(): Promise<ReplicationConnection> {
+    return ReplicationConnection.connect({
       pg: this.site.pg as Record<string, unknown>,
       applicationName: this.site.applicationName,
       target: { description: this.site.pgDescription, user: String(this.site.pg.user ?? process.env.PGUSER ?? 'postgres'), slot: this.site.slot },
     });
+  }
+
+  private async connect(): Promise<void> {
+    const conn = await this.openConnection();
     try {
       const identity = await conn.identifySystem();
       const facts = await conn.serverFacts();
@@ -418,14 +438,19 @@ export class SiteReceiver {
       );
     }
     checkStateDirUsable(this.site.state);
+    // Every refusal comes before anything is created on the server (the slot below): another
+    // receiver's archive is refused here, another cluster's state when the ledger opens.
+    await new ArchiveLease(this.archive.storage, this.site.name, this.site.state).check();
     const firstRun = !fs.existsSync(this.ledgerPath);
     if (!firstRun) await this.openState();
-
 
     let slotRestart: { lsn: Lsn; tli: number | null } | null = null;
     if (this.site.createSlot) {
       const created = await this.conn!.createPhysicalSlot(this.site.slot, facts.major);
-      if (created) this.log.info({ slot: this.site.slot }, 'created physical replication slot');
+      if (created) {
+        this.slotCreatedHere = true;
+        this.log.info({ slot: this.site.slot }, 'created physical replication slot');
+      }
     }
     const slot = await this.conn!.readSlot(this.site.slot, facts.major);
     if (slot && !slot.exists) {
@@ -475,25 +500,9 @@ export class SiteReceiver {
     // Another receiver on this archive: refuse before anything is created or written.
     const lease = new ArchiveLease(this.archive.storage, this.site.name, this.site.state);
     await lease.check();
-    fs.mkdirSync(this.spoolDir, { recursive: true });
+    this.createStateDirs();
     this.lock = StateLock.acquire(this.site.state);
-    this.ledger = Ledger.open(this.ledgerPath);
-    const ledger = this.ledger;
-    const row = ledger.transaction(() => {
-      const registered = ledger.registerSite({
-        site: this.site.name,
-        systemId: this.identity.systemId,
-        timeline: this.resume?.tli || this.identity.timeline,
-        walSegmentSize: this.facts.walSegmentSize,
-        serverVersionNum: this.facts.versionNum,
-      });
-      // On the first start the archive is complete up to where streaming begins: record that
-      // with the site, so a crash before the first upload cannot leave the position unknown.
-      if (registered.archivedLsn === 0n && this.resume) {
-        return ledger.advancePositions(this.site.name, { archived: this.resume.lsn });
-      }
-      return registered;
-    });
+    const row = await this.makingRoom(lease, () => this.openLedger());
     // Every start: a crash on the first run may have come before the marker was written.
     {
       await this.archive.ensureCluster({
@@ -502,8 +511,10 @@ export class SiteReceiver {
         walSegmentSize: this.facts.walSegmentSize,
       });
     }
-    await lease.acquire();
-    this.lease = lease;
+    if (!this.lease) {
+      await lease.acquire();
+      this.lease = lease;
+    }
     this.startLeaseHeartbeat();
     this.spool = new SegmentSpool({
       dir: this.spoolDir,
@@ -512,30 +523,35 @@ export class SiteReceiver {
       // A completed spool file is an archive object already (see Archive.putSealedFile).
       headerRoom: PLAIN_HEADER_LENGTH,
       seal: (size, digest) => encodePlainHeader(size, digest),
+      waitForRoom: (err, file) => this.writes.waitForRoom(err, `writing spool file ${file}`),
     });
-    const result = await reconcile({
-      site: this.site.name,
-      ledger: this.ledger,
-      archive: this.archive,
-      spoolDir: this.spoolDir,
-      segSize: this.facts.walSegmentSize,
-      checkContext: this.checkContext,
-      log: this.log,
-    });
+    const ledger = this.ledger!;
+    const result = await this.makingRoom(lease, () =>
+      reconcile({
+        site: this.site.name,
+        ledger,
+        archive: this.archive,
+        spoolDir: this.spoolDir,
+        segSize: this.facts.walSegmentSize,
+        checkContext: this.checkContext,
+        log: this.log,
+      }),
+    );
     if (result.resume) this.resume = result.resume;
-    const lowest = this.ledger.allSegments(this.site.name).reduce<Lsn | null>(
+    const lowest = ledger.allSegments(this.site.name).reduce<Lsn | null>(
       (min, r) => (min === null || r.startLsn < min ? r.startLsn : min),
       null,
     );
     // Never assume more is archived than the ledger proves.
     const initialArchived = result.archivedThrough > 0n ? result.archivedThrough : (lowest ?? this.resume?.lsn ?? 0n);
     if (result.archivedThrough > row.archivedLsn) {
-      this.ledger.advancePositions(this.site.name, { archived: result.archivedThrough });
+      this.writes.may('recording the archived position', () => ledger.advancePositions(this.site.name, { archived: result.archivedThrough }));
     }
     this.uploader = new Uploader({
       site: this.site.name,
       archive: this.archive,
-      ledger: this.ledger,
+      ledger,
+      writes: this.writes,
       spoolDir: this.spoolDir,
       segSize: this.facts.walSegmentSize,
       concurrency: this.site.uploadConcurrency,
@@ -549,6 +565,104 @@ export class SiteReceiver {
     for (const job of result.toUpload) this.uploader.enqueue(job.seg, job.sha256);
     this.received = this.resume?.lsn ?? 0n;
     this.fsynced = this.received;
+  }
+
+  /**
+   * The state directory and spool hold plaintext WAL (also with encryption on): 0700, as
+   * PostgreSQL keeps pg_wal, their files 0600. Directories that exist already are left as
+   * they are, with a warning when others can get in; so is a local archive looser than
+   * archive_file_mode asks.
+   */
+  private createStateDirs(): void {
+    for (const dir of [this.site.state, this.spoolDir]) {
+      let mode: number;
+      try {
+        mode = fs.statSync(dir).mode & 0o777;
+      } catch {
+        continue;
+      }
+      if (mode & 0o077) {
+        this.log.warn(
+          { dir, mode: mode.toString(8) },
+          `${dir === this.spoolDir ? 'spool' : 'state'} directory ${dir} has mode 0${mode.toString(8)}: other users can read the WAL in it; chmod 700 ${dir}`,
+        );
+      }
+    }
+    fs.mkdirSync(this.spoolDir, { recursive: true, mode: 0o700 });
+    void this.archive.storage.accessWarnings?.().then(
+      (warnings) => warnings.forEach((w) => this.log.warn(w)),
+      () => undefined,
+    );
+  }
+
+  /** Opens the ledger and registers the site (again: a failed attempt's connection is closed first). */
+  private openLedger(): SiteRow {
+    this.ledger?.close();
+    this.ledger = null;
+    const ledger = Ledger.open(this.ledgerPath);
+    try {
+      const row = ledger.transaction(() => {
+        const registered = ledger.registerSite({
+          site: this.site.name,
+          systemId: this.identity.systemId,
+          timeline: this.resume?.tli || this.identity.timeline,
+          walSegmentSize: this.facts.walSegmentSize,
+          serverVersionNum: this.facts.versionNum,
+        });
+        // On the first start the archive is complete up to where streaming begins: record that
+        // with the site, so a crash before the first upload cannot leave the position unknown.
+        if (registered.archivedLsn === 0n && this.resume) {
+          return ledger.advancePositions(this.site.name, { archived: this.resume.lsn });
+        }
+        return registered;
+      });
+      this.ledger = ledger;
+      return row;
+    } catch (err) {
+      ledger.close();
+      throw err;
+    }
+  }
+
+  /**
+   * Runs a start-up step that writes the ledger. On a full state disk it first archives the
+   * sealed spool files, which needs no ledger and frees their room (see archiveSealedSpool),
+   * then tries again; with nothing to archive, or the archive failing too, the start ends with
+   * the operator's line.
+   */
+  private async makingRoom<T>(lease: ArchiveLease, step: () => T | Promise<T>): Promise<T> {
+    for (;;) {
+      try {
+        return await step();
+      } catch (err) {
+        if (!isDiskFull(err)) throw err;
+        let archived = 0;
+        let error: unknown = null;
+        try {
+          // Writing to the archive: hold its lease first.
+          if (!this.lease) {
+            await lease.acquire();
+            this.lease = lease;
+          }
+          ({ archived, error } = await archiveSealedSpool({
+            archive: this.archive,
+            spoolDir: this.spoolDir,
+            segSize: this.facts.walSegmentSize,
+            checkContext: this.checkContext,
+            log: this.log,
+          }));
+        } catch (e) {
+          if (isWalvaultError(e, 'ARCHIVE_LOCKED')) throw e;
+          error = e;
+        }
+        if (archived === 0) {
+          const full = stateDiskFullError(this.site.state, 'starting', err);
+          if (error === null) throw full;
+          throw new WalvaultError('STATE_DISK_FULL', `${full.message}; archiving the spool to make room failed too: ${errorMessage(error)}`, { cause: err });
+        }
+        this.log.warn({ archived, stateDir: this.site.state }, `state directory ${this.site.state} is full: archived ${archived} spool files to make room`);
+      }
+    }
   }
 
   /** With no ledger but an archive of this cluster: continue after its newest segment. */
@@ -615,7 +729,7 @@ export class SiteReceiver {
       await this.finishTimeline();
       await this.archiveHistory(end.nextTli);
       if (end.nextTli > this.ledger!.getSite(this.site.name)!.timeline) {
-        this.ledger!.switchTimeline(this.site.name, end.nextTli, end.nextTliStart);
+        await this.writes.must(`recording timeline ${end.nextTli} in the ledger`, () => this.ledger!.switchTimeline(this.site.name, end.nextTli, end.nextTliStart));
       }
       // Bytes past the switch point were the old timeline's only (a torn record at most):
       // nothing past it may be reported as held on the new one.
@@ -648,7 +762,15 @@ export class SiteReceiver {
             const setup = this.deferredSetup;
             this.deferredSetup = null;
             this.setupDone = setup();
-            this.setupDone.catch((err) => this.failStream(err));
+            this.setupDone.then(
+              () => (this.slotInUse = true),
+              (err) => {
+                this.setupFailed = err;
+                this.failStream(err);
+              },
+            );
+          } else {
+            this.slotInUse = true;
           }
           this.startTimers();
         },
@@ -780,10 +902,12 @@ export class SiteReceiver {
         }
       }
     } catch (err) {
-      this.writerError = err;
+      // What waiting cannot fix on a full disk (a failed fsync: the bytes are received again
+      // after the reconnect) still gets the operator's line.
+      this.writerError = isDiskFull(err) ? stateDiskFullError(this.site.state, 'writing the spool', err) : err;
       this.queue.length = 0;
       this.queueBytes = 0;
-      this.failStream(err);
+      this.failStream(this.writerError);
     } finally {
       this.writerRunning = false;
       for (const w of this.writerIdleWaiters.splice(0)) w();
@@ -807,26 +931,36 @@ export class SiteReceiver {
       (seg) => this.onSegmentOpen(seg),
       (seg) => this.onSegmentComplete(seg),
     );
+    this.writes.worked();
     this.received = start + BigInt(bytes);
   }
 
-  private onSegmentOpen(seg: OpenSegment): void {
-    this.ledger!.upsertReceiving(this.site.name, {
-      timeline: seg.tli,
-      segNo: seg.segNo,
-      name: seg.name,
-      startLsn: seg.startLsn,
-      size: this.facts.walSegmentSize,
-    });
+  private async onSegmentOpen(seg: OpenSegment): Promise<void> {
+    await this.writes.must(`recording segment ${seg.name} in the ledger`, () =>
+      this.ledger!.upsertReceiving(this.site.name, {
+        timeline: seg.tli,
+        segNo: seg.segNo,
+        name: seg.name,
+        startLsn: seg.startLsn,
+        size: this.facts.walSegmentSize,
+      }),
+    );
   }
 
-  private onSegmentComplete(seg: CompletedSegment): void {
+  /**
+   * The complete row is durable before anything about the segment is reported or queued for
+   * upload: the ledger then knows every segment the server was told about, which lets later
+   * records (archived, positions) lag on a full disk without a restart losing track.
+   */
+  private async onSegmentComplete(seg: CompletedSegment): Promise<void> {
     const end = seg.startLsn + BigInt(this.facts.walSegmentSize);
+    await this.writes.must(`recording segment ${seg.name} as complete in the ledger`, () =>
+      this.ledger!.transaction(() => {
+        this.ledger!.markComplete(this.site.name, seg.tli, seg.segNo, seg.sha256);
+        this.ledger!.advancePositions(this.site.name, { received: end, fsynced: end });
+      }),
+    );
     this.fsynced = maxLsn(this.fsynced, end);
-    this.ledger!.transaction(() => {
-      this.ledger!.markComplete(this.site.name, seg.tli, seg.segNo, seg.sha256);
-      this.ledger!.advancePositions(this.site.name, { received: end, fsynced: end });
-    });
     this.resume = { lsn: end, tli: seg.tli };
     this.uploader!.enqueue({ tli: seg.tli, segNo: seg.segNo, name: seg.name, startLsn: seg.startLsn }, seg.sha256);
     this.log.debug({ segment: seg.name }, 'segment complete');
@@ -879,7 +1013,9 @@ export class SiteReceiver {
       }
     }
     const { createHash } = await import('node:crypto');
-    this.ledger?.recordHistory(this.site.name, tli, fileName, createHash('sha256').update(content).digest('hex'));
+    const ledger = this.ledger;
+    // Not recorded (a full disk): archived again next time, the same bytes, a no-op.
+    if (ledger) this.writes.may(`recording ${fileName}`, () => ledger.recordHistory(this.site.name, tli, fileName, createHash('sha256').update(content).digest('hex')));
     this.log.info({ file: fileName }, 'archived timeline history file');
   }
 
@@ -909,8 +1045,9 @@ export class SiteReceiver {
     this.stopTimers();
     this.statusTimer = setInterval(() => {
       this.sendStatus(false);
-      if (this.ledger && this.received > 0n) {
-        this.ledger.advancePositions(this.site.name, { received: this.received, fsynced: this.fsynced });
+      const ledger = this.ledger;
+      if (ledger && this.received > 0n) {
+        this.writes.may('recording positions', () => ledger.advancePositions(this.site.name, { received: this.received, fsynced: this.fsynced }));
       }
     }, this.site.statusIntervalSeconds * 1000);
     if (this.site.partialIntervalSeconds > 0) {
@@ -973,8 +1110,40 @@ export class SiteReceiver {
         this.ledger.close();
       }
       if (this.lease) await this.lease.release().catch((err) => this.log.warn({ err: errorMessage(err) }, 'cannot release the archive lease'));
+      if (this.slotCreatedHere && !this.slotInUse) await this.dropSlotCreatedHere();
       this.lock?.release();
       this.state = 'stopped';
+    }
+  }
+
+  /**
+   * A run that ends before it streamed into its state must not leave the slot it created:
+   * nothing depends on it, and an inactive slot holds WAL on the server forever.
+   */
+  private async dropSlotCreatedHere(): Promise<void> {
+    const slot = this.site.slot;
+    try {
+      const dropped = await withTimeout(
+        (async () => {
+          const conn = await this.openConnection();
+          try {
+            await conn.dropSlot(slot);
+            return true;
+          } finally {
+            await conn.close();
+          }
+        })(),
+        20000,
+      );
+      if (!dropped) throw new Error('no answer from the server within 20 s');
+      this.slotCreatedHere = false;
+      this.log.debug({ slot }, 'dropped the replication slot this run created');
+    } catch (err) {
+      this.log.warn(
+        { slot, err: errorMessage(err) },
+        `cannot drop replication slot "${slot}", created by this run that never streamed; it holds WAL on ${this.site.pgDescription} ` +
+          `until dropped: SELECT pg_drop_replication_slot('${slot}')`,
+      );
     }
   }
 }

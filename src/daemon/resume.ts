@@ -14,6 +14,7 @@ import { encodePlainHeader, PLAIN_HEADER_LENGTH } from '../archive/envelope';
 import { errorMessage } from '../errors';
 import type { Ledger, SegmentRow } from '../ledger/ledger';
 import { isSegmentFileName, parseSegmentFileName, segmentStartOfNumber, type Lsn } from '../wal/lsn';
+import { fsyncDir } from '../wal/fsync-dir';
 import { verifySegmentPages, type PageCheckContext } from '../wal/page-header';
 import { ArchivedPosition } from './archived-position';
 import type { SegmentRef } from './uploader';
@@ -62,22 +63,19 @@ export async function reconcile(o: ReconcileOptions): Promise<ReconcileResult> {
     const row = findRow(ledger, site, name, segSize);
     if (row && row.state !== 'receiving') continue;
     const file = path.join(o.spoolDir, name);
-    const sealed = await fsp.readFile(file);
     const { tli, segNo } = parseSegmentFileName(name, segSize);
     const startLsn = segmentStartOfNumber(segNo, segSize);
-    const data = sealed.subarray(PLAIN_HEADER_LENGTH);
-    const digest = createHash('sha256').update(data).digest();
+    let digest: Buffer;
     try {
-      if (sealed.length !== PLAIN_HEADER_LENGTH + segSize) throw new Error(`size ${sealed.length}, expected ${PLAIN_HEADER_LENGTH + segSize}`);
-      if (!sealed.subarray(0, PLAIN_HEADER_LENGTH).equals(encodePlainHeader(segSize, digest))) throw new Error('its header does not match its WAL');
-      verifySegmentPages(data, segSize, startLsn, o.checkContext(tli, name));
+      digest = sealedSegmentDigest(await fsp.readFile(file), name, segSize, o.checkContext);
     } catch (err) {
       o.log.warn({ file, reason: errorMessage(err) }, 'spool file is not a valid complete segment; it will be received again');
+      // The row first: should it fail (a full disk), the file is still there for the next try.
+      ledger.upsertReceiving(site, { timeline: tli, segNo, name, startLsn, size: segSize });
       // A file with another link may be an archived object now (see Archive.putSealedFile):
       // drop our name for it rather than reuse it for receiving.
       if ((await fsp.stat(file)).nlink > 1) await fsp.unlink(file);
       else await fsp.rename(file, file + '.partial');
-      ledger.upsertReceiving(site, { timeline: tli, segNo, name, startLsn, size: segSize });
       receiveAgain({ lsn: startLsn, tli });
       continue;
     }
@@ -131,6 +129,62 @@ export async function reconcile(o: ReconcileOptions): Promise<ReconcileResult> {
     if (size > 0) position.add(row.startLsn, row.startLsn + BigInt(size));
   }
   return { resume, toUpload, archivedThrough: position.lsn };
+}
+
+/**
+ * A complete spool file proves itself: its header (the archive envelope it was sealed with)
+ * carries the SHA-256 of the WAL after it, and the WAL's page headers name this cluster and
+ * this segment. Returns that SHA-256, or throws saying what does not hold.
+ */
+function sealedSegmentDigest(sealed: Buffer, name: string, segSize: number, checkContext: ReconcileOptions['checkContext']): Buffer {
+  const { tli, segNo } = parseSegmentFileName(name, segSize);
+  const data = sealed.subarray(PLAIN_HEADER_LENGTH);
+  const digest = createHash('sha256').update(data).digest();
+  if (sealed.length !== PLAIN_HEADER_LENGTH + segSize) throw new Error(`size ${sealed.length}, expected ${PLAIN_HEADER_LENGTH + segSize}`);
+  if (!sealed.subarray(0, PLAIN_HEADER_LENGTH).equals(encodePlainHeader(segSize, digest))) throw new Error('its header does not match its WAL');
+  verifySegmentPages(data, segSize, segmentStartOfNumber(segNo, segSize), checkContext(tli, name));
+  return digest;
+}
+
+/**
+ * Start-up on a full state disk: the ledger can be neither opened nor written (SQLite needs
+ * room for its -shm and -wal files), but the complete spool files are sealed archive objects
+ * that prove themselves. Archiving and removing them needs no ledger, and makes the room it
+ * needs. The ledger learns of them afterwards: reconciliation finds the object of a complete
+ * row whose file is gone; a segment it never recorded as complete is received again, which
+ * the server still holds, since nothing past the ledger's complete rows is ever reported to it.
+ * Stops at the first upload that fails. Files that do not prove themselves stay for reconcile.
+ */
+export async function archiveSealedSpool(o: {
+  archive: Archive;
+  spoolDir: string;
+  segSize: number;
+  checkContext: ReconcileOptions['checkContext'];
+  log: Logger;
+}): Promise<{ archived: number; error: unknown }> {
+  const names = (await fsp.readdir(o.spoolDir)).filter(isSegmentFileName).sort();
+  let archived = 0;
+  let error: unknown = null;
+  for (const name of names) {
+    const file = path.join(o.spoolDir, name);
+    let digest: Buffer;
+    try {
+      digest = sealedSegmentDigest(await fsp.readFile(file), name, o.segSize, o.checkContext);
+    } catch {
+      continue;
+    }
+    try {
+      await o.archive.putSealedFile(Archive.walKey(name), file, o.segSize, digest);
+    } catch (err) {
+      error = err;
+      break;
+    }
+    await fsp.unlink(file);
+    archived++;
+    o.log.debug({ segment: name }, 'archived a spool file to make room');
+  }
+  if (archived > 0) await fsyncDir(o.spoolDir);
+  return { archived, error };
 }
 
 function findRow(ledger: Ledger, site: string, name: string, segSize: number): SegmentRow | null {

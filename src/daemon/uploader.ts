@@ -23,6 +23,7 @@ import { errorMessage, isWalvaultError, WalvaultError } from '../errors';
 import type { Ledger } from '../ledger/ledger';
 import { formatLsn, type Lsn } from '../wal/lsn';
 import { ArchivedPosition } from './archived-position';
+import type { StateWrites } from './state-writes';
 import { backoffDelayMs, sleep } from '../util/timers';
 
 export interface SegmentRef {
@@ -36,6 +37,8 @@ export interface UploaderOptions {
   site: string;
   archive: Archive;
   ledger: Ledger;
+  /** Ledger records here may lag on a full state disk (see StateWrites): an upload never waits on them. */
+  writes: StateWrites;
   spoolDir: string;
   segSize: number;
   concurrency: number;
@@ -135,7 +138,7 @@ export class Uploader {
       this.beginWork();
       this.inFlight++;
       this.stats.inFlight = this.inFlight;
-      void this.runJob(job).finally(() => {
+      void this.runJob(job).catch((err) => this.unexpected(job, err)).finally(() => {
         if (this.pending.get(job.seg.name) === job.sha256) this.pending.delete(job.seg.name);
         this.inFlight--;
         this.stats.inFlight = this.inFlight;
@@ -167,10 +170,13 @@ export class Uploader {
         const replaceUnreadable = unreadableInARow >= UNREADABLE_BEFORE_REPLACE;
         if (replaceUnreadable) this.opts.log.warn({ segment: seg.name, key, attempts: unreadableInARow }, 'the store keeps failing to produce this object; writing the segment over it');
         const result = await this.opts.archive.putSealedFile(key, file, this.opts.segSize, Buffer.from(job.sha256, 'hex'), { replaceUnreadable });
-        this.opts.ledger.transaction(() => {
-          this.opts.ledger.markArchived(this.opts.site, seg.tli, seg.segNo, key, job.sha256);
-          this.advance(seg.startLsn, seg.startLsn + BigInt(this.opts.segSize));
-        });
+        // Verified in the archive. On a full state disk the ledger may not hear of it now: the
+        // segment's complete row is durable (no segment is queued before it is), so start-up
+        // finds the object again; the spool file goes regardless, which is what makes room.
+        this.opts.writes.may(`recording ${seg.name} as archived`, () =>
+          this.opts.ledger.markArchived(this.opts.site, seg.tli, seg.segNo, key, job.sha256),
+        );
+        this.advance(seg.startLsn, seg.startLsn + BigInt(this.opts.segSize));
         await fsp.rm(file, { force: true });
         this.recovered();
         this.stats.archivedSegments++;
@@ -197,6 +203,11 @@ export class Uploader {
         await sleep(backoffDelayMs(attempt, 1000, RETRY_CAP_MS), this.abort.signal);
       }
     }
+  }
+
+  /** Never a rejection nobody handles (that would end the process): said once, and left for the next start. */
+  private unexpected(job: Job, err: unknown): void {
+    this.opts.log.error({ segment: job.seg.name, err: errorMessage(err) }, 'archiving a segment failed unexpectedly; the next start archives it');
   }
 
   /**
@@ -226,14 +237,16 @@ export class Uploader {
       for (let attempt = 0; !this.abort.signal.aborted; attempt++) {
         try {
           const sha = (await this.opts.archive.putPartial(key, data)).toString('hex');
-          this.opts.ledger.recordPartial(this.opts.site, {
-            timeline: seg.tli,
-            segNo: seg.segNo,
-            name: seg.name,
-            bytes: data.length,
-            sha256: sha,
+          this.opts.writes.may(`recording ${seg.name}.partial`, () => {
+            this.opts.ledger.recordPartial(this.opts.site, {
+              timeline: seg.tli,
+              segNo: seg.segNo,
+              name: seg.name,
+              bytes: data.length,
+              sha256: sha,
+            });
+            if (opts.final) this.opts.ledger.markArchived(this.opts.site, seg.tli, seg.segNo, key, sha);
           });
-          if (opts.final) this.opts.ledger.markArchived(this.opts.site, seg.tli, seg.segNo, key, sha);
           this.recovered();
           this.advance(seg.startLsn, seg.startLsn + BigInt(data.length));
           return;
@@ -265,7 +278,7 @@ export class Uploader {
 
   private advance(start: Lsn, end: Lsn): void {
     if (this.position.add(start, end)) {
-      this.opts.ledger.advancePositions(this.opts.site, { archived: this.position.lsn });
+      this.opts.writes.may('recording the archived position', () => this.opts.ledger.advancePositions(this.opts.site, { archived: this.position.lsn }));
       this.opts.onAdvance(this.position.lsn);
     }
   }
@@ -290,7 +303,11 @@ export class Uploader {
         { segment: seg.name, code, attempt, archived: formatLsn(this.position.lsn), queued: this.queue.length },
         `archiving ${seg.name} failed: ${message}; retrying, WAL stays in the spool and on the server`,
       );
-      this.opts.ledger.recordEvent(this.opts.site, 'error', code, message);
+      try {
+        this.opts.writes.may('recording an archiving failure', () => this.opts.ledger.recordEvent(this.opts.site, 'error', code, message));
+      } catch {
+        /* the event is for diagnosis only; the line above is logged */
+      }
     }
   }
 

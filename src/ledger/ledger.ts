@@ -18,6 +18,7 @@ import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import Database from 'better-sqlite3';
 import { WalvaultError, errorMessage } from '../errors';
+import { isDiskFull, stateDiskFullError } from '../util/disk-full';
 import { formatLsn, parseLsn } from '../wal/lsn';
 import { APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION } from './migrations';
 
@@ -76,8 +77,9 @@ const BUSY_TIMEOUT_MS = 5000;
 
 // SQLite result codes that mean "this place cannot be written", as opposed to "this file is
 // not a usable ledger".
-const UNWRITABLE_SQLITE = /^SQLITE_(CANTOPEN|READONLY|PERM|IOERR|FULL)/;
-const UNWRITABLE_ERRNO = new Set(['EACCES', 'EPERM', 'EROFS', 'ENOENT', 'ENOTDIR', 'ENOSPC', 'EISDIR']);
+// (A full disk is told apart first: see util/disk-full.ts.)
+const UNWRITABLE_SQLITE = /^SQLITE_(CANTOPEN|READONLY|PERM|IOERR)/;
+const UNWRITABLE_ERRNO = new Set(['EACCES', 'EPERM', 'EROFS', 'ENOENT', 'ENOTDIR', 'EISDIR']);
 
 export class Ledger {
   readonly path: string;
@@ -102,6 +104,7 @@ export class Ledger {
     let db: Database.Database | undefined;
     try {
       checkWritable(path, existed);
+      ownerOnly(path, existed);
       db = new Database(path);
       configure(db, path);
       migrate(db, path);
@@ -143,7 +146,15 @@ export class Ledger {
    */
   transaction<T>(fn: () => T): T {
     // better-sqlite3 turns this into a savepoint when a transaction is already open.
-    return this.db.transaction(fn).immediate();
+    try {
+      return this.db.transaction(fn).immediate();
+    } catch (err) {
+      // A full disk is the operator's to fix, and the caller's to wait out (SQLite rolled the
+      // transaction back; a later one succeeds once there is room): a typed error, never a
+      // SqliteError thrown through upload and stream callbacks.
+      if (isDiskFull(err)) throw stateDiskFullError(nodePath.dirname(this.path), `writing the ledger ${this.path}`, err);
+      throw err;
+    }
   }
 
   getSite(site: string): SiteRow | null {
@@ -295,8 +306,10 @@ export class Ledger {
   }
 
   recordAttemptFailure(site: string, timeline: number, segNo: bigint, error: string): void {
-    const info = this.st.recordFailure.run(error, site, timeline, segNo);
-    if (info.changes === 0) throw noSegment(site, timeline, segNo);
+    this.transaction(() => {
+      const info = this.st.recordFailure.run(error, site, timeline, segNo);
+      if (info.changes === 0) throw noSegment(site, timeline, segNo);
+    });
   }
 
   getSegment(site: string, timeline: number, segNo: bigint): SegmentRow | null {
@@ -415,6 +428,25 @@ function checkWritable(path: string, existed: boolean): void {
   }
 }
 
+/**
+ * The ledger names every segment and position: 0600. SQLite gives its -wal and -shm files the
+ * mode of the database file, so the file is created (empty: SQLite takes that as a new
+ * database) or tightened before SQLite opens it; -wal and -shm left by a crash are tightened too.
+ */
+function ownerOnly(path: string, existed: boolean): void {
+  if (!existed) {
+    fs.closeSync(fs.openSync(path, 'wx', 0o600));
+    return;
+  }
+  for (const file of [path, `${path}-wal`, `${path}-shm`]) {
+    try {
+      if (fs.statSync(file).mode & 0o077) fs.chmodSync(file, 0o600);
+    } catch {
+      /* absent; or not ours to change, and SQLite will say so */
+    }
+  }
+}
+
 function configure(db: Database.Database, path: string): void {
   db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
   // Before anything else touches the file: a foreign SQLite database must not be migrated.
@@ -460,6 +492,7 @@ function notALedger(path: string, why: string): WalvaultError {
 
 function openError(path: string, err: unknown): WalvaultError {
   if (err instanceof WalvaultError) return err;
+  if (isDiskFull(err)) return stateDiskFullError(nodePath.dirname(nodePath.resolve(path)), `opening the ledger ${path}`, err);
   const code = (err as { code?: unknown }).code;
   const reason = errorMessage(err);
   if (typeof code === 'string' && (UNWRITABLE_ERRNO.has(code) || UNWRITABLE_SQLITE.test(code))) {

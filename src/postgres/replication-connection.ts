@@ -208,6 +208,25 @@ export class ReplicationConnection {
   }
 
   /**
+   * Drops the slot. The walsender a failed stream leaves behind may hold it for a moment:
+   * "is active" (55006) is tried again until `waitMs` has passed.
+   */
+  async dropSlot(name: string, waitMs = 10000): Promise<void> {
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      try {
+        await this.command(`DROP_REPLICATION_SLOT ${quoteIdent(name)}`);
+        return;
+      } catch (err) {
+        const cause = (err as WalvaultError).cause as { code?: string } | undefined;
+        if (cause?.code === '42704') return; // undefined_object: gone already
+        if (cause?.code !== '55006' || Date.now() >= deadline) throw err;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+  }
+
+  /**
    * Starts streaming. Resolves `session.done` when the timeline ends, the server shuts
    * down, or we stop; rejects on any error.
    */

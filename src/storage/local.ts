@@ -2,6 +2,13 @@
  * Local-directory storage backend. Each key is a file under `root`; '/' in a key is a
  * directory separator.
  *
+ * Access: objects get `fileMode` (default 0600: WAL is the database's contents) and the
+ * directories walvault creates the matching 07x0 (0700, 0750 with group read, 0755 with
+ * other read). Group access for another OS user (the postgres user running restore_command):
+ * fileMode 0640 and an archive directory of a group that user is in, with the setgid bit,
+ * so every file and directory created below it inherits that group. A hard-linked spool
+ * file is given the same mode and group as a written object.
+ *
  * Durability: a put is a temp file in the target's directory, fsynced, renamed over the
  * target, then the directory is fsynced. After `put` resolves the object survives a power
  * loss, and a crash at any earlier instant leaves the old object (or none), never a torn one.
@@ -51,13 +58,29 @@ function keySegments(key: string, what = 'key'): string[] {
   return segments;
 }
 
+export interface LocalStorageOptions {
+  /** Permission bits of objects: 0600 (default), 0640 or 0644 (owner read-write, others read at most). */
+  fileMode?: number;
+}
+
+export const DEFAULT_FILE_MODE = 0o600;
+
+/** The directory mode that lets the same users list what `fileMode` lets read. */
+export function dirModeFor(fileMode: number): number {
+  return 0o700 | (fileMode & 0o040 ? 0o050 : 0) | (fileMode & 0o004 ? 0o005 : 0);
+}
+
 export class LocalStorage implements Storage {
   readonly root: string;
   readonly description: string;
+  private readonly fileMode: number;
+  private readonly dirMode: number;
 
-  constructor(root: string) {
+  constructor(root: string, opts: LocalStorageOptions = {}) {
     this.root = path.resolve(root);
     this.description = `file://${this.root}`;
+    this.fileMode = opts.fileMode ?? DEFAULT_FILE_MODE;
+    this.dirMode = dirModeFor(this.fileMode);
   }
 
   private pathOf(key: string): string {
@@ -67,11 +90,11 @@ export class LocalStorage implements Storage {
   async put(key: string, body: ObjectBody): Promise<void> {
     const target = this.pathOf(key);
     const dir = path.dirname(target);
-    await ensureDurableDir(dir);
+    await ensureDurableDir(dir, this.dirMode);
 
     const temp = path.join(dir, tempNameFor(path.basename(target)));
     try {
-      await writeAndSync(temp, body);
+      await writeAndSync(temp, body, this.fileMode);
       try {
         await fs.rename(temp, target);
       } catch (err) {
@@ -87,7 +110,7 @@ export class LocalStorage implements Storage {
   async adoptFile(key: string, file: string): Promise<'adopted' | 'exists' | 'unsupported'> {
     const target = this.pathOf(key);
     const dir = path.dirname(target);
-    await ensureDurableDir(dir);
+    await ensureDurableDir(dir, this.dirMode);
     try {
       // link(2) creates the name only if it is free: the no-overwrite rule holds without a
       // temp file, and the object appears complete (the caller fsynced the file).
@@ -98,8 +121,42 @@ export class LocalStorage implements Storage {
       if (code === 'EXDEV' || code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'EMLINK') return 'unsupported';
       throw ioError('link into place', `${file} -> ${target}`, err);
     }
+    // The spool file keeps its own mode and group through the link: give it what a written
+    // object would get. Where that is not allowed, the object is written instead.
+    try {
+      await this.likeAWrittenObject(target, dir);
+    } catch {
+      await fs.unlink(target).catch(() => undefined);
+      return 'unsupported';
+    }
     await fsyncDir(dir);
     return 'adopted';
+  }
+
+  /** Mode `fileMode`, and the directory's group when it has the setgid bit (as a new file would). */
+  private async likeAWrittenObject(file: string, dir: string): Promise<void> {
+    const [st, dirSt] = await Promise.all([fs.stat(file), fs.stat(dir)]);
+    if (dirSt.mode & 0o2000 && st.gid !== dirSt.gid) await fs.chown(file, st.uid, dirSt.gid);
+    if ((st.mode & 0o7777) !== this.fileMode) await fs.chmod(file, this.fileMode);
+  }
+
+  async accessWarnings(): Promise<string[]> {
+    const warnings: string[] = [];
+    for (const dir of [this.root, path.join(this.root, 'wal'), path.join(this.root, 'backups')]) {
+      let mode: number;
+      try {
+        mode = (await fs.stat(dir)).mode & 0o777;
+      } catch {
+        continue;
+      }
+      const extra = mode & 0o077 & ~this.dirMode;
+      if (extra === 0) continue;
+      warnings.push(
+        `archive directory ${dir} has mode ${octal(mode)}, looser than the ${octal(this.dirMode)} that archive_file_mode ${octal(this.fileMode)} asks for: ` +
+          `${extra & 0o007 ? 'every user' : 'its group'} can ${extra & 0o022 ? 'change' : 'read'} the archive there; chmod ${octal(this.dirMode)} ${dir} (and what is below), or set archive_file_mode if that access is wanted`,
+      );
+    }
+    return warnings;
   }
 
   async get(key: string): Promise<Buffer | null> {
@@ -270,15 +327,21 @@ async function isDirectory(p: string): Promise<boolean> {
   }
 }
 
-async function writeAndSync(file: string, body: ObjectBody): Promise<void> {
+function octal(mode: number): string {
+  return '0' + mode.toString(8).padStart(3, '0');
+}
+
+async function writeAndSync(file: string, body: ObjectBody, mode: number): Promise<void> {
   let handle: fs.FileHandle;
   try {
     // 'wx': never follow or reuse something already at the temp name.
-    handle = await fs.open(file, 'wx', 0o644);
+    handle = await fs.open(file, 'wx', mode);
   } catch (err) {
     throw ioError('create', file, err);
   }
   try {
+    // Exactly `mode`, whatever the umask took away.
+    await handle.chmod(mode);
     const parts: Iterable<Buffer> | AsyncIterable<Buffer> = Buffer.isBuffer(body) ? [body] : body;
     let position = 0;
     for await (const part of parts) {
@@ -324,7 +387,7 @@ async function fsyncDir(dir: string): Promise<void> {
  * mkdir -p, but each directory it creates is made durable by fsyncing its parent, so a
  * file renamed into it cannot vanish with its directory entry after a crash.
  */
-async function ensureDurableDir(dir: string): Promise<void> {
+async function ensureDurableDir(dir: string, mode: number): Promise<void> {
   const missing: string[] = [];
   let cur = dir;
   for (;;) {
@@ -344,7 +407,11 @@ async function ensureDurableDir(dir: string): Promise<void> {
   }
   for (const d of missing.reverse()) {
     try {
-      await fs.mkdir(d, { mode: 0o755 });
+      await fs.mkdir(d, { mode });
+      // Exactly `mode` whatever the umask took away, keeping a setgid bit inherited from the
+      // parent (it is what gives new objects the directory's group).
+      const st = await fs.stat(d);
+      if ((st.mode & 0o777) !== mode) await fs.chmod(d, mode | (st.mode & 0o2000));
     } catch (err) {
       // Another writer may create the same directory at the same time; that is fine.
       if (errnoCode(err) !== 'EEXIST') throw ioError('create directory', d, err);

@@ -4,7 +4,7 @@
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { WalvaultError } from '../errors';
-import { LocalStorage } from './local';
+import { LocalStorage, type LocalStorageOptions } from './local';
 import type { S3Settings } from './s3';
 import type { Storage } from './storage';
 
@@ -16,14 +16,14 @@ function redact(url: string): string {
   return url.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/@]*@/, '$1***@');
 }
 
-/** `s3`: the site's S3 overrides (unused for local archives). */
-export function storageFromUrl(url: string, s3: S3Settings = {}): Storage {
+/** `s3`: the site's S3 overrides (unused for local archives); `local`: a local archive's (unused for S3). */
+export function storageFromUrl(url: string, s3: S3Settings = {}, local: LocalStorageOptions = {}): Storage {
   const text = url.trim();
   const shown = redact(text);
   if (text === '') throw new WalvaultError('CONFIG_INVALID', `the archive location is empty; ${ACCEPTED}`);
 
   const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(text)?.[1]?.toLowerCase();
-  if (scheme === undefined) return new LocalStorage(path.resolve(text));
+  if (scheme === undefined) return new LocalStorage(path.resolve(text), local);
 
   if (scheme === 'file') {
     let dir: string;
@@ -35,7 +35,7 @@ export function storageFromUrl(url: string, s3: S3Settings = {}): Storage {
         cause: err,
       });
     }
-    return new LocalStorage(dir);
+    return new LocalStorage(dir, local);
   }
   if (scheme === 's3') {
     // Loaded only for S3 archives: the SDK is large, and wal-fetch from a local archive or a

@@ -62,6 +62,11 @@ export interface Storage {
    */
   adoptFile?(key: string, file: string): Promise<'adopted' | 'exists' | 'unsupported'>;
   /**
+   * Optional: where the store's own access rules are looser than configured (a local
+   * directory readable by others), one warning per place, naming it and the fix.
+   */
+  accessWarnings?(): Promise<string[]>;
+  /**
    * Every object whose key starts with `prefix`, sorted by key. With `startAfter`, only keys
    * after it (S3's StartAfter: a reader that needs the keys from one name on does not page
    * through everything before it); with `limit`, at most that many (the first ones).

@@ -31,6 +31,14 @@ export interface SpoolOptions {
   headerRoom?: number;
   /** The `headerRoom` bytes written at completion, from the segment's size and SHA-256. */
   seal?(size: number, sha256: Buffer): Buffer;
+  /**
+   * Called when creating or writing a spool file fails for room (ENOSPC, EDQUOT): resolving
+   * retries the same write at the same offset, rejecting gives up with that error. Without it
+   * the error is thrown. An fsync that fails is never retried: after a failed fsync the
+   * kernel may have dropped the dirty pages, so the bytes must be written again from the
+   * server (the caller reconnects and receives the segment again).
+   */
+  waitForRoom?(err: Error, file: string): Promise<void>;
 }
 
 export interface CompletedSegment {
@@ -97,14 +105,15 @@ export class SegmentSpool {
    * Writes WAL bytes starting at `start` of timeline `tli`: `data` is one buffer or several
    * consecutive ones (written with one vectored write per segment). Calls `onOpen` when a new
    * segment file is started and `onComplete` as soon as one is complete (so a failure later
-   * in the same write cannot hide it), and returns the segments this write completed.
+   * in the same write cannot hide it), and awaits each (a caller that must record the segment
+   * before more WAL goes down holds the write there); returns the segments this write completed.
    */
   async write(
     tli: number,
     start: Lsn,
     data: Buffer | readonly Buffer[],
-    onOpen?: (seg: OpenSegment) => void,
-    onComplete?: (seg: CompletedSegment) => void,
+    onOpen?: (seg: OpenSegment) => unknown,
+    onComplete?: (seg: CompletedSegment) => unknown,
   ): Promise<CompletedSegment[]> {
     const done: CompletedSegment[] = [];
     const segSize = this.opts.segSize;
@@ -127,7 +136,7 @@ export class SegmentSpool {
           );
         }
         await this.openSegment(tli, segmentNumber(pos, segSize));
-        onOpen?.(this.open!);
+        await onOpen?.(this.open!);
       }
       const cur = this.current!;
       if (cur.tli !== tli) {
@@ -151,14 +160,14 @@ export class SegmentSpool {
         }
       }
       const n = segSize - cur.received - room;
-      await writeFully(cur.handle, pieces, this.headerRoom + cur.received);
+      await this.writeFully(cur, pieces, this.headerRoom + cur.received);
       cur.received += n;
       pos += BigInt(n);
       this.expected = pos;
       if (cur.received === segSize) {
         const completed = await this.completeCurrent();
         done.push(completed);
-        onComplete?.(completed);
+        await onComplete?.(completed);
       }
     }
     return done;
@@ -168,19 +177,34 @@ export class SegmentSpool {
     const name = segmentFileName(tli, segNo, this.opts.segSize);
     const file = this.partialPath(name);
     let handle: fsp.FileHandle;
-    try {
-      // A file left by an earlier run of the same segment and timeline holds the same WAL,
-      // possibly already reported as fsynced: overwrite it in place rather than truncating,
-      // so those bytes stay durable while they are received again. Never one with another
-      // link, though: that inode may be an archived object now.
-      const st = await statOf(file);
-      const reuse = st !== null && st.size === this.headerRoom + this.opts.segSize && st.nlink === 1;
-      if (st !== null && !reuse) await fsp.unlink(file);
-      handle = await fsp.open(file, reuse ? 'r+' : 'wx+');
-      // Full size up front: a restart can then tell a torn file from a short one.
-      if (!reuse) await handle.truncate(this.headerRoom + this.opts.segSize);
-    } catch (err) {
-      throw new WalvaultError('STATE_DIR_UNWRITABLE', `cannot write spool file ${file}: ${(err as Error).message}`, { cause: err });
+    for (;;) {
+      try {
+        // A file left by an earlier run of the same segment and timeline holds the same WAL,
+        // possibly already reported as fsynced: overwrite it in place rather than truncating,
+        // so those bytes stay durable while they are received again. Never one with another
+        // link, though: that inode may be an archived object now.
+        const st = await statOf(file);
+        const reuse = st !== null && st.size === this.headerRoom + this.opts.segSize && st.nlink === 1;
+        if (st !== null && !reuse) await fsp.unlink(file);
+        // 0600: plaintext WAL, whatever the archive does with it (an older walvault's file too).
+        handle = await fsp.open(file, reuse ? 'r+' : 'wx+', 0o600);
+        try {
+          if (reuse) await handle.chmod(0o600);
+          // Full size up front: a restart can then tell a torn file from a short one.
+          else await handle.truncate(this.headerRoom + this.opts.segSize);
+        } catch (err) {
+          await handle.close().catch(() => undefined);
+          throw err;
+        }
+        break;
+      } catch (err) {
+        if (this.opts.waitForRoom && isRoomError(err)) {
+          await this.opts.waitForRoom(err as Error, file);
+          continue;
+        }
+        if (isRoomError(err)) throw err;
+        throw new WalvaultError('STATE_DIR_UNWRITABLE', `cannot write spool file ${file}: ${(err as Error).message}`, { cause: err });
+      }
     }
     const startLsn = segmentStartOfNumber(segNo, this.opts.segSize);
     this.current = {
@@ -203,7 +227,7 @@ export class SegmentSpool {
     if (this.headerRoom > 0) {
       const header = this.opts.seal!(this.opts.segSize, digest);
       if (header.length !== this.headerRoom) throw new Error(`seal gave ${header.length} bytes for ${this.headerRoom} bytes of room`);
-      await writeFully(cur.handle, [header], 0);
+      await this.writeFully(cur, [header], 0);
     }
     await cur.handle.sync();
     cur.fsynced = cur.received;
@@ -240,11 +264,16 @@ export class SegmentSpool {
       this.expected = null;
       return null;
     }
-    await cur.handle.sync();
-    cur.fsynced = cur.received;
-    await cur.handle.close();
+    // Closed and forgotten even when the fsync fails, or every later reconnect would trip
+    // over it; the bytes it did not make durable are received again from the segment's start.
     this.current = null;
     this.expected = null;
+    try {
+      await cur.handle.sync();
+      cur.fsynced = cur.received;
+    } finally {
+      await cur.handle.close().catch(() => undefined);
+    }
     const { tli, segNo, name, startLsn, received, fsynced } = cur;
     return { tli, segNo, name, startLsn, received, fsynced };
   }
@@ -254,9 +283,36 @@ export class SegmentSpool {
     if (this.current) throw new Error('a segment is still open');
     this.expected = null;
   }
+
+  /** Writes every piece at `position` on; a write that fails for room waits and goes on where it stopped. */
+  private async writeFully(cur: Current, pieces: Buffer[], position: number): Promise<void> {
+    for (;;) {
+      try {
+        await writeFully(cur.handle, pieces, position, (done) => {
+          position = done.position;
+          pieces = done.rest;
+        });
+        return;
+      } catch (err) {
+        if (!this.opts.waitForRoom || !isRoomError(err)) throw err;
+        await this.opts.waitForRoom(err as Error, this.partialPath(cur.name));
+      }
+    }
+  }
 }
 
-async function writeFully(handle: fsp.FileHandle, pieces: Buffer[], position: number): Promise<void> {
+function isRoomError(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}
+
+/** `progress` hears, after each write, where the rest goes: a failed write is retried from there. */
+async function writeFully(
+  handle: fsp.FileHandle,
+  pieces: Buffer[],
+  position: number,
+  progress?: (p: { position: number; rest: Buffer[] }) => void,
+): Promise<void> {
   let rest = pieces.filter((p) => p.length > 0);
   while (rest.length > 0) {
     const { bytesWritten } = await handle.writev(rest, position);
@@ -268,6 +324,7 @@ async function writeFully(handle: fsp.FileHandle, pieces: Buffer[], position: nu
       rest = rest.slice(1);
     }
     if (skip > 0) rest = [rest[0].subarray(skip), ...rest.slice(1)];
+    progress?.({ position, rest });
   }
 }
 

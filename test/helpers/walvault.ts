@@ -17,7 +17,7 @@ import {
   segmentStartOfNumber,
   type Lsn,
 } from '../../src/wal/lsn';
-import type { PgCluster } from './pg-cluster';
+import { serverUser, type PgCluster } from './pg-cluster';
 
 function repoRoot(): string {
   let dir = __dirname;
@@ -39,6 +39,7 @@ export interface SiteSettings {
   create_slot?: boolean;
   upload_concurrency?: number;
   compression?: string;
+  archive_file_mode?: string;
   encryption_public_key_file?: string;
   backup_interval_hours?: number;
   backup_fast_checkpoint?: boolean;
@@ -55,13 +56,37 @@ export interface SiteSettings {
 }
 
 /**
+ * A local archive that servers running as another OS user (restored clusters, whose
+ * restore_command runs `walvault wal-fetch` as `postgres`) can read, set up as the
+ * documentation tells operators to: the archive directory belongs to the server user's group
+ * with the setgid bit, so everything below inherits that group, and the site writes objects
+ * 0640 (`archive_file_mode`). Returns the settings to add; none when the servers run as us.
+ */
+export function shareArchiveWithServer(archive: string): Partial<SiteSettings> {
+  const user = serverUser();
+  if (!user || /^[a-z][a-z0-9+.-]*:\/\//i.test(archive)) return {};
+  if (!fs.existsSync(archive)) {
+    fs.mkdirSync(archive, { recursive: true });
+    fs.chownSync(archive, process.getuid!(), user.gid);
+    fs.chmodSync(archive, 0o2750);
+  }
+  return { archive_file_mode: '0640' };
+}
+
+/**
  * Writes a JSON config with the given sites and returns its path. Scheduled base backups
  * (and archive checks) are off unless a site asks for them: most tests are about WAL, and a backup started
- * behind their back would take a walsender and add WAL.
+ * behind their back would take a walsender and add WAL. A local archive is shared with the
+ * server user (see shareArchiveWithServer) unless the site sets archive_file_mode itself.
  */
 export function writeConfig(dir: string, sites: Record<string, SiteSettings>, logLevel = 'debug'): string {
   const file = path.join(dir, `walvault-${Object.keys(sites).join('-')}.json`);
-  const withDefaults = Object.fromEntries(Object.entries(sites).map(([k, v]) => [k, { backup_interval_hours: 0, check_interval_hours: 0, ...v }]));
+  const withDefaults = Object.fromEntries(
+    Object.entries(sites).map(([k, v]) => [
+      k,
+      { backup_interval_hours: 0, check_interval_hours: 0, ...(v.archive_file_mode === undefined ? shareArchiveWithServer(v.archive) : {}), ...v },
+    ]),
+  );
   fs.writeFileSync(file, JSON.stringify({ log: { level: logLevel }, sites: withDefaults }, null, 2));
   return file;
 }

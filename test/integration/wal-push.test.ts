@@ -21,10 +21,13 @@ describe('wal-push as archive_command, beside the receiver (PostgreSQL 15)', () 
   before(async () => {
     work = tmpDir('walvault-wal-push-');
     archive = path.join(work, 'archive');
-    // archive_command runs as the server's OS user: it must be able to write there.
+    // archive_command runs as the server's OS user: it must be able to write there, and the
+    // receiver (another user when we are root) and it must read each other's objects: the
+    // archive is shared through the server user's group, as the runbook says.
     fs.mkdirSync(path.join(archive, 'wal'), { recursive: true });
     chownForServer(archive);
-    const command = `${process.execPath} ${WALVAULT_BIN} wal-push --archive ${archive} %p`;
+    for (const d of [archive, path.join(archive, 'wal')]) fs.chmodSync(d, 0o2770);
+    const command = `${process.execPath} ${WALVAULT_BIN} wal-push --archive ${archive} --archive-file-mode 0640 %p`;
     [cluster, other] = await Promise.all([
       PgCluster.start({ walSegSizeMiB: 1, settings: { archive_mode: 'on', archive_command: command, wal_keep_size: '1024MB' } }),
       PgCluster.start({ walSegSizeMiB: 1 }),

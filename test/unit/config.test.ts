@@ -81,6 +81,7 @@ upload_concurrency = 8
 spool_alert_mib = 512
 storage_stall_seconds = 45
 compression = "lz4"
+archive_file_mode = "0640"
 encryption_public_key_file = "site.pub"
 encryption_private_key_file = "site.key"
 backup_interval_hours = 12
@@ -129,6 +130,7 @@ connect_timeout_seconds = 4
         spoolAlertMiB: 512,
         storageStallSeconds: 45,
         compression: 'lz4',
+        archiveFileMode: 0o640,
         encryptionPublicKeyFile: path.join(dir, 'site.pub'),
         encryptionPrivateKeyFile: path.join(dir, 'site.key'),
         backupIntervalHours: 12,
@@ -175,6 +177,7 @@ connect_timeout_seconds = 4
     assert.equal(s.statusIntervalSeconds, 10);
     assert.equal(s.createSlot, true);
     assert.equal(s.uploadConcurrency, 2);
+    assert.equal(s.archiveFileMode, 0o600, 'a local archive is readable by its owner only');
     assert.equal(s.pgDescription, 'db1:5432 user=walvault');
     // A base backup a day, none deleted unless a retention policy is set.
     assert.equal(s.backupIntervalHours, 24);
@@ -403,6 +406,18 @@ describe('errors: one line, CONFIG_INVALID, naming the key', () => {
       const file = write(dir, `n${i}.toml`, site('main', line));
       assertInvalid(() => load(file), expected);
     }
+  });
+
+  test('archive_file_mode: owner read-write, others read at most', (t) => {
+    const dir = tempDir(t);
+    for (const [text, mode] of [['0600', 0o600], ['0640', 0o640], ['644', 0o644], ['0604', 0o604]] as const) {
+      assert.equal(load(write(dir, `ok${text}.toml`, site('main', `archive_file_mode = "${text}"`))).sites[0].archiveFileMode, mode);
+    }
+    for (const bad of ['0660', '0700', '0400', '0666', '0755', 'rw-r-----', '640x']) {
+      const file = write(dir, `bad${bad}.toml`, site('main', `archive_file_mode = "${bad}"`));
+      assertInvalid(() => load(file), [`sites.main.archive_file_mode: "${bad}" is not a mode for archive objects`, '"0640"']);
+    }
+    assertInvalid(() => configFromOptions({ pg: 'host=db1', archive: '/a', state: '/st', archive_file_mode: '0777' }), ['--archive-file-mode: "0777" is not a mode']);
   });
 
   test('invalid slot and site names', (t) => {

@@ -221,6 +221,55 @@ describe('LocalStorage', () => {
     assert.deepEqual(await walkAll(root), []);
   });
 
+  test('objects and the directories it creates are the owner\'s alone by default, whatever the umask', async (t) => {
+    const root = path.join(await tempDir(t), 'archive');
+    const old = process.umask(0);
+    try {
+      const storage = new LocalStorage(root);
+      await storage.put('wal/000000010000000000000001', Buffer.from('x'));
+      const spool = path.join(await tempDir(t), 'sealed');
+      await fs.writeFile(spool, 'y', { mode: 0o644 });
+      assert.equal(await storage.adoptFile('wal/000000010000000000000002', spool), 'adopted');
+      for (const d of [root, path.join(root, 'wal')]) assert.equal((await fs.stat(d)).mode & 0o7777, 0o700, d);
+      for (const f of ['000000010000000000000001', '000000010000000000000002']) assert.equal((await fs.stat(path.join(root, 'wal', f))).mode & 0o7777, 0o600, f);
+    } finally {
+      process.umask(old);
+    }
+  });
+
+  test('fileMode 0640 under a setgid directory: objects, adopted files and new directories take its group', { skip: process.getuid?.() !== 0 && 'needs root to give a directory another group' }, async (t) => {
+    const root = path.join(await tempDir(t), 'archive');
+    await fs.mkdir(root);
+    const group = 4242; // any group but root's
+    await fs.chown(root, 0, group);
+    await fs.chmod(root, 0o2750);
+    const storage = new LocalStorage(root, { fileMode: 0o640 });
+    await storage.put('wal/000000010000000000000001', Buffer.from('x'));
+    const spool = path.join(await tempDir(t), 'sealed');
+    await fs.writeFile(spool, 'y', { mode: 0o600 });
+    assert.equal(await storage.adoptFile('wal/000000010000000000000002', spool), 'adopted');
+    const wal = await fs.stat(path.join(root, 'wal'));
+    assert.equal(wal.mode & 0o7777, 0o2750, 'a new directory keeps the setgid bit');
+    assert.equal(wal.gid, group);
+    for (const f of ['000000010000000000000001', '000000010000000000000002']) {
+      const st = await fs.stat(path.join(root, 'wal', f));
+      assert.equal(st.mode & 0o7777, 0o640, f);
+      assert.equal(st.gid, group, f);
+    }
+    assert.deepEqual(await storage.accessWarnings(), []);
+  });
+
+  test('accessWarnings names an archive directory looser than the mode asks for', async (t) => {
+    const root = path.join(await tempDir(t), 'archive');
+    await fs.mkdir(path.join(root, 'wal'), { recursive: true });
+    await fs.chmod(root, 0o700);
+    await fs.chmod(path.join(root, 'wal'), 0o755);
+    const warnings = await new LocalStorage(root).accessWarnings();
+    assert.equal(warnings.length, 1, warnings.join('\n'));
+    assert.match(warnings[0], new RegExp(`^archive directory ${path.join(root, 'wal')} has mode 0755, looser than the 0700 .*every user can read`));
+    assert.deepEqual(await new LocalStorage(root, { fileMode: 0o644 }).accessWarnings(), []);
+  });
+
   test('description is a file URL of the absolute root', () => {
     const s = new LocalStorage('relative/dir');
     assert.equal(s.description, `file://${path.resolve('relative/dir')}`);
