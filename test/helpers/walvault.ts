@@ -225,7 +225,9 @@ export async function runWalvault(args: string[], env: NodeJS.ProcessEnv = {}, t
  * connections open.
  */
 export function openArchive(location: string): Archive {
-  return new Archive(storageFromUrl(location));
+  // What a test writes (an object put back, say) must stay readable by the servers' user, as
+  // the site's own objects are (shareArchiveWithServer).
+  return new Archive(storageFromUrl(location, {}, serverUser() ? { fileMode: 0o640 } : {}));
 }
 
 /** Opens the archive for one look and closes it again. */

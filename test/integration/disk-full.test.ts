@@ -222,17 +222,30 @@ describe('a full disk under the state directory', { timeout: 900_000 }, () => {
     assert.equal(errorLines.length, 1, refused.stderr);
     assert.match(errorLines[0], new RegExp(`^walvault: state directory ${state} is full: .*free space on its filesystem.*archiving the spool to make room failed too`));
 
+    /**
+     * A start on a full state disk with the archive writable: the spool is drained to make
+     * room, streaming starts, and once `fillerFile` goes every segment is archived as the
+     * server has it.
+     */
+    const startDrainingSpool = async (fillerFile: string, cmp: string): Promise<WalvaultProcess> => {
+      const proc = WalvaultProcess.start(['run', '--config', config]);
+      try {
+        await proc.waitForLog((l) => typeof l.msg === 'string' && /is full: archived \d+ spool files to make room/.test(l.msg), 120000, 'the spool to be drained at start-up');
+        await proc.waitForLog((l) => l.msg === 'starting replication', 120000, 'streaming to start after the drain');
+        fs.rmSync(fillerFile);
+        await writeWal();
+        await assertArchiveMatchesServer(archive, cluster, path.join(work, cmp), await archivedWithoutGap(archive));
+        return proc;
+      } catch (err) {
+        if (proc.running) await proc.kill9();
+        throw err;
+      }
+    };
+
     // 5. A restart with the disk still full and the archive back drains the spool first.
     await remountArchive('rw');
-    p = WalvaultProcess.start(['run', '--config', config]);
+    p = await startDrainingSpool(filler, 'cmp-2');
     try {
-      await p.waitForLog((l) => typeof l.msg === 'string' && /is full: archived \d+ spool files to make room/.test(l.msg), 120000, 'the spool to be drained at start-up');
-      await p.waitForLog((l) => l.msg === 'starting replication', 60000, 'streaming to start after the drain');
-      fs.rmSync(filler);
-      await writeWal();
-      const lastName = await archivedWithoutGap(archive);
-      await assertArchiveMatchesServer(archive, cluster, path.join(work, 'cmp-2'), lastName);
-
       // 6. Full once more, and this time the receiver dies (kill -9): the ledger's -wal and
       // -shm stay, and its writes fail instead of its opening. The restart drains again.
       await remountArchive('ro');
@@ -243,14 +256,8 @@ describe('a full disk under the state directory', { timeout: 900_000 }, () => {
     }
     const filler2 = fillRemainingRoom();
     await remountArchive('rw');
-    p = WalvaultProcess.start(['run', '--config', config]);
+    p = await startDrainingSpool(filler2, 'cmp-3');
     try {
-      await p.waitForLog((l) => typeof l.msg === 'string' && /is full: archived \d+ spool files to make room/.test(l.msg), 120000, 'the spool to be drained at start-up');
-      await p.waitForLog((l) => l.msg === 'starting replication', 120000, 'streaming to start after a kill on a full disk');
-      fs.rmSync(filler2);
-      await writeWal();
-      const lastName = await archivedWithoutGap(archive);
-      await assertArchiveMatchesServer(archive, cluster, path.join(work, 'cmp-3'), lastName);
       await waitFor(() => spoolFiles(state).length === 0, { timeoutMs: 60000, what: 'the spool to be empty' });
     } finally {
       assert.equal((await p.stop('SIGTERM', 120000)).code, 0, p.stderr.slice(-3000));

@@ -16,11 +16,10 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import type { BackupMetadata } from '../../src/backup/catalog';
 import type { VerifyReport } from '../../src/check/verify-archive';
-import { storageFromUrl } from '../../src/storage/open';
 import { parseLsn, segmentFileName, segmentNumber } from '../../src/wal/lsn';
 import { chownForServer, DEBIAN_PG15_BIN, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import { S3Server } from '../helpers/s3-server';
-import { pgConninfo, pushBackup, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
+import { openArchive, pgConninfo, pushBackup, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
 const execFileP = promisify(execFile);
 const MARKERS = `SELECT count(*)::int AS n, coalesce(md5(string_agg(step::text || ':' || pad, ',' ORDER BY step)), '') AS sum FROM marker`;
@@ -87,7 +86,7 @@ describe(`a valid object under the wrong name is refused (PostgreSQL 15, ${backe
 
   /** Runs `fn` with the object at `from` copied over `to`; puts `to`'s own object back after. */
   async function copiedOver<T>(from: string, to: string, fn: () => Promise<T>): Promise<T> {
-    const storage = storageFromUrl(archive);
+    const storage = openArchive(archive).storage;
     try {
       const own = await storage.get(to);
       const theirs = await storage.get(from);

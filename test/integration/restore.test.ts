@@ -11,11 +11,10 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import type { BackupMetadata } from '../../src/backup/catalog';
-import { storageFromUrl } from '../../src/storage/open';
 import { parseLsn, segmentFileName, segmentNumber } from '../../src/wal/lsn';
 import { chownForServer, clientBin, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import { S3Server } from '../helpers/s3-server';
-import { pgConninfo, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
+import { openArchive, pgConninfo, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
 const execFileP = promisify(execFile);
 
@@ -159,7 +158,7 @@ describe(`restore of the latest backup to the end of the archive (PostgreSQL 15,
     // A segment recovery needs after the backup is consistent: the first one after the stop.
     const name = segmentFileName(1, segmentNumber(stop, segSize) + 1n, segSize);
     const key = `wal/${name}`;
-    const storage = storageFromUrl(archive);
+    const storage = openArchive(archive).storage;
     const bytes = (await storage.get(key))!;
     assert.ok(bytes, `${key} is archived`);
     const damaged = Buffer.from(bytes);
@@ -195,7 +194,7 @@ describe(`restore of the latest backup to the end of the archive (PostgreSQL 15,
 
   it('a flipped byte in a stored part fails the restore naming it, and leaves nothing startable', async () => {
     const part = meta.archives.find((a) => a.tablespaceOid === null)!.parts[0];
-    const storage = storageFromUrl(archive);
+    const storage = openArchive(archive).storage;
     try {
       const bytes = (await storage.get(part.key))!;
       const damaged = Buffer.from(bytes);
