@@ -1044,10 +1044,16 @@ export class SiteReceiver {
   private startTimers(): void {
     this.stopTimers();
     this.statusTimer = setInterval(() => {
-      this.sendStatus(false);
-      const ledger = this.ledger;
-      if (ledger && this.received > 0n) {
-        this.writes.may('recording positions', () => ledger.advancePositions(this.site.name, { received: this.received, fsynced: this.fsynced }));
+      try {
+        this.sendStatus(false);
+        const ledger = this.ledger;
+        if (ledger && this.received > 0n) {
+          this.writes.may('recording positions', () => ledger.advancePositions(this.site.name, { received: this.received, fsynced: this.fsynced }));
+        }
+      } catch (err) {
+        // A throw from a timer would end the process with a stack: the stream ends with it
+        // instead, and the run loop decides (a LEDGER error stops the site with its line).
+        this.failStream(err);
       }
     }, this.site.statusIntervalSeconds * 1000);
     if (this.site.partialIntervalSeconds > 0) {

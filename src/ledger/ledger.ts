@@ -153,6 +153,11 @@ export class Ledger {
       // transaction back; a later one succeeds once there is room): a typed error, never a
       // SqliteError thrown through upload and stream callbacks.
       if (isDiskFull(err)) throw stateDiskFullError(nodePath.dirname(this.path), `writing the ledger ${this.path}`, err);
+      // Anything else SQLite reports (an I/O error, a file made read-only) is the operator's
+      // too: typed, naming the file, never a bare SqliteError.
+      if (err instanceof Error && /^SQLITE_/.test(String((err as { code?: unknown }).code))) {
+        throw new WalvaultError('LEDGER', `cannot write the ledger ${this.path}: ${err.message} (${(err as { code?: unknown }).code}); check the disk and the permissions of the state directory ${nodePath.dirname(this.path)}`, { cause: err });
+      }
       throw err;
     }
   }

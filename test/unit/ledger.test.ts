@@ -121,6 +121,13 @@ describe('unwritable state directory', () => {
     assert.deepEqual(fs.readdirSync(dir), []);
   });
 
+  it('a write SQLite refuses (here: a connection made read-only) is a typed LEDGER error naming the file, not a bare SqliteError', () => {
+    const l = openLedger();
+    l.registerSite(SITE);
+    (l as unknown as { db: Database.Database }).db.pragma('query_only = ON');
+    throwsCode(() => l.advancePositions('main', { received: 16n }), 'LEDGER', new RegExp(`^cannot write the ledger ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: .*\\(SQLITE_READONLY\\); check the disk and the permissions of the state directory `));
+  });
+
   it('reports STATE_DIR_UNWRITABLE for a read-only directory', { skip: process.getuid?.() === 0 ? 'root ignores directory permissions' : false }, () => {
     const ro = path.join(dir, 'ro');
     fs.mkdirSync(ro, { mode: 0o555 });
