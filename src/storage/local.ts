@@ -36,7 +36,12 @@ function ioError(action: string, file: string, err: unknown): WalvaultError {
   // Node's message repeats the code, syscall and paths; keep only its human description.
   const text = err instanceof Error ? err.message : String(err);
   const description = /^[A-Z0-9_]+: ([^,]+),/.exec(text)?.[1] ?? text;
-  return new WalvaultError('STORAGE_IO', `cannot ${action} ${file}: ${code} (${description})`, { cause: err });
+  // Reading as another OS user (restore_command runs as the server's user) meets the
+  // archive's default owner-only modes: say how to share it.
+  const hint = code === 'EACCES' && ['read', 'open', 'stat', 'list'].includes(action)
+    ? `; this user (uid ${process.getuid?.() ?? '?'}) may not read the archive: its objects are readable by their owner only unless archive_file_mode says "0640" with the archive directory in this user's group (docs/restore-runbook.md)`
+    : '';
+  return new WalvaultError('STORAGE_IO', `cannot ${action} ${file}: ${code} (${description})${hint}`, { cause: err });
 }
 
 /**
