@@ -1,759 +1,471 @@
 /**
- * `npm run bench`: the walvault receiver against pg_receivewal, on this machine, in one run.
+ * `npm run bench`, part two: the walvault receiver against pg_receivewal, in one run, on one
+ * PostgreSQL 15 cluster (16 MiB segments, TLS on with a self-signed certificate generated
+ * into its data directory). Its WAL is rows of random text and numbers (bench-data.ts); its
+ * zstd level 1 ratio is measured first and printed.
  *
- *   1. One PostgreSQL 15 cluster (16 MiB segments), two physical slots reserved before a
- *      backlog of BENCH_WAL_MB (default 2048) MiB of WAL is generated, so both slots hold
- *      the same WAL.
- *   2. Drain: each receiver alone, started cold against its slot; timed until every segment
- *      of the backlog is complete in its directory (pg_receivewal) or archive (walvault).
- *      Peak RSS is the kernel's VmHWM of the process, cross-checked by sampling VmRSS.
- *   3. Latency: both receivers caught up and running; a burst of BENCH_BURST_MB of WAL,
- *      pg_switch_wal(), then the time from the switch returning until the switched
- *      segment is complete on each side. Median of BENCH_LATENCY_REPS.
+ * Cases (BENCH_RECEIVE_CASES, default all of "drain,s3-drain,sites,live,tls,s3-live"):
+ *   drain     a backlog of BENCH_WAL_MB (default 1024) MiB held by slots reserved before it
+ *             was written; each receiver starts cold on its own slot and is timed until
+ *             every segment is complete where it puts them: walvault into a local archive
+ *             (the site default: uncompressed, hard-linked from the spool when the archive
+ *             shares the state directory's filesystem; BENCH_ARCHIVE_DIR=<dir> puts it
+ *             elsewhere) against pg_receivewal into a directory. Goal: >= 1.0x.
+ *   s3-drain  the same backlog, walvault into s3rver with the S3 default codec (zstd).
+ *   sites     the same backlog on BENCH_SITES (default 4) slots: one walvault daemon with
+ *             that many sites against as many pg_receivewal processes; aggregate MiB/s.
+ *             Goal: >= 0.8x.
+ *   live      each receiver alone, streaming and caught up; then BENCH_LIVE_MB (default
+ *             1024) MiB of WAL generated at up to BENCH_LIVE_RATE_MIBS (default 130) MiB/s,
+ *             pg_switch_wal(), and the catch-up time from the end of generation until the
+ *             last segment is complete (pg_receivewal: fsynced and renamed; walvault:
+ *             archived), over a plain connection (sslmode=disable). CPU-s is the receiver's
+ *             process tree from the start of generation to caught up; peak RSS its VmHWM.
+ *             Goal: CPU <= 1.5x pg_receivewal's, peak RSS < 64 MiB.
+ *   tls       the live case over TLS (sslmode=require) for both. Same goal.
+ *   s3-live   the live case, walvault into s3rver with zstd. Goal: caught up within 2 s,
+ *             <= 6 CPU-s per GiB of WAL, peak RSS < 100 MiB.
+ * Each case runs BENCH_ROUNDS (default 3) rounds, the tools in turn, each from the same
+ * start (fresh slots, directories, archive, state and s3rver; `sync` and a BENCH_SETTLE_MS
+ * pause). Every run checks that no segment is missing and that the connection was TLS or not
+ * as asked. s3rver's own CPU is not counted (it is the storage).
+ * At the defaults it takes about 12 minutes on a 2-core machine.
  *
- * The bench reports, it does not gate: it exits 0 when a target is missed, and 1 only when
- * it could not measure. Results also go to bench/results/receive-<timestamp>.json.
- *
- * Caveats it cannot remove: page caches cannot be dropped (we are not allowed to, and the
- * server's WAL was just written, so both receivers read it from memory); other work on the
- * machine shows up as noise, so the load average is recorded with the results.
- *
- * walvault's archive is a local directory. By default it is on the same filesystem as the
- * state directory, where completed spool files are hard-linked into the archive (one write
- * per byte, as pg_receivewal does); BENCH_ARCHIVE_DIR=<dir> puts it elsewhere, e.g. on
- * another filesystem, where each segment is copied (a second write and read per byte).
- * The output says which case was measured.
- *
- * A third drain sends walvault's archive to s3rver (a real S3-protocol server on loopback,
- * as in the tests) with the site's default codec, from its own slot over the same backlog.
- * The backlog is heap inserts of repeated characters, so it compresses far better than
- * typical WAL: the codec bench (bench/codec-bench.ts) measures codecs on pgbench WAL.
- *
- * BENCH_CPU_PROF=<dir> makes the walvault drain write a V8 CPU profile into <dir> when it
- * stops (summarise it with `node dist/bench/profile-summary.js <file>`).
+ * BENCH_WALVAULT_SETTINGS='{"upload_concurrency":1}' adds site settings to every walvault
+ * site (recorded with the results); BENCH_CPU_PROF=<dir> writes a V8 CPU profile of every
+ * walvault run (bench/profile-summary.ts summarises one); BENCH_MEM_TRACE=<file> traces their
+ * process.memoryUsage() (bench/mem-probe.ts) into <file>.<run>.
  */
-import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { PgCluster, clientBin, removeDir, tmpDir } from '../test/helpers/pg-cluster';
-import { fmt, machineFacts, printTable, ProcSampler, saveResults, type ProcUsage } from './bench-util';
-import { WALVAULT_BIN, WalvaultProcess, archivedSegments, pgConninfo, writeConfig } from '../test/helpers/walvault';
+import { defaultCompression } from '../src/config/config';
 import { parseLsn, parseSegmentFileName, segmentFileName, segmentNumber } from '../src/wal/lsn';
-import { S3Server } from '../test/helpers/s3-server';
 import type { Storage } from '../src/storage/storage';
+import { clientBin, PgCluster, removeDir } from '../test/helpers/pg-cluster';
+import { S3Server } from '../test/helpers/s3-server';
+import { pgConninfo, WALVAULT_BIN, writeConfig, type SiteSettings } from '../test/helpers/walvault';
+import { clientEnv, dropSlot, enableTls, generateWal, zstdRatioOfFiles } from './bench-data';
+import {
+  alternate,
+  Child,
+  cpuRatio,
+  describe,
+  envList,
+  envNumber,
+  fmt,
+  MiB,
+  pollUntil,
+  printRows,
+  ROUNDS,
+  runBench,
+  saveRows,
+  speedRatio,
+  summarizeAll,
+  treeCpuSeconds,
+  TreeSampler,
+  type Contender,
+  type Measured,
+  type Row,
+  type Summary,
+  workDir,
+} from './bench-util';
 
-const MiB = 1024 * 1024;
-const SEG_MIB = 16;
-const SEG_SIZE = SEG_MIB * MiB;
-const SLOT_PGRW = 'bench_pgrw';
-const SLOT_WALVAULT = 'bench_walvault';
-const SLOT_WALVAULT_S3 = 'bench_walvault_s3';
-const SLOTS = [SLOT_PGRW, SLOT_WALVAULT, SLOT_WALVAULT_S3];
-const RSS_TARGET_MIB = 100;
-const THROUGHPUT_TARGET_RATIO = 1.0;
-
-function envNumber(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name}=${raw} is not a positive number`);
-  return n;
-}
-
-const WAL_MB = envNumber('BENCH_WAL_MB', 2048);
-const BURST_MB = envNumber('BENCH_BURST_MB', 64);
-const LATENCY_REPS = Math.round(envNumber('BENCH_LATENCY_REPS', 3));
+const SEG_SIZE = 16 * MiB;
+const CASES = ['drain', 's3-drain', 'sites', 'live', 'tls', 's3-live'] as const;
+const RUN = envList('BENCH_RECEIVE_CASES', CASES, CASES);
+const WAL_MB = envNumber('BENCH_WAL_MB', 1024);
+const LIVE_MB = envNumber('BENCH_LIVE_MB', 1024);
+const LIVE_RATE = envNumber('BENCH_LIVE_RATE_MIBS', 130);
+const SITES = Math.round(envNumber('BENCH_SITES', 4));
+const OVERRIDES: Partial<SiteSettings> = process.env.BENCH_WALVAULT_SETTINGS ? JSON.parse(process.env.BENCH_WALVAULT_SETTINGS) : {};
 const CPU_PROF_DIR = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : undefined;
-/** BENCH_MEM_TRACE=<file>: walvault's process.memoryUsage() during the drain, as JSON lines (bench/mem-probe.ts). */
 const MEM_TRACE = process.env.BENCH_MEM_TRACE ? path.resolve(process.env.BENCH_MEM_TRACE) : undefined;
-/** Extra site settings for experiments, e.g. '{"upload_concurrency":1}'; recorded with the results. */
-const WALVAULT_OVERRIDES: Record<string, unknown> = process.env.BENCH_WALVAULT_SETTINGS ? JSON.parse(process.env.BENCH_WALVAULT_SETTINGS) : {};
 // Generous: the bench must finish on a loaded machine, but a hung receiver must not hang it.
-const DRAIN_TIMEOUT_MS = 300_000 + WAL_MB * 500;
+const TIMEOUT_MS = 300_000 + Math.max(WAL_MB * SITES, LIVE_MB) * 500;
 
-/**
- * Polls until `fn` returns true. Unlike waitFor, a throw ends the wait at once: here it
- * means a receiver died, and waiting out a long timeout would only hide that.
- */
-async function pollUntil(fn: () => boolean | Promise<boolean>, opts: { timeoutMs: number; intervalMs: number; what: string }): Promise<void> {
-  const deadline = performance.now() + opts.timeoutMs;
-  while (!(await fn())) {
-    if (performance.now() >= deadline) throw new Error(`timed out after ${opts.timeoutMs} ms waiting for ${opts.what}`);
-    await new Promise((r) => setTimeout(r, opts.intervalMs));
-  }
+// ---------------------------------------------------------------------------
+// Where receivers put finished segments
+
+interface Output {
+  has(name: string): Promise<boolean>;
+  missing(names: string[]): Promise<string[]>;
+}
+
+/** A directory of segment files: pg_receivewal's (NAME.partial renamed once full and fsynced), or a local archive's wal/. */
+function dirOutput(dir: string): Output {
+  return {
+    has: async (name) => fs.existsSync(path.join(dir, name)),
+    missing: async (names) => {
+      const present = new Set(fs.existsSync(dir) ? fs.readdirSync(dir) : []);
+      return names.filter((n) => !present.has(n));
+    },
+  };
+}
+
+/** An S3 archive's wal/ prefix: an object is there once stored and read back. */
+function s3Output(storage: Storage): Output {
+  return {
+    // s3rver can fail a request while it writes: "not yet", the next poll asks again.
+    has: async (name) => (await storage.head(`wal/${name}`).catch(() => null)) !== null,
+    missing: async (names) => {
+      const present = new Set((await storage.list('wal/')).map((o) => o.key.slice('wal/'.length)));
+      return names.filter((n) => !present.has(n));
+    },
+  };
 }
 
 // ---------------------------------------------------------------------------
-// Receivers under test
+// Tools
 
-interface Receiver {
-  readonly label: string;
-  readonly pid: number;
-  running(): boolean;
-  /** Whether segment `name` is complete where this receiver puts finished segments. */
-  hasSegment(name: string): boolean;
-  missingSegments(names: string[]): Promise<string[]>;
-  outputTail(): string;
-  stop(): Promise<void>;
+interface Started {
+  procs: Child[];
+  /** One per slot, in the slots' order. */
+  outputs: Output[];
+  stopSignal: NodeJS.Signals;
+  close?: () => Promise<void>;
 }
 
-/** PG* variables in our environment would point the client at some other server. */
-function clientEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PG')) env[k] = v;
-  env.LC_ALL = 'C';
-  return env;
+interface Tool {
+  name: string;
+  key: string;
+  /** Slots (streams) it takes. */
+  streams: number;
+  /** How often to look for a finished segment: a file's existence is cheap, an S3 HEAD is not. */
+  pollMs: number;
+  tls: boolean;
+  /** Untimed, before the settle pause (an s3rver). */
+  before?: () => Promise<void>;
+  start(slots: string[], dir: string, run: string): Started;
+  after?: () => Promise<void>;
 }
 
-const liveChildren = new Set<ChildProcess>();
+let cluster: PgCluster;
+let archiveParent: string;
 
-class PgReceivewal implements Receiver {
-  readonly label = 'pg_receivewal';
-  private readonly child: ChildProcess;
-  private stderr = '';
-  private readonly exited: Promise<void>;
+const conninfo = (tls: boolean) => `${pgConninfo(cluster)} sslmode=${tls ? 'require' : 'disable'}`;
 
-  constructor(
-    cluster: PgCluster,
-    private readonly dir: string,
-  ) {
-    // Default durability (fsync when a segment is closed), like an operator would run it.
-    const args = ['-D', dir, `--slot=${SLOT_PGRW}`, '-h', cluster.host, '-p', String(cluster.port), '-U', 'postgres', '--no-loop', '--no-password'];
-    this.child = spawn(clientBin('pg_receivewal'), args, { env: clientEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
-    liveChildren.add(this.child);
-    this.child.stderr!.setEncoding('utf8').on('data', (d: string) => (this.stderr = (this.stderr + d).slice(-8000)));
-    this.exited = new Promise((resolve) =>
-      this.child.on('exit', () => {
-        liveChildren.delete(this.child);
-        resolve();
-      }),
-    );
-    if (this.child.pid === undefined) throw new Error('pg_receivewal did not start');
-  }
-
-  get pid(): number {
-    return this.child.pid!;
-  }
-
-  running(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  hasSegment(name: string): boolean {
-    // pg_receivewal writes NAME.partial and renames it once the segment is full and fsynced.
-    return fs.existsSync(path.join(this.dir, name));
-  }
-
-  async missingSegments(names: string[]): Promise<string[]> {
-    const present = new Set(fs.readdirSync(this.dir));
-    return names.filter((n) => !present.has(n));
-  }
-
-  outputTail(): string {
-    return this.stderr.slice(-4000);
-  }
-
-  async stop(): Promise<void> {
-    // SIGINT is pg_receivewal's documented way to stop.
-    if (this.running()) this.child.kill('SIGINT');
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), 15_000);
-    await this.exited;
-    clearTimeout(timer);
-  }
+function pgReceivewal(opts: { streams?: number; tls?: boolean } = {}): Tool {
+  const streams = opts.streams ?? 1;
+  const tls = opts.tls ?? false;
+  return {
+    name: streams > 1 ? `${streams} x pg_receivewal` : `pg_receivewal${tls ? ' (TLS)' : ''}`,
+    key: `pgrw${streams}${tls ? 't' : ''}`,
+    streams,
+    tls,
+    pollMs: 10,
+    start: (slots, dir) => {
+      const procs: Child[] = [];
+      const outputs: Output[] = [];
+      slots.forEach((slot, i) => {
+        const out = path.join(dir, `pg_receivewal-${i}`);
+        fs.mkdirSync(out, { recursive: true });
+        // Default durability (fsync when a segment is closed), as an operator would run it.
+        procs.push(new Child(`pg_receivewal (${slot})`, clientBin('pg_receivewal'), ['-D', out, `--slot=${slot}`, '-d', conninfo(tls), '--no-loop', '--no-password'], clientEnv()));
+        outputs.push(dirOutput(out));
+      });
+      // SIGINT is pg_receivewal's documented way to stop.
+      return { procs, outputs, stopSignal: 'SIGINT' };
+    },
+  };
 }
 
-interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
+/** walvault's site codec where the bench does not override it: the default for that archive. */
+const codecOf = (archive: string) => String(OVERRIDES.compression ?? defaultCompression(archive));
 
-/** What the bench needs of a running walvault, whichever way it was started. */
-interface WalvaultHandle {
-  readonly child: ChildProcess;
-  readonly running: boolean;
-  readonly stderr: string;
-  readonly exited: Promise<Exit>;
-  /** Parsed log lines, where the handle keeps them (WalvaultProcess does). */
-  readonly lines?: ReadonlyArray<Record<string, unknown>>;
-  stop(signal: NodeJS.Signals, timeoutMs: number): Promise<Exit>;
-}
-
-/**
- * `node --cpu-prof bin/walvault ...`: Node refuses --cpu-prof in NODE_OPTIONS, and
- * WalvaultProcess has no way to pass node flags, so the profiled run is spawned here.
- */
-class ProfiledWalvault implements WalvaultHandle {
-  readonly child: ChildProcess;
-  stderr = '';
-  readonly exited: Promise<Exit>;
-
-  constructor(args: string[], profileDir: string, env: NodeJS.ProcessEnv) {
-    this.child = spawn(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, WALVAULT_BIN, ...args], {
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    this.child.stderr!.setEncoding('utf8').on('data', (d: string) => (this.stderr = (this.stderr + d).slice(-8000)));
-    this.exited = new Promise((resolve) => this.child.on('exit', (code, signal) => resolve({ code, signal })));
-  }
-
-  get running(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  async stop(signal: NodeJS.Signals, timeoutMs: number): Promise<Exit> {
-    if (this.running) this.child.kill(signal);
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), timeoutMs);
-    try {
-      return await this.exited;
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-}
-
-class Walvault implements Receiver {
-  readonly label: string = 'walvault';
-  private readonly proc: WalvaultHandle;
-  private stopped: Promise<void> | null = null;
-
-  constructor(
-    configFile: string,
-    private readonly archiveDir: string,
-    opts: { profileDir?: string; memTrace?: string; env?: NodeJS.ProcessEnv } = {},
-  ) {
-    const args = ['run', '--config', configFile];
-    const env: NodeJS.ProcessEnv = { ...opts.env };
-    if (opts.memTrace) {
-      env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --require ${path.join(__dirname, 'mem-probe.js')}`.trim();
-      env.WALVAULT_BENCH_MEM_TRACE = opts.memTrace;
-    }
-    this.proc = opts.profileDir ? new ProfiledWalvault(args, opts.profileDir, env) : WalvaultProcess.start(args, env);
-    liveChildren.add(this.proc.child);
-    void this.proc.exited.then(() => liveChildren.delete(this.proc.child));
-    if (this.proc.child.pid === undefined) throw new Error('walvault did not start');
-  }
-
-  get pid(): number {
-    // WalvaultProcess runs `node bin/walvault` directly: this is the node process itself.
-    return this.proc.child.pid!;
-  }
-
-  running(): boolean {
-    return this.proc.running;
-  }
-
-  hasSegment(name: string): boolean {
-    // LocalStorage renames a fully written, fsynced temp file into place: presence means complete.
-    return fs.existsSync(path.join(this.archiveDir, 'wal', name));
-  }
-
-  async missingSegments(names: string[]): Promise<string[]> {
-    const present = new Set(await archivedSegments(this.archiveDir));
-    return names.filter((n) => !present.has(n));
-  }
-
-  outputTail(): string {
-    return this.proc.stderr.slice(-4000);
-  }
-
-  /** Epoch ms of the log line `msg` about `segment` (debug level only), if it was logged. */
-  logTime(msg: string, segment: string): number | undefined {
-    const line = this.proc.lines?.find((l) => l.msg === msg && l.segment === segment);
-    return typeof line?.time === 'number' ? line.time : undefined;
-  }
-
-  stop(): Promise<void> {
-    this.stopped ??= this.proc.stop('SIGTERM', 60_000).then((exit) => {
-      if (exit.code !== 0) console.error(`  note: walvault exited with ${exit.signal ?? `code ${exit.code}`} on SIGTERM:\n${this.outputTail()}`);
-    });
-    return this.stopped;
-  }
-}
-
-/**
- * walvault archiving to S3: segments are present when listed. A background listing keeps
- * the cheap hasSegment check synchronous, as drain() wants it.
- */
-class S3Walvault extends Walvault {
-  override readonly label: string = 'walvault (s3rver)';
-  private known = new Set<string>();
-  private readonly poller: NodeJS.Timeout;
-  private listing = false;
-
-  constructor(
-    configFile: string,
-    private readonly storage: Storage,
-    env: NodeJS.ProcessEnv,
-  ) {
-    super(configFile, '', { env });
-    this.poller = setInterval(() => {
-      if (this.listing) return;
-      this.listing = true;
-      void this.listed()
-        .then((names) => (this.known = names))
-        .catch(() => undefined)
-        .finally(() => (this.listing = false));
-    }, 250);
-  }
-
-  private async listed(): Promise<Set<string>> {
-    return new Set((await this.storage.list('wal/')).map((o) => o.key.slice('wal/'.length)));
-  }
-
-  override hasSegment(name: string): boolean {
-    return this.known.has(name);
-  }
-
-  override async missingSegments(names: string[]): Promise<string[]> {
-    const present = await this.listed();
-    return names.filter((n) => !present.has(n));
-  }
-
-  override stop(): Promise<void> {
-    clearInterval(this.poller);
-    return super.stop();
-  }
-}
-
-/** The codec a site gets when its config names none. */
-function loadDefaultCodec(): string {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { defaultCompression } = require('../src/config/config') as typeof import('../src/config/config');
-  return defaultCompression('/a/local/archive');
+function walvault(opts: { sites?: number; tls?: boolean; s3?: boolean } = {}): Tool {
+  const sites = opts.sites ?? 1;
+  const tls = opts.tls ?? false;
+  let s3: S3Server | undefined;
+  const name = opts.s3 ? `walvault into s3rver (${codecOf('s3://x')})` : sites > 1 ? `walvault, ${sites} sites in one daemon` : `walvault${tls ? ' (TLS)' : ''}`;
+  return {
+    name,
+    key: `wv${sites}${tls ? 't' : ''}${opts.s3 ? 's' : ''}`,
+    streams: sites,
+    tls,
+    pollMs: opts.s3 ? 50 : 10,
+    before: opts.s3
+      ? async () => {
+          s3 = await S3Server.start({ bucket: 'walvault-bench' });
+        }
+      : undefined,
+    after: opts.s3
+      ? async () => {
+          await s3?.destroy();
+          s3 = undefined;
+        }
+      : undefined,
+    start: (slots, dir, run) => {
+      const archives = slots.map((_, i) => (s3 ? s3.url(`site${i}`) : path.join(archiveParent, path.basename(dir), `site${i}`, 'archive')));
+      const config = writeConfig(
+        dir,
+        Object.fromEntries(slots.map((slot, i) => [`site${i}`, { pg: conninfo(tls), archive: archives[i], state: path.join(dir, `site${i}`, 'state'), slot, ...OVERRIDES }])),
+        // Per-segment debug lines would be work pg_receivewal does not do.
+        'info',
+      );
+      const env: NodeJS.ProcessEnv = { ...(s3?.env() ?? {}) };
+      if (MEM_TRACE) Object.assign(env, { NODE_OPTIONS: `--require ${path.join(__dirname, 'mem-probe.js')}`, WALVAULT_BENCH_MEM_TRACE: `${MEM_TRACE}.${run}` });
+      const prof = CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${CPU_PROF_DIR}`] : [];
+      const proc = new Child(name, process.execPath, [...prof, WALVAULT_BIN, 'run', '--config', config], env);
+      if (!s3) return { procs: [proc], outputs: archives.map((a) => dirOutput(path.join(a, 'wal'))), stopSignal: 'SIGTERM' };
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const { S3Storage, parseS3Url } = require('../src/storage/s3') as typeof import('../src/storage/s3');
+      const storages = archives.map((a) => new S3Storage(parseS3Url(a)!, s3!.settings()));
+      return { procs: [proc], outputs: storages.map(s3Output), stopSignal: 'SIGTERM', close: async () => void (await Promise.all(storages.map((s) => s.close()))) };
+    },
+  };
 }
 
 // ---------------------------------------------------------------------------
-// The backlog
+// Runs
 
-interface Backlog {
-  tli: number;
-  /** First segment each slot holds, and the last segment of the backlog (complete after the switch). */
-  startSegNo: Record<string, bigint>;
-  endSegNo: bigint;
-  endName: string;
-  generatedBytes: number;
-  generateSeconds: number;
-  bytesPerRow: number;
+let work: string;
+
+async function lsnOf(sql: string): Promise<bigint> {
+  return parseLsn(String((await cluster.query(sql))[0].l));
 }
 
-function segNames(tli: number, from: bigint, to: bigint): string[] {
+function segNames(from: bigint, to: bigint): string[] {
   const names: string[] = [];
-  for (let s = from; s <= to; s++) names.push(segmentFileName(tli, s, SEG_SIZE));
+  for (let s = from; s <= to; s++) names.push(segmentFileName(1, s, SEG_SIZE));
   return names;
 }
 
-async function one<T>(cluster: PgCluster, sql: string, col: string): Promise<T> {
-  const rows = await cluster.query(sql);
-  if (rows.length === 0) throw new Error(`no row from: ${sql}`);
-  return rows[0][col] as T;
-}
-
-async function slotRestartLsns(cluster: PgCluster): Promise<Record<string, bigint>> {
-  const rows = await cluster.query(
-    `SELECT slot_name, restart_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name IN (${SLOTS.map((s) => `'${s}'`).join(', ')})`,
-  );
-  const out: Record<string, bigint> = {};
-  for (const r of rows) out[r.slot_name] = parseLsn(r.lsn);
-  if (SLOTS.some((s) => out[s] === undefined)) throw new Error('bench slots are missing');
-  return out;
-}
-
-async function makeBacklog(cluster: PgCluster): Promise<Backlog> {
-  for (const slot of SLOTS) await cluster.query(`SELECT pg_create_physical_replication_slot('${slot}', true)`);
-  const restart = await slotRestartLsns(cluster);
-  const oldest = SLOTS.map((s) => restart[s]).reduce((a, b) => (a < b ? a : b));
-  const target = WAL_MB * MiB;
-  const lsnNow = async () => parseLsn(await one<string>(cluster, 'SELECT pg_current_wal_lsn()::text AS l', 'l'));
-
-  // Heap inserts of ~500-byte rows: ordinary WAL records, not something a receiver could special-case.
-  let bytesPerRow = 600;
-  const t0 = performance.now();
-  const startLsn = await lsnNow();
-  for (let chunk = 0; ; chunk++) {
-    const held = Number((await lsnNow()) - oldest);
-    if (held >= target) break;
-    const want = Math.min(target - held, 256 * MiB);
-    const rows = Math.max(1000, Math.ceil(want / bytesPerRow));
-    const before = await lsnNow();
-    await cluster.query(`CREATE TABLE bench_fill_${chunk} AS SELECT g, repeat('x', 500) AS pad FROM generate_series(1, ${rows}) AS g`);
-    const after = await lsnNow();
-    // The rows are only there to make WAL; dropping them keeps the data directory small.
-    await cluster.query(`DROP TABLE bench_fill_${chunk}`);
-    bytesPerRow = Math.max(100, Number(after - before) / rows);
-    // A progress line is for a terminal; a log file gets only the final state.
-    if (process.stdout.isTTY) process.stdout.write(`\r  generated ${(Number(after - oldest) / MiB).toFixed(0)} / ${WAL_MB} MiB of WAL`);
+async function createSlots(slots: string[]): Promise<Map<string, bigint>> {
+  const first = new Map<string, bigint>();
+  for (const slot of slots) {
+    const lsn = await lsnOf(`SELECT lsn::text AS l FROM pg_create_physical_replication_slot('${slot}', true)`);
+    first.set(slot, segmentNumber(lsn, SEG_SIZE));
   }
-  const switchRow = (await cluster.query(`SELECT s::text AS lsn, pg_walfile_name(s) AS name FROM pg_switch_wal() AS s`))[0];
-  const generateSeconds = (performance.now() - t0) / 1000;
-  if (process.stdout.isTTY) process.stdout.write('\n');
-  const tli = await one<number>(cluster, 'SELECT timeline_id FROM pg_control_checkpoint()', 'timeline_id');
-  const endName = String(switchRow.name);
-  // pg_walfile_name maps a segment-boundary LSN to the segment before it, which is exactly
-  // the last segment holding backlog WAL.
-  const endSegNo = parseSegmentFileName(endName, SEG_SIZE).segNo;
-  return {
-    tli,
-    startSegNo: Object.fromEntries(SLOTS.map((s) => [s, segmentNumber(restart[s], SEG_SIZE)])),
-    endSegNo,
-    endName,
-    generatedBytes: Number(parseLsn(String(switchRow.lsn)) - startLsn),
-    generateSeconds,
-    bytesPerRow,
-  };
+  return first;
 }
 
-// ---------------------------------------------------------------------------
-// Drain
-
-interface DrainResult {
-  receiver: string;
-  segments: number;
-  bytes: number;
-  seconds: number;
-  throughputMiBs: number;
-  usage: ProcUsage;
+/** Every slot streamed by a walsender in state streaming, over TLS exactly when `tls`. */
+async function waitStreaming(slots: string[], started: Started, tls: boolean): Promise<void> {
+  const list = slots.map((s) => `'${s}'`).join(', ');
+  let ssl: boolean[] = [];
+  await pollUntil(
+    async () => {
+      for (const p of started.procs) if (!p.running) throw new Error(`${p.label} exited:\n${p.tail()}`);
+      const rows = await cluster.query(
+        `SELECT r.state, s.ssl FROM pg_replication_slots sl JOIN pg_stat_replication r ON r.pid = sl.active_pid JOIN pg_stat_ssl s ON s.pid = r.pid WHERE sl.slot_name IN (${list})`,
+      );
+      ssl = rows.map((r) => r.ssl === true);
+      return rows.length === slots.length && rows.every((r) => r.state === 'streaming');
+    },
+    { timeoutMs: 60_000, intervalMs: 50, what: `streaming on ${list}` },
+  );
+  if (ssl.some((s) => s !== tls)) throw new Error(`the connections on ${list} are ${tls ? 'not all' : 'partly'} TLS, but ${tls ? 'sslmode=require' : 'sslmode=disable'} was asked`);
 }
 
-async function drain(receiver: Receiver, names: string[]): Promise<DrainResult> {
-  const t0 = performance.now();
-  const sampler = new ProcSampler(receiver.pid);
-  const last = names[names.length - 1];
-  let seconds = 0;
+/** Polls until every output holds `last`, then until none of its names is missing. */
+async function waitComplete(started: Started, names: string[][], intervalMs: number): Promise<void> {
+  await pollUntil(
+    async () => {
+      for (const p of started.procs) if (!p.running) throw new Error(`${p.label} exited before it held every segment:\n${p.tail()}`);
+      // Cheap test first: a listing on every poll would cost the receivers CPU.
+      for (const [i, o] of started.outputs.entries()) if (!(await o.has(names[i][names[i].length - 1]))) return false;
+      for (const [i, o] of started.outputs.entries()) if ((await o.missing(names[i])).length > 0) return false;
+      return true;
+    },
+    { timeoutMs: TIMEOUT_MS, intervalMs, what: `${started.procs[0].label} to hold ${names[0][0]}..${names[0][names[0].length - 1]}` },
+  );
+}
+
+/**
+ * Starts `tool` on `slots`, lets `body` do the timed part, and always stops it, drops the
+ * slots and removes its files.
+ */
+async function withTool(tool: Tool, slots: string[], run: string, body: (started: Started, sampler: TreeSampler) => Promise<Measured>): Promise<Measured> {
+  const dir = path.join(work, run);
+  fs.mkdirSync(dir, { recursive: true });
+  const started = tool.start(slots, dir, run);
+  const sampler = new TreeSampler(started.procs.map((p) => p.pid));
   try {
-    await pollUntil(
-      async () => {
-        if (!receiver.running()) throw new Error(`${receiver.label} exited before draining the backlog`);
-        // Cheap test first: a directory listing on every poll would cost the receivers CPU.
-        if (!receiver.hasSegment(last)) return false;
-        if ((await receiver.missingSegments(names)).length > 0) return false;
-        seconds = (performance.now() - t0) / 1000;
-        return true;
-      },
-      { timeoutMs: DRAIN_TIMEOUT_MS, intervalMs: 20, what: `${receiver.label} to hold ${names[0]}..${last}` },
-    );
-  } catch (err) {
+    return await body(started, sampler);
+  } finally {
     sampler.finish();
-    const missing = await receiver.missingSegments(names).catch(() => names);
-    throw new Error(`${(err as Error).message}\n  ${missing.length} of ${names.length} segments missing\n${receiver.outputTail()}`);
+    await Promise.all(started.procs.map((p) => p.stop(started.stopSignal)));
+    await started.close?.();
+    for (const s of slots) await dropSlot(cluster, s);
+    removeDir(dir);
+    removeDir(path.join(archiveParent, run));
   }
-  const usage = sampler.finish();
-  const bytes = names.length * SEG_SIZE;
-  return { receiver: receiver.label, segments: names.length, bytes, seconds, throughputMiBs: bytes / MiB / seconds, usage };
 }
 
-// ---------------------------------------------------------------------------
-// Latency
-
-interface LatencySample {
-  segment: string;
-  walvaultMs: number;
-  pgReceivewalMs: number;
-  /** When walvault had the segment complete in its spool (fsynced, renamed), from its debug log. */
-  walvaultSpooledMs: number | null;
+/** Drain contender: slots reserved before the backlog, `drain<round>_<key>_<i>`. */
+function drainSlots(tool: Tool, round: number): string[] {
+  return Array.from({ length: tool.streams }, (_, i) => `drain${round}_${tool.key}_${i}`);
 }
 
-async function caughtUp(cluster: PgCluster): Promise<boolean> {
-  const rows = await cluster.query(
-    `SELECT s.slot_name, r.state, r.sent_lsn >= pg_current_wal_lsn() AS sent_all
-       FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid
-      WHERE s.slot_name IN ('${SLOT_PGRW}', '${SLOT_WALVAULT}')`,
-  );
-  return rows.length === 2 && rows.every((r) => r.state === 'streaming' && r.sent_all === true);
-}
-
-async function measureLatency(cluster: PgCluster, pgrw: Receiver, wv: Walvault, bytesPerRow: number): Promise<LatencySample[]> {
-  await cluster.query(`CREATE TABLE IF NOT EXISTS bench_burst (g int, pad text)`);
-  const rows = Math.ceil((BURST_MB * MiB) / bytesPerRow);
-  const samples: LatencySample[] = [];
-  for (let rep = 0; rep < LATENCY_REPS; rep++) {
-    await pollUntil(
-      async () => {
-        for (const r of [pgrw, wv]) if (!r.running()) throw new Error(`${r.label} exited:\n${r.outputTail()}`);
-        // A failed query is "not yet": the receivers are what this waits for, not the server.
-        return caughtUp(cluster).catch(() => false);
-      },
-      { timeoutMs: 120_000, intervalMs: 100, what: 'both receivers to be streaming and caught up' },
-    );
-    await cluster.query(`INSERT INTO bench_burst SELECT g, repeat('x', 500) FROM generate_series(1, ${rows}) AS g`);
-    const row = (await cluster.query(`SELECT pg_walfile_name(s) AS name FROM pg_switch_wal() AS s`))[0];
-    const t0 = performance.now();
-    const t0Epoch = Date.now();
-    const name = String(row.name);
-    const done: Record<string, number> = {};
-    await pollUntil(
-      () => {
-        for (const r of [pgrw, wv]) {
-          if (!r.running()) throw new Error(`${r.label} exited:\n${r.outputTail()}`);
-          if (done[r.label] === undefined && r.hasSegment(name)) done[r.label] = performance.now() - t0;
-        }
-        return done[pgrw.label] !== undefined && done[wv.label] !== undefined;
-      },
-      { timeoutMs: 120_000, intervalMs: 5, what: `segment ${name} on both sides` },
-    );
-    // The log line may trail the file by a moment: stderr is a pipe.
-    await new Promise((r) => setTimeout(r, 200));
-    const spooledAt = wv.logTime('segment complete', name);
-    const walvaultSpooledMs = spooledAt === undefined ? null : spooledAt - t0Epoch;
-    samples.push({ segment: name, walvaultMs: done[wv.label], pgReceivewalMs: done[pgrw.label], walvaultSpooledMs });
-    console.log(
-      `  burst ${rep + 1}/${LATENCY_REPS}: ${name}  walvault ${done[wv.label].toFixed(0)} ms` +
-        (walvaultSpooledMs === null ? '' : ` (in its spool at ${walvaultSpooledMs} ms)`) +
-        `, pg_receivewal ${done[pgrw.label].toFixed(0)} ms`,
-    );
-    await cluster.query(`TRUNCATE bench_burst`);
-  }
-  return samples;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-// ---------------------------------------------------------------------------
-// Report
-
-// ---------------------------------------------------------------------------
-
-async function main(): Promise<number> {
-  const work = tmpDir('walvault-bench-');
-  const pgrwDir = path.join(work, 'pg_receivewal');
-  const archiveParent = process.env.BENCH_ARCHIVE_DIR ? fs.mkdtempSync(path.join(path.resolve(process.env.BENCH_ARCHIVE_DIR), 'walvault-bench-archive-')) : work;
-  const archiveDir = path.join(archiveParent, 'archive');
-  const stateDir = path.join(work, 'state');
-  fs.mkdirSync(pgrwDir);
-  // The site default unless overridden; only uncompressed, unencrypted segments can be linked.
-  const codec = String(WALVAULT_OVERRIDES.compression ?? loadDefaultCodec());
-  const sameFs = fs.statSync(archiveParent).dev === fs.statSync(work).dev;
-  const archiveLinked = sameFs && codec === 'none' && WALVAULT_OVERRIDES.encryption_public_key_file === undefined;
-  console.log(
-    archiveLinked
-      ? `walvault archive ${archiveDir}: same filesystem as its state directory, codec none (spool files are linked into the archive)`
-      : `walvault archive ${archiveDir}: codec ${codec}, ${sameFs ? 'same filesystem' : 'another filesystem'} (segments are written into the archive)`,
-  );
-  let cluster: PgCluster | undefined;
-  const receivers: Receiver[] = [];
-
-  const cleanupSync = (): void => {
-    for (const c of liveChildren) c.kill('SIGKILL');
-    try {
-      removeDir(work);
-      if (archiveParent !== work) removeDir(archiveParent);
-    } catch {
-      /* best effort */
-    }
+function drainContender(tool: Tool, backlog: { first: Map<string, bigint>; endSegNo: bigint }): Contender {
+  return {
+    name: tool.name,
+    prepare: tool.before,
+    cleanup: tool.after,
+    run: (round) => {
+      const slots = drainSlots(tool, round);
+      const names = slots.map((s) => segNames(backlog.first.get(s)!, backlog.endSegNo));
+      const t0 = performance.now();
+      return withTool(tool, slots, `drain-${tool.key}-${round}`, async (started, sampler) => {
+        await waitComplete(started, names, tool.pollMs);
+        const seconds = (performance.now() - t0) / 1000;
+        // Fresh processes: all their CPU is the drain's (start-up included, as in the wall time).
+        const cpuSeconds = treeCpuSeconds(started.procs.map((p) => p.pid));
+        return { seconds, cpuSeconds, ...sampler.finish(), bytes: names.flat().length * SEG_SIZE };
+      });
+    },
   };
-  // The cluster helper stops its servers on exit and on signals; our children and files are ours to remove.
-  process.on('exit', cleanupSync);
-  const onSignal = (sig: NodeJS.Signals) => {
-    console.error(`\n${sig}: stopping the bench`);
-    cleanupSync();
-    process.exit(130);
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+}
 
+function liveContender(tool: Tool): Contender {
+  return {
+    name: tool.name,
+    prepare: tool.before,
+    cleanup: tool.after,
+    run: async (round) => {
+      const slots = Array.from({ length: tool.streams }, (_, i) => `live${round}_${tool.key}_${i}`);
+      const first = await createSlots(slots);
+      return withTool(tool, slots, `live-${tool.key}-${round}`, async (started, sampler) => {
+        await waitStreaming(slots, started, tool.tls);
+        const pids = started.procs.map((p) => p.pid);
+        const cpu0 = treeCpuSeconds(pids);
+        const gen = await generateWal(cluster, { mib: LIVE_MB, rateMiBs: LIVE_RATE });
+        const t0 = performance.now();
+        const last = String((await cluster.query(`SELECT pg_walfile_name(pg_switch_wal()) AS n`))[0].n);
+        const endSegNo = parseSegmentFileName(last, SEG_SIZE).segNo;
+        await waitComplete(started, slots.map((s) => segNames(first.get(s)!, endSegNo)), tool.pollMs);
+        const seconds = (performance.now() - t0) / 1000;
+        const cpuSeconds = treeCpuSeconds(pids) - cpu0;
+        return { seconds, cpuSeconds, ...sampler.finish(), bytes: gen.bytes, generationSeconds: gen.seconds };
+      });
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Rows
+
+/** walvault's and the peer's summaries, from the results by tool name. */
+function pair(res: Map<string, Measured[]>, names: [string, string]): [Summary, Summary] {
+  const s = summarizeAll(res);
+  return [s.get(names[0])!, s.get(names[1])!];
+}
+
+function throughputRow(measure: string, res: Map<string, Measured[]>, names: [string, string], goal?: number): Row {
+  const [w, p] = pair(res, names);
+  const ratio = speedRatio(w, p);
+  return {
+    measure,
+    walvault: describe(w, { throughput: true }),
+    peer: describe(p, { throughput: true }),
+    ratio: `${fmt(ratio, 2)}x ${names[1]} (throughput); CPU ${fmt(cpuRatio(w, p), 2)}x`,
+    goal: goal === undefined ? 'none set' : `>= ${goal}x (median)`,
+    met: goal === undefined ? undefined : ratio >= goal,
+    data: { walvault: w, peer: p, throughputRatio: ratio, cpuRatio: cpuRatio(w, p) },
+  };
+}
+
+function liveRow(measure: string, res: Map<string, Measured[]>, names: [string, string]): Row {
+  const [w, p] = pair(res, names);
+  const cpu = cpuRatio(w, p);
+  return {
+    measure,
+    walvault: describe(w, { label: 'caught up in', cpuPerGiB: true, generation: true }),
+    peer: describe(p, { label: 'caught up in', cpuPerGiB: true, generation: true }),
+    ratio: `CPU ${fmt(cpu, 2)}x; peak RSS ${fmt(w.peakRssMiB / p.peakRssMiB, 1)}x`,
+    goal: 'CPU <= 1.5x pg_receivewal, peak RSS < 64 MiB',
+    met: cpu <= 1.5 && w.peakRssMiB < 64,
+    data: { walvault: w, peer: p, cpuRatio: cpu },
+  };
+}
+
+async function main(): Promise<void> {
   const startedAt = new Date();
-  const loadBefore = os.loadavg();
+  work = workDir('walvault-receive-bench-');
+  archiveParent = process.env.BENCH_ARCHIVE_DIR ? workDir('walvault-bench-archive-', path.resolve(process.env.BENCH_ARCHIVE_DIR)) : work;
+  const localCodec = codecOf(archiveParent);
+  const linked = fs.statSync(archiveParent).dev === fs.statSync(work).dev && localCodec === 'none' && OVERRIDES.encryption_public_key_file === undefined;
+  const archiveKind = `${localCodec}, ${linked ? 'spool files hard-linked into it' : 'segments written into it'}`;
+  const rows: Row[] = [];
+  const facts: Record<string, unknown> = {};
+  console.log(`receive bench: cases ${RUN.join(', ')}; backlog ${WAL_MB} MiB, live ${LIVE_MB} MiB at up to ${LIVE_RATE} MiB/s, ${SITES} sites; local archive ${archiveKind}`);
+  const [wvLocal, pgrw, wvS3] = [walvault(), pgReceivewal(), walvault({ s3: true })];
+  const [wvSites, pgrwSites] = [walvault({ sites: SITES }), pgReceivewal({ streams: SITES })];
+  const [wvTls, pgrwTls] = [walvault({ tls: true }), pgReceivewal({ tls: true })];
+  const drainTools = [
+    ...(RUN.includes('drain') ? [wvLocal, pgrw] : []),
+    ...(RUN.includes('s3-drain') ? [wvS3] : []),
+    ...(RUN.includes('s3-drain') && !RUN.includes('drain') ? [pgrw] : []),
+    ...(RUN.includes('sites') ? [wvSites, pgrwSites] : []),
+  ];
+  const slotsNeeded = drainTools.reduce((n, t) => n + t.streams, 0) * ROUNDS + SITES + 4;
   try {
-    console.log(`walvault receive bench: ${WAL_MB} MiB backlog, ${SEG_MIB} MiB segments, ${LATENCY_REPS} x ${BURST_MB} MiB bursts`);
-    if (Object.keys(WALVAULT_OVERRIDES).length > 0) console.log(`  walvault settings overridden: ${JSON.stringify(WALVAULT_OVERRIDES)}`);
-    if (CPU_PROF_DIR) console.log('  CPU profiling is on: walvault numbers include its overhead');
-    console.log(`  load average before: ${loadBefore.map((l) => l.toFixed(2)).join(' ')} on ${os.cpus().length} cores`);
     cluster = await PgCluster.start({
-      walSegSizeMiB: SEG_MIB,
+      walSegSizeMiB: 16,
       settings: {
         // Only the slots may hold WAL, and no checkpoint may recycle or add to it mid-run.
         max_wal_size: '16GB',
         min_wal_size: '80MB',
         wal_keep_size: '0',
         checkpoint_timeout: '1h',
+        max_replication_slots: slotsNeeded,
+        max_wal_senders: 2 * SITES + 4,
       },
     });
+    await enableTls(cluster);
 
-    const backlog = await makeBacklog(cluster);
-    const pgrwNames = segNames(backlog.tli, backlog.startSegNo[SLOT_PGRW], backlog.endSegNo);
-    const wvNames = segNames(backlog.tli, backlog.startSegNo[SLOT_WALVAULT], backlog.endSegNo);
-    console.log(
-      `  backlog: ${pgrwNames.length} segments up to ${backlog.endName} generated in ${fmt(backlog.generateSeconds)} s ` +
-        `(${fmt(backlog.generatedBytes / MiB / backlog.generateSeconds)} MiB/s)`,
-    );
+    // What the WAL is like: 64 MiB of it, held by a slot, each segment through zstd -1.
+    const probe = await createSlots(['ratio_probe']);
+    await generateWal(cluster, { mib: 64 });
+    const probeEnd = parseSegmentFileName(String((await cluster.query(`SELECT pg_walfile_name(pg_switch_wal()) AS n`))[0].n), SEG_SIZE).segNo;
+    facts.walZstdRatio = zstdRatioOfFiles(segNames(probe.get('ratio_probe')! + 1n, probeEnd).map((n) => cluster.walFilePath(n)));
+    await dropSlot(cluster, 'ratio_probe');
+    console.log(`WAL of random-text rows: zstd -1 ratio ${fmt(facts.walZstdRatio as number, 2)}:1 (16 MiB segments, each alone)`);
 
-    const configFile = writeConfig(
-      work,
-      {
-        main: {
-          pg: pgConninfo(cluster),
-          archive: archiveDir,
-          state: stateDir,
-          slot: SLOT_WALVAULT,
-          mode: 'archive',
-          partial_interval_seconds: 10,
-          status_interval_seconds: 10,
-          ...WALVAULT_OVERRIDES,
-        },
-      },
-      // Per-segment debug lines would be work pg_receivewal does not do.
-      'info',
-    );
-
-    // pg_receivewal goes first: the server's WAL is then equally hot in the page cache for both.
-    console.log('drain: pg_receivewal');
-    const pgrw1 = new PgReceivewal(cluster, pgrwDir);
-    receivers.push(pgrw1);
-    const pgrwDrain = await drain(pgrw1, pgrwNames);
-    await pgrw1.stop();
-    console.log(`  ${fmt(pgrwDrain.seconds, 2)} s, ${fmt(pgrwDrain.throughputMiBs)} MiB/s, peak RSS ${fmt(pgrwDrain.usage.peakRssMiB)} MiB`);
-
-    console.log('drain: walvault');
-    if (CPU_PROF_DIR) fs.mkdirSync(CPU_PROF_DIR, { recursive: true });
-    const wv1 = new Walvault(configFile, archiveDir, { profileDir: CPU_PROF_DIR, memTrace: MEM_TRACE });
-    receivers.push(wv1);
-    const wvDrain = await drain(wv1, wvNames);
-    await wv1.stop();
-    console.log(`  ${fmt(wvDrain.seconds, 2)} s, ${fmt(wvDrain.throughputMiBs)} MiB/s, peak RSS ${fmt(wvDrain.usage.peakRssMiB)} MiB`);
-    if (CPU_PROF_DIR) console.log(`  CPU profile of the walvault drain written to ${CPU_PROF_DIR}`);
-
-    console.log('drain: walvault to s3rver (default codec)');
-    const s3 = await S3Server.start({ bucket: 'walvault-bench' });
-    let s3Drain: DrainResult;
-    try {
-      const s3Names = segNames(backlog.tli, backlog.startSegNo[SLOT_WALVAULT_S3], backlog.endSegNo);
-      const s3Dir = path.join(work, 's3-config');
-      fs.mkdirSync(s3Dir);
-      const s3Config = writeConfig(
-        s3Dir,
-        { main: { ...JSON.parse(fs.readFileSync(configFile, 'utf8')).sites.main, archive: s3.url('bench'), state: path.join(work, 'state-s3'), slot: SLOT_WALVAULT_S3 } },
-        'info',
-      );
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      const { S3Storage, parseS3Url } = require('../src/storage/s3') as typeof import('../src/storage/s3');
-      const lister = new S3Storage(parseS3Url(s3.url('bench'))!, s3.settings());
-      const wv3 = new S3Walvault(s3Config, lister, s3.env());
-      receivers.push(wv3);
-      s3Drain = await drain(wv3, s3Names);
-      await wv3.stop();
-      await lister.close();
-    } finally {
-      await s3.destroy();
+    if (drainTools.length > 0) {
+      const slots = Array.from({ length: ROUNDS }, (_, r) => drainTools.flatMap((t) => drainSlots(t, r))).flat();
+      const first = await createSlots(slots);
+      const t0 = performance.now();
+      const wal = await generateWal(cluster, { mib: WAL_MB });
+      const endName = String((await cluster.query(`SELECT pg_walfile_name(pg_switch_wal()) AS n`))[0].n);
+      const backlog = { first, endSegNo: parseSegmentFileName(endName, SEG_SIZE).segNo };
+      facts.backlog = { mib: wal.bytes / MiB, seconds: (performance.now() - t0) / 1000, endSegment: endName };
+      console.log(`backlog: ${fmt(wal.bytes / MiB, 0)} MiB up to ${endName}, written in ${fmt(wal.seconds)} s; drains:`);
+      const res = await alternate(drainTools.map((t) => drainContender(t, backlog)));
+      if (RUN.includes('drain')) rows.push(throughputRow(`WAL backlog drain, ${fmt(WAL_MB, 0)} MiB, into a local archive (${archiveKind})`, res, [wvLocal.name, pgrw.name], 1.0));
+      if (RUN.includes('s3-drain')) rows.push(throughputRow(`WAL backlog drain, ${fmt(WAL_MB, 0)} MiB, into s3rver (${codecOf('s3://x')}); the peer into a local directory`, res, [wvS3.name, pgrw.name]));
+      if (RUN.includes('sites')) rows.push(throughputRow(`WAL backlog drain, ${fmt(WAL_MB, 0)} MiB per site, ${SITES} sites at once (aggregate)`, res, [wvSites.name, pgrwSites.name], 0.8));
     }
-    console.log(`  ${fmt(s3Drain.seconds, 2)} s, ${fmt(s3Drain.throughputMiBs)} MiB/s, peak RSS ${fmt(s3Drain.usage.peakRssMiB)} MiB`);
 
-    console.log('latency: both receivers running, burst then pg_switch_wal()');
-    // Restarted, not kept running: each drain above had the machine to itself.
-    const pgrw2 = new PgReceivewal(cluster, pgrwDir);
-    // Debug level for its per-segment lines, which split the latency into spool and upload.
-    const debugDir = path.join(work, 'debug-config');
-    fs.mkdirSync(debugDir);
-    const debugConfig = writeConfig(debugDir, JSON.parse(fs.readFileSync(configFile, 'utf8')).sites, 'debug');
-    const wv2 = new Walvault(debugConfig, archiveDir);
-    receivers.push(pgrw2, wv2);
-    const pgrwSampler = new ProcSampler(pgrw2.pid);
-    const wvSampler = new ProcSampler(wv2.pid);
-    const samples = await measureLatency(cluster, pgrw2, wv2, backlog.bytesPerRow);
-    const pgrwLatUsage = pgrwSampler.finish();
-    const wvLatUsage = wvSampler.finish();
-    await Promise.all([pgrw2.stop(), wv2.stop()]);
+    const liveTools = [...(RUN.includes('live') ? [wvLocal, pgrw] : []), ...(RUN.includes('tls') ? [wvTls, pgrwTls] : []), ...(RUN.includes('s3-live') ? [wvS3] : [])];
+    if (liveTools.length > 0) {
+      console.log(`live WAL, ${fmt(LIVE_MB, 0)} MiB at up to ${LIVE_RATE} MiB/s:`);
+      const res = await alternate(liveTools.map(liveContender));
+      if (RUN.includes('live')) rows.push(liveRow(`WAL streamed live at ~${LIVE_RATE} MiB/s into a local archive (${archiveKind}), ${fmt(LIVE_MB, 0)} MiB, plain connection`, res, [wvLocal.name, pgrw.name]));
+      if (RUN.includes('tls')) rows.push(liveRow(`the same over TLS (sslmode=require)`, res, [wvTls.name, pgrwTls.name]));
+      if (RUN.includes('s3-live')) {
+        const s = summarizeAll(res).get(wvS3.name)!;
+        const perGiB = s.median.cpuSeconds / (s.median.bytes / (1024 * MiB));
+        rows.push({
+          measure: `the same into s3rver with ${codecOf('s3://x')} (the S3 default), plain connection`,
+          walvault: describe(s, { label: 'caught up in', cpuPerGiB: true, generation: true }),
+          peer: '-',
+          ratio: '-',
+          goal: 'caught up within 2 s; <= 6 CPU-s per GiB; peak RSS < 100 MiB',
+          met: s.median.seconds <= 2 && perGiB <= 6 && s.peakRssMiB < 100,
+          data: { walvault: s, cpuPerGiB: perGiB },
+        });
+      }
+    }
 
-    const wvLatency = median(samples.map((s) => s.walvaultMs));
-    const pgrwLatency = median(samples.map((s) => s.pgReceivewalMs));
-    const spooled = samples.map((s) => s.walvaultSpooledMs).filter((v): v is number => v !== null);
-    const wvSpooledLatency = spooled.length > 0 ? median(spooled) : NaN;
-    const throughputRatio = wvDrain.throughputMiBs / pgrwDrain.throughputMiBs;
-    const wvPeakRss = Math.max(wvDrain.usage.peakRssMiB, wvLatUsage.peakRssMiB);
-    const pgrwPeakRss = Math.max(pgrwDrain.usage.peakRssMiB, pgrwLatUsage.peakRssMiB);
-    const throughputPass = throughputRatio >= THROUGHPUT_TARGET_RATIO;
-    const rssPass = wvPeakRss < RSS_TARGET_MIB;
-    const loadAfter = os.loadavg();
-
-    console.log('');
-    console.log(`results (${WAL_MB} MiB backlog; ratio = walvault / pg_receivewal)`);
-    printTable([
-      ['metric', 'walvault', 'pg_receivewal', 'ratio', 'target', 'verdict'],
-      ['backlog drained (MiB)', fmt(wvDrain.bytes / MiB, 0), fmt(pgrwDrain.bytes / MiB, 0), '', '', ''],
-      ['drain time (s)', fmt(wvDrain.seconds, 2), fmt(pgrwDrain.seconds, 2), fmt(wvDrain.seconds / pgrwDrain.seconds, 2), '', ''],
-      [
-        'drain throughput (MiB/s)',
-        fmt(wvDrain.throughputMiBs),
-        fmt(pgrwDrain.throughputMiBs),
-        fmt(throughputRatio, 2),
-        `>= ${THROUGHPUT_TARGET_RATIO.toFixed(1)}`,
-        throughputPass ? 'PASS' : 'FAIL',
-      ],
-      ['drain to s3rver, default codec (MiB/s)', fmt(s3Drain.throughputMiBs), fmt(pgrwDrain.throughputMiBs), fmt(s3Drain.throughputMiBs / pgrwDrain.throughputMiBs, 2), '', ''],
-      ['drain CPU time (s)', fmt(wvDrain.usage.cpuSeconds, 2), fmt(pgrwDrain.usage.cpuSeconds, 2), fmt(wvDrain.usage.cpuSeconds / pgrwDrain.usage.cpuSeconds, 2), '', ''],
-      [
-        `end of generation -> archived, median of ${samples.length} (ms)`,
-        fmt(wvLatency, 0),
-        fmt(pgrwLatency, 0),
-        fmt(wvLatency / pgrwLatency, 2),
-        '',
-        '',
-      ],
-      ['  walvault: segment complete in its spool (ms)', fmt(wvSpooledLatency, 0), '', '', '', ''],
-      ['peak RSS, VmHWM (MiB)', fmt(wvPeakRss), fmt(pgrwPeakRss), fmt(wvPeakRss / pgrwPeakRss, 1), `< ${RSS_TARGET_MIB}`, rssPass ? 'PASS' : 'FAIL'],
-    ]);
-    console.log('');
-    console.log(`  drain throughput target: ${throughputPass ? 'PASS' : 'FAIL'} (walvault ${fmt(throughputRatio, 2)}x pg_receivewal)`);
-    console.log(`  peak RSS target:         ${rssPass ? 'PASS' : 'FAIL'} (walvault ${fmt(wvPeakRss)} MiB, limit ${RSS_TARGET_MIB} MiB)`);
-    console.log(`  load average after: ${loadAfter.map((l) => l.toFixed(2)).join(' ')}; page caches were not dropped (not possible here)`);
-
-    const results = {
-      bench: 'receive',
-      startedAt: startedAt.toISOString(),
-      machine: machineFacts({ pgReceivewal: clientBin('pg_receivewal') }),
-      loadAverage: { before: loadBefore, after: loadAfter },
-      params: {
-        walMiB: WAL_MB,
-        segmentMiB: SEG_MIB,
-        burstMiB: BURST_MB,
-        latencyReps: LATENCY_REPS,
-        cpuProfile: CPU_PROF_DIR ?? null,
-        memTrace: MEM_TRACE ?? null,
-        walvaultOverrides: WALVAULT_OVERRIDES,
-        archiveDir,
-        archiveLinked,
-        codec,
-      },
-      backlog: {
-        segments: pgrwNames.length,
-        endSegment: backlog.endName,
-        generatedMiB: backlog.generatedBytes / MiB,
-        generateSeconds: backlog.generateSeconds,
-      },
-      drain: { walvault: wvDrain, walvaultS3: s3Drain, pgReceivewal: pgrwDrain },
-      latency: {
-        samples,
-        medianMs: { walvault: wvLatency, pgReceivewal: pgrwLatency, walvaultSpooled: Number.isFinite(wvSpooledLatency) ? wvSpooledLatency : null },
-        usageWhileRunning: { walvault: wvLatUsage, pgReceivewal: pgrwLatUsage },
-      },
-      targets: {
-        throughputRatio: { value: throughputRatio, target: THROUGHPUT_TARGET_RATIO, pass: throughputPass },
-        walvaultPeakRssMiB: { value: wvPeakRss, target: RSS_TARGET_MIB, pass: rssPass },
-      },
-    };
-    const file = saveResults('receive', results, startedAt);
-    console.log(`  results written to ${path.relative(process.cwd(), file) || file}`);
-    return 0;
-  } catch (err) {
-    console.error(`\nbench failed: ${(err as Error).stack ?? String(err)}`);
-    return 1;
+    printRows('receive bench (CPU ratio: walvault / pg_receivewal, lower is better; throughput ratio: above 1, walvault is faster)', rows);
+    saveRows('receive', startedAt, { params: { cases: RUN, backlogMiB: WAL_MB, liveMiB: LIVE_MB, liveRateMiBs: LIVE_RATE, sites: SITES, localArchive: archiveKind, walvaultOverrides: OVERRIDES, cpuProfile: CPU_PROF_DIR ?? null, memTrace: MEM_TRACE ?? null }, ...facts }, rows, { pgReceivewal: clientBin('pg_receivewal') });
   } finally {
-    await Promise.all(receivers.map((r) => r.stop().catch(() => undefined)));
-    if (cluster) await cluster.destroy().catch((err) => console.error(`could not destroy the cluster: ${(err as Error).message}`));
-    cleanupSync();
+    await cluster?.destroy().catch((err) => console.error(`could not destroy the cluster: ${(err as Error).message}`));
+    removeDir(work);
+    if (archiveParent !== work) removeDir(archiveParent);
   }
 }
 
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err) => {
-    console.error(err);
-    process.exitCode = 1;
-  },
-);
+runBench('receive bench', main);
