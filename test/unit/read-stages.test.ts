@@ -383,6 +383,22 @@ describe('fetchWalFile commits only a verified, checked file', () => {
         await assert.rejects(fetchWalFile(archive, name, dest, { cluster: async () => cluster }), (err: unknown) => isWalvaultError(err) && err.message.includes(name), what);
         assert.deepEqual(await fs.readdir(out), [], `${what}: nothing left in the destination directory`);
       }
+      // Another name's object copied over this one: refused by its binding before a byte is written.
+      const neighbour = segmentFileName(1, 0x22n, FIXTURE_SEG_SIZE);
+      await archive.putImmutable(Archive.walKey(neighbour), buildSegment(0x22n));
+      await fs.copyFile(path.join(root, 'wal', neighbour), file);
+      let asked = false;
+      await assert.rejects(
+        fetchWalFile(archive, name, dest, {
+          cluster: async () => {
+            asked = true;
+            return cluster;
+          },
+        }),
+        (err: unknown) => isWalvaultError(err, 'ARCHIVE_MISPLACED') && err.message.includes(`holds wal/${neighbour}`),
+      );
+      assert.equal(asked, false, 'refused before the reader got the object');
+      assert.deepEqual(await fs.readdir(out), [], 'binding: nothing left in the destination directory');
       // Another segment's object, whole and bound to this name: refused by its pages.
       const otherRoot = await tempDir(t, 'fetch-other');
       const other = new Archive(new LocalStorage(otherRoot));
