@@ -21,6 +21,7 @@ import { Archive } from '../archive/archive';
 import { isWalvaultError, WalvaultError } from '../errors';
 import { isHistoryFileName, isSegmentFileName } from '../wal/lsn';
 import type { WalClusterIdentity } from '../wal/wal-identity';
+import { DestinationWriteError } from '../restore/durable-file';
 import { fetchWalFile } from '../restore/fetch-wal-file';
 import { dataDirOf, lockPrefetchDir, nudgePrefetcher, prefetchDirFor, runPrefetcher, takePrefetched, unlockPrefetchDir } from '../restore/prefetch';
 import type { S3Settings } from '../storage/s3';
@@ -173,7 +174,7 @@ async function withRetry<T>(attempt: () => Promise<T>): Promise<T> {
       return await attempt();
     } catch (err) {
       const timedOut = isWalvaultError(err, 'STORAGE_TIMEOUT');
-      const transient = timedOut || (isWalvaultError(err) && (err.code === 'STORAGE_IO' || err.code === 'STORAGE_OBJECT_UNREADABLE'));
+      const transient = timedOut || (isWalvaultError(err) && (err.code === 'STORAGE_IO' || err.code === 'STORAGE_OBJECT_UNREADABLE') && !(err instanceof DestinationWriteError));
       if (!transient) throw err;
       if (n >= ATTEMPTS) {
         if (!timedOut) throw err;

@@ -89,6 +89,9 @@ export class DurableFile {
   }
 }
 
+/** A failure writing the destination (STORAGE_IO): not the store's, so not worth fetching again. */
+export class DestinationWriteError extends WalvaultError {}
+
 function failed(file: string, err: unknown): WalvaultError {
-  return new WalvaultError('STORAGE_IO', `cannot write ${file}: ${(err as Error).message}`, { cause: err });
+  return new DestinationWriteError('STORAGE_IO', `cannot write ${file}: ${(err as Error).message}`, { cause: err });
 }
