@@ -18,7 +18,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import * as os from 'node:os';
-import { decodeEnvelope, encodeEnvelope } from './envelope';
+import { encodeEnvelope } from './envelope';
+import { decodeEnvelope } from './read/decode-object';
 import { WalvaultError } from '../errors';
 import type { Storage } from '../storage/storage';
 import { processAlive } from '../util/process-alive';
@@ -93,7 +94,7 @@ export class ArchiveLease {
     const buf = await this.storage.get(this.kind.key);
     if (buf === null) return null;
     try {
-      return JSON.parse(decodeEnvelope(buf, this.kind.key).plaintext.toString('utf8')) as LeaseHolder;
+      return JSON.parse((await decodeEnvelope(buf, this.kind.key)).plaintext.toString('utf8')) as LeaseHolder;
     } catch {
       // A damaged lease protects nothing; treat it as absent rather than block the site forever.
       return null;

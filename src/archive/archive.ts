@@ -26,8 +26,10 @@ import { bufferSource, digestOf, fileSource, windowPool, type BodySource } from 
 import { bindingExtension, bindingOf, checkBinding } from './binding';
 import { codecByName, type CodecName } from './codecs';
 import { newDataKey, type PrivateKey, type PublicKey } from './encryption';
-import { decodeEnvelopeAsync, encodeEnvelope, encodeFramedHeader, encodePlainHeader, readEnvelopeHeader, sha256Async, type EnvelopeHeader } from './envelope';
-import { encodeFrames, readTrailer, trailerOf, TRAILER_LENGTH } from './framed-body';
+import { encodeEnvelope, encodeFramedHeader, encodePlainHeader, readEnvelopeHeader, sha256Async, type EnvelopeHeader } from './envelope';
+import { encodeFrames, readTrailer, TRAILER_LENGTH } from './framed-body';
+import { collectPlaintext, decodeObject, type DecodedObject } from './read/decode-object';
+import type { HasherFactory } from './read/hashers';
 
 /**
  * How this archive writes and reads bodies. Metadata (cluster.json) is always plain: the
@@ -48,6 +50,19 @@ export interface ClusterInfo {
   pgVersionNum: number;
   walSegmentSize: number;
   createdAt?: string;
+}
+
+export interface ReadOptions {
+  /** Where SHA-256 runs (./read/hashers.ts): on this thread by default. */
+  hasher?: HasherFactory;
+  /** An encrypted object read without the private key is checked by its stored bytes only. */
+  storedOnlyWithoutKey?: boolean;
+}
+
+/** Takes a verified plaintext as it arrives; end() gives its own verdict (throws) once the object's passed. */
+export interface PlaintextSink {
+  write(chunk: Buffer): void;
+  end(): void;
 }
 
 /** 'repaired': the key held a damaged object (a torn write), which was replaced. */
@@ -400,47 +415,73 @@ export class Archive {
     }
   }
 
-  /** The verified plaintext, or null when there is no such object. */
-  async get(key: string): Promise<Buffer | null> {
-    return (await this.getWithDigest(key))?.plaintext ?? null;
-  }
-
   /**
-   * The plaintext and its SHA-256, which the decode has just proven (no need to hash it
-   * again). An object bound to another key or cluster is refused (ARCHIVE_MISPLACED).
+   * Reads `key` as it arrives, through the decode stages (./read/decode-object.ts), and hands
+   * it to `consume`: its header (bound to this key and cluster: an object bound elsewhere is
+   * refused with ARCHIVE_MISPLACED before `consume` runs) and its verified plaintext, chunk by
+   * chunk, whose iteration ends without an error only once every check passed. `consume`
+   * commits nothing before that, and must read the chunks to their end. Null when there is
+   * no such object.
    */
-  async getWithDigest(key: string): Promise<{ plaintext: Buffer; sha256: Buffer } | null> {
-    const buf = await this.storage.get(key);
-    if (buf === null) return null;
+  async read<T>(key: string, consume: (object: DecodedObject) => Promise<T>, opts: ReadOptions = {}): Promise<T | null> {
     const label = this.label(key);
-    const { header, plaintext } = await decodeEnvelopeAsync(buf, label, this.options.privateKey);
-    // After the decode: for an encrypted object the binding is then authenticated.
-    await this.checkBound(header, key, label);
-    return { plaintext, sha256: header.sha256 };
-  }
-
-  /**
-   * Reads and checks one stored object whole: the envelope decoded and its plaintext SHA-256
-   * proven; or, for an encrypted object when no private key was given, the header and the
-   * trailer's SHA-256 of the stored bytes (plaintext then null). Null when there is no such
-   * object; damage throws ARCHIVE_CORRUPT naming the key, an object bound to another key or
-   * cluster ARCHIVE_MISPLACED.
-   */
-  async checkObject(key: string): Promise<{ header: EnvelopeHeader; plaintext: Buffer | null; storedBytes: number } | null> {
-    const buf = await this.storage.get(key);
-    if (buf === null) return null;
-    const label = this.label(key);
-    const header = readEnvelopeHeader(buf, label);
-    if (header.encryption !== 'none' && !this.options.privateKey) {
-      const trailer = trailerOf(buf, label);
-      const stored = await sha256Async(buf.subarray(0, buf.length - TRAILER_LENGTH));
-      if (!stored.equals(trailer.sha256)) throw new WalvaultError('ARCHIVE_CORRUPT', `${label}: its bytes do not match the SHA-256 its trailer records: the object was altered or damaged in storage`);
-      await this.checkBound(header, key, label);
-      return { header, plaintext: null, storedBytes: buf.length };
+    const window = windowPool.acquire();
+    try {
+      const opened = await this.storage.openRead(key, window);
+      if (opened === null) return null;
+      const decoded = await decodeObject(opened.chunks, opened.size, {
+        label,
+        privateKey: this.options.privateKey,
+        storedOnlyWithoutKey: opts.storedOnlyWithoutKey,
+        hasher: opts.hasher,
+        // Once trusted: for an encrypted object, the binding is then authenticated.
+        trusted: (header) => this.checkBound(header, key, label),
+      });
+      try {
+        const result = await consume(decoded);
+        if (!decoded.verified) throw new WalvaultError('INTERNAL', `${label}: its reader stopped before the object was verified`);
+        return result;
+      } finally {
+        await decoded.close();
+      }
+    } finally {
+      windowPool.release(window);
     }
-    const { plaintext } = await decodeEnvelopeAsync(buf, label, this.options.privateKey);
-    await this.checkBound(header, key, label);
-    return { header, plaintext, storedBytes: buf.length };
+  }
+
+  /**
+   * The whole verified plaintext, or null when there is no such object: for objects a
+   * reader needs whole and that are small (metadata, manifests, history files); the rest
+   * stream through read().
+   */
+  async get(key: string): Promise<Buffer | null> {
+    return this.read(key, collectPlaintext);
+  }
+
+  /**
+   * Reads and checks one stored object: the envelope decoded and its plaintext SHA-256
+   * proven, each plaintext chunk handed to the sink `check` makes for the header (a WAL
+   * file's identity, say); or, for an encrypted object when no private key was given, the
+   * header and the trailer's SHA-256 of the stored bytes (plaintextChecked false). Null when
+   * there is no such object; damage throws ARCHIVE_CORRUPT naming the key, an object bound to
+   * another key or cluster ARCHIVE_MISPLACED, and the sink's own verdict comes after the
+   * object's.
+   */
+  async checkObject(
+    key: string,
+    check?: (header: EnvelopeHeader) => PlaintextSink | null,
+    opts: Pick<ReadOptions, 'hasher'> = {},
+  ): Promise<{ header: EnvelopeHeader; plaintextChecked: boolean; storedBytes: number } | null> {
+    return this.read(
+      key,
+      async (o) => {
+        const sink = o.plaintextChecked ? (check?.(o.header) ?? null) : null;
+        for await (const chunk of o.chunks) sink?.write(chunk);
+        sink?.end();
+        return { header: o.header, plaintextChecked: o.plaintextChecked, storedBytes: o.storedSize };
+      },
+      { ...opts, storedOnlyWithoutKey: true },
+    );
   }
 
   async exists(key: string): Promise<boolean> {

@@ -204,7 +204,10 @@ export function decryptFrame(dataKey: Buffer, index: number, final: boolean, aad
   decipher.setAAD(Buffer.concat(aad));
   decipher.setAuthTag(payload.subarray(payload.length - GCM_TAG_LENGTH));
   try {
-    return Buffer.concat([decipher.update(payload.subarray(0, payload.length - GCM_TAG_LENGTH)), decipher.final()]);
+    const plain = decipher.update(payload.subarray(0, payload.length - GCM_TAG_LENGTH));
+    // GCM is a stream mode: final() only checks the tag (no bytes), so no copy to join them.
+    const rest = decipher.final();
+    return rest.length === 0 ? plain : Buffer.concat([plain, rest]);
   } catch {
     throw new WalvaultError('ARCHIVE_AUTH_FAILED', `${label}: frame ${index} fails authentication: the object was altered or damaged in storage`);
   }

@@ -28,12 +28,13 @@
  * runs; the plaintext SHA-256 is the object's identity, compared across re-uploads.
  * Version 1 with no compression, no encryption and no extension has a 64-byte header and the
  * plaintext as body, so a sealed spool file is already a stored object.
+ *
+ * Reading an object checks all of this as its bytes arrive: ./read/decode-object.ts.
  */
 import { createHash, webcrypto } from 'node:crypto';
 import { WalvaultError } from '../errors';
-import { CODEC_IDS, codecById, type CodecName } from './codecs';
-import { ENCRYPTION_IDS, unwrapDataKey, type EncryptionName, type PrivateKey } from './encryption';
-import { decodeFrames } from './framed-body';
+import { CODEC_IDS, type CodecName } from './codecs';
+import { ENCRYPTION_IDS, type EncryptionName } from './encryption';
 
 export { CODEC_IDS, ENCRYPTION_IDS };
 export type { CodecName, EncryptionName };
@@ -157,8 +158,19 @@ export function readEnvelopeHeader(buf: Buffer, label: string): EnvelopeHeader {
   return parseHeader(buf, label).header;
 }
 
+/** Bytes before the extension: a reader takes these first, then the rest of the header. */
+export const HEADER_FIXED_LENGTH = FIXED_LENGTH;
 
-function parseHeader(buf: Buffer, label: string): { header: EnvelopeHeader } {
+/**
+ * The length of the whole header, from its first HEADER_FIXED_LENGTH bytes (or what there
+ * is of them: fewer throw as readEnvelopeHeader does, naming what is wrong).
+ */
+export function envelopeHeaderLength(fixed: Buffer, label: string): number {
+  return FIXED_LENGTH + checkFixedPart(fixed, label) + CRC_LENGTH;
+}
+
+/** Magic, version and extension length: what can be checked before the rest is read. Returns the extension length. */
+function checkFixedPart(buf: Buffer, label: string): number {
   if (buf.length < MAGIC.length || !buf.subarray(0, MAGIC.length).equals(MAGIC)) {
     const what = buf.length < MAGIC.length ? `only ${buf.length} bytes long` : 'bad magic';
     throw corrupt(label, `not a walvault archive object (${what}; expected it to start with "WVLT")`);
@@ -170,6 +182,12 @@ function parseHeader(buf: Buffer, label: string): { header: EnvelopeHeader } {
   }
   const extLength = buf.readUInt32BE(56);
   if (extLength > MAX_EXTENSION_LENGTH) throw corrupt(label, `header extension length ${extLength} is implausible (damaged header)`);
+  return extLength;
+}
+
+function parseHeader(buf: Buffer, label: string): { header: EnvelopeHeader } {
+  const extLength = checkFixedPart(buf, label);
+  const version = buf.readUInt8(4);
   const crcAt = FIXED_LENGTH + extLength;
   const headerLength = crcAt + CRC_LENGTH;
   if (buf.length < headerLength) throw corrupt(label, `truncated header (${buf.length} bytes, header needs ${headerLength})`);
@@ -202,53 +220,6 @@ function parseHeader(buf: Buffer, label: string): { header: EnvelopeHeader } {
     extension: parseExtension(buf.subarray(FIXED_LENGTH, crcAt), label),
   };
   return { header };
-}
-
-/**
- * Unwraps and verifies a whole plain object (no compression, no encryption), such as the
- * archive's metadata. The returned plaintext may share memory with `buf`.
- */
-export function decodeEnvelope(buf: Buffer, label: string): { header: EnvelopeHeader; plaintext: Buffer } {
-  const { header } = parseHeader(buf, label);
-  if (header.framed) throw new WalvaultError('INTERNAL', `${label}: a framed object needs decodeEnvelopeAsync`);
-  const plaintext = plainBody(buf, header, label);
-  checkDigest(header, sha256(plaintext), label);
-  return { header, plaintext };
-}
-
-/**
- * Unwraps and verifies any object: decrypts with `privateKey` when it is encrypted,
- * decompresses, and checks size and checksum; hashing runs off the event loop.
- */
-export async function decodeEnvelopeAsync(buf: Buffer, label: string, privateKey?: PrivateKey): Promise<{ header: EnvelopeHeader; plaintext: Buffer }> {
-  const { header } = parseHeader(buf, label);
-  let plaintext: Buffer;
-  if (header.framed) {
-    const dataKey = header.encryption === 'none' ? null : unwrapDataKey(header.extension.enc, privateKey, label);
-    const codec = codecById(CODEC_IDS[header.codec])!;
-    plaintext = await decodeFrames(buf, header.headerLength, header.plaintextSize, { codec, dataKey }, label);
-  } else {
-    plaintext = plainBody(buf, header, label);
-  }
-  checkDigest(header, await sha256Async(plaintext), label);
-  return { header, plaintext };
-}
-
-function checkDigest(header: EnvelopeHeader, digest: Buffer, label: string): void {
-  if (!digest.equals(header.sha256)) {
-    throw corrupt(label, `checksum mismatch: content has sha256 ${digest.toString('hex')}, the header says ${header.sha256.toString('hex')}`);
-  }
-}
-
-function plainBody(buf: Buffer, header: EnvelopeHeader, label: string): Buffer {
-  const expected = header.headerLength + (header.bodyLength ?? 0);
-  if (buf.length < expected) throw corrupt(label, `truncated: ${buf.length} bytes, the header promises ${expected}`);
-  if (buf.length > expected) throw corrupt(label, `${buf.length - expected} unexpected bytes after the body (${expected} expected)`);
-  const plaintext = buf.subarray(header.headerLength);
-  if (plaintext.length !== header.plaintextSize) {
-    throw corrupt(label, `size mismatch: the body is ${plaintext.length} bytes, the header says ${header.plaintextSize}`);
-  }
-  return plaintext;
 }
 
 function readSize(buf: Buffer, offset: number, label: string, what: string): number {

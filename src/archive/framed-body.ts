@@ -21,11 +21,13 @@
  * that would still decode to the same plaintext (a compressor's back-reference into a run of
  * zeros, say), so any alteration of a stored object is found; its length lets a reader check
  * an object's size from its last bytes without reading the rest.
+ *
+ * Reading frames as they arrive, with every check above: ./read/frame-reader.ts.
  */
 import { createHash } from 'node:crypto';
 import { WalvaultError } from '../errors';
 import type { Codec } from './codecs';
-import { decryptFrame, encryptFrame } from './encryption';
+import { encryptFrame } from './encryption';
 
 export const FRAME_PLAINTEXT_MAX = 1 << 20;
 export const FRAME_HEADER_LENGTH = 8;
@@ -42,10 +44,6 @@ export interface FrameStages {
    * after the next is read (an in-memory buffer); a reused window buffer needs 1.
    */
   compressAhead?: number;
-}
-
-function corrupt(label: string, what: string): WalvaultError {
-  return new WalvaultError('ARCHIVE_CORRUPT', `${label}: ${what}`);
 }
 
 /**
@@ -109,61 +107,8 @@ export function readTrailer(tail: Buffer): { frames: number; objectLength: numbe
   return { frames: tail.readUInt32BE(4), objectLength: Number(tail.readBigUInt64BE(8)), sha256: Buffer.from(tail.subarray(16, 48)) };
 }
 
-/**
- * The plaintext of a whole framed object held in `buf`, whose header (`header`, already
- * checked) is `headerLength` bytes long. The caller checks the plaintext's checksum.
- */
-/** The trailer of the whole object `buf`, its recorded length checked; throws naming `label`. */
-export function trailerOf(buf: Buffer, label: string): { frames: number; objectLength: number; sha256: Buffer } {
-  const trailer = readTrailer(buf.subarray(Math.max(0, buf.length - TRAILER_LENGTH)));
-  if (typeof trailer === 'string') throw corrupt(label, trailer);
-  if (trailer.objectLength !== buf.length) throw corrupt(label, `its trailer records ${trailer.objectLength} bytes, but it has ${buf.length} (truncated or damaged)`);
-  return trailer;
-}
-
-export async function decodeFrames(buf: Buffer, headerLength: number, plaintextSize: number, stages: FrameStages, label: string): Promise<Buffer> {
-  const header = buf.subarray(0, headerLength);
-  // The trailer's length first, so truncation is named as such; its checksum last, so that an
-  // encrypted object's damage is reported by authentication, the stronger statement.
-  const trailer = trailerOf(buf, label);
-  const out = Buffer.allocUnsafe(plaintextSize);
-  let pos = headerLength;
-  let written = 0;
-  let index = 0;
-  for (;;) {
-    if (buf.length - pos < FRAME_HEADER_LENGTH) throw corrupt(label, `truncated: frame ${index} starts at byte ${pos} but the object is ${buf.length} bytes`);
-    const frameHeader = buf.subarray(pos, pos + FRAME_HEADER_LENGTH);
-    const payloadLength = frameHeader.readUInt32BE(0);
-    const field = frameHeader.readUInt32BE(4);
-    const final = (field & FINAL_BIT) !== 0;
-    const plainLength = field & ~FINAL_BIT;
-    if (plainLength > FRAME_PLAINTEXT_MAX || written + plainLength > plaintextSize) {
-      throw corrupt(label, `frame ${index} claims ${plainLength} bytes of plaintext, more than the header allows`);
-    }
-    const start = pos + FRAME_HEADER_LENGTH;
-    if (buf.length - start < payloadLength) throw corrupt(label, `truncated: frame ${index} needs ${payloadLength} bytes, ${buf.length - start} remain`);
-    let payload = buf.subarray(start, start + payloadLength);
-    if (stages.dataKey) payload = decryptFrame(stages.dataKey, index, final, [header, frameHeader], payload, label);
-    let plain: Buffer;
-    try {
-      plain = await stages.codec.decompress(payload, plainLength);
-    } catch (err) {
-      throw corrupt(label, `frame ${index} does not decompress with ${stages.codec.name} (${(err as Error).message})`);
-    }
-    if (plain.length !== plainLength) throw corrupt(label, `frame ${index} decompressed to ${plain.length} bytes, its header says ${plainLength}`);
-    plain.copy(out, written);
-    written += plainLength;
-    pos = start + payloadLength;
-    index++;
-    if (final) break;
-  }
-  if (trailer.frames !== index || pos + TRAILER_LENGTH !== buf.length) {
-    throw corrupt(label, `its trailer records ${trailer.frames} frames ending at byte ${buf.length - TRAILER_LENGTH}, but it has ${index} frames ending at byte ${pos}`);
-  }
-  if (written !== plaintextSize) throw corrupt(label, `size mismatch: decoded ${written} bytes, the header says ${plaintextSize}`);
-  const stored = createHash('sha256').update(buf.subarray(0, buf.length - TRAILER_LENGTH)).digest();
-  if (!stored.equals(trailer.sha256)) {
-    throw corrupt(label, `its bytes have sha256 ${stored.toString('hex')}, but its trailer records ${trailer.sha256.toString('hex')}: the object was altered or damaged in storage`);
-  }
-  return out;
+/** What a frame's FRAME_HEADER_LENGTH header bytes say (see the layout above). Reading frames: ./read/frame-reader.ts. */
+export function readFrameHeader(bytes: Buffer): { payloadLength: number; plainLength: number; final: boolean } {
+  const field = bytes.readUInt32BE(4);
+  return { payloadLength: bytes.readUInt32BE(0), plainLength: (field & ~FINAL_BIT) >>> 0, final: (field & FINAL_BIT) !== 0 };
 }

@@ -55,8 +55,8 @@ export class WalCoverage {
         // segment switch): its newest partial counts when it reaches the stop LSN.
         const need = Number(stopLsn - segmentStart(stopLsn - 1n, segSize));
         const name = segmentFileName(this.span.stopTli, this.nextSegNo, segSize);
-        const partial = await this.archive.get(Archive.walKey(`${name}.partial`)).catch(() => null);
-        if (partial && partial.length >= need) return { complete: true, missing: null, coveredTo: stopLsn };
+        const partialSize = await this.verifiedSize(Archive.walKey(`${name}.partial`)).catch(() => null);
+        if (partialSize !== null && partialSize >= need) return { complete: true, missing: null, coveredTo: stopLsn };
       }
       if (!found) {
         return {
@@ -68,6 +68,14 @@ export class WalCoverage {
       this.nextSegNo++;
     }
     return { complete: true, missing: null, coveredTo: stopLsn };
+  }
+
+  /** The plaintext size of `key` once the whole object is read and verified (as it arrives); null when absent. */
+  private verifiedSize(key: string): Promise<number | null> {
+    return this.archive.read(key, async (o) => {
+      for await (const chunk of o.chunks) void chunk;
+      return o.header.plaintextSize;
+    });
   }
 
   describe(state: CoverageState): string {

@@ -12,7 +12,7 @@ import type { SiteConfig } from '../config/config';
 import { isWalvaultError, WalvaultError } from '../errors';
 import { formatLsn, isHistoryFileName, isSegmentFileName, parseLsn, parseSegmentFileName, segmentNumber, segmentStartOfNumber, historyFileName, type Lsn } from '../wal/lsn';
 import { parseTimelineHistory, type TimelineHistoryEntry } from '../wal/timeline-history';
-import { checkWalIdentity, type WalClusterIdentity } from '../wal/wal-identity';
+import { walIdentityChecker, type WalClusterIdentity } from '../wal/wal-identity';
 import { describeRange, missingRanges, ownerOf, pathContains, scanChain, timelinePath, type ArchivedWal, type MissingRange, type PathStep } from './wal-chain';
 
 const WAL_PREFIX = 'wal/';
@@ -110,12 +110,12 @@ async function gather(archive: Archive): Promise<Gathered> {
       const tli = parseInt(name.slice(0, 8), 16);
       timelines.add(tli);
       // A damaged or misplaced history file counts as missing, and is named.
-      const body = await readable(archive, o.key, cluster, unreadable);
+      const body = (await readable(archive, o.key, cluster, unreadable, true))?.data;
       if (body) histories.set(tli, parseTimelineHistory(body.toString('utf8'), o.key));
     }
   }
   // A partial's length is its plaintext's: decoded, so compression and encryption do not matter.
-  for (const seg of wal.partials.keys()) wal.partials.set(seg, (await readable(archive, Archive.walKey(`${seg}.partial`), cluster, unreadable))?.length ?? 0);
+  for (const seg of wal.partials.keys()) wal.partials.set(seg, (await readable(archive, Archive.walKey(`${seg}.partial`), cluster, unreadable, false))?.size ?? 0);
   const backups = await listBackups(archive);
   for (const b of backups) timelines.add(b.stopTimeline).add(b.startTimeline);
   const backupObjects = new Set((await archive.storage.list('backups/')).map((o) => o.key));
@@ -123,14 +123,23 @@ async function gather(archive: Archive): Promise<Gathered> {
 }
 
 /**
- * The plaintext of the WAL file `key`, or null (named in `unreadable`) when it is damaged or
- * is not the file its name says (by its binding, or its content: ../wal/wal-identity.ts).
+ * Reads the WAL file `key` as it arrives, checked as every read is and against its own name
+ * (by its binding, and its content: ../wal/wal-identity.ts), keeping its plaintext only when
+ * `keep` (a history file; a partial is wanted for its length alone). Null (named in
+ * `unreadable`) when it is damaged or is not the file its name says.
  */
-async function readable(archive: Archive, key: string, cluster: WalClusterIdentity, unreadable: string[]): Promise<Buffer | null> {
+async function readable(archive: Archive, key: string, cluster: WalClusterIdentity, unreadable: string[], keep: boolean): Promise<{ size: number; data: Buffer | null } | null> {
   try {
-    const data = await archive.get(key);
-    if (data !== null) checkWalIdentity(key.slice(WAL_PREFIX.length), data, cluster, archive.label(key));
-    return data;
+    return await archive.read(key, async (o) => {
+      const check = walIdentityChecker(key.slice(WAL_PREFIX.length), o.header.plaintextSize, cluster, archive.label(key));
+      const parts: Buffer[] = [];
+      for await (const chunk of o.chunks) {
+        check.write(chunk);
+        if (keep) parts.push(Buffer.from(chunk));
+      }
+      check.end();
+      return { size: o.header.plaintextSize, data: keep ? Buffer.concat(parts) : null };
+    });
   } catch (err) {
     if (!isWalvaultError(err) || !['ARCHIVE_CORRUPT', 'ARCHIVE_AUTH_FAILED', 'ARCHIVE_MISPLACED', 'WAL_BAD_PAGE'].includes(err.code)) throw err;
     unreadable.push(`${err.code === 'ARCHIVE_MISPLACED' ? 'misplaced' : 'damaged'}: ${err.message}`);

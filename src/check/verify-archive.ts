@@ -1,15 +1,18 @@
 /**
- * `walvault verify`: reads every stored object and checks it on its own bytes (envelope
- * header CRC, size, plaintext SHA-256; for an encrypted object without the private key, the
- * trailer's SHA-256 of the stored bytes), that it is the object its name says (its envelope's
- * binding, when it has one, names this key and cluster), and every WAL file against its own
- * name (../wal/wal-identity.ts: a segment's page headers carry its position, timeline and
- * cluster; a history file's parents are below its timeline). Each bad or misplaced object is
- * reported by key; nothing is written.
+ * `walvault verify`: reads every stored object as it arrives (memory stays at a few frames
+ * per object whatever its size; SHA-256 in worker threads) and checks it on its own bytes
+ * (envelope header CRC, size, plaintext SHA-256; for an encrypted object without the private
+ * key, the trailer's SHA-256 of the stored bytes), that it is the object its name says (its
+ * envelope's binding, when it has one, names this key and cluster), and every WAL file
+ * against its own name (../wal/wal-identity.ts: a segment's page headers carry its position,
+ * timeline and cluster; a history file's parents are below its timeline). Each bad or
+ * misplaced object is reported by key; nothing is written.
  */
 import type { Archive } from '../archive/archive';
+import type { EnvelopeHeader } from '../archive/envelope';
+import { workerSha256 } from '../archive/read/hash-worker';
 import { isWalvaultError, WalvaultError } from '../errors';
-import { checkWalIdentity } from '../wal/wal-identity';
+import { walIdentityChecker } from '../wal/wal-identity';
 
 export interface VerifyReport {
   archive: string;
@@ -33,14 +36,12 @@ export async function verifyArchive(archive: Archive, onProgress?: (done: number
 
   const verifyOne = async (key: string): Promise<void> => {
     try {
-      const got = await archive.checkObject(key);
+      // WAL files are checked against their names as their plaintext streams past.
+      const identity = key.startsWith('wal/') ? (h: EnvelopeHeader) => walIdentityChecker(key.slice(4), h.plaintextSize, cluster, key) : undefined;
+      const got = await archive.checkObject(key, identity, { hasher: workerSha256 });
       if (!got) return; // deleted since the listing (retention)
       report.storedBytes += got.storedBytes;
-      if (got.plaintext === null) {
-        report.checkedWithoutKey++;
-        return;
-      }
-      if (key.startsWith('wal/')) checkWalIdentity(key.slice(4), got.plaintext, cluster, key);
+      if (!got.plaintextChecked) report.checkedWithoutKey++;
     } catch (err) {
       // Damage shows as a bad envelope, bad pages, or (encrypted) a frame failing authentication;
       // an object under another's name by its binding or its content.

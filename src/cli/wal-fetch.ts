@@ -20,8 +20,10 @@ import * as path from 'node:path';
 import { Archive } from '../archive/archive';
 import { isWalvaultError, WalvaultError } from '../errors';
 import { isHistoryFileName, isSegmentFileName } from '../wal/lsn';
-import { checkWalIdentity } from '../wal/wal-identity';
-import { dataDirOf, lockPrefetchDir, nudgePrefetcher, prefetchDirFor, runPrefetcher, takePrefetched, unlockPrefetchDir, writeFileDurably } from '../restore/prefetch';
+import type { WalClusterIdentity } from '../wal/wal-identity';
+import { DestinationWriteError } from '../restore/durable-file';
+import { fetchWalFile } from '../restore/fetch-wal-file';
+import { dataDirOf, lockPrefetchDir, nudgePrefetcher, prefetchDirFor, runPrefetcher, takePrefetched, unlockPrefetchDir } from '../restore/prefetch';
 import type { S3Settings } from '../storage/s3';
 import { archiveFromOptions } from './archive-option';
 import { reportAndExit } from './fail';
@@ -52,24 +54,23 @@ export async function walFetchCommand(
     if (prefetchable) await nudge();
     const { openSiteArchive } = await import('../archive/site-archive');
     const archive = openSiteArchive(archiveFromOptions(opts), 'read', fetchDeadlines(opts.timeout));
-    // Nothing is written unless the whole object decoded and matched its checksum.
-    let data = await getWithRetry(archive, Archive.walKey(walFileName));
-    if (data === null) {
-      // The end of the archive, or a gap in it (a WAL_GAP error unless accepted or a
-      // standby), or a segment a running receiver is still storing, now there. Decided
-      // before a partial is served: a partial left beside a lost segment must not hide a gap.
-      const miss = await (await import('../restore/wal-miss')).missingWal(archive, walFileName, { dest, acceptGap: opts.acceptGap === true });
-      if (miss === 'arrived') {
-        data = await getWithRetry(archive, Archive.walKey(walFileName));
-        if (data === null) throw new WalvaultError('STORAGE_IO', `${archive.label(Archive.walKey(walFileName))} appeared and vanished again while it was fetched; is something deleting from this archive?`);
-      } else if (opts.servePartial && isSegmentFileName(walFileName)) {
-        data = await paddedPartial(archive, walFileName);
-      }
-      if (data === null) return miss as number;
+    // Nothing is renamed to DEST unless the whole object decoded, matched its checksums and
+    // is the file its name says.
+    const fetch = (name: string, padToSegment?: boolean) => withRetry(() => fetchWalFile(archive, name, dest, { cluster: () => clusterOf(archive, name), padToSegment }));
+    if (await fetch(walFileName)) return 0;
+    // The end of the archive, or a gap in it (a WAL_GAP error unless accepted or a
+    // standby), or a segment a running receiver is still storing, now there. Decided
+    // before a partial is served: a partial left beside a lost segment must not hide a gap.
+    const miss = await (await import('../restore/wal-miss')).missingWal(archive, walFileName, { dest, acceptGap: opts.acceptGap === true });
+    if (miss === 'arrived') {
+      if (await fetch(walFileName)) return 0;
+      throw new WalvaultError('STORAGE_IO', `${archive.label(Archive.walKey(walFileName))} appeared and vanished again while it was fetched; is something deleting from this archive?`);
     }
-    await checkFetched(archive, walFileName, data);
-    await writeFileDurably(dest, data);
-    return 0;
+    // The end of the archive: a segment that was never completed exists only as NAME.partial
+    // (the receiver's newest upload, or a timeline's last segment). Served as the full
+    // segment, zero-padded, recovery replays every byte received and then finds the end of WAL.
+    if (opts.servePartial && isSegmentFileName(walFileName) && (await fetch(`${walFileName}.partial`, true))) return 0;
+    return miss;
   } catch (err) {
     reportAndExit(err);
     return FAILED;
@@ -126,8 +127,7 @@ export async function walPrefetchCommand(name: string, opts: WalFetchOptions & {
         count,
         start: name,
         segSize: cluster.walSegmentSize,
-        get: (n) => getWithRetry(archive, Archive.walKey(n)),
-        check: (n, data) => checkWalIdentity(n, data, cluster, archive.label(Archive.walKey(n))),
+        fetch: (n, file) => withRetry(() => fetchWalFile(archive, n, file, { cluster: async () => cluster })),
       });
     } finally {
       await archive.close();
@@ -141,15 +141,11 @@ export async function walPrefetchCommand(name: string, opts: WalFetchOptions & {
   }
 }
 
-/**
- * Refuses (exit FAILED, so recovery stops) a file that is not the one PostgreSQL asked for:
- * another segment, timeline or cluster under this name (../wal/wal-identity.ts). Checked
- * before anything is written to DEST.
- */
-async function checkFetched(archive: Archive, name: string, data: Buffer): Promise<void> {
+/** The archive's cluster, which a WAL file must belong to (../wal/wal-identity.ts). */
+async function clusterOf(archive: Archive, name: string): Promise<WalClusterIdentity> {
   const cluster = await archive.cluster();
   if (!cluster) throw new WalvaultError('ARCHIVE_CORRUPT', `${archive.storage.description} has no cluster.json; cannot tell whether wal/${name} belongs to this cluster`);
-  checkWalIdentity(name, data, cluster, archive.label(Archive.walKey(name)));
+  return cluster;
 }
 
 /** Any failure other than "not in the archive": PostgreSQL stops recovery on it. */
@@ -171,16 +167,16 @@ function fetchDeadlines(timeout: string | undefined): Partial<S3Settings> {
   return { attempts: 1, requestTimeoutSeconds: seconds };
 }
 
-/** The verified plaintext; storage failures (not damage) are tried again with backoff. */
-async function getWithRetry(archive: Archive, key: string): Promise<Buffer | null> {
-  for (let attempt = 1; ; attempt++) {
+/** `attempt` again with backoff when the store fails (not when the object is damaged). */
+async function withRetry<T>(attempt: () => Promise<T>): Promise<T> {
+  for (let n = 1; ; n++) {
     try {
-      return await archive.get(key);
+      return await attempt();
     } catch (err) {
       const timedOut = isWalvaultError(err, 'STORAGE_TIMEOUT');
-      const transient = timedOut || (isWalvaultError(err) && (err.code === 'STORAGE_IO' || err.code === 'STORAGE_OBJECT_UNREADABLE'));
+      const transient = timedOut || (isWalvaultError(err) && (err.code === 'STORAGE_IO' || err.code === 'STORAGE_OBJECT_UNREADABLE') && !(err instanceof DestinationWriteError));
       if (!transient) throw err;
-      if (attempt >= ATTEMPTS) {
+      if (n >= ATTEMPTS) {
         if (!timedOut) throw err;
         throw new WalvaultError(
           'STORAGE_TIMEOUT',
@@ -189,25 +185,7 @@ async function getWithRetry(archive: Archive, key: string): Promise<Buffer | nul
           { cause: err },
         );
       }
-      await new Promise((r) => setTimeout(r, 500 * 2 ** attempt));
+      await new Promise((r) => setTimeout(r, 500 * 2 ** n));
     }
   }
-}
-
-/**
- * The end of the archive: a segment that was never completed exists only as NAME.partial
- * (the receiver's newest upload, or a timeline's last segment). Served as the full segment,
- * zero-padded, recovery replays every byte received and then finds the end of WAL.
- */
-async function paddedPartial(archive: Archive, name: string): Promise<Buffer | null> {
-  const partial = await getWithRetry(archive, Archive.walKey(`${name}.partial`));
-  if (partial === null) return null;
-  await checkFetched(archive, `${name}.partial`, partial);
-  const cluster = await archive.cluster();
-  if (!cluster) throw new WalvaultError('ARCHIVE_CORRUPT', `${archive.storage.description} has no cluster.json; cannot tell the segment size to pad ${name}.partial to`);
-  const segSize = cluster.walSegmentSize;
-  if (partial.length > segSize) throw new WalvaultError('ARCHIVE_CORRUPT', `wal/${name}.partial is ${partial.length} bytes, more than a ${segSize}-byte segment`);
-  const full = Buffer.alloc(segSize);
-  partial.copy(full);
-  return full;
 }

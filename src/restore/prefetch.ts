@@ -28,7 +28,6 @@ import { WalvaultError } from '../errors';
 import { processAlive, processArgs } from '../util/process-alive';
 import { sleep } from '../util/timers';
 import { isSegmentFileName, parseSegmentFileName, segmentFileName } from '../wal/lsn';
-import { fsyncDir } from '../wal/fsync-dir';
 
 export const PREFETCH_DIR = 'walvault-prefetch';
 const LOCK_FILE = '.prefetcher.pid';
@@ -62,25 +61,6 @@ export async function takePrefetched(name: string, dest: string): Promise<boolea
     throw err;
   }
   return true;
-}
-
-/** Writes `data` to `file` by way of a temporary name: fsynced, renamed, directory fsynced. */
-export async function writeFileDurably(file: string, data: Buffer): Promise<void> {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.walvault-${process.pid}.tmp`);
-  try {
-    const handle = await fsp.open(tmp, 'w', 0o600);
-    try {
-      await handle.writeFile(data);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await fsp.rename(tmp, file);
-    await fsyncDir(path.dirname(file));
-  } catch (err) {
-    await fsp.rm(tmp, { force: true });
-    throw new WalvaultError('STORAGE_IO', `cannot write ${file}: ${(err as Error).message}`, { cause: err });
-  }
 }
 
 async function lockHolder(dir: string): Promise<number | null> {
@@ -190,14 +170,13 @@ export interface PrefetcherOptions {
   /** The segment recovery asked for last. */
   start: string;
   segSize: number;
-  /** The verified plaintext of a finished segment, or null when the archive has none (yet). */
-  get(name: string): Promise<Buffer | null>;
   /**
-   * Throws unless `data` is the segment `name` (../wal/wal-identity.ts). A segment that
-   * fails is never placed: the prefetcher stops there (throwing), and wal-fetch, fetching
-   * that segment itself, reports it and stops recovery.
+   * Fetches the finished segment `name` into `file` (./fetch-wal-file.ts: verified, checked
+   * against its name, fsynced, renamed into place); false when the archive has none (yet).
+   * A segment that fails is never placed: the prefetcher stops there (throwing), and
+   * wal-fetch, fetching that segment itself, reports it and stops recovery.
    */
-  check(name: string, data: Buffer): void;
+  fetch(name: string, file: string): Promise<boolean>;
   idleExitMs?: number;
 }
 
@@ -276,18 +255,19 @@ export async function runPrefetcher(o: PrefetcherOptions): Promise<void> {
       }
       let atEnd = missing.length === 0;
       if (missing.length > 0) {
-        const got = await Promise.all(missing.map((name) => o.get(name)));
-        if (recoveryOver()) return; // what was fetched would only be removed again
+        // Each lands in the directory as soon as it is whole and checked; all have settled
+        // before a failure stops the prefetcher, so none lands after its clean-up.
+        const got = await Promise.allSettled(missing.map((name) => o.fetch(name, path.join(o.dir, name))));
+        const failed = got.find((g): g is PromiseRejectedResult => g.status === 'rejected');
+        if (failed) throw failed.reason;
+        if (recoveryOver()) return;
         for (let i = 0; i < missing.length; i++) {
-          const data = got[i];
-          if (data === null) {
+          if ((got[i] as PromiseFulfilledResult<boolean>).value) {
+            present.add(missing[i]);
+            lastActivity = Date.now();
+          } else {
             atEnd = true; // the end of the archive, for now
-            break;
           }
-          o.check(missing[i], data);
-          await writeFileDurably(path.join(o.dir, missing[i]), data);
-          present.add(missing[i]);
-          lastActivity = Date.now();
         }
       }
       seen = present;

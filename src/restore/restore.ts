@@ -2,19 +2,22 @@
  * `walvault restore`: one complete backup into a data directory, checked file by file
  * against the server's backup manifest, then made ready to recover from the archive.
  *
- * Parts are fetched several at once (each verified by its envelope, whose proven SHA-256
- * must also be the one the metadata records), decompressed into shared-memory slabs when the
- * server compressed the archive, parsed here and written by writer threads that hash and
- * fsync each file. Only when every file matches the manifest are the recovery settings
+ * Parts are read several at once, each as it arrives (verified by its envelope, frame by
+ * frame, whose proven SHA-256 must also be the one the metadata records), decompressed into
+ * shared-memory slabs when the server compressed the archive, parsed here and written by
+ * writer threads that hash and fsync each file. Only when every file matches the manifest are the recovery settings
  * written and pg_control put in place: until then no server can start on the directory.
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
 import type { Archive } from '../archive/archive';
+import { workerSha256 } from '../archive/read/hash-worker';
+import { ReadAhead } from '../archive/read/read-ahead';
 import { listBackups, readCompleted, type BackupArchive, type BackupMetadata } from '../backup/catalog';
 import { WalvaultError } from '../errors';
 import { Progress } from '../observe/progress';
+import { BufferPool } from '../util/buffer-pool';
 import { parseLsn } from '../wal/lsn';
 import { Extractor, PENDING_CONTROL_FILE, syncDirs, type ExtractedFile } from './extract';
 import { FileWriterPool } from './file-writers';
@@ -24,8 +27,12 @@ import { SlabRing } from './slab-ring';
 import { fillSlabs } from './tar-slabs';
 import { TarReader } from './tar-reader';
 
-/** Parts fetched ahead of the one being extracted. */
+/** Parts read at once: the one being extracted and those after it. */
 const PARTS_AHEAD = 4;
+/** Bytes of each part that may wait ahead of the extraction (a whole part at the default part size). */
+const PART_AHEAD_BYTES = 4 * 1024 * 1024;
+/** Blocks the parts read ahead into. */
+const BLOCK_SIZE = 1024 * 1024;
 /** Decompressed tar bytes in flight to the writer threads: SLABS x SLAB_SIZE. */
 const SLABS = 24;
 const SLAB_SIZE = 1024 * 1024;
@@ -101,38 +108,50 @@ async function prepareDir(dir: string, force: boolean, what: string): Promise<vo
 }
 
 /**
- * The plaintext of each part, fetched PARTS_AHEAD at a time, in order, each checked against
- * the metadata. A part copied over another position or from another backup is refused: by its
+ * The tar bytes of one backup archive, its parts read in order, each as it arrives and
+ * PARTS_AHEAD of them at once (../archive/read/read-ahead.ts: at most PART_AHEAD_BYTES of
+ * each waiting, so fetching and checking the next parts overlaps with extracting this one).
+ * Each part is checked as the archive checks any object (../archive/read/decode-object.ts:
+ * frames, trailer, SHA-256 of its plaintext, hashed by the worker pool), and against the
+ * metadata: a part copied over another position or from another backup is refused by its
  * envelope's binding (ARCHIVE_MISPLACED, naming what it is), and, for parts written before
- * bindings, by the size and SHA-256 the metadata records for this position.
+ * bindings, by the size and SHA-256 the metadata records for this position, before any of
+ * its bytes are passed on. A part's last bytes come only after its verdict; a part that
+ * fails fails the restore, and pg_control is put in place only after every part passed.
  */
-async function* partsOf(archive: Archive, a: BackupArchive): AsyncGenerator<Buffer> {
-  const fetch = async (i: number): Promise<Buffer> => {
-    const p = a.parts[i];
-    const got = await archive.getWithDigest(p.key);
-    if (!got) throw new WalvaultError('ARCHIVE_CORRUPT', `${p.key} in ${archive.storage.description} is missing; the backup cannot be restored`);
-    if (got.plaintext.length !== p.size || got.sha256.toString('hex') !== p.sha256) {
-      throw new WalvaultError(
-        'ARCHIVE_CORRUPT',
-        `${p.key} in ${archive.storage.description} is not the part the backup's metadata records there (its size or SHA-256 differs): another object was copied over it, or it was rewritten; the backup cannot be restored as it is`,
-      );
-    }
-    return got.plaintext;
-  };
-  const pending: Array<Promise<Buffer>> = [];
+async function* partsOf(archive: Archive, a: BackupArchive, blocks: BufferPool): AsyncGenerator<Buffer> {
+  const open = (p: BackupArchive['parts'][number]) =>
+    new ReadAhead(
+      async (push) => {
+        const found = await archive.read(
+          p.key,
+          async (part) => {
+            if (part.header.plaintextSize !== p.size || part.header.sha256.toString('hex') !== p.sha256) {
+              throw new WalvaultError(
+                'ARCHIVE_CORRUPT',
+                `${p.key} in ${archive.storage.description} is not the part the backup's metadata records there (its size or SHA-256 differs): another object was copied over it, or it was rewritten; the backup cannot be restored as it is`,
+              );
+            }
+            for await (const chunk of part.chunks) await push(chunk);
+          },
+          { hasher: workerSha256 },
+        );
+        if (found === null) throw new WalvaultError('ARCHIVE_CORRUPT', `${p.key} in ${archive.storage.description} is missing; the backup cannot be restored`);
+      },
+      blocks,
+      PART_AHEAD_BYTES,
+    );
+  const ahead: ReadAhead[] = [];
   let next = 0;
-  const fill = () => {
-    while (pending.length < PARTS_AHEAD && next < a.parts.length) {
-      const p = fetch(next++);
-      p.catch(() => undefined); // awaited in order below
-      pending.push(p);
+  try {
+    for (;;) {
+      while (ahead.length < PARTS_AHEAD && next < a.parts.length) ahead.push(open(a.parts[next++]));
+      const part = ahead.shift();
+      if (!part) return;
+      yield* part;
     }
-  };
-  fill();
-  while (pending.length > 0) {
-    const body = await pending.shift()!;
-    fill();
-    yield body;
+  } finally {
+    await Promise.all(ahead.map((p) => p.cancel()));
   }
 }
 
@@ -218,6 +237,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   const tablespaceDirs = new Map(tablespaces.map((t) => [t.oid, t.dir]));
   const writers = new FileWriterPool(manifest.algorithm);
   const ring = new SlabRing(SLABS, SLAB_SIZE);
+  const blocks = new BufferPool(BLOCK_SIZE, PARTS_AHEAD * (PART_AHEAD_BYTES / BLOCK_SIZE + 1));
   const writeFailure = writers.whenFailed();
   writeFailure.catch(() => undefined); // raced below
   try {
@@ -246,7 +266,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
         }
       };
       try {
-        await Promise.race([fillSlabs(partsOf(o.archive, a), a.compression, ring, parse, label), writeFailure]);
+        await Promise.race([fillSlabs(partsOf(o.archive, a, blocks), a.compression, ring, parse, label), writeFailure]);
         reader.finish();
         await Promise.race([extractor.finish(), writeFailure]);
       } catch (err) {

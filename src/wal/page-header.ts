@@ -227,20 +227,76 @@ export function readLongPageHeader(data: Buffer, label: string): LongPageHeader 
  * expects. Throws WAL_BAD_PAGE naming `label`.
  */
 export function checkWalFile(data: Buffer, name: string, label: string): LongPageHeader {
-  const h = readLongPageHeader(data, label);
-  const complete = isSegmentFileName(name);
-  const { tli, segNo } = parseSegmentFileName(name.slice(0, 24), h.segSize);
-  if (complete && data.length !== h.segSize) {
-    throw new WalvaultError('WAL_BAD_PAGE', `${label} is ${data.length} bytes, but its header says segments are ${h.segSize}: not a whole segment`);
+  const checker = new WalFileChecker(name, data.length, label);
+  checker.feed(data);
+  return checker.finish();
+}
+
+/**
+ * checkWalFile as the file's `length` bytes arrive, in chunks of any size (a file streamed
+ * from the archive): the first page's long header is taken from the first bytes, handed to
+ * `onLongHeader` (the caller's checks of what it says), and then every page is checked as it
+ * passes. finish() once all `length` bytes were fed.
+ */
+export class WalFileChecker {
+  private readonly head = Buffer.alloc(LONG_HEADER_SIZE);
+  private headFilled = 0;
+  private pages: PageChecker | null = null;
+  /** Bytes the page checker is to see: a partial's last, incomplete page is not checked. */
+  private valid = 0;
+  private fed = 0;
+  private longHeader: LongPageHeader | null = null;
+
+  constructor(
+    private readonly name: string,
+    private readonly length: number,
+    private readonly label: string,
+    private readonly onLongHeader?: (h: LongPageHeader) => void,
+  ) {}
+
+  feed(chunk: Buffer): void {
+    let from = 0;
+    if (this.headFilled < LONG_HEADER_SIZE) {
+      from = chunk.copy(this.head, this.headFilled, 0, Math.min(chunk.length, LONG_HEADER_SIZE - this.headFilled));
+      this.headFilled += from;
+      if (this.headFilled === LONG_HEADER_SIZE) this.start(Math.min(this.length, LONG_HEADER_SIZE));
+      else return;
+    }
+    this.check(chunk.subarray(from));
   }
-  const valid = complete ? data.length : data.length - (data.length % h.blockSize);
-  verifySegmentPages(data, valid, segmentStartOfNumber(segNo, h.segSize), {
-    magic: pageMagicForMajor(h.major),
-    systemId: h.systemId,
-    segSize: h.segSize,
-    blockSize: h.blockSize,
-    fileTli: tli,
-    label,
-  });
-  return h;
+
+  finish(): LongPageHeader {
+    // Shorter than a long header: the reader says what it is not.
+    if (this.longHeader === null) readLongPageHeader(this.head.subarray(0, this.headFilled), this.label);
+    if (this.fed !== this.valid) throw new WalvaultError('INTERNAL', `${this.label}: ${this.fed} of its ${this.valid} bytes of whole pages were checked`);
+    return this.longHeader!;
+  }
+
+  private start(headBytes: number): void {
+    const h = readLongPageHeader(this.head, this.label);
+    this.onLongHeader?.(h);
+    const complete = isSegmentFileName(this.name);
+    const { tli, segNo } = parseSegmentFileName(this.name.slice(0, 24), h.segSize);
+    if (complete && this.length !== h.segSize) {
+      throw new WalvaultError('WAL_BAD_PAGE', `${this.label} is ${this.length} bytes, but its header says segments are ${h.segSize}: not a whole segment`);
+    }
+    this.valid = complete ? this.length : this.length - (this.length % h.blockSize);
+    this.pages = new PageChecker(segmentStartOfNumber(segNo, h.segSize), {
+      magic: pageMagicForMajor(h.major),
+      systemId: h.systemId,
+      segSize: h.segSize,
+      blockSize: h.blockSize,
+      fileTli: tli,
+      label: this.label,
+    });
+    this.longHeader = h;
+    this.check(this.head.subarray(0, headBytes));
+  }
+
+  private check(bytes: Buffer): void {
+    const take = Math.min(bytes.length, this.valid - this.fed);
+    if (take <= 0 || this.pages === null) return;
+    this.pages.feed(bytes.subarray(0, take));
+    this.fed += take;
+  }
 }

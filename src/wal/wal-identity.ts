@@ -18,7 +18,7 @@
  */
 import { WalvaultError } from '../errors';
 import { formatLsn, isHistoryFileName, isSegmentFileName, parseSegmentFileName, segmentFileName, segmentStartOfNumber } from './lsn';
-import { checkWalFile, readLongPageHeader } from './page-header';
+import { WalFileChecker } from './page-header';
 import { parseTimelineHistory } from './timeline-history';
 
 /** What the archive says its cluster is (cluster.json). */
@@ -41,38 +41,77 @@ function misplaced(message: string): WalvaultError {
  * object in messages.
  */
 export function checkWalIdentity(name: string, data: Buffer, cluster: WalClusterIdentity, label: string): void {
-  if (isHistoryFileName(name)) return checkHistory(name, data, label);
-  const segment = name.endsWith('.partial') ? name.slice(0, -'.partial'.length) : name;
-  if (!isSegmentFileName(segment)) return;
-  checkSegment(name, segment, data, cluster, label);
+  const check = walIdentityChecker(name, data.length, cluster, label);
+  check.write(data);
+  check.end();
 }
 
-function checkSegment(name: string, segment: string, data: Buffer, cluster: WalClusterIdentity, label: string): void {
+export interface WalIdentityCheck {
+  write(chunk: Buffer): void;
+  /** Throws the first problem found, or the verdict on the whole file. */
+  end(): void;
+}
+
+/**
+ * checkWalIdentity as the file's `length` bytes arrive (an object streamed from the
+ * archive): its size is checked at once; a problem found in its bytes is held and thrown by
+ * end(), which a reader calls after the object's own checks passed, so a damaged object is
+ * reported as damaged, not as another file.
+ */
+export function walIdentityChecker(name: string, length: number, cluster: WalClusterIdentity, label: string): WalIdentityCheck {
+  if (isHistoryFileName(name)) {
+    const parts: Buffer[] = [];
+    return {
+      write: (chunk) => void parts.push(Buffer.from(chunk)),
+      end: () => checkHistory(name, Buffer.concat(parts), label),
+    };
+  }
+  const segment = name.endsWith('.partial') ? name.slice(0, -'.partial'.length) : name;
+  if (!isSegmentFileName(segment)) return { write: () => undefined, end: () => undefined };
+  const file = segmentChecker(name, segment, length, cluster, label);
+  let problem: { error: unknown } | null = null;
+  return {
+    write: (chunk) => {
+      if (problem !== null) return;
+      try {
+        file.feed(chunk);
+      } catch (error) {
+        problem = { error };
+      }
+    },
+    end: () => {
+      if (problem !== null) throw problem.error;
+      file.finish();
+    },
+  };
+}
+
+function segmentChecker(name: string, segment: string, length: number, cluster: WalClusterIdentity, label: string): WalFileChecker {
   const segSize = cluster.walSegmentSize;
   const { tli, segNo } = parseSegmentFileName(segment, segSize);
   const start = segmentStartOfNumber(segNo, segSize);
-  if (data.length === 0) throw new WalvaultError('WAL_BAD_PAGE', `${label} is empty, not WAL`);
-  if (data.length > segSize) throw new WalvaultError('WAL_BAD_PAGE', `${label} is ${data.length} bytes, more than a ${segSize}-byte segment`);
-  const h = readLongPageHeader(data, label);
-  if (h.systemId.toString() !== cluster.systemId) {
-    throw misplaced(`${label} holds WAL of database system ${h.systemId}, but this archive belongs to ${cluster.systemId}: it was copied from another cluster's archive`);
-  }
-  if (h.segSize !== segSize) throw misplaced(`${label} says its segments are ${h.segSize} bytes, but this archive's are ${segSize}: it is not this cluster's WAL`);
-  if (!(h.blockSize >= 1024 && h.blockSize <= 65536 && (h.blockSize & (h.blockSize - 1)) === 0 && segSize % h.blockSize === 0)) {
-    throw new WalvaultError('WAL_BAD_PAGE', `${label}: its first page says the WAL block size is ${h.blockSize}, which no PostgreSQL uses (damaged)`);
-  }
-  if (h.pageAddr !== start) {
-    if (h.pageAddr % BigInt(segSize) === 0n) {
-      const held = segmentFileName(h.tli, h.pageAddr / BigInt(segSize), segSize);
-      throw misplaced(`${label} holds the WAL of ${held} (its first page is at ${formatLsn(h.pageAddr)}, timeline ${h.tli}), not of ${segment}: another segment's object was copied or renamed over this name`);
+  if (length === 0) throw new WalvaultError('WAL_BAD_PAGE', `${label} is empty, not WAL`);
+  if (length > segSize) throw new WalvaultError('WAL_BAD_PAGE', `${label} is ${length} bytes, more than a ${segSize}-byte segment`);
+  // What its first page says it is, then every page of it (addresses, timelines, sizes).
+  return new WalFileChecker(name, length, label, (h) => {
+    if (h.systemId.toString() !== cluster.systemId) {
+      throw misplaced(`${label} holds WAL of database system ${h.systemId}, but this archive belongs to ${cluster.systemId}: it was copied from another cluster's archive`);
     }
-    throw new WalvaultError('WAL_BAD_PAGE', `${label}: its first page is at ${formatLsn(h.pageAddr)}, not at the start of a segment (${formatLsn(start)} expected): damaged`);
-  }
-  if (h.tli > tli) {
-    throw misplaced(`${label} holds WAL of timeline ${h.tli} (its first page is at ${formatLsn(h.pageAddr)}), newer than timeline ${tli} in the name ${segment}: the segment of a later timeline was copied or renamed over this name`);
-  }
-  // Every page of it: addresses, timelines, one long header, the sizes.
-  checkWalFile(data, name, label);
+    if (h.segSize !== segSize) throw misplaced(`${label} says its segments are ${h.segSize} bytes, but this archive's are ${segSize}: it is not this cluster's WAL`);
+    if (!(h.blockSize >= 1024 && h.blockSize <= 65536 && (h.blockSize & (h.blockSize - 1)) === 0 && segSize % h.blockSize === 0)) {
+      throw new WalvaultError('WAL_BAD_PAGE', `${label}: its first page says the WAL block size is ${h.blockSize}, which no PostgreSQL uses (damaged)`);
+    }
+    if (h.pageAddr !== start) {
+      if (h.pageAddr % BigInt(segSize) === 0n) {
+        const held = segmentFileName(h.tli, h.pageAddr / BigInt(segSize), segSize);
+        throw misplaced(`${label} holds the WAL of ${held} (its first page is at ${formatLsn(h.pageAddr)}, timeline ${h.tli}), not of ${segment}: another segment's object was copied or renamed over this name`);
+      }
+      throw new WalvaultError('WAL_BAD_PAGE', `${label}: its first page is at ${formatLsn(h.pageAddr)}, not at the start of a segment (${formatLsn(start)} expected): damaged`);
+    }
+    if (h.tli > tli) {
+      throw misplaced(`${label} holds WAL of timeline ${h.tli} (its first page is at ${formatLsn(h.pageAddr)}), newer than timeline ${tli} in the name ${segment}: the segment of a later timeline was copied or renamed over this name`);
+    }
+  });
 }
 
 function checkHistory(name: string, data: Buffer, label: string): void {

@@ -22,11 +22,12 @@ export function rng(seed: number): () => number {
   };
 }
 
-export function buildSegment(segNo: bigint, tli = 1, seed = Number(segNo) + 1): Buffer {
-  const start = segNo * BigInt(FIXTURE_SEG_SIZE);
-  const buf = Buffer.alloc(FIXTURE_SEG_SIZE);
+/** A segment of `segSize` bytes (FIXTURE_SEG_SIZE unless given: benches build larger ones). */
+export function buildSegment(segNo: bigint, tli = 1, seed = Number(segNo) + 1, segSize = FIXTURE_SEG_SIZE): Buffer {
+  const start = segNo * BigInt(segSize);
+  const buf = Buffer.alloc(segSize);
   const next = rng(seed);
-  for (let off = 0, p = 0; off < FIXTURE_SEG_SIZE; off += FIXTURE_BLCKSZ, p++) {
+  for (let off = 0, p = 0; off < segSize; off += FIXTURE_BLCKSZ, p++) {
     const cont = p > 0 && p % 4 !== 0;
     buf.writeUInt16LE(FIXTURE_MAGIC, off);
     buf.writeUInt16LE((cont ? 0x0001 : 0) | (p === 0 ? 0x0002 | 0x0004 : 0), off + 2);
@@ -36,7 +37,7 @@ export function buildSegment(segNo: bigint, tli = 1, seed = Number(segNo) + 1): 
     let body = off + 24;
     if (p === 0) {
       buf.writeBigUInt64LE(FIXTURE_SYSID, 24);
-      buf.writeUInt32LE(FIXTURE_SEG_SIZE, 32);
+      buf.writeUInt32LE(segSize, 32);
       buf.writeUInt32LE(FIXTURE_BLCKSZ, 36);
       body = 40;
     }

@@ -6,7 +6,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { isWalvaultError, type ErrorCode } from '../../src/errors';
 import { Archive, type ClusterInfo } from '../../src/archive/archive';
-import { decodeEnvelope, encodePlainHeader, sha256 } from '../../src/archive/envelope';
+import { encodePlainHeader, sha256 } from '../../src/archive/envelope';
+import { decodeEnvelope } from '../../src/archive/read/decode-object';
 import { fileSource, WINDOW } from '../../src/archive/body-source';
 import { LocalStorage } from '../../src/storage/local';
 import type { ObjectBody, ObjectInfo, Storage } from '../../src/storage/storage';
@@ -63,7 +64,7 @@ describe('Archive cluster marker', () => {
     const file = path.join(root, 'cluster.json');
     const bytes = await fs.readFile(file);
     const stat = await fs.stat(file);
-    const marker = JSON.parse(decodeEnvelope(bytes, 'cluster.json').plaintext.toString());
+    const marker = JSON.parse((await decodeEnvelope(bytes, 'cluster.json')).plaintext.toString());
     assert.deepEqual(marker, { ...OURS, createdAt: first.createdAt });
     assert.deepEqual(await archive.readCluster(), first);
 
@@ -142,7 +143,7 @@ describe('Archive objects', () => {
     const body = randomBytes(SEG);
     assert.equal(await archive.putImmutable(key, body), 'stored');
     const onDisk = await fs.readFile(path.join(root, 'wal', seg(3)));
-    const decoded = decodeEnvelope(onDisk, key);
+    const decoded = await decodeEnvelope(onDisk, key);
     assert.ok(decoded.plaintext.equals(body));
     assert.deepEqual(decoded.header.sha256, sha256(body));
     assert.ok((await archive.get(key))?.equals(body));

@@ -78,7 +78,7 @@ describe('objects are bound to their key and cluster', () => {
       await copyObject(root, seg(0x36), root, seg(0x38));
       const fresh = new Archive(new LocalStorage(root), { privateKey: opts.privateKey });
       await assert.rejects(fresh.get(seg(0x38)), isCode('ARCHIVE_MISPLACED', `${seg(0x38)} in `, `holds ${seg(0x36)}`, "put that name's own object back"));
-      await assert.rejects(fresh.getWithDigest(seg(0x38)), isCode('ARCHIVE_MISPLACED', seg(0x36)));
+      await assert.rejects(fresh.read(seg(0x38), async () => assert.fail('a misplaced object is refused before its reader sees it')), isCode('ARCHIVE_MISPLACED', seg(0x36)));
       await assert.rejects(fresh.checkObject(seg(0x38)), isCode('ARCHIVE_MISPLACED', seg(0x36)));
       if (opts.recipient) {
         // verify without the private key still sees the binding (the trailer covers the header).
@@ -95,9 +95,9 @@ describe('objects are bound to their key and cluster', () => {
         await archive.putOwnedBuffer(part(backup, i), body, sha256(body));
       }
       await copyObject(root, part('20260101T000000Z', 0), root, part('20260101T000000Z', 1));
-      await assert.rejects(reader.getWithDigest(part('20260101T000000Z', 1)), isCode('ARCHIVE_MISPLACED', part('20260101T000000Z', 1), `holds ${part('20260101T000000Z', 0)}`));
+      await assert.rejects(reader.read(part('20260101T000000Z', 1), async () => assert.fail('refused before the part is read')), isCode('ARCHIVE_MISPLACED', part('20260101T000000Z', 1), `holds ${part('20260101T000000Z', 0)}`));
       await copyObject(root, part('20260101T000000Z', 0), root, part('20260102T000000Z', 1));
-      await assert.rejects(reader.getWithDigest(part('20260102T000000Z', 1)), isCode('ARCHIVE_MISPLACED', part('20260102T000000Z', 1), `holds ${part('20260101T000000Z', 0)}`));
+      await assert.rejects(reader.read(part('20260102T000000Z', 1), async () => assert.fail('refused before the part is read')), isCode('ARCHIVE_MISPLACED', part('20260102T000000Z', 1), `holds ${part('20260101T000000Z', 0)}`));
     });
 
     test(`${kind}: an object copied from another cluster's archive is refused naming its cluster`, async (t) => {
@@ -144,7 +144,10 @@ describe('objects are bound to their key and cluster', () => {
     for await (const c of encodeFrames(one(), framed.length, header, { codec: codecByName('zstd'), dataKey: null })) chunks.push(c);
     await fs.writeFile(path.join(root, seg(2)), Buffer.concat(chunks));
     assert.ok((await reader.get(seg(2)))?.equals(framed));
-    assert.ok((await reader.checkObject(seg(2)))?.plaintext?.equals(framed));
+    const seen: Buffer[] = [];
+    const checked = await reader.checkObject(seg(2), () => ({ write: (c) => void seen.push(Buffer.from(c)), end: () => undefined }));
+    assert.equal(checked?.plaintextChecked, true);
+    assert.ok(Buffer.concat(seen).equals(framed));
   });
 
   test('a sealed spool file keeps its 64-byte header when a local archive adopts it', async (t) => {

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import * as zlib from 'node:zlib';
 import { isWalvaultError } from '../../src/errors';
-import { crc32, decodeEnvelope, encodeEnvelope, readEnvelopeHeader, sha256 } from '../../src/archive/envelope';
+import { crc32, encodeEnvelope, readEnvelopeHeader, sha256 } from '../../src/archive/envelope';
+import { decodeEnvelope } from '../../src/archive/read/decode-object';
 
 const LABEL = 'wal/000000010000000000000007';
 
@@ -26,10 +27,10 @@ describe('envelope', () => {
     ['small', 37],
     ['16 MiB', 16 << 20],
   ] as const) {
-    test(`round trip: ${name}`, () => {
+    test(`round trip: ${name}`, async () => {
       const plaintext = randomBytes(size);
       const obj = encodeEnvelope(plaintext);
-      const { header, plaintext: out } = decodeEnvelope(obj, LABEL);
+      const { header, plaintext: out } = await decodeEnvelope(obj, LABEL);
       assert.ok(out.equals(plaintext));
       assert.equal(header.version, 1);
       assert.equal(header.codec, 'none');
@@ -49,11 +50,11 @@ describe('envelope', () => {
     assert.ok(encodeEnvelope(p).equals(encodeEnvelope(Buffer.from(p))));
   });
 
-  test('extension round trip', () => {
+  test('extension round trip', async () => {
     const ext = { keyId: 'site-a/2025', wrapped: [1, 2, 3] };
     const obj = encodeEnvelope(Buffer.from('hello'), ext);
     const json = Buffer.from(JSON.stringify(ext));
-    const { header, plaintext } = decodeEnvelope(obj, LABEL);
+    const { header, plaintext } = await decodeEnvelope(obj, LABEL);
     assert.deepEqual(header.extension, ext);
     assert.equal(header.headerLength, 64 + json.length);
     assert.equal(plaintext.toString(), 'hello');
@@ -69,13 +70,13 @@ describe('envelope', () => {
     assert.throws(() => readEnvelopeHeader(obj.subarray(0, full.headerLength - 1), LABEL), corruptNamingLabel);
   });
 
-  test('every single flipped byte of a small object is detected', () => {
+  test('every single flipped byte of a small object is detected', async () => {
     const obj = encodeEnvelope(randomBytes(100), { keyId: 'k' });
     for (let i = 0; i < obj.length; i++) {
       for (const mask of [0x01, 0x80, 0xff]) {
         const bad = Buffer.from(obj);
         bad[i] ^= mask;
-        assert.throws(() => decodeEnvelope(bad, LABEL), corruptNamingLabel, `byte ${i} ^ ${mask}`);
+        await assert.rejects(decodeEnvelope(bad, LABEL), corruptNamingLabel, `byte ${i} ^ ${mask}`);
       }
     }
   });
@@ -90,32 +91,32 @@ describe('envelope', () => {
     }
   });
 
-  test('flipped bytes in a 16 MiB body are detected', () => {
+  test('flipped bytes in a 16 MiB body are detected', async () => {
     const obj = encodeEnvelope(randomBytes(16 << 20));
     const positions = [64, 65, 1000, 8 << 20, obj.length - 2, obj.length - 1];
     for (let i = 0; i < 10; i++) positions.push(64 + Math.floor(Math.random() * (16 << 20)));
     for (const pos of positions) {
       obj[pos] ^= 0x10;
-      assert.throws(() => decodeEnvelope(obj, LABEL), (err: unknown) => corruptNamingLabel(err) && /checksum mismatch/.test((err as Error).message));
+      await assert.rejects(decodeEnvelope(obj, LABEL), (err: unknown) => corruptNamingLabel(err) && /checksum mismatch/.test((err as Error).message));
       obj[pos] ^= 0x10;
     }
-    assert.doesNotThrow(() => decodeEnvelope(obj, LABEL));
+    await assert.doesNotReject(decodeEnvelope(obj, LABEL));
   });
 
-  test('truncated or extended objects are detected', () => {
+  test('truncated or extended objects are detected', async () => {
     const obj = encodeEnvelope(randomBytes(200), { a: 1 });
     for (let len = 0; len < obj.length; len++) {
-      assert.throws(() => decodeEnvelope(obj.subarray(0, len), LABEL), corruptNamingLabel, `length ${len}`);
+      await assert.rejects(decodeEnvelope(obj.subarray(0, len), LABEL), corruptNamingLabel, `length ${len}`);
     }
-    assert.throws(() => decodeEnvelope(Buffer.concat([obj, Buffer.alloc(1)]), LABEL), (err: unknown) => corruptNamingLabel(err) && /1 unexpected bytes after the body/.test((err as Error).message));
+    await assert.rejects(decodeEnvelope(Buffer.concat([obj, Buffer.alloc(1)]), LABEL), (err: unknown) => corruptNamingLabel(err) && /1 unexpected bytes after the body/.test((err as Error).message));
 
     const big = encodeEnvelope(randomBytes(16 << 20));
-    assert.throws(() => decodeEnvelope(big.subarray(0, big.length - 1), LABEL), (err: unknown) => corruptNamingLabel(err) && /truncated/.test((err as Error).message));
+    await assert.rejects(decodeEnvelope(big.subarray(0, big.length - 1), LABEL), (err: unknown) => corruptNamingLabel(err) && /truncated/.test((err as Error).message));
   });
 
-  test('foreign files are reported as not ours', () => {
-    assert.throws(() => decodeEnvelope(Buffer.from('{"systemId": "1"}'), LABEL), (err: unknown) => corruptNamingLabel(err) && /not a walvault archive object/.test((err as Error).message));
-    assert.throws(() => decodeEnvelope(Buffer.alloc(0), LABEL), corruptNamingLabel);
+  test('foreign files are reported as not ours', async () => {
+    await assert.rejects(decodeEnvelope(Buffer.from('{"systemId": "1"}'), LABEL), (err: unknown) => corruptNamingLabel(err) && /not a walvault archive object/.test((err as Error).message));
+    await assert.rejects(decodeEnvelope(Buffer.alloc(0), LABEL), corruptNamingLabel);
   });
 
   test('well-formed headers this version cannot decode are refused with a reason', () => {
@@ -136,12 +137,12 @@ describe('envelope', () => {
     }
   });
 
-  test('a consistent header over the wrong body fails the size or checksum check', () => {
+  test('a consistent header over the wrong body fails the size or checksum check', async () => {
     const obj = encodeEnvelope(Buffer.from('abcdef'));
     const otherSize = Buffer.from(obj);
     otherSize.writeBigUInt64BE(5n, 8);
     fixCrc(otherSize);
-    assert.throws(() => decodeEnvelope(otherSize, LABEL), (err: unknown) => corruptNamingLabel(err) && /size mismatch/.test((err as Error).message));
+    await assert.rejects(decodeEnvelope(otherSize, LABEL), (err: unknown) => corruptNamingLabel(err) && /size mismatch/.test((err as Error).message));
   });
 
   test('crc32 is the standard CRC-32', () => {

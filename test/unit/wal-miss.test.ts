@@ -21,6 +21,7 @@ const seg = (tli: number, n: number) => segmentFileName(tli, BigInt(n), SEG);
 /** A real local storage that records the reads made through it. */
 class RecordingStorage implements Storage {
   readonly lists: Array<{ prefix: string } & ListOptions> = [];
+  /** Whole-object reads (get, or openRead: one request each). */
   readonly gets: string[] = [];
   constructor(private readonly inner: LocalStorage) {}
   get description() {
@@ -40,6 +41,7 @@ class RecordingStorage implements Storage {
     return this.inner.head(key);
   }
   openRead(key: string, into?: Buffer) {
+    this.gets.push(key);
     return this.inner.openRead(key, into);
   }
   list(prefix: string, opts: ListOptions = {}): Promise<ObjectInfo[]> {

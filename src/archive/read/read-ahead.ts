@@ -1,0 +1,116 @@
+/**
+ * Lets a producer of chunks (an object being read and verified) run ahead of its consumer by
+ * a bounded amount: its chunks, valid only until it produces the next, are copied into
+ * owned blocks from a pool, at most `maxBytes` of them waiting, so fetching and checking the
+ * next objects overlaps with the consumer's work on this one without holding any of them
+ * whole (restore reads several backup parts ahead this way).
+ *
+ * The order and the verdict are the producer's: blocks reach the consumer in order, the last
+ * one only after the producer finished (so after the object's last check), and a producer
+ * failure reaches the consumer at its next request. A consumer that stops early, or cancel(),
+ * stops the producer at its next chunk (push() then throws) and waits for it to let go of
+ * what it reads from.
+ */
+import type { BufferPool } from '../../util/buffer-pool';
+
+/** Hands a chunk to the read-ahead; the producer may reuse it once the returned promise, if any, settles. */
+export type Push = (chunk: Buffer) => void | Promise<void>;
+
+const CANCELLED = Symbol('read-ahead cancelled');
+
+export class ReadAhead implements AsyncIterable<Buffer> {
+  private readonly queue: Array<{ block: Buffer; length: number }> = [];
+  private held = 0;
+  private block: Buffer | null = null;
+  private filled = 0;
+  private done = false;
+  private failure: { error: unknown } | null = null;
+  private cancelled = false;
+  private wakeConsumer: (() => void) | null = null;
+  private wakeProducer: (() => void) | null = null;
+  private readonly finished: Promise<void>;
+
+  constructor(
+    produce: (push: Push) => Promise<void>,
+    private readonly pool: BufferPool,
+    private readonly maxBytes: number,
+  ) {
+    this.finished = produce((chunk) => this.push(chunk)).then(
+      () => {
+        if (this.filled > 0) this.flush();
+        this.done = true;
+      },
+      (error: unknown) => {
+        if (error !== CANCELLED) this.failure = { error };
+      },
+    );
+    this.finished.finally(() => this.wake()).catch(() => undefined);
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<Buffer> {
+    let last: Buffer | null = null;
+    try {
+      for (;;) {
+        if (last) this.pool.release(last);
+        last = null;
+        while (this.queue.length === 0 && !this.done && this.failure === null) await new Promise<void>((resolve) => (this.wakeConsumer = resolve));
+        if (this.failure !== null) throw this.failure.error;
+        const next = this.queue.shift();
+        if (!next) return;
+        this.held -= next.length;
+        this.resumeProducer();
+        last = next.block;
+        yield next.block.subarray(0, next.length);
+      }
+    } finally {
+      if (last) this.pool.release(last);
+      await this.cancel();
+    }
+  }
+
+  /** Stops the producer and releases what waits; resolves once the producer has stopped. */
+  async cancel(): Promise<void> {
+    if (!this.done) this.cancelled = true;
+    this.resumeProducer();
+    await this.finished;
+    for (const q of this.queue.splice(0)) this.pool.release(q.block);
+    if (this.block) this.pool.release(this.block);
+    this.block = null;
+  }
+
+  private push(chunk: Buffer): void | Promise<void> {
+    if (this.cancelled) throw CANCELLED;
+    for (let at = 0; at < chunk.length; ) {
+      this.block ??= this.pool.acquire();
+      const n = chunk.copy(this.block, this.filled, at);
+      at += n;
+      this.filled += n;
+      if (this.filled === this.block.length) this.flush();
+    }
+    if (this.held >= this.maxBytes) {
+      return new Promise<void>((resolve) => (this.wakeProducer = resolve)).then(() => {
+        if (this.cancelled) throw CANCELLED;
+      });
+    }
+  }
+
+  private flush(): void {
+    this.queue.push({ block: this.block!, length: this.filled });
+    this.held += this.filled;
+    this.block = null;
+    this.filled = 0;
+    this.wake();
+  }
+
+  private resumeProducer(): void {
+    const w = this.wakeProducer;
+    this.wakeProducer = null;
+    w?.();
+  }
+
+  private wake(): void {
+    const w = this.wakeConsumer;
+    this.wakeConsumer = null;
+    w?.();
+  }
+}
