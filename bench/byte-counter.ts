@@ -48,9 +48,10 @@ function isBytes(v: unknown): v is ArrayBufferView {
   return ArrayBuffer.isView(v) && !(v instanceof DataView);
 }
 
-function install(): void {
+/** Installs the counter in this thread (the preload does it when WALVAULT_BYTE_COUNTER=1). */
+export function installByteCounter(): Promise<void> {
   const g = globalThis as { __walvaultByteCounter?: boolean };
-  if (g.__walvaultByteCounter) return;
+  if (g.__walvaultByteCounter) return fileCountsReady;
   g.__walvaultByteCounter = true;
 
   const concat = Buffer.concat;
@@ -127,7 +128,7 @@ function install(): void {
   };
 
   // FileHandle is not exported: reach its prototype through a handle's.
-  void fsp.open(__filename, 'r').then(async (h) => {
+  fileCountsReady = fsp.open(__filename, 'r').then(async (h) => {
     const proto = Object.getPrototypeOf(h) as { read: (...a: unknown[]) => Promise<{ bytesRead: number }>; write: (...a: unknown[]) => Promise<{ bytesWritten: number }>; writev: (...a: unknown[]) => Promise<{ bytesWritten: number }> };
     await h.close();
     const read = proto.read;
@@ -163,7 +164,11 @@ function install(): void {
   } else {
     mainChannel = channel;
   }
+  return fileCountsReady;
 }
+
+/** Settles once file reads and writes are counted too (their prototype is reached asynchronously). */
+let fileCountsReady: Promise<void> = Promise.resolve();
 
 let mainChannel: BroadcastChannel | null = null;
 
@@ -213,4 +218,4 @@ export async function collectCounts(quietMs = 300): Promise<ByteCounts> {
   return total;
 }
 
-if (process.env.WALVAULT_BYTE_COUNTER === '1') install();
+if (process.env.WALVAULT_BYTE_COUNTER === '1') void installByteCounter();

@@ -20,8 +20,12 @@
  * random words, hex strings and numbers, which compress about like production WAL with
  * zstd level 1 (about 3:1, printed), not like pgbench's blank padding (23:1).
  *
+ * The counter's hooks cost CPU of their own (every postMessage to a worker, every hash
+ * update): BENCH_COUNT=0 runs without it, for CPU figures only.
+ *
  * Environment: BENCH_SEGMENTS (segments per path, default 4), BENCH_SEG_MIB (default 16),
- * BENCH_CPU_PROF=<dir> (a V8 CPU profile of the whole run, for bench/profile-summary.ts).
+ * BENCH_COUNT=0 (no counting), BENCH_CPU_PROF=<dir> (a V8 CPU profile of the whole run, for
+ * bench/profile-summary.ts).
  * Results also go to bench/results/write-path-<timestamp>.json.
  */
 import { spawnSync } from 'node:child_process';
@@ -54,6 +58,7 @@ function envNumber(name: string, fallback: number): number {
 const SEGMENTS = Math.round(envNumber('BENCH_SEGMENTS', 4));
 const SEG_SIZE = Math.round(envNumber('BENCH_SEG_MIB', 16) * MiB);
 const CPU_PROF_DIR = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : undefined;
+const COUNTING = process.env.BENCH_COUNT !== '0';
 
 /** xorshift32: the same "random" WAL every run, so the counts compare across runs. */
 function prng(seed: number): () => number {
@@ -207,7 +212,7 @@ async function main(): Promise<void> {
       console.log(`${c.label}...`);
       rows.push(await runCase(c, work, plaintext, digest, s3, keyFiles, i));
     }
-    const x = (n: number) => fmt(n / plaintext.length, 2);
+    const x = (n: number) => (COUNTING ? fmt(n / plaintext.length, 2) : 'n/a');
     console.log(`\nper ${SEG_SIZE / MiB} MiB segment (${SEGMENTS} segments per path after one to warm up); x = multiples of the plaintext`);
     printTable([
       ['path', 'stored MiB', 'ratio', 'copied x', 'sha256 x', 'file read x', 'file write x', 'CPU ms (median)', 'CPU spread', 'wall ms (median)'],
@@ -224,12 +229,12 @@ async function main(): Promise<void> {
         fmt(median(r.wallMs), 0),
       ]),
     ]);
-    console.log('\ncopies by call (x plaintext)');
-    for (const r of rows) {
+    if (COUNTING) console.log('\ncopies by call (x plaintext)');
+    for (const r of COUNTING ? rows : []) {
       const by = Object.entries(r.perSegment.copyBy).sort((a, b) => b[1] - a[1]);
       console.log(`  ${r.label}: ${by.length === 0 ? 'none' : by.map(([k, v]) => `${k} ${x(v)}`).join(', ')}`);
     }
-    const file = saveResults('write-path', { machine: machineFacts(), segSize: SEG_SIZE, segments: SEGMENTS, rows }, startedAt);
+    const file = saveResults('write-path', { machine: machineFacts(), segSize: SEG_SIZE, segments: SEGMENTS, counted: COUNTING, rows }, startedAt);
     console.log(`\nresults: ${path.relative(process.cwd(), file)}`);
   } finally {
     await s3?.destroy();
@@ -237,12 +242,14 @@ async function main(): Promise<void> {
   }
 }
 
-if (!counterInstalled()) {
-  // Run again with the counter preloaded, so it is in place in every thread before any work.
-  const args = ['-r', path.join(__dirname, 'byte-counter.js'), ...(CPU_PROF_DIR ? ['--cpu-prof', '--cpu-prof-dir', CPU_PROF_DIR] : []), __filename];
-  const r = spawnSync(process.execPath, args, { stdio: 'inherit', env: { ...process.env, WALVAULT_BYTE_COUNTER: '1' } });
+if (process.env.WALVAULT_WRITE_BENCH_CHILD !== '1') {
+  // Run again with the counter preloaded, so it is in place in every thread before any work
+  // (and with the profiler on, when asked).
+  const args = [...(COUNTING ? ['-r', path.join(__dirname, 'byte-counter.js')] : []), ...(CPU_PROF_DIR ? ['--cpu-prof', '--cpu-prof-dir', CPU_PROF_DIR] : []), __filename];
+  const r = spawnSync(process.execPath, args, { stdio: 'inherit', env: { ...process.env, WALVAULT_WRITE_BENCH_CHILD: '1', WALVAULT_BYTE_COUNTER: COUNTING ? '1' : '0' } });
   process.exit(r.status ?? 1);
 } else {
+  if (COUNTING && !counterInstalled()) throw new Error('the byte counter is not installed');
   main().then(
     () => process.exit(0),
     (err) => {
