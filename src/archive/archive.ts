@@ -21,7 +21,7 @@
 import { createHash } from 'node:crypto';
 import { isWalvaultError, WalvaultError } from '../errors';
 import { isValidSegmentSize } from '../wal/lsn';
-import type { Storage } from '../storage/storage';
+import type { ObjectChunk, Storage } from '../storage/storage';
 import { bufferSource, digestOf, fileSource, windowPool, type BodySource } from './body-source';
 import { bindingExtension, bindingOf, checkBinding } from './binding';
 import { codecByName, type CodecName } from './codecs';
@@ -196,7 +196,10 @@ export class Archive {
     const ours = knownSha256 ?? (Buffer.isBuffer(plaintext) ? await sha256Async(plaintext) : await digestOf(source));
     const existing = await this.alreadyStored(key, source.length, ours);
     if (existing === 'same') return 'unchanged';
-    await this.writeVerified(key, source, ours);
+    // A buffer hashed just now, which the caller holds unchanged until this settles, needs no
+    // second pass over its plaintext; a known checksum, or a source read again, must be proven.
+    const recheck = knownSha256 !== undefined || !Buffer.isBuffer(plaintext);
+    await this.writeVerified(key, source, ours, recheck);
     return existing === 'damaged' ? 'repaired' : 'stored';
   }
 
@@ -244,6 +247,15 @@ export class Archive {
       throw new WalvaultError('ARCHIVE_CORRUPT', `${this.label(key)} appeared and vanished while it was being stored; is another process writing to this archive?`);
     }
     if (adopted === 'adopted') {
+      // The link is the spool file's own inode, whose bytes the spool hashed as they arrived,
+      // and still the object is read back whole through its archive name (one read, one
+      // hash). What that proves: the object the archive names holds our header and a body
+      // hashing to what arrived from the server, so the spool's writes put the received
+      // bytes where they belong and nothing changed them since (a buffer reused before its
+      // write finished, a write at the wrong offset, another process, a damaged page). A
+      // check that the name links the same inode would prove none of that. It does not prove
+      // the disk has them: the read may come from the page cache; the fsyncs of the file
+      // before it was sealed and of the directory after the link make them durable.
       await this.verifyOrRemove(key, header, source, digest);
     } else {
       await this.writeVerified(key, source, digest);
@@ -290,18 +302,20 @@ export class Archive {
 
   /**
    * Stores the growing partial of the segment being received, replacing the older one.
-   * Returns the plaintext's SHA-256.
+   * Returns the plaintext's SHA-256. `knownSha256` is what those bytes hashed to as they
+   * arrived (the spool keeps a running hash): the source is then read once, and the write
+   * proves it still holds them; without it the source is hashed first, and read again.
    */
-  async putPartial(key: string, plaintext: Buffer | BodySource): Promise<Buffer> {
+  async putPartial(key: string, plaintext: Buffer | BodySource, knownSha256?: Buffer): Promise<Buffer> {
     // Guard the promise that finished objects never change: only .partial keys are replaceable.
     if (!key.endsWith('.partial')) {
       throw new WalvaultError('INTERNAL', `putPartial called for ${key}, which is not a .partial key`);
     }
     const source = Buffer.isBuffer(plaintext) ? bufferSource(plaintext) : plaintext;
-    const digest = Buffer.isBuffer(plaintext) ? await sha256Async(plaintext) : await digestOf(source);
+    const digest = knownSha256 ?? (Buffer.isBuffer(plaintext) ? await sha256Async(plaintext) : await digestOf(source));
     // A file that changes between hashing and storing (the spool keeps growing) fails the
-    // read-back check.
-    await this.writeVerified(key, source, digest);
+    // read-back check. A buffer hashed just now needs no second pass (see putImmutable).
+    await this.writeVerified(key, source, digest, knownSha256 !== undefined || !Buffer.isBuffer(plaintext));
     return digest;
   }
 
@@ -325,9 +339,11 @@ export class Archive {
   }
 
   /**
-   * The framed pipeline: read -> hash -> compress -> encrypt -> put, hashing what is put;
-   * then the stored object is read back and must be those bytes exactly. The plaintext is
-   * checked against `digest` before the trailer is produced, so a source that changed since
+   * The framed pipeline: read -> hash -> compress -> encrypt -> put; then the stored object is
+   * read back and must be those bytes exactly. Each byte is hashed once on the way out: the
+   * plaintext against `digest` (unless `recheck` is off: the caller hashed exactly these
+   * bytes), and the stored bytes for the trailer, which the read-back is then checked against.
+   * The plaintext is checked before the trailer is produced, so a source that changed since
    * it was received aborts the write and leaves no object.
    */
   private async writeFramedVerified(key: string, source: BodySource, digest: Buffer, recheck: boolean, codecName: CodecName): Promise<void> {
@@ -337,29 +353,27 @@ export class Archive {
     // The binding is in the header, which encryption authenticates with every frame.
     const extension = { ...bindingExtension(key, await this.systemId()), ...(wrapped ? { enc: wrapped.info } : {}) };
     const header = encodeFramedHeader(codec.name, wrapped ? 'aes-256-gcm' : 'none', source.length, digest, extension);
-    const objectHash = createHash('sha256');
-    let objectLength = 0;
-    async function* body(): AsyncIterable<Buffer> {
-      objectHash.update(header);
-      objectLength += header.length;
+    let trailer: Buffer | null = null;
+    async function* body(): AsyncIterable<ObjectChunk> {
       yield header;
       const plaintext = recheck ? checkedAgainst(source, digest) : source.windows();
       // Windows of a buffer stay valid, so its frames may compress in parallel.
       const compressAhead = recheck ? 1 : FRAMES_AHEAD;
-      for await (const chunk of encodeFrames(plaintext, source.length, header, { codec, dataKey: wrapped?.dataKey ?? null, compressAhead })) {
-        objectHash.update(chunk);
-        objectLength += chunk.length;
-        yield chunk;
+      for await (const pieces of encodeFrames(plaintext, source.length, header, { codec, dataKey: wrapped?.dataKey ?? null, compressAhead })) {
+        // The last element is the trailer alone (a buffer of its own, kept for the read-back).
+        trailer = pieces[0];
+        yield pieces;
       }
     }
     await this.storage.put(key, body());
-    const expected = objectHash.digest();
-    const problem = await this.storedDigestProblem(key, objectLength, expected, null);
+    const written = readTrailer(trailer ?? Buffer.alloc(0));
+    if (typeof written === 'string') throw new WalvaultError('INTERNAL', `${this.label(key)}: the encoder ended without its trailer`);
+    const problem = await this.readBackProblem(key, { total: written.objectLength, tail: trailer!, sha256: written.sha256 });
     if (problem !== null) await this.removeAndFail(key, source, problem);
   }
 
   private async verifyOrRemove(key: string, header: Buffer, source: BodySource, digest: Buffer): Promise<void> {
-    const problem = await this.storedDigestProblem(key, header.length + source.length, digest, header);
+    const problem = await this.readBackProblem(key, { total: header.length + source.length, head: header, sha256: digest });
     if (problem !== null) await this.removeAndFail(key, source, problem);
   }
 
@@ -375,12 +389,17 @@ export class Archive {
   }
 
   /**
-   * Reads the stored object back: it must be `total` bytes; with `header`, it must start with
-   * those bytes and the rest must hash to `digest`; without, the whole object must. Null when
-   * it is so, else what differs.
+   * Reads the stored object back in one pass, in bounded memory, hashing it once: it must be
+   * `total` bytes; its first bytes must be `head` and its last `tail`, byte for byte (the
+   * plain envelope header; a framed object's trailer); what lies between must hash to
+   * `sha256` (the plaintext's received checksum; for a framed object the trailer's checksum,
+   * whose range includes the header). Null when it is so, else what differs.
    */
-  private async storedDigestProblem(key: string, total: number, digest: Buffer, header: Buffer | null): Promise<string | null> {
-    const skip = header?.length ?? 0;
+  private async readBackProblem(key: string, expect: { total: number; head?: Buffer; tail?: Buffer; sha256: Buffer }): Promise<string | null> {
+    const { total } = expect;
+    const head = expect.head ?? Buffer.alloc(0);
+    const tail = expect.tail ?? Buffer.alloc(0);
+    const hashEnd = total - tail.length;
     const window = windowPool.acquire();
     try {
       const opened = await this.storage.openRead(key, window);
@@ -392,22 +411,28 @@ export class Archive {
         if (opened.size !== total) return `${opened.size} bytes instead of ${total} when read back`;
         for (let next = await chunks.next(); !next.done; next = await chunks.next()) {
           const got = next.value;
-          if (offset + got.length > total) return `more than ${total} bytes when read back`;
-          let from = 0;
-          if (header && offset < skip) {
-            from = Math.min(skip - offset, got.length);
-            if (!got.subarray(0, from).equals(header.subarray(offset, offset + from))) return 'its header differs when read back';
+          const end = offset + got.length;
+          if (end > total) return `more than ${total} bytes when read back`;
+          // This chunk's share of the head, of the hashed middle, and of the tail.
+          if (offset < head.length && !got.subarray(0, head.length - offset).equals(head.subarray(offset, Math.min(end, head.length)))) {
+            return 'its header differs when read back';
           }
-          hash.update(got.subarray(from));
-          offset += got.length;
+          const from = Math.max(offset, head.length);
+          const to = Math.min(end, hashEnd);
+          if (from < to) hash.update(got.subarray(from - offset, to - offset));
+          if (end > hashEnd) {
+            const at = Math.max(offset, hashEnd);
+            if (!got.subarray(at - offset).equals(tail.subarray(at - hashEnd, end - hashEnd))) return 'its trailer differs when read back';
+          }
+          offset = end;
         }
       } finally {
         await chunks.return?.();
       }
       if (offset < total) return `missing from byte ${offset} when read back`;
       const stored = hash.digest();
-      if (!stored.equals(digest)) {
-        return `what was read back has sha256 ${stored.toString('hex')}, not ${digest.toString('hex')} as ${header ? 'received' : 'written'}`;
+      if (!stored.equals(expect.sha256)) {
+        return `what was read back has sha256 ${stored.toString('hex')}, not ${expect.sha256.toString('hex')} as ${expect.head ? 'received' : 'written'}`;
       }
       return null;
     } finally {

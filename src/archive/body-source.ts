@@ -10,8 +10,11 @@ import { BufferPool } from '../util/buffer-pool';
 
 export const WINDOW = 1 << 20;
 
-/** Window buffers shared by every reader in the process (a few uploads and checks at once). */
-export const windowPool = new BufferPool(WINDOW, 8);
+/**
+ * Window buffers shared by every reader in the process (a few uploads and checks at once). In
+ * shared memory, so the compression workers read a window where it is (./zstd-worker.ts).
+ */
+export const windowPool = new BufferPool(WINDOW, 8, { shared: true });
 
 export interface BodySource {
   readonly length: number;

@@ -14,6 +14,8 @@
 import * as zlib from 'node:zlib';
 import { promisify } from 'node:util';
 import { WalvaultError } from '../errors';
+import { BufferPool } from '../util/buffer-pool';
+import { FRAME_PLAINTEXT_MAX } from './framed-body';
 
 export const CODEC_NAMES = ['none', 'gzip', 'lz4', 'zstd', 'snappy'] as const;
 export type CodecName = (typeof CODEC_NAMES)[number];
@@ -25,10 +27,23 @@ export const CODEC_IDS: Record<CodecName, number> = { none: 0, gzip: 1, lz4: 2, 
 export const ZSTD_LEVEL = 1;
 export const GZIP_LEVEL = 1;
 
+/** One frame compressed for the write path: `bytes` stay valid until `release()`. */
+export interface CompressedFrame {
+  readonly bytes: Buffer;
+  /** Gives a pooled output buffer back; `bytes` must not be used after. */
+  release(): void;
+}
+
 export interface Codec {
   readonly name: CodecName;
   readonly id: number;
   compress(frame: Buffer): Promise<Buffer>;
+  /**
+   * The write path's compress: zstd compresses into a pooled buffer in shared memory (no
+   * allocation, no copy per frame); the other codecs' native calls allocate their output.
+   * `none` hands the frame itself on.
+   */
+  compressFrame(frame: Buffer): Promise<CompressedFrame>;
   /** `plainLength` is what the frame header promises; a different result is an error. */
   decompress(payload: Buffer, plainLength: number): Promise<Buffer>;
 }
@@ -36,32 +51,60 @@ export interface Codec {
 const gzip = promisify(zlib.gzip);
 const gunzip = promisify(zlib.gunzip);
 
+/** A codec whose output is its own allocation: nothing to give back. */
+function unpooled(codec: Omit<Codec, 'compressFrame'>): Codec {
+  return { ...codec, compressFrame: async (b) => ({ bytes: await codec.compress(b), release: () => undefined }) };
+}
+
 /* eslint-disable @typescript-eslint/no-require-imports */
 const loaders: Record<CodecName, () => Codec> = {
-  none: () => ({ name: 'none', id: CODEC_IDS.none, compress: async (b) => b, decompress: async (b) => b }),
-  gzip: () => ({
-    name: 'gzip',
-    id: CODEC_IDS.gzip,
-    compress: (b) => gzip(b, { level: GZIP_LEVEL }),
-    decompress: (b) => gunzip(b),
-  }),
+  none: () => unpooled({ name: 'none', id: CODEC_IDS.none, compress: async (b) => b, decompress: async (b) => b }),
+  gzip: () =>
+    unpooled({
+      name: 'gzip',
+      id: CODEC_IDS.gzip,
+      compress: (b) => gzip(b, { level: GZIP_LEVEL }),
+      decompress: (b) => gunzip(b),
+    }),
   lz4: () => {
     const lz4 = require('lz4-napi') as typeof import('lz4-napi');
-    return { name: 'lz4', id: CODEC_IDS.lz4, compress: (b) => lz4.compress(b), decompress: (b) => lz4.uncompress(b) };
+    return unpooled({ name: 'lz4', id: CODEC_IDS.lz4, compress: (b) => lz4.compress(b), decompress: (b) => lz4.uncompress(b) });
   },
   snappy: () => {
     const snappy = require('snappy') as typeof import('snappy');
-    return {
+    return unpooled({
       name: 'snappy',
       id: CODEC_IDS.snappy,
       compress: (b) => snappy.compress(b),
       decompress: async (b) => (await snappy.uncompress(b, { asBuffer: true })) as Buffer,
-    };
+    });
   },
   zstd: () => {
     const zstd = require('zstd-napi') as typeof import('zstd-napi');
-    const { zstdCompressInWorker } = require('./zstd-worker') as typeof import('./zstd-worker');
-    return { name: 'zstd', id: CODEC_IDS.zstd, compress: (b) => zstdCompressInWorker(b), decompress: async (b) => zstd.decompress(b) };
+    const { zstdCompressInWorker, zstdCompressInto, zstdBound } = require('./zstd-worker') as typeof import('./zstd-worker');
+    // Output buffers, each the bound for a whole frame: enough idle ones for a few objects
+    // compressing frames ahead at once. Only the bytes a compressed frame fills are touched,
+    // so an idle one costs about its last frame's compressed size in resident memory.
+    const outputs = new BufferPool(zstdBound(FRAME_PLAINTEXT_MAX), 8, { shared: true });
+    return {
+      name: 'zstd',
+      id: CODEC_IDS.zstd,
+      compress: (b) => zstdCompressInWorker(b),
+      compressFrame: async (b) => {
+        // A frame larger than the write path's (none is) gets a buffer of its own.
+        const fits = b.length <= FRAME_PLAINTEXT_MAX;
+        const out = fits ? outputs.acquire() : Buffer.from(new SharedArrayBuffer(zstdBound(b.length)));
+        const release = () => (fits ? outputs.release(out) : undefined);
+        try {
+          const n = await zstdCompressInto(b, out);
+          return { bytes: out.subarray(0, n), release };
+        } catch (err) {
+          release();
+          throw err;
+        }
+      },
+      decompress: async (b) => zstd.decompress(b),
+    };
   },
 };
 /* eslint-enable @typescript-eslint/no-require-imports */

@@ -193,9 +193,21 @@ function frameNonce(index: number, final: boolean): Buffer {
 }
 
 export function encryptFrame(dataKey: Buffer, index: number, final: boolean, aad: Buffer[], plaintext: Buffer): Buffer {
+  return Buffer.concat(encryptFramePieces(dataKey, index, final, aad, plaintext));
+}
+
+/**
+ * The same bytes as encryptFrame, as the pieces the cipher produced (ciphertext, then the tag)
+ * for the write path to hand on without joining them. GCM takes additional data in several
+ * calls as if it were one, so the pieces of `aad` are not joined either.
+ */
+export function encryptFramePieces(dataKey: Buffer, index: number, final: boolean, aad: Buffer[], plaintext: Buffer): Buffer[] {
   const cipher = createCipheriv('aes-256-gcm', dataKey, frameNonce(index, final));
-  cipher.setAAD(Buffer.concat(aad));
-  return Buffer.concat([cipher.update(plaintext), cipher.final(), cipher.getAuthTag()]);
+  for (const a of aad) cipher.setAAD(a);
+  const body = cipher.update(plaintext);
+  // GCM is a stream mode: final() produces nothing, but must run to give the tag.
+  const rest = cipher.final();
+  return rest.length > 0 ? [body, rest, cipher.getAuthTag()] : [body, cipher.getAuthTag()];
 }
 
 export function decryptFrame(dataKey: Buffer, index: number, final: boolean, aad: Buffer[], payload: Buffer, label: string): Buffer {

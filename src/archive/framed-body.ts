@@ -26,8 +26,8 @@
  */
 import { createHash } from 'node:crypto';
 import { WalvaultError } from '../errors';
-import type { Codec } from './codecs';
-import { encryptFrame } from './encryption';
+import type { Codec, CompressedFrame } from './codecs';
+import { encryptFramePieces, GCM_TAG_LENGTH } from './encryption';
 
 export const FRAME_PLAINTEXT_MAX = 1 << 20;
 export const FRAME_HEADER_LENGTH = 8;
@@ -47,58 +47,99 @@ export interface FrameStages {
 }
 
 /**
- * Frames of the plaintext in `windows` (exactly `length` bytes, each window at most
- * FRAME_PLAINTEXT_MAX), then the trailer. `header` is the envelope header that precedes them:
- * encryption authenticates it, and the trailer counts it.
+ * One frame as the pieces that make it, in order: the frame header, then the payload as the
+ * codec and the cipher produced it (compressed bytes, or ciphertext and tag). The pieces are
+ * handed on as they are, never joined into one buffer.
  */
-export async function* encodeFrames(windows: AsyncIterable<Buffer>, length: number, header: Buffer, stages: FrameStages): AsyncIterable<Buffer> {
+export type FramePieces = readonly Buffer[];
+
+/**
+ * Frames of the plaintext in `windows` (exactly `length` bytes, each window at most
+ * FRAME_PLAINTEXT_MAX), then the trailer, alone, as the last element. `header` is the envelope
+ * header that precedes them: encryption authenticates it, and the trailer counts it.
+ *
+ * Each element is valid only until the next is requested (a compressed frame's buffer is
+ * pooled and then reused): a consumer that keeps bytes longer copies them. The stored bytes
+ * are hashed once, here, for the trailer; the plaintext is not hashed here at all.
+ */
+export async function* encodeFrames(windows: AsyncIterable<Buffer>, length: number, header: Buffer, stages: FrameStages): AsyncIterable<FramePieces> {
   let at = 0;
   let index = 0;
   let objectLength = header.length;
   const hash = createHash('sha256').update(header);
-  const frame = async (plain: Buffer, final: boolean, compressed?: Promise<Buffer>): Promise<Buffer> => {
-    let payload = await (compressed ?? stages.codec.compress(plain));
+  /** The compressed frame last handed on: its buffer is released when the next is asked for. */
+  let handedOn: CompressedFrame | null = null;
+  const frame = async (plainLength: number, final: boolean, compressing: Promise<CompressedFrame>): Promise<FramePieces> => {
+    const compressed = await compressing;
     const frameHeader = Buffer.alloc(FRAME_HEADER_LENGTH);
-    const payloadLength = payload.length + (stages.dataKey ? 16 : 0);
+    const payloadLength = compressed.bytes.length + (stages.dataKey ? GCM_TAG_LENGTH : 0);
     frameHeader.writeUInt32BE(payloadLength, 0);
-    frameHeader.writeUInt32BE((plain.length | (final ? FINAL_BIT : 0)) >>> 0, 4);
-    if (stages.dataKey) payload = encryptFrame(stages.dataKey, index, final, [header, frameHeader], payload);
+    frameHeader.writeUInt32BE((plainLength | (final ? FINAL_BIT : 0)) >>> 0, 4);
+    let pieces: Buffer[];
+    if (stages.dataKey) {
+      try {
+        pieces = [frameHeader, ...encryptFramePieces(stages.dataKey, index, final, [header, frameHeader], compressed.bytes)];
+      } finally {
+        compressed.release();
+      }
+    } else {
+      pieces = [frameHeader, compressed.bytes];
+      handedOn = compressed;
+    }
     index++;
-    objectLength += FRAME_HEADER_LENGTH + payload.length;
-    const out = Buffer.concat([frameHeader, payload]);
-    hash.update(out);
-    return out;
+    for (const p of pieces) {
+      hash.update(p);
+      objectLength += p.length;
+    }
+    return pieces;
   };
   // Compression may run ahead (workers in parallel); encryption and hashing stay in frame
   // order, since the nonce and the trailer depend on it.
   const ahead = Math.max(1, stages.compressAhead ?? 1);
-  const queue: Array<{ plain: Buffer; final: boolean; compressed: Promise<Buffer> }> = [];
-  for await (const w of windows) {
-    if (w.length === 0) continue;
-    if (w.length > FRAME_PLAINTEXT_MAX) throw new WalvaultError('INTERNAL', `a ${w.length}-byte window is larger than a frame`);
-    if (at + w.length > length) throw new WalvaultError('INTERNAL', `the body source gave more than its ${length} bytes`);
-    at += w.length;
-    const compressed = stages.codec.compress(w);
-    // A rejection is awaited in order below; until then it must not count as unhandled.
-    compressed.catch(() => undefined);
-    queue.push({ plain: w, final: at === length, compressed });
-    if (queue.length >= ahead) {
-      const next = queue.shift()!;
-      yield await frame(next.plain, next.final, next.compressed);
-    }
-  }
-  while (queue.length > 0) {
+  const queue: Array<{ plainLength: number; final: boolean; compressed: Promise<CompressedFrame> }> = [];
+  const nextFrame = async (): Promise<FramePieces> => {
     const next = queue.shift()!;
-    yield await frame(next.plain, next.final, next.compressed);
+    return frame(next.plainLength, next.final, next.compressed);
+  };
+  const release = () => {
+    (handedOn as CompressedFrame | null)?.release();
+    handedOn = null;
+  };
+  try {
+    for await (const w of windows) {
+      if (w.length === 0) continue;
+      if (w.length > FRAME_PLAINTEXT_MAX) throw new WalvaultError('INTERNAL', `a ${w.length}-byte window is larger than a frame`);
+      if (at + w.length > length) throw new WalvaultError('INTERNAL', `the body source gave more than its ${length} bytes`);
+      at += w.length;
+      const compressed = stages.codec.compressFrame(w);
+      // A rejection is awaited in order below; until then it must not count as unhandled.
+      compressed.catch(() => undefined);
+      queue.push({ plainLength: w.length, final: at === length, compressed });
+      if (queue.length >= ahead) {
+        yield await nextFrame();
+        release();
+      }
+    }
+    while (queue.length > 0) {
+      yield await nextFrame();
+      release();
+    }
+    if (at !== length) throw new WalvaultError('INTERNAL', `the body source ended at ${at} bytes, expected ${length}`);
+    if (length === 0) {
+      yield await frame(0, true, stages.codec.compressFrame(Buffer.alloc(0)));
+      release();
+    }
+    const trailer = Buffer.alloc(TRAILER_LENGTH);
+    TRAILER_MAGIC.copy(trailer, 0);
+    trailer.writeUInt32BE(index, 4);
+    trailer.writeBigUInt64BE(BigInt(objectLength + TRAILER_LENGTH), 8);
+    hash.digest().copy(trailer, 16);
+    yield [trailer];
+  } finally {
+    // Stopped early (a failed put) or failed: every pooled buffer goes back once its worker is done.
+    release();
+    for (const q of queue.splice(0)) q.compressed.then((c) => c.release(), () => undefined);
   }
-  if (at !== length) throw new WalvaultError('INTERNAL', `the body source ended at ${at} bytes, expected ${length}`);
-  if (length === 0) yield await frame(Buffer.alloc(0), true);
-  const trailer = Buffer.alloc(TRAILER_LENGTH);
-  TRAILER_MAGIC.copy(trailer, 0);
-  trailer.writeUInt32BE(index, 4);
-  trailer.writeBigUInt64BE(BigInt(objectLength + TRAILER_LENGTH), 8);
-  hash.digest().copy(trailer, 16);
-  yield trailer;
 }
 
 /** What the trailer records, or why `tail` (the object's last TRAILER_LENGTH bytes) is not a trailer. */

@@ -4,17 +4,27 @@
  * socket; worker threads keep it away. The pool starts on first use and its workers are
  * unref'd, so an idle pool never keeps the process alive.
  *
- * Frames are copied to the worker (the caller's buffer is usually a reused window), except
- * frames in a SharedArrayBuffer, which the worker reads in place; the caller keeps such a
- * frame unchanged until the promise settles. The compressed result is transferred back
+ * The write path passes frames in shared memory (window buffers, backup part buffers), which
+ * the worker reads in place, and compresses into a pooled output buffer in shared memory
+ * (`zstdCompressInto`): nothing is copied into or out of the worker and nothing is allocated
+ * per frame. A frame in an ordinary buffer is copied to the worker (the caller's buffer may be
+ * refilled before the worker gets to it); `zstdCompressInWorker`'s result is transferred back
  * without a copy.
  */
 import { availableParallelism } from 'node:os';
 import { isMainThread, parentPort, Worker } from 'node:worker_threads';
 import { WalvaultError } from '../errors';
 
+/** What a worker answers: a buffer (compressed frame, digest), or a length written into `out`. */
+interface Answer {
+  id: number;
+  out?: Uint8Array;
+  length?: number;
+  error?: string;
+}
+
 interface Job {
-  resolve(buf: Buffer): void;
+  resolve(answer: Answer): void;
   reject(err: Error): void;
 }
 
@@ -36,13 +46,13 @@ function startPool(): PooledWorker[] {
     // growing its resident set.
     const worker = new Worker(__filename, { resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 32 } });
     const entry: PooledWorker = { worker, pending: new Map() };
-    worker.on('message', (msg: { id: number; out?: Uint8Array; error?: string }) => {
+    worker.on('message', (msg: Answer) => {
       const job = entry.pending.get(msg.id);
       if (!job) return;
       entry.pending.delete(msg.id);
       if (entry.pending.size === 0) worker.unref();
       if (msg.error !== undefined) job.reject(new WalvaultError('INTERNAL', `compression worker failed: ${msg.error}`));
-      else job.resolve(Buffer.from(msg.out!.buffer, msg.out!.byteOffset, msg.out!.byteLength));
+      else job.resolve(msg);
     });
     worker.on('error', (err) => failAll(entry, err));
     worker.on('exit', (code) => {
@@ -61,16 +71,21 @@ function failAll(entry: PooledWorker, err: Error): void {
   entry.pending.clear();
 }
 
-type Op = 'zstd' | 'sha256';
+type Op = 'zstd' | 'zstd-into' | 'sha256';
 
-function inWorker(op: Op, frame: Buffer): Promise<Buffer> {
+function inWorker(op: Op, frame: Buffer, out?: Buffer): Promise<Answer> {
   pool ??= startPool();
   const entry = pool.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
   const id = nextJobId++;
-  // A frame in shared memory (a backup part buffer) is read by the worker in place; any
-  // other is copied, since its buffer is usually refilled before the worker gets to it.
-  const shared = frame.buffer instanceof SharedArrayBuffer;
-  const message = { id, op, frame: shared ? new Uint8Array(frame.buffer, frame.byteOffset, frame.byteLength) : Uint8Array.from(frame) };
+  // A frame in shared memory is read by the worker in place; any other is copied, since its
+  // buffer is usually refilled before the worker gets to it.
+  const shared = isShared(frame);
+  const message = {
+    id,
+    op,
+    frame: shared ? new Uint8Array(frame.buffer, frame.byteOffset, frame.byteLength) : Uint8Array.from(frame),
+    ...(out ? { out: new Uint8Array(out.buffer, out.byteOffset, out.byteLength) } : {}),
+  };
   return new Promise((resolve, reject) => {
     entry.pending.set(id, { resolve, reject });
     entry.worker.ref();
@@ -78,8 +93,31 @@ function inWorker(op: Op, frame: Buffer): Promise<Buffer> {
   });
 }
 
+function isShared(buf: Buffer): boolean {
+  return buf.buffer instanceof SharedArrayBuffer;
+}
+
+function asBuffer(answer: Answer): Buffer {
+  return Buffer.from(answer.out!.buffer, answer.out!.byteOffset, answer.out!.byteLength);
+}
+
+/** The largest zstd output for `n` bytes of input (ZSTD_COMPRESSBOUND in zstd.h). */
+export function zstdBound(n: number): number {
+  const small = 128 * 1024;
+  return n + (n >>> 8) + (n < small ? (small - n) >>> 11 : 0);
+}
+
 export function zstdCompressInWorker(frame: Buffer): Promise<Buffer> {
-  return inWorker('zstd', frame);
+  return inWorker('zstd', frame).then(asBuffer);
+}
+
+/**
+ * Compresses `frame` into `out`, a buffer in shared memory of at least zstdBound(frame.length)
+ * bytes that the caller leaves alone until this settles; resolves to the compressed length.
+ */
+export async function zstdCompressInto(frame: Buffer, out: Buffer): Promise<number> {
+  if (!isShared(out) || out.length < zstdBound(frame.length)) throw new WalvaultError('INTERNAL', 'zstd output buffer must be shared memory of zstdBound(frame) bytes');
+  return (await inWorker('zstd-into', frame, out)).length!;
 }
 
 /**
@@ -87,20 +125,29 @@ export function zstdCompressInWorker(frame: Buffer): Promise<Buffer> {
  * hashing would otherwise take the main thread away from the socket.
  */
 export function sha256InWorker(data: Buffer): Promise<Buffer> {
-  return inWorker('sha256', data);
+  return inWorker('sha256', data).then(asBuffer);
 }
 
 if (!isMainThread && parentPort) {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const zstd = require('zstd-napi') as typeof import('zstd-napi');
+  // The binding's context compresses into a buffer it is given (the high-level API allocates
+  // a result and copies it when it is much smaller than the bound).
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const binding = require('zstd-napi/binding') as typeof import('zstd-napi/binding');
+  const cctx = new binding.CCtx();
   // Imported lazily above; the level lives with the other codec settings.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { ZSTD_LEVEL } = require('./codecs') as typeof import('./codecs');
   const port = parentPort;
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { createHash } = require('node:crypto') as typeof import('node:crypto');
-  port.on('message', (msg: { id: number; op: Op; frame: Uint8Array }) => {
+  port.on('message', (msg: { id: number; op: Op; frame: Uint8Array; out?: Uint8Array }) => {
     try {
+      if (msg.op === 'zstd-into') {
+        port.postMessage({ id: msg.id, length: cctx.compress(msg.out!, msg.frame, ZSTD_LEVEL) });
+        return;
+      }
       const out = msg.op === 'sha256' ? createHash('sha256').update(msg.frame).digest() : zstd.compress(msg.frame, { compressionLevel: ZSTD_LEVEL });
       const view = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
       // A result sharing a larger or pooled ArrayBuffer must be copied before transfer.

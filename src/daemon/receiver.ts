@@ -979,21 +979,24 @@ export class SiteReceiver {
     if (!open || open.received === 0) return;
     if (open.name === this.lastPartialName && open.received === this.lastPartialBytes) return;
     if (this.uploader!.partialBusy) return;
+    // Taken with `open`: the spool's hash of exactly those bytes.
+    const sha256 = spool.openDigest() ?? undefined;
     const synced = await spool.fsync();
     if (synced !== null) this.fsynced = maxLsn(this.fsynced, synced);
     this.lastPartialName = open.name;
     this.lastPartialBytes = open.received;
     // Not awaited: the writer goes on while the upload reads the fsynced prefix of the file
     // (bytes that do not change); partials upload one at a time.
-    void this.uploader!.uploadPartial(open, fileSource(spool.partialPath(open.name), open.received, spool.headerRoom)).catch(() => undefined);
+    void this.uploader!.uploadPartial(open, fileSource(spool.partialPath(open.name), open.received, spool.headerRoom), { sha256 }).catch(() => undefined);
   }
 
   /** Closes the ended timeline's last segment as a permanent .partial in the archive. */
   private async finishTimeline(): Promise<void> {
     const spool = this.spool!;
+    const sha256 = spool.openDigest() ?? undefined;
     const open = await spool.closeOpen();
     if (!open || open.received === 0) return;
-    await this.uploader!.uploadPartial(open, fileSource(spool.partialPath(open.name), open.received, spool.headerRoom), { final: true });
+    await this.uploader!.uploadPartial(open, fileSource(spool.partialPath(open.name), open.received, spool.headerRoom), { final: true, sha256 });
     await fs.promises.rm(spool.partialPath(open.name), { force: true });
   }
 
@@ -1092,9 +1095,10 @@ export class SiteReceiver {
       if (this.spool && this.uploader && !this.writerError && !this.fatalError) {
         // Leave the freshest possible partial in the archive: the loss window is what is not there.
         const open = this.spool.open;
+        const sha256 = this.spool.openDigest() ?? undefined;
         if (open && open.received > 0) {
           await this.spool.fsync();
-          const upload = this.uploader.uploadPartial(open, fileSource(this.spool.partialPath(open.name), open.received, this.spool.headerRoom));
+          const upload = this.uploader.uploadPartial(open, fileSource(this.spool.partialPath(open.name), open.received, this.spool.headerRoom), { sha256 });
           await withTimeout(upload, 30000);
         }
         await withTimeout(this.uploader.idle(), 30000);

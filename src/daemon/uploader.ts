@@ -229,14 +229,15 @@ export class Uploader {
    * Stores the first bytes of the segment being received as `NAME.partial`, replacing the
    * previous partial of that segment. Partials are uploaded one at a time, in order.
    */
-  uploadPartial(seg: SegmentRef, data: BodySource, opts: { final?: boolean } = {}): Promise<void> {
+  /** `opts.sha256`: what `data` hashed to as it arrived (see Archive.putPartial). */
+  uploadPartial(seg: SegmentRef, data: BodySource, opts: { final?: boolean; sha256?: Buffer } = {}): Promise<void> {
     this.beginWork();
     this.partialsPending++;
     const run = async () => {
       const key = Archive.walKey(seg.name) + '.partial';
       for (let attempt = 0; !this.abort.signal.aborted; attempt++) {
         try {
-          const sha = (await this.opts.archive.putPartial(key, data)).toString('hex');
+          const sha = (await this.opts.archive.putPartial(key, data, opts.sha256)).toString('hex');
           this.opts.writes.may(`recording ${seg.name}.partial`, () => {
             this.opts.ledger.recordPartial(this.opts.site, {
               timeline: seg.tli,

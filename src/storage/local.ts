@@ -18,7 +18,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs, type Dirent } from 'node:fs';
 import * as path from 'node:path';
 import { WalvaultError } from '../errors';
-import { releasingChunks, type ListOptions, type ObjectBody, type ObjectInfo, type Storage } from './storage';
+import { releasingChunks, type ListOptions, type ObjectBody, type ObjectChunk, type ObjectInfo, type Storage } from './storage';
 
 /** `.<base>.tmp-<pid>-<hex>`: hidden, unique per process and attempt, never a valid key segment. */
 const TEMP_NAME_RE = /^\..*\.tmp-\d+-[0-9a-f]+$/;
@@ -347,13 +347,21 @@ async function writeAndSync(file: string, body: ObjectBody, mode: number): Promi
   try {
     // Exactly `mode`, whatever the umask took away.
     await handle.chmod(mode);
-    const parts: Iterable<Buffer> | AsyncIterable<Buffer> = Buffer.isBuffer(body) ? [body] : body;
+    // A list (parts, or one streamed frame's pieces) goes down in one vectored write.
+    const chunks: Iterable<ObjectChunk> | AsyncIterable<ObjectChunk> = Buffer.isBuffer(body) ? [body] : Array.isArray(body) ? [body as readonly Buffer[]] : (body as AsyncIterable<ObjectChunk>);
     let position = 0;
-    for await (const part of parts) {
-      for (let done = 0; done < part.length; ) {
-        const { bytesWritten } = await handle.write(part, done, part.length - done, position);
-        done += bytesWritten;
+    for await (const chunk of chunks) {
+      let rest = (Buffer.isBuffer(chunk) ? [chunk] : chunk).filter((b) => b.length > 0);
+      while (rest.length > 0) {
+        const { bytesWritten } = rest.length === 1 ? await handle.write(rest[0], 0, rest[0].length, position) : await handle.writev(rest, position);
         position += bytesWritten;
+        // A short write leaves the rest of the list to go again.
+        let skip = bytesWritten;
+        while (rest.length > 0 && skip >= rest[0].length) {
+          skip -= rest[0].length;
+          rest = rest.slice(1);
+        }
+        if (skip > 0) rest = [rest[0].subarray(skip), ...rest.slice(1)];
       }
     }
     await handle.sync();

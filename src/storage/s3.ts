@@ -35,12 +35,13 @@ import {
   S3Client,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { Readable } from 'node:stream';
 import { WalvaultError } from '../errors';
+import { BufferPool } from '../util/buffer-pool';
+import { BodyFailed, unsignedPayload, uploadStream } from './s3-upload';
 import { sdkLogger } from './sdk-log';
-import { releasingChunks, type ListOptions, type ObjectBody, type ObjectInfo, type Storage } from './storage';
+import { releasingChunks, type ListOptions, type ObjectBody, type ObjectChunk, type ObjectInfo, type Storage } from './storage';
 
 export type ChecksumMode = 'when_supported' | 'when_required';
 
@@ -118,6 +119,12 @@ export class S3Storage implements Storage {
   readonly description: string;
   private readonly client: S3Client;
   private readonly partSize: number;
+  /**
+   * Part buffers of streamed puts, reused: a put holds one while it fills and one per part in
+   * flight. Two idle ones are kept (an idle buffer is resident only as far as a put filled
+   * it: a compressed WAL segment's few MiB).
+   */
+  private readonly partBuffers: BufferPool;
   private readonly listPageSize: number | undefined;
   private readonly idleMs: number;
   private readonly connectMs: number;
@@ -180,6 +187,7 @@ export class S3Storage implements Storage {
     process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     this.client = new S3Client(config);
     this.partSize = Math.max(MIN_PART_SIZE, settings.partSizeBytes ?? DEFAULT_PART_SIZE);
+    this.partBuffers = new BufferPool(this.partSize, 2);
     this.listPageSize = settings.listPageSize;
     this.endpointShown = custom ? redactUrl(endpoint!) : null;
     this.description = `s3://${location.bucket}/${location.prefix}${custom ? ` at ${redactUrl(endpoint!)}` : ''}`;
@@ -198,59 +206,20 @@ export class S3Storage implements Storage {
 
   async put(key: string, body: ObjectBody): Promise<void> {
     const Key = this.objectKey(key);
-    let sourceError: { err: unknown } | null = null;
     try {
       if (Buffer.isBuffer(body) || Array.isArray(body)) {
         const buf = Buffer.isBuffer(body) ? body : Buffer.concat(body as readonly Buffer[]);
-        await this.client.send(new PutObjectCommand({ Bucket: this.location.bucket, Key, Body: buf, ContentLength: buf.length }));
+        await this.client.send(unsignedPayload(new PutObjectCommand({ Bucket: this.location.bucket, Key, Body: buf, ContentLength: buf.length })));
         return;
       }
-      // Producers refill their chunk buffers once the next chunk is asked for, and the
-      // uploader reads ahead: each chunk is copied as it is taken.
-      const chunks = body as AsyncIterable<Buffer>;
-      const copies = Readable.from(
-        (async function* () {
-          // Only what the source throws is the source's error. When the upload fails (a
-          // part timed out) it stops reading and the stream throws an AbortError in at the
-          // yield: that one is not, or it would hide the upload's own error.
-          const source = chunks[Symbol.asyncIterator]();
-          let done = false;
-          try {
-            for (;;) {
-              let next: IteratorResult<Buffer>;
-              try {
-                next = await source.next();
-              } catch (err) {
-                done = true;
-                sourceError = { err };
-                throw err;
-              }
-              if (next.done) {
-                done = true;
-                return;
-              }
-              yield Buffer.from(next.value);
-            }
-          } finally {
-            if (!done) await source.return?.();
-          }
-        })(),
-        { objectMode: false, highWaterMark: 1 },
+      await uploadStream(
+        { client: this.client, bucket: this.location.bucket, key: Key, parts: this.partBuffers, partsInFlight: PARTS_IN_FLIGHT },
+        body as AsyncIterable<ObjectChunk>,
       );
-      const upload = new Upload({
-        client: this.client,
-        params: { Bucket: this.location.bucket, Key, Body: copies },
-        partSize: this.partSize,
-        queueSize: PARTS_IN_FLIGHT,
-        // A failed multipart upload is aborted, so no object and no stray parts remain.
-        leavePartsOnError: false,
-      });
-      await upload.done();
     } catch (err) {
       // A failing source is the caller's error to see, not whatever the abort of the
       // multipart upload then said (some stores do not implement the abort).
-      const failed = sourceError as { err: unknown } | null;
-      if (failed !== null) throw failed.err;
+      if (err instanceof BodyFailed) throw err.err;
       if (err instanceof WalvaultError) throw err;
       throw this.failure('put', this.where(key), err);
     }

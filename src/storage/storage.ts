@@ -22,11 +22,13 @@ export interface ListOptions {
 /**
  * What an object is written from: one buffer, parts (an envelope header and a plaintext,
  * without concatenating them), or a stream of chunks (a large file read piece by piece, so
- * memory stays bounded whatever the object's size). A streamed chunk is valid only until the
- * next one is requested (producers refill their buffers): a backend that keeps chunks longer
- * copies them.
+ * memory stays bounded whatever the object's size). A streamed chunk is a buffer or a list of
+ * consecutive buffers (a frame: its header, compressed or encrypted payload and tag, as they
+ * were produced, never joined); it is valid only until the next one is requested (producers
+ * refill their buffers): a backend that keeps chunks longer copies them.
  */
-export type ObjectBody = Buffer | readonly Buffer[] | AsyncIterable<Buffer>;
+export type ObjectBody = Buffer | readonly Buffer[] | AsyncIterable<ObjectChunk>;
+export type ObjectChunk = Buffer | readonly Buffer[];
 
 export interface Storage {
   /** Human-readable location for logs and errors; never contains credentials. */

@@ -7,14 +7,19 @@
 export class BufferPool {
   private readonly free: Buffer[] = [];
 
-  /** `keep`: how many idle buffers to hold on to; more are left to the garbage collector. */
+  /**
+   * `keep`: how many idle buffers to hold on to; more are left to the garbage collector.
+   * `shared`: buffers in shared memory, which worker threads read and write in place (no copy
+   * into or out of a worker).
+   */
   constructor(
     readonly size: number,
     private readonly keep: number,
+    private readonly opts: { shared?: boolean } = {},
   ) {}
 
   acquire(): Buffer {
-    return this.free.pop() ?? Buffer.allocUnsafeSlow(this.size);
+    return this.free.pop() ?? (this.opts.shared ? Buffer.from(new SharedArrayBuffer(this.size)) : Buffer.allocUnsafeSlow(this.size));
   }
 
   /** Gives back a buffer from `acquire`; the caller must hold no view of it any more. */

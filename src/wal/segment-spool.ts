@@ -63,6 +63,8 @@ export interface OpenSegment {
 interface Current extends OpenSegment {
   handle: fsp.FileHandle;
   hash: Hash;
+  /** Bytes fed to `hash`: ahead of `received` only while (or when) a write fails. */
+  hashed: number;
   checker: PageChecker;
 }
 
@@ -94,6 +96,17 @@ export class SegmentSpool {
     if (!this.current) return null;
     const { tli, segNo, name, startLsn, received, fsynced } = this.current;
     return { tli, segNo, name, startLsn, received, fsynced };
+  }
+
+  /**
+   * SHA-256 of the open segment's first `received` bytes (what `open` says now), from the
+   * running hash, without reading the file: a partial's upload then hashes its bytes once.
+   * Null when no segment is open, or when a failed write left the hash ahead of the file.
+   */
+  openDigest(): Buffer | null {
+    const cur = this.current;
+    if (!cur || cur.hashed !== cur.received) return null;
+    return cur.hash.copy().digest();
   }
 
   /** End position of the bytes written so far (null before the first write). */
@@ -151,6 +164,7 @@ export class SegmentSpool {
         const piece = buf.subarray(offset, offset + n);
         cur.checker.feed(piece);
         cur.hash.update(piece);
+        cur.hashed += piece.length;
         pieces.push(piece);
         room -= n;
         offset += n;
@@ -216,6 +230,7 @@ export class SegmentSpool {
       fsynced: 0,
       handle,
       hash: createHash('sha256'),
+      hashed: 0,
       checker: new PageChecker(startLsn, this.opts.checkContext(tli, name)),
     };
     await fsyncDir(this.opts.dir);

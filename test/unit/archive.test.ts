@@ -10,7 +10,7 @@ import { encodePlainHeader, sha256 } from '../../src/archive/envelope';
 import { decodeEnvelope } from '../../src/archive/read/decode-object';
 import { fileSource, WINDOW } from '../../src/archive/body-source';
 import { LocalStorage } from '../../src/storage/local';
-import type { ObjectBody, ObjectInfo, Storage } from '../../src/storage/storage';
+import type { ObjectBody, ObjectChunk, ObjectInfo, Storage } from '../../src/storage/storage';
 import { historyFileName, segmentFileName } from '../../src/wal/lsn';
 
 const SEG = 16 << 20;
@@ -230,6 +230,26 @@ describe('Archive objects', () => {
     assert.ok((await archive.get(key))?.equals(second));
   });
 
+  test('putPartial with the checksum the bytes arrived with: stored when the file still holds them, refused and removed when not', async (t) => {
+    const { root, storage } = await setup(t);
+    const file = path.join(root, '..', `${path.basename(root)}-partial`);
+    t.after(() => fs.rm(file, { force: true }));
+    const received = randomBytes(2 * WINDOW + 77);
+    for (const codec of ['none', 'zstd'] as const) {
+      const archive = new Archive(storage, { codec });
+      const key = Archive.walKey(seg(7) + `.${codec}.partial`);
+      await fs.writeFile(file, received);
+      assert.ok((await archive.putPartial(key, fileSource(file, received.length), sha256(received))).equals(sha256(received)));
+      assert.ok((await archive.get(key))?.equals(received));
+      const changed = Buffer.from(received);
+      changed[WINDOW + 5] ^= 0x20;
+      await fs.writeFile(file, changed);
+      const other = Archive.walKey(seg(8) + `.${codec}.partial`);
+      await assert.rejects(archive.putPartial(other, fileSource(file, received.length), sha256(received)), isCode('ARCHIVE_CORRUPT', file));
+      assert.equal(await storage.head(other), null, `${codec}: nothing stays stored`);
+    }
+  });
+
   test('putPartial refuses keys of finished objects', async (t) => {
     const { archive } = await setup(t);
     const key = Archive.walKey(seg(6));
@@ -297,7 +317,10 @@ class DamagingStorage implements Storage {
   }
   async put(key: string, body: ObjectBody): Promise<void> {
     const chunks: Buffer[] = [];
-    for await (const c of Buffer.isBuffer(body) ? [body] : body) chunks.push(Buffer.from(c));
+    for await (const c of Buffer.isBuffer(body) ? [body] : Array.isArray(body) ? [body as readonly Buffer[]] : (body as AsyncIterable<ObjectChunk>)) {
+      // Chunks are valid only until the next is asked for: copy them.
+      for (const piece of Buffer.isBuffer(c) ? [c] : c) chunks.push(Buffer.from(piece));
+    }
     const damaged = this.damage(Buffer.concat(chunks));
     if (damaged !== null) await this.inner.put(key, damaged);
   }
@@ -343,6 +366,29 @@ describe('Archive read-back verification', () => {
 
     assert.equal(await archive.putImmutable(key, body), 'stored');
     assert.ok((await archive.get(key))?.equals(body));
+  });
+
+  test('a framed write damaged in storage (header, a frame, the trailer, truncated) is caught by the one-hash read-back and removed', async (t) => {
+    const { storage } = await setup(t);
+    const body = Buffer.alloc(3 * WINDOW + 999, 'compressible WAL-ish text 0123456789 ');
+    const cases: Array<[string, (b: Buffer) => Buffer, string]> = [
+      ['header', (b) => (b[10] ^= 0x01, b), 'sha256'],
+      ['a frame', (b) => (b[Math.floor(b.length / 2)] ^= 0x01, b), 'sha256'],
+      ['the trailer checksum', (b) => (b[b.length - 1] ^= 0x01, b), 'its trailer differs when read back'],
+      ['the trailer frame count', (b) => (b[b.length - 48 + 7] ^= 0x01, b), 'its trailer differs when read back'],
+      ['the last byte before the trailer', (b) => (b[b.length - 49] ^= 0x01, b), 'sha256'],
+      ['truncated', (b) => b.subarray(0, b.length - 1), 'instead of'],
+    ];
+    for (const [i, [what, damage, says]] of cases.entries()) {
+      const flipping = new Archive(new DamagingStorage(storage, damage), { codec: 'zstd' });
+      const key = Archive.walKey(seg(20 + i));
+      await assert.rejects(flipping.putImmutable(key, body), isCode('ARCHIVE_CORRUPT', key, 'read back', says), what);
+      assert.equal(await storage.head(key), null, `${what}: removed`);
+    }
+    // Undamaged, the same path stores and reads back.
+    const fine = new Archive(new DamagingStorage(storage, (b) => b), { codec: 'zstd' });
+    assert.equal(await fine.putImmutable(Archive.walKey(seg(30)), body), 'stored');
+    assert.ok((await fine.get(Archive.walKey(seg(30))))?.equals(body));
   });
 
   test('a source file that no longer has the checksum it arrived with is refused, and nothing stays stored', async (t) => {

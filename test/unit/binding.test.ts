@@ -141,7 +141,7 @@ describe('objects are bound to their key and cluster', () => {
     async function* one() {
       yield framed;
     }
-    for await (const c of encodeFrames(one(), framed.length, header, { codec: codecByName('zstd'), dataKey: null })) chunks.push(c);
+    for await (const pieces of encodeFrames(one(), framed.length, header, { codec: codecByName('zstd'), dataKey: null })) for (const p of pieces) chunks.push(Buffer.from(p));
     await fs.writeFile(path.join(root, seg(2)), Buffer.concat(chunks));
     assert.ok((await reader.get(seg(2)))?.equals(framed));
     const seen: Buffer[] = [];

@@ -5,8 +5,8 @@ import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Archive, type ArchiveOptions } from '../../src/archive/archive';
-import { CODEC_NAMES } from '../../src/archive/codecs';
-import { createKeyPair, loadPrivateKey, loadPublicKey } from '../../src/archive/encryption';
+import { CODEC_NAMES, codecByName } from '../../src/archive/codecs';
+import { createKeyPair, decryptFrame, encryptFrame, encryptFramePieces, loadPrivateKey, loadPublicKey } from '../../src/archive/encryption';
 import { readEnvelopeHeader, sha256 } from '../../src/archive/envelope';
 import { FRAME_PLAINTEXT_MAX, TRAILER_LENGTH } from '../../src/archive/framed-body';
 import { fileSource } from '../../src/archive/body-source';
@@ -150,12 +150,44 @@ describe('framed objects (compression and encryption)', () => {
   test('empty and one-byte plaintexts frame correctly', async (t) => {
     const root = await tempDir(t, 'tiny');
     const k = await keys(t);
-    const archive = new Archive(new LocalStorage(root), { codec: 'snappy', recipient: k.publicKey, privateKey: k.privateKey });
-    for (const data of [Buffer.alloc(0), Buffer.from('x')]) {
-      const key = `wal/t${data.length}`;
-      await archive.putImmutable(key, data);
-      assert.ok((await archive.get(key))?.equals(data));
+    for (const codec of ['snappy', 'zstd'] as const) {
+      const archive = new Archive(new LocalStorage(root), { codec, recipient: k.publicKey, privateKey: k.privateKey });
+      for (const data of [Buffer.alloc(0), Buffer.from('x')]) {
+        const key = `wal/${codec}-${data.length}`;
+        await archive.putImmutable(key, data);
+        assert.ok((await archive.get(key))?.equals(data));
+      }
     }
+  });
+
+  test('encryption hands on its pieces unjoined: the same bytes encryptFrame gives and the reader decrypts', () => {
+    const dataKey = randomBytes(32);
+    const aad = [randomBytes(211), randomBytes(8)];
+    const plain = randomBytes(70000);
+    const pieces = encryptFramePieces(dataKey, 5, true, aad, plain);
+    assert.ok(pieces.length >= 2 && pieces[pieces.length - 1].length === 16, 'ciphertext, then the tag');
+    const joined = Buffer.concat(pieces);
+    assert.ok(joined.equals(encryptFrame(dataKey, 5, true, aad, plain)));
+    assert.ok(decryptFrame(dataKey, 5, true, aad, joined, 'x').equals(plain));
+  });
+
+  test('zstd compresses frames into pooled shared-memory buffers, reused once released', async () => {
+    const zstd = codecByName('zstd');
+    const frame = Buffer.from(new SharedArrayBuffer(FRAME_PLAINTEXT_MAX));
+    walLike('Z').copy(frame);
+    const first = await zstd.compressFrame(frame);
+    assert.ok(first.bytes.buffer instanceof SharedArrayBuffer, 'written where the worker left it');
+    assert.ok((await zstd.decompress(first.bytes, frame.length)).equals(frame));
+    const buffer = first.bytes.buffer;
+    first.release();
+    const second = await zstd.compressFrame(frame);
+    assert.equal(second.bytes.buffer, buffer, 'the released buffer is used again');
+    assert.ok(second.bytes.equals(first.bytes));
+    second.release();
+    // A frame in ordinary memory works too (it is copied to the worker).
+    const ordinary = await zstd.compressFrame(Buffer.from(frame));
+    assert.ok((await zstd.decompress(ordinary.bytes, frame.length)).equals(frame));
+    ordinary.release();
   });
 
   test('keys create refuses to replace a key file and writes the private key 0600', async (t) => {

@@ -54,7 +54,7 @@ async function framed(plaintext: Buffer, codec: CodecName, encrypted: boolean, d
     for (let at = 0; at < plaintext.length; at += FRAME_PLAINTEXT_MAX) yield plaintext.subarray(at, at + FRAME_PLAINTEXT_MAX);
   }
   const out = [header];
-  for await (const c of encodeFrames(windows(), plaintext.length, header, { codec: codecByName(codec), dataKey: wrapped?.dataKey ?? null })) out.push(Buffer.from(c));
+  for await (const c of encodeFrames(windows(), plaintext.length, header, { codec: codecByName(codec), dataKey: wrapped?.dataKey ?? null })) out.push(Buffer.concat(c as Buffer[]));
   return Buffer.concat(out);
 }
 

@@ -295,6 +295,21 @@ describe('SegmentSpool', () => {
     assert.equal(await spool.closeOpen(), null);
   });
 
+  test('openDigest is the SHA-256 of the bytes received so far, without stopping the running hash', async () => {
+    const data = buildSegment(SEG_NO);
+    assert.equal(spool.openDigest(), null, 'nothing open');
+    let at = 0;
+    for (const n of [3 * BLCKSZ + 17, 2 * BLCKSZ, 40 * BLCKSZ + 5]) {
+      await spool.write(TLI, SEG_START + BigInt(at), data.subarray(at, at + n));
+      at += n;
+      assert.equal(spool.open!.received, at);
+      assert.equal(spool.openDigest()!.toString('hex'), sha256(data.subarray(0, at)));
+    }
+    const done = await spool.write(TLI, SEG_START + BigInt(at), data.subarray(at));
+    assert.equal(done[0].sha256, sha256(data), 'the segment hash is unchanged by the copies taken');
+    assert.equal(spool.openDigest(), null, 'the segment is complete: nothing open');
+  });
+
   test('after closeOpen a new timeline can start at a segment start (resetPosition)', async () => {
     const data = buildSegment(SEG_NO);
     await spool.write(TLI, SEG_START, data.subarray(0, 10000));

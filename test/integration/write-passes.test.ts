@@ -1,0 +1,104 @@
+/**
+ * One pass per byte on the write path (issue 15): storing a sealed spool file hashes its
+ * plaintext once and the stored bytes once on the way out, the read-back hashes the stored
+ * bytes once more, and nothing is copied in memory except, on S3, once into the part buffer.
+ * Counted on this thread by the bench's byte counter (copies by Buffer.concat, Buffer.from,
+ * Uint8Array.from and the like; SHA-256 by Hash#update and webcrypto; file reads), against a
+ * local archive and a real s3rver.
+ */
+// First: everything imported after it is counted.
+import { counterReady } from '../helpers/count-bytes';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { collectCounts, resetCounts, type ByteCounts } from '../../bench/byte-counter';
+import { Archive, type ArchiveOptions } from '../../src/archive/archive';
+import { createKeyPair, loadPrivateKey, loadPublicKey } from '../../src/archive/encryption';
+import { encodePlainHeader, PLAIN_HEADER_LENGTH } from '../../src/archive/envelope';
+import { LocalStorage } from '../../src/storage/local';
+import { S3Storage } from '../../src/storage/s3';
+import type { Storage } from '../../src/storage/storage';
+import { removeDir, tmpDir } from '../helpers/pg-cluster';
+import { S3Server } from '../helpers/s3-server';
+
+const MiB = 1024 * 1024;
+/** Bookkeeping around the bytes (headers, keys, XML, small buffers): far below one frame. */
+const SLACK = 64 * 1024;
+
+/** Compresses about 3:1, like WAL: text with numbers. */
+function walLike(size: number): Buffer {
+  const buf = Buffer.alloc(size);
+  let at = 0;
+  for (let i = 0; at < size; i++) at += buf.write(`${i}|order ${(i * 7919) % 100003}|status active|${(i * 31337) % 65536} `, at, 'latin1');
+  return buf;
+}
+
+describe('one pass per byte when storing a sealed spool file', () => {
+  let server: S3Server;
+  let dir: string;
+  let file: string;
+  const plaintext = walLike(8 * MiB);
+  const digest = createHash('sha256').update(plaintext).digest();
+  let encrypted: ArchiveOptions;
+  let n = 0;
+
+  before(async () => {
+    await counterReady;
+    server = await S3Server.start();
+    dir = tmpDir('walvault-write-passes-');
+    file = path.join(dir, 'spool-file');
+    fs.writeFileSync(file, Buffer.concat([encodePlainHeader(plaintext.length, digest), plaintext]));
+    await createKeyPair(path.join(dir, 'site.key'), path.join(dir, 'site.pub'));
+    encrypted = { codec: 'zstd', recipient: loadPublicKey(path.join(dir, 'site.pub')), privateKey: loadPrivateKey(path.join(dir, 'site.key')) };
+  });
+
+  after(async () => {
+    await server?.destroy();
+    removeDir(dir);
+  });
+
+  /** What storing the spool file once cost, after a first store that loads modules and connects. */
+  async function counted(storage: Storage, opts: ArchiveOptions): Promise<{ counts: ByteCounts; stored: number }> {
+    const archive = new Archive(storage, opts);
+    const key = (i: number) => Archive.walKey(`0000000100000000000000${String(++n + i).padStart(2, '0')}`);
+    assert.equal(await archive.putSealedFile(key(0), file, plaintext.length, digest), 'stored');
+    const k = key(50);
+    await collectCounts(0);
+    resetCounts();
+    assert.equal(await archive.putSealedFile(k, file, plaintext.length, digest), 'stored');
+    const counts = await collectCounts(0);
+    const stored = (await storage.head(k))!.size;
+    await archive.close();
+    return { counts, stored };
+  }
+
+  function near(actual: number, expected: number, what: string): void {
+    assert.ok(Math.abs(actual - expected) <= SLACK, `${what}: ${actual} bytes, expected ${expected} (± ${SLACK})`);
+  }
+
+  it('local, plain: linked, nothing copied, read back once and hashed once', async () => {
+    const { counts } = await counted(new LocalStorage(path.join(dir, 'plain')), {});
+    near(counts.copy, 0, 'copied');
+    near(counts.sha256, plaintext.length, 'hashed');
+    near(counts.read, PLAIN_HEADER_LENGTH + plaintext.length, 'read');
+  });
+
+  for (const [label, s3, opts] of [
+    ['local, zstd', false, () => ({ codec: 'zstd' }) as ArchiveOptions],
+    ['local, zstd + encryption', false, () => encrypted],
+    ['s3rver, zstd', true, () => ({ codec: 'zstd' }) as ArchiveOptions],
+    ['s3rver, zstd + encryption', true, () => encrypted],
+  ] as const) {
+    it(`${label}: the plaintext hashed once, the stored bytes once out and once read back, ${s3 ? 'copied once into the part buffer' : 'nothing copied'}`, async () => {
+      const storage = s3 ? new S3Storage({ bucket: server.bucket, prefix: `passes-${++n}/` }, server.settings()) : new LocalStorage(path.join(dir, `archive-${++n}`));
+      const { counts, stored } = await counted(storage, opts());
+      assert.ok(stored < plaintext.length / 2, `compressed: ${stored} bytes stored`);
+      near(counts.sha256, plaintext.length + 2 * stored, 'hashed');
+      near(counts.copy, s3 ? stored : 0, `copied (${JSON.stringify(counts.copyBy)})`);
+      // The spool file's WAL once; locally also the object, read back.
+      near(counts.read, plaintext.length + (s3 ? 0 : stored), 'read');
+    });
+  }
+});
