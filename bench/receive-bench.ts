@@ -44,6 +44,9 @@ import { parseLsn, parseSegmentFileName, segmentFileName, segmentNumber } from '
 import type { Storage } from '../src/storage/storage';
 import { clientBin, PgCluster, removeDir } from '../test/helpers/pg-cluster';
 import { S3Server } from '../test/helpers/s3-server';
+
+/** s3rver speaks plain http, where walvault signs payloads; a real store is https, where it does not. */
+const HTTPS_LIKE = { s3: { sign_payloads: false } };
 import { pgConninfo, WALVAULT_BIN, writeConfig, type SiteSettings } from '../test/helpers/walvault';
 import { clientEnv, dropSlot, enableTls, generateWal, zstdRatioOfFiles } from './bench-data';
 import {
@@ -199,7 +202,7 @@ function walvault(opts: { sites?: number; tls?: boolean; s3?: boolean } = {}): T
       const archives = slots.map((_, i) => (s3 ? s3.url(`site${i}`) : path.join(archiveParent, path.basename(dir), `site${i}`, 'archive')));
       const config = writeConfig(
         dir,
-        Object.fromEntries(slots.map((slot, i) => [`site${i}`, { pg: conninfo(tls), archive: archives[i], state: path.join(dir, `site${i}`, 'state'), slot, ...OVERRIDES }])),
+        Object.fromEntries(slots.map((slot, i) => [`site${i}`, { pg: conninfo(tls), archive: archives[i], state: path.join(dir, `site${i}`, 'state'), slot, ...(s3 ? HTTPS_LIKE : {}), ...OVERRIDES }])),
         // Per-segment debug lines would be work pg_receivewal does not do.
         'info',
       );
@@ -210,7 +213,7 @@ function walvault(opts: { sites?: number; tls?: boolean; s3?: boolean } = {}): T
       if (!s3) return { procs: [proc], outputs: archives.map((a) => dirOutput(path.join(a, 'wal'))), stopSignal: 'SIGTERM' };
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       const { S3Storage, parseS3Url } = require('../src/storage/s3') as typeof import('../src/storage/s3');
-      const storages = archives.map((a) => new S3Storage(parseS3Url(a)!, s3!.settings()));
+      const storages = archives.map((a) => new S3Storage(parseS3Url(a)!, { ...s3!.settings(), signPayloads: false }));
       return { procs: [proc], outputs: storages.map(s3Output), stopSignal: 'SIGTERM', close: async () => void (await Promise.all(storages.map((s) => s.close()))) };
     },
   };

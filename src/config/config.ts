@@ -142,6 +142,7 @@ const S3_KEYS = [
   'session_token',
   'request_timeout_seconds',
   'connect_timeout_seconds',
+  'sign_payloads',
 ];
 /** "host:port" or "[v6]:port"; null for anything else. */
 export function parseHostPort(text: string): { host: string; port: number } | null {
@@ -494,6 +495,10 @@ function parseS3Section(ctx: Ctx, site: string, raw: unknown): S3Settings {
   if (raw.force_path_style !== undefined) {
     if (typeof raw.force_path_style !== 'boolean') fail(ctx, at('force_path_style'), `expected a boolean, got ${typeName(raw.force_path_style)}`, `write ${assignment(ctx, 'force_path_style', 'true')} or false, without quotes`);
     out.forcePathStyle = raw.force_path_style;
+  }
+  if (raw.sign_payloads !== undefined) {
+    if (typeof raw.sign_payloads !== 'boolean') fail(ctx, at('sign_payloads'), `expected a boolean, got ${typeName(raw.sign_payloads)}`, `write ${assignment(ctx, 'sign_payloads', 'true')} or false, without quotes`);
+    out.signPayloads = raw.sign_payloads;
   }
   const checksums = text('checksums', '"when_required"');
   if (checksums !== undefined) {

@@ -9,10 +9,10 @@
  *
  * Bodies are sent as buffers with their length, never as streams: a streamed body would be
  * sent aws-chunked under the SDK's default checksums, which some S3-compatible stores
- * (s3rver) store framing and all. Their payload is not signed (x-amz-content-sha256:
- * UNSIGNED-PAYLOAD, as the SDK does for every streamed body): signing would hash every byte
- * once more, and the archive already reads every object back against its own SHA-256 (over
- * https, TLS protects the bytes on the way). The SDK's own checksums (CRC32 by default on
+ * (s3rver) store framing and all. Over https their payload is not signed
+ * (x-amz-content-sha256: UNSIGNED-PAYLOAD, as the SDK does for every streamed body): signing
+ * would hash every byte once more, TLS protects the bytes on the way, and the archive reads
+ * every object back against its own SHA-256. Over plain http it is (see S3Storage). The SDK's own checksums (CRC32 by default on
  * AWS) are left as configured: they cost a CRC pass, and the store checks them.
  */
 import {
@@ -35,6 +35,8 @@ export interface StreamUpload {
   parts: BufferPool;
   /** Parts uploading at once; one more is being filled meanwhile. */
   partsInFlight: number;
+  /** Leave payloads out of the signature (see below). */
+  unsignedPayloads: boolean;
 }
 
 /** What the body itself threw (not the store): the caller reports it as it is. */
@@ -71,6 +73,7 @@ function timedOut(err: unknown): boolean {
  */
 export async function uploadStream(o: StreamUpload, body: AsyncIterable<ObjectChunk>): Promise<void> {
   const { client, bucket, key } = o;
+  const payload = <C>(command: C): C => (o.unsignedPayloads ? unsignedPayload(command) : command);
   const source = body[Symbol.asyncIterator]();
   let sourceDone = false;
   let part: Buffer | null = o.parts.acquire();
@@ -103,7 +106,7 @@ export async function uploadStream(o: StreamUpload, body: AsyncIterable<ObjectCh
     }
     const number = ++partNumber;
     const sending: Promise<void> = client
-      .send(unsignedPayload(new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: uploadId, PartNumber: number, Body: buf.subarray(0, length), ContentLength: length })))
+      .send(payload(new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: uploadId, PartNumber: number, Body: buf.subarray(0, length), ContentLength: length })))
       .then((res) => {
         if (!res.ETag) throw new Error(`UploadPart ${number} of ${key} returned no ETag`);
         completed[number - 1] = { PartNumber: number, ETag: res.ETag, ...(res.ChecksumCRC32 ? { ChecksumCRC32: res.ChecksumCRC32 } : {}) };
@@ -149,7 +152,7 @@ export async function uploadStream(o: StreamUpload, body: AsyncIterable<ObjectCh
       failed();
     }
     if (uploadId === undefined) {
-      await client.send(unsignedPayload(new PutObjectCommand({ Bucket: bucket, Key: key, Body: part!.subarray(0, filled), ContentLength: filled })));
+      await client.send(payload(new PutObjectCommand({ Bucket: bucket, Key: key, Body: part!.subarray(0, filled), ContentLength: filled })));
       return;
     }
     const last = part!;

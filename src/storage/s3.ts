@@ -59,6 +59,11 @@ export interface S3Settings {
   requestTimeoutSeconds?: number;
   /** Connecting to the store may take this long. */
   connectTimeoutSeconds?: number;
+  /**
+   * Sign request payloads (SHA-256 of every byte in the signature). Default: only over
+   * plain http, where nothing else keeps the store from taking an altered body.
+   */
+  signPayloads?: boolean;
   /** Attempts per request, the SDK's retries included (not a config key: for callers that retry themselves). */
   attempts?: number;
   /** Objects up to this size go up in one PUT; larger ones in parts of this size. */
@@ -130,6 +135,8 @@ export class S3Storage implements Storage {
   private readonly connectMs: number;
   private readonly attempts: number;
   private readonly endpointShown: string | null;
+  /** Request payloads left out of the signature (see the constructor). */
+  private readonly unsignedPayloads: boolean;
   /** Per-call options of requests without a large body: answered in full within the deadline. */
   private readonly whole: { requestTimeout: number };
 
@@ -189,6 +196,11 @@ export class S3Storage implements Storage {
     this.partSize = Math.max(MIN_PART_SIZE, settings.partSizeBytes ?? DEFAULT_PART_SIZE);
     this.partBuffers = new BufferPool(this.partSize, 2);
     this.listPageSize = settings.listPageSize;
+    // Over https, TLS keeps the body as sent and the read-back proves what the store holds,
+    // so signing would only hash every byte once more. Over plain http a signed payload is
+    // what stops the store from taking a body altered on the way, which a read-back whose
+    // answer is just as unprotected could not prove.
+    this.unsignedPayloads = !(settings.signPayloads ?? (endpoint !== undefined && /^http:/i.test(endpoint)));
     this.endpointShown = custom ? redactUrl(endpoint!) : null;
     this.description = `s3://${location.bucket}/${location.prefix}${custom ? ` at ${redactUrl(endpoint!)}` : ''}`;
   }
@@ -209,11 +221,12 @@ export class S3Storage implements Storage {
     try {
       if (Buffer.isBuffer(body) || Array.isArray(body)) {
         const buf = Buffer.isBuffer(body) ? body : Buffer.concat(body as readonly Buffer[]);
-        await this.client.send(unsignedPayload(new PutObjectCommand({ Bucket: this.location.bucket, Key, Body: buf, ContentLength: buf.length })));
+        const command = new PutObjectCommand({ Bucket: this.location.bucket, Key, Body: buf, ContentLength: buf.length });
+        await this.client.send(this.unsignedPayloads ? unsignedPayload(command) : command);
         return;
       }
       await uploadStream(
-        { client: this.client, bucket: this.location.bucket, key: Key, parts: this.partBuffers, partsInFlight: PARTS_IN_FLIGHT },
+        { client: this.client, bucket: this.location.bucket, key: Key, parts: this.partBuffers, partsInFlight: PARTS_IN_FLIGHT, unsignedPayloads: this.unsignedPayloads },
         body as AsyncIterable<ObjectChunk>,
       );
     } catch (err) {

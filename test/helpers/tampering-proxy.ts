@@ -19,6 +19,8 @@ export interface Tamper {
 export class TamperingProxy {
   /** Request lines whose bodies were damaged. */
   readonly tampered: string[] = [];
+  /** Every request's head (request line and headers), in order. */
+  readonly heads: string[] = [];
   private readonly sockets = new Set<net.Socket>();
 
   private constructor(
@@ -68,6 +70,7 @@ export class TamperingProxy {
           out.push(head.subarray(0, end + 4));
           rest = head.subarray(end + 4);
           head = Buffer.alloc(0);
+          proxy!.heads.push(text);
           const requestLine = text.split('\r\n')[0];
           bodyLeft = Number(/\r\ncontent-length:\s*(\d+)/i.exec(text)?.[1] ?? 0);
           bodyAt = 0;

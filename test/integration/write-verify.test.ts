@@ -52,7 +52,8 @@ describe('a store that damages what it is sent is caught by the read-back', () =
     const proxy = await TamperingProxy.open(server.port, tamper);
     proxies.push(proxy);
     const location = { bucket: server.bucket, prefix: `verify-${++prefixes}/` };
-    const through = new Archive(new S3Storage(location, { ...server.settings(), endpoint: proxy.endpoint, partSizeBytes: PART }), opts);
+    // Unsigned payloads, as over https: the read-back is then the only check of what the store took.
+    const through = new Archive(new S3Storage(location, { ...server.settings(), endpoint: proxy.endpoint, partSizeBytes: PART, signPayloads: false }), opts);
     const direct = new Archive(new S3Storage(location, server.settings()), opts);
     return { through, direct, proxy };
   }
@@ -107,5 +108,34 @@ describe('a store that damages what it is sent is caught by the read-back', () =
     assert.equal(await direct.exists(key), false, 'the damaged object was removed');
     await through.close();
     await direct.close();
+  });
+
+  it('request payloads are signed over a plain http endpoint, and left unsigned when sign_payloads is false', async () => {
+    const proxy = await TamperingProxy.open(server.port, { match: () => false, offset: 0 });
+    proxies.push(proxy);
+    const body = randomBytes(PART + 1000);
+    const payloadHashes = async (signPayloads: boolean | undefined): Promise<string[]> => {
+      proxy.heads.length = 0;
+      const settings = { ...server.settings(), endpoint: proxy.endpoint, partSizeBytes: PART, ...(signPayloads === undefined ? {} : { signPayloads }) };
+      const storage = new S3Storage({ bucket: server.bucket, prefix: `signing-${++prefixes}/` }, settings);
+      try {
+        await storage.put('single', body.subarray(0, 1000));
+        async function* chunks() {
+          yield body;
+        }
+        await storage.put('multi', chunks());
+      } finally {
+        await storage.close();
+      }
+      return proxy.heads
+        .filter((h) => /^PUT /.test(h))
+        .map((h) => /\r\nx-amz-content-sha256:\s*(\S+)/i.exec(h)?.[1] ?? 'none');
+    };
+    const signed = await payloadHashes(undefined);
+    assert.ok(signed.length >= 3, `a single PUT and two parts: ${signed.join(', ')}`);
+    for (const h of signed) assert.match(h, /^[0-9a-f]{64}$/, 'http: the SHA-256 of the body is in the signature');
+    const unsigned = await payloadHashes(false);
+    assert.ok(unsigned.length >= 3);
+    for (const h of unsigned) assert.equal(h, 'UNSIGNED-PAYLOAD');
   });
 });
