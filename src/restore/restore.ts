@@ -13,11 +13,10 @@ import * as path from 'node:path';
 import type { Logger } from 'pino';
 import type { Archive } from '../archive/archive';
 import { workerSha256 } from '../archive/read/hash-worker';
-import { ReadAhead } from '../archive/read/read-ahead';
+import { ReadAhead, type BlockSource } from '../archive/read/read-ahead';
 import { listBackups, readCompleted, type BackupArchive, type BackupMetadata } from '../backup/catalog';
 import { WalvaultError } from '../errors';
 import { Progress } from '../observe/progress';
-import { BufferPool } from '../util/buffer-pool';
 import { parseLsn } from '../wal/lsn';
 import { Extractor, PENDING_CONTROL_FILE, syncDirs, type ExtractedFile } from './extract';
 import { FileWriterPool } from './file-writers';
@@ -31,11 +30,12 @@ import { TarReader } from './tar-reader';
 const PARTS_AHEAD = 4;
 /** Bytes of each part that may wait ahead of the extraction (a whole part at the default part size). */
 const PART_AHEAD_BYTES = 4 * 1024 * 1024;
-/** Blocks the parts read ahead into. */
-const BLOCK_SIZE = 1024 * 1024;
-/** Decompressed tar bytes in flight to the writer threads: SLABS x SLAB_SIZE. */
+/** Tar bytes in flight to the writer threads: SLABS x SLAB_SIZE. */
 const SLABS = 24;
+/** Slabs hold tar bytes and, first, the parts' bytes as read (./tar-slabs.ts). */
 const SLAB_SIZE = 1024 * 1024;
+/** Slabs the parts read ahead may hold at once (a part's last block may be partial). */
+const AHEAD_SLABS = PARTS_AHEAD * (PART_AHEAD_BYTES / SLAB_SIZE + 2);
 
 export interface RestoreOptions {
   archive: Archive;
@@ -119,7 +119,7 @@ async function prepareDir(dir: string, force: boolean, what: string): Promise<vo
  * its bytes are passed on. A part's last bytes come only after its verdict; a part that
  * fails fails the restore, and pg_control is put in place only after every part passed.
  */
-async function* partsOf(archive: Archive, a: BackupArchive, blocks: BufferPool): AsyncGenerator<Buffer> {
+async function* partsOf(archive: Archive, a: BackupArchive, blocks: BlockSource): AsyncGenerator<Buffer> {
   const open = (p: BackupArchive['parts'][number]) =>
     new ReadAhead(
       async (push) => {
@@ -236,8 +236,9 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   const dirs = new Set<string>([targetDir, ...tablespaces.map((t) => t.dir)]);
   const tablespaceDirs = new Map(tablespaces.map((t) => [t.oid, t.dir]));
   const writers = new FileWriterPool(manifest.algorithm);
-  const ring = new SlabRing(SLABS, SLAB_SIZE);
-  const blocks = new BufferPool(BLOCK_SIZE, PARTS_AHEAD * (PART_AHEAD_BYTES / BLOCK_SIZE + 1));
+  const ring = new SlabRing(SLABS + AHEAD_SLABS, SLAB_SIZE);
+  // The read-ahead has its own bound, so it never waits for a slab.
+  const blocks: BlockSource = { acquire: () => ring.take(), release: (b) => ring.release(b) };
   const writeFailure = writers.whenFailed();
   writeFailure.catch(() => undefined); // raced below
   try {

@@ -1,61 +1,83 @@
 /**
- * A fixed set of shared-memory slabs the restore decompresses into. Each slab is counted:
- * the filler holds it while filling and parsing, and every piece handed to a writer thread
- * holds it until written. A slab is reused only when nothing holds it, so memory is bounded
- * by count x size however far the decompressor could run ahead of the disks.
+ * The shared-memory slabs a restore's tar bytes live in, from the read of a backup part to
+ * the writer threads. Each slab is counted: its reader holds it while filling it, the parser
+ * while parsing it, and every piece handed to a writer thread until written. A slab is
+ * reused only when nothing holds it.
  *
- * The memory is one shared WebAssembly memory: V8 maps it page-aligned, so with a size that
- * is a multiple of the page every slab starts on a page boundary, and a piece at a
- * 512-aligned offset in it can be written with O_DIRECT (see ./file-writers.ts). A plain
- * SharedArrayBuffer gives no alignment guarantee.
+ * Two ways to get one:
+ * - acquire() waits until fewer than `limit` slabs are held: the decompressor, which could
+ *   otherwise run ahead of the disks without bound, fills slabs got this way;
+ * - take() never waits: the read-ahead of parts (../archive/read/read-ahead.ts), which has
+ *   its own bound in bytes, reads into slabs got this way, and an uncompressed archive's
+ *   slabs go to the parser and the writers as they are, with no copy.
+ * The parser waits for below(limit) before taking more, so memory stays bounded by the
+ * read-ahead's bytes plus `limit` slabs however far the disks fall behind.
+ *
+ * Slabs are plain SharedArrayBuffers: writes go through the page cache (./file-writers.ts),
+ * so no alignment is needed.
  */
-const WASM_PAGE = 64 * 1024;
-
-/** The one WebAssembly API used here (the compile target's libs do not declare it). */
-const { WebAssembly } = globalThis as unknown as {
-  WebAssembly: { Memory: new (d: { initial: number; maximum: number; shared: true }) => { buffer: SharedArrayBuffer } };
-};
-
 export class SlabRing {
   private readonly free: Buffer[] = [];
-  private readonly holds = new Map<Buffer, number>();
-  private readonly waiting: Array<(slab: Buffer) => void> = [];
+  /** Keyed by the memory, so any view of a slab counts as the slab. */
+  private readonly holds = new Map<ArrayBufferLike, number>();
+  /** Each returns true once it could proceed (and did), in arrival order. */
+  private readonly waiting: Array<() => boolean> = [];
 
-  constructor(count: number, readonly size: number) {
-    if (size % WASM_PAGE !== 0) throw new Error(`slab size ${size} is not a multiple of ${WASM_PAGE}`);
-    const pages = (count * size) / WASM_PAGE;
-    const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
-    const all = Buffer.from(memory.buffer);
-    for (let i = 0; i < count; i++) this.free.push(all.subarray(i * size, (i + 1) * size));
+  constructor(
+    readonly limit: number,
+    readonly size: number,
+  ) {}
+
+  /** Slabs held now. */
+  get held(): number {
+    return this.holds.size;
   }
 
-  /** A free slab, held once by the caller. */
+  /** A slab held once by the caller, at once (beyond `limit` if need be). */
+  take(): Buffer {
+    const slab = this.free.pop() ?? Buffer.from(new SharedArrayBuffer(this.size));
+    this.holds.set(slab.buffer, 1);
+    return slab;
+  }
+
+  /** A slab held once by the caller, once fewer than `limit` are held. */
   acquire(): Promise<Buffer> {
-    const slab = this.free.pop();
-    if (slab) {
-      this.holds.set(slab, 1);
-      return Promise.resolve(slab);
-    }
-    return new Promise((resolve) => this.waiting.push(resolve));
+    if (this.waiting.length === 0 && this.holds.size < this.limit) return Promise.resolve(this.take());
+    return new Promise((resolve) =>
+      this.waiting.push(() => {
+        if (this.holds.size >= this.limit) return false;
+        resolve(this.take());
+        return true;
+      }),
+    );
   }
 
-  retain(slab: Buffer): void {
-    this.holds.set(slab, (this.holds.get(slab) ?? 0) + 1);
+  /** Resolves once fewer than `n` slabs are held. */
+  below(n: number): Promise<void> {
+    if (this.waiting.length === 0 && this.holds.size < n) return Promise.resolve();
+    return new Promise((resolve) =>
+      this.waiting.push(() => {
+        if (this.holds.size >= n) return false;
+        resolve();
+        return true;
+      }),
+    );
   }
 
-  release(slab: Buffer): void {
-    const n = (this.holds.get(slab) ?? 0) - 1;
+  /** One more hold on the slab `view` is a view of. */
+  retain(view: Uint8Array): void {
+    this.holds.set(view.buffer, (this.holds.get(view.buffer) ?? 0) + 1);
+  }
+
+  release(view: Uint8Array): void {
+    const memory = view.buffer;
+    const n = (this.holds.get(memory) ?? 0) - 1;
     if (n > 0) {
-      this.holds.set(slab, n);
+      this.holds.set(memory, n);
       return;
     }
-    const next = this.waiting.shift();
-    if (next) {
-      this.holds.set(slab, 1);
-      next(slab);
-    } else {
-      this.holds.delete(slab);
-      this.free.push(slab);
-    }
+    this.holds.delete(memory);
+    if (this.free.length < this.limit) this.free.push(Buffer.from(memory));
+    while (this.waiting.length > 0 && this.waiting[0]()) this.waiting.shift();
   }
 }

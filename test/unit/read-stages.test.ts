@@ -306,6 +306,25 @@ describe('read stages', () => {
     assert.ok((await t.digest()).equals(expected));
   });
 
+  test('worker SHA-256 of shared memory: read in place, the memory free to reuse once update() resolves', async () => {
+    const data = randomBytes(5 * 1024 * 1024 + 333);
+    // One window reused for every read, as storage reads reuse theirs: a worker reading it
+    // after update() resolved would hash the next chunk's bytes instead.
+    const window = Buffer.from(new SharedArrayBuffer(1 << 20));
+    for (const sizes of [[1 << 20], [65536, 1000, 200000, 70000, 1 << 20, 5], [65535, 65536, 65537]]) {
+      const h = workerSha256();
+      let at = 0;
+      for (let i = 0; at < data.length; i++) {
+        const n = Math.min(sizes[i % sizes.length], data.length - at);
+        data.copy(window, 0, at, at + n);
+        await h.update(window.subarray(0, n));
+        window.fill(0xee, 0, n);
+        at += n;
+      }
+      assert.ok((await h.digest()).equals(sha256(data)), `sizes ${sizes.join(',')}`);
+    }
+  });
+
   test('read-ahead: bounded, in order, the producer failure delivered, cancel stops it', async () => {
     const pool = new BufferPool(65536, 8);
     const data = randomBytes(1 << 20);

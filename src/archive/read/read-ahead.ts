@@ -11,7 +11,12 @@
  * stops the producer at its next chunk (push() then throws) and waits for it to let go of
  * what it reads from.
  */
-import type { BufferPool } from '../../util/buffer-pool';
+/** Where blocks come from: a pool of fixed-size buffers (../../util/buffer-pool.ts, or a restore's slabs). */
+export interface BlockSource {
+  acquire(): Buffer;
+  /** Takes back a block (or a view of one) from acquire(). */
+  release(block: Buffer): void;
+}
 
 /** Hands a chunk to the read-ahead; the producer may reuse it once the returned promise, if any, settles. */
 export type Push = (chunk: Buffer) => void | Promise<void>;
@@ -32,7 +37,7 @@ export class ReadAhead implements AsyncIterable<Buffer> {
 
   constructor(
     produce: (push: Push) => Promise<void>,
-    private readonly pool: BufferPool,
+    private readonly pool: BlockSource,
     private readonly maxBytes: number,
   ) {
     this.finished = produce((chunk) => this.push(chunk)).then(
