@@ -11,11 +11,15 @@
  *   worker is least busy; this thread opens it and fsyncs and closes it at the end.
  * - Writes go through the page cache, flushed (fdatasync) every FLUSH_EVERY bytes so the
  *   disk works while the CPUs do, and fsynced at the end. O_DIRECT was measured against
- *   this on the 2-core development host (ext4 on a virtio disk): the same 1.5 GB restore
- *   took 7 to 22 s with it and 2.2 to 2.8 s through the page cache. A direct write waits
- *   for the device in the writing thread, and two to four writers keep the disk's queue
- *   shallow; the page cache takes a write at memory speed and the kernel's write-back keeps
- *   the queue deep. The copy into the cache costs less CPU than those waits cost time.
+ *   this on the 2-core development host (ext4 on a virtio disk), restoring the restore
+ *   bench's 1.5 GB zstd backup: with O_DIRECT a median of 16.9 s over 3 rounds (13.1 to
+ *   18.4 s; bench/results/restore-2026-12-03T22-03-06Z.json), through the page cache 2.80 s
+ *   (2.59 to 2.84 s; restore-2026-12-04T13-41-10Z.json, which also drops two copies of an
+ *   uncompressed archive's bytes; single runs toggling only O_DIRECT: 7 to 22 s against 2.2
+ *   to 2.8 s). A direct write waits for the device in the writing thread, and two to four
+ *   writers keep the disk's queue shallow; the page cache takes a write at memory speed and
+ *   the kernel's write-back keeps the queue deep. The copy into the cache costs less CPU
+ *   than those waits cost time.
  *
  * File contents travel as views of shared memory (the slabs of ./slab-ring.ts). A worker
  * acknowledges each piece once done with it, in the order it got them; the caller's callback

@@ -42,23 +42,21 @@ export class SlabRing {
 
   /** A slab held once by the caller, once fewer than `limit` are held. */
   acquire(): Promise<Buffer> {
-    if (this.waiting.length === 0 && this.holds.size < this.limit) return Promise.resolve(this.take());
-    return new Promise((resolve) =>
-      this.waiting.push(() => {
-        if (this.holds.size >= this.limit) return false;
-        resolve(this.take());
-        return true;
-      }),
-    );
+    return this.when(this.limit, () => this.take());
   }
 
   /** Resolves once fewer than `n` slabs are held. */
   below(n: number): Promise<void> {
-    if (this.waiting.length === 0 && this.holds.size < n) return Promise.resolve();
+    return this.when(n, () => undefined);
+  }
+
+  /** Runs `proceed` once fewer than `n` slabs are held, after every earlier waiter. */
+  private when<T>(n: number, proceed: () => T): Promise<T> {
+    if (this.waiting.length === 0 && this.holds.size < n) return Promise.resolve(proceed());
     return new Promise((resolve) =>
       this.waiting.push(() => {
         if (this.holds.size >= n) return false;
-        resolve();
+        resolve(proceed());
         return true;
       }),
     );

@@ -9,8 +9,9 @@
  * are copied into 1 MiB blocks (small chunks packed together), each transferred to the
  * worker without a second copy and transferred back with the acknowledgement for reuse: a
  * steady stream allocates nothing. A restore of an uncompressed archive hashes every byte it
- * writes, so the copy this skips was a third of its main thread's time. A stream with more than a few blocks unacknowledged
- * waits (update() returns a promise), so memory stays bounded when the workers fall behind.
+ * writes, so the copy this skips was a third of its main thread's time. A stream with more
+ * than a few blocks unacknowledged waits (update() returns a promise), so memory stays
+ * bounded when the workers fall behind.
  * Workers are unref'd while they have nothing to do, so the pool never keeps a process alive,
  * and stopped after IDLE_STOP_MS without work (a daemon runs a restore drill now and then).
  */
