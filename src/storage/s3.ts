@@ -242,7 +242,7 @@ export class S3Storage implements Storage {
     try {
       const res = await this.client.send(new GetObjectCommand({ Bucket: this.location.bucket, Key: this.objectKey(key) }), this.whole);
       const parts: Buffer[] = [];
-      for await (const chunk of this.bodyChunks(res.Body as Readable)) parts.push(chunk);
+      for await (const chunk of this.bodyChunks(res.Body as Readable, res.ContentLength)) parts.push(chunk);
       return Buffer.concat(parts);
     } catch (err) {
       if (isNotFound(err)) return null;
@@ -254,11 +254,14 @@ export class S3Storage implements Storage {
    * A response body's chunks, each waited for at most the progress deadline: a store that
    * stops sending mid-body ends the read (the socket's idle timeout should too; this does not
    * depend on it). Only the wait for the store counts, not the consumer's time between chunks.
-   * The body is released however the iteration ends.
+   * The body is released however the iteration ends. A connection closed before the
+   * `announced` length arrived is said as such, with how much came: a store that is not
+   * atomic (s3rver) does that when an object shrinks under a read.
    */
-  private async *bodyChunks(stream: Readable): AsyncGenerator<Buffer> {
+  private async *bodyChunks(stream: Readable, announced: number | undefined): AsyncGenerator<Buffer> {
     const it = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
     const idleMs = this.idleMs;
+    let got = 0;
     try {
       for (;;) {
         let timer: NodeJS.Timeout | undefined;
@@ -268,10 +271,15 @@ export class S3Storage implements Storage {
         let next: IteratorResult<Buffer>;
         try {
           next = await Promise.race([it.next(), stalled]);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException)?.code !== 'ECONNRESET') throw err;
+          const of = announced !== undefined ? ` of the ${announced} bytes it announced` : '';
+          throw Object.assign(new Error(`the connection closed after ${got}${of}`), { name: 'IncompleteBody', cause: err });
         } finally {
           clearTimeout(timer);
         }
         if (next.done) return;
+        got += next.value.length;
         yield next.value;
       }
     } finally {
@@ -288,7 +296,7 @@ export class S3Storage implements Storage {
       );
       const out = into !== undefined && into.length >= length ? into : Buffer.allocUnsafe(length);
       let got = 0;
-      for await (const c of this.bodyChunks(res.Body as Readable)) {
+      for await (const c of this.bodyChunks(res.Body as Readable, res.ContentLength)) {
         const n = Math.min(c.length, length - got);
         c.copy(out, got, 0, n);
         got += n;
@@ -314,7 +322,7 @@ export class S3Storage implements Storage {
       throw this.failure('read', this.where(key), err);
     }
     const where = this.where(key);
-    const body = this.bodyChunks(stream);
+    const body = this.bodyChunks(stream, size);
     const fail = (err: unknown) => this.failure('read', where, err);
     async function* chunks(): AsyncGenerator<Buffer> {
       try {

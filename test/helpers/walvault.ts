@@ -255,15 +255,18 @@ export async function archivedCoverage(location: string, segSize: number, tli = 
 
 /**
  * A partial is overwritten in place while the receiver runs. S3 replaces objects atomically,
- * but s3rver writes into the existing file, so a GET racing a PUT can see a torn object
- * (the receiver's own read-back proves what is at rest): such a read is repeated.
+ * but s3rver writes into the existing file, so a GET racing a PUT can see a torn object, or
+ * one that shrank under the read, whose answer then ends short of its announced length (the
+ * receiver's own read-back proves what is at rest): such a read is repeated.
  */
 export async function getPartial(archive: Archive, key: string): Promise<Buffer | null> {
   for (let attempt = 0; ; attempt++) {
     try {
       return await archive.get(key);
     } catch (err) {
-      if (attempt >= 5 || (err as { code?: string }).code !== 'ARCHIVE_CORRUPT') throw err;
+      const e = err as { code?: string; message?: string };
+      const torn = e.code === 'ARCHIVE_CORRUPT' || (e.code === 'STORAGE_IO' && /IncompleteBody/.test(e.message ?? ''));
+      if (attempt >= 5 || !torn) throw err;
       await new Promise((r) => setTimeout(r, 50));
     }
   }
