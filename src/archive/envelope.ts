@@ -242,6 +242,6 @@ function parseExtension(bytes: Buffer, label: string): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
-function hex32(n: number): string {
+export function hex32(n: number): string {
   return n.toString(16).padStart(8, '0');
 }

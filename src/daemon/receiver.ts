@@ -962,7 +962,7 @@ export class SiteReceiver {
     );
     this.fsynced = maxLsn(this.fsynced, end);
     this.resume = { lsn: end, tli: seg.tli };
-    this.uploader!.enqueue({ tli: seg.tli, segNo: seg.segNo, name: seg.name, startLsn: seg.startLsn }, seg.sha256);
+    this.uploader!.enqueue({ tli: seg.tli, segNo: seg.segNo, name: seg.name, startLsn: seg.startLsn }, seg.sha256, seg.crc32c);
     this.log.debug({ segment: seg.name }, 'segment complete');
   }
 

@@ -65,6 +65,8 @@ export interface UploaderStats {
 interface Job {
   seg: SegmentRef;
   sha256: string;
+  /** CRC32C of the segment's bytes as they arrived, when known (not for a segment found at start-up). */
+  crc32c?: number;
 }
 
 const FAILURE_LOG_INTERVAL_MS = 30000;
@@ -120,13 +122,13 @@ export class Uploader {
     this.position.clampTo(lsn);
   }
 
-  enqueue(seg: SegmentRef, sha256: string): void {
+  enqueue(seg: SegmentRef, sha256: string, crc32c?: number): void {
     // The same segment again (received a second time after a reconnect behind the archived
     // position) while its upload is queued or running: one job is enough. Two would race,
     // and the loser would look for a spool file the winner has removed.
     if (this.pending.get(seg.name) === sha256) return;
     this.pending.set(seg.name, sha256);
-    this.queue.push({ seg, sha256 });
+    this.queue.push({ seg, sha256, ...(crc32c !== undefined ? { crc32c } : {}) });
     this.queue.sort((a, b) => (a.seg.startLsn < b.seg.startLsn ? -1 : a.seg.startLsn > b.seg.startLsn ? 1 : 0));
     this.pump();
   }
@@ -169,7 +171,7 @@ export class Uploader {
         // arrived, which also proves the spool disk kept them.
         const replaceUnreadable = unreadableInARow >= UNREADABLE_BEFORE_REPLACE;
         if (replaceUnreadable) this.opts.log.warn({ segment: seg.name, key, attempts: unreadableInARow }, 'the store keeps failing to produce this object; writing the segment over it');
-        const result = await this.opts.archive.putSealedFile(key, file, this.opts.segSize, Buffer.from(job.sha256, 'hex'), { replaceUnreadable });
+        const result = await this.opts.archive.putSealedFile(key, file, this.opts.segSize, Buffer.from(job.sha256, 'hex'), { replaceUnreadable, bodyCrc32c: job.crc32c });
         // Verified in the archive. On a full state disk the ledger may not hear of it now: the
         // segment's complete row is durable (no segment is queued before it is), so start-up
         // finds the object again; the spool file goes regardless, which is what makes room.

@@ -17,7 +17,9 @@
  * unchanged. While armed (a START_REPLICATION is running), CopyData bodies go to the tap's
  * consumer and every other message still goes to `pg`, which therefore sees the
  * CopyBothResponse, CopyDone, the end-of-timeline result, errors and ReadyForQuery as usual.
- * TLS connections are read by `pg` itself (the tap cannot see inside TLS).
+ * Over TLS the tap cannot read the socket: it takes the decrypted reads that the TLS socket
+ * emits instead (tapStreamReads), in place of `pg`'s parser, which would otherwise join every
+ * 128 KiB XLogData out of ~16 KiB TLS records by copying and reallocating as it grows.
  */
 import * as net from 'node:net';
 import { WalvaultError } from '../errors';
@@ -176,4 +178,21 @@ export function tappedSocket(firstRead?: (bytes: Buffer) => void): { socket: net
   socket = new net.Socket(options as net.SocketConstructorOpts);
   tap.onFailure = (err) => socket.destroy(err);
   return { socket, tap };
+}
+
+/**
+ * Puts a CopyDataTap between an open stream (a TLS socket `pg` has connected) and the 'data'
+ * listeners it has now (`pg`'s parser), which get every byte the tap does not take, in order.
+ * Each read the stream emits is a buffer of its own, so views of it are as good as the reused
+ * buffer of tappedSocket. Called between two reads, so none is lost or reordered.
+ */
+export function tapStreamReads(stream: NodeJS.EventEmitter & { destroy(err?: Error): void }): CopyDataTap {
+  const listeners = stream.listeners('data') as Array<(bytes: Buffer) => void>;
+  stream.removeAllListeners('data');
+  const tap = new CopyDataTap((bytes) => {
+    for (const l of listeners) l.call(stream, bytes);
+  });
+  tap.onFailure = (err) => stream.destroy(err);
+  stream.on('data', (chunk: Buffer) => tap.feed(chunk));
+  return tap;
 }

@@ -3,9 +3,9 @@
  *
  * `pg` does the startup, TLS and SCRAM; we send only simple-protocol queries, because a
  * walsender accepts nothing else. Streaming rides on the pending `START_REPLICATION` query:
- * on a plain connection a CopyDataTap under `pg` takes the CopyData messages straight off the
- * socket (`pg` still sees the rest); over TLS `pg` parses them and we read them from
- * `client.connection`, its parser's event emitter. See ../../../shared/docs/replication-protocol.md.
+ * a CopyDataTap takes the CopyData messages before `pg` parses anything (`pg` still sees the
+ * rest): on a plain connection straight off the socket, over TLS off the TLS socket's
+ * decrypted reads. See ../../../shared/docs/replication-protocol.md.
  */
 import * as net from 'node:net';
 import { Client } from 'pg';
@@ -14,7 +14,7 @@ import { formatLsn, parseLsn, parseSegmentSizeSetting, type Lsn } from '../wal/l
 import { withTimeout } from '../util/timers';
 import { mapPgError, notPostgresError, type ConnectTarget } from './connect-errors';
 import { foreignAnswer } from './first-answer';
-import { tappedSocket, type CopyDataTap } from './copy-data-tap';
+import { tappedSocket, tapStreamReads, type CopyDataTap } from './copy-data-tap';
 import { WalStreamSession, type StreamHandlers } from './wal-stream-session';
 
 export interface ReplicationConnectOptions {
@@ -74,7 +74,7 @@ export class ReplicationConnection {
   private constructor(
     client: Client,
     readonly target: ConnectTarget,
-    private readonly tap: CopyDataTap | null,
+    private readonly tap: CopyDataTap,
   ) {
     this.client = client;
     // An idle client reports socket errors as events; without a listener they would crash us.
@@ -126,6 +126,8 @@ export class ReplicationConnection {
       const foreign = first ? foreignAnswer(first, sslRequested) : null;
       throw foreign ? notPostgresError(opts.target, foreign, err) : mapPgError(err, opts.target);
     }
+    // Over TLS, `pg` has put its parser on the TLS socket it made: the tap goes in front of it.
+    tap ??= tapStreamReads((client as unknown as { connection: { stream: net.Socket } }).connection.stream);
     return new ReplicationConnection(client, opts.target, tap);
   }
 
@@ -249,14 +251,8 @@ export class ReplicationConnection {
 
   /** Routes CopyData bodies (views valid only during the call) to `consumer` until the returned function is called. */
   subscribeCopyData(consumer: (body: Buffer) => void): () => void {
-    const tap = this.tap;
-    if (tap) {
-      tap.arm(consumer);
-      return () => tap.disarm();
-    }
-    const listener = (msg: { chunk: Buffer }) => consumer(msg.chunk);
-    this.connection.on('copyData', listener);
-    return () => this.connection.removeListener('copyData', listener);
+    this.tap.arm(consumer);
+    return () => this.tap.disarm();
   }
 
   get brokenBy(): Error | null {

@@ -10,6 +10,7 @@
 import { counterReady } from '../helpers/count-bytes';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { crc32c } from '@node-rs/crc32';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -60,14 +61,14 @@ describe('one pass per byte when storing a sealed spool file', () => {
   });
 
   /** What storing the spool file once cost, after a first store that loads modules and connects. */
-  async function counted(storage: Storage, opts: ArchiveOptions): Promise<{ counts: ByteCounts; stored: number }> {
+  async function counted(storage: Storage, opts: ArchiveOptions, put: { bodyCrc32c?: number } = {}): Promise<{ counts: ByteCounts; stored: number }> {
     const archive = new Archive(storage, opts);
     const key = (i: number) => Archive.walKey(`0000000100000000000000${String(++n + i).padStart(2, '0')}`);
     assert.equal(await archive.putSealedFile(key(0), file, plaintext.length, digest), 'stored');
     const k = key(50);
     await collectCounts(0);
     resetCounts();
-    assert.equal(await archive.putSealedFile(k, file, plaintext.length, digest), 'stored');
+    assert.equal(await archive.putSealedFile(k, file, plaintext.length, digest, put), 'stored');
     const counts = await collectCounts(0);
     const stored = (await storage.head(k))!.size;
     await archive.close();
@@ -82,6 +83,13 @@ describe('one pass per byte when storing a sealed spool file', () => {
     const { counts } = await counted(new LocalStorage(path.join(dir, 'plain')), {});
     near(counts.copy, 0, 'copied');
     near(counts.sha256, plaintext.length, 'hashed');
+    near(counts.read, PLAIN_HEADER_LENGTH + plaintext.length, 'read');
+  });
+
+  it("local, plain, with the CRC32C the receiver took on arrival: linked, read back once, no SHA-256 at all", async () => {
+    const { counts } = await counted(new LocalStorage(path.join(dir, 'plain-crc')), {}, { bodyCrc32c: crc32c(plaintext) });
+    near(counts.copy, 0, 'copied');
+    near(counts.sha256, 0, 'hashed');
     near(counts.read, PLAIN_HEADER_LENGTH + plaintext.length, 'read');
   });
 

@@ -6,7 +6,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { isWalvaultError, type ErrorCode } from '../../src/errors';
 import { Archive, type ClusterInfo } from '../../src/archive/archive';
-import { encodePlainHeader, sha256 } from '../../src/archive/envelope';
+import { crc32c } from '@node-rs/crc32';
+import { encodePlainHeader, hex32, sha256 } from '../../src/archive/envelope';
 import { decodeEnvelope } from '../../src/archive/read/decode-object';
 import { fileSource, WINDOW } from '../../src/archive/body-source';
 import { LocalStorage } from '../../src/storage/local';
@@ -467,5 +468,29 @@ describe('Archive.putSealedFile', () => {
       assert.equal(await storage.head(key), null);
       assert.ok((await fs.readFile(file)).equals(damaged), 'the source file is left as it was');
     }
+  });
+
+  test("with the body's CRC32C on arrival, a linked file is read back against it: whole, stored; damaged since, refused and removed", async (t) => {
+    const { root, storage, archive } = await setup(t);
+    const plaintext = randomBytes(2 * WINDOW + 900);
+    const crc = crc32c(plaintext);
+    const file = await sealedFile(t, plaintext);
+    const key = Archive.walKey(seg(23));
+    assert.equal(await archive.putSealedFile(key, file, plaintext.length, sha256(plaintext), { bodyCrc32c: crc }), 'stored');
+    assert.equal((await fs.stat(path.join(root, 'wal', seg(23)))).ino, (await fs.stat(file)).ino, 'linked');
+    assert.ok((await archive.get(key))?.equals(plaintext));
+
+    // One bit changed after arrival, in the middle of a read window: the CRC32C finds it.
+    const other = randomBytes(WINDOW + 300);
+    const damagedFile = await sealedFile(t, other);
+    const bytes = await fs.readFile(damagedFile);
+    bytes[bytes.length - 150] ^= 0x04;
+    await fs.writeFile(damagedFile, bytes);
+    const key2 = Archive.walKey(seg(24));
+    await assert.rejects(
+      archive.putSealedFile(key2, damagedFile, other.length, sha256(other), { bodyCrc32c: crc32c(other) }),
+      isCode('ARCHIVE_CORRUPT', key2, damagedFile, `has CRC32C ${hex32(crc32c(bytes.subarray(bytes.length - other.length)))}, not ${hex32(crc32c(other))} as received`),
+    );
+    assert.equal(await storage.head(key2), null, 'nothing stays stored');
   });
 });

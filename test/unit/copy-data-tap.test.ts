@@ -1,7 +1,8 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { CopyDataTap } from '../../src/postgres/copy-data-tap';
+import { PassThrough } from 'node:stream';
+import { CopyDataTap, tapStreamReads } from '../../src/postgres/copy-data-tap';
 import { isWalvaultError } from '../../src/errors';
 
 /** One backend message: type byte, Int32 length (itself + body), body. */
@@ -136,5 +137,26 @@ describe('CopyDataTap', () => {
     tap.feed(Buffer.concat([message('d', Buffer.from('w123')), message('d', Buffer.from('w456'))]));
     assert.equal(failures.length, 1);
     assert.match(String(failures[0]), /disk full/);
+  });
+
+  test("over a stream's own reads (TLS): put in front of the listener already there, which gets the rest in order", async () => {
+    const s = script();
+    const stream = new PassThrough();
+    const forwarded: Buffer[] = [];
+    // What `pg` attached at connect: its parser, reading every byte of the stream.
+    stream.on('data', (b: Buffer) => forwarded.push(Buffer.from(b)));
+    stream.write(s.before);
+    await new Promise((r) => setImmediate(r));
+    const tap = tapStreamReads(stream);
+    const bodies: Buffer[] = [];
+    tap.arm((b) => bodies.push(Buffer.from(b)));
+    // Reads of TLS record size, so most CopyData messages span several.
+    for (let at = 0; at < s.armed.length; at += 16384) stream.write(s.armed.subarray(at, at + 16384));
+    await new Promise((r) => setImmediate(r));
+    tap.disarm();
+    assert.equal(stream.listenerCount('data'), 1, 'one reader of the stream: the tap');
+    assert.ok(Buffer.concat(forwarded).equals(Buffer.concat([s.before, s.pgPart])), 'the first listener got everything but the CopyData, in order');
+    assert.equal(bodies.length, s.copyBodies.length);
+    bodies.forEach((b, i) => assert.ok(b.equals(s.copyBodies[i]), `CopyData body ${i} differs`));
   });
 });

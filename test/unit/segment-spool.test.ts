@@ -1,6 +1,7 @@
 import { test, describe, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { crc32c } from '@node-rs/crc32';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -124,7 +125,7 @@ describe('SegmentSpool', () => {
     assert.deepEqual(opened[0], { tli: TLI, segNo: SEG_NO, name: NAME, startLsn: SEG_START, received: 0, fsynced: 0 });
     assert.deepEqual(contexts, [{ tli: TLI, name: NAME }]);
 
-    assert.deepEqual(completed, [{ tli: TLI, segNo: SEG_NO, name: NAME, startLsn: SEG_START, sha256: sha256(data) }]);
+    assert.deepEqual(completed, [{ tli: TLI, segNo: SEG_NO, name: NAME, startLsn: SEG_START, sha256: sha256(data), crc32c: crc32c(data) }]);
     assert.equal(spool.open, null);
     assert.equal(spool.receivedLsn, SEG_START + BigInt(SEG_SIZE));
     assert.equal(spool.fsyncedLsn, SEG_START + BigInt(SEG_SIZE));
@@ -164,7 +165,7 @@ describe('SegmentSpool', () => {
     const span = both.subarray(SEG_SIZE - 5000, SEG_SIZE + 3 * BLCKSZ + 17);
     const done = await spool.write(TLI, SEG_START + BigInt(SEG_SIZE - 5000), span, onOpen);
 
-    assert.deepEqual(done, [{ tli: TLI, segNo: SEG_NO, name: NAME, startLsn: SEG_START, sha256: sha256(a) }]);
+    assert.deepEqual(done, [{ tli: TLI, segNo: SEG_NO, name: NAME, startLsn: SEG_START, sha256: sha256(a), crc32c: crc32c(a) }]);
     assert.deepEqual(opened, [NAME, NEXT_NAME]);
     assert.deepEqual(spool.open, {
       tli: TLI,
