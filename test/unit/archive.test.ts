@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { isWalvaultError, type ErrorCode } from '../../src/errors';
 import { Archive, type ClusterInfo } from '../../src/archive/archive';
 import { crc32c } from '@node-rs/crc32';
-import { encodePlainHeader, hex32, sha256 } from '../../src/archive/envelope';
+import { encodeEnvelope, encodePlainHeader, hex32, sha256 } from '../../src/archive/envelope';
 import { decodeEnvelope } from '../../src/archive/read/decode-object';
 import { fileSource, WINDOW } from '../../src/archive/body-source';
 import { LocalStorage } from '../../src/storage/local';
@@ -468,6 +468,24 @@ describe('Archive.putSealedFile', () => {
       assert.equal(await storage.head(key), null);
       assert.ok((await fs.readFile(file)).equals(damaged), 'the source file is left as it was');
     }
+  });
+
+  test('an object of the same plaintext that another writer put between our write and our read-back stands; a damaged one does not', async (t) => {
+    const { storage } = await setup(t);
+    const plaintext = randomBytes(WINDOW + 10);
+    const file = await sealedFile(t, plaintext);
+    // What lands is another writer's object: its own header (another extension), our plaintext.
+    const theirs = encodeEnvelope(plaintext, { writer: 'wal-push' });
+    const racing = new Archive(new DamagingStorage(storage, () => theirs));
+    const key = Archive.walKey(seg(25));
+    assert.equal(await racing.putSealedFile(key, file, plaintext.length, sha256(plaintext)), 'stored');
+    assert.ok((await storage.get(key))?.equals(theirs), 'their object is left in place');
+    // The same, with one byte of their body changed: not our plaintext, so removed and refused.
+    const damaged = Buffer.from(theirs);
+    damaged[damaged.length - 1] ^= 0x01;
+    const key2 = Archive.walKey(seg(26));
+    await assert.rejects(new Archive(new DamagingStorage(storage, () => damaged)).putSealedFile(key2, file, plaintext.length, sha256(plaintext)), isCode('ARCHIVE_CORRUPT', key2));
+    assert.equal(await storage.head(key2), null);
   });
 
   test("with the body's CRC32C on arrival, a linked file is read back against it: whole, stored; damaged since, refused and removed", async (t) => {
