@@ -12,7 +12,7 @@
  * without a copy.
  */
 import { availableParallelism } from 'node:os';
-import { isMainThread, parentPort, Worker } from 'node:worker_threads';
+import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { WalvaultError } from '../errors';
 
 /** What a worker answers: a buffer (compressed frame, digest), or a length written into `out`. */
@@ -33,6 +33,9 @@ interface PooledWorker {
   pending: Map<number, Job>;
 }
 
+/** Marks this module's own workers: other threads (a site's receiver thread) load it too. */
+const ROLE = 'walvault-zstd';
+
 let pool: PooledWorker[] | null = null;
 let nextJobId = 1;
 
@@ -44,7 +47,7 @@ function startPool(): PooledWorker[] {
   for (let i = 0; i < size; i++) {
     // A worker keeps nothing between frames: small heap limits keep garbage frames from
     // growing its resident set.
-    const worker = new Worker(__filename, { resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 32 } });
+    const worker = new Worker(__filename, { workerData: { role: ROLE }, resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 32 } });
     const entry: PooledWorker = { worker, pending: new Map() };
     worker.on('message', (msg: Answer) => {
       const job = entry.pending.get(msg.id);
@@ -128,7 +131,7 @@ export function sha256InWorker(data: Buffer): Promise<Buffer> {
   return inWorker('sha256', data).then(asBuffer);
 }
 
-if (!isMainThread && parentPort) {
+if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.role === ROLE) {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const zstd = require('zstd-napi') as typeof import('zstd-napi');
   // The binding's context compresses into a buffer it is given (the high-level API allocates

@@ -7,7 +7,8 @@ import { BackupScheduler } from '../daemon/backup-scheduler';
 import { CheckScheduler } from '../daemon/check-scheduler';
 import { DrillScheduler } from '../daemon/drill-scheduler';
 import { SiteReceiver } from '../daemon/receiver';
-import { WalvaultError } from '../errors';
+import { ThreadedReceiver, type SiteRunner } from '../daemon/receiver-thread';
+import { errorMessage, WalvaultError } from '../errors';
 import { createLogger, routeConsoleTo } from '../observe/logger';
 import { setSdkLogSink } from '../storage/sdk-log';
 import { binDirResolver, osUserFor } from './drill';
@@ -56,7 +57,11 @@ export async function runCommand(o: RunOptions): Promise<void> {
   // Every line on the daemon's stderr is the logger's, whatever a library wants to print.
   routeConsoleTo(log);
   setSdkLogSink(log.child({ component: 'storage' }));
-  const receivers = sites.map((site) => new SiteReceiver(site, log.child({ site: site.name })));
+  // One site streams on the main thread (the least memory); with more, each site's receiver
+  // gets its own thread, so that no site's work can hold up another's status updates.
+  const receivers: SiteRunner[] = sites.map((site) =>
+    sites.length > 1 ? new ThreadedReceiver(site, config.logLevel) : new SiteReceiver(site, log.child({ site: site.name })),
+  );
   // Each site's duties beside its receiver: backups, archive checks, drills. Their numbers go
   // into the receiver's metrics file and, with [http], /metrics.
   const duties = sites.map((site, i) => {
@@ -94,7 +99,16 @@ export async function runCommand(o: RunOptions): Promise<void> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const dutiesDone = Promise.allSettled(duties.map((d) => d.run()));
-  const results = await Promise.allSettled(receivers.map((r) => r.run()));
+  // A site that ends on an error says so when it happens: the other sites go on streaming,
+  // and the daemon's exit (with the first such error) may be days away.
+  const results = await Promise.allSettled(
+    receivers.map((r, i) =>
+      r.run().catch((err: unknown) => {
+        if (sites.length > 1) log.fatal({ site: sites[i].name, err: errorMessage(err) }, `site ${sites[i].name} stopped: ${errorMessage(err)}`);
+        throw err;
+      }),
+    ),
+  );
   for (const d of duties) d.stop();
   await dutiesDone;
   await http?.close();

@@ -38,6 +38,8 @@ export interface WrittenFile {
 }
 
 /** From this size on a file is checksummed by one worker and written by all. */
+/** Marks this module's own workers: other threads (a site's receiver thread) load it too. */
+const ROLE = 'walvault-file-writer';
 const LARGE_FILE = 8 * 1024 * 1024;
 /** Pages are flushed while a file is written, this often, rather than all at its fsync. */
 const FLUSH_EVERY = 32 * 1024 * 1024;
@@ -99,7 +101,7 @@ export class FileWriterPool {
 
   constructor(algorithm: ManifestChecksumAlgorithm, size = Math.max(2, Math.min(4, availableParallelism()))) {
     for (let i = 0; i < size; i++) {
-      const worker = new Worker(__filename, { workerData: { algorithm }, resourceLimits: { maxYoungGenerationSizeMb: 8, maxOldGenerationSizeMb: 64 } });
+      const worker = new Worker(__filename, { workerData: { role: ROLE, algorithm }, resourceLimits: { maxYoungGenerationSizeMb: 8, maxOldGenerationSizeMb: 64 } });
       const t: WriterThread = { worker, acks: [], queued: 0 };
       worker.on('message', (m: FromWorker) => this.onMessage(t, m));
       worker.on('error', (err) => this.fail(new WalvaultError('INTERNAL', `a restore writer thread failed: ${err.message}`, { cause: err })));
@@ -294,7 +296,7 @@ interface OpenFile {
   flushing: Array<() => void> | null;
 }
 
-if (!isMainThread && parentPort) {
+if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.role === ROLE) {
   const algorithm = (workerData as { algorithm: ManifestChecksumAlgorithm }).algorithm;
   const port = parentPort;
   /** Small files this worker writes whole. */
