@@ -140,6 +140,20 @@ describe('reconcile', () => {
     assert.equal(r.resume?.lsn, 6n * seg);
   });
 
+  it('deletes the partial of a later archived segment whose upload landed but was never recorded', async () => {
+    // The crash came after 7's partial was stored and before the ledger heard of it; 7 was
+    // archived whole before that (its job waits for the partial in flight, then deletes it).
+    ledger.advancePositions(SITE, { archived: 8n * seg });
+    for (const n of [5n, 6n, 7n]) await archived(n);
+    await archive.putPartial(Archive.walKey(name(5n)) + '.partial', buildSegment(5n).subarray(0, 100000));
+    ledger.recordPartial(SITE, { timeline: 1, segNo: 5n, name: name(5n), bytes: 100000, sha256: 'x'.repeat(64) });
+    await archive.putPartial(Archive.walKey(name(7n)) + '.partial', buildSegment(7n).subarray(0, 50000));
+    await run();
+    assert.equal(await archive.exists(Archive.walKey(name(5n)) + '.partial'), false);
+    assert.equal(await archive.exists(Archive.walKey(name(7n)) + '.partial'), false);
+    for (const n of [5n, 6n, 7n]) assert.equal(await archive.exists(Archive.walKey(name(n))), true, 'the whole segments stay');
+  });
+
   it('finds a completed segment lost from the spool in the archive, or receives it again', async () => {
     ledger.advancePositions(SITE, { archived: 5n * seg });
     for (const n of [5n, 6n]) {
