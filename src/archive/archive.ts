@@ -244,7 +244,7 @@ export class Archive {
     if (existing === 'same') return 'unchanged';
     const done: PutResult = existing === 'damaged' ? 'repaired' : 'stored';
     if (!this.plain) {
-      await this.writeVerified(key, source, digest);
+      await this.writeFramedVerified(key, source, digest, opts.bodyCrc32c ?? true, this.options.codec ?? 'none');
       return done;
     }
     // A link never replaces: the damaged object goes first.
@@ -358,11 +358,13 @@ export class Archive {
    * The framed pipeline: read -> hash -> compress -> encrypt -> put; then the stored object is
    * read back and must be those bytes exactly. Each byte is hashed once on the way out: the
    * plaintext against `digest` (unless `recheck` is off: the caller hashed exactly these
-   * bytes), and the stored bytes for the trailer, which the read-back is then checked against.
-   * The plaintext is checked before the trailer is produced, so a source that changed since
-   * it was received aborts the write and leaves no object.
+   * bytes; or, when `recheck` is the CRC32C the plaintext had as it arrived, against that, as
+   * the read-back of a linked spool file is, at a small part of SHA-256's cost), and the stored
+   * bytes for the trailer, which the read-back is then checked against. The plaintext is
+   * checked before the trailer is produced, so a source that changed since it was received
+   * aborts the write and leaves no object.
    */
-  private async writeFramedVerified(key: string, source: BodySource, digest: Buffer, recheck: boolean, codecName: CodecName): Promise<void> {
+  private async writeFramedVerified(key: string, source: BodySource, digest: Buffer, recheck: boolean | number, codecName: CodecName): Promise<void> {
     const codec = codecByName(codecName);
     const recipient = this.options.recipient;
     const wrapped = recipient ? newDataKey(recipient) : null;
@@ -372,7 +374,7 @@ export class Archive {
     let trailer: Buffer | null = null;
     async function* body(): AsyncIterable<ObjectChunk> {
       yield header;
-      const plaintext = recheck ? checkedAgainst(source, digest) : source.windows();
+      const plaintext = recheck === false ? source.windows() : checkedAgainst(source, recheck === true ? digest : recheck);
       // Windows of a buffer stay valid, so its frames may compress in parallel.
       const compressAhead = recheck ? 1 : FRAMES_AHEAD;
       for await (const pieces of encodeFrames(plaintext, source.length, header, { codec, dataKey: wrapped?.dataKey ?? null, compressAhead })) {
@@ -575,20 +577,20 @@ export class Archive {
 
 /**
  * Passes the source's windows through, hashing them; at the end the plaintext must hash to
- * `digest` (what was received), or the stream fails before anything can complete.
+ * what was received (its SHA-256 `digest`, or its CRC32C), or the stream fails before
+ * anything can complete.
  */
-async function* checkedAgainst(source: BodySource, digest: Buffer): AsyncIterable<Buffer> {
-  const hash = createHash('sha256');
+async function* checkedAgainst(source: BodySource, expected: Buffer | number): AsyncIterable<Buffer> {
+  const hash = typeof expected === 'number' ? null : createHash('sha256');
+  let crc = 0;
   for await (const w of source.windows()) {
-    hash.update(w);
+    if (hash) hash.update(w);
+    else crc = crc32c(w, crc);
     yield w;
   }
-  const actual = hash.digest();
-  if (!actual.equals(digest)) {
-    throw new WalvaultError(
-      'ARCHIVE_CORRUPT',
-      `${source.origin} changed since it was received: its content has sha256 ${actual.toString('hex')}, not ${digest.toString('hex')}; check the disk it is on`,
-    );
+  const [kind, actual, want] = hash ? ['sha256', hash.digest('hex'), (expected as Buffer).toString('hex')] : ['CRC32C', hex32(crc >>> 0), hex32((expected as number) >>> 0)];
+  if (actual !== want) {
+    throw new WalvaultError('ARCHIVE_CORRUPT', `${source.origin} changed since it was received: its content has ${kind} ${actual}, not ${want}; check the disk it is on`);
   }
 }
 

@@ -7,7 +7,8 @@ import * as path from 'node:path';
 import { Archive, type ArchiveOptions } from '../../src/archive/archive';
 import { CODEC_NAMES, codecByName } from '../../src/archive/codecs';
 import { createKeyPair, decryptFrame, encryptFrame, encryptFramePieces, loadPrivateKey, loadPublicKey } from '../../src/archive/encryption';
-import { readEnvelopeHeader, sha256 } from '../../src/archive/envelope';
+import { hex32, readEnvelopeHeader, sha256 } from '../../src/archive/envelope';
+import { crc32c } from '@node-rs/crc32';
 import { FRAME_PLAINTEXT_MAX, TRAILER_LENGTH } from '../../src/archive/framed-body';
 import { fileSource } from '../../src/archive/body-source';
 import { isWalvaultError, type ErrorCode } from '../../src/errors';
@@ -145,6 +146,27 @@ describe('framed objects (compression and encryption)', () => {
     await fs.writeFile(file, Buffer.concat([Buffer.alloc(64), changed]));
     await assert.rejects(archive.putImmutable('wal/x', fileSource(file, data.length, 64), sha256(data)), isCode('ARCHIVE_CORRUPT', file, 'changed since it was received'));
     assert.equal(await archive.exists('wal/x'), false);
+  });
+
+  test("with the CRC32C the plaintext had on arrival, a sealed file is checked against it on the way out; a changed file aborts the write", async (t) => {
+    const root = await tempDir(t, 'sealed-crc');
+    const spool = await tempDir(t, 'spool-crc');
+    const archive = new Archive(new LocalStorage(root), { codec: 'zstd' });
+    const data = walLike('C');
+    const file = path.join(spool, 'seg');
+    await fs.writeFile(file, Buffer.concat([Buffer.alloc(64), data]));
+    assert.equal(await archive.putSealedFile(KEY, file, data.length, sha256(data), { bodyCrc32c: crc32c(data) }), 'stored');
+    assert.ok((await archive.get(KEY))?.equals(data));
+
+    // One bit changed after arrival (the SHA-256 in the header would still claim the old bytes).
+    const changed = Buffer.from(data);
+    changed[FRAME_PLAINTEXT_MAX + 99] ^= 8;
+    await fs.writeFile(file, Buffer.concat([Buffer.alloc(64), changed]));
+    await assert.rejects(
+      archive.putSealedFile('wal/000000010000000000000099', file, data.length, sha256(data), { bodyCrc32c: crc32c(data) }),
+      isCode('ARCHIVE_CORRUPT', file, `changed since it was received: its content has CRC32C ${hex32(crc32c(changed))}, not ${hex32(crc32c(data))}`),
+    );
+    assert.equal(await archive.exists('wal/000000010000000000000099'), false, 'nothing is stored');
   });
 
   test('empty and one-byte plaintexts frame correctly', async (t) => {
