@@ -156,7 +156,13 @@ export class Ledger {
       // Anything else SQLite reports (an I/O error, a file made read-only) is the operator's
       // too: typed, naming the file, never a bare SqliteError.
       if (err instanceof Error && /^SQLITE_/.test(String((err as { code?: unknown }).code))) {
-        throw new WalvaultError('LEDGER', `cannot write the ledger ${this.path}: ${err.message} (${(err as { code?: unknown }).code}); check the disk and the permissions of the state directory ${nodePath.dirname(this.path)}`, { cause: err });
+        const code = String((err as { code?: unknown }).code);
+        // Busy: another process (a second walvault on this state directory, an sqlite3 shell
+        // left in a transaction) held the ledger past busy_timeout; the disk is not the cause.
+        const fix = /^SQLITE_BUSY/.test(code)
+          ? `another process holds the ledger locked (a second walvault, or an sqlite3 shell left in a transaction); close it`
+          : `check the disk and the permissions of the state directory ${nodePath.dirname(this.path)}`;
+        throw new WalvaultError('LEDGER', `cannot write the ledger ${this.path}: ${err.message} (${code}); ${fix}`, { cause: err });
       }
       throw err;
     }

@@ -128,6 +128,21 @@ describe('unwritable state directory', () => {
     throwsCode(() => l.advancePositions('main', { received: 16n }), 'LEDGER', new RegExp(`^cannot write the ledger ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: .*\\(SQLITE_READONLY\\); check the disk and the permissions of the state directory `));
   });
 
+  it('a ledger another connection holds locked past busy_timeout is a LEDGER error saying so, not blaming the disk', () => {
+    const l = openLedger();
+    l.registerSite(SITE);
+    (l as unknown as { db: Database.Database }).db.pragma('busy_timeout = 50');
+    const other = new Database(file);
+    try {
+      other.exec('BEGIN EXCLUSIVE');
+      throwsCode(() => l.advancePositions('main', { received: 16n }), 'LEDGER', /\(SQLITE_BUSY\); another process holds the ledger locked .*; close it$/);
+      other.exec('ROLLBACK');
+      l.advancePositions('main', { received: 16n });
+    } finally {
+      other.close();
+    }
+  });
+
   it('reports STATE_DIR_UNWRITABLE for a read-only directory', { skip: process.getuid?.() === 0 ? 'root ignores directory permissions' : false }, () => {
     const ro = path.join(dir, 'ro');
     fs.mkdirSync(ro, { mode: 0o555 });
