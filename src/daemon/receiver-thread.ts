@@ -59,6 +59,8 @@ interface ThreadData {
   role: typeof ROLE;
   site: SiteConfig;
   logLevel: string;
+  /** The main thread's choice: a thread's stderr is a pipe to it, never a terminal itself. */
+  logFormat: 'json' | 'pretty';
 }
 
 /** The main thread's handle on a receiver running in a worker thread. */
@@ -91,7 +93,7 @@ export class ThreadedReceiver implements SiteRunner {
   }
 
   run(): Promise<void> {
-    const data: ThreadData = { role: ROLE, site: this.site, logLevel: this.logLevel };
+    const data: ThreadData = { role: ROLE, site: this.site, logLevel: this.logLevel, logFormat: process.stderr.isTTY ? 'pretty' : 'json' };
     const worker = new Worker(__filename, { workerData: data });
     this.worker = worker;
     if (this.stopRequested) this.send({ type: 'stop' });
@@ -184,7 +186,7 @@ function sent(err: unknown): SentError {
 
 function runInThread(data: ThreadData): void {
   const port = parentPort!;
-  const log = createLogger({ level: data.logLevel });
+  const log = createLogger({ level: data.logLevel, format: data.logFormat });
   routeConsoleTo(log);
   setSdkLogSink(log.child({ component: 'storage' }));
   const receiver = new SiteReceiver(data.site, log.child({ site: data.site.name }));
