@@ -41,6 +41,10 @@ export type ErrorCode =
   | 'BACKUP_CONFLICT'
   | 'BACKUP_WAL_MISSING'
   | 'BACKUP_ABORTED'
+  /** An incremental backup cannot be taken now (server version, settings, parent); a full one can. */
+  | 'BACKUP_INCREMENTAL_IMPOSSIBLE'
+  /** A listed backup that cannot be restored (an incremental's chain this version cannot rebuild). */
+  | 'BACKUP_UNRESTORABLE'
   | 'INTERNAL';
 
 export class WalvaultError extends Error {

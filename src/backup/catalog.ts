@@ -3,6 +3,9 @@
  *
  *   backups/<name>/parts/<archive>.<NNNNNN>   the tar archives (base.tar, <oid>.tar) in parts
  *   backups/<name>/backup_manifest            the server's manifest, as sent
+ *   backups/<name>/upload_manifest            PostgreSQL 17+: that manifest without file
+ *                                             checksums, unencrypted: what an incremental
+ *                                             backup taken against this one uploads
  *   backups/<name>/metadata.json              what the backup is (written when the stream ends)
  *   backups/<name>/complete.json              the completion marker: written last, and only
  *                                             once the WAL from start to stop LSN is archived
@@ -20,6 +23,7 @@ export const BACKUPS_PREFIX = 'backups/';
 export const METADATA_FILE = 'metadata.json';
 export const COMPLETE_FILE = 'complete.json';
 export const MANIFEST_FILE = 'backup_manifest';
+export const UPLOAD_MANIFEST_FILE = 'upload_manifest';
 
 export interface BackupArchive {
   /** base.tar or <oid>.tar */
@@ -61,6 +65,23 @@ export interface BackupMetadata {
   storedBytes: number;
   archives: BackupArchive[];
   manifest: { key: string; size: number; sha256: string };
+  /** Absent in backups older than incremental support: those are full backups. */
+  kind?: 'full' | 'incremental';
+  /** An incremental's parent: the backup whose manifest it was taken against. */
+  parent?: string;
+  /** An incremental's chain, from its full backup to its parent (restoring it needs every one). */
+  chain?: string[];
+  /** The server's block_size (PostgreSQL 17+ backups): the unit of an incremental's files. */
+  blockSize?: number;
+}
+
+export function isIncremental(meta: BackupMetadata): boolean {
+  return meta.kind === 'incremental';
+}
+
+/** Every backup that restoring `meta` reads, from its full backup to itself. */
+export function chainOf(meta: BackupMetadata): string[] {
+  return [...(meta.chain ?? []), meta.name];
 }
 
 export interface CompletionMarker {

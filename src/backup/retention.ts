@@ -10,16 +10,32 @@
  *   policy, except the one a live backup lease names (still being taken) and a stored one
  *   newer than every complete backup (still waiting for its WAL, which the daemon completes).
  * - A backup is deleted marker first, so a half-deleted backup is never listed.
+ * - An incremental backup lives with its chain: nothing an incremental that stays needs (its
+ *   full backup and the incrementals between) is deleted, `backup delete NAME` of a parent
+ *   refuses unless told to take its dependents too, and backups are deleted newest first, so
+ *   an interrupted deletion never leaves a listed incremental without its parent. The policy
+ *   counts full backups: each keeps the incrementals taken on it.
  */
 import type { Logger } from 'pino';
 import type { Archive } from '../archive/archive';
 import { ArchiveLease, BACKUP_LEASE, LEASE_TTL_MS } from '../archive/archive-lease';
 import { WalvaultError } from '../errors';
 import { isSegmentFileName, parseLsn, parseSegmentFileName, segmentNumber } from '../wal/lsn';
-import { backupPrefix, checkBackupName, COMPLETE_FILE, METADATA_FILE, readPendingMetadata, scanBackups, type BackupEntry, type BackupMetadata } from './catalog';
+import {
+  backupPrefix,
+  chainOf,
+  checkBackupName,
+  COMPLETE_FILE,
+  isIncremental,
+  METADATA_FILE,
+  readPendingMetadata,
+  scanBackups,
+  type BackupEntry,
+  type BackupMetadata,
+} from './catalog';
 
 export type DeleteRequest =
-  | { kind: 'name'; name: string }
+  | { kind: 'name'; name: string; withDependents?: boolean }
   | { kind: 'before'; name: string }
   | { kind: 'policy'; retain: number; recoveryWindowDays: number }
   | { kind: 'everything' };
@@ -55,11 +71,27 @@ function segNoOf(segment: string, segSize: number): bigint {
   return parseSegmentFileName(segment, segSize).segNo;
 }
 
-/** Which backups the policy keeps: the newest `retain`, and every one needed for the recovery window. */
+/** Complete backups whose chain runs through `name` (taken against it, directly or not). */
+export function dependentsOf(complete: BackupMetadata[], name: string): BackupMetadata[] {
+  return complete.filter((b) => b.name !== name && chainOf(b).includes(name));
+}
+
+/** `keep` plus every backup a kept incremental needs. */
+function withChains(complete: BackupMetadata[], keep: Set<string>): Set<string> {
+  for (const b of complete) if (keep.has(b.name)) for (const member of chainOf(b)) keep.add(member);
+  return keep;
+}
+
+/**
+ * Which backups the policy keeps: the newest `retain` full backups with the incrementals taken
+ * on them, and every one needed for the recovery window, each with its chain.
+ */
 export function keptByPolicy(complete: BackupMetadata[], retain: number, recoveryWindowDays: number, now: Date): Set<string> {
   const keep = new Set<string>();
   const sorted = [...complete].sort(byStop);
-  for (const m of sorted.slice(Math.max(0, sorted.length - retain))) keep.add(m.name);
+  const fulls = sorted.filter((m) => !isIncremental(m));
+  for (const m of fulls.slice(Math.max(0, fulls.length - retain))) keep.add(m.name);
+  for (const m of sorted) if (isIncremental(m) && keep.has(chainOf(m)[0])) keep.add(m.name);
   if (recoveryWindowDays > 0) {
     const windowStart = now.getTime() - recoveryWindowDays * DAY_MS;
     // Every backup finished inside the window, plus the newest one before it: recovery to
@@ -71,7 +103,7 @@ export function keptByPolicy(complete: BackupMetadata[], retain: number, recover
     }
     if (before) keep.add(before.name);
   }
-  return keep;
+  return withChains(sorted, keep);
 }
 
 export async function planDeletion(archive: Archive, request: DeleteRequest, now = new Date()): Promise<DeletionPlan> {
@@ -94,7 +126,15 @@ export async function planDeletion(archive: Archive, request: DeleteRequest, now
       if (!m && !left) {
         throw new WalvaultError('BACKUP_NOT_FOUND', `no backup named ${request.name} in ${archive.storage.description}; run "walvault backup list" to see them`);
       }
-      doomed = m ? [m] : [];
+      const dependents = m ? dependentsOf(complete, m.name) : [];
+      if (dependents.length > 0 && !request.withDependents) {
+        throw new WalvaultError(
+          'BACKUP_CONFLICT',
+          `backup ${request.name} is needed by the incremental backups ${dependents.map((b) => b.name).join(', ')}: deleting it would leave them unrestorable; ` +
+            `add --with-dependents to delete them too, or delete them first`,
+        );
+      }
+      doomed = m ? [m, ...dependents] : [];
       leftovers = left ? [left] : [];
       break;
     }
@@ -103,7 +143,9 @@ export async function planDeletion(archive: Archive, request: DeleteRequest, now
       if (at < 0) {
         throw new WalvaultError('BACKUP_NOT_FOUND', `no complete backup named ${request.name} in ${archive.storage.description}; run "walvault backup list" to see them`);
       }
-      doomed = complete.slice(0, at);
+      // What stays keeps its chain, even where it reaches before the named backup.
+      const keep = withChains(complete, new Set(complete.slice(at).map((b) => b.name)));
+      doomed = complete.slice(0, at).filter((b) => !keep.has(b.name));
       break;
     }
     case 'policy': {
@@ -167,7 +209,7 @@ export function planIsEmpty(plan: DeletionPlan): boolean {
 /** Human lines, the same for the dry run and the real one. */
 export function describePlan(plan: DeletionPlan): string[] {
   const lines: string[] = [];
-  for (const b of plan.backups) lines.push(`backup ${b.name} (finished ${b.stoppedAt}, WAL ${b.startLsn}..${b.stopLsn}, timeline ${b.stopTimeline})`);
+  for (const b of plan.backups) lines.push(`backup ${b.name} (${isIncremental(b) ? `incremental on ${b.parent}, ` : ''}finished ${b.stoppedAt}, WAL ${b.startLsn}..${b.stopLsn}, timeline ${b.stopTimeline})`);
   for (const e of plan.leftovers) lines.push(`incomplete backup ${e.name} (${e.keys.length} objects, no completion marker)`);
   if (plan.wal.length > 0) {
     lines.push(`WAL: ${plan.wal.length} objects, ${plan.wal[0].slice(WAL_PREFIX.length)} .. ${plan.wal[plan.wal.length - 1].slice(WAL_PREFIX.length)}`);
@@ -177,7 +219,8 @@ export function describePlan(plan: DeletionPlan): string[] {
 
 /** Carries out a plan: each backup marker first, then the WAL oldest first. */
 export async function executeDeletion(archive: Archive, plan: DeletionPlan, log: Logger): Promise<void> {
-  for (const b of plan.backups) await deleteBackupObjects(archive, b.name, log);
+  // Newest first: an incremental goes before the backups it was taken against.
+  for (const b of [...plan.backups].sort(byStop).reverse()) await deleteBackupObjects(archive, b.name, log);
   for (const e of plan.leftovers) await deleteBackupObjects(archive, e.name, log);
   for (const key of plan.wal) await archive.delete(key);
   if (plan.wal.length > 0) log.info({ objects: plan.wal.length, first: plan.wal[0], last: plan.wal[plan.wal.length - 1] }, 'deleted WAL no retained backup needs');

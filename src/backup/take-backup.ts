@@ -23,12 +23,16 @@ import {
   backupNameFor,
   backupPrefix,
   MANIFEST_FILE,
+  UPLOAD_MANIFEST_FILE,
   storeCompletion,
   storeMetadata,
   type BackupArchive,
   type BackupMetadata,
 } from './catalog';
+import { incrementalRefusal, prepareIncremental, type IncrementalBase } from './incremental-parent';
 import { PartUploader, type StoredPart } from './part-uploader';
+import { uploadManifestOf } from './upload-manifest-text';
+import { uploadManifest } from '../postgres/upload-manifest';
 import { WalCoverage } from './wal-coverage';
 
 export const DEFAULT_PART_SIZE = 4 * 1024 * 1024;
@@ -49,6 +53,12 @@ export interface TakeBackupOptions {
   progressOut?: NodeJS.WriteStream;
   /** Aborts the backup (the daemon stopping): the connection is dropped, nothing is listed. */
   signal?: AbortSignal;
+  /**
+   * PostgreSQL 17+: only what changed since a parent backup (`parent`: by name, else the
+   * newest complete one on the server's timeline history). A precondition that does not hold
+   * is a BACKUP_INCREMENTAL_IMPOSSIBLE error, before anything is written.
+   */
+  incremental?: { parent?: string };
 }
 
 /** Picks a name no object in the archive uses yet. */
@@ -98,6 +108,8 @@ export async function takeBackup(o: TakeBackupOptions): Promise<BackupMetadata> 
     conn = await connectSite(site, 'backup');
     const identity = await conn.identifySystem();
     const facts = await conn.serverFacts();
+    // An incremental's preconditions only read: a refusal leaves even a new archive untouched.
+    const base: IncrementalBase | null = o.incremental ? await prepareIncremental(archive, conn, identity, facts, o.incremental.parent) : null;
     // Refuses another cluster's archive before anything is written.
     await archive.ensureCluster({ systemId: identity.systemId, pgVersionNum: facts.versionNum, walSegmentSize: facts.walSegmentSize });
 
@@ -118,13 +130,27 @@ export async function takeBackup(o: TakeBackupOptions): Promise<BackupMetadata> 
     const prefix = backupPrefix(name);
     const label = o.label ?? `walvault ${name}`;
     const blog = log.child({ backup: name });
-    blog.info({ server: site.pgDescription, fastCheckpoint: o.fastCheckpoint }, 'base backup starting (checkpoint first)');
+    blog.info(
+      { server: site.pgDescription, fastCheckpoint: o.fastCheckpoint, ...(base ? { incremental: true, parent: base.parent.name } : {}) },
+      base ? `incremental backup against ${base.parent.name} starting (checkpoint first)` : 'base backup starting (checkpoint first)',
+    );
 
     // The site's zstd runs on the database server when it can (15+): the bytes cross the
     // network compressed and the parts are stored as they come.
     const wantServer = site.backupCompression === 'server' && site.compression === 'zstd' && facts.major >= 15;
     const progress = new Progress({ what: `backup ${name}`, log: blog, out: o.progressOut });
-    const streamOnce = (serverCompressed: boolean, serverWorkers: number) =>
+    const streamOnce = async (serverCompressed: boolean, serverWorkers: number): Promise<Streamed> => {
+      if (!base) return streamAttempt(serverCompressed, serverWorkers);
+      try {
+        // The server forgets nothing between attempts on one connection, but a fresh upload
+        // before each leaves no doubt which manifest the attempt is taken against.
+        await uploadManifest(conn!, base.uploadManifest);
+        return await streamAttempt(serverCompressed, serverWorkers);
+      } catch (err) {
+        throw incrementalRefusal(err, base.parent.name);
+      }
+    };
+    const streamAttempt = (serverCompressed: boolean, serverWorkers: number) =>
       streamIntoParts(conn!, facts.major, {
         archive,
         prefix,
@@ -133,6 +159,7 @@ export async function takeBackup(o: TakeBackupOptions): Promise<BackupMetadata> 
         inFlight: Math.max(PARTS_IN_FLIGHT, site.uploadConcurrency),
         serverCompressed,
         serverWorkers,
+        incremental: base !== null,
         progress,
         log: blog,
         checkLease,
@@ -164,6 +191,8 @@ export async function takeBackup(o: TakeBackupOptions): Promise<BackupMetadata> 
     checkManifest(manifest, identity.systemId);
     await archive.putImmutable(prefix + MANIFEST_FILE, manifest);
     const manifestInfo = await archive.storage.head(prefix + MANIFEST_FILE);
+    // What a later incremental uploads: kept readable with the public key alone.
+    if (facts.major >= 17) await archive.asPlain().putImmutable(prefix + UPLOAD_MANIFEST_FILE, uploadManifestOf(manifest, `the manifest of backup ${name}`));
 
     const stored: BackupArchive[] = archives.map((a) => {
       const list = parts.get(a.name) ?? [];
@@ -197,6 +226,9 @@ export async function takeBackup(o: TakeBackupOptions): Promise<BackupMetadata> 
       storedBytes: stored.reduce((s, a) => s + a.storedBytes, 0) + (manifestInfo?.size ?? 0),
       archives: stored,
       manifest: { key: prefix + MANIFEST_FILE, size: manifest.length, sha256: createHash('sha256').update(manifest).digest('hex') },
+      kind: base ? 'incremental' : 'full',
+      ...(facts.major >= 17 ? { blockSize: Number(await conn.show('block_size')) } : {}),
+      ...(base ? { parent: base.parent.name, chain: base.chain } : {}),
     };
     const metadataSha = await storeMetadata(archive, meta);
     await conn.close();
@@ -288,6 +320,8 @@ async function streamIntoParts(
     serverCompressed: boolean;
     /** zstd threads the server may use for this backup (0: the walsender's own thread). */
     serverWorkers: number;
+    /** The parent's manifest was uploaded on this connection: ask for an incremental. */
+    incremental: boolean;
     progress: Progress;
     log: Logger;
     checkLease: () => void;
@@ -320,6 +354,7 @@ async function streamIntoParts(
         label: o.label,
         fastCheckpoint: o.options.fastCheckpoint,
         maxRateKiB: o.options.maxRateKiB,
+        incremental: o.incremental,
         ...(o.serverCompressed ? { serverCompression: { method: 'zstd' as const, level: ZSTD_LEVEL, workers: o.serverWorkers } } : {}),
       },
       {

@@ -27,6 +27,12 @@ export interface BackupCheck {
   /** WAL from start through stop LSN is archived. */
   consistent: boolean;
   missingParts: string[];
+  /** 'incremental': restoring it needs every backup of `chain` too. */
+  kind: 'full' | 'incremental';
+  /** An incremental's chain, its full backup first, its parent last; empty for a full backup. */
+  chain: string[];
+  /** Members of the chain that are not complete backups in the archive, or miss objects. */
+  brokenChain: string[];
   restorable: boolean;
   /** How far recovery from it reaches without a gap (null when not even to consistency). */
   recoverableTo: { lsn: string; timeline: number; archivedAt: string | null } | null;
@@ -184,6 +190,11 @@ export async function checkArchive(archive: Archive, opts: { site?: SiteConfig }
   const problems: string[] = [];
   const partialOnly = new Set<string>();
   const backups: BackupCheck[] = [];
+  const byName = new Map(g.backups.map((b) => [b.name, b]));
+  const partsMissing = (b: BackupMetadata): string[] => {
+    const keys = [...b.archives.flatMap((a) => a.parts.map((p) => p.key)), b.manifest.key];
+    return keys.filter((k) => !g.backupObjects.has(k));
+  };
   for (const b of g.backups) {
     const stop = parseLsn(b.stopLsn);
     const start = parseLsn(b.startLsn);
@@ -202,10 +213,17 @@ export async function checkArchive(archive: Archive, opts: { site?: SiteConfig }
     const scan = scanChain(path, start, newestSegNo, wal, segSize);
     if (scan.endPartial) partialOnly.add(scan.endPartial);
     const consistent = scan.reachedLsn >= stop;
-    const missingParts: string[] = [];
-    for (const a of b.archives) for (const p of a.parts) if (!g.backupObjects.has(p.key)) missingParts.push(p.key);
-    if (!g.backupObjects.has(b.manifest.key)) missingParts.push(b.manifest.key);
+    const missingParts = partsMissing(b);
+    const chain = b.chain ?? [];
+    const brokenChain = chain.filter((m) => !byName.has(m) || partsMissing(byName.get(m)!).length > 0);
     const own: string[] = [];
+    for (const m of brokenChain) {
+      own.push(
+        byName.has(m)
+          ? `backup ${m}, which this incremental is built on, misses objects: ${partsMissing(byName.get(m)!).slice(0, 3).join(', ')}`
+          : `backup ${m}, which this incremental is built on, is missing or incomplete: the incremental cannot be restored`,
+      );
+    }
     if (!consistent) own.push(`WAL needed to make it consistent is missing: ${scan.firstMissing} (the backup needs ${b.startLsn}..${b.stopLsn})`);
     if (missingParts.length > 0) own.push(`${missingParts.length} object(s) of the backup are missing: ${missingParts.slice(0, 3).join(', ')}${missingParts.length > 3 ? ', ...' : ''}`);
     if (consistent && scan.firstMissing) own.push(`recovery stops at ${formatLsn(scan.reachedLsn)}: ${scan.firstMissing} is missing`);
@@ -219,7 +237,10 @@ export async function checkArchive(archive: Archive, opts: { site?: SiteConfig }
       recoveryTimeline,
       consistent,
       missingParts,
-      restorable: consistent && missingParts.length === 0,
+      kind: b.kind ?? 'full',
+      chain,
+      brokenChain,
+      restorable: consistent && missingParts.length === 0 && brokenChain.length === 0,
       recoverableTo: consistent ? { lsn: formatLsn(scan.reachedLsn), timeline: scan.reachedTli, archivedAt: at(lastObject) } : null,
       firstMissing: scan.firstMissing,
       problems: own,

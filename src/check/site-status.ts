@@ -13,7 +13,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openSiteArchive } from '../archive/site-archive';
-import { listBackups } from '../backup/catalog';
+import { isIncremental, listBackups } from '../backup/catalog';
 import type { SiteConfig } from '../config/config';
 import { errorMessage, isWalvaultError, WalvaultError } from '../errors';
 import { LEDGER_FILE, METRICS_FILE } from '../daemon/receiver';
@@ -38,7 +38,10 @@ export interface SiteStatus {
   positions: { received: string | null; fsynced: string | null; archived: string | null; serverWalEnd: string | null };
   lag: { bytes: number | null; seconds: number | null };
   lastArchivedSegment: { name: string; at: string } | null;
-  lastBackup: { name: string; startedAt: string; stoppedAt: string; startLsn: string; stopLsn: string } | null;
+  lastBackup: { name: string; kind: 'full' | 'incremental'; startedAt: string; stoppedAt: string; startLsn: string; stopLsn: string } | null;
+  /** The newest full backup, and the newest incremental one, by name (null: none). */
+  lastFull: string | null;
+  lastIncremental: string | null;
   /** When the schedule takes the next backup (now, when one is overdue); null: no schedule. */
   nextBackupDue: string | null;
   /** From the oldest complete backup's start to the newest archived WAL. */
@@ -135,6 +138,8 @@ export async function siteStatus(site: SiteConfig, configFile: string): Promise<
   }
 
   let lastBackup: SiteStatus['lastBackup'] = null;
+  let lastFull: string | null = null;
+  let lastIncremental: string | null = null;
   let nextBackupDue: string | null = null;
   let windowFrom: string | null = null;
   const archiveState: SiteStatus['archive'] = { location: site.archive, reachable: true, error: null };
@@ -144,7 +149,9 @@ export async function siteStatus(site: SiteConfig, configFile: string): Promise<
     try {
       const backups = await within(listBackups(archive), ARCHIVE_WAIT_MS, `${archive.storage.description} did not answer within ${ARCHIVE_WAIT_MS / 1000} s`);
       const newest = backups[backups.length - 1];
-      if (newest) lastBackup = { name: newest.name, startedAt: newest.startedAt, stoppedAt: newest.stoppedAt, startLsn: newest.startLsn, stopLsn: newest.stopLsn };
+      if (newest) lastBackup = { name: newest.name, kind: newest.kind ?? 'full', startedAt: newest.startedAt, stoppedAt: newest.stoppedAt, startLsn: newest.startLsn, stopLsn: newest.stopLsn };
+      lastFull = [...backups].reverse().find((b) => !isIncremental(b))?.name ?? null;
+      lastIncremental = [...backups].reverse().find((b) => isIncremental(b))?.name ?? null;
       if (backups[0]) windowFrom = backups[0].startedAt;
       if (site.backupIntervalHours > 0) {
         const due = newest ? Date.parse(newest.stoppedAt) + site.backupIntervalHours * 3_600_000 : Date.now();
@@ -184,6 +191,8 @@ export async function siteStatus(site: SiteConfig, configFile: string): Promise<
     lag: { bytes: m('walvault_archive_lag_bytes'), seconds: m('walvault_archive_lag_seconds') },
     lastArchivedSegment: ledger?.last ?? null,
     lastBackup,
+    lastFull,
+    lastIncremental,
     nextBackupDue,
     recoverableWindow: { from: lastBackup ? windowFrom : null, to: lastBackup ? lastAt : null, toLsn: lastBackup ? archivedLsn : null },
     archive: archiveState,
@@ -220,7 +229,8 @@ export function formatStatus(r: StatusReport): string {
     lines.push(`  received ${p.received ?? '-'}, fsynced ${p.fsynced ?? '-'}, archived ${p.archived ?? '-'}, server at ${p.serverWalEnd ?? '-'}; lag ${s.lag.bytes ?? '-'} bytes, ${s.lag.seconds ?? '-'} s`);
     lines.push(`  last archived segment: ${s.lastArchivedSegment ? `${s.lastArchivedSegment.name} at ${s.lastArchivedSegment.at}` : '-'}`);
     const unread = s.archive.error !== null;
-    lines.push(`  last backup: ${s.lastBackup ? `${s.lastBackup.name} (${s.lastBackup.startLsn}..${s.lastBackup.stopLsn}, finished ${s.lastBackup.stoppedAt})` : unread ? 'unknown (the archive was not read)' : 'none'}; next: ${s.nextBackupDue ?? 'not scheduled'}`);
+    lines.push(`  last backup: ${s.lastBackup ? `${s.lastBackup.name} (${s.lastBackup.kind}, ${s.lastBackup.startLsn}..${s.lastBackup.stopLsn}, finished ${s.lastBackup.stoppedAt})` : unread ? 'unknown (the archive was not read)' : 'none'}; next: ${s.nextBackupDue ?? 'not scheduled'}`);
+    if (s.lastIncremental) lines.push(`  last full backup: ${s.lastFull ?? 'none'}; last incremental: ${s.lastIncremental}`);
     lines.push(`  recoverable: ${s.recoverableWindow.from ? `from ${s.recoverableWindow.from} to ${s.recoverableWindow.to ?? '?'} (${s.recoverableWindow.toLsn ?? '?'})` : unread ? 'unknown (the archive was not read)' : 'nothing (no complete backup)'}`);
     lines.push(`  archive: ${s.archive.location}: ${s.archive.reachable ? (s.archive.error ? 'answers, with an error' : 'reachable') : 'unreachable'}`);
     for (const q of s.problems) lines.push(`  problem: ${q.problem}; fix: ${q.fix}`);

@@ -25,6 +25,8 @@ export interface PushOptions {
   maxRate?: string;
   label?: string;
   walWait?: string;
+  incremental?: boolean;
+  parent?: string;
 }
 
 function positiveInt(text: string | undefined, what: string, fix: string): number | undefined {
@@ -60,8 +62,17 @@ export async function backupPushCommand(o: PushOptions): Promise<void> {
   const maxRateKiB = positiveInt(o.maxRate, '--max-rate', 'give kB/s from 32 to 1048576');
   const walWaitSeconds = positiveInt(o.walWait, '--wal-wait', 'give seconds') ?? 3600;
   const log = createLogger({ level: logLevel }).child({ site: site.name });
+  if (o.parent !== undefined && !o.incremental) throw new WalvaultError('CONFIG_INVALID', '--parent names the parent of an incremental backup; add --incremental');
   const { takeBackup } = await import('../backup/take-backup');
-  const meta = await takeBackup({ site, log, fastCheckpoint: o.fast === true, maxRateKiB, label: o.label, walWaitSeconds });
+  const meta = await takeBackup({
+    site,
+    log,
+    fastCheckpoint: o.fast === true,
+    maxRateKiB,
+    label: o.label,
+    walWaitSeconds,
+    ...(o.incremental ? { incremental: { parent: o.parent } } : {}),
+  });
   process.stdout.write(`${meta.name}\n`);
 }
 
@@ -97,6 +108,8 @@ export function listEntry(m: BackupMetadata): Record<string, unknown> {
     rawBytes: m.rawBytes,
     storedBytes: m.storedBytes,
     durationSeconds: durationSeconds(m),
+    kind: m.kind ?? 'full',
+    parent: m.parent ?? null,
   };
 }
 
@@ -110,9 +123,20 @@ export async function backupListCommand(o: CatalogOptions): Promise<void> {
     process.stdout.write('no complete backups\n');
     return;
   }
-  const rows = [['name', 'finished at', 'start LSN', 'stop LSN', 'TLI', 'size', 'stored', 'took']];
+  const rows = [['name', 'type', 'parent', 'finished at', 'start LSN', 'stop LSN', 'TLI', 'size', 'stored', 'took']];
   for (const m of backups) {
-    rows.push([m.name, m.stoppedAt, m.startLsn, m.stopLsn, String(m.stopTimeline), formatBytes(m.rawBytes), formatBytes(m.storedBytes), formatDuration(durationSeconds(m))]);
+    rows.push([
+      m.name,
+      m.kind ?? 'full',
+      m.parent ?? '-',
+      m.stoppedAt,
+      m.startLsn,
+      m.stopLsn,
+      String(m.stopTimeline),
+      formatBytes(m.rawBytes),
+      formatBytes(m.storedBytes),
+      formatDuration(durationSeconds(m)),
+    ]);
   }
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   process.stdout.write(rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()).join('\n') + '\n');
@@ -127,6 +151,7 @@ export interface DeleteOptions extends CatalogOptions {
   before?: string;
   retain?: string;
   everything?: boolean;
+  withDependents?: boolean;
   confirm?: boolean;
 }
 
@@ -135,7 +160,8 @@ function deleteRequest(name: string | undefined, o: DeleteOptions): DeleteReques
   if (given !== 1) {
     throw new WalvaultError('CONFIG_INVALID', 'say what to delete with exactly one of: NAME, --before NAME, --retain N, --everything');
   }
-  if (name !== undefined) return { kind: 'name', name };
+  if (o.withDependents && name === undefined) throw new WalvaultError('CONFIG_INVALID', '--with-dependents goes with one backup NAME');
+  if (name !== undefined) return { kind: 'name', name, withDependents: o.withDependents === true };
   if (o.before !== undefined) return { kind: 'before', name: o.before };
   if (o.retain !== undefined) {
     const n = positiveInt(o.retain, '--retain', 'give how many backups to keep, at least 1');

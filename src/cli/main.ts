@@ -163,6 +163,8 @@ export function buildProgram(): Command {
     .option('--max-rate <kBps>', 'limit the transfer rate on the server, in kB/s (32 to 1048576)')
     .option('--label <text>', 'backup label (default: walvault NAME)')
     .option('--wal-wait <seconds>', 'how long to wait for the WAL through the stop LSN to be archived (default 3600)')
+    .option('--incremental', 'PostgreSQL 17+ with summarize_wal on: only the blocks changed since the parent backup')
+    .option('--parent <name>', 'with --incremental: the backup to take it against (default: the newest complete one on the server\'s timeline history)')
     .action(async (opts) => {
       const { backupPushCommand } = await import('./backup');
       await backupPushCommand(opts);
@@ -197,6 +199,7 @@ export function buildProgram(): Command {
     .option('--before <name>', 'every backup older than this one')
     .option('--retain <n>', 'all but the newest N backups, and incomplete leftovers')
     .option('--everything', 'every backup and all WAL')
+    .option('--with-dependents', 'with NAME: also the incremental backups taken against it (and against those)')
     .option('--confirm', 'really delete (without it: print what would be deleted)')
     .addOption(configOption())
     .addOption(siteOption())

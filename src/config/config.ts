@@ -48,6 +48,14 @@ export interface SiteConfig {
   /** Hours between scheduled base backups; 0 = no schedule (on-demand pushes only). */
   backupIntervalHours: number;
   /**
+   * A scheduled backup is a full one when the newest full backup is this many days old (else
+   * incremental, where the server allows: PostgreSQL 17+, summarize_wal on); 0 = age alone
+   * never asks for a full one.
+   */
+  fullBackupIntervalDays: number;
+  /** Incremental backups on one full backup at most; 0 = scheduled backups are all full. */
+  maxIncrementalChain: number;
+  /**
    * Where a backup is compressed when the site's codec is zstd: 'server' (PostgreSQL 15+
    * compresses with BASE_BACKUP's COMPRESSION, on the database host, as pgBackRest does) or
    * 'client' (walvault compresses the parts).
@@ -118,6 +126,8 @@ const SITE_KEYS = [
   'encryption_public_key_file',
   'encryption_private_key_file',
   'backup_interval_hours',
+  'full_backup_interval_days',
+  'max_incremental_chain',
   'backup_fast_checkpoint',
   'backup_compression',
   'backup_compression_workers',
@@ -163,6 +173,8 @@ const DEFAULTS = {
   spoolAlertMiB: 4096,
   storageStallSeconds: 60,
   backupIntervalHours: 24,
+  fullBackupIntervalDays: 7,
+  maxIncrementalChain: 6,
   retainBackups: 0,
   recoveryWindowDays: 0,
 };
@@ -442,11 +454,13 @@ function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
     spoolAlertMiB: num('spool_alert_mib', DEFAULTS.spoolAlertMiB, { value: 0 }, false, 'use a number of MiB of unarchived WAL; 0 disables the alert'),
     storageStallSeconds: num('storage_stall_seconds', DEFAULTS.storageStallSeconds, { value: 0, exclusive: true }, false, 'use a positive number of seconds uploads may go without finishing before storage is reported failing'),
     backupIntervalHours: num('backup_interval_hours', DEFAULTS.backupIntervalHours, { value: 0 }, false, 'use a number of hours between scheduled base backups; 0 turns the schedule off'),
+    fullBackupIntervalDays: num('full_backup_interval_days', DEFAULTS.fullBackupIntervalDays, { value: 0 }, false, 'use a number of days between full backups; 0 lets only max_incremental_chain ask for one'),
+    maxIncrementalChain: num('max_incremental_chain', DEFAULTS.maxIncrementalChain, { value: 0 }, true, 'use how many incremental backups may follow one full backup; 0 makes every scheduled backup a full one'),
     backupFastCheckpoint: bool('backup_fast_checkpoint', false),
     backupCompression: backupCompression(),
     backupCompressionWorkers: num('backup_compression_workers', 2, { value: 0 }, true, 'use a whole number of zstd threads on the server, 0 for none'),
     ...(maxRate !== undefined ? { backupMaxRateKiB: maxRate } : {}),
-    retainBackups: num('retain_backups', DEFAULTS.retainBackups, { value: 0 }, true, 'use how many complete backups to keep; 0 keeps them all'),
+    retainBackups: num('retain_backups', DEFAULTS.retainBackups, { value: 0 }, true, 'use how many complete full backups to keep (each with its incrementals); 0 keeps them all'),
     recoveryWindowDays: num('recovery_window_days', DEFAULTS.recoveryWindowDays, { value: 0 }, false, 'use a number of days the archive must be able to recover to; 0 for no window'),
     checkIntervalHours: num('check_interval_hours', 6, { value: 0 }, false, 'use a number of hours between scheduled archive checks; 0 turns them off'),
     drillIntervalHours: num('drill_interval_hours', 0, { value: 0 }, false, 'use a number of hours between scheduled restore drills; 0 turns them off'),

@@ -5,18 +5,21 @@
  *     (metadata, no completion marker, no live backup lease): once the WAL through their
  *     stop LSN is archived, write the marker;
  *  2. take a backup when the newest complete one is older than the interval (or there is
- *     none), while the site streams and no other backup runs;
+ *     none), while the site streams and no other backup runs: a full one or an incremental
+ *     one as ../backup/schedule.ts decides; an incremental the server or the archive cannot
+ *     give becomes a full one, with the reason logged once (again only when it changes);
  *  3. apply the retention policy.
  * A failure is logged and tried again later; it never stops the receiver.
  */
 import type { Logger } from 'pino';
 import { ArchiveLease, BACKUP_LEASE, LEASE_TTL_MS } from '../archive/archive-lease';
 import { openSiteArchive } from '../archive/site-archive';
-import { readPendingMetadata, scanBackups, storeCompletion, type BackupMetadata } from '../backup/catalog';
+import { isIncremental, readPendingMetadata, scanBackups, storeCompletion, type BackupMetadata } from '../backup/catalog';
 import { describePlan, executeDeletion, planDeletion, planIsEmpty } from '../backup/retention';
+import { nextScheduledBackup } from '../backup/schedule';
 import { takeBackup, waitForWal } from '../backup/take-backup';
 import type { SiteConfig } from '../config/config';
-import { errorMessage } from '../errors';
+import { errorMessage, isWalvaultError } from '../errors';
 import type { Sample } from '../observe/metrics';
 import { sleep } from '../util/timers';
 
@@ -41,6 +44,8 @@ export class BackupScheduler {
   }
 
   private readonly tickMs: number;
+  /** Why the last incremental could not be taken (logged when it changes). */
+  private incrementalRefusal: string | null = null;
 
   private get retentionOn(): boolean {
     return this.site.retainBackups > 0 || this.site.recoveryWindowDays > 0;
@@ -51,6 +56,7 @@ export class BackupScheduler {
   }
 
   private newestComplete: BackupMetadata | null = null;
+  private newestOfKind: Record<'full' | 'incremental', BackupMetadata | null> = { full: null, incremental: null };
   private completeCount: number | null = null;
 
   /** The newest complete backup, as of the last look at the archive, for the metrics. */
@@ -69,6 +75,10 @@ export class BackupScheduler {
       { name: 'walvault_backup_last_size_bytes', help: 'Size of the newest complete base backup, uncompressed', type: 'gauge', value: b.rawBytes, labels },
       { name: 'walvault_backup_last_stored_bytes', help: 'Bytes the newest complete base backup takes in the archive', type: 'gauge', value: b.storedBytes, labels },
     );
+    for (const kind of ['full', 'incremental'] as const) {
+      const k = this.newestOfKind[kind];
+      if (k) out.push({ name: `walvault_backup_last_${kind}_end_timestamp_seconds`, help: `When the newest complete ${kind} base backup ended (Unix time)`, type: 'gauge', value: Date.parse(k.stoppedAt) / 1000, labels });
+    }
     return out;
   }
 
@@ -89,6 +99,15 @@ export class BackupScheduler {
       }
       await sleep(this.tickMs, signal);
     }
+  }
+
+  /**
+   * Servers older than PostgreSQL 17 have no incremental backups: the schedule takes full
+   * ones there without trying (the archive's cluster marker says which version it holds).
+   */
+  private async incrementalsImpossibleHere(archive: ReturnType<typeof openSiteArchive>): Promise<boolean> {
+    const cluster = await archive.readCluster();
+    return cluster !== null && cluster.pgVersionNum < 170000;
   }
 
   private intervalMs(): number {
@@ -116,20 +135,39 @@ export class BackupScheduler {
       // 2. The schedule.
       const complete = entries.filter((x) => x.complete).map((x) => x.metadata!) as BackupMetadata[];
       this.completeCount = complete.length;
-      this.newestComplete = complete.reduce<BackupMetadata | null>((n, m) => (!n || Date.parse(m.stoppedAt) > Date.parse(n.stoppedAt) ? m : n), null);
-      const newest = complete.reduce<number>((t, m) => Math.max(t, Date.parse(m.stoppedAt)), 0);
-      const due = this.intervalMs() > 0 && Date.now() - newest >= this.intervalMs() && Date.now() >= this.retryAt;
-      if (due && !running && this.streaming() && !signal.aborted) {
-        this.log.info({ newest: newest ? new Date(newest).toISOString() : null }, 'scheduled base backup starting');
+      const newestOf = (list: BackupMetadata[]) => list.reduce<BackupMetadata | null>((n, m) => (!n || Date.parse(m.stoppedAt) > Date.parse(n.stoppedAt) ? m : n), null);
+      this.newestComplete = newestOf(complete);
+      this.newestOfKind = { full: newestOf(complete.filter((m) => !isIncremental(m))), incremental: newestOf(complete.filter(isIncremental)) };
+      const decision = nextScheduledBackup(complete, Date.now(), this.site);
+      if (decision.due && Date.now() >= this.retryAt && !running && this.streaming() && !signal.aborted) {
+        const newest = this.newestComplete;
+        this.log.info({ newest: newest?.stoppedAt ?? null, kind: decision.kind, why: decision.why }, 'scheduled base backup starting');
         this.backupRunning = true;
-        await takeBackup({
-          site: this.site,
-          log: this.log,
-          fastCheckpoint: this.site.backupFastCheckpoint,
-          maxRateKiB: this.site.backupMaxRateKiB,
-          walWaitSeconds: WAL_WAIT_SECONDS,
-          signal,
-        });
+        const take = (incremental: boolean) =>
+          takeBackup({
+            site: this.site,
+            log: this.log,
+            fastCheckpoint: this.site.backupFastCheckpoint,
+            maxRateKiB: this.site.backupMaxRateKiB,
+            walWaitSeconds: WAL_WAIT_SECONDS,
+            signal,
+            ...(incremental ? { incremental: {} } : {}),
+          });
+        if (decision.kind === 'incremental' && !(await this.incrementalsImpossibleHere(archive))) {
+          try {
+            await take(true);
+            this.incrementalRefusal = null;
+          } catch (err) {
+            if (!isWalvaultError(err, 'BACKUP_INCREMENTAL_IMPOSSIBLE')) throw err;
+            // Said once: a server that stays without summarize_wal would otherwise repeat it
+            // at every backup.
+            if (err.message !== this.incrementalRefusal) this.log.warn({ reason: err.message }, 'incremental backup not possible; taking a full backup instead');
+            this.incrementalRefusal = err.message;
+            await take(false);
+          }
+        } else {
+          await take(false);
+        }
         this.backupRunning = false;
       }
       // 3. Retention.

@@ -39,6 +39,11 @@ export interface BaseBackupOptions {
    * where the data is, as pgBackRest does on the database host; the manifest stays plain.
    */
   serverCompression?: { method: 'zstd'; level: number; workers?: number };
+  /**
+   * PostgreSQL 17+: only the blocks changed since the backup whose manifest was uploaded
+   * (UPLOAD_MANIFEST, same connection) are sent, as INCREMENTAL.<file> files.
+   */
+  incremental?: boolean;
 }
 
 /** File-name suffix the server gives archives compressed with `method`. */
@@ -111,11 +116,15 @@ export function baseBackupCommand(major: number, o: BaseBackupOptions): string {
       "TARGET 'client'",
     ];
     if (o.maxRateKiB !== undefined) opts.push(`MAX_RATE ${o.maxRateKiB}`);
+    if (o.incremental) {
+      if (major < 17) throw new WalvaultError('INTERNAL', `incremental backups need PostgreSQL 17 or later; the server is ${major}`);
+      opts.push('INCREMENTAL');
+    }
     if (o.serverCompression) opts.push(`COMPRESSION '${o.serverCompression.method}'`, `COMPRESSION_DETAIL 'level=${o.serverCompression.level}${o.serverCompression.workers ? `,workers=${o.serverCompression.workers}` : ''}'`);
     return `BASE_BACKUP ( ${opts.join(', ')} )`;
   }
-  if (o.serverCompression) {
-    throw new WalvaultError('INTERNAL', `server-side compression needs PostgreSQL 15 or later; the server is ${major}`);
+  if (o.serverCompression || o.incremental) {
+    throw new WalvaultError('INTERNAL', `server-side compression (15+) and incremental backups (17+) need a newer PostgreSQL; the server is ${major}`);
   }
   const parts = [`LABEL ${literal(o.label)}`, 'PROGRESS'];
   if (o.fastCheckpoint) parts.push('FAST');

@@ -249,6 +249,11 @@ export class ReplicationConnection {
     return this.client.query(sql) as unknown as Promise<unknown>;
   }
 
+  /** Queues a query object `pg` drives through its handle* methods (a COPY FROM STDIN exchange). */
+  submit(submittable: { submit(connection: never): void }): void {
+    this.client.query(submittable as never);
+  }
+
   /** Routes CopyData bodies (views valid only during the call) to `consumer` until the returned function is called. */
   subscribeCopyData(consumer: (body: Buffer) => void): () => void {
     this.tap.arm(consumer);

@@ -11,7 +11,10 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { WalvaultError } from '../errors';
+import type { ChainPatcher } from './chain-patcher';
 import type { FileWriterPool, WrittenFile } from './file-writers';
+import { isIncrementalPath, nonIncrementalPath } from './incremental-file';
+import type { ManifestChecksumAlgorithm } from './manifest-checksum';
 import type { SlabRing } from './slab-ring';
 import type { TarEntry, TarSink } from './tar-reader';
 
@@ -36,6 +39,11 @@ export interface ExtractOptions {
   /** The slabs file contents are views of. */
   ring: SlabRing;
   onBytes?: (n: number) => void;
+  /**
+   * The newest backup of an incremental chain: its `INCREMENTAL.*` files become their real
+   * files through the patcher (the older members supply the rest later).
+   */
+  chain?: { patcher: ChainPatcher; member: string; algorithm: ManifestChecksumAlgorithm };
 }
 
 export class Extractor implements TarSink {
@@ -43,6 +51,8 @@ export class Extractor implements TarSink {
   slab: Buffer | null = null;
   private current: TarEntry | null = null;
   private fileId: number | null = null;
+  /** The current entry is an INCREMENTAL file going through the chain patcher. */
+  private patching = false;
   private readonly closing: Array<Promise<void>> = [];
 
   constructor(private readonly o: ExtractOptions) {}
@@ -73,11 +83,18 @@ export class Extractor implements TarSink {
       await fsp.symlink(to, target);
       return;
     }
+    const chain = this.o.chain;
+    if (chain && e.type === 'file' && isIncrementalPath(e.path)) {
+      this.patching = true;
+      chain.patcher.beginNewest(chain.member, this.o.manifestPrefix + e.path, this.target(nonIncrementalPath(e.path)), e.mode || 0o600, e.size, chain.algorithm);
+      return;
+    }
     // Created exclusively: a restore never writes over something that is there.
     this.fileId = this.o.writers.open(target, e.mode || 0o600, e.size);
   }
 
-  data(chunk: Buffer): void {
+  data(chunk: Buffer): void | Promise<void> {
+    if (this.patching) return this.o.chain!.patcher.data(chunk, this.slab!).then(() => this.o.onBytes?.(chunk.length));
     const slab = this.slab;
     if (this.fileId === null || !slab || chunk.buffer !== slab.buffer) throw new WalvaultError('INTERNAL', 'tar data outside a file or its slab');
     this.o.ring.retain(slab);
@@ -88,8 +105,13 @@ export class Extractor implements TarSink {
     });
   }
 
-  entryEnd(): void {
+  entryEnd(): void | Promise<void> {
     const e = this.current!;
+    if (this.patching) {
+      this.patching = false;
+      this.current = null;
+      return this.o.chain!.patcher.endNewest().then((w) => void this.o.files.set(this.o.manifestPrefix + e.path, w));
+    }
     if (e.type === 'file' && this.fileId !== null) {
       const key = this.o.manifestPrefix + e.path;
       const done = this.o.writers.close(this.fileId).then((w) => void this.o.files.set(key, w));

@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import type { Archive } from '../archive/archive';
 import { workerSha256 } from '../archive/read/hash-worker';
 import { ReadAhead, type BlockSource } from '../archive/read/read-ahead';
-import { listBackups, readCompleted, type BackupArchive, type BackupMetadata } from '../backup/catalog';
+import { chainOf, isIncremental, listBackups, readCompleted, type BackupArchive, type BackupMetadata } from '../backup/catalog';
 import { WalvaultError } from '../errors';
 import { Progress } from '../observe/progress';
 import { parseLsn } from '../wal/lsn';
@@ -24,7 +24,9 @@ import { isManifestChecksumAlgorithm, MANIFEST_CHECKSUM_ALGORITHMS, type Manifes
 import { recoverySettings, type RecoveryTarget } from './recovery-settings';
 import { SlabRing } from './slab-ring';
 import { fillSlabs } from './tar-slabs';
-import { TarReader } from './tar-reader';
+import { TarReader, type TarSink } from './tar-reader';
+import { chainManifest, fileFacts, type FileFacts } from './chain-manifest';
+import { BLOCK_SIZE, ChainPatcher } from './chain-patcher';
 
 /** Parts read at once: the one being extracted and those after it. */
 const PARTS_AHEAD = 4;
@@ -83,6 +85,51 @@ export async function chooseBackup(archive: Archive, which: string, target: Reco
     );
   }
   return pick;
+}
+
+/**
+ * The members of an incremental backup's chain below it (parent first, full backup last),
+ * each with its manifest: all there and complete, or a refusal before anything is written.
+ */
+async function loadChain(archive: Archive, meta: BackupMetadata): Promise<Array<{ meta: BackupMetadata; manifest: ParsedManifest }>> {
+  if (meta.blockSize !== undefined && meta.blockSize !== BLOCK_SIZE) {
+    throw new WalvaultError(
+      'BACKUP_UNRESTORABLE',
+      `backup ${meta.name} is incremental, from a server built with ${meta.blockSize}-byte blocks; walvault rebuilds chains of ${BLOCK_SIZE}-byte blocks only: restore its full backup ${chainOf(meta)[0]}`,
+    );
+  }
+  const out: Array<{ meta: BackupMetadata; manifest: ParsedManifest }> = [];
+  for (const name of [...(meta.chain ?? [])].reverse()) {
+    let m: BackupMetadata;
+    try {
+      m = await readCompleted(archive, name);
+    } catch (err) {
+      if (!(err instanceof WalvaultError) || err.code !== 'BACKUP_NOT_FOUND') throw err;
+      throw new WalvaultError(
+        'BACKUP_UNRESTORABLE',
+        `backup ${meta.name} is incremental and its chain (${chainOf(meta).join(' <- ')}) needs backup ${name}, which is not restorable: ${err.message}; ` +
+          `restore an older backup whose chain is whole (walvault check names them)`,
+      );
+    }
+    const bytes = await archive.get(m.manifest.key);
+    if (!bytes) throw new WalvaultError('BACKUP_UNRESTORABLE', `${m.manifest.key} is missing: backup ${name}, which ${meta.name} is built on, cannot be checked`);
+    out.push({ meta: m, manifest: parseManifest(bytes, m.manifest.key) });
+  }
+  return out;
+}
+
+/** Replaces a small file's text, durably (temporary file, fsync, rename). */
+async function rewriteFile(file: string, edit: (text: string) => string): Promise<void> {
+  const st = await fsp.stat(file);
+  const tmp = `${file}.walvault-tmp`;
+  const h = await fsp.open(tmp, 'wx', st.mode & 0o777);
+  try {
+    await h.writeFile(edit(await fsp.readFile(file, 'utf8')));
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+  await fsp.rename(tmp, file);
 }
 
 async function isEmptyDir(dir: string): Promise<boolean | null> {
@@ -225,6 +272,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   const manifestBytes = await o.archive.get(meta.manifest.key);
   if (!manifestBytes) throw new WalvaultError('ARCHIVE_CORRUPT', `${meta.manifest.key} is missing; backup ${meta.name} cannot be checked`);
   const manifest = parseManifest(manifestBytes, meta.manifest.key);
+  const older = isIncremental(meta) ? await loadChain(o.archive, meta) : [];
   await prepareDir(targetDir, o.force, 'target directory');
   for (const t of tablespaces) await prepareDir(t.dir, o.force, `tablespace ${t.oid} directory`);
 
@@ -241,6 +289,27 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   const blocks: BlockSource = { acquire: () => ring.take(), release: (b) => ring.release(b) };
   const writeFailure = writers.whenFailed();
   writeFailure.catch(() => undefined); // raced below
+  let rebuilt: Map<string, FileFacts> | null = null;
+  const patcher = older.length > 0 ? new ChainPatcher(ring, older.map((m) => ({ name: m.meta.name, manifest: m.manifest }))) : null;
+  const stream = async (a: BackupArchive, owner: string, sink: TarSink & { slab: Buffer | null }, finish: () => Promise<void>) => {
+    const label = `${a.name} of backup ${owner}`;
+    const reader = new TarReader(sink, label);
+    const parse = async (slab: Buffer, filled: Buffer) => {
+      sink.slab = slab;
+      try {
+        await reader.write(filled);
+      } finally {
+        ring.release(slab);
+      }
+    };
+    try {
+      await Promise.race([fillSlabs(partsOf(o.archive, a, blocks), a.compression, ring, parse, label), writeFailure]);
+      reader.finish();
+      await Promise.race([finish(), writeFailure]);
+    } catch (err) {
+      throw err instanceof WalvaultError ? err : new WalvaultError('ARCHIVE_CORRUPT', `${label} cannot be read: ${(err as Error).message}`, { cause: err });
+    }
+  };
   try {
     for (const a of meta.archives) {
       const isBase = a.tablespaceOid === null;
@@ -255,25 +324,21 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
         writers,
         ring,
         onBytes: (n) => progress.update((done += n)),
+        ...(patcher ? { chain: { patcher, member: meta.name, algorithm: manifest.algorithm } } : {}),
       });
-      const label = `${a.name} of backup ${meta.name}`;
-      const reader = new TarReader(extractor, label);
-      const parse = async (slab: Buffer, filled: Buffer) => {
-        extractor.slab = slab;
-        try {
-          await reader.write(filled);
-        } finally {
-          ring.release(slab);
-        }
-      };
-      try {
-        await Promise.race([fillSlabs(partsOf(o.archive, a, blocks), a.compression, ring, parse, label), writeFailure]);
-        reader.finish();
-        await Promise.race([extractor.finish(), writeFailure]);
-      } catch (err) {
-        throw err instanceof WalvaultError ? err : new WalvaultError('ARCHIVE_CORRUPT', `${label} cannot be read: ${(err as Error).message}`, { cause: err });
-      }
+      await stream(a, meta.name, extractor, () => extractor.finish());
     }
+    // The chain below it, parent first: each supplies the blocks still missing, for the
+    // tablespaces the newest backup has.
+    for (const [i, m] of older.entries()) {
+      for (const a of m.meta.archives) {
+        if (!meta.archives.some((n) => n.tablespaceOid === a.tablespaceOid)) continue;
+        const sink = patcher!.memberSink({ name: m.meta.name, manifest: m.manifest }, a.tablespaceOid === null ? '' : `pg_tblspc/${a.tablespaceOid}/`);
+        await stream(a, m.meta.name, sink, async () => undefined);
+      }
+      patcher!.endMember(m.meta.name, i === older.length - 1);
+    }
+    rebuilt = patcher ? await patcher.finish(manifest.algorithm) : null;
   } catch (err) {
     progress.finish();
     throw err;
@@ -293,7 +358,16 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
 
   // The manifest goes with the data directory, as pg_basebackup leaves it, so
   // pg_verifybackup can check the restore later.
-  await fsp.writeFile(path.join(targetDir, 'backup_manifest'), manifestBytes, { mode: 0o600 });
+  if (!rebuilt) {
+    await fsp.writeFile(path.join(targetDir, 'backup_manifest'), manifestBytes, { mode: 0o600 });
+  } else {
+    // PostgreSQL refuses to start on a backup_label that says INCREMENTAL FROM: the chain is
+    // rebuilt now, so it is the label of a full backup; the manifest says what is there now.
+    const labelFile = path.join(targetDir, 'backup_label');
+    await rewriteFile(labelFile, (text) => text.replace(/^INCREMENTAL FROM (?:LSN|TLI): .*\n/gm, ''));
+    rebuilt.set('backup_label', await fileFacts(labelFile, manifest.algorithm));
+    await fsp.writeFile(path.join(targetDir, 'backup_manifest'), chainManifest(manifestBytes, rebuilt, meta.manifest.key), { mode: 0o600 });
+  }
   // Recovery settings, then pg_control last: the directory becomes startable only now.
   // A backup taken on a standby holds its standby.signal: only the one asked for may stay.
   for (const f of ['standby.signal', 'recovery.signal']) await fsp.rm(path.join(targetDir, f), { force: true });
@@ -310,6 +384,6 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   await fsp.rename(path.join(targetDir, PENDING_CONTROL_FILE), path.join(targetDir, 'global', 'pg_control'));
   await syncDirs(dirs);
   const bytes = [...files.values()].reduce((s, f) => s + f.size, 0);
-  log.info({ files: files.size, bytes }, 'backup restored and verified against its manifest');
+  log.info({ files: files.size, bytes, ...(patcher ? { chain: chainOf(meta), rebuilt: patcher.files } : {}) }, 'backup restored and verified against its manifest');
   return { meta, files: files.size, bytes, tablespaces };
 }

@@ -42,6 +42,8 @@ export interface SiteSettings {
   archive_file_mode?: string;
   encryption_public_key_file?: string;
   backup_interval_hours?: number;
+  full_backup_interval_days?: number;
+  max_incremental_chain?: number;
   backup_fast_checkpoint?: boolean;
   backup_compression?: 'server' | 'client';
   retain_backups?: number;
@@ -184,6 +186,22 @@ export class WalvaultProcess {
 }
 
 /**
+ * One site "main" for `cluster` under `work` (archive, state, partials and status every
+ * second, plus `extra`), and its daemon started and streaming.
+ */
+export async function startStreamingSite(
+  cluster: PgCluster,
+  work: string,
+  extra: Partial<SiteSettings> = {},
+): Promise<{ config: string; archive: string; receiver: WalvaultProcess }> {
+  const archive = path.join(work, 'archive');
+  const config = writeConfig(work, { main: { pg: pgConninfo(cluster), archive, state: path.join(work, 'state'), partial_interval_seconds: 1, status_interval_seconds: 1, ...extra } }, 'info');
+  const receiver = WalvaultProcess.start(['run', '--config', config]);
+  await receiver.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
+  return { config, archive, receiver };
+}
+
+/**
  * Runs `fn` while a `walvault run --config` daemon streams (from its 'starting replication'
  * on), then stops it with SIGTERM whatever `fn` did.
  */
@@ -257,7 +275,8 @@ export async function archivedCoverage(location: string, segSize: number, tli = 
  * A partial is overwritten in place while the receiver runs. S3 replaces objects atomically,
  * but s3rver writes into the existing file, so a GET racing a PUT can see a torn object, or
  * one that shrank under the read, whose answer then ends short of its announced length (the
- * receiver's own read-back proves what is at rest): such a read is repeated.
+ * receiver's own read-back proves what is at rest): such a read is repeated, for up to
+ * about two seconds.
  */
 export async function getPartial(archive: Archive, key: string): Promise<Buffer | null> {
   for (let attempt = 0; ; attempt++) {
@@ -266,8 +285,9 @@ export async function getPartial(archive: Archive, key: string): Promise<Buffer 
     } catch (err) {
       const e = err as { code?: string; message?: string };
       const torn = e.code === 'ARCHIVE_CORRUPT' || (e.code === 'STORAGE_IO' && /IncompleteBody/.test(e.message ?? ''));
-      if (attempt >= 5 || !torn) throw err;
-      await new Promise((r) => setTimeout(r, 50));
+      // On a loaded machine s3rver can take a second or more to finish the PUT it is in.
+      if (attempt >= 20 || !torn) throw err;
+      await new Promise((r) => setTimeout(r, 100));
     }
   }
 }

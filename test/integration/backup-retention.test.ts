@@ -14,7 +14,7 @@ import { scanBackups, type BackupMetadata } from '../../src/backup/catalog';
 import { isSegmentFileName, parseLsn, parseSegmentFileName, segmentNumber } from '../../src/wal/lsn';
 import { snapshotTree } from '../helpers/errors-fixtures';
 import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
-import { pgConninfo, runWalvault, withArchive, WalvaultProcess, writeConfig } from '../helpers/walvault';
+import { pgConninfo, runWalvault, startStreamingSite, withArchive, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
 async function list(config: string): Promise<BackupMetadata[]> {
   const r = await runWalvault(['backup', 'list', '--config', config, '--json']);
@@ -50,10 +50,7 @@ describe('kill -9 during a backup, then retention (PostgreSQL 15, local director
   before(async () => {
     work = tmpDir('walvault-retention-');
     cluster = await PgCluster.start({ walSegSizeMiB: 1, settings: { wal_keep_size: '1024MB' } });
-    archive = path.join(work, 'archive');
-    config = writeConfig(work, { main: { pg: pgConninfo(cluster), archive, state: path.join(work, 'state'), partial_interval_seconds: 1, status_interval_seconds: 1 } }, 'info');
-    receiver = WalvaultProcess.start(['run', '--config', config]);
-    await receiver.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
+    ({ config, archive, receiver } = await startStreamingSite(cluster, work));
     await cluster.pgbench(['-i', '-s', '4', '-q']);
   });
 

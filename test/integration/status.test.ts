@@ -10,7 +10,7 @@ import type { StatusReport } from '../../src/check/site-status';
 import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import { pgConninfo, runWalvault, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
-const SITE_FIELDS = ['archive', 'connection', 'daemon', 'lag', 'lastArchivedSegment', 'lastBackup', 'nextBackupDue', 'positions', 'problems', 'recoverableWindow', 'site', 'timeline'];
+const SITE_FIELDS = ['archive', 'connection', 'daemon', 'lag', 'lastArchivedSegment', 'lastBackup', 'lastFull', 'lastIncremental', 'nextBackupDue', 'positions', 'problems', 'recoverableWindow', 'site', 'timeline'];
 
 describe('walvault status (PostgreSQL 15)', () => {
   let cluster: PgCluster;
@@ -60,6 +60,9 @@ describe('walvault status (PostgreSQL 15)', () => {
     assert.equal(s.timeline, 1);
     assert.match(s.positions.archived ?? '', /^[0-9A-F]+\/[0-9A-F]+$/);
     assert.equal(s.lastBackup?.name, backup);
+    assert.equal(s.lastBackup?.kind, 'full');
+    assert.equal(s.lastFull, backup);
+    assert.equal(s.lastIncremental, null);
     assert.ok(s.nextBackupDue && Date.parse(s.nextBackupDue) > Date.now() + 23 * 3600_000, `next backup a day on (${s.nextBackupDue})`);
     assert.equal(s.recoverableWindow.from, s.lastBackup?.startedAt);
     assert.ok(s.recoverableWindow.to && s.recoverableWindow.toLsn);

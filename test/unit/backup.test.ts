@@ -14,6 +14,7 @@ import { BackupLabelSniffer, parseBackupLabel } from '../../src/backup/backup-la
 import { backupNameFor, checkBackupName, type BackupMetadata } from '../../src/backup/catalog';
 import { PartUploader } from '../../src/backup/part-uploader';
 import { keptByPolicy } from '../../src/backup/retention';
+import { nextScheduledBackup } from '../../src/backup/schedule';
 import { baseBackupCommand } from '../../src/postgres/base-backup-stream';
 import { LocalStorage } from '../../src/storage/local';
 import { formatLsn } from '../../src/wal/lsn';
@@ -124,7 +125,52 @@ describe('retention policy', () => {
     // 5 days: c (3 days) and d (1 day) inside; b (6 days) is where recovery to day -5 starts.
     assert.deepEqual([...keptByPolicy(backups, 1, 5, now)].sort(), ['b', 'c', 'd']);
   });
+
+  // F1 <- i1 <- i2, then F2 <- i3: the policy counts full backups, each keeping its incrementals.
+  const inc = (name: string, stop: number, daysAgo: number, chain: string[]): BackupMetadata => ({ ...meta(name, stop, daysAgo), kind: 'incremental', parent: chain[chain.length - 1], chain });
+  const chains = [meta('F1', 1, 9), inc('i1', 2, 8, ['F1']), inc('i2', 3, 7, ['F1', 'i1']), meta('F2', 4, 3), inc('i3', 5, 2, ['F2'])];
+
+  test('counts full backups, each kept with the incrementals taken on it', () => {
+    assert.deepEqual([...keptByPolicy(chains, 1, 0, now)].sort(), ['F2', 'i3']);
+    assert.deepEqual([...keptByPolicy(chains, 2, 0, now)].sort(), ['F1', 'F2', 'i1', 'i2', 'i3']);
+  });
+
+  test('a window that reaches into a chain keeps the whole chain up to there', () => {
+    // 7.5 days: i2 (7 days) is inside, and restoring it needs F1 and i1.
+    assert.deepEqual([...keptByPolicy(chains, 1, 7.5, now)].sort(), ['F1', 'F2', 'i1', 'i2', 'i3']);
+  });
 });
+
+describe('backup schedule', () => {
+  const hour = 3_600_000;
+  const now = Date.parse('2026-12-10T00:00:00Z');
+  const at = (name: string, hoursAgo: number, chain?: string[]): BackupMetadata =>
+    ({ name, stoppedAt: new Date(now - hoursAgo * hour).toISOString(), ...(chain ? { kind: 'incremental', parent: chain[chain.length - 1], chain } : { kind: 'full' }) }) as BackupMetadata;
+  const settings = { backupIntervalHours: 24, fullBackupIntervalDays: 7, maxIncrementalChain: 2 };
+
+  test('nothing is due inside the interval, or with the schedule off', () => {
+    assert.deepEqual(nextScheduledBackup([at('F', 23)], now, settings), { due: false });
+    assert.deepEqual(nextScheduledBackup([], now, { ...settings, backupIntervalHours: 0 }), { due: false });
+  });
+
+  test('the first backup, and one after an old full backup, are full', () => {
+    assert.equal(kindOf(nextScheduledBackup([], now, settings)), 'full');
+    assert.equal(kindOf(nextScheduledBackup([at('F', 7 * 24)], now, settings)), 'full');
+  });
+
+  test('between full backups an incremental, until the chain is at its cap', () => {
+    assert.equal(kindOf(nextScheduledBackup([at('F', 48)], now, settings)), 'incremental');
+    assert.equal(kindOf(nextScheduledBackup([at('F', 72), at('i1', 48, ['F'])], now, settings)), 'incremental');
+    const capped = nextScheduledBackup([at('F', 96), at('i1', 72, ['F']), at('i2', 48, ['F', 'i1'])], now, settings);
+    assert.equal(kindOf(capped), 'full');
+    assert.match((capped as { why: string }).why, /i2 ends a chain of 2 incremental backups/);
+    assert.equal(kindOf(nextScheduledBackup([at('F', 48)], now, { ...settings, maxIncrementalChain: 0 })), 'full');
+  });
+});
+
+function kindOf(d: ReturnType<typeof nextScheduledBackup>): string | null {
+  return d.due ? d.kind : null;
+}
 
 describe('cutting a stream into parts', () => {
   // Part buffers are shared memory (read in place by compression workers): every codec must take them.

@@ -85,6 +85,8 @@ archive_file_mode = "0640"
 encryption_public_key_file = "site.pub"
 encryption_private_key_file = "site.key"
 backup_interval_hours = 12
+full_backup_interval_days = 3
+max_incremental_chain = 10
 backup_fast_checkpoint = true
 backup_compression = "client"
 backup_compression_workers = 4
@@ -134,6 +136,8 @@ connect_timeout_seconds = 4
         encryptionPublicKeyFile: path.join(dir, 'site.pub'),
         encryptionPrivateKeyFile: path.join(dir, 'site.key'),
         backupIntervalHours: 12,
+        fullBackupIntervalDays: 3,
+        maxIncrementalChain: 10,
         backupFastCheckpoint: true,
         backupCompression: 'client',
         backupCompressionWorkers: 4,
@@ -181,6 +185,8 @@ connect_timeout_seconds = 4
     assert.equal(s.pgDescription, 'db1:5432 user=walvault');
     // A base backup a day, none deleted unless a retention policy is set.
     assert.equal(s.backupIntervalHours, 24);
+    assert.equal(s.fullBackupIntervalDays, 7);
+    assert.equal(s.maxIncrementalChain, 6);
     assert.equal(s.backupFastCheckpoint, false);
     assert.equal(s.backupCompression, 'server');
     assert.equal(s.backupCompressionWorkers, 2);

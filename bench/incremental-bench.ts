@@ -1,0 +1,172 @@
+/**
+ * `npm run bench`, part five: incremental backups (PostgreSQL 17, the embedded binaries)
+ * against full ones of the same database, and the restore of a chain against the restore of
+ * a full backup of the same final data.
+ *
+ * The database: two tables of random text and numbers (bench-data.ts fillRandomText), one of
+ * BENCH_INCR_BIG_MIB (default 1280: a relation of two 1 GiB segment files) and one of
+ * BENCH_INCR_SMALL_MIB (default 768) MiB, with primary keys; autovacuum off, so what changes
+ * is what the rounds change. A walvault site archives its WAL into a local archive
+ * (uncompressed, the local default).
+ *   1. A full backup F0.
+ *   2. BENCH_ROUNDS (default 3) rounds, each: change about 5% of the blocks in a contiguous
+ *      part of the tables (an update of 3% of the big table's rows and 1% of the small one's,
+ *      a delete of 1% of the small one's, new rows of about 1% of its size), then an
+ *      incremental push continuing the chain (`--parent` the previous one), then a full push
+ *      of the same data; both timed (wall, CPU, peak RSS), stored bytes from the metadata.
+ *   3. Restores, alternating BENCH_ROUNDS rounds: the last incremental (its whole chain, full
+ *      backup F0 first) and the last full backup, each into an empty directory after `sync`
+ *      and a settle pause. Throughput: bytes of the restored data directory per second.
+ * Goals (issue 16): an incremental takes at most 25% of a full push's time and 15% of its
+ * stored bytes (medians); the chain restores at no less than 0.8x the full restore's
+ * throughput; peak RSS of either under 200 MiB.
+ * At the defaults it takes about 10 minutes on a 2-core machine, most of it building the data.
+ */
+import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { PgCluster, removeDir } from '../test/helpers/pg-cluster';
+import { WALVAULT_BIN } from '../test/helpers/walvault';
+import { fillRandomText, startSite } from './bench-data';
+import { alternate, describe, dirBytes, envNumber, fmt, MiB, printRows, ROUNDS, runBench, saveRows, spawnTimed, summarize, summarizeAll, type Measured, type Row, workDir } from './bench-util';
+
+const BIG_MIB = envNumber('BENCH_INCR_BIG_MIB', 1280);
+const SMALL_MIB = envNumber('BENCH_INCR_SMALL_MIB', 768);
+const TIME_GOAL = 0.25;
+const BYTES_GOAL = 0.15;
+const RESTORE_GOAL = 0.8;
+const RSS_GOAL_MIB = 200;
+
+interface Pushed extends Measured {
+  name: string;
+}
+
+async function push(config: string, extra: string[]): Promise<Pushed> {
+  const m = await spawnTimed(process.execPath, [WALVAULT_BIN, 'backup', 'push', '--config', config, '--fast', ...extra]);
+  const name = m.stdout.trim();
+  const show = await spawnTimed(process.execPath, [WALVAULT_BIN, 'backup', 'show', name, '--config', config]);
+  const meta = JSON.parse(show.stdout) as { storedBytes: number; rawBytes: number; kind?: string };
+  return { seconds: m.seconds, cpuSeconds: m.cpuSeconds, peakRssMiB: m.peakRssMiB, storedBytes: meta.storedBytes, bytes: meta.rawBytes, name };
+}
+
+/** About 5% of the blocks, in contiguous id ranges that move on each round. */
+async function change(cluster: PgCluster, round: number, rows: { big: number; small: number }): Promise<void> {
+  const span = (n: number, pct: number, slot: number) => {
+    const width = Math.floor((n * pct) / 100);
+    const from = 1 + ((slot * width * 7) % Math.max(1, n - width));
+    return [from, from + width - 1];
+  };
+  const [b0, b1] = span(rows.big, 3, round);
+  const [s0, s1] = span(rows.small, 1, round);
+  const [d0, d1] = span(rows.small, 1, round + 50);
+  await cluster.query(`UPDATE bench_big SET status = 'changed-${round}', amount = amount + 1 WHERE id BETWEEN ${b0} AND ${b1}`);
+  await cluster.query(`UPDATE bench_small SET qty = qty + 1 WHERE id BETWEEN ${s0} AND ${s1}`);
+  await cluster.query(`DELETE FROM bench_small WHERE id BETWEEN ${d0} AND ${d1}`);
+  const next = Number((await cluster.query(`SELECT max(id)::bigint AS m FROM bench_small`))[0].m) + 1;
+  await cluster.query(
+    `INSERT INTO bench_small (id, customer, status, amount, qty, created, ref, note)
+     SELECT g, 'customer-' || (random() * 100000)::int, 'new', round((random() * 10000)::numeric, 2), (random() * 1000)::int, now(),
+            md5(random()::text), concat_ws(' ', md5(random()::text), (random() * 1e9)::bigint, md5(g::text))
+       FROM generate_series(${next}, ${next + Math.floor(rows.small / 100)}) g`,
+  );
+}
+
+async function main(): Promise<void> {
+  const startedAt = new Date();
+  const work = workDir('walvault-incremental-bench-');
+  console.log(`incremental bench: PostgreSQL 17, ${BIG_MIB} + ${SMALL_MIB} MiB of random text and numbers, ${ROUNDS} rounds`);
+  const cluster = await PgCluster.start({ major: 17, walSegSizeMiB: 16, settings: { summarize_wal: 'on', autovacuum: 'off', max_wal_size: '4GB' } });
+  try {
+    const t0 = performance.now();
+    await fillRandomText(cluster, 'bench_big', BIG_MIB, { primaryKey: true });
+    await fillRandomText(cluster, 'bench_small', SMALL_MIB, { primaryKey: true });
+    await cluster.query('VACUUM ANALYZE');
+    await cluster.query('CHECKPOINT');
+    const dbBytes = Number((await cluster.query(`SELECT sum(pg_database_size(oid))::bigint AS b FROM pg_database`))[0].b);
+    const rows = {
+      big: Number((await cluster.query(`SELECT max(id)::bigint AS n FROM bench_big`))[0].n),
+      small: Number((await cluster.query(`SELECT max(id)::bigint AS n FROM bench_small`))[0].n),
+    };
+    console.log(`database: ${fmt(dbBytes / MiB, 0)} MiB (built in ${fmt((performance.now() - t0) / 1000, 0)} s)`);
+
+    const site = await startSite(path.join(work, 'site'), cluster, 'bench_incr', { compression: 'none' });
+    const incrementals: Pushed[] = [];
+    const fulls: Pushed[] = [];
+    try {
+      const f0 = await push(site.config, []);
+      console.log(`  full F0: ${fmt(f0.seconds, 2)} s, stored ${fmt(f0.storedBytes! / MiB, 0)} MiB`);
+      let parent = f0.name;
+      for (let round = 0; round < ROUNDS; round++) {
+        await change(cluster, round, rows);
+        const inc = await push(site.config, ['--incremental', '--parent', parent]);
+        parent = inc.name;
+        incrementals.push(inc);
+        const full = await push(site.config, []);
+        fulls.push(full);
+        console.log(
+          `  round ${round + 1}/${ROUNDS}  incremental: ${fmt(inc.seconds, 2)} s, ${fmt(inc.cpuSeconds, 2)} CPU-s, stored ${fmt(inc.storedBytes! / MiB, 1)} MiB; ` +
+            `full: ${fmt(full.seconds, 2)} s, ${fmt(full.cpuSeconds, 2)} CPU-s, stored ${fmt(full.storedBytes! / MiB, 0)} MiB`,
+        );
+      }
+    } finally {
+      await site.stop();
+    }
+    // Restores need no server.
+    await cluster.stop();
+
+    const target = path.join(work, 'target');
+    const lastInc = incrementals[incrementals.length - 1].name;
+    const lastFull = fulls[fulls.length - 1].name;
+    const restore = (name: string) => async (): Promise<Measured> => {
+      const m = await spawnTimed(process.execPath, [WALVAULT_BIN, 'restore', '--archive', site.archive, '--backup', name, target]);
+      return { ...m, bytes: dirBytes(target) };
+    };
+    const chainName = `walvault restore of the chain (full + ${incrementals.length} incrementals)`;
+    const fullName = 'walvault restore of a full backup of the same data';
+    console.log('restores:');
+    const results = summarizeAll(
+      await alternate([
+        { name: chainName, prepare: async () => removeDir(target), run: restore(lastInc) },
+        { name: fullName, prepare: async () => removeDir(target), run: restore(lastFull) },
+      ]),
+    );
+    removeDir(target);
+
+    const numbers = ({ name: _name, ...m }: Pushed): Measured => m;
+    const inc = summarize('walvault backup push --incremental', incrementals.map(numbers));
+    const full = summarize('walvault backup push (full)', fulls.map(numbers));
+    const timeRatio = inc.median.seconds / full.median.seconds;
+    const bytesRatio = inc.median.storedBytes / full.median.storedBytes;
+    const chain = results.get(chainName)!;
+    const whole = results.get(fullName)!;
+    const throughput = (s: typeof chain) => s.median.bytes / s.median.seconds;
+    const restoreRatio = throughput(chain) / throughput(whole);
+    const db = `${fmt(dbBytes / MiB, 0)} MiB of random text and numbers, ~5% of blocks changed per round`;
+    const out: Row[] = [
+      {
+        measure: `incremental push against a full push of the same data: ${db}`,
+        walvault: `${describe(inc)}; stored ${fmt(inc.median.storedBytes / MiB, 1)} MiB median`,
+        peer: `${describe(full)}; stored ${fmt(full.median.storedBytes / MiB, 0)} MiB median`,
+        ratio: `time ${fmt(timeRatio * 100, 1)}%, stored bytes ${fmt(bytesRatio * 100, 1)}% of the full's`,
+        goal: `time <= ${TIME_GOAL * 100}%, stored bytes <= ${BYTES_GOAL * 100}%, peak RSS < ${RSS_GOAL_MIB} MiB`,
+        met: timeRatio <= TIME_GOAL && bytesRatio <= BYTES_GOAL && inc.peakRssMiB < RSS_GOAL_MIB && full.peakRssMiB < RSS_GOAL_MIB,
+        data: { incremental: inc, full, timeRatio, bytesRatio },
+      },
+      {
+        measure: `restore of full + ${incrementals.length} incrementals against a full backup of the same final data: ${db}`,
+        walvault: describe(chain, { throughput: true }),
+        peer: describe(whole, { throughput: true }),
+        ratio: `${fmt(restoreRatio, 2)}x the full restore's throughput`,
+        goal: `>= ${RESTORE_GOAL}x (median), peak RSS < ${RSS_GOAL_MIB} MiB`,
+        met: restoreRatio >= RESTORE_GOAL && chain.peakRssMiB < RSS_GOAL_MIB,
+        data: { chain, full: whole, restoreRatio },
+      },
+    ];
+    printRows('incremental bench (PostgreSQL 17)', out);
+    saveRows('incremental', startedAt, { params: { bigMiB: BIG_MIB, smallMiB: SMALL_MIB, databaseBytes: dbBytes } }, out);
+  } finally {
+    await cluster.destroy();
+    removeDir(work);
+  }
+}
+
+runBench('incremental bench', main);

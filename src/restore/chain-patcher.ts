@@ -1,0 +1,342 @@
+/**
+ * Rebuilds the relation files of an incremental backup from its chain, straight from the
+ * archive, in one pass over each member (no staging area, no pg_combinebackup).
+ *
+ * The newest backup is restored first, as any backup is; each of its `INCREMENTAL.<file>`
+ * entries becomes `<file>`, created at its final length (sparse: blocks no backup has read
+ * as zeros), with the blocks it carries written in place. Then the older members stream by,
+ * newest to oldest (parent, ..., full backup), and each supplies the blocks still missing
+ * from the files still pending, by the rules of ./incremental-file.ts (newest block wins; no
+ * backup supplies a block at or past the truncation length of a newer incremental of that
+ * file; a whole file ends the search for its file). Everything else in an older member is
+ * read (its parts are verified as any restore's are) and passed over.
+ *
+ * Every entry used as a source is checked against its own backup's manifest as it streams
+ * (size and checksum); a member lacking a file that is still pending breaks the chain.
+ * Files that the newest backup no longer holds never come back: only its entries are pending.
+ */
+import { promises as fsp } from 'node:fs';
+import { WalvaultError } from '../errors';
+import { incrementalHeaderNeeds, isIncrementalPath, nonIncrementalPath, parseIncrementalHeader, type IncrementalHeader } from './incremental-file';
+import { fileFacts, type FileFacts } from './chain-manifest';
+import { newChecksum, type IncrementalChecksum, type ManifestChecksumAlgorithm } from './manifest-checksum';
+import type { ParsedManifest } from './restore';
+import type { SlabRing } from './slab-ring';
+import type { TarEntry, TarSink } from './tar-reader';
+
+/** BLCKSZ of the default build; the incremental headers are checked against it. */
+export const BLOCK_SIZE = 8192;
+
+interface PendingFile {
+  target: string;
+  /** Its path in the manifest (and the restored directory's new one). */
+  key: string;
+  /** Output length in blocks. */
+  blocks: number;
+  /** Older members may supply blocks below this only. */
+  limit: number;
+  /** A bit for each block written (or scheduled): 16 KiB per GiB of relation. */
+  filled: Uint8Array;
+  /** A whole file supplied what was missing: older members are not asked. */
+  resolved: boolean;
+  /** The last member whose tar held this file, in either form. */
+  seenIn: string | null;
+}
+
+/** One entry being used as a source: where each of its bytes goes, if anywhere. */
+interface EntryWork {
+  pending: PendingFile | null;
+  member: string;
+  manifestPath: string;
+  size: number;
+  /** Incremental entries: header bytes collected so far, then the parsed header. */
+  headerBytes: Buffer[] | null;
+  headerHave: number;
+  header: IncrementalHeader | null;
+  /** Full entries: blocks below this are wanted (if not filled before this entry). */
+  fullLimit: number;
+  /** Entry offset -> file offset for incremental images, or identity for full files. */
+  wanted: Uint8Array | null;
+  handle: fsp.FileHandle | null;
+  writes: Array<Promise<unknown>>;
+  checksum: IncrementalChecksum;
+  at: number;
+}
+
+function isSet(bits: Uint8Array, b: number): boolean {
+  return (bits[b >>> 3] & (1 << (b & 7))) !== 0;
+}
+
+function setBit(bits: Uint8Array, b: number): void {
+  bits[b >>> 3] |= 1 << (b & 7);
+}
+
+export interface ChainMember {
+  name: string;
+  manifest: ParsedManifest;
+}
+
+export class ChainPatcher {
+  private readonly pending = new Map<string, PendingFile>();
+  private work: EntryWork | null = null;
+  private readonly expected = new Map<string, Map<string, { size: number; checksum: string }>>();
+
+  constructor(
+    private readonly ring: SlabRing,
+    /** The chain below the newest backup: parent first, full backup last. */
+    private readonly older: readonly ChainMember[],
+  ) {
+    for (const m of older) this.expected.set(m.name, new Map(m.manifest.files.map((f) => [f.path, { size: f.size, checksum: f.checksum }])));
+  }
+
+  /** How many files are being rebuilt. */
+  get files(): number {
+    return this.pending.size;
+  }
+
+  // ---- the newest backup: its INCREMENTAL entries -----------------------------------------
+
+  /** An `INCREMENTAL.*` entry of the newest backup, to be written as `target` (its real name). */
+  beginNewest(member: string, manifestPath: string, target: string, mode: number, size: number, algorithm: ParsedManifest['algorithm']): void {
+    this.work = this.newWork(null, member, manifestPath, size, algorithm, true);
+    this.newestTarget = { path: target, mode };
+  }
+
+  private newestTarget = { path: '', mode: 0o600 };
+
+  // ---- older members ---------------------------------------------------------------------
+
+  /** A sink for one tar of an older member: `prefix` is how its paths are named in manifests. */
+  memberSink(member: ChainMember, prefix: string): TarSink & { slab: Buffer | null } {
+    const self = this;
+    return {
+      slab: null,
+      entry(e: TarEntry) {
+        if (e.type !== 'file') return;
+        const key = prefix + nonIncrementalPath(e.path);
+        const p = self.pending.get(key);
+        if (!p || p.resolved) return;
+        p.seenIn = member.name;
+        self.work = self.newWork(p, member.name, prefix + e.path, e.size, member.manifest.algorithm, isIncrementalPath(e.path));
+        if (!isIncrementalPath(e.path)) {
+          // A whole file: every block it has, below the limit, that nothing newer supplied.
+          self.work.fullLimit = Math.min(p.limit, Math.floor(e.size / BLOCK_SIZE));
+          p.resolved = true;
+        }
+      },
+      data(chunk: Buffer) {
+        return self.data(chunk, this.slab!);
+      },
+      entryEnd() {
+        return self.endOlder();
+      },
+    };
+  }
+
+  /** After every tar of `member`: a pending file it did not hold breaks the chain. */
+  endMember(member: string, isFull: boolean): void {
+    for (const [key, p] of this.pending) {
+      if (p.resolved) continue;
+      if (p.seenIn !== member) {
+        throw new WalvaultError(
+          'ARCHIVE_CORRUPT',
+          `${key} is incremental in a newer backup but backup ${member} of the chain does not hold it: the chain is broken and ${key} cannot be rebuilt`,
+        );
+      }
+      if (isFull) throw new WalvaultError('ARCHIVE_CORRUPT', `${key} is incremental in full backup ${member}: a full backup holds whole files only`);
+    }
+  }
+
+  /** Makes every rebuilt file durable; its size and checksum, by manifest path, for the new manifest. */
+  async finish(algorithm: ManifestChecksumAlgorithm): Promise<Map<string, FileFacts>> {
+    const facts = new Map<string, FileFacts>();
+    for (const p of this.pending.values()) {
+      const h = await fsp.open(p.target, 'r+');
+      try {
+        await h.sync();
+      } finally {
+        await h.close();
+      }
+      facts.set(p.key, await fileFacts(p.target, algorithm));
+    }
+    return facts;
+  }
+
+  // ---- shared entry machinery ------------------------------------------------------------
+
+  private newWork(p: PendingFile | null, member: string, manifestPath: string, size: number, algorithm: ParsedManifest['algorithm'], incremental: boolean): EntryWork {
+    return {
+      pending: p,
+      member,
+      manifestPath,
+      size,
+      headerBytes: incremental ? [] : null,
+      headerHave: 0,
+      header: null,
+      fullLimit: 0,
+      wanted: null,
+      handle: null,
+      writes: [],
+      checksum: newChecksum(algorithm),
+      at: 0,
+    };
+  }
+
+  /** Takes the bytes of the current entry (a view of `slab`). */
+  async data(chunk: Buffer, slab: Buffer): Promise<void> {
+    const w = this.work;
+    if (!w) return;
+    w.checksum.update(chunk);
+    let piece = chunk;
+    if (w.headerBytes !== null && w.header === null) {
+      piece = await this.collectHeader(w, chunk);
+      if (w.header === null) return;
+    }
+    if (piece.length === 0) return;
+    if (!w.handle) w.handle = await fsp.open(w.pending!.target, 'r+');
+    this.writeWanted(w, piece, w.at, slab, w.handle);
+    w.at += piece.length;
+  }
+
+  /** Adds header bytes; once the header is whole, parses it and returns the rest of `chunk`. */
+  private async collectHeader(w: EntryWork, chunk: Buffer): Promise<Buffer> {
+    const parts = w.headerBytes!;
+    let rest = chunk;
+    for (;;) {
+      const have = Buffer.concat(parts);
+      const need = incrementalHeaderNeeds(have, BLOCK_SIZE, { path: w.manifestPath });
+      if (have.length >= need) break;
+      if (rest.length === 0) return rest;
+      const take = Math.min(need - have.length, rest.length);
+      parts.length = 0;
+      parts.push(Buffer.concat([have, rest.subarray(0, take)]));
+      rest = rest.subarray(take);
+      w.at += take;
+    }
+    const header = parseIncrementalHeader(Buffer.concat(parts), BLOCK_SIZE, { path: w.manifestPath, fileSize: w.size });
+    w.header = header;
+    if (w.pending === null) await this.createFromNewest(w, header);
+    const p = w.pending!;
+    // Which images this entry writes: the newest writes all; an older one, those below the
+    // limit of every newer incremental that nothing newer supplied.
+    const wanted = new Uint8Array(header.blockCount);
+    for (let i = 0; i < header.blockCount; i++) {
+      const b = header.blocks[i];
+      if (b < p.blocks && (p.seenIn === null || b < p.limit) && !isSet(p.filled, b)) {
+        wanted[i] = 1;
+        setBit(p.filled, b);
+      }
+    }
+    w.wanted = wanted;
+    return rest;
+  }
+
+  private async createFromNewest(w: EntryWork, header: IncrementalHeader): Promise<void> {
+    let last = header.truncationBlockLength;
+    for (const b of header.blocks) last = Math.max(last, b + 1);
+    const target = this.newestTarget.path;
+    // Created exclusively: a restore never writes over something that is there.
+    const h = await fsp.open(target, 'wx', this.newestTarget.mode);
+    try {
+      await h.truncate(last * BLOCK_SIZE);
+    } finally {
+      await h.close();
+    }
+    const p: PendingFile = { target, key: nonIncrementalPath(w.manifestPath), blocks: last, limit: header.truncationBlockLength, filled: new Uint8Array((last + 7) >>> 3), resolved: false, seenIn: null };
+    this.pending.set(nonIncrementalPath(w.manifestPath), p);
+    w.pending = p;
+  }
+
+  /** Writes the parts of `piece` (entry bytes from `from` on) that go into the file. */
+  private writeWanted(w: EntryWork, piece: Buffer, from: number, slab: Buffer, handle: fsp.FileHandle): void {
+    const p = w.pending!;
+    const end = from + piece.length;
+    let runStart = -1;
+    let runFileAt = 0;
+    const flush = (upTo: number) => {
+      if (runStart < 0) return;
+      const bytes = piece.subarray(runStart - from, upTo - from);
+      this.ring.retain(slab);
+      const write = handle.write(bytes, 0, bytes.length, runFileAt).finally(() => this.ring.release(slab));
+      write.catch(() => undefined); // awaited at the entry's end
+      w.writes.push(write);
+      runStart = -1;
+    };
+    if (w.header) {
+      const h = w.header;
+      // Images follow the header in list order; consecutive block numbers make one write.
+      let i = Math.floor((from - h.headerSize) / BLOCK_SIZE);
+      for (let at = from; at < end; ) {
+        const imageEnd = h.headerSize + (i + 1) * BLOCK_SIZE;
+        const stop = Math.min(end, imageEnd);
+        const fileAt = h.blocks[i] * BLOCK_SIZE + (at - (h.headerSize + i * BLOCK_SIZE));
+        if (w.wanted![i]) {
+          if (runStart >= 0 && runFileAt + (at - runStart) !== fileAt) flush(at);
+          if (runStart < 0) {
+            runStart = at;
+            runFileAt = fileAt;
+          }
+        } else {
+          flush(at);
+        }
+        at = stop;
+        if (at === imageEnd) i++;
+      }
+      flush(end);
+      return;
+    }
+    // A whole file: block b lies at b * BLOCK_SIZE in both.
+    for (let at = from; at < end; ) {
+      const b = Math.floor(at / BLOCK_SIZE);
+      const stop = Math.min(end, (b + 1) * BLOCK_SIZE);
+      const want = b < w.fullLimit && !isSet(p.filled, b);
+      if (want) {
+        if (runStart < 0) {
+          runStart = at;
+          runFileAt = at;
+        }
+      } else {
+        flush(at);
+      }
+      if (stop === (b + 1) * BLOCK_SIZE && want) setBit(p.filled, b);
+      at = stop;
+    }
+    flush(end);
+  }
+
+  /** Ends the newest backup's INCREMENTAL entry: its size and checksum, for the manifest check. */
+  async endNewest(): Promise<{ size: number; checksum: string }> {
+    const w = this.work!;
+    this.work = null;
+    await this.settle(w);
+    if (w.header === null) throw new WalvaultError('ARCHIVE_CORRUPT', `${w.manifestPath} of backup ${w.member} ends inside its incremental header`);
+    return { size: w.at, checksum: w.checksum.digest() };
+  }
+
+  private async endOlder(): Promise<void> {
+    const w = this.work;
+    if (!w) return;
+    this.work = null;
+    await this.settle(w);
+    if (w.headerBytes !== null) {
+      if (w.header === null) throw new WalvaultError('ARCHIVE_CORRUPT', `${w.manifestPath} of backup ${w.member} ends inside its incremental header`);
+      // Blocks at or past this file's truncation length did not exist when it was taken:
+      // no older backup may supply them.
+      w.pending!.limit = Math.min(w.pending!.limit, w.header.truncationBlockLength);
+    }
+    const want = this.expected.get(w.member)?.get(w.manifestPath);
+    if (!want) throw new WalvaultError('ARCHIVE_CORRUPT', `${w.manifestPath} is in backup ${w.member} but not in its manifest`);
+    const checksum = w.checksum.digest();
+    if (want.size !== w.size || (checksum !== '' && checksum !== want.checksum)) {
+      throw new WalvaultError('ARCHIVE_CORRUPT', `${w.manifestPath} of backup ${w.member} does not match that backup's manifest (size or checksum); the chain cannot be restored`);
+    }
+  }
+
+  private async settle(w: EntryWork): Promise<void> {
+    try {
+      await Promise.all(w.writes);
+    } finally {
+      await w.handle?.close();
+    }
+  }
+}
