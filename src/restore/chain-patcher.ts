@@ -16,6 +16,8 @@
  * Files that the newest backup no longer holds never come back: only its entries are pending.
  */
 import { promises as fsp } from 'node:fs';
+import { crc32c } from '@node-rs/crc32';
+import { crc32cCombine, crc32cOfZeros } from '../util/crc32c-combine';
 import { WalvaultError } from '../errors';
 import { incrementalHeaderNeeds, isIncrementalPath, nonIncrementalPath, parseIncrementalHeader, type IncrementalHeader } from './incremental-file';
 import { fileFacts, type FileFacts } from './chain-manifest';
@@ -26,6 +28,12 @@ import type { TarEntry, TarSink } from './tar-reader';
 
 /** BLCKSZ of the default build; the incremental headers are checked against it. */
 export const BLOCK_SIZE = 8192;
+/** A file's pages are flushed this often while it is patched (as ./file-writers.ts does). */
+const FLUSH_EVERY = 32 * 1024 * 1024;
+/** Rebuilt files checksummed at once at the end. */
+const FINISH_CONCURRENCY = 4;
+/** Entries whose writes may still be finishing (each holds its file open). */
+const SETTLING = 64;
 
 interface PendingFile {
   target: string;
@@ -41,6 +49,8 @@ interface PendingFile {
   resolved: boolean;
   /** The last member whose tar held this file, in either form. */
   seenIn: string | null;
+  /** What was written where, with its CRC-32C (null: the manifest's algorithm is not CRC32C). */
+  runs: Array<{ at: number; length: number; crc: number }> | null;
 }
 
 /** One entry being used as a source: where each of its bytes goes, if anywhere. */
@@ -59,8 +69,37 @@ interface EntryWork {
   wanted: Uint8Array | null;
   handle: fsp.FileHandle | null;
   writes: Array<Promise<unknown>>;
+  /** Bytes written since the last flush (see FLUSH_EVERY). */
+  unflushed: number;
+  /** CRC-32C of the entry so far, when its manifest uses CRC32C (else `checksum` takes every byte). */
+  crc: number | null;
   checksum: IncrementalChecksum;
   at: number;
+}
+
+/** The CRC-32C of a file of `size` bytes holding these runs, and zeros between them. */
+function crcOfRuns(runs: Array<{ at: number; length: number; crc: number }>, size: number): number {
+  runs.sort((a, b) => a.at - b.at);
+  let crc = 0;
+  let at = 0;
+  for (const r of runs) {
+    if (r.at > at) crc = crc32cCombine(crc, crc32cOfZeros(r.at - at), r.at - at);
+    crc = crc32cCombine(crc, r.crc, r.length);
+    at = r.at + r.length;
+  }
+  if (size > at) crc = crc32cCombine(crc, crc32cOfZeros(size - at), size - at);
+  return crc;
+}
+
+/** As the manifest writes a CRC32C: the register's bytes little-endian, in hex. */
+function crcHex(crc: number): string {
+  const out = Buffer.alloc(4);
+  out.writeUInt32LE(crc >>> 0);
+  return out.toString('hex');
+}
+
+function entryDigest(w: EntryWork): string {
+  return w.crc !== null ? crcHex(w.crc) : w.checksum.digest();
 }
 
 function isSet(bits: Uint8Array, b: number): boolean {
@@ -98,11 +137,13 @@ export class ChainPatcher {
 
   /** An `INCREMENTAL.*` entry of the newest backup, to be written as `target` (its real name). */
   beginNewest(member: string, manifestPath: string, target: string, mode: number, size: number, algorithm: ParsedManifest['algorithm']): void {
+    this.newestAlgorithm = algorithm;
     this.work = this.newWork(null, member, manifestPath, size, algorithm, true);
     this.newestTarget = { path: target, mode };
   }
 
   private newestTarget = { path: '', mode: 0o600 };
+  private newestAlgorithm: ParsedManifest['algorithm'] = 'NONE';
 
   // ---- older members ---------------------------------------------------------------------
 
@@ -133,8 +174,9 @@ export class ChainPatcher {
     };
   }
 
-  /** After every tar of `member`: a pending file it did not hold breaks the chain. */
-  endMember(member: string, isFull: boolean): void {
+  /** After every tar of `member`: its writes done; a pending file it did not hold breaks the chain. */
+  async endMember(member: string, isFull: boolean): Promise<void> {
+    await this.settled();
     for (const [key, p] of this.pending) {
       if (p.resolved) continue;
       if (p.seenIn !== member) {
@@ -149,16 +191,23 @@ export class ChainPatcher {
 
   /** Makes every rebuilt file durable; its size and checksum, by manifest path, for the new manifest. */
   async finish(algorithm: ManifestChecksumAlgorithm): Promise<Map<string, FileFacts>> {
+    await this.settled();
     const facts = new Map<string, FileFacts>();
-    for (const p of this.pending.values()) {
+    const queue = [...this.pending.values()];
+    const one = async (p: PendingFile) => {
       const h = await fsp.open(p.target, 'r+');
       try {
         await h.sync();
       } finally {
         await h.close();
       }
-      facts.set(p.key, await fileFacts(p.target, algorithm));
-    }
+      facts.set(p.key, p.runs && algorithm === 'CRC32C' ? { size: p.blocks * BLOCK_SIZE, checksum: crcHex(crcOfRuns(p.runs, p.blocks * BLOCK_SIZE)) } : await fileFacts(p.target, algorithm));
+    };
+    await Promise.all(
+      Array.from({ length: FINISH_CONCURRENCY }, async () => {
+        for (let p = queue.shift(); p; p = queue.shift()) await one(p);
+      }),
+    );
     return facts;
   }
 
@@ -177,6 +226,8 @@ export class ChainPatcher {
       wanted: null,
       handle: null,
       writes: [],
+      unflushed: 0,
+      crc: algorithm === 'CRC32C' ? 0 : null,
       checksum: newChecksum(algorithm),
       at: 0,
     };
@@ -186,7 +237,7 @@ export class ChainPatcher {
   async data(chunk: Buffer, slab: Buffer): Promise<void> {
     const w = this.work;
     if (!w) return;
-    w.checksum.update(chunk);
+    if (w.crc === null) w.checksum.update(chunk);
     let piece = chunk;
     if (w.headerBytes !== null && w.header === null) {
       piece = await this.collectHeader(w, chunk);
@@ -208,6 +259,7 @@ export class ChainPatcher {
       if (have.length >= need) break;
       if (rest.length === 0) return rest;
       const take = Math.min(need - have.length, rest.length);
+      if (w.crc !== null) w.crc = crc32cCombine(w.crc, crc32c(rest.subarray(0, take)) >>> 0, take);
       parts.length = 0;
       parts.push(Buffer.concat([have, rest.subarray(0, take)]));
       rest = rest.subarray(take);
@@ -242,82 +294,94 @@ export class ChainPatcher {
     } finally {
       await h.close();
     }
-    const p: PendingFile = { target, key: nonIncrementalPath(w.manifestPath), blocks: last, limit: header.truncationBlockLength, filled: new Uint8Array((last + 7) >>> 3), resolved: false, seenIn: null };
+    const p: PendingFile = { target, key: nonIncrementalPath(w.manifestPath), blocks: last, limit: header.truncationBlockLength, filled: new Uint8Array((last + 7) >>> 3), resolved: false, seenIn: null, runs: this.newestAlgorithm === 'CRC32C' ? [] : null };
     this.pending.set(nonIncrementalPath(w.manifestPath), p);
     w.pending = p;
   }
 
-  /** Writes the parts of `piece` (entry bytes from `from` on) that go into the file. */
+  /**
+   * Writes the parts of `piece` (entry bytes from `from` on) that go into the file. Each
+   * stretch of the piece (one going to a contiguous place in the file, or one passed over) is
+   * CRC'd once: the CRC folds into the entry's, and a written one is kept with its place, so
+   * the rebuilt file's CRC comes out of the pieces without reading it back.
+   */
   private writeWanted(w: EntryWork, piece: Buffer, from: number, slab: Buffer, handle: fsp.FileHandle): void {
     const p = w.pending!;
-    const end = from + piece.length;
-    let runStart = -1;
-    let runFileAt = 0;
-    const flush = (upTo: number) => {
-      if (runStart < 0) return;
-      const bytes = piece.subarray(runStart - from, upTo - from);
+    for (const s of this.stretches(w, p, piece, from)) {
+      const bytes = piece.subarray(s.from - from, s.to - from);
+      let crc: number | null = null;
+      if (w.crc !== null) {
+        crc = crc32c(bytes) >>> 0;
+        w.crc = crc32cCombine(w.crc, crc, bytes.length);
+      }
+      if (s.fileAt === null) continue;
+      if (p.runs) p.runs.push({ at: s.fileAt, length: bytes.length, crc: crc ?? crc32c(bytes) >>> 0 });
       this.ring.retain(slab);
-      const write = handle.write(bytes, 0, bytes.length, runFileAt).finally(() => this.ring.release(slab));
+      const write = handle.write(bytes, 0, bytes.length, s.fileAt).finally(() => this.ring.release(slab));
       write.catch(() => undefined); // awaited at the entry's end
       w.writes.push(write);
-      runStart = -1;
+      w.unflushed += bytes.length;
+      if (w.unflushed >= FLUSH_EVERY) {
+        // As the restore's writers do: the disk works while the archive is read, instead of
+        // taking every rebuilt byte at the end.
+        w.unflushed = 0;
+        const flush = write.then(() => handle.datasync());
+        flush.catch(() => undefined);
+        w.writes.push(flush);
+      }
+    }
+  }
+
+  /** `piece` cut where its destination changes: [from, to) of the entry, and where it goes in the file (null: nowhere). */
+  private stretches(w: EntryWork, p: PendingFile, piece: Buffer, from: number): Array<{ from: number; to: number; fileAt: number | null }> {
+    const out: Array<{ from: number; to: number; fileAt: number | null }> = [];
+    const add = (a: number, b: number, fileAt: number | null) => {
+      const last = out[out.length - 1];
+      const follows = last !== undefined && last.to === a && (fileAt === null ? last.fileAt === null : last.fileAt !== null && last.fileAt + (last.to - last.from) === fileAt);
+      if (follows) last.to = b;
+      else out.push({ from: a, to: b, fileAt });
     };
+    const end = from + piece.length;
     if (w.header) {
       const h = w.header;
-      // Images follow the header in list order; consecutive block numbers make one write.
+      // Images follow the header in list order; consecutive block numbers make one stretch.
       let i = Math.floor((from - h.headerSize) / BLOCK_SIZE);
       for (let at = from; at < end; ) {
-        const imageEnd = h.headerSize + (i + 1) * BLOCK_SIZE;
-        const stop = Math.min(end, imageEnd);
-        const fileAt = h.blocks[i] * BLOCK_SIZE + (at - (h.headerSize + i * BLOCK_SIZE));
-        if (w.wanted![i]) {
-          if (runStart >= 0 && runFileAt + (at - runStart) !== fileAt) flush(at);
-          if (runStart < 0) {
-            runStart = at;
-            runFileAt = fileAt;
-          }
-        } else {
-          flush(at);
-        }
+        const imageStart = h.headerSize + i * BLOCK_SIZE;
+        const stop = Math.min(end, imageStart + BLOCK_SIZE);
+        add(at, stop, w.wanted![i] ? h.blocks[i] * BLOCK_SIZE + (at - imageStart) : null);
         at = stop;
-        if (at === imageEnd) i++;
+        if (at === imageStart + BLOCK_SIZE) i++;
       }
-      flush(end);
-      return;
+      return out;
     }
     // A whole file: block b lies at b * BLOCK_SIZE in both.
     for (let at = from; at < end; ) {
       const b = Math.floor(at / BLOCK_SIZE);
       const stop = Math.min(end, (b + 1) * BLOCK_SIZE);
       const want = b < w.fullLimit && !isSet(p.filled, b);
-      if (want) {
-        if (runStart < 0) {
-          runStart = at;
-          runFileAt = at;
-        }
-      } else {
-        flush(at);
-      }
-      if (stop === (b + 1) * BLOCK_SIZE && want) setBit(p.filled, b);
+      add(at, stop, want ? at : null);
+      // A block split across pieces stays wanted until its last byte is placed.
+      if (want && stop === (b + 1) * BLOCK_SIZE) setBit(p.filled, b);
       at = stop;
     }
-    flush(end);
+    return out;
   }
 
   /** Ends the newest backup's INCREMENTAL entry: its size and checksum, for the manifest check. */
   async endNewest(): Promise<{ size: number; checksum: string }> {
     const w = this.work!;
     this.work = null;
-    await this.settle(w);
+    await this.settleLater(w);
     if (w.header === null) throw new WalvaultError('ARCHIVE_CORRUPT', `${w.manifestPath} of backup ${w.member} ends inside its incremental header`);
-    return { size: w.at, checksum: w.checksum.digest() };
+    return { size: w.at, checksum: entryDigest(w) };
   }
 
   private async endOlder(): Promise<void> {
     const w = this.work;
     if (!w) return;
     this.work = null;
-    await this.settle(w);
+    await this.settleLater(w);
     if (w.headerBytes !== null) {
       if (w.header === null) throw new WalvaultError('ARCHIVE_CORRUPT', `${w.manifestPath} of backup ${w.member} ends inside its incremental header`);
       // Blocks at or past this file's truncation length did not exist when it was taken:
@@ -326,17 +390,34 @@ export class ChainPatcher {
     }
     const want = this.expected.get(w.member)?.get(w.manifestPath);
     if (!want) throw new WalvaultError('ARCHIVE_CORRUPT', `${w.manifestPath} is in backup ${w.member} but not in its manifest`);
-    const checksum = w.checksum.digest();
+    const checksum = entryDigest(w);
     if (want.size !== w.size || (checksum !== '' && checksum !== want.checksum)) {
       throw new WalvaultError('ARCHIVE_CORRUPT', `${w.manifestPath} of backup ${w.member} does not match that backup's manifest (size or checksum); the chain cannot be restored`);
     }
   }
 
-  private async settle(w: EntryWork): Promise<void> {
-    try {
-      await Promise.all(w.writes);
-    } finally {
-      await w.handle?.close();
-    }
+  /**
+   * An entry's writes finish (and its file is closed) while the tar stream goes on, as the
+   * restore's writers close files; at most SETTLING entries at once, each holding a file open.
+   */
+  private async settleLater(w: EntryWork): Promise<void> {
+    const done = (async () => {
+      try {
+        await Promise.all(w.writes);
+      } finally {
+        await w.handle?.close();
+      }
+    })();
+    done.catch(() => undefined); // awaited in settled()
+    this.settling.push(done);
+    while (this.settling.length > SETTLING) await this.settling.shift();
+  }
+
+  private settling: Array<Promise<void>> = [];
+
+  /** Every write so far done, and its file closed; the first failure thrown. */
+  async settled(): Promise<void> {
+    const all = this.settling.splice(0);
+    await Promise.all(all);
   }
 }

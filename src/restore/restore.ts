@@ -336,7 +336,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
         const sink = patcher!.memberSink({ name: m.meta.name, manifest: m.manifest }, a.tablespaceOid === null ? '' : `pg_tblspc/${a.tablespaceOid}/`);
         await stream(a, m.meta.name, sink, async () => undefined);
       }
-      patcher!.endMember(m.meta.name, i === older.length - 1);
+      await patcher!.endMember(m.meta.name, i === older.length - 1);
     }
     rebuilt = patcher ? await patcher.finish(manifest.algorithm) : null;
   } catch (err) {

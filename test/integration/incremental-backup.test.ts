@@ -69,7 +69,7 @@ describe(`incremental backups on PostgreSQL ${major}`, { skip: !availableMajors(
   let archive = '';
   let config = '';
   let receiver: WalvaultProcess | undefined;
-  const names: { full?: string; inc1?: string; inc2?: string } = {};
+  const names: { full?: string; inc1?: string; inc2?: string; inc3?: string } = {};
   /** Every table's digest right after each backup (no writes meanwhile). */
   const expected = new Map<string, Record<string, string>>();
 
@@ -157,6 +157,16 @@ describe(`incremental backups on PostgreSQL ${major}`, { skip: !availableMajors(
     assert.equal(inc2.parent, names.inc1);
     assert.deepEqual(inc2.chain, [names.full, names.inc1]);
 
+    // A table that shrinks again under VACUUM, and rows that come back into the freed space.
+    await cluster.psql(`DELETE FROM fresh WHERE id > 15000; UPDATE shrinking SET v = 'third' WHERE id % 7 = 0;`);
+    await cluster.psql('VACUUM fresh');
+    await cluster.psql(`INSERT INTO fresh SELECT g, 'back ' || g FROM generate_series(15001, 16000) g;`);
+    await cluster.query('DELETE FROM t2 WHERE id > 9000', { database: 'db2' });
+    names.inc3 = await push(config, ['--incremental']);
+    expected.set(names.inc3, await tableDigests(cluster));
+    const inc3 = await meta(archive, names.inc3);
+    assert.deepEqual(inc3.chain, [names.full, names.inc1, names.inc2]);
+
     const list = await runWalvault(['backup', 'list', '--config', config, '--json']);
     assert.equal(list.code, 0, list.stderr);
     const listed = (JSON.parse(list.stdout) as Array<{ name: string; kind: string; parent: string | null }>).map((b) => [b.name, b.kind, b.parent]);
@@ -164,6 +174,7 @@ describe(`incremental backups on PostgreSQL ${major}`, { skip: !availableMajors(
       [names.full, 'full', null],
       [names.inc1, 'incremental', names.full],
       [names.inc2, 'incremental', names.inc1],
+      [names.inc3, 'incremental', names.inc2],
     ]);
   });
 
@@ -193,10 +204,10 @@ describe(`incremental backups on PostgreSQL ${major}`, { skip: !availableMajors(
   it('keeps chains whole: delete of a parent refuses unless its dependents go too; the policy counts full backups', async () => {
     const d = await runWalvault(['backup', 'delete', names.inc1!, '--config', config]);
     assert.notEqual(d.code, 0);
-    assert.match(d.stderr, new RegExp(`backup ${names.inc1} is needed by the incremental backups ${names.inc2}: .*--with-dependents`));
+    assert.match(d.stderr, new RegExp(`backup ${names.inc1} is needed by the incremental backups ${names.inc2}, ${names.inc3}: .*--with-dependents`));
     const dry = await runWalvault(['backup', 'delete', names.full!, '--with-dependents', '--config', config]);
     assert.equal(dry.code, 0, dry.stderr);
-    for (const n of [names.full, names.inc1, names.inc2]) assert.match(dry.stdout, new RegExp(`would delete backup ${n} `));
+    for (const n of [names.full, names.inc1, names.inc2, names.inc3]) assert.match(dry.stdout, new RegExp(`would delete backup ${n} `));
     // One full backup and its chain: --retain 1 keeps all of it.
     const keepAll = await runWalvault(['backup', 'delete', '--retain', '1', '--config', config]);
     assert.equal(keepAll.code, 0, keepAll.stderr);
@@ -204,7 +215,7 @@ describe(`incremental backups on PostgreSQL ${major}`, { skip: !availableMajors(
   });
 
   it('restores each backup of the chain, rebuilt from the archive, to exactly the data at its end', async () => {
-    for (const name of [names.full!, names.inc1!, names.inc2!]) {
+    for (const name of [names.full!, names.inc1!, names.inc2!, names.inc3!]) {
       const target = path.join(work, `restore-${name}`);
       const tsTarget = path.join(work, `restore-ts-${name}`);
       const r = await runWalvault(
@@ -217,7 +228,8 @@ describe(`incremental backups on PostgreSQL ${major}`, { skip: !availableMajors(
       assert.ok(done, r.stderr);
       if (name !== names.full) {
         assert.ok((done.rebuilt ?? 0) > 0, `relation files were rebuilt from the chain (${done.rebuilt})`);
-        assert.deepEqual(done.chain, name === names.inc1 ? [names.full, names.inc1] : [names.full, names.inc1, names.inc2]);
+        const members = [names.full, names.inc1, names.inc2, names.inc3];
+        assert.deepEqual(done.chain, members.slice(0, members.indexOf(name) + 1));
       }
       assert.ok(!fs.existsSync(path.join(target, 'backup_label')) || !/INCREMENTAL FROM/.test(fs.readFileSync(path.join(target, 'backup_label'), 'utf8')), 'a full backup_label');
       assert.ok(!fs.readdirSync(path.join(target, 'base'), { recursive: true }).some((f) => String(f).includes('INCREMENTAL.')), 'no INCREMENTAL file left');

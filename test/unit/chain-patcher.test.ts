@@ -65,7 +65,7 @@ async function rebuild(dir: string, chunk: number, chain: ChainMember[], skipFul
       await feed({ data: (c) => sink.data(c) }, isFull ? full : i1, chunk);
       await sink.entryEnd();
     }
-    patcher.endMember(m.name, i === chain.length - 1);
+    await patcher.endMember(m.name, i === chain.length - 1);
   }
   const facts = await patcher.finish('CRC32C');
   const out = fs.readFileSync(target);
