@@ -402,6 +402,55 @@ describe('the daemon\'s schedule on PostgreSQL 17', { skip: !availableMajors().i
   });
 });
 
+describe('an incremental against a parent the server cannot build on (PostgreSQL 17)', { skip: !availableMajors().includes(17) && 'PostgreSQL 17 binaries not installed' }, () => {
+  let primary: PgCluster;
+  let promoted: PgCluster | undefined;
+  let other: PgCluster | undefined;
+  let work = '';
+  let archive = '';
+  let config = '';
+  let receiver: WalvaultProcess | undefined;
+
+  before(async () => {
+    work = tmpDir('walvault-incr-parent-');
+    primary = await PgCluster.start({ major: 17, walSegSizeMiB: 1, settings: { summarize_wal: 'on' } });
+    ({ config, archive, receiver } = await startStreamingSite(primary, work));
+    await primary.pgbench(['-i', '-s', '1', '-q']);
+  });
+
+  after(async () => {
+    await receiver?.stop('SIGTERM', 30000);
+    await Promise.all([promoted?.destroy(), other?.destroy()]);
+    await primary?.destroy();
+    if (work) removeDir(work);
+  });
+
+  /** `backup push --incremental` against `server`, into the site's archive, in the one-site form. */
+  const againstServer = (server: PgCluster, extra: string[] = []) => [
+    'backup', 'push', '--pg', pgConninfo(server), '--archive', archive, '--state', path.join(work, `state-${server.port}`), '--incremental', '--fast', ...extra,
+  ];
+
+  it('refuses a parent that is not on the server\'s timeline history, writing nothing', async () => {
+    // A standby promoted now branches off timeline 1; the primary goes on, and its backup
+    // taken after the branch point is no ancestor of timeline 2.
+    promoted = await PgCluster.start({ standbyOf: primary, settings: { summarize_wal: 'on' } });
+    await waitFor(async () => Number((await primary.query(`SELECT count(*)::int AS n FROM pg_stat_replication WHERE state = 'streaming'`))[0].n) >= 1, { timeoutMs: 60000, what: 'the standby to stream' });
+    await promoted.promote();
+    await primary.pgbench(['-c', '1', '-t', '200', '-n']);
+    const parent = await push(config);
+    await refused(
+      againstServer(promoted, ['--parent', parent]),
+      path.join(archive, 'backups'),
+      new RegExp(`parent backup ${parent} \\(timeline 1, stopped at [0-9A-F]+/[0-9A-F]+\\) is not on the history of the server's timeline 2; choose a backup taken on it .* or take a full backup`),
+    );
+  });
+
+  it('refuses a parent of another cluster, writing nothing', async () => {
+    other = await PgCluster.start({ major: 17, walSegSizeMiB: 1, settings: { summarize_wal: 'on' } });
+    await refused(againstServer(other), path.join(archive, 'backups'), /parent backup [0-9TZ]+ is of database system [0-9]+, but the server is [0-9]+; take a full backup/);
+  });
+});
+
 describe('incremental backups on PostgreSQL 15', () => {
   let cluster: PgCluster;
   let work = '';
