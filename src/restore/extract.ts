@@ -94,7 +94,11 @@ export class Extractor implements TarSink {
   }
 
   data(chunk: Buffer): void | Promise<void> {
-    if (this.patching) return this.o.chain!.patcher.data(chunk, this.slab!).then(() => this.o.onBytes?.(chunk.length));
+    if (this.patching) {
+      this.o.chain!.patcher.data(chunk, this.slab!);
+      this.o.onBytes?.(chunk.length);
+      return;
+    }
     const slab = this.slab;
     if (this.fileId === null || !slab || chunk.buffer !== slab.buffer) throw new WalvaultError('INTERNAL', 'tar data outside a file or its slab');
     this.o.ring.retain(slab);
@@ -110,7 +114,7 @@ export class Extractor implements TarSink {
     if (this.patching) {
       this.patching = false;
       this.current = null;
-      return this.o.chain!.patcher.endNewest().then((w) => void this.o.files.set(this.o.manifestPrefix + e.path, w));
+      return this.o.chain!.patcher.endNewest((w) => void this.o.files.set(this.o.manifestPrefix + e.path, w));
     }
     if (e.type === 'file' && this.fileId !== null) {
       const key = this.o.manifestPrefix + e.path;

@@ -21,6 +21,11 @@
  *   the kernel's write-back keeps the queue deep. The copy into the cache costs less CPU
  *   than those waits cost time.
  *
+ * - The chain patcher (./chain-patcher.ts) opens rebuilt files here (openAt: creating a file
+ *   can cost the kernel most of a millisecond) and has each piece's stretches written at
+ *   their places and CRC'd here (place), one message a piece; a file is closed (closeAt) by
+ *   the thread that opened it, since Node closes a thread's own fds when it exits.
+ *
  * File contents travel as views of shared memory (the slabs of ./slab-ring.ts). A worker
  * acknowledges each piece once done with it, in the order it got them; the caller's callback
  * runs when every worker given the piece is done, and releases the slab.
@@ -28,8 +33,16 @@
 import * as fs from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import { crc32c } from '@node-rs/crc32';
 import { WalvaultError } from '../errors';
 import { newChecksum, type IncrementalChecksum, type ManifestChecksumAlgorithm } from './manifest-checksum';
+
+/** [from, to) of a piece, and where in the file it goes (null: nowhere). */
+export interface Placement {
+  from: number;
+  to: number;
+  at: number | null;
+}
 
 export interface WrittenFile {
   size: number;
@@ -51,19 +64,25 @@ type ToWorker =
   | { op: 'hash'; id: number; bytes: Uint8Array }
   | { op: 'digest'; id: number }
   | { op: 'pwrite'; id: number; fd: number; position: number; bytes: Uint8Array; path: string }
+  | { op: 'place'; fd: number; bytes: Uint8Array; stretches: Placement[]; path: string; crc: boolean }
+  /** Opens a file for positional writes (flags 'wx': created, and sized to `size`); the fd goes back. */
+  | { op: 'openAt'; id: number; path: string; flags: 'wx' | 'r+'; mode: number; size: number | null }
+  | { op: 'closeAt'; id: number; fd: number; path: string; sync: boolean }
   | { op: 'abort' };
 
 type FromWorker =
-  | { op: 'ack'; bytes: number }
+  | { op: 'ack'; bytes: number; crcs?: number[] }
   | { op: 'closed'; id: number; size: number; checksum: string }
   | { op: 'digested'; id: number; checksum: string }
+  /** An openAt's fd, or 0 for a closeAt. */
+  | { op: 'opened'; id: number; fd: number }
   | { op: 'error'; id: number; path: string; message: string; code?: string }
   | { op: 'aborted' };
 
 interface WriterThread {
   worker: Worker;
   /** Callbacks of the pieces posted and not yet done, in posting order. */
-  acks: Array<() => void>;
+  acks: Array<(crcs?: number[]) => void>;
   /** Bytes posted and not yet done: work goes to the least busy worker. */
   queued: number;
 }
@@ -95,6 +114,9 @@ export class FileWriterPool {
   private readonly files = new Map<number, SmallFile | LargeFile>();
   private readonly closes = new Map<number, Waiter<WrittenFile>>();
   private readonly digests = new Map<number, Waiter<string>>();
+  private readonly opens = new Map<number, Waiter<number>>();
+  /** The thread that opened each openAt fd: only it may close it (Node tracks a thread's fds, and closes them when it exits). */
+  private readonly openedBy = new Map<number, WriterThread>();
   private nextId = 1;
   private failure: Error | null = null;
   private failed: Array<(err: Error) => void> = [];
@@ -115,12 +137,14 @@ export class FileWriterPool {
   private onMessage(t: WriterThread, m: FromWorker): void {
     if (m.op === 'ack') {
       t.queued -= m.bytes;
-      t.acks.shift()?.();
+      t.acks.shift()?.(m.crcs);
     } else if (m.op === 'closed') {
       this.files.delete(m.id);
       take(this.closes, m.id)?.resolve({ size: m.size, checksum: m.checksum });
     } else if (m.op === 'digested') {
       take(this.digests, m.id)?.resolve(m.checksum);
+    } else if (m.op === 'opened') {
+      take(this.opens, m.id)?.resolve(m.fd);
     } else if (m.op === 'error') {
       this.fail(writeError(m.path, m));
     }
@@ -129,9 +153,10 @@ export class FileWriterPool {
   private fail(err: Error): void {
     if (this.failure) return;
     this.failure = err;
-    for (const w of [...this.closes.values(), ...this.digests.values()]) w.reject(err);
+    for (const w of [...this.closes.values(), ...this.digests.values(), ...this.opens.values()]) w.reject(err);
     this.closes.clear();
     this.digests.clear();
+    this.opens.clear();
     for (const f of this.failed) f(err);
     this.failed = [];
   }
@@ -152,7 +177,7 @@ export class FileWriterPool {
     return this.threads.reduce((a, b) => (b.queued < a.queued ? b : a));
   }
 
-  private post(t: WriterThread, m: ToWorker, bytes = 0, done?: () => void): void {
+  private post(t: WriterThread, m: ToWorker, bytes = 0, done?: (crcs?: number[]) => void): void {
     if (done) {
       t.acks.push(done);
       t.queued += bytes;
@@ -185,8 +210,7 @@ export class FileWriterPool {
    * file `id`.
    */
   write(id: number, bytes: Uint8Array, done: () => void): void {
-    this.check();
-    if (!(bytes.buffer instanceof SharedArrayBuffer)) throw new WalvaultError('INTERNAL', 'restore writers take shared memory only');
+    this.checkShared(bytes);
     const f = this.files.get(id)!;
     const n = bytes.byteLength;
     if (f.kind === 'small') {
@@ -207,6 +231,55 @@ export class FileWriterPool {
       both();
     });
     f.position += n;
+  }
+
+  /**
+   * Places stretches of `bytes` (a view of shared memory, left unchanged until the promise
+   * settles) in a file the caller opened with openAt and closes: each [from, to) of `bytes`
+   * at file offset `at`, or nowhere (at null). One message for a whole piece, on the least
+   * busy thread; `done` gets each stretch's CRC-32C when `crc` is asked for (else an empty
+   * list), or the pool's failure. The CRCs are taken there too, so a caller that must check
+   * what it places (the chain patcher) spends none of its thread on it.
+   */
+  place(fd: number, file: string, bytes: Uint8Array, stretches: Placement[], crc: boolean, done: (err: Error | null, crcs: number[]) => void): void {
+    if (this.failure) return done(this.failure, []);
+    this.checkShared(bytes);
+    this.post(this.leastBusy(), { op: 'place', fd, bytes, stretches, path: file, crc }, bytes.byteLength, (crcs) => done(this.failure, crcs ?? []));
+  }
+
+  /**
+   * Opens `file` on a writer thread for place(): 'wx' creates it (it must not exist yet)
+   * with `mode`, `size` bytes long and sparse; 'r+' opens it as it is. Resolves with the fd,
+   * which the caller closes. Creating a file costs the kernel up to a millisecond on ext4
+   * (inode allocation), which the parsing thread should not wait for, once per file.
+   */
+  async openAt(file: string, flags: 'wx' | 'r+', mode = 0o600, size: number | null = null): Promise<number> {
+    const t = this.leastBusy();
+    const fd = await this.request(t, (id) => ({ op: 'openAt', id, path: file, flags, mode, size }));
+    this.openedBy.set(fd, t);
+    return fd;
+  }
+
+  /** Closes an fd of openAt, on the thread that opened it; fsynced first if `sync`. */
+  async closeAt(fd: number, file: string, sync = false): Promise<void> {
+    const t = this.openedBy.get(fd);
+    if (!t) throw new WalvaultError('INTERNAL', `fd ${fd} of ${file} was not opened by the restore's writer threads`);
+    this.openedBy.delete(fd);
+    await this.request(t, (id) => ({ op: 'closeAt', id, fd, path: file, sync }));
+  }
+
+  private request(t: WriterThread, message: (id: number) => ToWorker): Promise<number> {
+    this.check();
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.opens.set(id, { resolve, reject });
+      this.post(t, message(id));
+    });
+  }
+
+  private checkShared(bytes: Uint8Array): void {
+    this.check();
+    if (!(bytes.buffer instanceof SharedArrayBuffer)) throw new WalvaultError('INTERNAL', 'restore writers take shared memory only');
   }
 
   private flush(f: LargeFile): void {
@@ -309,7 +382,7 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
     const e = err as NodeJS.ErrnoException;
     port.postMessage({ op: 'error', id, path: file, message: e.message, code: e.code } satisfies FromWorker);
   };
-  const ack = (bytes: number) => port.postMessage({ op: 'ack', bytes } satisfies FromWorker);
+  const ack = (bytes: number, crcs?: number[]) => port.postMessage({ op: 'ack', bytes, crcs } satisfies FromWorker);
   const writeAll = (fd: number, bytes: Uint8Array, position: number | null) => {
     let at = 0;
     while (at < bytes.byteLength) at += fs.writeSync(fd, bytes, at, bytes.byteLength - at, position === null ? null : position + at);
@@ -379,6 +452,30 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
         else finish();
         return;
       }
+      case 'openAt': {
+        let fd: number | null = null;
+        try {
+          fd = fs.openSync(m.path, m.flags, m.mode);
+          if (m.size !== null) fs.ftruncateSync(fd, m.size);
+          port.postMessage({ op: 'opened', id: m.id, fd } satisfies FromWorker);
+        } catch (err) {
+          if (fd !== null) fs.closeSync(fd);
+          report(m.id, m.path, err);
+        }
+        return;
+      }
+      case 'closeAt': {
+        // On the thread pool: this thread goes on writing.
+        const close = (syncErr: Error | null) =>
+          fs.close(m.fd, (closeErr) => {
+            const err = syncErr ?? closeErr;
+            if (err) report(m.id, m.path, err);
+            else port.postMessage({ op: 'opened', id: m.id, fd: 0 } satisfies FromWorker);
+          });
+        if (m.sync) fs.fsync(m.fd, close);
+        else close(null);
+        return;
+      }
       case 'hash': {
         let h = hashes.get(m.id);
         if (!h) hashes.set(m.id, (h = newChecksum(algorithm)));
@@ -399,6 +496,20 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
           report(m.id, m.path, err);
         }
         ack(m.bytes.byteLength);
+        return;
+      }
+      case 'place': {
+        const crcs: number[] = [];
+        try {
+          for (const s of m.stretches) {
+            const view = Buffer.from(m.bytes.buffer, m.bytes.byteOffset + s.from, s.to - s.from);
+            if (s.at !== null) writeAll(m.fd, view, s.at);
+            if (m.crc) crcs.push(crc32c(view) >>> 0);
+          }
+        } catch (err) {
+          report(-1, m.path, err);
+        }
+        ack(m.bytes.byteLength, crcs);
         return;
       }
     }

@@ -290,7 +290,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   const writeFailure = writers.whenFailed();
   writeFailure.catch(() => undefined); // raced below
   let rebuilt: Map<string, FileFacts> | null = null;
-  const patcher = older.length > 0 ? new ChainPatcher(ring, older.map((m) => ({ name: m.meta.name, manifest: m.manifest }))) : null;
+  const patcher = older.length > 0 ? new ChainPatcher(ring, writers, older.map((m) => ({ name: m.meta.name, manifest: m.manifest }))) : null;
   const stream = async (a: BackupArchive, owner: string, sink: TarSink & { slab: Buffer | null }, finish: () => Promise<void>) => {
     const label = `${a.name} of backup ${owner}`;
     const reader = new TarReader(sink, label);

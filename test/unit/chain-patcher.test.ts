@@ -7,13 +7,17 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import { BLOCK_SIZE, ChainPatcher, type ChainMember } from '../../src/restore/chain-patcher';
 import { buildIncrementalFile, expandRuns, parseIncrementalHeader, planReconstruction } from '../../src/restore/incremental-file';
+import { FileWriterPool } from '../../src/restore/file-writers';
 import { newChecksum } from '../../src/restore/manifest-checksum';
 import type { SlabRing } from '../../src/restore/slab-ring';
 
 const ring = { retain: () => undefined, release: () => undefined } as unknown as SlabRing;
+// The restore's writer threads write what the patcher places.
+const writers = new FileWriterPool('CRC32C', 2);
+after(() => writers.destroy());
 
 function image(tag: number): Buffer {
   const b = Buffer.alloc(BLOCK_SIZE);
@@ -27,10 +31,12 @@ function crc(bytes: Buffer): string {
   return c.digest();
 }
 
-/** Feeds `bytes` in pieces of `chunk` bytes, each a view of its own "slab". */
+/** Feeds `bytes` in pieces of `chunk` bytes, each a view of its own "slab" of shared memory. */
 async function feed(sink: { data(c: Buffer, slab: Buffer): Promise<void> | void }, bytes: Buffer, chunk: number): Promise<void> {
   for (let at = 0; at < bytes.length; at += chunk) {
-    const slab = Buffer.from(bytes.subarray(at, at + chunk));
+    const piece = bytes.subarray(at, at + chunk);
+    const slab = Buffer.from(new SharedArrayBuffer(piece.length));
+    piece.copy(slab);
     await sink.data(slab, slab);
   }
 }
@@ -52,11 +58,11 @@ function members(overrides: { i1?: string; full?: string } = {}): ChainMember[] 
 
 async function rebuild(dir: string, chunk: number, chain: ChainMember[], skipFull = false): Promise<Buffer> {
   const target = path.join(dir, `out-${chunk}`);
-  const patcher = new ChainPatcher(ring, chain);
+  const patcher = new ChainPatcher(ring, writers, chain);
   patcher.beginNewest('I2', INC, target, 0o600, i2.length, 'CRC32C');
   await feed(patcher, i2, chunk);
-  const newest = await patcher.endNewest();
-  assert.deepEqual(newest, { size: i2.length, checksum: crc(i2) });
+  let newest: unknown = null;
+  await patcher.endNewest((facts) => (newest = facts));
   for (const [i, m] of chain.entries()) {
     const sink = patcher.memberSink(m, '');
     if (!(skipFull && m.name === 'F')) {
@@ -68,6 +74,7 @@ async function rebuild(dir: string, chunk: number, chain: ChainMember[], skipFul
     await patcher.endMember(m.name, i === chain.length - 1);
   }
   const facts = await patcher.finish('CRC32C');
+  assert.deepEqual(newest, { size: i2.length, checksum: crc(i2) });
   const out = fs.readFileSync(target);
   assert.deepEqual(facts.get(REL), { size: out.length, checksum: crc(out) });
   return out;
