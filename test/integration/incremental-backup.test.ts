@@ -1,13 +1,16 @@
 /**
- * Issue 16, taking incremental backups (items 1-3 so far; restoring chains comes later):
+ * Issue 16, incremental backups:
  * - on PostgreSQL 17 and 18, `backup push --incremental` uploads the parent's manifest and
  *   stores what the server sends (INCREMENTAL.* files for changed relations, a backup_label
- *   saying INCREMENTAL FROM), with type, parent and chain in its metadata;
+ *   saying INCREMENTAL FROM), with type, parent and chain in its metadata; a chain of a full
+ *   backup and three incrementals restores to exactly the data at each backup;
  * - every precondition that does not hold is one line naming the fix, exit non-zero, nothing
- *   written: a server older than 17, summarize_wal off, an unknown parent;
+ *   written: a server older than 17, summarize_wal off, an unknown parent, a parent on
+ *   another timeline or of another cluster, and the server's own refusal when the WAL
+ *   summaries for the parent's range are gone;
  * - retention keeps chains whole: `backup delete` of a parent refuses unless told to take its
  *   dependents, the policy counts full backups;
- * - restore refuses an incremental by name (naming its full backup) until chains can be rebuilt.
+ * - a broken chain is named by check and refused by restore before anything is written.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -33,10 +36,18 @@ async function meta(archive: string, name: string): Promise<BackupMetadata> {
 }
 
 /** One line on stderr, non-zero exit, and `watched` unchanged. */
-async function refused(args: string[], watched: string, pattern: RegExp): Promise<string> {
+/**
+ * The command fails with one line of error, writing nothing under `watched`. With
+ * `afterLog`, the log's progress lines before it (JSON) are allowed: the server's own refusal
+ * comes once the backup has begun.
+ */
+async function refused(args: string[], watched: string, pattern: RegExp, afterLog = false): Promise<string> {
   const before = snapshotTree(watched);
   const r = await runWalvault(args, {}, 120000);
-  const lines = r.stderr.trim().split('\n');
+  const lines = r.stderr
+    .trim()
+    .split('\n')
+    .filter((l) => !(afterLog && l.startsWith('{')));
   assert.notEqual(r.code, 0, `exit status (stderr: ${r.stderr})`);
   assert.equal(lines.length, 1, `one line on stderr:\n${r.stderr}`);
   assert.match(lines[0], pattern);
@@ -442,6 +453,31 @@ describe('an incremental against a parent the server cannot build on (PostgreSQL
       againstServer(promoted, ['--parent', parent]),
       path.join(archive, 'backups'),
       new RegExp(`parent backup ${parent} \\(timeline 1, stopped at [0-9A-F]+/[0-9A-F]+\\) is not on the history of the server's timeline 2; choose a backup taken on it .* or take a full backup`),
+    );
+  });
+
+  it('passes on the server\'s refusal when the WAL summaries for the parent\'s range are gone, writing nothing', async () => {
+    // With no summary files the summarizer starts again at the oldest WAL on disk. Removed
+    // with the server down: the summaries, and the WAL before the latest checkpoint's redo
+    // point (archived by the site, not needed by the server), which is after the parent's
+    // start. The range back to the parent's start then has no summaries.
+    const parent = await push(config);
+    await primary.pgbench(['-c', '1', '-t', '200', '-n']);
+    await primary.switchWal();
+    await primary.psql('CHECKPOINT');
+    const [{ redo, file }] = await primary.query(`SELECT redo_lsn::text AS redo, pg_walfile_name(redo_lsn) AS file FROM pg_control_checkpoint()`);
+    await waitFor(async () => (await primary.query(`SELECT restart_lsn >= '${redo}'::pg_lsn AS ok FROM pg_replication_slots`))[0]?.ok === true, { timeoutMs: 60000, what: 'the site to archive past the checkpoint' });
+    await primary.stop();
+    const summaries = path.join(primary.dataDir, 'pg_wal', 'summaries');
+    for (const f of fs.readdirSync(summaries)) fs.rmSync(path.join(summaries, f));
+    const walDir = path.join(primary.dataDir, 'pg_wal');
+    for (const f of fs.readdirSync(walDir)) if (/^[0-9A-F]{24}$/.test(f) && f < String(file)) fs.rmSync(path.join(walDir, f));
+    await primary.start();
+    await refused(
+      againstServer(primary, ['--parent', parent]),
+      path.join(archive, 'backups'),
+      new RegExp(`^walvault: the server cannot take an incremental backup against ${parent}: .*WAL summaries are required on timeline 1 from [0-9A-F]+/[0-9A-F]+ to .*; take a full backup`),
+      true,
     );
   });
 
