@@ -81,7 +81,6 @@ interface EntryWork {
   size: number;
   /** Incremental entries: header bytes collected so far, then the parsed header. */
   headerBytes: Buffer[] | null;
-  headerHave: number;
   header: IncrementalHeader | null;
   /** Full entries: blocks below this are wanted (if not filled before this entry). */
   fullLimit: number;
@@ -197,6 +196,7 @@ export class ChainPatcher {
   }
 
   private newestTarget = { path: '', mode: 0o600 };
+  private newestSettled = false;
   private newestAlgorithm: ParsedManifest['algorithm'] = 'NONE';
 
   // ---- older members ---------------------------------------------------------------------
@@ -206,7 +206,13 @@ export class ChainPatcher {
     const self = this;
     return {
       slab: null,
-      entry(e: TarEntry) {
+      async entry(e: TarEntry) {
+        // The newest backup's writes all done (its files created, every CRC of their runs
+        // known) before an older member opens them or merges their runs.
+        if (!self.newestSettled) {
+          await self.settled();
+          self.newestSettled = true;
+        }
         if (e.type !== 'file') return;
         const key = prefix + nonIncrementalPath(e.path);
         const p = self.pending.get(key);
@@ -278,7 +284,6 @@ export class ChainPatcher {
       manifestPath,
       size,
       headerBytes: incremental ? [] : null,
-      headerHave: 0,
       header: null,
       fullLimit: 0,
       wanted: null,
@@ -366,14 +371,6 @@ export class ChainPatcher {
   }
 
   /**
-   * Writes the parts of `piece` (entry bytes from `from` on) that go into the file. Each
-   * stretch of the piece (one going to a contiguous place in the file, or one passed over) is
-   * CRC'd once: the CRC goes into the entry's, and a written one is kept with its place, so
-   * the rebuilt file's CRC comes out of the pieces without reading it back. Writing and
-   * CRC are done by the writer threads: this thread parses the archive, and the thread
-   * pool stays free for its reads.
-   */
-  /**
    * Counts one piece of work of the entry (a write, a flush, the open), started by `start`
    * with the callback that ends it; the entry's end waits until none is left (drain()).
    * Callbacks rather than promises: a restore moves thousands of pieces a second, and a
@@ -399,6 +396,14 @@ export class ChainPatcher {
     else w.fd!.then(use, failed);
   }
 
+  /**
+   * Writes the parts of `piece` (entry bytes from `from` on) that go into the file. Each
+   * stretch of the piece (one going to a contiguous place in the file, or one passed over) is
+   * CRC'd once: the CRC goes into the entry's, and a written one is kept with its place, so
+   * the rebuilt file's CRC comes out of the pieces without reading it back. Writing and
+   * CRC are done by the writer threads: this thread parses the archive, and the thread
+   * pool stays free for its reads.
+   */
   private writeWanted(w: EntryWork, piece: Buffer, from: number, slab: Buffer): void {
     const p = w.pending!;
     const places: Placement[] = [];

@@ -234,8 +234,8 @@ export class FileWriterPool {
   }
 
   /**
-   * Places stretches of `bytes` (a view of shared memory, left unchanged until the promise
-   * settles) in a file the caller opened with openAt and closes: each [from, to) of `bytes`
+   * Places stretches of `bytes` (a view of shared memory, left unchanged until `done`
+   * runs) in a file the caller opened with openAt and closes: each [from, to) of `bytes`
    * at file offset `at`, or nowhere (at null). One message for a whole piece, on the least
    * busy thread; `done` gets each stretch's CRC-32C when `crc` is asked for (else an empty
    * list), or the pool's failure. The CRCs are taken there too, so a caller that must check
