@@ -17,33 +17,26 @@
  * Files that the newest backup no longer holds never come back: only its entries are pending.
  */
 import * as fs from 'node:fs';
-import { promises as fsp } from 'node:fs';
 import { crc32c } from '@node-rs/crc32';
-import { crc32cCombine, crc32cOfZeros } from '../util/crc32c-combine';
 import { WalvaultError } from '../errors';
+import { InFlight } from '../util/in-flight';
 import { incrementalHeaderNeeds, isIncrementalPath, nonIncrementalPath, parseIncrementalHeader, type IncrementalHeader } from './incremental-file';
 import { fileFacts, type FileFacts } from './chain-manifest';
-import { newChecksum, type IncrementalChecksum, type ManifestChecksumAlgorithm } from './manifest-checksum';
+import { crc32cHex, newChecksum, type IncrementalChecksum, type ManifestChecksumAlgorithm } from './manifest-checksum';
+import { crcOfRuns, foldCrcs, mergeRuns, type Run } from './rebuilt-runs';
+import { BLOCK_SIZE, cutPiece, isSet, setBit, type EntryLayout } from './chain-stretches';
 import type { ParsedManifest } from './restore';
 import type { FileWriterPool, Placement } from './file-writers';
 import type { SlabRing } from './slab-ring';
 import type { TarEntry, TarSink } from './tar-reader';
 
-/** BLCKSZ of the default build; the incremental headers are checked against it. */
-export const BLOCK_SIZE = 8192;
+export { BLOCK_SIZE };
 /** A file's pages are flushed this often while it is patched (as ./file-writers.ts does). */
 const FLUSH_EVERY = 32 * 1024 * 1024;
 /** Rebuilt files checksummed at once at the end. */
 const FINISH_CONCURRENCY = 4;
 /** Entries whose writes may still be finishing (each holds its file open). */
 const SETTLING = 64;
-
-/** Bytes written at `at` of a rebuilt file, with their CRC-32C. */
-interface Run {
-  at: number;
-  length: number;
-  crc: number;
-}
 
 interface PendingFile {
   target: string;
@@ -73,27 +66,20 @@ interface PendingFile {
   runs: Run[] | null;
 }
 
-/** One entry being used as a source: where each of its bytes goes, if anywhere. */
-interface EntryWork {
+/** One entry being used as a source: where each of its bytes goes (EntryLayout), if anywhere. */
+interface EntryWork extends EntryLayout {
   pending: PendingFile | null;
   member: string;
   manifestPath: string;
   size: number;
-  /** Incremental entries: header bytes collected so far, then the parsed header. */
+  /** Incremental entries: header bytes collected so far (then `header` is parsed from them). */
   headerBytes: Buffer[] | null;
-  header: IncrementalHeader | null;
-  /** Full entries: blocks below this are wanted (if not filled before this entry). */
-  fullLimit: number;
-  /** Entry offset -> file offset for incremental images, or identity for full files. */
-  wanted: Uint8Array | null;
   /** The rebuilt file, open while this entry writes to it (opened by a writer thread). */
   fd: Promise<number> | null;
   /** That fd once known: writes then go out without a promise each. */
   fdNumber: number | null;
-  /** Writes and flushes not done yet; the first failure; who waits for them all. */
-  inFlight: number;
-  failure: Error | null;
-  drained: (() => void) | null;
+  /** Its open, writes and flushes not done yet. */
+  inFlight: InFlight;
   /** Bytes written since the last flush (see FLUSH_EVERY). */
   unflushed: number;
   /**
@@ -106,60 +92,9 @@ interface EntryWork {
   at: number;
 }
 
-/** The CRC-32C of a file of `size` bytes holding these runs, and zeros between them. */
-function crcOfRuns(runs: Run[], size: number): number {
-  runs.sort((a, b) => a.at - b.at);
-  let crc = 0;
-  let at = 0;
-  for (const r of runs) {
-    if (r.at > at) crc = crc32cCombine(crc, crc32cOfZeros(r.at - at), r.at - at);
-    crc = crc32cCombine(crc, r.crc, r.length);
-    at = r.at + r.length;
-  }
-  if (size > at) crc = crc32cCombine(crc, crc32cOfZeros(size - at), size - at);
-  return crc;
-}
-
-/**
- * Merges a file's runs that meet into one (their CRCs combined), so what is kept for each
- * file while the chain streams is a few ranges, not a record per piece and block written.
- * Only when every run of the file has its CRC (no write of it in flight).
- */
-function compactRuns(p: PendingFile): void {
-  const runs = p.runs!;
-  if (runs.length < 2) return;
-  runs.sort((a, b) => a.at - b.at);
-  const out: Run[] = [runs[0]];
-  for (let i = 1; i < runs.length; i++) {
-    const last = out[out.length - 1];
-    const r = runs[i];
-    if (last.at + last.length === r.at) out[out.length - 1] = { at: last.at, length: last.length + r.length, crc: crc32cCombine(last.crc, r.crc, r.length) };
-    else out.push(r);
-  }
-  p.runs = out;
-}
-
-/** As the manifest writes a CRC32C: the register's bytes little-endian, in hex. */
-function crcHex(crc: number): string {
-  const out = Buffer.alloc(4);
-  out.writeUInt32LE(crc >>> 0);
-  return out.toString('hex');
-}
-
 /** The entry's checksum as its manifest writes it; only once its writes are done. */
 function entryDigest(w: EntryWork): string {
-  if (w.crcs === null) return w.checksum.digest();
-  let crc = 0;
-  for (const c of w.crcs) crc = crc32cCombine(crc, c.crc, c.length);
-  return crcHex(crc);
-}
-
-function isSet(bits: Uint8Array, b: number): boolean {
-  return (bits[b >>> 3] & (1 << (b & 7))) !== 0;
-}
-
-function setBit(bits: Uint8Array, b: number): void {
-  bits[b >>> 3] |= 1 << (b & 7);
+  return w.crcs === null ? w.checksum.digest() : crc32cHex(foldCrcs(w.crcs));
 }
 
 export interface ChainMember {
@@ -257,7 +192,7 @@ export class ChainPatcher {
     const one = async (p: PendingFile) => {
       if (!p.created || !p.synced) {
         // No source wrote to it (its blocks are all zeros), or its last one was incremental.
-        const h = await fsp.open(p.target, p.created ? 'r+' : 'wx', p.mode);
+        const h = await fs.promises.open(p.target, p.created ? 'r+' : 'wx', p.mode);
         try {
           if (!p.created) await h.truncate(p.blocks * BLOCK_SIZE);
           await h.sync();
@@ -265,7 +200,7 @@ export class ChainPatcher {
           await h.close();
         }
       }
-      facts.set(p.key, p.runs && algorithm === 'CRC32C' ? { size: p.blocks * BLOCK_SIZE, checksum: crcHex(crcOfRuns(p.runs, p.blocks * BLOCK_SIZE)) } : await fileFacts(p.target, algorithm));
+      facts.set(p.key, p.runs && algorithm === 'CRC32C' ? { size: p.blocks * BLOCK_SIZE, checksum: crc32cHex(crcOfRuns(p.runs, p.blocks * BLOCK_SIZE)) } : await fileFacts(p.target, algorithm));
     };
     await Promise.all(
       Array.from({ length: FINISH_CONCURRENCY }, async () => {
@@ -289,9 +224,7 @@ export class ChainPatcher {
       wanted: null,
       fd: null,
       fdNumber: null,
-      inFlight: 0,
-      failure: null,
-      drained: null,
+      inFlight: new InFlight(),
       unflushed: 0,
       crcs: algorithm === 'CRC32C' ? [] : null,
       checksum: newChecksum(algorithm),
@@ -321,7 +254,7 @@ export class ChainPatcher {
       // Created exclusively: a restore never writes over something that is there.
       w.fd = p.created ? this.writers.openAt(p.target, 'r+') : this.writers.openAt(p.target, 'wx', p.mode, p.blocks * BLOCK_SIZE);
       p.created = true;
-      this.track(w, (done) => w.fd!.then((fd) => done(null, (w.fdNumber = fd)), done));
+      w.inFlight.track((done) => w.fd!.then((fd) => done(null, (w.fdNumber = fd)), done));
     }
     this.writeWanted(w, piece, w.at, slab);
     w.at += piece.length;
@@ -370,26 +303,6 @@ export class ChainPatcher {
     w.pending = p;
   }
 
-  /**
-   * Counts one piece of work of the entry (a write, a flush, the open), started by `start`
-   * with the callback that ends it; the entry's end waits until none is left (drain()).
-   * Callbacks rather than promises: a restore moves thousands of pieces a second, and a
-   * promise chain for each kept the main thread's heap twice as large as a full restore's.
-   */
-  private track(w: EntryWork, start: (done: (err: Error | null, ...rest: unknown[]) => void) => void): void {
-    w.inFlight++;
-    start((err) => {
-      if (err && !w.failure) w.failure = err;
-      if (--w.inFlight === 0 && w.drained) w.drained();
-    });
-  }
-
-  /** Once every piece of work of the entry is done: the first failure thrown. */
-  private async drain(w: EntryWork): Promise<void> {
-    if (w.inFlight > 0) await new Promise<void>((resolve) => (w.drained = resolve));
-    if (w.failure) throw w.failure;
-  }
-
   /** Runs `use` with the entry's fd, at once when it is known; `failed` if it cannot be opened. */
   private withFd(w: EntryWork, use: (fd: number) => void, failed: (err: Error) => void): void {
     if (w.fdNumber !== null) use(w.fdNumber);
@@ -409,7 +322,7 @@ export class ChainPatcher {
     const places: Placement[] = [];
     const slots: Array<{ run: Run | null; stretch: { length: number; crc: number } | null }> = [];
     let written = 0;
-    for (const s of this.stretches(w, p, piece, from)) {
+    for (const s of cutPiece(w, p.filled, piece.length, from)) {
       const length = s.to - s.from;
       const run = s.fileAt !== null && p.runs ? { at: s.fileAt, length, crc: 0 } : null;
       const stretch = w.crcs ? { length, crc: 0 } : null;
@@ -428,7 +341,7 @@ export class ChainPatcher {
     // blocks to the full backup's flushes made the chain slower, 7.41 s against 7.06 s).
     const flush = w.unflushed >= FLUSH_EVERY;
     if (flush) w.unflushed = 0;
-    this.track(w, (done) =>
+    w.inFlight.track((done) =>
       this.withFd(
         w,
         (fd) =>
@@ -440,7 +353,7 @@ export class ChainPatcher {
               if (x.run) x.run.crc = crcs[i];
               if (x.stretch) x.stretch.crc = crcs[i];
             }
-            if (flush) this.track(w, (flushed) => fs.fdatasync(fd, (e) => flushed(e)));
+            if (flush) w.inFlight.track((flushed) => fs.fdatasync(fd, (e) => flushed(e)));
             done(null);
           }),
         (err) => {
@@ -449,42 +362,6 @@ export class ChainPatcher {
         },
       ),
     );
-  }
-
-  /** `piece` cut where its destination changes: [from, to) of the entry, and where it goes in the file (null: nowhere). */
-  private stretches(w: EntryWork, p: PendingFile, piece: Buffer, from: number): Array<{ from: number; to: number; fileAt: number | null }> {
-    const out: Array<{ from: number; to: number; fileAt: number | null }> = [];
-    const add = (a: number, b: number, fileAt: number | null) => {
-      const last = out[out.length - 1];
-      const follows = last !== undefined && last.to === a && (fileAt === null ? last.fileAt === null : last.fileAt !== null && last.fileAt + (last.to - last.from) === fileAt);
-      if (follows) last.to = b;
-      else out.push({ from: a, to: b, fileAt });
-    };
-    const end = from + piece.length;
-    if (w.header) {
-      const h = w.header;
-      // Images follow the header in list order; consecutive block numbers make one stretch.
-      let i = Math.floor((from - h.headerSize) / BLOCK_SIZE);
-      for (let at = from; at < end; ) {
-        const imageStart = h.headerSize + i * BLOCK_SIZE;
-        const stop = Math.min(end, imageStart + BLOCK_SIZE);
-        add(at, stop, w.wanted![i] ? h.blocks[i] * BLOCK_SIZE + (at - imageStart) : null);
-        at = stop;
-        if (at === imageStart + BLOCK_SIZE) i++;
-      }
-      return out;
-    }
-    // A whole file: block b lies at b * BLOCK_SIZE in both.
-    for (let at = from; at < end; ) {
-      const b = Math.floor(at / BLOCK_SIZE);
-      const stop = Math.min(end, (b + 1) * BLOCK_SIZE);
-      const want = b < w.fullLimit && !isSet(p.filled, b);
-      add(at, stop, want ? at : null);
-      // A block split across pieces stays wanted until its last byte is placed.
-      if (want && stop === (b + 1) * BLOCK_SIZE) setBit(p.filled, b);
-      at = stop;
-    }
-    return out;
   }
 
   /**
@@ -526,7 +403,7 @@ export class ChainPatcher {
   private async settleLater(w: EntryWork, after: () => void): Promise<void> {
     const done = (async () => {
       try {
-        await this.drain(w);
+        await w.inFlight.drain();
       } finally {
         if (w.fdNumber !== null) {
           // A whole file was the last source: nothing writes to it after this entry.
@@ -535,7 +412,7 @@ export class ChainPatcher {
           if (last) w.pending!.synced = true;
         }
       }
-      if (w.pending?.runs) compactRuns(w.pending);
+      if (w.pending?.runs) w.pending.runs = mergeRuns(w.pending.runs);
       after();
     })();
     done.catch(() => undefined); // awaited in settled()

@@ -32,17 +32,13 @@
  */
 import * as fs from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
-import { crc32c } from '@node-rs/crc32';
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { WalvaultError } from '../errors';
-import { newChecksum, type IncrementalChecksum, type ManifestChecksumAlgorithm } from './manifest-checksum';
+import { FLUSH_EVERY, WRITER_ROLE, type FromWorker, type Placement, type ToWorker } from './file-writer-messages';
+import type { ManifestChecksumAlgorithm } from './manifest-checksum';
 
-/** [from, to) of a piece, and where in the file it goes (null: nowhere). */
-export interface Placement {
-  from: number;
-  to: number;
-  at: number | null;
-}
+export type { Placement };
 
 export interface WrittenFile {
   size: number;
@@ -51,33 +47,7 @@ export interface WrittenFile {
 }
 
 /** From this size on a file is checksummed by one worker and written by all. */
-/** Marks this module's own workers: other threads (a site's receiver thread) load it too. */
-const ROLE = 'walvault-file-writer';
 const LARGE_FILE = 8 * 1024 * 1024;
-/** Pages are flushed while a file is written, this often, rather than all at its fsync. */
-const FLUSH_EVERY = 32 * 1024 * 1024;
-
-type ToWorker =
-  | { op: 'open'; id: number; path: string; mode: number }
-  | { op: 'data'; id: number; bytes: Uint8Array }
-  | { op: 'close'; id: number }
-  | { op: 'hash'; id: number; bytes: Uint8Array }
-  | { op: 'digest'; id: number }
-  | { op: 'pwrite'; id: number; fd: number; position: number; bytes: Uint8Array; path: string }
-  | { op: 'place'; fd: number; bytes: Uint8Array; stretches: Placement[]; path: string; crc: boolean }
-  /** Opens a file for positional writes (flags 'wx': created, and sized to `size`); the fd goes back. */
-  | { op: 'openAt'; id: number; path: string; flags: 'wx' | 'r+'; mode: number; size: number | null }
-  | { op: 'closeAt'; id: number; fd: number; path: string; sync: boolean }
-  | { op: 'abort' };
-
-type FromWorker =
-  | { op: 'ack'; bytes: number; crcs?: number[] }
-  | { op: 'closed'; id: number; size: number; checksum: string }
-  | { op: 'digested'; id: number; checksum: string }
-  /** An openAt's fd, or 0 for a closeAt. */
-  | { op: 'opened'; id: number; fd: number }
-  | { op: 'error'; id: number; path: string; message: string; code?: string }
-  | { op: 'aborted' };
 
 interface WriterThread {
   worker: Worker;
@@ -114,7 +84,7 @@ export class FileWriterPool {
   private readonly files = new Map<number, SmallFile | LargeFile>();
   private readonly closes = new Map<number, Waiter<WrittenFile>>();
   private readonly digests = new Map<number, Waiter<string>>();
-  private readonly opens = new Map<number, Waiter<number>>();
+  private readonly requests = new Map<number, Waiter<number>>();
   /** The thread that opened each openAt fd: only it may close it (Node tracks a thread's fds, and closes them when it exits). */
   private readonly openedBy = new Map<number, WriterThread>();
   private nextId = 1;
@@ -123,7 +93,7 @@ export class FileWriterPool {
 
   constructor(algorithm: ManifestChecksumAlgorithm, size = Math.max(2, Math.min(4, availableParallelism()))) {
     for (let i = 0; i < size; i++) {
-      const worker = new Worker(__filename, { workerData: { role: ROLE, algorithm }, resourceLimits: { maxYoungGenerationSizeMb: 8, maxOldGenerationSizeMb: 64 } });
+      const worker = new Worker(path.join(__dirname, 'file-writer-thread.js'), { workerData: { role: WRITER_ROLE, algorithm }, resourceLimits: { maxYoungGenerationSizeMb: 8, maxOldGenerationSizeMb: 64 } });
       const t: WriterThread = { worker, acks: [], queued: 0 };
       worker.on('message', (m: FromWorker) => this.onMessage(t, m));
       worker.on('error', (err) => this.fail(new WalvaultError('INTERNAL', `a restore writer thread failed: ${err.message}`, { cause: err })));
@@ -143,8 +113,8 @@ export class FileWriterPool {
       take(this.closes, m.id)?.resolve({ size: m.size, checksum: m.checksum });
     } else if (m.op === 'digested') {
       take(this.digests, m.id)?.resolve(m.checksum);
-    } else if (m.op === 'opened') {
-      take(this.opens, m.id)?.resolve(m.fd);
+    } else if (m.op === 'answered') {
+      take(this.requests, m.id)?.resolve(m.value);
     } else if (m.op === 'error') {
       this.fail(writeError(m.path, m));
     }
@@ -153,10 +123,10 @@ export class FileWriterPool {
   private fail(err: Error): void {
     if (this.failure) return;
     this.failure = err;
-    for (const w of [...this.closes.values(), ...this.digests.values(), ...this.opens.values()]) w.reject(err);
+    for (const w of [...this.closes.values(), ...this.digests.values(), ...this.requests.values()]) w.reject(err);
     this.closes.clear();
     this.digests.clear();
-    this.opens.clear();
+    this.requests.clear();
     for (const f of this.failed) f(err);
     this.failed = [];
   }
@@ -272,7 +242,7 @@ export class FileWriterPool {
     this.check();
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.opens.set(id, { resolve, reject });
+      this.requests.set(id, { resolve, reject });
       this.post(t, message(id));
     });
   }
@@ -357,161 +327,4 @@ function take<T>(m: Map<number, T>, id: number): T | undefined {
 
 function writeError(file: string, e: { code?: string; message: string }): WalvaultError {
   return new WalvaultError('STORAGE_IO', e.code === 'EEXIST' ? `${file} already exists (a restore never writes over a file)` : `cannot write ${file}: ${e.message}`);
-}
-
-interface OpenFile {
-  fd: number;
-  path: string;
-  hash: IncrementalChecksum;
-  size: number;
-  unflushed: number;
-  /** Runs when the flush in progress ends; null when none is. */
-  flushing: Array<() => void> | null;
-}
-
-if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.role === ROLE) {
-  const algorithm = (workerData as { algorithm: ManifestChecksumAlgorithm }).algorithm;
-  const port = parentPort;
-  /** Small files this worker writes whole. */
-  const open = new Map<number, OpenFile>();
-  /** Large files this worker hashes. */
-  const hashes = new Map<number, IncrementalChecksum>();
-  const failedIds = new Set<number>();
-  const report = (id: number, file: string, err: unknown) => {
-    failedIds.add(id);
-    const e = err as NodeJS.ErrnoException;
-    port.postMessage({ op: 'error', id, path: file, message: e.message, code: e.code } satisfies FromWorker);
-  };
-  const ack = (bytes: number, crcs?: number[]) => port.postMessage({ op: 'ack', bytes, crcs } satisfies FromWorker);
-  const writeAll = (fd: number, bytes: Uint8Array, position: number | null) => {
-    let at = 0;
-    while (at < bytes.byteLength) at += fs.writeSync(fd, bytes, at, bytes.byteLength - at, position === null ? null : position + at);
-  };
-  // fdatasync on the thread pool; this thread goes on writing.
-  const flush = (id: number, f: OpenFile, then?: () => void) => {
-    if (f.flushing) {
-      if (then) f.flushing.push(then);
-      return;
-    }
-    f.flushing = then ? [then] : [];
-    f.unflushed = 0;
-    fs.fdatasync(f.fd, (err) => {
-      if (err) report(id, f.path, err);
-      const waiting = f.flushing ?? [];
-      f.flushing = null;
-      for (const w of waiting) w();
-    });
-  };
-  port.on('message', (m: ToWorker) => {
-    switch (m.op) {
-      case 'abort': {
-        for (const f of open.values()) fs.close(f.fd, () => undefined);
-        open.clear();
-        port.postMessage({ op: 'aborted' } satisfies FromWorker);
-        return;
-      }
-      case 'open': {
-        try {
-          open.set(m.id, { fd: fs.openSync(m.path, 'wx', m.mode), path: m.path, hash: newChecksum(algorithm), size: 0, unflushed: 0, flushing: null });
-        } catch (err) {
-          report(m.id, m.path, err);
-        }
-        return;
-      }
-      case 'data': {
-        const f = open.get(m.id);
-        if (f && !failedIds.has(m.id)) {
-          try {
-            f.hash.update(m.bytes);
-            writeAll(f.fd, m.bytes, null);
-            f.size += m.bytes.byteLength;
-            f.unflushed += m.bytes.byteLength;
-            if (f.unflushed >= FLUSH_EVERY && !f.flushing) flush(m.id, f);
-          } catch (err) {
-            report(m.id, f.path, err);
-          }
-        }
-        ack(m.bytes.byteLength);
-        return;
-      }
-      case 'close': {
-        // The fsync runs on the thread pool while this thread goes on with the next files.
-        const f = open.get(m.id);
-        if (!f) return;
-        open.delete(m.id);
-        const checksum = f.hash.digest();
-        const finish = () =>
-          fs.fsync(f.fd, (syncErr) => {
-            fs.close(f.fd, (closeErr) => {
-              const err = syncErr ?? closeErr;
-              if (err) report(m.id, f.path, err);
-              else if (!failedIds.has(m.id)) port.postMessage({ op: 'closed', id: m.id, size: f.size, checksum } satisfies FromWorker);
-            });
-          });
-        if (f.flushing) f.flushing.push(finish);
-        else finish();
-        return;
-      }
-      case 'openAt': {
-        let fd: number | null = null;
-        try {
-          fd = fs.openSync(m.path, m.flags, m.mode);
-          if (m.size !== null) fs.ftruncateSync(fd, m.size);
-          port.postMessage({ op: 'opened', id: m.id, fd } satisfies FromWorker);
-        } catch (err) {
-          if (fd !== null) fs.closeSync(fd);
-          report(m.id, m.path, err);
-        }
-        return;
-      }
-      case 'closeAt': {
-        // On the thread pool: this thread goes on writing.
-        const close = (syncErr: Error | null) =>
-          fs.close(m.fd, (closeErr) => {
-            const err = syncErr ?? closeErr;
-            if (err) report(m.id, m.path, err);
-            else port.postMessage({ op: 'opened', id: m.id, fd: 0 } satisfies FromWorker);
-          });
-        if (m.sync) fs.fsync(m.fd, close);
-        else close(null);
-        return;
-      }
-      case 'hash': {
-        let h = hashes.get(m.id);
-        if (!h) hashes.set(m.id, (h = newChecksum(algorithm)));
-        h.update(m.bytes);
-        ack(m.bytes.byteLength);
-        return;
-      }
-      case 'digest': {
-        const h = hashes.get(m.id) ?? newChecksum(algorithm);
-        hashes.delete(m.id);
-        port.postMessage({ op: 'digested', id: m.id, checksum: h.digest() } satisfies FromWorker);
-        return;
-      }
-      case 'pwrite': {
-        try {
-          writeAll(m.fd, m.bytes, m.position);
-        } catch (err) {
-          report(m.id, m.path, err);
-        }
-        ack(m.bytes.byteLength);
-        return;
-      }
-      case 'place': {
-        const crcs: number[] = [];
-        try {
-          for (const s of m.stretches) {
-            const view = Buffer.from(m.bytes.buffer, m.bytes.byteOffset + s.from, s.to - s.from);
-            if (s.at !== null) writeAll(m.fd, view, s.at);
-            if (m.crc) crcs.push(crc32c(view) >>> 0);
-          }
-        } catch (err) {
-          report(-1, m.path, err);
-        }
-        ack(m.bytes.byteLength, crcs);
-        return;
-      }
-    }
-  });
 }

@@ -27,6 +27,13 @@ export function isManifestChecksumAlgorithm(s: string): s is ManifestChecksumAlg
   return (MANIFEST_CHECKSUM_ALGORITHMS as readonly string[]).includes(s);
 }
 
+/** A CRC-32C register as the manifest writes it: its bytes little-endian, in hex. */
+export function crc32cHex(crc: number): string {
+  const out = Buffer.alloc(4);
+  out.writeUInt32LE(crc >>> 0);
+  return out.toString('hex');
+}
+
 export function newChecksum(algorithm: ManifestChecksumAlgorithm): IncrementalChecksum {
   if (algorithm === 'NONE') return { update: () => undefined, digest: () => '' };
   if (algorithm === 'CRC32C') {
@@ -35,11 +42,7 @@ export function newChecksum(algorithm: ManifestChecksumAlgorithm): IncrementalCh
       update(bytes) {
         crc = crc32c(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), crc);
       },
-      digest() {
-        const out = Buffer.alloc(4);
-        out.writeUInt32LE(crc >>> 0);
-        return out.toString('hex');
-      },
+      digest: () => crc32cHex(crc),
     };
   }
   const h = createHash(algorithm.toLowerCase());

@@ -1,0 +1,38 @@
+/**
+ * The messages between the restore's writer pool (./file-writers.ts) and its threads
+ * (./file-writer-thread.ts). File contents travel as views of shared memory.
+ */
+
+/** Marks the pool's own threads: other threads (a site's receiver thread) load the module too. */
+export const WRITER_ROLE = 'walvault-file-writer';
+/** Pages are flushed while a file is written, this often, rather than all at its fsync. */
+export const FLUSH_EVERY = 32 * 1024 * 1024;
+
+/** [from, to) of a piece, and where in the file it goes (null: nowhere). */
+export interface Placement {
+  from: number;
+  to: number;
+  at: number | null;
+}
+
+export type ToWorker =
+  | { op: 'open'; id: number; path: string; mode: number }
+  | { op: 'data'; id: number; bytes: Uint8Array }
+  | { op: 'close'; id: number }
+  | { op: 'hash'; id: number; bytes: Uint8Array }
+  | { op: 'digest'; id: number }
+  | { op: 'pwrite'; id: number; fd: number; position: number; bytes: Uint8Array; path: string }
+  | { op: 'place'; fd: number; bytes: Uint8Array; stretches: Placement[]; path: string; crc: boolean }
+  /** Opens a file for positional writes (flags 'wx': created, and sized to `size`); the fd goes back. */
+  | { op: 'openAt'; id: number; path: string; flags: 'wx' | 'r+'; mode: number; size: number | null }
+  | { op: 'closeAt'; id: number; fd: number; path: string; sync: boolean }
+  | { op: 'abort' };
+
+export type FromWorker =
+  | { op: 'ack'; bytes: number; crcs?: number[] }
+  | { op: 'closed'; id: number; size: number; checksum: string }
+  | { op: 'digested'; id: number; checksum: string }
+  /** The answer to a request: an openAt's fd, or 0 for a closeAt. */
+  | { op: 'answered'; id: number; value: number }
+  | { op: 'error'; id: number; path: string; message: string; code?: string }
+  | { op: 'aborted' };

@@ -1,0 +1,168 @@
+/**
+ * A thread of the restore's writer pool (./file-writers.ts): writes small files whole,
+ * hashes large ones, writes pieces at their offsets, and for the chain patcher opens, places
+ * (writes and CRCs stretches) and closes files. It acknowledges each piece in the order it
+ * got them.
+ */
+import * as fs from 'node:fs';
+import { isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { crc32c } from '@node-rs/crc32';
+import { FLUSH_EVERY, WRITER_ROLE, type FromWorker, type ToWorker } from './file-writer-messages';
+import { newChecksum, type IncrementalChecksum, type ManifestChecksumAlgorithm } from './manifest-checksum';
+
+interface OpenFile {
+  fd: number;
+  path: string;
+  hash: IncrementalChecksum;
+  size: number;
+  unflushed: number;
+  /** Runs when the flush in progress ends; null when none is. */
+  flushing: Array<() => void> | null;
+}
+
+if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.role === WRITER_ROLE) {
+  const algorithm = (workerData as { algorithm: ManifestChecksumAlgorithm }).algorithm;
+  const port = parentPort;
+  /** Small files this worker writes whole. */
+  const open = new Map<number, OpenFile>();
+  /** Large files this worker hashes. */
+  const hashes = new Map<number, IncrementalChecksum>();
+  const failedIds = new Set<number>();
+  const report = (id: number, file: string, err: unknown) => {
+    failedIds.add(id);
+    const e = err as NodeJS.ErrnoException;
+    port.postMessage({ op: 'error', id, path: file, message: e.message, code: e.code } satisfies FromWorker);
+  };
+  const ack = (bytes: number, crcs?: number[]) => port.postMessage({ op: 'ack', bytes, crcs } satisfies FromWorker);
+  const writeAll = (fd: number, bytes: Uint8Array, position: number | null) => {
+    let at = 0;
+    while (at < bytes.byteLength) at += fs.writeSync(fd, bytes, at, bytes.byteLength - at, position === null ? null : position + at);
+  };
+  // fdatasync on the thread pool; this thread goes on writing.
+  const flush = (id: number, f: OpenFile, then?: () => void) => {
+    if (f.flushing) {
+      if (then) f.flushing.push(then);
+      return;
+    }
+    f.flushing = then ? [then] : [];
+    f.unflushed = 0;
+    fs.fdatasync(f.fd, (err) => {
+      if (err) report(id, f.path, err);
+      const waiting = f.flushing ?? [];
+      f.flushing = null;
+      for (const w of waiting) w();
+    });
+  };
+  port.on('message', (m: ToWorker) => {
+    switch (m.op) {
+      case 'abort': {
+        for (const f of open.values()) fs.close(f.fd, () => undefined);
+        open.clear();
+        port.postMessage({ op: 'aborted' } satisfies FromWorker);
+        return;
+      }
+      case 'open': {
+        try {
+          open.set(m.id, { fd: fs.openSync(m.path, 'wx', m.mode), path: m.path, hash: newChecksum(algorithm), size: 0, unflushed: 0, flushing: null });
+        } catch (err) {
+          report(m.id, m.path, err);
+        }
+        return;
+      }
+      case 'data': {
+        const f = open.get(m.id);
+        if (f && !failedIds.has(m.id)) {
+          try {
+            f.hash.update(m.bytes);
+            writeAll(f.fd, m.bytes, null);
+            f.size += m.bytes.byteLength;
+            f.unflushed += m.bytes.byteLength;
+            if (f.unflushed >= FLUSH_EVERY && !f.flushing) flush(m.id, f);
+          } catch (err) {
+            report(m.id, f.path, err);
+          }
+        }
+        ack(m.bytes.byteLength);
+        return;
+      }
+      case 'close': {
+        // The fsync runs on the thread pool while this thread goes on with the next files.
+        const f = open.get(m.id);
+        if (!f) return;
+        open.delete(m.id);
+        const checksum = f.hash.digest();
+        const finish = () =>
+          fs.fsync(f.fd, (syncErr) => {
+            fs.close(f.fd, (closeErr) => {
+              const err = syncErr ?? closeErr;
+              if (err) report(m.id, f.path, err);
+              else if (!failedIds.has(m.id)) port.postMessage({ op: 'closed', id: m.id, size: f.size, checksum } satisfies FromWorker);
+            });
+          });
+        if (f.flushing) f.flushing.push(finish);
+        else finish();
+        return;
+      }
+      case 'openAt': {
+        let fd: number | null = null;
+        try {
+          fd = fs.openSync(m.path, m.flags, m.mode);
+          if (m.size !== null) fs.ftruncateSync(fd, m.size);
+          port.postMessage({ op: 'answered', id: m.id, value: fd } satisfies FromWorker);
+        } catch (err) {
+          if (fd !== null) fs.closeSync(fd);
+          report(m.id, m.path, err);
+        }
+        return;
+      }
+      case 'closeAt': {
+        // On the thread pool: this thread goes on writing.
+        const close = (syncErr: Error | null) =>
+          fs.close(m.fd, (closeErr) => {
+            const err = syncErr ?? closeErr;
+            if (err) report(m.id, m.path, err);
+            else port.postMessage({ op: 'answered', id: m.id, value: 0 } satisfies FromWorker);
+          });
+        if (m.sync) fs.fsync(m.fd, close);
+        else close(null);
+        return;
+      }
+      case 'hash': {
+        let h = hashes.get(m.id);
+        if (!h) hashes.set(m.id, (h = newChecksum(algorithm)));
+        h.update(m.bytes);
+        ack(m.bytes.byteLength);
+        return;
+      }
+      case 'digest': {
+        const h = hashes.get(m.id) ?? newChecksum(algorithm);
+        hashes.delete(m.id);
+        port.postMessage({ op: 'digested', id: m.id, checksum: h.digest() } satisfies FromWorker);
+        return;
+      }
+      case 'pwrite': {
+        try {
+          writeAll(m.fd, m.bytes, m.position);
+        } catch (err) {
+          report(m.id, m.path, err);
+        }
+        ack(m.bytes.byteLength);
+        return;
+      }
+      case 'place': {
+        const crcs: number[] = [];
+        try {
+          for (const s of m.stretches) {
+            const view = Buffer.from(m.bytes.buffer, m.bytes.byteOffset + s.from, s.to - s.from);
+            if (s.at !== null) writeAll(m.fd, view, s.at);
+            if (m.crc) crcs.push(crc32c(view) >>> 0);
+          }
+        } catch (err) {
+          report(-1, m.path, err);
+        }
+        ack(m.bytes.byteLength, crcs);
+        return;
+      }
+    }
+  });
+}
