@@ -31,8 +31,6 @@ import type { SlabRing } from './slab-ring';
 import type { TarEntry, TarSink } from './tar-reader';
 
 export { BLOCK_SIZE };
-/** A file's pages are flushed this often while it is patched (as ./file-writers.ts does). */
-const FLUSH_EVERY = 32 * 1024 * 1024;
 /** Rebuilt files checksummed at once at the end. */
 const FINISH_CONCURRENCY = 4;
 /** Entries whose writes may still be finishing (each holds its file open). */
@@ -74,14 +72,10 @@ interface EntryWork extends EntryLayout {
   size: number;
   /** Incremental entries: header bytes collected so far (then `header` is parsed from them). */
   headerBytes: Buffer[] | null;
-  /** The rebuilt file, open while this entry writes to it (opened by a writer thread). */
-  fd: Promise<number> | null;
-  /** That fd once known: writes then go out without a promise each. */
-  fdNumber: number | null;
-  /** Its open, writes and flushes not done yet. */
+  /** The rebuilt file (the writer pool's id), open while this entry writes to it. */
+  file: number | null;
+  /** Its writes and flushes not done yet. */
   inFlight: InFlight;
-  /** Bytes written since the last flush (see FLUSH_EVERY). */
-  unflushed: number;
   /**
    * When its manifest uses CRC32C: the CRC-32C of each stretch of the entry, in order (filled
    * in as the writer threads take them), folded into the entry's at its end. Else null, and
@@ -222,10 +216,8 @@ export class ChainPatcher {
       header: null,
       fullLimit: 0,
       wanted: null,
-      fd: null,
-      fdNumber: null,
+      file: null,
       inFlight: new InFlight(),
-      unflushed: 0,
       crcs: algorithm === 'CRC32C' ? [] : null,
       checksum: newChecksum(algorithm),
       at: 0,
@@ -249,12 +241,11 @@ export class ChainPatcher {
       if (w.header === null) return;
     }
     if (piece.length === 0) return;
-    if (w.fd === null) {
+    if (w.file === null) {
       const p = w.pending!;
       // Created exclusively: a restore never writes over something that is there.
-      w.fd = p.created ? this.writers.openAt(p.target, 'r+') : this.writers.openAt(p.target, 'wx', p.mode, p.blocks * BLOCK_SIZE);
+      w.file = p.created ? this.writers.openAt(p.target, 'r+') : this.writers.openAt(p.target, 'wx', p.mode, p.blocks * BLOCK_SIZE);
       p.created = true;
-      w.inFlight.track((done) => w.fd!.then((fd) => done(null, (w.fdNumber = fd)), done));
     }
     this.writeWanted(w, piece, w.at, slab);
     w.at += piece.length;
@@ -303,12 +294,6 @@ export class ChainPatcher {
     w.pending = p;
   }
 
-  /** Runs `use` with the entry's fd, at once when it is known; `failed` if it cannot be opened. */
-  private withFd(w: EntryWork, use: (fd: number) => void, failed: (err: Error) => void): void {
-    if (w.fdNumber !== null) use(w.fdNumber);
-    else w.fd!.then(use, failed);
-  }
-
   /**
    * Writes the parts of `piece` (entry bytes from `from` on) that go into the file. Each
    * stretch of the piece (one going to a contiguous place in the file, or one passed over) is
@@ -321,7 +306,6 @@ export class ChainPatcher {
     const p = w.pending!;
     const places: Placement[] = [];
     const slots: Array<{ run: Run | null; stretch: { length: number; crc: number } | null }> = [];
-    let written = 0;
     for (const s of cutPiece(w, p.filled, piece.length, from)) {
       const length = s.to - s.from;
       const run = s.fileAt !== null && p.runs ? { at: s.fileAt, length, crc: 0 } : null;
@@ -331,36 +315,22 @@ export class ChainPatcher {
       if (stretch) w.crcs!.push(stretch);
       places.push({ from: s.from - from, to: s.to - from, at: s.fileAt });
       slots.push({ run, stretch });
-      if (s.fileAt !== null) written += length;
     }
     if (places.length === 0) return;
     this.ring.retain(slab);
-    w.unflushed += written;
-    // As the restore's writers do: the disk works while the archive is read, instead of
-    // taking every rebuilt byte at the end (measured: leaving the incrementals' scattered
-    // blocks to the full backup's flushes made the chain slower, 7.41 s against 7.06 s).
-    const flush = w.unflushed >= FLUSH_EVERY;
-    if (flush) w.unflushed = 0;
+    const file = w.file!;
+    // The writer thread flushes the file's pages as it goes (as it does a restored file's).
     w.inFlight.track((done) =>
-      this.withFd(
-        w,
-        (fd) =>
-          this.writers.place(fd, p.target, piece, places, p.runs !== null || w.crcs !== null, (err, crcs) => {
-            this.ring.release(slab);
-            if (err) return done(err);
-            for (let i = 0; i < slots.length; i++) {
-              const x = slots[i];
-              if (x.run) x.run.crc = crcs[i];
-              if (x.stretch) x.stretch.crc = crcs[i];
-            }
-            if (flush) w.inFlight.track((flushed) => fs.fdatasync(fd, (e) => flushed(e)));
-            done(null);
-          }),
-        (err) => {
-          this.ring.release(slab);
-          done(err);
-        },
-      ),
+      this.writers.place(file, p.target, piece, places, p.runs !== null || w.crcs !== null, (err, crcs) => {
+        this.ring.release(slab);
+        if (err) return done(err);
+        for (let i = 0; i < slots.length; i++) {
+          const x = slots[i];
+          if (x.run) x.run.crc = crcs[i];
+          if (x.stretch) x.stretch.crc = crcs[i];
+        }
+        done(null);
+      }),
     );
   }
 
@@ -405,10 +375,10 @@ export class ChainPatcher {
       try {
         await w.inFlight.drain();
       } finally {
-        if (w.fdNumber !== null) {
+        if (w.file !== null) {
           // A whole file was the last source: nothing writes to it after this entry.
           const last = w.pending!.resolved;
-          await this.writers.closeAt(w.fdNumber, w.pending!.target, last);
+          await this.writers.closeAt(w.file, w.pending!.target, last);
           if (last) w.pending!.synced = true;
         }
       }

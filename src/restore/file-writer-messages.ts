@@ -22,17 +22,19 @@ export type ToWorker =
   | { op: 'hash'; id: number; bytes: Uint8Array }
   | { op: 'digest'; id: number }
   | { op: 'pwrite'; id: number; fd: number; position: number; bytes: Uint8Array; path: string }
-  | { op: 'place'; fd: number; bytes: Uint8Array; stretches: Placement[]; path: string; crc: boolean }
-  /** Opens a file for positional writes (flags 'wx': created, and sized to `size`); the fd goes back. */
-  | { op: 'openAt'; id: number; path: string; flags: 'wx' | 'r+'; mode: number; size: number | null }
-  | { op: 'closeAt'; id: number; fd: number; path: string; sync: boolean }
+  /** Writes stretches of a file opened by openAt (`file`: its id) on this thread. */
+  | { op: 'place'; file: number; bytes: Uint8Array; stretches: Placement[]; path: string; crc: boolean }
+  /** Opens a file for positional writes as `file` (flags 'wx': created, and sized to `size`); nothing goes back but a failure. */
+  | { op: 'openAt'; file: number; path: string; flags: 'wx' | 'r+'; mode: number; size: number | null }
+  /** Closes `file` (fsynced first if `sync`); answered (value 0) under request `id`. */
+  | { op: 'closeAt'; id: number; file: number; path: string; sync: boolean }
   | { op: 'abort' };
 
 export type FromWorker =
   | { op: 'ack'; bytes: number; crcs?: number[] }
   | { op: 'closed'; id: number; size: number; checksum: string }
   | { op: 'digested'; id: number; checksum: string }
-  /** The answer to a request: an openAt's fd, or 0 for a closeAt. */
+  /** The answer to a request (a closeAt: 0). */
   | { op: 'answered'; id: number; value: number }
   | { op: 'error'; id: number; path: string; message: string; code?: string }
   | { op: 'aborted' };

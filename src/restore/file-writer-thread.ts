@@ -10,14 +10,18 @@ import { crc32c } from '@node-rs/crc32';
 import { FLUSH_EVERY, WRITER_ROLE, type FromWorker, type ToWorker } from './file-writer-messages';
 import { newChecksum, type IncrementalChecksum, type ManifestChecksumAlgorithm } from './manifest-checksum';
 
-interface OpenFile {
+/** A file open on this thread, flushed every FLUSH_EVERY bytes written. */
+interface Flushed {
   fd: number;
   path: string;
-  hash: IncrementalChecksum;
-  size: number;
   unflushed: number;
   /** Runs when the flush in progress ends; null when none is. */
   flushing: Array<() => void> | null;
+}
+
+interface OpenFile extends Flushed {
+  hash: IncrementalChecksum;
+  size: number;
 }
 
 if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.role === WRITER_ROLE) {
@@ -25,6 +29,8 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
   const port = parentPort;
   /** Small files this worker writes whole. */
   const open = new Map<number, OpenFile>();
+  /** Files opened here for positional writes (openAt), by id. */
+  const placed = new Map<number, Flushed>();
   /** Large files this worker hashes. */
   const hashes = new Map<number, IncrementalChecksum>();
   const failedIds = new Set<number>();
@@ -39,7 +45,7 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
     while (at < bytes.byteLength) at += fs.writeSync(fd, bytes, at, bytes.byteLength - at, position === null ? null : position + at);
   };
   // fdatasync on the thread pool; this thread goes on writing.
-  const flush = (id: number, f: OpenFile, then?: () => void) => {
+  const flush = (id: number, f: Flushed, then?: () => void) => {
     if (f.flushing) {
       if (then) f.flushing.push(then);
       return;
@@ -57,7 +63,9 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
     switch (m.op) {
       case 'abort': {
         for (const f of open.values()) fs.close(f.fd, () => undefined);
+        for (const f of placed.values()) fs.close(f.fd, () => undefined);
         open.clear();
+        placed.clear();
         port.postMessage({ op: 'aborted' } satisfies FromWorker);
         return;
       }
@@ -108,23 +116,28 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
         try {
           fd = fs.openSync(m.path, m.flags, m.mode);
           if (m.size !== null) fs.ftruncateSync(fd, m.size);
-          port.postMessage({ op: 'answered', id: m.id, value: fd } satisfies FromWorker);
+          placed.set(m.file, { fd, path: m.path, unflushed: 0, flushing: null });
         } catch (err) {
           if (fd !== null) fs.closeSync(fd);
-          report(m.id, m.path, err);
+          report(m.file, m.path, err);
         }
         return;
       }
       case 'closeAt': {
-        // On the thread pool: this thread goes on writing.
+        const f = placed.get(m.file);
+        placed.delete(m.file);
+        // Its open failed, and said so: the pool has failed already.
+        if (f === undefined) return port.postMessage({ op: 'answered', id: m.id, value: 0 } satisfies FromWorker);
+        // On the thread pool, after any flush of it: this thread goes on writing.
         const close = (syncErr: Error | null) =>
-          fs.close(m.fd, (closeErr) => {
+          fs.close(f.fd, (closeErr) => {
             const err = syncErr ?? closeErr;
             if (err) report(m.id, m.path, err);
             else port.postMessage({ op: 'answered', id: m.id, value: 0 } satisfies FromWorker);
           });
-        if (m.sync) fs.fsync(m.fd, close);
-        else close(null);
+        const finish = () => (m.sync ? fs.fsync(f.fd, close) : close(null));
+        if (f.flushing) f.flushing.push(finish);
+        else finish();
         return;
       }
       case 'hash': {
@@ -151,14 +164,20 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
       }
       case 'place': {
         const crcs: number[] = [];
+        const f = placed.get(m.file);
         try {
           for (const s of m.stretches) {
             const view = Buffer.from(m.bytes.buffer, m.bytes.byteOffset + s.from, s.to - s.from);
-            if (s.at !== null) writeAll(m.fd, view, s.at);
+            // No file: its open failed and was reported; the pool fails every piece.
+            if (s.at !== null && f !== undefined) {
+              writeAll(f.fd, view, s.at);
+              f.unflushed += view.byteLength;
+            }
             if (m.crc) crcs.push(crc32c(view) >>> 0);
           }
+          if (f && f.unflushed >= FLUSH_EVERY && !f.flushing) flush(m.file, f);
         } catch (err) {
-          report(-1, m.path, err);
+          report(m.file, m.path, err);
         }
         ack(m.bytes.byteLength, crcs);
         return;
