@@ -8,6 +8,7 @@
 import type { Archive } from '../archive/archive';
 import { isWalvaultError, WalvaultError } from '../errors';
 import type { ReplicationConnection, ServerFacts, SystemIdentity } from '../postgres/replication-connection';
+import { serverVersionText } from '../postgres/server-version';
 import { parseLsn } from '../wal/lsn';
 import { parseTimelineHistory, type TimelineHistoryEntry } from '../wal/timeline-history';
 import { backupPrefix, chainOf, listBackups, readCompleted, UPLOAD_MANIFEST_FILE, type BackupMetadata } from './catalog';
@@ -24,11 +25,6 @@ const TAKE_FULL = 'take a full backup (walvault backup push without --incrementa
 
 function impossible(message: string): WalvaultError {
   return new WalvaultError('BACKUP_INCREMENTAL_IMPOSSIBLE', message);
-}
-
-/** "17.2" for 170002; "9.6.24" style numbers never reach here (13+ only). */
-export function versionText(versionNum: number): string {
-  return `${Math.floor(versionNum / 10000)}.${versionNum % 10000}`;
 }
 
 /**
@@ -50,7 +46,7 @@ export async function prepareIncremental(
   parentName: string | undefined,
 ): Promise<IncrementalBase> {
   if (facts.major < 17) {
-    throw impossible(`incremental backups need PostgreSQL 17 or later; the server is PostgreSQL ${versionText(facts.versionNum)}; ${TAKE_FULL}`);
+    throw impossible(`incremental backups need PostgreSQL 17 or later; the server is PostgreSQL ${serverVersionText(facts.versionNum)}; ${TAKE_FULL}`);
   }
   const summarize = await conn.show('summarize_wal');
   if (summarize !== 'on') {
@@ -94,7 +90,7 @@ export async function prepareIncremental(
   }
   if (Math.floor(parent.pgVersionNum / 10000) !== facts.major) {
     throw impossible(
-      `parent backup ${parent.name} was taken from PostgreSQL ${versionText(parent.pgVersionNum)} and the server is ${versionText(facts.versionNum)}; an incremental needs a parent of the same major version; ${TAKE_FULL}`,
+      `parent backup ${parent.name} was taken from PostgreSQL ${serverVersionText(parent.pgVersionNum)} and the server is ${serverVersionText(facts.versionNum)}; an incremental needs a parent of the same major version; ${TAKE_FULL}`,
     );
   }
   const uploadManifest = await archive.asPlain().get(backupPrefix(parent.name) + UPLOAD_MANIFEST_FILE);

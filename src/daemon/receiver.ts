@@ -22,6 +22,7 @@ import type { SiteConfig } from '../config/config';
 import { errorMessage, isWalvaultError, WalvaultError } from '../errors';
 import { Ledger, type SiteRow } from '../ledger/ledger';
 import type { StatusPositions, XLogDataHeader, Keepalive } from '../postgres/copy-both-messages';
+import { serverVersionText } from '../postgres/server-version';
 import {
   ReplicationConnection,
   type ServerFacts,
@@ -310,21 +311,36 @@ export class SiteReceiver {
       const last = this.receivedAt[this.receivedAt.length - 1];
       if (!last || this.received > last.lsn) this.receivedAt.push({ lsn: this.received, at: Date.now() });
       if (this.receivedAt.length > 10000) this.receivedAt.shift();
-      try {
-        const tmp = `${file}.tmp`;
-        await fs.promises.writeFile(tmp, renderPrometheus([...this.metrics(), ...this.extraMetrics()]), { mode: 0o600 });
-        await fs.promises.rename(tmp, file);
-        writeFailed = false;
-      } catch (err) {
-        // A full disk leaves a torn temp file: it must not hold on to the room.
-        await fs.promises.rm(`${file}.tmp`, { force: true }).catch(() => undefined);
-        if (!writeFailed) this.log.warn({ file, err: errorMessage(err) }, 'cannot write the metrics file');
-        writeFailed = true;
-      }
+      const err = await this.writeMetricsFile();
+      if (err && !writeFailed) this.log.warn({ file, err: errorMessage(err) }, 'cannot write the metrics file');
+      writeFailed = err !== null;
     };
     this.healthTimer = setInterval(() => void tick(), this.site.statusIntervalSeconds * 1000);
     this.healthTimer.unref();
     void tick();
+  }
+
+  private metricsWrite: Promise<Error | null> = Promise.resolve(null);
+
+  /**
+   * Replaces STATE/metrics.prom with the metrics now (the error if it cannot). One write at
+   * a time, so the stop's last write is the one that stays.
+   */
+  private writeMetricsFile(): Promise<Error | null> {
+    const file = path.join(this.site.state, METRICS_FILE);
+    const write = async () => {
+      try {
+        await fs.promises.writeFile(`${file}.tmp`, renderPrometheus([...this.metrics(), ...this.extraMetrics()]), { mode: 0o600 });
+        await fs.promises.rename(`${file}.tmp`, file);
+        return null;
+      } catch (err) {
+        // A full disk leaves a torn temp file: it must not hold on to the room.
+        await fs.promises.rm(`${file}.tmp`, { force: true }).catch(() => undefined);
+        return err as Error;
+      }
+    };
+    this.metricsWrite = this.metricsWrite.then(write, write);
+    return this.metricsWrite;
   }
 
   /** Renews the archive lease; losing it to another receiver stops this one. */
@@ -402,7 +418,7 @@ export class SiteReceiver {
       }
       pageMagicForMajor(facts.major);
       if (facts.major < 13) {
-        throw new WalvaultError('PG_UNSUPPORTED_VERSION', `PostgreSQL ${facts.versionNum} is too old: walvault supports 13 to 18`);
+        throw new WalvaultError('PG_UNSUPPORTED_VERSION', `PostgreSQL ${serverVersionText(facts.versionNum)} is too old: walvault supports 13 to 18`);
       }
       this.identity = identity;
       this.facts = facts;
@@ -486,7 +502,7 @@ export class SiteReceiver {
           archive: this.archive.storage.description,
           server: this.site.pgDescription,
         },
-        `PostgreSQL ${facts.versionNum}, system ${identity.systemId}, timeline ${identity.timeline}, slot ${this.site.slot}, ` +
+        `PostgreSQL ${serverVersionText(facts.versionNum)}, system ${identity.systemId}, timeline ${identity.timeline}, slot ${this.site.slot}, ` +
           `starting at ${formatLsn(startLsn)}, archiving to ${this.archive.storage.description}`,
       );
     if (firstRun) this.deferredSetup = () => this.openState();
@@ -1121,9 +1137,27 @@ export class SiteReceiver {
       }
       if (this.lease) await this.lease.release().catch((err) => this.log.warn({ err: errorMessage(err) }, 'cannot release the archive lease'));
       if (this.slotCreatedHere && !this.slotInUse) await this.dropSlotCreatedHere();
-      this.lock?.release();
       this.state = 'stopped';
+      if (this.everStreamed) {
+        // Textfile monitoring must not see a stopped site as streaming.
+        const err = await this.writeMetricsFile();
+        if (err) this.log.warn({ file: path.join(this.site.state, METRICS_FILE), err: errorMessage(err) }, 'cannot write the metrics file');
+        this.stoppedLine();
+      }
+      this.lock?.release();
     }
+  }
+
+  /** Where the site stopped, and what the server holds for it meanwhile. */
+  private stoppedLine(): void {
+    const archived = this.uploader?.archivedLsn ?? 0n;
+    const kept = this.sent.flush > 0n ? this.sent.flush : archived;
+    this.log.info(
+      { received: formatLsn(this.received), archived: formatLsn(archived), slot: this.site.slot, slotKeepsFrom: formatLsn(kept) },
+      `stopped: received up to ${formatLsn(this.received)}, archived up to ${formatLsn(archived)}; ` +
+        `slot ${this.site.slot} on ${this.site.pgDescription} now keeps the server's WAL from ${formatLsn(kept)} on, ` +
+        'until walvault streams from it again or the slot is dropped',
+    );
   }
 
   /**

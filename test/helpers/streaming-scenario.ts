@@ -63,6 +63,9 @@ export async function streamingScenario(opts: {
     const started = receiver.lines.find((l) => typeof l.serverVersion === 'number');
     assert.ok(started, 'a start-up line names the server version');
     assert.equal(Math.floor(Number(started.serverVersion) / 10000), opts.major);
+    // Written as people write it ("15.18"), as the server's own server_version begins.
+    const [{ server_version: version }] = await cluster.query('SHOW server_version');
+    assert.match(String(started.msg), new RegExp(`^PostgreSQL ${String(version).split(' ')[0].replace(/\./g, '\\.')}, system `));
 
     if (tls) {
       const rows = await cluster.query(

@@ -44,6 +44,18 @@ describe('README quick start', () => {
     assert.match(cmds[0], /^npm ci && \.\/bin\/walvault run /);
   });
 
+  it('what the first command writes inside the clone is ignored by git', () => {
+    const argv = words(quickStartCommands()[0]);
+    const ignored = fs.readFileSync(path.join(ROOT, '.gitignore'), 'utf8').split('\n').map((l) => l.trim());
+    for (const option of ['--archive', '--state']) {
+      const dir = argv[argv.indexOf(option) + 1];
+      assert.ok(dir, `the quick start passes ${option}`);
+      if (path.isAbsolute(dir) || dir.startsWith('..')) continue; // outside the clone
+      const entry = `/${path.normalize(dir).replace(/\/$/, '')}/`;
+      assert.ok(ignored.includes(entry), `.gitignore lists ${entry}, which the quick start's ${option} writes in the clone`);
+    }
+  });
+
   it('the first command streams into a local archive and stops cleanly on Ctrl-C', async () => {
     const cmd = quickStartCommands()[0].replace(/^npm ci && /, '');
     const argv = words(cmd);
@@ -67,6 +79,14 @@ describe('README quick start', () => {
       assert.ok(fs.existsSync(path.join(work, 'state', 'ledger.db')));
       const exit = await p.stop('SIGINT');
       assert.equal(exit.code, 0, p.stderr.slice(-2000));
+      // A stopped daemon must not look healthy to textfile monitoring, and says where it stopped.
+      const metrics = fs.readFileSync(path.join(work, 'state', 'metrics.prom'), 'utf8');
+      assert.match(metrics, /^walvault_streaming(\{[^}]*\})? 0$/m);
+      const stopped = p.lines.find((l) => /^stopped: received up to /.test(String(l.msg)));
+      assert.ok(stopped, 'a line says where the site stopped');
+      assert.match(String(stopped.msg), /received up to [0-9A-F]+\/[0-9A-F]+, archived up to [0-9A-F]+\/[0-9A-F]+; slot \S+ on .* now keeps the server's WAL from [0-9A-F]+\/[0-9A-F]+ on/);
+      const slotRow = async () => (await cluster.query(`SELECT active FROM pg_replication_slots WHERE slot_name = '${String(stopped.slot)}'`))[0];
+      await waitFor(async () => (await slotRow())?.active === false, { timeoutMs: 10000, what: 'the slot to stay on the server, inactive' });
     } finally {
       await p.kill9();
     }
