@@ -18,6 +18,7 @@ import type { SiteConfig } from '../config/config';
 import { errorMessage, isWalvaultError, WalvaultError } from '../errors';
 import { LEDGER_FILE, METRICS_FILE } from '../daemon/receiver';
 import { StateLock } from '../daemon/state-lock';
+import { serverView, type ServerView } from './server-view';
 import { formatLsn } from '../wal/lsn';
 
 /** How long status waits for the archive in all, and for each request to it. */
@@ -51,7 +52,17 @@ export interface SiteStatus {
    * unreachable (no answer in time, refused), and what went wrong, if anything.
    */
   archive: { location: string; reachable: boolean; error: string | null };
+  /** What the server says (./server-view.ts); null when status was not given the server. */
+  server: ServerView | null;
   problems: StatusProblem[];
+}
+
+/** How the site is named on a command line, for the fixes status suggests. */
+export interface SiteArgs {
+  /** `--config FILE`, or the one-site options. */
+  run: string;
+  /** The same for commands that need only the archive and the state. */
+  archive: string;
 }
 
 export interface StatusReport {
@@ -100,11 +111,13 @@ function readLedger(file: string, site: string): { timeline: number; received: s
   }
 }
 
-export async function siteStatus(site: SiteConfig, configFile: string): Promise<SiteStatus> {
+/** `withServer`: also ask the site's server (the one-site form may not name it). */
+export async function siteStatus(site: SiteConfig, args: SiteArgs, withServer = true): Promise<SiteStatus> {
+  const server = withServer ? serverView(site) : Promise.resolve(null);
   const problems: StatusProblem[] = [];
   const lockPid = StateLock.holder(site.state);
   const running = lockPid !== null;
-  if (!running) problems.push({ problem: 'the walvault daemon for this site is not running: nothing is being archived', fix: `start it: walvault run --config ${configFile}` });
+  if (!running) problems.push({ problem: 'the walvault daemon for this site is not running: nothing is being archived', fix: `start it: walvault run ${args.run}` });
 
   const metrics = readMetrics(path.join(site.state, METRICS_FILE), site.name);
   const fresh = metrics !== null && metrics.ageSeconds <= site.statusIntervalSeconds * 3 + 5;
@@ -120,7 +133,7 @@ export async function siteStatus(site: SiteConfig, configFile: string): Promise<
     const failing = m('walvault_storage_failing_seconds');
     if (m('walvault_storage_failing') === 1) problems.push({ problem: `archiving to ${site.archive} has been failing for ${Math.round(failing ?? 0)} s`, fix: 'check the store, its credentials and free space; WAL waits in the spool and the slot meanwhile' });
     if (m('walvault_spool_alert') === 1) problems.push({ problem: `unarchived WAL is past spool_alert_mib (${site.spoolAlertMiB} MiB)`, fix: 'make archiving work again before the server drops WAL at max_slot_wal_keep_size' });
-    if (m('walvault_drill_last_success') === 0) problems.push({ problem: 'the last restore drill failed', fix: `run walvault drill --config ${configFile} to see why` });
+    if (m('walvault_drill_last_success') === 0) problems.push({ problem: 'the last restore drill failed', fix: `run walvault drill ${args.archive} to see why` });
   } else if (running) {
     problems.push({ problem: 'the daemon runs but has not written its metrics file lately', fix: 'read the walvault log; the site may still be starting' });
   }
@@ -134,7 +147,7 @@ export async function siteStatus(site: SiteConfig, configFile: string): Promise<
     }
   })();
   if (!ledger && running === false && !fs.existsSync(path.join(site.state, LEDGER_FILE))) {
-    problems.push({ problem: 'this site has never streamed (no ledger yet)', fix: `start it: walvault run --config ${configFile}` });
+    problems.push({ problem: 'this site has never streamed (no ledger yet)', fix: `start it: walvault run ${args.run}` });
   }
 
   let lastBackup: SiteStatus['lastBackup'] = null;
@@ -160,7 +173,7 @@ export async function siteStatus(site: SiteConfig, configFile: string): Promise<
           problems.push({ problem: `the newest backup (${newest.name}) is older than two backup intervals`, fix: 'scheduled backups are failing: read the walvault log, or take one with walvault backup push' });
         }
       }
-      if (!newest) problems.push({ problem: 'the archive holds no complete backup: nothing can be restored', fix: `take one: walvault backup push --config ${configFile}` });
+      if (!newest) problems.push({ problem: 'the archive holds no complete backup: nothing can be restored', fix: `take one: walvault backup push ${args.run}` });
     } finally {
       // Also ends requests still waiting on a store that does not answer.
       await archive.close();
@@ -174,6 +187,9 @@ export async function siteStatus(site: SiteConfig, configFile: string): Promise<
       problems.push({ problem: `the archive cannot be read: ${errorMessage(err)}`, fix: 'check the archive location and its credentials' });
     }
   }
+
+  const seen = await server;
+  if (seen) serverProblems(seen, site, connection === 'streaming', ledger !== null, args, problems);
 
   const archivedLsn = lsn('walvault_archived_lsn_bytes') ?? (ledger && ledger.archived !== '0/0' ? ledger.archived : null);
   const lastAt = ledger?.last?.at ?? null;
@@ -196,8 +212,32 @@ export async function siteStatus(site: SiteConfig, configFile: string): Promise<
     nextBackupDue,
     recoverableWindow: { from: lastBackup ? windowFrom : null, to: lastBackup ? lastAt : null, toLsn: lastBackup ? archivedLsn : null },
     archive: archiveState,
+    server: seen,
     problems,
   };
+}
+
+/**
+ * The slot as the server holds it. A slot nobody streams from keeps every byte of WAL
+ * written since, until the server's disk fills (or max_slot_wal_keep_size drops it): past
+ * spool_alert_mib of it, that is a problem even when the daemon was stopped on purpose.
+ */
+function serverProblems(seen: ServerView, site: SiteConfig, streaming: boolean, hasStreamed: boolean, args: SiteArgs, problems: StatusProblem[]): void {
+  if (!seen.reachable || seen.error !== null) return; // the daemon's own state says more (not streaming)
+  const slot = seen.slot;
+  if (slot.exists === false && hasStreamed) {
+    problems.push({
+      problem: `slot ${slot.name} does not exist on ${site.pgDescription}: the server no longer keeps WAL for this site`,
+      fix: `start walvault run ${args.run} (it creates the slot again), then run walvault check ${args.archive}: WAL the server removed meanwhile is a gap in the archive`,
+    });
+  }
+  const held = slot.retainedBytes ?? 0;
+  if (!streaming && slot.exists !== false && held > site.spoolAlertMiB * 1024 * 1024) {
+    problems.push({
+      problem: `slot ${slot.name} on ${site.pgDescription} is not streamed from and holds ${Math.round(held / 1048576)} MiB of WAL on the server (more than spool_alert_mib, ${site.spoolAlertMiB} MiB); it grows until walvault streams again`,
+      fix: `start walvault run ${args.run}; or, if this site is retired, drop the slot on the server: SELECT pg_drop_replication_slot('${slot.name}')`,
+    });
+  }
 }
 
 /** `p`, or a STORAGE_TIMEOUT error once `ms` have passed without it settling. */
@@ -233,7 +273,15 @@ export function formatStatus(r: StatusReport): string {
     if (s.lastIncremental) lines.push(`  last full backup: ${s.lastFull ?? 'none'}; last incremental: ${s.lastIncremental}`);
     lines.push(`  recoverable: ${s.recoverableWindow.from ? `from ${s.recoverableWindow.from} to ${s.recoverableWindow.to ?? '?'} (${s.recoverableWindow.toLsn ?? '?'})` : unread ? 'unknown (the archive was not read)' : 'nothing (no complete backup)'}`);
     lines.push(`  archive: ${s.archive.location}: ${s.archive.reachable ? (s.archive.error ? 'answers, with an error' : 'reachable') : 'unreachable'}`);
+    if (s.server) lines.push(`  server: ${serverLine(s.server)}`);
     for (const q of s.problems) lines.push(`  problem: ${q.problem}; fix: ${q.fix}`);
   }
   return lines.join('\n') + '\n';
+}
+
+function serverLine(v: ServerView): string {
+  if (v.error !== null) return `${v.reachable ? 'answers, with an error' : 'unreachable'}: ${v.error}`;
+  const slot = v.slot.exists === false ? `slot ${v.slot.name} missing` : v.slot.exists === null ? `slot ${v.slot.name}: the server cannot say (older than 15)` : `slot ${v.slot.name} keeps WAL from ${v.slot.restartLsn ?? '-'} (${v.slot.retainedBytes ?? '-'} bytes)`;
+  const cap = v.maxSlotWalKeepSize === '-1' ? 'no max_slot_wal_keep_size' : `max_slot_wal_keep_size ${v.maxSlotWalKeepSize}`;
+  return `PostgreSQL ${v.version}, WAL at ${v.walPosition}; ${slot}; ${cap}`;
 }

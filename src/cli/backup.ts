@@ -10,14 +10,9 @@ import { WalvaultError } from '../errors';
 import { createLogger } from '../observe/logger';
 import { formatBytes, formatDuration } from '../observe/progress';
 import { archiveFromOptions } from './archive-option';
+import type { SiteOptions } from './site-options';
 
-export interface PushOptions {
-  config?: string;
-  site?: string;
-  pg?: string;
-  archive?: string;
-  state?: string;
-  slot?: string;
+export interface PushOptions extends SiteOptions {
   compression?: string;
   encryptionPublicKey?: string;
   archiveFileMode?: string;

@@ -11,6 +11,11 @@ const VERSION = '0.1.0';
 const configOption = () => new Option('--config <file>', 'configuration file');
 const siteOption = () => new Option('--site <name>', 'site of the config file');
 const archiveOption = () => new Option('--archive <url>', 'archive location, file:///path, a plain path or s3://bucket/prefix');
+// The one site a command works on, given as `walvault run` takes it (instead of --config).
+const pgOption = (why = '') => new Option('--pg <conninfo>', `one-site form: libpq connection string${why} (no password: use PGPASSWORD or a password file)`);
+const siteArchiveOption = () => new Option('--archive <url>', 'one-site form: archive location, file:///path, a plain path or s3://bucket/prefix');
+const stateOption = () => new Option('--state <dir>', 'one-site form: state directory of the site (spool and ledger)');
+const slotOption = () => new Option('--slot <name>', 'one-site form: physical replication slot (default walvault_default)');
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -26,10 +31,10 @@ export function buildProgram(): Command {
     .description('stream WAL from PostgreSQL into the archive, for every site of the config (or the one site given by options)')
     .option('--config <file>', 'configuration file (TOML or JSON), one section per site')
     .option('--site <name>', 'run only this site of the config file')
-    .option('--pg <conninfo>', 'one-site form: libpq connection string (no password: use PGPASSWORD or a password file)')
-    .option('--archive <url>', 'one-site form: archive location, file:///path or a plain path')
-    .option('--state <dir>', 'one-site form: state directory (spool and ledger)')
-    .option('--slot <name>', 'one-site form: physical replication slot (default walvault_default)')
+    .addOption(pgOption())
+    .addOption(siteArchiveOption())
+    .addOption(stateOption())
+    .addOption(slotOption())
     .addOption(new Option('--mode <mode>', 'one-site form: what "flushed" means to the server').choices(['archive', 'sync']))
     .addOption(new Option('--compression <codec>', 'one-site form: codec for stored objects (default: zstd for s3://, none for a local directory)').choices(['zstd', 'lz4', 'snappy', 'gzip', 'none']))
     .option('--encryption-public-key <file>', 'one-site form: encrypt stored objects for this public key (from "walvault keys create")')
@@ -47,7 +52,7 @@ export function buildProgram(): Command {
     .argument('<dest>', 'path to write it to (%p)')
     .option('--config <file>', 'configuration file naming the archive')
     .option('--site <name>', 'site of the config file')
-    .option('--archive <url>', 'archive location, file:///path or a plain path')
+    .option('--archive <url>', 'archive location, file:///path, a plain path or s3://bucket/prefix')
     .option('--private-key <file>', "private key for an encrypted archive (default: the site's encryption_private_key_file)")
     .option('--serve-partial', 'when the segment was never completed, serve the newest WALFILENAME.partial, zero-padded (the end of the archive)')
     .option('--prefetch <n>', 'keep the next N segments ready in pg_wal/walvault-prefetch (a background process fetches them)')
@@ -112,10 +117,29 @@ export function buildProgram(): Command {
     .description("each site's daemon, connection, timeline, positions and lag, last archived segment, last and next backup, recoverable window, and every problem with its fix; exit 0 when none, 1 otherwise")
     .option('--config <file>', 'configuration file')
     .option('--site <name>', 'only this site')
+    .addOption(siteArchiveOption())
+    .addOption(stateOption())
+    .addOption(pgOption(', to ask the server too'))
+    .addOption(slotOption())
     .option('--json', 'the report as JSON (docs/status.md)')
     .action(async (opts) => {
       const { statusCommand } = await import('./status');
       process.exitCode = await statusCommand(opts);
+    });
+
+  const slot = program.command('slot').description("the site's replication slot on its server");
+  slot
+    .command('drop')
+    .description("remove the site's replication slot from its server, for a site that stops for good (an inactive slot keeps WAL until the server's disk is full); refused while walvault runs for the site; a dry run unless --confirm")
+    .option('--config <file>', 'configuration file')
+    .option('--site <name>', 'site of the config file')
+    .addOption(pgOption())
+    .addOption(stateOption())
+    .addOption(slotOption())
+    .option('--confirm', 'really drop it (without it: say what would be dropped)')
+    .action(async (opts) => {
+      const { slotDropCommand } = await import('./slot');
+      await slotDropCommand(opts);
     });
 
   program
@@ -153,9 +177,9 @@ export function buildProgram(): Command {
     .description('take a base backup now (BASE_BACKUP over replication), streamed into the archive; works beside a running "walvault run"')
     .option('--config <file>', 'configuration file')
     .option('--site <name>', 'site of the config file')
-    .option('--pg <conninfo>', 'one-site form: libpq connection string (no password: use PGPASSWORD or a password file)')
-    .option('--archive <url>', 'one-site form: archive location')
-    .option('--state <dir>', 'one-site form: state directory of the site')
+    .addOption(pgOption())
+    .addOption(siteArchiveOption())
+    .addOption(stateOption())
     .addOption(new Option('--compression <codec>', 'one-site form: codec for stored objects').choices(['zstd', 'lz4', 'snappy', 'gzip', 'none']))
     .option('--encryption-public-key <file>', 'one-site form: encrypt stored objects for this public key')
     .option('--archive-file-mode <mode>', 'one-site form: mode of a local archive\'s objects: 0600 (default), 0640, 0644')

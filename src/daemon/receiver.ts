@@ -308,6 +308,10 @@ export class SiteReceiver {
       } else if (!this.spoolAlert()) {
         lastAlertLog = 0;
       }
+      if (this.received > 0n && this.pendingWarning) {
+        this.pendingWarning();
+        this.pendingWarning = null;
+      }
       const last = this.receivedAt[this.receivedAt.length - 1];
       if (!last || this.received > last.lsn) this.receivedAt.push({ lsn: this.received, at: Date.now() });
       if (this.receivedAt.length > 10000) this.receivedAt.shift();
@@ -488,8 +492,9 @@ export class SiteReceiver {
       }
     }
     const startLsn = this.resume.lsn;
+    const unboundedSlot = !this.warnedUnboundedSlot && (await this.conn!.show('max_slot_wal_keep_size')) === '-1';
     // Logged once the server accepts streaming: a start that fails says so in one line.
-    this.startupLine = () =>
+    this.startupLine = () => {
       this.log.info(
         {
           serverVersion: facts.versionNum,
@@ -505,11 +510,26 @@ export class SiteReceiver {
         `PostgreSQL ${serverVersionText(facts.versionNum)}, system ${identity.systemId}, timeline ${identity.timeline}, slot ${this.site.slot}, ` +
           `starting at ${formatLsn(startLsn)}, archiving to ${this.archive.storage.description}`,
       );
+      // Once WAL flows (a start the server refuses says so in one line), once a run: both
+      // choices lose something, and the operator should pick one knowingly.
+      if (unboundedSlot) this.pendingWarning = () => {
+        this.warnedUnboundedSlot = true;
+        this.log.warn(
+          { slot: this.site.slot, server: this.site.pgDescription, setting: 'max_slot_wal_keep_size' },
+          `the server has no max_slot_wal_keep_size: while walvault is stopped or cannot archive, slot ${this.site.slot} keeps every byte of WAL ` +
+            `until the server's disk is full; to bound it: ALTER SYSTEM SET max_slot_wal_keep_size = '64GB'; SELECT pg_reload_conf(); ` +
+            `(past that much unarchived WAL the server drops it and the archive gets a gap: size it above the longest outage you accept). ` +
+            'A site that stops for good: walvault slot drop',
+        );
+      };
+    };
     if (firstRun) this.deferredSetup = () => this.openState();
   }
 
   private deferredSetup: (() => Promise<void>) | null = null;
   private startupLine: (() => void) | null = null;
+  private warnedUnboundedSlot = false;
+  private pendingWarning: (() => void) | null = null;
 
   /** Creates or opens the state directory, ledger and spool, and reconciles them. */
   private async openState(): Promise<void> {

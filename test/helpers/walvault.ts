@@ -53,6 +53,7 @@ export interface SiteSettings {
   drill_pg_bin?: string;
   drill_query?: string;
   storage_stall_seconds?: number;
+  spool_alert_mib?: number;
   /** The site's [s3] table. */
   s3?: Record<string, string | number | boolean>;
 }

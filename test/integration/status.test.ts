@@ -10,7 +10,7 @@ import type { StatusReport } from '../../src/check/site-status';
 import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import { pgConninfo, runWalvault, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
-const SITE_FIELDS = ['archive', 'connection', 'daemon', 'lag', 'lastArchivedSegment', 'lastBackup', 'lastFull', 'lastIncremental', 'nextBackupDue', 'positions', 'problems', 'recoverableWindow', 'site', 'timeline'];
+const SITE_FIELDS = ['archive', 'connection', 'daemon', 'lag', 'lastArchivedSegment', 'lastBackup', 'lastFull', 'lastIncremental', 'nextBackupDue', 'positions', 'problems', 'recoverableWindow', 'server', 'site', 'timeline'];
 
 describe('walvault status (PostgreSQL 15)', () => {
   let cluster: PgCluster;
@@ -28,7 +28,8 @@ describe('walvault status (PostgreSQL 15)', () => {
   before(async () => {
     cluster = await PgCluster.start({ major: 15, walSegSizeMiB: 1 });
     work = tmpDir('walvault-status-');
-    config = writeConfig(work, { main: { pg: pgConninfo(cluster), archive: path.join(work, 'archive'), state: path.join(work, 'state'), status_interval_seconds: 1, partial_interval_seconds: 1, backup_interval_hours: 24 } }, 'info');
+    // Named as the one-site form names its site, so both forms read the same state.
+    config = writeConfig(work, { default: { pg: pgConninfo(cluster), archive: path.join(work, 'archive'), state: path.join(work, 'state'), status_interval_seconds: 1, partial_interval_seconds: 1, backup_interval_hours: 24, spool_alert_mib: 8 } }, 'info');
     daemon = WalvaultProcess.start(['run', '--config', config]);
     // The schedule takes the first backup itself, the archive having none.
     await daemon.waitForLog((l) => l.msg === 'base backup complete' || /base backup .*complete/.test(String(l.msg)), 120000, 'the first scheduled backup');
@@ -53,7 +54,7 @@ describe('walvault status (PostgreSQL 15)', () => {
     const s = last!.sites[0];
     assert.deepEqual(Object.keys(last!).sort(), ['checkedAt', 'ok', 'sites']);
     assert.deepEqual(Object.keys(s).sort(), SITE_FIELDS);
-    assert.equal(s.site, 'main');
+    assert.equal(s.site, 'default');
     assert.equal(s.daemon.running, true);
     assert.equal(s.daemon.pid, daemon.child.pid);
     assert.equal(s.connection, 'streaming');
@@ -68,9 +69,41 @@ describe('walvault status (PostgreSQL 15)', () => {
     assert.ok(s.recoverableWindow.to && s.recoverableWindow.toLsn);
     assert.deepEqual(s.archive, { location: path.join(work, 'archive'), reachable: true, error: null });
     assert.deepEqual(s.problems, []);
+    // The server's view, over the site's replication connection.
+    const [{ server_version: version }] = await cluster.query('SHOW server_version');
+    assert.equal(s.server?.reachable, true);
+    assert.equal(s.server?.error, null);
+    assert.equal(s.server?.version, String(version).split(' ')[0]);
+    assert.match(s.server?.walPosition ?? '', /^[0-9A-F]+\/[0-9A-F]+$/);
+    assert.equal(s.server?.slot.exists, true);
+    assert.match(s.server?.slot.restartLsn ?? '', /^[0-9A-F]+\/[0-9A-F]+$/);
+    assert.ok(typeof s.server?.slot.retainedBytes === 'number' && s.server.slot.retainedBytes >= 0);
+    assert.equal(s.server?.maxSlotWalKeepSize, '-1');
     const human = await runWalvault(['status', '--config', config], {}, 30000);
     assert.equal(human.code, 0);
-    assert.match(human.stdout, /^site main: OK$/m);
+    assert.match(human.stdout, /^site default: OK$/m);
+    assert.match(human.stdout, /^ {2}server: PostgreSQL 15\.\d+, WAL at \S+; slot \S+ keeps WAL from /m);
+  });
+
+  it('takes the one-site form of run (--archive with --state), and asks the server when given --pg', async () => {
+    const oneSite = ['status', '--archive', path.join(work, 'archive'), '--state', path.join(work, 'state'), '--json'];
+    const bare = await runWalvault(oneSite, {}, 60000);
+    assert.equal(bare.code, 0, bare.stderr + bare.stdout);
+    const b = (JSON.parse(bare.stdout) as StatusReport).sites[0];
+    assert.equal(b.daemon.pid, daemon.child.pid);
+    assert.equal(b.lastFull, backup);
+    assert.equal(b.server, null);
+    const asked = await runWalvault([...oneSite, '--pg', pgConninfo(cluster)], {}, 60000);
+    assert.equal(asked.code, 0, asked.stderr + asked.stdout);
+    const a = (JSON.parse(asked.stdout) as StatusReport).sites[0];
+    assert.equal(a.server?.reachable, true);
+    assert.equal(a.server?.slot.exists, true);
+    const half = await runWalvault(['status', '--archive', path.join(work, 'archive')], {}, 30000);
+    assert.equal(half.code, 2);
+    assert.match(half.stderr, /needs both --archive URL and --state DIR .*missing: --state/);
+    const both = await runWalvault(['status', '--config', config, '--state', path.join(work, 'state')], {}, 30000);
+    assert.equal(both.code, 2);
+    assert.match(both.stderr, /either --config or the one-site options/);
   });
 
   it('names the problem and the fix when the server is gone, and when the daemon is stopped', async () => {
@@ -85,6 +118,19 @@ describe('walvault status (PostgreSQL 15)', () => {
     assert.equal(code, 1);
     assert.equal(report.sites[0].daemon.running, false);
     assert.ok(report.sites[0].problems.some((p) => /daemon .* is not running/.test(p.problem) && p.fix.includes(`walvault run --config ${config}`)));
+    assert.equal(report.sites[0].server?.reachable, false);
+
+    // The server back, nobody streaming from the slot, WAL written: past spool_alert_mib
+    // (8 MiB here) of WAL kept on the server for the slot is a problem, with the way out.
+    await cluster.start();
+    await cluster.query('CREATE TABLE held AS SELECT g, md5(g::text) AS t FROM generate_series(1, 300000) g');
+    await cluster.query('SELECT pg_switch_wal()');
+    const held = (await status()).report.sites[0];
+    assert.ok((held.server?.slot.retainedBytes ?? 0) > 8 * 1048576, JSON.stringify(held.server));
+    assert.ok(
+      held.problems.some((p) => /^slot walvault_default on .* is not streamed from and holds \d+ MiB of WAL on the server/.test(p.problem) && p.fix.includes("pg_drop_replication_slot('walvault_default')")),
+      JSON.stringify(held.problems),
+    );
   });
 
   it('refuses to run without a configuration, exit 2', async () => {
