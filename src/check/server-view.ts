@@ -11,7 +11,7 @@ import type { ReplicationConnection } from '../postgres/replication-connection';
 import { serverVersionText } from '../postgres/server-version';
 import { connectSite } from '../postgres/site-connection';
 import { withTimeout } from '../util/timers';
-import { formatLsn } from '../wal/lsn';
+import { formatLsn, type Lsn } from '../wal/lsn';
 
 export interface ServerView {
   /** The server answered (a refusal, such as a bad password, is in `error`). */
@@ -47,18 +47,12 @@ export async function serverView(site: SiteConfig): Promise<ServerView> {
     const identity = await conn.identifySystem();
     view.walPosition = formatLsn(identity.xlogPos);
     view.maxSlotWalKeepSize = await conn.show('max_slot_wal_keep_size');
-    const slot = await conn.readSlot(site.slot, facts.major);
-    if (slot) {
-      view.slot.exists = slot.exists;
-      if (slot.restartLsn !== null) {
-        view.slot.restartLsn = formatLsn(slot.restartLsn);
-        view.slot.retainedBytes = identity.xlogPos > slot.restartLsn ? Number(identity.xlogPos - slot.restartLsn) : 0;
-      }
-    }
+    Object.assign(view.slot, await slotHold(conn, site.slot, facts.major, identity.xlogPos));
   };
+  const asking = ask();
   try {
     const done = await withTimeout(
-      ask().then(() => true),
+      asking.then(() => true),
       SERVER_TIMEOUT_MS,
     );
     if (!done) view.error = `no answer from ${site.pgDescription} within ${SERVER_TIMEOUT_MS / 1000} s`;
@@ -66,9 +60,25 @@ export async function serverView(site: SiteConfig): Promise<ServerView> {
     view.error = errorMessage(err);
     // A refusal (a bad password, pg_hba) is an answer too; no connection at all is not.
     view.reachable = view.reachable || (isWalvaultError(err) && err.code !== 'PG_UNREACHABLE' && err.code !== 'PG_NOT_POSTGRES');
-  } finally {
-    const c = conn as ReplicationConnection | null;
-    if (c) void c.close().catch(() => undefined);
   }
+  // Closed once the questions end, also when they end after status stopped waiting: a
+  // connection made late must not keep the process alive.
+  void asking
+    .catch(() => undefined)
+    .then(() => (conn as ReplicationConnection | null)?.close())
+    .catch(() => undefined);
   return view;
+}
+
+/** The slot as the server holds it, and the WAL it keeps there up to `position`. */
+export async function slotHold(
+  conn: ReplicationConnection,
+  name: string,
+  major: number,
+  position: Lsn,
+): Promise<{ exists: boolean | null; restartLsn: string | null; retainedBytes: number | null }> {
+  const slot = await conn.readSlot(name, major);
+  if (!slot) return { exists: null, restartLsn: null, retainedBytes: null };
+  if (slot.restartLsn === null) return { exists: slot.exists, restartLsn: null, retainedBytes: null };
+  return { exists: slot.exists, restartLsn: formatLsn(slot.restartLsn), retainedBytes: position > slot.restartLsn ? Number(position - slot.restartLsn) : 0 };
 }

@@ -10,7 +10,7 @@ import { configFromOptions, loadConfigFile, selectSite, type SiteConfig } from '
 import { isWalvaultError, WalvaultError } from '../errors';
 import { StateLock } from '../daemon/state-lock';
 import { connectSite } from '../postgres/site-connection';
-import { formatLsn } from '../wal/lsn';
+import { slotHold } from '../check/server-view';
 import type { SiteOptions } from './site-options';
 
 export interface SlotDropOptions extends Omit<SiteOptions, 'archive'> {
@@ -40,16 +40,12 @@ export async function slotDropCommand(o: SlotDropOptions): Promise<void> {
   const conn = await connectSite(site, 'slot_drop');
   try {
     const facts = await conn.serverFacts();
-    const slot = await conn.readSlot(site.slot, facts.major);
-    if (slot && !slot.exists) {
+    const slot = await slotHold(conn, site.slot, facts.major, (await conn.identifySystem()).xlogPos);
+    if (slot.exists === false) {
       process.stdout.write(`slot ${site.slot} does not exist on ${site.pgDescription}: nothing to drop\n`);
       return;
     }
-    const position = (await conn.identifySystem()).xlogPos;
-    const keeps =
-      slot?.restartLsn != null
-        ? ` (it keeps the server's WAL from ${formatLsn(slot.restartLsn)} on: ${Math.round(Number(position > slot.restartLsn ? position - slot.restartLsn : 0n) / 1048576)} MiB)`
-        : '';
+    const keeps = slot.restartLsn !== null ? ` (it keeps the server's WAL from ${slot.restartLsn} on: ${Math.round((slot.retainedBytes ?? 0) / 1048576)} MiB)` : '';
     if (!o.confirm) {
       process.stdout.write(`would drop slot ${site.slot} on ${site.pgDescription}${keeps}\ndry run: nothing was dropped; run again with --confirm to drop it\n`);
       return;
