@@ -41,6 +41,16 @@ export interface LeaseHolder {
   heartbeatAt: string;
   /** For the backup lease: the backup being taken. */
   backup?: string;
+  /** For the backup lease: how far it is, as of the last heartbeat (for those waiting on it). */
+  progress?: BackupProgress;
+}
+
+export interface BackupProgress {
+  phase: 'checkpoint' | 'streaming' | 'waiting for WAL';
+  bytesDone: number;
+  /** The server's estimate of the total, when it gave one. */
+  bytesTotal: number | null;
+  secondsLeft: number | null;
 }
 
 export interface LeaseKind {
@@ -127,6 +137,11 @@ export class ArchiveLease {
     const holder = await this.read();
     if (holder !== null && holder.id !== this.me.id) throw this.lockedError(holder, Date.now() - Date.parse(holder.heartbeatAt), 'took over the archive lease');
     await this.write();
+  }
+
+  /** What the next heartbeat tells readers about the work the lease protects. */
+  report(progress: BackupProgress): void {
+    this.me.progress = progress;
   }
 
   /** Deletes the lease if it is still ours. */

@@ -18,6 +18,7 @@
  * same new key can both believe they won. One archive prefix is meant to have one writer
  * (one site); the read-back checks narrow, but do not close, that window.
  */
+import { parseRecordedSettings, reconcileSettings, recordSettings, type RecordedSettings, type SettingsNote } from './archive-settings';
 import { createHash } from 'node:crypto';
 import { crc32c } from '@node-rs/crc32';
 import { isWalvaultError, WalvaultError } from '../errors';
@@ -39,6 +40,11 @@ import type { HasherFactory } from './read/hashers';
 export interface ArchiveOptions {
   /** Compression for WAL and backup objects; default none. */
   codec?: CodecName;
+  /**
+   * Whether the command was told the codec (default true); false: `codec` is only the site's
+   * default, and the archive's recorded codec replaces it (./archive-settings.ts).
+   */
+  codecChosen?: boolean;
   /** Encrypt object bodies for this public key. */
   recipient?: PublicKey;
   /** Decrypts encrypted objects on read. */
@@ -51,6 +57,8 @@ export interface ClusterInfo {
   pgVersionNum: number;
   walSegmentSize: number;
   createdAt?: string;
+  /** How the archive stores objects, as recorded at its creation (./archive-settings.ts). */
+  settings?: RecordedSettings;
 }
 
 export interface ReadOptions {
@@ -79,17 +87,39 @@ const UINT64_MAX = (1n << 64n) - 1n;
 
 export class Archive {
   readonly storage: Storage;
+  /** Settled once the archive's recorded settings are adopted (adoptRecordedSettings). */
   private readonly options: ArchiveOptions;
-  /** True when bodies are stored as the plaintext itself (no codec, no encryption). */
-  private readonly plain: boolean;
   /** cluster.json once read (shared with asPlain()): the system id objects are bound to. */
   private readonly known: { cluster?: ClusterInfo };
 
   constructor(storage: Storage, options: ArchiveOptions = {}, known: { cluster?: ClusterInfo } = {}) {
     this.storage = storage;
-    this.options = options;
-    this.plain = (options.codec ?? 'none') === 'none' && !options.recipient;
+    this.options = { ...options };
     this.known = known;
+  }
+
+  /** True when bodies are stored as the plaintext itself (no codec, no encryption). */
+  private get plain(): boolean {
+    return (this.options.codec ?? 'none') === 'none' && !this.options.recipient;
+  }
+
+  /** The codec new objects are stored with. */
+  get codec(): CodecName {
+    return this.options.codec ?? 'none';
+  }
+
+  /**
+   * Takes on what the archive recorded at its creation for what this command was not told,
+   * and refuses a key other than the archive's; the notes say what changed. Call it before
+   * writing anything but cluster.json (claimArchive in ./archive-settings.ts does).
+   */
+  adoptRecordedSettings(cluster: ClusterInfo): SettingsNote[] {
+    if (!cluster.settings) return [];
+    const asked = { codec: this.codec, codecChosen: this.options.codecChosen ?? true, recipient: this.options.recipient };
+    const settled = reconcileSettings(cluster.settings, asked, this.storage.description);
+    this.options.codec = settled.codec;
+    this.options.recipient = settled.recipient;
+    return settled.notes;
   }
 
   /**
@@ -98,7 +128,8 @@ export class Archive {
    * separately; it shares this archive's storage.
    */
   asPlain(): Archive {
-    return this.plain ? this : new Archive(this.storage, { privateKey: this.options.privateKey }, this.known);
+    // Always a new one: this archive's codec and key may still change (adoptRecordedSettings).
+    return new Archive(this.storage, { privateKey: this.options.privateKey }, this.known);
   }
 
   static walKey(name: string): string {
@@ -156,6 +187,7 @@ export class Archive {
       pgVersionNum: info.pgVersionNum,
       walSegmentSize: info.walSegmentSize,
       createdAt: info.createdAt ?? new Date().toISOString(),
+      settings: recordSettings(this.options),
     };
     await this.storage.put(CLUSTER_KEY, encodeEnvelope(Buffer.from(JSON.stringify(marker, null, 2) + '\n', 'utf8'), bindingExtension(CLUSTER_KEY, null)));
     // If another cluster's process created the marker at the same moment, one of us reads
@@ -634,5 +666,7 @@ function parseClusterInfo(plaintext: Buffer, label: string): ClusterInfo {
     walSegmentSize: obj.walSegmentSize as number,
   };
   if (typeof obj.createdAt === 'string') info.createdAt = obj.createdAt;
+  const settings = parseRecordedSettings(obj.settings, label);
+  if (settings) info.settings = settings;
   return info;
 }

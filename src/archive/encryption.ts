@@ -75,19 +75,27 @@ function readKeyFile(file: string, what: string): Buffer {
 }
 
 export function loadPublicKey(file: string): PublicKey {
-  const pem = readKeyFile(file, 'public key');
+  return publicKeyFromPem(readKeyFile(file, 'public key'), file);
+}
+
+/** A public key from its PEM text; `origin` names where the text came from, for messages. */
+export function publicKeyFromPem(pem: Buffer | string, origin: string): PublicKey {
   if (pem.includes('PRIVATE KEY')) {
-    throw keyProblem(file, 'this is a private key; the backup host needs only the public key (keep the private key off it)');
+    throw keyProblem(origin, 'this is a private key; the backup host needs only the public key (keep the private key off it)');
   }
   let key: KeyObject;
   try {
     key = createPublicKey(pem);
   } catch {
-    // Never echo the file's content: someone may have pointed this at the private key.
-    throw keyProblem(file, 'not a PEM public key');
+    // Never echo the text: someone may have pointed this at the private key.
+    throw keyProblem(origin, 'not a PEM public key');
   }
-  if (key.asymmetricKeyType !== 'x25519') throw keyProblem(file, `a ${key.asymmetricKeyType} key, but walvault encrypts for X25519 keys`);
-  return { keyId: keyIdOf(key), key, origin: file };
+  if (key.asymmetricKeyType !== 'x25519') throw keyProblem(origin, `a ${key.asymmetricKeyType} key, but walvault encrypts for X25519 keys`);
+  return { keyId: keyIdOf(key), key, origin };
+}
+
+export function publicKeyPem(key: PublicKey): string {
+  return key.key.export({ type: 'spki', format: 'pem' }) as string;
 }
 
 export function loadPrivateKey(file: string): PrivateKey {

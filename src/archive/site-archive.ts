@@ -12,6 +12,8 @@ export interface ArchiveSettings {
   archive: string;
   s3: S3Settings;
   compression?: CodecName;
+  /** Whether the site named its codec (false: `compression` is the default, and the archive's recorded codec wins). */
+  compressionChosen?: boolean;
   /** A local archive's object mode (default 0600). */
   archiveFileMode?: number;
   encryptionPublicKeyFile?: string;
@@ -27,6 +29,7 @@ export function openSiteArchive(settings: ArchiveSettings, purpose: 'write' | 'r
   const options: ArchiveOptions = {};
   if (purpose === 'write') {
     options.codec = settings.compression ?? 'none';
+    options.codecChosen = settings.compressionChosen ?? settings.compression !== undefined;
     if (settings.encryptionPublicKeyFile) options.recipient = loadPublicKey(settings.encryptionPublicKeyFile);
   } else if (settings.encryptionPrivateKeyFile) {
     options.privateKey = loadPrivateKey(settings.encryptionPrivateKeyFile);

@@ -18,7 +18,7 @@
  */
 import type { Logger } from 'pino';
 import type { Archive } from '../archive/archive';
-import { ArchiveLease, BACKUP_LEASE, LEASE_TTL_MS } from '../archive/archive-lease';
+import { runningBackup } from './running-backup';
 import { WalvaultError } from '../errors';
 import { isSegmentFileName, parseLsn, parseSegmentFileName, segmentNumber } from '../wal/lsn';
 import {
@@ -110,7 +110,7 @@ export async function planDeletion(archive: Archive, request: DeleteRequest, now
   if (request.kind === 'name' || request.kind === 'before') checkBackupName(request.name);
   const entries = await scanBackups(archive);
   const complete = entries.filter((e) => e.complete).map((e) => e.metadata!).sort(byStop);
-  const lease = await new ArchiveLease(archive.storage, '', '', LEASE_TTL_MS, BACKUP_LEASE).liveHolder();
+  const lease = await runningBackup(archive);
   const running = lease?.backup ?? null;
   const incomplete = entries.filter((e) => !e.complete);
 

@@ -7,9 +7,10 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Archive } from '../archive/archive';
+import { claimArchive } from '../archive/archive-settings';
 import { openSiteArchive } from '../archive/site-archive';
 import type { SiteConfig } from '../config/config';
-import { ArchiveLease, BACKUP_LEASE, LEASE_HEARTBEAT_MS, LEASE_TTL_MS } from '../archive/archive-lease';
+import { ArchiveLease, BACKUP_LEASE, LEASE_HEARTBEAT_MS, LEASE_TTL_MS, type BackupProgress } from '../archive/archive-lease';
 import { errorMessage, isWalvaultError, WalvaultError } from '../errors';
 import { Progress } from '../observe/progress';
 import { runBaseBackup, type BaseBackupResult, type TablespaceRow } from '../postgres/base-backup-stream';
@@ -34,6 +35,8 @@ import { PartUploader, type StoredPart } from './part-uploader';
 import { uploadManifestOf } from './upload-manifest-text';
 import { uploadManifest } from '../postgres/upload-manifest';
 import { WalCoverage } from './wal-coverage';
+import { CheckpointWait } from './checkpoint-wait';
+import { waitWhileBackupRuns } from './running-backup';
 
 export const DEFAULT_PART_SIZE = 4 * 1024 * 1024;
 /** Parts hashing, compressing and uploading at once: enough to keep every core's worker busy while the next part fills. */
@@ -59,6 +62,13 @@ export interface TakeBackupOptions {
    * is a BACKUP_INCREMENTAL_IMPOSSIBLE error, before anything is written.
    */
   incremental?: { parent?: string };
+  /**
+   * Another backup of the archive running: wait for it to end, then take this one (the
+   * default of `backup push`), instead of failing at once with ARCHIVE_LOCKED.
+   */
+  waitForRunning?: boolean;
+  /** How often that wait looks at the lease again. */
+  waitPollMs?: number;
 }
 
 /** Picks a name no object in the archive uses yet. */
@@ -96,6 +106,9 @@ export async function takeBackup(o: TakeBackupOptions): Promise<BackupMetadata> 
   let lease: ArchiveLease | null = null;
   let leaseTimer: NodeJS.Timeout | null = null;
   let leaseLost: unknown = null;
+  let checkpointWait: CheckpointWait | null = null;
+  /** The last heartbeat's write: awaited before the release, which it must not outlive. */
+  let beating: Promise<void> = Promise.resolve();
   const checkLease = (): void => {
     if (leaseLost) throw leaseLost;
     if (o.signal?.aborted) throw new WalvaultError('BACKUP_ABORTED', 'the base backup was abandoned because walvault is stopping; nothing was listed');
@@ -104,32 +117,60 @@ export async function takeBackup(o: TakeBackupOptions): Promise<BackupMetadata> 
     void conn?.close();
   };
   o.signal?.addEventListener('abort', onAbort);
+  const waitTurn = async (): Promise<void> => {
+    await waitWhileBackupRuns(archive, log, { signal: o.signal, pollMs: o.waitPollMs });
+    checkLease();
+  };
   try {
+    // Waiting holds no walsender: the server's max_wal_senders is not spent on a queue.
+    if (o.waitForRunning) await waitTurn();
     conn = await connectSite(site, 'backup');
     const identity = await conn.identifySystem();
     const facts = await conn.serverFacts();
     // An incremental's preconditions only read: a refusal leaves even a new archive untouched.
     const base: IncrementalBase | null = o.incremental ? await prepareIncremental(archive, conn, identity, facts, o.incremental.parent) : null;
     // Refuses another cluster's archive before anything is written.
-    await archive.ensureCluster({ systemId: identity.systemId, pgVersionNum: facts.versionNum, walSegmentSize: facts.walSegmentSize });
+    // Also settles the codec and key: the archive's, where the command named none.
+    await claimArchive(archive, { systemId: identity.systemId, pgVersionNum: facts.versionNum, walSegmentSize: facts.walSegmentSize }, log);
 
-    const startedAt = new Date();
-    const name = await freshName(archive, startedAt);
     // One backup at a time per archive; the lease also tells retention this backup's
     // objects are not leftovers. Held until the completion marker is written.
-    lease = new ArchiveLease(archive.storage, site.name, site.state, LEASE_TTL_MS, BACKUP_LEASE, name);
-    await lease.acquire();
+    let startedAt: Date;
+    let name: string;
+    for (;;) {
+      startedAt = new Date();
+      name = await freshName(archive, startedAt);
+      lease = new ArchiveLease(archive.storage, site.name, site.state, LEASE_TTL_MS, BACKUP_LEASE, name);
+      try {
+        await lease.acquire();
+        break;
+      } catch (err) {
+        // Another push that waited with us took its turn first.
+        if (!o.waitForRunning || !isWalvaultError(err, 'ARCHIVE_LOCKED')) throw err;
+        lease = null;
+        await waitTurn();
+      }
+    }
     const heldLease = lease;
-    leaseTimer = setInterval(() => {
-      heldLease.heartbeat().catch((err) => {
+    const blog = log.child({ backup: name });
+    const progress = new Progress({ what: `backup ${name}`, log: blog, out: o.progressOut });
+    let phase: BackupProgress['phase'] = 'checkpoint';
+    // Each heartbeat carries the phase and progress, for a push or a check that waits on it.
+    const beat = (): void => {
+      heldLease.report({ phase, ...progress.snapshot() });
+      beating = heldLease.heartbeat().catch((err) => {
         leaseLost = err;
         log.error({ err: errorMessage(err) }, 'lost the backup lease: abandoning the backup');
       });
-    }, LEASE_HEARTBEAT_MS);
+    };
+    const enter = (next: BackupProgress['phase']): void => {
+      phase = next;
+      beat();
+    };
+    leaseTimer = setInterval(beat, LEASE_HEARTBEAT_MS);
     leaseTimer.unref();
     const prefix = backupPrefix(name);
     const label = o.label ?? `walvault ${name}`;
-    const blog = log.child({ backup: name });
     blog.info(
       { server: site.pgDescription, fastCheckpoint: o.fastCheckpoint, ...(base ? { incremental: true, parent: base.parent.name } : {}) },
       base ? `incremental backup against ${base.parent.name} starting (checkpoint first)` : 'base backup starting (checkpoint first)',
@@ -137,8 +178,9 @@ export async function takeBackup(o: TakeBackupOptions): Promise<BackupMetadata> 
 
     // The site's zstd runs on the database server when it can (15+): the bytes cross the
     // network compressed and the parts are stored as they come.
-    const wantServer = site.backupCompression === 'server' && site.compression === 'zstd' && facts.major >= 15;
-    const progress = new Progress({ what: `backup ${name}`, log: blog, out: o.progressOut });
+    const wantServer = site.backupCompression === 'server' && archive.codec === 'zstd' && facts.major >= 15;
+    const server = conn;
+    checkpointWait = await CheckpointWait.start((setting) => server.show(setting).catch(() => null), o.fastCheckpoint, blog);
     const streamOnce = async (serverCompressed: boolean, serverWorkers: number): Promise<Streamed> => {
       if (!base) return streamAttempt(serverCompressed, serverWorkers);
       try {
@@ -163,6 +205,10 @@ export async function takeBackup(o: TakeBackupOptions): Promise<BackupMetadata> 
         progress,
         log: blog,
         checkLease,
+        onStart: () => {
+          checkpointWait?.end();
+          enter('streaming');
+        },
       });
     // What the server cannot do it says before sending anything (a libzstd without threads,
     // a build without zstd): step down to fewer workers, then to compressing here.
@@ -185,6 +231,7 @@ export async function takeBackup(o: TakeBackupOptions): Promise<BackupMetadata> 
       }
     }
     if (!streamed) throw new WalvaultError('INTERNAL', 'no backup attempt ran');
+    checkpointWait.end();
     const { result, parts, archives, manifestChunks, label: bl } = streamed;
     const stoppedAt = new Date();
     const manifest = Buffer.concat(manifestChunks);
@@ -234,6 +281,7 @@ export async function takeBackup(o: TakeBackupOptions): Promise<BackupMetadata> 
     await conn.close();
     conn = null;
     blog.info({ start: meta.startLsn, stop: meta.stopLsn, rawBytes: meta.rawBytes, storedBytes: meta.storedBytes }, 'base backup stored; waiting for its WAL to be archived');
+    enter('waiting for WAL');
 
     await waitForWal(archive, meta, o, blog, checkLease);
     checkLease();
@@ -241,8 +289,10 @@ export async function takeBackup(o: TakeBackupOptions): Promise<BackupMetadata> 
     blog.info({ start: meta.startLsn, stop: meta.stopLsn }, 'base backup complete');
     return meta;
   } finally {
+    checkpointWait?.end();
     o.signal?.removeEventListener('abort', onAbort);
     if (leaseTimer) clearInterval(leaseTimer);
+    await beating;
     await conn?.close();
     await lease?.release().catch((err) => log.warn({ err: errorMessage(err) }, 'could not release the backup lease; it expires by itself'));
     await archive.close();
@@ -325,6 +375,8 @@ async function streamIntoParts(
     progress: Progress;
     log: Logger;
     checkLease: () => void;
+    /** The server has checkpointed and begins to send. */
+    onStart: () => void;
   },
 ): Promise<Streamed> {
   const uploader = new PartUploader({
@@ -358,7 +410,10 @@ async function streamIntoParts(
         ...(o.serverCompressed ? { serverCompression: { method: 'zstd' as const, level: ZSTD_LEVEL, workers: o.serverWorkers } } : {}),
       },
       {
-        start: (p) => o.log.info({ start: formatLsn(p.lsn), timeline: p.tli, serverCompression: o.serverCompressed }, 'base backup streaming'),
+        start: (p) => {
+          o.onStart();
+          o.log.info({ start: formatLsn(p.lsn), timeline: p.tli, serverCompression: o.serverCompressed }, 'base backup streaming');
+        },
         tablespaces: (rows) => {
           const kib = rows.reduce((sum, r) => (r.sizeKiB === null ? sum : sum + r.sizeKiB), 0);
           o.progress.setTotal(rows.some((r) => r.sizeKiB !== null) ? kib * 1024 : null);

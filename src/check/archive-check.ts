@@ -6,6 +6,7 @@
  * its stop LSN), and how far it can be recovered; and it lists every missing segment (as
  * ranges), history file and backup part. Nothing is written.
  */
+import { describeRunningBackup, runningBackup } from '../backup/running-backup';
 import { Archive } from '../archive/archive';
 import { backupPrefix, listBackups, type BackupMetadata } from '../backup/catalog';
 import type { SiteConfig } from '../config/config';
@@ -55,6 +56,8 @@ export interface CheckReport {
   backups: BackupCheck[];
   /** Where the site's server is, when the check was given the site and could reach it. */
   server?: ServerPosition;
+  /** A base backup being taken now (the backup lease's holder), in words; null when none. */
+  backupRunning: string | null;
   /** Every problem, in words. */
   problems: string[];
   ok: boolean;
@@ -246,7 +249,9 @@ export async function checkArchive(archive: Archive, opts: { site?: SiteConfig }
       problems: own,
     });
   }
-  if (g.backups.length === 0) problems.push('no complete backup: nothing can be restored; take one with "walvault backup push"');
+  // While the first backup runs, "take one" would be advice the push it gives refuses.
+  const running = await runningBackup(archive);
+  if (g.backups.length === 0 && running === null) problems.push('no complete backup: nothing can be restored; take one with "walvault backup push"');
 
   // Gaps in the WAL from the oldest backup's start (or the oldest segment) to the newest.
   const firstSeg = g.backups.length > 0 ? segmentNumber(parseLsn(g.backups[0].startLsn), segSize) : lowestSegNo(wal, segSize);
@@ -282,6 +287,7 @@ export async function checkArchive(archive: Archive, opts: { site?: SiteConfig }
     missingHistoryFiles: [...missingHistory].sort(),
     partialOnly: [...partialOnly].sort(),
     backups,
+    backupRunning: running ? describeRunningBackup(running) : null,
     problems,
     ok: problems.length === 0,
   };
@@ -305,6 +311,7 @@ export function formatCheckReport(r: CheckReport): string {
     const to = b.recoverableTo ? `recoverable to ${b.recoverableTo.lsn} on timeline ${b.recoverableTo.timeline}${b.recoverableTo.archivedAt ? ` (WAL archived ${b.recoverableTo.archivedAt})` : ''}` : 'NOT consistent';
     lines.push(`backup ${b.name} (${b.startLsn}..${b.stopLsn}, timeline ${b.timeline}): ${b.restorable ? 'restorable' : 'NOT restorable'}, ${to}`);
   }
+  if (r.backupRunning) lines.push(`${r.backups.length === 0 ? 'no complete backup yet; in progress' : 'in progress'}: ${r.backupRunning}`);
   for (const p of r.partialOnly) lines.push(`note: WAL ends in ${p} (present only as a partial segment)`);
   if (r.server?.reachable) lines.push(`server: ${r.server.lsn} on timeline ${r.server.timeline}${r.server.archiveLagBytes !== null ? `; the archive is ${r.server.archiveLagBytes} bytes behind` : ''}`);
   else if (r.server) lines.push(`server: not reachable (${r.server.reason})`);

@@ -31,6 +31,7 @@ export async function repairArchive(o: { site: SiteConfig; missing: MissingRange
   try {
     const cluster = await archive.readCluster();
     if (!cluster) throw new WalvaultError('ARCHIVE_NOT_FOUND', `${archive.storage.description} has no cluster.json; nothing to repair`);
+    for (const n of archive.adoptRecordedSettings(cluster)) o.log[n.level](n.fields, n.msg);
     for (const range of o.missing) {
       try {
         result.rearchived.push(...(await streamRange(o.site, archive, cluster, range, o.log)));

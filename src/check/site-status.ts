@@ -10,6 +10,7 @@
  * short deadlines (one attempt per request) and given ARCHIVE_WAIT_MS in all; past that it
  * is reported unreachable.
  */
+import { describeRunningBackup, runningBackup } from '../backup/running-backup';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openSiteArchive } from '../archive/site-archive';
@@ -40,6 +41,8 @@ export interface SiteStatus {
   lag: { bytes: number | null; seconds: number | null };
   lastArchivedSegment: { name: string; at: string } | null;
   lastBackup: { name: string; kind: 'full' | 'incremental'; startedAt: string; stoppedAt: string; startLsn: string; stopLsn: string } | null;
+  /** A base backup being taken now, in words (which, by whom, how far); null when none or unknown. */
+  backupRunning: string | null;
   /** The newest full backup, and the newest incremental one, by name (null: none). */
   lastFull: string | null;
   lastIncremental: string | null;
@@ -151,6 +154,7 @@ export async function siteStatus(site: SiteConfig, args: SiteArgs, withServer = 
   }
 
   let lastBackup: SiteStatus['lastBackup'] = null;
+  let backupRunning: string | null = null;
   let lastFull: string | null = null;
   let lastIncremental: string | null = null;
   let nextBackupDue: string | null = null;
@@ -173,7 +177,9 @@ export async function siteStatus(site: SiteConfig, args: SiteArgs, withServer = 
           problems.push({ problem: `the newest backup (${newest.name}) is older than two backup intervals`, fix: 'scheduled backups are failing: read the walvault log, or take one with walvault backup push' });
         }
       }
-      if (!newest) problems.push({ problem: 'the archive holds no complete backup: nothing can be restored', fix: `take one: walvault backup push ${args.run}` });
+      const running = await within(runningBackup(archive), ARCHIVE_WAIT_MS, `${archive.storage.description} did not answer within ${ARCHIVE_WAIT_MS / 1000} s`);
+      if (running) backupRunning = describeRunningBackup(running);
+      if (!newest && !running) problems.push({ problem: 'the archive holds no complete backup: nothing can be restored', fix: `take one: walvault backup push ${args.run}` });
     } finally {
       // Also ends requests still waiting on a store that does not answer.
       await archive.close();
@@ -207,6 +213,7 @@ export async function siteStatus(site: SiteConfig, args: SiteArgs, withServer = 
     lag: { bytes: m('walvault_archive_lag_bytes'), seconds: m('walvault_archive_lag_seconds') },
     lastArchivedSegment: ledger?.last ?? null,
     lastBackup,
+    backupRunning,
     lastFull,
     lastIncremental,
     nextBackupDue,
@@ -270,6 +277,7 @@ export function formatStatus(r: StatusReport): string {
     lines.push(`  last archived segment: ${s.lastArchivedSegment ? `${s.lastArchivedSegment.name} at ${s.lastArchivedSegment.at}` : '-'}`);
     const unread = s.archive.error !== null;
     lines.push(`  last backup: ${s.lastBackup ? `${s.lastBackup.name} (${s.lastBackup.kind}, ${s.lastBackup.startLsn}..${s.lastBackup.stopLsn}, finished ${s.lastBackup.stoppedAt})` : unread ? 'unknown (the archive was not read)' : 'none'}; next: ${s.nextBackupDue ?? 'not scheduled'}`);
+    if (s.backupRunning) lines.push(`  backup in progress: ${s.backupRunning}`);
     if (s.lastIncremental) lines.push(`  last full backup: ${s.lastFull ?? 'none'}; last incremental: ${s.lastIncremental}`);
     lines.push(`  recoverable: ${s.recoverableWindow.from ? `from ${s.recoverableWindow.from} to ${s.recoverableWindow.to ?? '?'} (${s.recoverableWindow.toLsn ?? '?'})` : unread ? 'unknown (the archive was not read)' : 'nothing (no complete backup)'}`);
     lines.push(`  archive: ${s.archive.location}: ${s.archive.reachable ? (s.archive.error ? 'answers, with an error' : 'reachable') : 'unreachable'}`);

@@ -22,6 +22,8 @@ export interface PushOptions extends SiteOptions {
   walWait?: string;
   incremental?: boolean;
   parent?: string;
+  /** False with --no-wait: another backup running fails the push at once. */
+  wait?: boolean;
 }
 
 function positiveInt(text: string | undefined, what: string, fix: string): number | undefined {
@@ -66,6 +68,7 @@ export async function backupPushCommand(o: PushOptions): Promise<void> {
     maxRateKiB,
     label: o.label,
     walWaitSeconds,
+    waitForRunning: o.wait !== false,
     ...(o.incremental ? { incremental: { parent: o.parent } } : {}),
   });
   process.stdout.write(`${meta.name}\n`);

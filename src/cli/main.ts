@@ -40,6 +40,7 @@ export function buildProgram(): Command {
     .option('--encryption-public-key <file>', 'one-site form: encrypt stored objects for this public key (from "walvault keys create")')
     .option('--archive-file-mode <mode>', 'one-site form: mode of a local archive\'s objects: 0600 (default), 0640 (its directory\'s group may read), 0644')
     .option('--backup-interval <hours>', 'one-site form: hours between scheduled base backups (default 24; the first is taken at start when the archive has none); 0 = no schedule')
+    .option('--fast-first-backup', 'one-site form: the first backup (the archive has none) asks the server for an immediate checkpoint instead of a spread one')
     .action(async (opts) => {
       const { runCommand } = await import('./run');
       await runCommand(opts);
@@ -187,6 +188,7 @@ export function buildProgram(): Command {
     .option('--max-rate <kBps>', 'limit the transfer rate on the server, in kB/s (32 to 1048576)')
     .option('--label <text>', 'backup label (default: walvault NAME)')
     .option('--wal-wait <seconds>', 'how long to wait for the WAL through the stop LSN to be archived (default 3600)')
+    .option('--no-wait', 'fail at once when another backup of the archive is running, instead of waiting for it to end')
     .option('--incremental', 'PostgreSQL 17+ with summarize_wal on: only the blocks changed since the parent backup')
     .option('--parent <name>', 'with --incremental: the backup to take it against (default: the newest complete one on the server\'s timeline history)')
     .action(async (opts) => {

@@ -14,7 +14,7 @@ import { setSdkLogSink } from '../storage/sdk-log';
 import { binDirResolver, osUserFor } from './drill';
 import { restoreCommand } from './restore';
 
-export interface RunOptions extends Omit<OneSiteOptions, 'encryption_public_key_file' | 'backup_interval_hours' | 'archive_file_mode'> {
+export interface RunOptions extends Omit<OneSiteOptions, 'encryption_public_key_file' | 'backup_interval_hours' | 'archive_file_mode' | 'first_backup_fast_checkpoint'> {
   config?: string;
   site?: string;
   /** commander's name for --encryption-public-key */
@@ -23,6 +23,8 @@ export interface RunOptions extends Omit<OneSiteOptions, 'encryption_public_key_
   backupInterval?: string;
   /** commander's name for --archive-file-mode */
   archiveFileMode?: string;
+  /** commander's name for --fast-first-backup */
+  fastFirstBackup?: boolean;
 }
 
 function hours(text: string | undefined): number | undefined {
@@ -35,8 +37,8 @@ function hours(text: string | undefined): number | undefined {
 }
 
 function loadRunConfig(o: RunOptions): Config {
-  const { config: _c, site: _s, encryptionPublicKey, backupInterval, archiveFileMode, ...one } = o;
-  const oneSite = Object.values(one).some((v) => v !== undefined) || encryptionPublicKey !== undefined || backupInterval !== undefined || archiveFileMode !== undefined;
+  const { config: _c, site: _s, encryptionPublicKey, backupInterval, archiveFileMode, fastFirstBackup, ...one } = o;
+  const oneSite = [...Object.values(one), encryptionPublicKey, backupInterval, archiveFileMode, fastFirstBackup].some((v) => v !== undefined);
   if (o.config && oneSite) {
     throw new WalvaultError('CONFIG_INVALID', 'give either --config or the one-site options (--pg, --archive, --state, --slot, --mode), not both');
   }
@@ -44,7 +46,13 @@ function loadRunConfig(o: RunOptions): Config {
   if (!oneSite) {
     throw new WalvaultError('CONFIG_INVALID', 'nothing to run; pass --config FILE, or --pg CONNINFO --archive URL --state DIR');
   }
-  return configFromOptions({ ...one, encryption_public_key_file: encryptionPublicKey, backup_interval_hours: hours(backupInterval), archive_file_mode: archiveFileMode });
+  return configFromOptions({
+    ...one,
+    encryption_public_key_file: encryptionPublicKey,
+    backup_interval_hours: hours(backupInterval),
+    archive_file_mode: archiveFileMode,
+    first_backup_fast_checkpoint: fastFirstBackup,
+  });
 }
 
 export async function runCommand(o: RunOptions): Promise<void> {

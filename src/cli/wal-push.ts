@@ -13,6 +13,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { Archive } from '../archive/archive';
+import { claimArchive } from '../archive/archive-settings';
 import { openSiteArchive } from '../archive/site-archive';
 import { ARCHIVE_FILE_MODE_HINT, defaultCompression, parseArchiveFileMode } from '../config/config';
 import { WalvaultError } from '../errors';
@@ -41,15 +42,25 @@ export async function walPushCommand(walPath: string, opts: { config?: string; s
     settings.archiveFileMode = mode;
   }
   // A bare --archive gets the codec a one-site receiver would use there.
-  const archive = openSiteArchive({ ...settings, compression: settings.compression ?? defaultCompression(settings.archive) }, 'write');
+  const archive = openSiteArchive(
+    { ...settings, compression: settings.compression ?? defaultCompression(settings.archive), compressionChosen: settings.compressionChosen ?? settings.compression !== undefined },
+    'write',
+  );
+  // archive_command's output lands in the server's log: only what needs the operator.
+  const log = {
+    info: () => undefined,
+    warn: (_f: unknown, msg: string) => void process.stderr.write(`walvault: warning: ${msg}\n`),
+  };
   try {
     if (segmentLike) {
       const h = readLongPageHeader(data, walPath);
       // Refuses another cluster's archive, without writing, as the receiver does.
-      await archive.ensureCluster({ systemId: h.systemId.toString(), pgVersionNum: h.major * 10000, walSegmentSize: h.segSize });
+      await claimArchive(archive, { systemId: h.systemId.toString(), pgVersionNum: h.major * 10000, walSegmentSize: h.segSize }, log);
       checkWalFile(data, name, walPath);
-    } else if ((await archive.readCluster()) === null) {
-      throw new WalvaultError('ARCHIVE_NOT_FOUND', `${archive.storage.description} has no cluster.json yet; it learns its cluster from a segment: archive one first`);
+    } else {
+      const cluster = await archive.readCluster();
+      if (cluster === null) throw new WalvaultError('ARCHIVE_NOT_FOUND', `${archive.storage.description} has no cluster.json yet; it learns its cluster from a segment: archive one first`);
+      for (const n of archive.adoptRecordedSettings(cluster)) log[n.level](n.fields, n.msg);
     }
     await archive.putImmutable(Archive.walKey(name), data);
   } finally {

@@ -65,6 +65,11 @@ export interface SiteConfig {
   backupCompressionWorkers: number;
   /** Ask for an immediate checkpoint at backup start (default: spread, gentle on the server). */
   backupFastCheckpoint: boolean;
+  /**
+   * The same for the site's first backup only (the archive holds none yet): someone setting
+   * walvault up is waiting for it, and the spike of one immediate checkpoint is a one-off.
+   */
+  firstBackupFastCheckpoint: boolean;
   /** The server-side rate limit for backups (kB/s); unset = none. */
   backupMaxRateKiB?: number;
   /** Complete backups to keep (the newest N); 0 = keep all. */
@@ -77,6 +82,8 @@ export interface SiteConfig {
   archiveFileMode: number;
   /** Codec for the bodies this site stores. */
   compression: CodecName;
+  /** Whether the config or command line named the codec (false: the default, which an archive's recorded codec replaces). */
+  compressionChosen: boolean;
   /** X25519 public key (PEM) to encrypt bodies for; none = not encrypted. Checked at load. */
   encryptionPublicKeyFile?: string;
   /** The matching private key, for restore and wal-fetch; the backup host does not need it. */
@@ -129,6 +136,7 @@ const SITE_KEYS = [
   'full_backup_interval_days',
   'max_incremental_chain',
   'backup_fast_checkpoint',
+  'first_backup_fast_checkpoint',
   'backup_compression',
   'backup_compression_workers',
   'backup_max_rate_kbps',
@@ -244,6 +252,7 @@ export interface OneSiteOptions {
   archive_file_mode?: string;
   encryption_public_key_file?: string;
   backup_interval_hours?: number;
+  first_backup_fast_checkpoint?: boolean;
 }
 
 /** The one-site form: `walvault run --pg ... --archive ... --state ...`. */
@@ -457,6 +466,7 @@ function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
     fullBackupIntervalDays: num('full_backup_interval_days', DEFAULTS.fullBackupIntervalDays, { value: 0 }, false, 'use a number of days between full backups; 0 lets only max_incremental_chain ask for one'),
     maxIncrementalChain: num('max_incremental_chain', DEFAULTS.maxIncrementalChain, { value: 0 }, true, 'use how many incremental backups may follow one full backup; 0 makes every scheduled backup a full one'),
     backupFastCheckpoint: bool('backup_fast_checkpoint', false),
+    firstBackupFastCheckpoint: bool('first_backup_fast_checkpoint', false),
     backupCompression: backupCompression(),
     backupCompressionWorkers: num('backup_compression_workers', 2, { value: 0 }, true, 'use a whole number of zstd threads on the server, 0 for none'),
     ...(maxRate !== undefined ? { backupMaxRateKiB: maxRate } : {}),
@@ -470,6 +480,7 @@ function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
     s3: parseS3Section(ctx, name, raw.s3),
     archiveFileMode,
     compression: (compressionRaw as CodecName | undefined) ?? defaultCompression(archiveRaw),
+    compressionChosen: compressionRaw !== undefined,
     ...(encryptionPublicKeyFile !== undefined ? { encryptionPublicKeyFile } : {}),
     ...(privateKeyRaw !== undefined ? { encryptionPrivateKeyFile: path.resolve(ctx.baseDir, privateKeyRaw) } : {}),
   };

@@ -12,12 +12,12 @@
  * A failure is logged and tried again later; it never stops the receiver.
  */
 import type { Logger } from 'pino';
-import { ArchiveLease, BACKUP_LEASE, LEASE_TTL_MS } from '../archive/archive-lease';
 import { openSiteArchive } from '../archive/site-archive';
 import { isIncremental, readPendingMetadata, scanBackups, storeCompletion, type BackupMetadata } from '../backup/catalog';
 import { describePlan, executeDeletion, planDeletion, planIsEmpty } from '../backup/retention';
 import { nextScheduledBackup } from '../backup/schedule';
 import { takeBackup, waitForWal } from '../backup/take-backup';
+import { runningBackup } from '../backup/running-backup';
 import type { SiteConfig } from '../config/config';
 import { errorMessage, isWalvaultError } from '../errors';
 import type { Sample } from '../observe/metrics';
@@ -117,8 +117,7 @@ export class BackupScheduler {
   private async tick(signal: AbortSignal): Promise<void> {
     const archive = openSiteArchive(this.site, 'write');
     try {
-      const lease = new ArchiveLease(archive.storage, this.site.name, this.site.state, LEASE_TTL_MS, BACKUP_LEASE);
-      const running = await lease.liveHolder();
+      const running = await runningBackup(archive);
       const entries = await scanBackups(archive);
       // 1. Pending backups whose push is gone.
       for (const e of entries.filter((x) => !x.complete && x.name !== running?.backup)) {
@@ -147,7 +146,9 @@ export class BackupScheduler {
           takeBackup({
             site: this.site,
             log: this.log,
-            fastCheckpoint: this.site.backupFastCheckpoint,
+            // Someone setting walvault up waits for the first one: a spread checkpoint could take
+            // checkpoint_timeout (30 min and more) before a byte moves.
+            fastCheckpoint: this.site.backupFastCheckpoint || (complete.length === 0 && this.site.firstBackupFastCheckpoint),
             maxRateKiB: this.site.backupMaxRateKiB,
             walWaitSeconds: WAL_WAIT_SECONDS,
             signal,

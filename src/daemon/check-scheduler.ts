@@ -38,7 +38,8 @@ export class CheckScheduler {
     try {
       const report = await checkArchive(archive);
       this.last = { report, error: null, at: new Date() };
-      if (report.ok) this.log.info({ backups: report.backups.length, newest: report.newest?.lsn }, 'archive check: clean');
+      if (report.ok && report.backups.length === 0 && report.backupRunning) this.log.info({ running: report.backupRunning }, 'archive check: no complete backup yet; the first is in progress');
+      else if (report.ok) this.log.info({ backups: report.backups.length, newest: report.newest?.lsn }, 'archive check: clean');
       else this.log.error({ problems: report.problems }, 'archive check found problems; run walvault check for details');
     } catch (err) {
       this.last = { report: null, error: errorMessage(err), at: new Date() };

@@ -29,6 +29,7 @@ import {
   type SystemIdentity,
 } from '../postgres/replication-connection';
 import type { StreamEnd, WalStreamSession } from '../postgres/wal-stream-session';
+import { claimArchive } from '../archive/archive-settings';
 import { openSiteArchive } from '../archive/site-archive';
 import { formatLsn, historyFileName, maxLsn, segmentFileName, segmentNumber, segmentStart, type Lsn } from '../wal/lsn';
 import { pageMagicForMajor, type PageCheckContext } from '../wal/page-header';
@@ -241,6 +242,7 @@ export class SiteReceiver {
       gauge('walvault_server_wal_end_lsn_bytes', "End of the server's WAL as it last reported it, as a byte position", Number(this.serverWalEnd ?? 0n)),
       gauge('walvault_archive_lag_bytes', "WAL the server has written that is not archived yet (server's end minus archived)", this.archiveLagBytes()),
       gauge('walvault_archive_lag_seconds', 'Age of the oldest WAL received and not yet archived; 0 when all is archived', this.archiveLagSeconds()),
+      gauge('walvault_slot_retained_bytes', "WAL the slot keeps on the server: the server's end minus the flush position last reported to it", this.slotRetainedBytes()),
       gauge('walvault_upload_queue_segments', 'Finished segments waiting to be archived', stats?.queued ?? 0),
       gauge('walvault_last_archived_timestamp_seconds', 'When the last segment was archived (Unix time); 0 before the first', stats?.lastArchivedAt ? Math.round(stats.lastArchivedAt.getTime() / 1000) : 0),
     ];
@@ -266,6 +268,17 @@ export class SiteReceiver {
     const archived = this.uploader?.archivedLsn ?? 0n;
     const end = this.serverWalEnd ?? this.received;
     return end > archived ? Number(end - archived) : 0;
+  }
+
+  /**
+   * A physical slot's restart_lsn follows the flush position we report (the archived one in
+   * archive mode, the fsynced one in sync mode), so this is what the server cannot recycle
+   * because of us: the number to hold against max_slot_wal_keep_size and the server's disk.
+   */
+  private slotRetainedBytes(): number {
+    const flushed = this.sent.flush > 0n ? this.sent.flush : (this.uploader?.archivedLsn ?? 0n);
+    const end = this.serverWalEnd ?? this.received;
+    return end > flushed ? Number(end - flushed) : 0;
   }
 
   /** (received position, when) samples, one per health tick, for the lag in seconds. */
@@ -541,11 +554,11 @@ export class SiteReceiver {
     const row = await this.makingRoom(lease, () => this.openLedger());
     // Every start: a crash on the first run may have come before the marker was written.
     {
-      await this.archive.ensureCluster({
-        systemId: this.identity.systemId,
-        pgVersionNum: this.facts.versionNum,
-        walSegmentSize: this.facts.walSegmentSize,
-      });
+      await claimArchive(
+        this.archive,
+        { systemId: this.identity.systemId, pgVersionNum: this.facts.versionNum, walSegmentSize: this.facts.walSegmentSize },
+        this.log,
+      );
     }
     if (!this.lease) {
       await lease.acquire();

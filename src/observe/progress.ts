@@ -1,6 +1,11 @@
 /**
  * Progress of a long job: on a terminal one line rewritten in place (bytes done, rate, time
  * left); otherwise a structured log line every interval, for journald and log shippers.
+ *
+ * The rate counts from the first bytes, not from the start: a backup first waits for the
+ * server's checkpoint (minutes, when it is spread), and a rate averaged over that wait would
+ * promise a time left that has nothing to do with the transfer. No time left is given until
+ * bytes have flowed for ESTIMATE_AFTER_MS.
  */
 import type { Logger } from 'pino';
 
@@ -12,6 +17,8 @@ export interface ProgressOptions {
   logIntervalMs?: number;
   now?: () => number;
 }
+
+const ESTIMATE_AFTER_MS = 5000;
 
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
 
@@ -34,7 +41,8 @@ export function formatDuration(seconds: number): string {
 }
 
 export class Progress {
-  private readonly started: number;
+  /** When bytes first moved, and how many had by then. */
+  private flowStart: { at: number; done: number } | null = null;
   private lastDraw = 0;
   private lastLog: number;
   private done = 0;
@@ -45,8 +53,7 @@ export class Progress {
 
   constructor(private readonly o: ProgressOptions) {
     this.now = o.now ?? Date.now;
-    this.started = this.now();
-    this.lastLog = this.started;
+    this.lastLog = this.now();
     this.tty = (o.out ?? process.stderr).isTTY === true;
   }
 
@@ -58,6 +65,7 @@ export class Progress {
   update(done: number): void {
     this.done = done;
     const t = this.now();
+    if (this.flowStart === null && done > 0) this.flowStart = { at: t, done };
     if (this.tty && t - this.lastDraw >= 250) {
       this.lastDraw = t;
       this.draw();
@@ -69,18 +77,19 @@ export class Progress {
   }
 
   snapshot(): { bytesDone: number; bytesTotal: number | null; bytesPerSecond: number; secondsLeft: number | null } {
-    const elapsed = Math.max(0.001, (this.now() - this.started) / 1000);
-    const rate = this.done / elapsed;
+    const flowed = this.flowStart === null ? 0 : this.now() - this.flowStart.at;
+    const rate = flowed > 0 ? ((this.done - this.flowStart!.done) * 1000) / flowed : 0;
     // The server's size estimate can fall short of what it sends: never show a negative time.
-    const left = this.total !== null && rate > 0 ? Math.max(0, this.total - this.done) / rate : null;
+    const left = this.total !== null && rate > 0 && flowed >= ESTIMATE_AFTER_MS ? Math.max(0, this.total - this.done) / rate : null;
     return { bytesDone: this.done, bytesTotal: this.total, bytesPerSecond: Math.round(rate), secondsLeft: left === null ? null : Math.round(left) };
   }
 
   private draw(): void {
     const s = this.snapshot();
     const of = s.bytesTotal !== null ? ` of ~${formatBytes(s.bytesTotal)}` : '';
+    const at = s.bytesPerSecond > 0 ? ` at ${formatBytes(s.bytesPerSecond)}/s` : '';
     const left = s.secondsLeft !== null ? `, ${formatDuration(s.secondsLeft)} left` : '';
-    (this.o.out ?? process.stderr).write(`\r${this.o.what}: ${formatBytes(s.bytesDone)}${of} at ${formatBytes(s.bytesPerSecond)}/s${left}\x1b[K`);
+    (this.o.out ?? process.stderr).write(`\r${this.o.what}: ${formatBytes(s.bytesDone)}${of}${at}${left}\x1b[K`);
     this.drawn = true;
   }
 

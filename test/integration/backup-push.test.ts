@@ -28,6 +28,7 @@ describe('backup push (PostgreSQL 15)', () => {
   let work = '';
   let receiver: WalvaultProcess | undefined;
   let push: WalvaultProcess | undefined;
+  let second: WalvaultProcess | undefined;
   let config = '';
   let archive = '';
   // The receiver keeps writing WAL into the archive meanwhile: what a backup command could
@@ -47,6 +48,7 @@ describe('backup push (PostgreSQL 15)', () => {
   after(async () => {
     if (receiver?.running) receiver.child.kill('SIGCONT');
     await push?.kill9();
+    await second?.kill9();
     await receiver?.stop('SIGTERM', 30000);
     await Promise.all([cluster?.destroy(), other?.destroy()]);
     if (work) removeDir(work);
@@ -74,14 +76,61 @@ describe('backup push (PostgreSQL 15)', () => {
       const show = await runWalvault(['backup', 'show', stored.name, '--config', config]);
       assert.notEqual(show.code, 0);
       assert.match(show.stderr, /not complete/);
+
+      // Issue 17, item 4. A second push with --no-wait fails at once, naming the running backup.
+      const refused = await runWalvault(['backup', 'push', '--config', config, '--fast', '--no-wait'], {}, 60000);
+      assert.notEqual(refused.code, 0, refused.stderr);
+      assert.match(refused.stderr, new RegExp(`has a base backup running: walvault pid [0-9]+ on host .*backup ${stored.name}`));
+      // By default it waits, saying for which backup, whose, and how far it is.
+      second = WalvaultProcess.start(['backup', 'push', '--config', config, '--fast', '--wal-wait', '300']);
+      const waiting = await second.waitForLog((l) => /^one backup at a time per archive: waiting for /.test(String(l.msg)), 30000, 'the second push to wait');
+      assert.match(String(waiting.msg), new RegExp(`waiting for backup ${stored.name} by walvault pid [0-9]+ on host \\S+ \\(site main\\), started .*: stored \\(.*\\), waiting for its WAL`));
+      assert.equal(waiting.running, stored.name);
+      // The check and status call it a backup in progress, not a missing one to take.
+      const check = await runWalvault(['check', '--config', config], {}, 60000);
+      assert.match(check.stdout, new RegExp(`no complete backup yet; in progress: backup ${stored.name} `));
+      assert.doesNotMatch(check.stdout, /no complete backup: nothing can be restored/);
+      const status = await runWalvault(['status', '--config', config, '--json'], {}, 60000);
+      const site = (JSON.parse(status.stdout) as { sites: Array<{ backupRunning: string | null; problems: Array<{ problem: string }> }> }).sites[0];
+      assert.match(String(site.backupRunning), new RegExp(`^backup ${stored.name} by walvault pid`));
+      assert.ok(!site.problems.some((p) => /no complete backup/.test(p.problem)), JSON.stringify(site.problems));
+      assert.ok(second.running, 'the second push still waits');
     } finally {
       receiver!.child.kill('SIGCONT');
     }
     const exit = await push.exited;
     assert.equal(exit.code, 0, push.stderr.slice(-3000));
     const name = push.stdout.trim();
-    assert.deepEqual(await listedNames(config), [name], 'listed once the WAL is archived');
     assert.ok(push.lines.some((l) => /waiting for its WAL/.test(String(l.msg))), 'push said it was waiting for the WAL');
+    // Issue 17, item 3: the push said it waited for the server's checkpoint, immediate here.
+    assert.ok(push.lines.some((l) => l.msg === "waiting for the server's immediate checkpoint before the backup streams"));
+    // The waiting push takes its own backup once the first is over.
+    const secondExit = await second!.exited;
+    assert.equal(secondExit.code, 0, second!.stderr.slice(-3000));
+    const secondName = second!.stdout.trim();
+    assert.notEqual(secondName, name);
+    assert.ok(second!.lines.some((l) => l.msg === 'the other base backup is over; taking this one'));
+    assert.deepEqual(await listedNames(config), [name, secondName], 'both listed once the WAL is archived');
+  });
+
+  it('a spread checkpoint is announced with its bound and the way to make it immediate', async () => {
+    await cluster.query(`ALTER SYSTEM SET checkpoint_timeout = '30min'`);
+    await cluster.query('SELECT pg_reload_conf()');
+    const r = WalvaultProcess.start(['backup', 'push', '--config', config, '--wal-wait', '300']);
+    try {
+      const line = await r.waitForLog((l) => /^waiting for the server's spread checkpoint/.test(String(l.msg)), 30000, 'the checkpoint wait line');
+      assert.equal(line.checkpointTimeout, '30min');
+      assert.match(String(line.msg), /paces it over checkpoint_completion_target x checkpoint_timeout \(0\.9 x 30min: up to about 27 min 0 s\)/);
+      assert.match(String(line.msg), /walvault backup push --fast/);
+      assert.match(String(line.msg), /first_backup_fast_checkpoint = true/);
+      // An idle server's spread checkpoint ends soon; the backup then streams and completes.
+      const exit = await r.exited;
+      assert.equal(exit.code, 0, r.stderr.slice(-3000));
+    } finally {
+      await r.kill9();
+      await cluster.query('ALTER SYSTEM RESET checkpoint_timeout');
+      await cluster.query('SELECT pg_reload_conf()');
+    }
   });
 
   it('a backup whose push gave up waiting for its WAL is completed by the daemon once the WAL is archived', async () => {
@@ -93,7 +142,7 @@ describe('backup push (PostgreSQL 15)', () => {
       assert.notEqual(r.code, 0, 'push gives up');
       const lines = r.stderr.trim().split('\n').filter((l) => l.startsWith('walvault:'));
       assert.equal(lines.length, 1, r.stderr);
-      const m = /backup ([0-9]{8}T[0-9]{6}Z) is stored but not restorable yet: .*waiting for [0-9A-F]{24}/.exec(lines[0]);
+      const m = /backup ([0-9]{8}T[0-9]{6}Z(?:-[0-9]+)?) is stored but not restorable yet: .*waiting for [0-9A-F]{24}/.exec(lines[0]);
       assert.ok(m, `the line names the backup and the missing WAL: ${lines[0]}`);
       name = m[1];
       assert.deepEqual(await listedNames(config), before, 'not listed');
@@ -120,7 +169,13 @@ describe('backup push (PostgreSQL 15)', () => {
       assert.doesNotMatch(lines[0], /internal error/);
       assert.match(lines[0], cause);
       assert.match(lines[0], fix);
-      watched.forEach((p, i) => assert.deepEqual(snapshotTree(p), before[i], `${p} unchanged`));
+      watched.forEach((p, i) => {
+        if (!p.endsWith(`${path.sep}wal`)) return assert.deepEqual(snapshotTree(p), before[i], `${p} unchanged`);
+        // The receiver goes on archiving meanwhile (its partial segment grows, segments
+        // complete): what a refused delete must not touch is every WAL object it found.
+        const now = new Map((snapshotTree(p) ?? []).map((e) => [e.path, e]));
+        for (const e of before[i] ?? []) if (!e.path.endsWith('.partial')) assert.deepEqual(now.get(e.path), e, `${p}/${e.path} unchanged`);
+      });
     }
 
     it('an unknown backup name', async () => {

@@ -56,7 +56,7 @@ describe('README quick start', () => {
     }
   });
 
-  it('the first command streams into a local archive and stops cleanly on Ctrl-C', async () => {
+  it('the first command, under pgbench load, streams, takes a first complete backup with no ERROR line, and stops cleanly on Ctrl-C', async () => {
     const cmd = quickStartCommands()[0].replace(/^npm ci && /, '');
     const argv = words(cmd);
     assert.equal(argv[0], './bin/walvault');
@@ -65,9 +65,17 @@ describe('README quick start', () => {
     assert.match(argv[pgIndex], /host=\S+ port=\d+ user=\S+/);
     argv[pgIndex] = argv[pgIndex].replace(/host=\S+/, `host=${cluster.host}`).replace(/port=\d+/, `port=${cluster.port}`);
     const args = argv.slice(1);
+    await cluster.pgbench(['-i', '-s', '5', '-q']);
     const p = WalvaultProcess.start(args, {}, work);
+    let load: ReturnType<PgCluster['pgbenchProcess']> | null = null;
     try {
       await p.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
+      // Issue 17: a new user under load gets a first complete backup by itself, and no ERROR.
+      load = cluster.pgbenchProcess(['-c', '2', '-T', '300', '-n']);
+      await p.waitForLog((l) => l.msg === 'scheduled base backup starting', 60000, 'the first scheduled backup');
+      await p.waitForLog((l) => l.msg === 'base backup complete', 240000, 'the first backup to complete');
+      assert.ok(p.lines.some((l) => l.msg === "waiting for the server's immediate checkpoint before the backup streams"), 'the quick start asks for a fast first backup');
+      load.kill('SIGINT');
       await cluster.query('CREATE TABLE t AS SELECT g FROM generate_series(1, 50000) g');
       await cluster.switchWal();
       const archive = path.join(work, 'archive');
@@ -79,6 +87,8 @@ describe('README quick start', () => {
       assert.ok(fs.existsSync(path.join(work, 'state', 'ledger.db')));
       const exit = await p.stop('SIGINT');
       assert.equal(exit.code, 0, p.stderr.slice(-2000));
+      const errors = p.lines.filter((l) => (l.level ?? 0) >= 50);
+      assert.deepEqual(errors, [], 'no ERROR line in the quick start');
       // A stopped daemon must not look healthy to textfile monitoring, and says where it stopped.
       const metrics = fs.readFileSync(path.join(work, 'state', 'metrics.prom'), 'utf8');
       assert.match(metrics, /^walvault_streaming(\{[^}]*\})? 0$/m);
@@ -88,6 +98,7 @@ describe('README quick start', () => {
       const slotRow = async () => (await cluster.query(`SELECT active FROM pg_replication_slots WHERE slot_name = '${String(stopped.slot)}'`))[0];
       await waitFor(async () => (await slotRow())?.active === false, { timeoutMs: 10000, what: 'the slot to stay on the server, inactive' });
     } finally {
+      load?.kill('SIGKILL');
       await p.kill9();
     }
   });

@@ -10,7 +10,7 @@ import type { StatusReport } from '../../src/check/site-status';
 import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import { pgConninfo, runWalvault, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
-const SITE_FIELDS = ['archive', 'connection', 'daemon', 'lag', 'lastArchivedSegment', 'lastBackup', 'lastFull', 'lastIncremental', 'nextBackupDue', 'positions', 'problems', 'recoverableWindow', 'server', 'site', 'timeline'];
+const SITE_FIELDS = ['archive', 'backupRunning', 'connection', 'daemon', 'lag', 'lastArchivedSegment', 'lastBackup', 'lastFull', 'lastIncremental', 'nextBackupDue', 'positions', 'problems', 'recoverableWindow', 'server', 'site', 'timeline'];
 
 describe('walvault status (PostgreSQL 15)', () => {
   let cluster: PgCluster;

@@ -223,11 +223,21 @@ describe('progress', () => {
     const logged: Array<Record<string, unknown>> = [];
     const log = { info: (o: Record<string, unknown>) => logged.push(o) } as never;
     const p = new Progress({ what: 'backup x', log, out: tty, now: () => now });
-    p.setTotal(400 * 1024 * 1024);
-    now = 1000;
+    p.setTotal(1200 * 1024 * 1024);
+    // A minute of checkpoint before the first bytes: neither a rate nor a time left yet.
+    now = 60_000;
     p.update(100 * 1024 * 1024);
+    assert.equal(written[0], '\rbackup x: 100.0 MiB of ~1.2 GiB\x1b[K');
+    assert.equal(p.snapshot().secondsLeft, null);
+    // One second of flow gives a rate, still no estimate.
+    now = 61_000;
+    p.update(200 * 1024 * 1024);
+    assert.equal(written[1], '\rbackup x: 200.0 MiB of ~1.2 GiB at 100.0 MiB/s\x1b[K');
+    // Five seconds of flow: the rate counts from the first bytes, not from the start.
+    now = 65_000;
+    p.update(600 * 1024 * 1024);
     p.finish();
-    assert.equal(written[0], '\rbackup x: 100.0 MiB of ~400.0 MiB at 100.0 MiB/s, 3 s left\x1b[K');
+    assert.equal(written[2], '\rbackup x: 600.0 MiB of ~1.2 GiB at 100.0 MiB/s, 6 s left\x1b[K');
     assert.equal(written[written.length - 1], '\n');
     assert.equal(logged.length, 0, 'a terminal is not also logged to');
 

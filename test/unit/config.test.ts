@@ -88,6 +88,7 @@ backup_interval_hours = 12
 full_backup_interval_days = 3
 max_incremental_chain = 10
 backup_fast_checkpoint = true
+first_backup_fast_checkpoint = true
 backup_compression = "client"
 backup_compression_workers = 4
 backup_max_rate_kbps = 65536
@@ -132,6 +133,7 @@ connect_timeout_seconds = 4
         spoolAlertMiB: 512,
         storageStallSeconds: 45,
         compression: 'lz4',
+        compressionChosen: true,
         archiveFileMode: 0o640,
         encryptionPublicKeyFile: path.join(dir, 'site.pub'),
         encryptionPrivateKeyFile: path.join(dir, 'site.key'),
@@ -139,6 +141,7 @@ connect_timeout_seconds = 4
         fullBackupIntervalDays: 3,
         maxIncrementalChain: 10,
         backupFastCheckpoint: true,
+        firstBackupFastCheckpoint: true,
         backupCompression: 'client',
         backupCompressionWorkers: 4,
         backupMaxRateKiB: 65536,
@@ -188,6 +191,7 @@ connect_timeout_seconds = 4
     assert.equal(s.fullBackupIntervalDays, 7);
     assert.equal(s.maxIncrementalChain, 6);
     assert.equal(s.backupFastCheckpoint, false);
+    assert.equal(s.firstBackupFastCheckpoint, false);
     assert.equal(s.backupCompression, 'server');
     assert.equal(s.backupCompressionWorkers, 2);
     assert.equal(s.backupMaxRateKiB, undefined);
@@ -397,6 +401,9 @@ describe('errors: one line, CONFIG_INVALID, naming the key', () => {
     assert.equal(one('/var/lib/walvault/archive'), 'none');
     assert.equal(one('file:///var/lib/walvault/archive'), 'none');
     assert.equal(configFromOptions({ pg: 'host=db1', archive: '/a', state: '/st', compression: 'snappy' }).sites[0].compression, 'snappy');
+    // Only a named codec is a choice; the default gives way to what the archive recorded.
+    assert.equal(configFromOptions({ pg: 'host=db1', archive: '/a', state: '/st', compression: 'snappy' }).sites[0].compressionChosen, true);
+    assert.equal(configFromOptions({ pg: 'host=db1', archive: '/a', state: '/st' }).sites[0].compressionChosen, false);
   });
 
   test('unknown codec, missing or wrong encryption key', async (t) => {

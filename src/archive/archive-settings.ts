@@ -1,0 +1,120 @@
+/**
+ * The settings an archive records when it is created (in cluster.json, which never changes
+ * afterwards): the codec and the public key objects are encrypted for. A later command that
+ * is not told a codec or a key uses the archive's, so `run --compression zstd` followed by a
+ * bare `backup push` does not store an uncompressed backup without a word.
+ *
+ *   - codec: not named by the command: the archive's. Named and different: used as asked, with
+ *     a warning (every object names its own codec, so both kinds restore).
+ *   - key: not named: the archive's public key (stored here in full; it is not a secret).
+ *     Named and different: refused, because a restore decrypts with one private key, and
+ *     objects for two keys would leave backups that cannot be restored with either alone.
+ *     Named for an archive created without encryption: used as asked, with a warning that
+ *     commands not naming it keep the archive's setting.
+ * Archives created before this record have no settings: every command uses its own, as then.
+ */
+import { WalvaultError } from '../errors';
+import type { Archive, ClusterInfo } from './archive';
+import { CODEC_NAMES, type CodecName } from './codecs';
+import { publicKeyFromPem, publicKeyPem, type PublicKey } from './encryption';
+
+export interface RecordedSettings {
+  compression: CodecName;
+  /** Null: the archive was created storing unencrypted objects. */
+  encryption: { keyId: string; publicKey: string } | null;
+}
+
+/** What a command writes with, and whether it was told the codec (false: the site's default). */
+export interface AskedSettings {
+  codec: CodecName;
+  codecChosen: boolean;
+  recipient?: PublicKey;
+}
+
+/** Where the notes go: a pino logger, or something as small. */
+export interface NoteLog {
+  info(fields: Record<string, unknown>, msg: string): void;
+  warn(fields: Record<string, unknown>, msg: string): void;
+}
+
+export interface SettingsNote {
+  level: 'info' | 'warn';
+  msg: string;
+  fields: Record<string, unknown>;
+}
+
+export function recordSettings(asked: { codec?: CodecName; recipient?: PublicKey }): RecordedSettings {
+  const r = asked.recipient;
+  return { compression: asked.codec ?? 'none', encryption: r ? { keyId: r.keyId, publicKey: publicKeyPem(r) } : null };
+}
+
+/** The `settings` member of cluster.json; undefined when absent (an archive older than the record). */
+export function parseRecordedSettings(value: unknown, label: string): RecordedSettings | undefined {
+  if (value === undefined) return undefined;
+  const bad = (what: string) => new WalvaultError('ARCHIVE_CORRUPT', `${label}: settings ${what}`);
+  if (typeof value !== 'object' || value === null) throw bad('is not an object');
+  const v = value as Record<string, unknown>;
+  if (typeof v.compression !== 'string' || !(CODEC_NAMES as readonly string[]).includes(v.compression)) throw bad(`name no known codec (${JSON.stringify(v.compression)})`);
+  const e = v.encryption;
+  if (e === null) return { compression: v.compression as CodecName, encryption: null };
+  if (typeof e !== 'object' || e === undefined || typeof (e as Record<string, unknown>).keyId !== 'string' || typeof (e as Record<string, unknown>).publicKey !== 'string') {
+    throw bad('have no valid encryption entry');
+  }
+  const enc = e as { keyId: string; publicKey: string };
+  return { compression: v.compression as CodecName, encryption: { keyId: enc.keyId, publicKey: enc.publicKey } };
+}
+
+/** What this command writes with, given what the archive recorded; refuses a different key. */
+export function reconcileSettings(recorded: RecordedSettings, asked: AskedSettings, archive: string): { codec: CodecName; recipient?: PublicKey; notes: SettingsNote[] } {
+  const notes: SettingsNote[] = [];
+  let codec = asked.codec;
+  if (!asked.codecChosen) {
+    if (recorded.compression !== asked.codec) {
+      notes.push({ level: 'info', msg: `archive ${archive} stores objects with ${recorded.compression} (its setting since it was created); so does this command`, fields: { compression: recorded.compression } });
+    }
+    codec = recorded.compression;
+  } else if (recorded.compression !== asked.codec) {
+    notes.push({
+      level: 'warn',
+      msg:
+        `archive ${archive} was created storing objects with ${recorded.compression}, but this command was told ${asked.codec}: new objects use ${asked.codec} as asked ` +
+        `(each object names its codec, so both restore); leave the option out to use the archive's`,
+      fields: { archiveCompression: recorded.compression, compression: asked.codec },
+    });
+  }
+
+  let recipient = asked.recipient;
+  const theirs = recorded.encryption;
+  if (recipient && theirs && recipient.keyId !== theirs.keyId) {
+    throw new WalvaultError(
+      'ARCHIVE_KEY_MISMATCH',
+      `archive ${archive} encrypts for public key ${theirs.keyId} (recorded when it was created), but this command was given key ${recipient.keyId} (${recipient.origin}): ` +
+        `a restore decrypts with one private key, so objects for two keys would leave backups unrestorable; give the archive's public key, or use a new archive for the new key`,
+    );
+  }
+  if (recipient && !theirs) {
+    notes.push({
+      level: 'warn',
+      msg:
+        `archive ${archive} was created without encryption, but this command encrypts for key ${recipient.keyId} as asked; commands that do not name the key keep storing ` +
+        `unencrypted objects (the archive's setting): give the key to every command, or start a new archive to have everything encrypted`,
+      fields: { keyId: recipient.keyId },
+    });
+  }
+  if (!recipient && theirs) {
+    recipient = publicKeyFromPem(theirs.publicKey, `the public key recorded in archive ${archive}`);
+    notes.push({ level: 'info', msg: `archive ${archive} encrypts for public key ${theirs.keyId} (its setting since it was created); so does this command`, fields: { keyId: theirs.keyId } });
+  }
+  return { codec, recipient, notes };
+}
+
+/**
+ * Claims the archive for the cluster (../archive.ts ensureCluster) and takes on its recorded
+ * settings where the command named none, logging what that changed. Every command that writes
+ * WAL or backups starts here.
+ */
+export async function claimArchive(archive: Archive, info: ClusterInfo, log: NoteLog): Promise<ClusterInfo> {
+  const cluster = await archive.ensureCluster(info);
+  for (const n of archive.adoptRecordedSettings(cluster)) log[n.level](n.fields, n.msg);
+  return cluster;
+}

@@ -1,0 +1,88 @@
+/**
+ * Issue 17, item 5: the one-site settings are not forgotten between commands. The archive
+ * records its codec and key when it is created; `backup push` and `wal-push` without them
+ * use the archive's, a different codec is used with a warning, a different key is refused
+ * and writes nothing.
+ */
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { createKeyPair } from '../../src/archive/encryption';
+import { readEnvelopeHeader } from '../../src/archive/envelope';
+import { snapshotTree } from '../helpers/errors-fixtures';
+import { PgCluster, removeDir, tmpDir } from '../helpers/pg-cluster';
+import { pgConninfo, runWalvault, WalvaultProcess, writeConfig } from '../helpers/walvault';
+
+describe('archive settings between commands (PostgreSQL 15)', () => {
+  let cluster: PgCluster;
+  let work = '';
+  let receiver: WalvaultProcess | undefined;
+
+  before(async () => {
+    work = tmpDir('walvault-archive-settings-');
+    cluster = await PgCluster.start({ walSegSizeMiB: 1 });
+  });
+
+  after(async () => {
+    await receiver?.stop('SIGTERM', 30000);
+    await cluster?.destroy();
+    if (work) removeDir(work);
+  });
+
+  it('run --compression zstd, then backup push without it: the backup is stored with zstd', async () => {
+    const archive = path.join(work, 'archive');
+    const site = ['--pg', pgConninfo(cluster), '--archive', archive, '--state', path.join(work, 'state')];
+    receiver = WalvaultProcess.start(['run', ...site, '--compression', 'zstd', '--backup-interval', '0']);
+    await receiver.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
+
+    const plain = await runWalvault(['backup', 'push', ...site, '--fast', '--wal-wait', '120'], {}, 180000);
+    assert.equal(plain.code, 0, plain.stderr);
+    assert.match(plain.stderr, /stores objects with zstd \(its setting since it was created\); so does this command/);
+    const show = await runWalvault(['backup', 'show', plain.stdout.trim(), '--archive', archive]);
+    assert.equal(show.code, 0, show.stderr);
+    const meta = JSON.parse(show.stdout) as { archives: Array<{ compression: string | null }> };
+    assert.ok(meta.archives.length > 0 && meta.archives.every((a) => a.compression === 'zstd'), show.stdout);
+
+    // Naming another codec is obeyed, and the command says the archive has another.
+    const lz4 = await runWalvault(['backup', 'push', ...site, '--fast', '--wal-wait', '120', '--compression', 'lz4'], {}, 180000);
+    assert.equal(lz4.code, 0, lz4.stderr);
+    assert.match(lz4.stderr, /was created storing objects with zstd, but this command was told lz4: new objects use lz4 as asked/);
+    await receiver.stop('SIGTERM', 30000);
+    receiver = undefined;
+  });
+
+  it('wal-push: the archive key is used when none is named; another key is refused and writes nothing', async () => {
+    const keys = path.join(work, 'keys');
+    fs.mkdirSync(keys);
+    const kidA = await createKeyPair(path.join(keys, 'a.key'), path.join(keys, 'a.pub'));
+    const kidB = await createKeyPair(path.join(keys, 'b.key'), path.join(keys, 'b.pub'));
+    const archive = path.join(work, 'archive-enc');
+    // One config per key: writeConfig names its file after the site.
+    const configFor = (pub: string): string => {
+      const dir = path.join(work, `cfg-${pub}`);
+      fs.mkdirSync(dir, { recursive: true });
+      return writeConfig(dir, { main: { pg: pgConninfo(cluster), archive, state: path.join(work, 'state-enc'), encryption_public_key_file: path.join(keys, pub) } });
+    };
+    const segments = fs.readdirSync(path.join(cluster.dataDir, 'pg_wal')).filter((n) => /^[0-9A-F]{24}$/.test(n)).sort();
+    assert.ok(segments.length >= 2, `segments in pg_wal: ${segments.join(', ')}`);
+    const seg = (i: number) => path.join(cluster.dataDir, 'pg_wal', segments[i]);
+
+    const first = await runWalvault(['wal-push', '--config', configFor('a.pub'), seg(0)]);
+    assert.equal(first.code, 0, first.stderr);
+
+    const before = snapshotTree(archive);
+    const other = await runWalvault(['wal-push', '--config', configFor('b.pub'), seg(1)]);
+    assert.notEqual(other.code, 0);
+    const lines = other.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, other.stderr);
+    assert.match(lines[0], new RegExp(`encrypts for public key ${kidA} .* given key ${kidB} .*use a new archive for the new key`));
+    assert.deepEqual(snapshotTree(archive), before, 'nothing written');
+
+    const bare = await runWalvault(['wal-push', '--archive', archive, seg(1)]);
+    assert.equal(bare.code, 0, bare.stderr);
+    assert.equal(bare.stderr, '', 'the archive key taken without a word in the server log');
+    const key = `wal/${segments[1]}`;
+    assert.equal(readEnvelopeHeader(fs.readFileSync(path.join(archive, key)), key).encryption, 'aes-256-gcm');
+  });
+});
