@@ -11,19 +11,58 @@ import { isSegmentFileName, segmentNumber } from '../../src/wal/lsn';
 import { PgCluster, removeDir, tmpDir } from './pg-cluster';
 import { assertArchiveMatchesServer, openArchive, pgConninfo, switchAndWaitArchived, WalvaultProcess, writeConfig } from './walvault';
 
+/**
+ * mulberry32: a small seeded PRNG, uniform in [0, 1). The kill delays come from it so that a
+ * failing run can be replayed with the same delays.
+ */
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * The seed of the kill delays: WALVAULT_TEST_SEED when set (an unsigned 32-bit integer),
+ * otherwise a fresh one. To replay a failed run with the same delays, run the test again with
+ * the seed it printed, e.g.
+ *   WALVAULT_TEST_SEED=123456789 node --test dist/test/integration/crash-resume.test.js
+ */
+function killSeed(): number {
+  const given = process.env.WALVAULT_TEST_SEED;
+  if (given !== undefined && given !== '') {
+    const n = Number(given);
+    if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw new Error(`WALVAULT_TEST_SEED=${given}: not an unsigned 32-bit integer`);
+    return n;
+  }
+  return Math.floor(Math.random() * 0x100000000);
+}
+
 /** `archiveFor(work)`: the archive location to use (a directory or an s3:// URL). */
 export async function crashScenario(kills: number, archiveFor: (work: string) => string): Promise<void> {
+  const seed = killSeed();
+  // Printed before anything can fail (and again with the delays), so every failure can be replayed.
+  console.log(`crash scenario: kill delays from seed ${seed} (replay with WALVAULT_TEST_SEED=${seed})`);
   const cluster = await PgCluster.start({ walSegSizeMiB: 1, settings: { wal_keep_size: '4096MB', max_wal_size: '4096MB' } });
   const work = tmpDir('walvault-crash-');
   try {
-    await run(cluster, work, kills, archiveFor(work));
+    await run(cluster, work, kills, archiveFor(work), seed);
+  } catch (err) {
+    // The failure itself names the seed: the log lines above may be far away from it.
+    if (err instanceof Error) err.message += `\n(kill delays from seed ${seed}: replay with WALVAULT_TEST_SEED=${seed})`;
+    throw err;
   } finally {
     await cluster.destroy();
     removeDir(work);
   }
 }
 
-async function run(cluster: PgCluster, work: string, kills: number, archive: string): Promise<void> {
+async function run(cluster: PgCluster, work: string, kills: number, archive: string, seed: number): Promise<void> {
+  const random = mulberry32(seed);
   const state = path.join(work, 'state');
   const config = writeConfig(work, {
     main: { pg: pgConninfo(cluster), archive, state, partial_interval_seconds: 1, status_interval_seconds: 1 },
@@ -35,13 +74,16 @@ async function run(cluster: PgCluster, work: string, kills: number, archive: str
     for (let i = 0; i < kills; i++) {
       const p = WalvaultProcess.start(['run', '--config', config]);
       // Some kills land during start-up and reconciliation, most while streaming.
-      const delay = Math.floor(Math.random() * 2500);
+      const delay = Math.floor(random() * 2500);
+      const after = i % 3 !== 0 ? 'after streaming started' : 'after spawn';
+      console.log(`crash scenario (seed ${seed}): kill ${i + 1}/${kills} ${delay} ms ${after}`);
       if (i % 3 !== 0) await p.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
       await new Promise((r) => setTimeout(r, delay));
       assert.ok(p.running, `receiver ${i} still running before its kill; stderr:\n${p.stderr.slice(-2000)}`);
       await p.kill9();
       killedAfterMs.push(delay);
     }
+    console.log(`crash scenario (seed ${seed}): killed after ${killedAfterMs.join(', ')} ms`);
     const final = WalvaultProcess.start(['run', '--config', config]);
     await final.waitForLog((l) => l.msg === 'starting replication', 30000, 'final start');
     await new Promise((r) => setTimeout(r, 1500));

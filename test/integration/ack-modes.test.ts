@@ -147,7 +147,7 @@ describe('acknowledgement modes (PostgreSQL 15, 1 MiB segments)', () => {
       if (work) removeDir(work);
     });
 
-    it("never lets the slot's restart_lsn pass the archived position, and still advances it", async () => {
+    it("never lets the slot's restart_lsn pass the archived position, and still advances it", async (t) => {
       const pg = cluster!;
       const segSize = pg.walSegSize;
       const seg = BigInt(segSize);
@@ -232,31 +232,62 @@ describe('acknowledgement modes (PostgreSQL 15, 1 MiB segments)', () => {
         samplerError = err;
       });
 
+      // How many samples and how much WAL a fixed time gives depends on the machine (a loaded
+      // 2-core host samples far less often): the load and the outage last until enough
+      // samples were taken, not a fixed time.
+      const MIN_SAMPLES = 40;
+      const waitForSamples = (n: number, what: string): Promise<boolean> =>
+        waitFor(() => samplerError !== null || samples.length >= n, { timeoutMs: 180000, intervalMs: 100, what: `${n} samples (${what})` });
+      /** The largest lead of the receiver's written position over the archive in samples[from, to). */
+      const leadIn = (from: number, to = samples.length): bigint =>
+        samples
+          .slice(from, to)
+          .map((s) => (s.written !== null && s.coverage !== null ? s.written - s.coverage : 0n))
+          .reduce((a, b) => (a > b ? a : b), 0n);
+
       const outageSamples: [number, number] = [0, 0];
       try {
         await pg.pgbench(['-i', '-s', '1', '-q']);
-        const load = pg.pgbenchProcess(['-c', '2', '-T', '8', '-n']);
-        const loadExit = new Promise<number | null>((resolve) => load.once('exit', (code) => resolve(code)));
-        // An archive outage in mid-run: the spool keeps receiving and fsyncing while nothing
-        // gets archived, so a receiver that acknowledged received or fsynced WAL as flushed
-        // would move the slot past the archive here (with a healthy local archive the two
-        // differ only for milliseconds, too briefly for sampling to see).
-        await sleep(1500);
-        outageSamples[0] = samples.length;
-        await switchable.takeAway();
+        // Runs until stopped below, once enough samples were taken during it.
+        const load = pg.pgbenchProcess(['-c', '2', '-T', '600', '-n']);
+        const loadExit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+          load.once('exit', (code, signal) => resolve({ code, signal })),
+        );
         try {
-          // Segment switches make the spool run whole segments ahead however slowly pgbench
-          // goes on a busy machine.
-          for (let i = 0; i < 2; i++) {
+          // An archive outage in mid-run: the spool keeps receiving and fsyncing while nothing
+          // gets archived, so a receiver that acknowledged received or fsynced WAL as flushed
+          // would move the slot past the archive here (with a healthy local archive the two
+          // differ only for milliseconds, too briefly for sampling to see).
+          await sleep(1500);
+          await waitForSamples(samples.length + 5, 'with the load running, before the outage');
+          outageSamples[0] = samples.length;
+          await switchable.takeAway();
+          try {
+            // Segment switches make the spool run whole segments ahead however slowly pgbench
+            // goes on a busy machine.
+            for (let i = 0; i < 2; i++) {
+              await sleep(1000);
+              await pg.switchWal();
+            }
             await sleep(1000);
-            await pg.switchWal();
+            // The outage lasts until the sampler has seen the receiver a segment ahead of the
+            // archive (asserted below), over at least a few samples.
+            await waitFor(() => samplerError !== null || (samples.length - outageSamples[0] >= 5 && leadIn(outageSamples[0]) >= seg), {
+              timeoutMs: 60000,
+              intervalMs: 100,
+              what: 'the samples during the outage to see the receiver a segment ahead of the archive',
+            }).catch(() => undefined); // the assertion on the lead below says what went wrong
+          } finally {
+            await switchable.giveBack();
+            outageSamples[1] = samples.length;
           }
-          await sleep(1000);
+          await waitForSamples(MIN_SAMPLES, 'with the load running');
+          assert.equal(load.exitCode, null, 'pgbench load still running when enough samples were taken');
         } finally {
-          await switchable.giveBack();
-          outageSamples[1] = samples.length;
+          if (load.exitCode === null && load.signalCode === null) load.kill('SIGINT');
         }
-        assert.equal(await loadExit, 0, 'pgbench load ran to completion');
+        const exit = await loadExit;
+        assert.ok(exit.code === 0 || exit.signal === 'SIGINT', `pgbench load ran until stopped (exit ${exit.code ?? exit.signal})`);
         // The tail of the load (and the backlog of the outage) is still being uploaded: keep
         // watching while it lands.
         await sleep(3000);
@@ -283,7 +314,7 @@ describe('acknowledgement modes (PostgreSQL 15, 1 MiB segments)', () => {
       await sampleOnce();
 
       assert.equal(samplerError, null, `sampling failed: ${String(samplerError)}`);
-      assert.ok(samples.length >= 40, `enough samples during the run (got ${samples.length})`);
+      assert.ok(samples.length >= MIN_SAMPLES, `enough samples during the run (got ${samples.length})`);
       assert.equal(
         violations.length,
         0,
@@ -292,13 +323,16 @@ describe('acknowledgement modes (PostgreSQL 15, 1 MiB segments)', () => {
       );
       // Without this the outage proves nothing: the receiver must really have held WAL that
       // the archive did not, while the slot stayed put.
-      const lead = samples
-        .slice(outageSamples[0], outageSamples[1])
-        .map((s) => (s.written !== null && s.coverage !== null ? s.written - s.coverage : 0n))
-        .reduce((a, b) => (a > b ? a : b), 0n);
-      assert.ok(lead >= seg, `during the outage the receiver got at least a segment ahead of the archive (got ${lead} bytes)`);
+      const lead = leadIn(outageSamples[0], outageSamples[1]);
+      assert.ok(
+        lead >= seg,
+        `during the outage the receiver got at least a segment ahead of the archive (got ${lead} bytes over ${outageSamples[1] - outageSamples[0]} samples)`,
+      );
       const first = samples[0].restart!;
       const last = samples[samples.length - 1].restart!;
+      t.diagnostic(
+        `${samples.length} samples in ${samples[samples.length - 1].atMs} ms, ${outageSamples[1] - outageSamples[0]} during the outage (lead ${lead} bytes); restart_lsn ${formatLsn(first)} -> ${formatLsn(last)}`,
+      );
       // ~20 MiB of WAL went by: a slot that did not move would make the checks above vacuous.
       assert.ok(
         last - first >= 10n * seg,

@@ -10,9 +10,9 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { CheckReport } from '../../src/check/archive-check';
 import { Archive } from '../../src/archive/archive';
-import { parseLsn, parseSegmentFileName, segmentStartOfNumber } from '../../src/wal/lsn';
+import { formatLsn, parseLsn, parseSegmentFileName, segmentStartOfNumber } from '../../src/wal/lsn';
 import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
-import { openArchive, pgConninfo, pushBackup, runWalvault, switchAndWaitArchived, withReceiver, writeConfig } from '../helpers/walvault';
+import { archivedCoverage, openArchive, pgConninfo, pushBackup, runWalvault, switchAndWaitArchived, withReceiver, writeConfig } from '../helpers/walvault';
 
 describe('walvault check --repair (PostgreSQL 15)', () => {
   let cluster: PgCluster;
@@ -47,7 +47,7 @@ describe('walvault check --repair (PostgreSQL 15)', () => {
     if (work) removeDir(work);
   });
 
-  it('check names the gaps; --repair streams them again from the server; check is clean', async () => {
+  it('check names the gaps; --repair streams them again from the server; check is clean', async (t) => {
     const before = await runWalvault(['check', '--config', config, '--json'], {}, 60000);
     assert.equal(before.code, 1, before.stderr);
     const gaps = (JSON.parse(before.stdout) as CheckReport).missingSegments;
@@ -57,6 +57,10 @@ describe('walvault check --repair (PostgreSQL 15)', () => {
     assert.equal(bad.code, 2, 'repair needs the site');
     assert.match(bad.stderr, /--repair streams WAL from the site's server: give --config/);
 
+    // WAL the archive cannot have: written after the receiver stopped, so the server is known
+    // to be at least this far ahead of what the archive holds.
+    await cluster.query(`CREATE TABLE lag_probe AS SELECT g, repeat('x', 100) AS pad FROM generate_series(1, 2000) g`);
+    const flushedBefore = parseLsn((await cluster.query('SELECT pg_current_wal_flush_lsn()::text AS l'))[0].l);
     const r = await runWalvault(['check', '--config', config, '--repair', '--json'], {}, 120000);
     assert.equal(r.code, 0, `${r.stderr}\n${r.stdout}`);
     assert.match(r.stderr, new RegExp(`archived again from the server: ${deleted.join(', ')}`), r.stdout);
@@ -68,8 +72,17 @@ describe('walvault check --repair (PostgreSQL 15)', () => {
     if (after.server?.reachable) {
       assert.equal(after.server.timeline, 1);
       const now = parseLsn((await cluster.query('SELECT pg_current_wal_lsn()::text AS l'))[0].l);
-      assert.ok(parseLsn(after.server.lsn) <= now && parseLsn(after.server.lsn) > 0n, `server position ${after.server.lsn}`);
-      assert.ok(after.server.archiveLagBytes !== null && after.server.archiveLagBytes >= 0);
+      const serverLsn = parseLsn(after.server.lsn);
+      assert.ok(serverLsn >= flushedBefore && serverLsn <= now, `server position ${after.server.lsn} is between ${formatLsn(flushedBefore)} and ${formatLsn(now)}`);
+      // The archive, gapless after the repair, ends where the receiver stopped (the partial it
+      // archived then), before the WAL written since.
+      const archivedEnd = await archivedCoverage(archive, cluster.walSegSize, 1);
+      assert.ok(archivedEnd !== null && archivedEnd < flushedBefore, `the archive ends (${archivedEnd === null ? 'nowhere' : formatLsn(archivedEnd)}) before the WAL written since (${formatLsn(flushedBefore)})`);
+      assert.equal(after.newest?.lsn, formatLsn(archivedEnd), 'the report\'s newest archived position is the end of the archived WAL');
+      // The lag is exactly what separates the server's position from the archive's end.
+      assert.equal(after.server.archiveLagBytes, Number(serverLsn - archivedEnd), `archive lag at server ${after.server.lsn}, archive end ${formatLsn(archivedEnd)}`);
+      assert.ok(after.server.archiveLagBytes >= Number(flushedBefore - archivedEnd), 'the lag counts at least the WAL written since the receiver stopped');
+      t.diagnostic(`server ${after.server.lsn}, archive ends ${formatLsn(archivedEnd)}: ${after.server.archiveLagBytes} bytes behind`);
     }
 
     // The segments are the server's own bytes.

@@ -14,6 +14,8 @@ import { pgConninfo, runWalvault, WalvaultProcess, writeConfig } from '../helper
 const PARTIAL_INTERVAL_S = 1;
 /** An upload takes a little while after its timer fires. */
 const UPLOAD_SLACK_MS = 500;
+/** Commits that must be due (older than the interval and the slack at the stop) to judge the restore. */
+const MIN_DUE = 50;
 
 describe('restore after the primary stops abruptly, partial uploads on (PostgreSQL 15)', () => {
   let primary: PgCluster;
@@ -41,18 +43,29 @@ describe('restore after the primary stops abruptly, partial uploads on (PostgreS
     // Commits, each timed when the server has confirmed it; then the primary and the backup
     // host die together in the middle of it.
     let writing = true;
+    let writerError: unknown = null;
     const writer = (async () => {
       for (let id = 1; writing; id++) {
         try {
           await primary.query(`INSERT INTO marker VALUES (${id}, repeat('x', 2000))`);
-        } catch {
+        } catch (err) {
+          if (writing) writerError = err;
           return;
         }
         committed.push({ id, at: Date.now() });
         await new Promise((r) => setTimeout(r, 10));
       }
     })();
+    // At least 6 s of commits, and then until enough of them are old enough to be due at the
+    // stop: on a loaded machine commits come slower, so a fixed time gives too few to judge.
     await new Promise((r) => setTimeout(r, 6000));
+    const dueIfStoppedNow = () => committed.filter((c) => c.at < Date.now() - PARTIAL_INTERVAL_S * 1000 - UPLOAD_SLACK_MS).length;
+    await waitFor(() => writerError !== null || dueIfStoppedNow() >= MIN_DUE, {
+      timeoutMs: 180000,
+      intervalMs: 100,
+      what: `${MIN_DUE} commits more than ${PARTIAL_INTERVAL_S} s + ${UPLOAD_SLACK_MS} ms old`,
+    });
+    assert.equal(writerError, null, `the writer's commits failed: ${String(writerError)}`);
     stopAt = Date.now();
     await Promise.all([receiver.kill9(), primary.stop('immediate')]);
     writing = false;
@@ -81,7 +94,7 @@ describe('restore after the primary stops abruptly, partial uploads on (PostgreS
 
   it('recovers every transaction committed more than one partial interval before the stop', async (t) => {
     const due = committed.filter((c) => c.at < stopAt - PARTIAL_INTERVAL_S * 1000 - UPLOAD_SLACK_MS);
-    assert.ok(due.length >= 50, `enough commits to judge (${due.length})`);
+    assert.ok(due.length >= MIN_DUE, `enough commits to judge (${due.length})`);
     const ids = await restoredIds('restored', []);
     const lost = due.filter((c) => !ids.has(c.id));
     assert.deepEqual(lost.map((c) => c.id), [], `committed ${PARTIAL_INTERVAL_S} s + ${UPLOAD_SLACK_MS} ms or more before the stop, yet lost`);

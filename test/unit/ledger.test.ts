@@ -8,6 +8,7 @@ import Database from 'better-sqlite3';
 import { Ledger } from '../../src/ledger/ledger';
 import { APPLICATION_ID, SCHEMA_VERSION } from '../../src/ledger/migrations';
 import { isWalvaultError } from '../../src/errors';
+import { runTestAs, unprivilegedUser } from '../helpers/pg-cluster';
 
 const SEG = 16 * 1024 * 1024;
 const SITE = { site: 'main', systemId: '7300000000000000001', timeline: 1, walSegmentSize: SEG, serverVersionNum: 170004 };
@@ -143,7 +144,16 @@ describe('unwritable state directory', () => {
     }
   });
 
-  it('reports STATE_DIR_UNWRITABLE for a read-only directory', { skip: process.getuid?.() === 0 ? 'root ignores directory permissions' : false }, () => {
+  const READ_ONLY_TEST = 'reports STATE_DIR_UNWRITABLE for a read-only directory';
+  // Root ignores directory permissions: as root (CI) the test runs again as the unprivileged
+  // server OS user (postgres), where the directory really is read-only.
+  it(READ_ONLY_TEST, { skip: process.getuid?.() === 0 && !unprivilegedUser() && 'root ignores directory permissions, and there is no postgres OS user to run it as' }, (t) => {
+    const user = unprivilegedUser();
+    if (user) {
+      runTestAs(user, __filename, READ_ONLY_TEST);
+      t.diagnostic(`ran as ${user.name} (uid ${user.uid}) in a child node --test`);
+      return;
+    }
     const ro = path.join(dir, 'ro');
     fs.mkdirSync(ro, { mode: 0o555 });
     try {

@@ -8,6 +8,7 @@ import { pathToFileURL } from 'node:url';
 import { isWalvaultError, type ErrorCode } from '../../src/errors';
 import { LocalStorage } from '../../src/storage/local';
 import { storageFromUrl } from '../../src/storage/open';
+import { runTestAs, unprivilegedUser } from '../helpers/pg-cluster';
 
 async function tempDir(t: { after(fn: () => Promise<void>): void }): Promise<string> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'walvault-local-'));
@@ -190,19 +191,33 @@ describe('LocalStorage', () => {
     assert.equal((await s.get('obj'))?.toString(), 'two');
   });
 
-  test('I/O errors name the path and the OS error code', { skip: process.getuid?.() === 0 && 'root ignores permissions' }, async (t) => {
+  const EACCES_TEST = 'I/O errors name the path and the OS error code';
+  // Root ignores permissions: as root (CI) the test runs again as the unprivileged server OS
+  // user (postgres), where the locked directory really refuses.
+  test(EACCES_TEST, { skip: process.getuid?.() === 0 && !unprivilegedUser() && 'root ignores permissions, and there is no postgres OS user to run it as' }, async (t) => {
+    const user = unprivilegedUser();
+    if (user) {
+      runTestAs(user, __filename, EACCES_TEST);
+      t.diagnostic(`ran as ${user.name} (uid ${user.uid}) in a child node --test`);
+      return;
+    }
     const root = await tempDir(t);
     const s = new LocalStorage(root);
     await s.put('locked/obj', Buffer.from('x'));
     await fs.chmod(path.join(root, 'locked'), 0o000);
-    t.after(() => fs.chmod(path.join(root, 'locked'), 0o755));
-    await assert.rejects(s.get('locked/obj'), (err: unknown) => {
-      assert.ok(isWalvaultError(err, 'STORAGE_IO'));
-      assert.match(err.message, /locked\/obj/);
-      assert.match(err.message, /EACCES/);
-      assert.ok(err.cause instanceof Error);
-      return true;
-    });
+    try {
+      await assert.rejects(s.get('locked/obj'), (err: unknown) => {
+        assert.ok(isWalvaultError(err, 'STORAGE_IO'));
+        assert.match(err.message, /locked\/obj/);
+        assert.match(err.message, /EACCES/);
+        assert.ok(err.cause instanceof Error);
+        return true;
+      });
+    } finally {
+      // Here, not in t.after: after hooks run in the order they were added, and tempDir's
+      // removal (added first) cannot look inside a directory of mode 000 unless we are root.
+      await fs.chmod(path.join(root, 'locked'), 0o755);
+    }
   });
 
   test('OS errors become STORAGE_IO naming the path and code, with the cause kept', async (t) => {
