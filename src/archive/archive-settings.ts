@@ -6,7 +6,9 @@
  *
  *   - codec: not named by the command: the archive's. Named and different: used as asked, with
  *     a warning (every object names its own codec, so both kinds restore).
- *   - key: not named: the archive's public key (stored here in full; it is not a secret).
+ *   - key: not named, for an encrypted archive: refused, naming the recorded key id. The key
+ *     is not taken from cluster.json: that object is not authenticated, and whoever can write
+ *     the store could put their own key there and have new WAL encrypted for them.
  *     Named and different: refused, because a restore decrypts with one private key, and
  *     objects for two keys would leave backups that cannot be restored with either alone.
  *     Named for an archive created without encryption: used as asked, with a warning that
@@ -16,7 +18,7 @@
 import { WalvaultError } from '../errors';
 import type { Archive, ClusterInfo } from './archive';
 import { CODEC_NAMES, type CodecName } from './codecs';
-import { publicKeyFromPem, publicKeyPem, type PublicKey } from './encryption';
+import { publicKeyPem, type PublicKey } from './encryption';
 
 export interface RecordedSettings {
   compression: CodecName;
@@ -102,8 +104,11 @@ export function reconcileSettings(recorded: RecordedSettings, asked: AskedSettin
     });
   }
   if (!recipient && theirs) {
-    recipient = publicKeyFromPem(theirs.publicKey, `the public key recorded in archive ${archive}`);
-    notes.push({ level: 'info', msg: `archive ${archive} encrypts for public key ${theirs.keyId} (its setting since it was created); so does this command`, fields: { keyId: theirs.keyId } });
+    throw new WalvaultError(
+      'ARCHIVE_KEY_REQUIRED',
+      `archive ${archive} encrypts for public key ${theirs.keyId} (recorded when it was created), but this command names no key and would store unencrypted objects: ` +
+        `give that public key with --encryption-public-key FILE (or encryption_public_key_file in the site)`,
+    );
   }
   return { codec, recipient, notes };
 }

@@ -52,7 +52,7 @@ describe('archive settings between commands (PostgreSQL 15)', () => {
     receiver = undefined;
   });
 
-  it('wal-push: the archive key is used when none is named; another key is refused and writes nothing', async () => {
+  it('wal-push: without a key, or with another key, an encrypted archive refuses and nothing is written', async () => {
     const keys = path.join(work, 'keys');
     fs.mkdirSync(keys);
     const kidA = await createKeyPair(path.join(keys, 'a.key'), path.join(keys, 'a.pub'));
@@ -79,9 +79,14 @@ describe('archive settings between commands (PostgreSQL 15)', () => {
     assert.match(lines[0], new RegExp(`encrypts for public key ${kidA} .* given key ${kidB} .*use a new archive for the new key`));
     assert.deepEqual(snapshotTree(archive), before, 'nothing written');
 
+    // No key named: refused rather than stored unencrypted, or encrypted for a key read from the store.
     const bare = await runWalvault(['wal-push', '--archive', archive, seg(1)]);
-    assert.equal(bare.code, 0, bare.stderr);
-    assert.equal(bare.stderr, '', 'the archive key taken without a word in the server log');
+    assert.notEqual(bare.code, 0);
+    assert.match(bare.stderr, new RegExp(`encrypts for public key ${kidA} .*names no key.*--encryption-public-key`));
+    assert.deepEqual(snapshotTree(archive), before, 'nothing written');
+    // The archive's own key: stored, encrypted.
+    const same = await runWalvault(['wal-push', '--config', configFor('a.pub'), seg(1)]);
+    assert.equal(same.code, 0, same.stderr);
     const key = `wal/${segments[1]}`;
     assert.equal(readEnvelopeHeader(fs.readFileSync(path.join(archive, key)), key).encryption, 'aes-256-gcm');
   });

@@ -44,7 +44,7 @@ async function storedHeader(root: string, key: string) {
 }
 
 describe('archive settings', () => {
-  test('the creating command records codec and key; a command naming neither uses them', async (t) => {
+  test('the creating command records codec and key; a command naming neither uses the codec and is refused without the key', async (t) => {
     const root = await tempDir(t, 'settings');
     const keys = await keyPair(root, 'a');
     const first = await claim(root, { codec: 'zstd', recipient: keys.publicKey });
@@ -54,15 +54,16 @@ describe('archive settings', () => {
     assert.equal(marker.settings.encryption.keyId, keys.kid);
     assert.match(marker.settings.encryption.publicKey, /^-----BEGIN PUBLIC KEY-----/);
 
-    // Like `backup push` without --compression or a key, on a local archive (default: none).
-    const later = await claim(root, { codec: 'none', codecChosen: false });
-    assert.equal(later.archive.codec, 'zstd');
-    assert.deepEqual(
-      later.notes.map((n) => n.level),
-      ['info', 'info'],
+    // Without the key: refused, naming the key (never taken from the unauthenticated cluster.json).
+    await assert.rejects(
+      claim(root, { codec: 'none', codecChosen: false }),
+      (err: unknown) => isWalvaultError(err, 'ARCHIVE_KEY_REQUIRED') && err.message.includes(keys.kid) && err.message.includes('--encryption-public-key'),
     );
+    // Like `backup push` without --compression, with the key, on a local archive (default: none).
+    const later = await claim(root, { codec: 'none', codecChosen: false, recipient: keys.publicKey });
+    assert.equal(later.archive.codec, 'zstd');
+    assert.equal(later.notes.length, 1);
     assert.match(later.notes[0].msg, /stores objects with zstd \(its setting since it was created\); so does this command/);
-    assert.match(later.notes[1].msg, new RegExp(`encrypts for public key ${keys.kid}`));
     await later.archive.putImmutable('wal/000000010000000000000001', SEGMENT);
     const h = await storedHeader(root, 'wal/000000010000000000000001');
     assert.equal(h.codec, 'zstd');
