@@ -25,6 +25,8 @@ export type ErrorCode =
   | 'ARCHIVE_NOT_FOUND'
   | 'ARCHIVE_KEY_REQUIRED'
   | 'ARCHIVE_KEY_MISMATCH'
+  /** The key this site pinned for an archive and the key its cluster.json records disagree. */
+  | 'ARCHIVE_KEY_CHANGED'
   | 'ARCHIVE_AUTH_FAILED'
   | 'ARCHIVE_MISPLACED'
   | 'ARCHIVE_LOCKED'
@@ -35,6 +37,8 @@ export type ErrorCode =
   | 'STATE_DIR_UNWRITABLE'
   | 'STATE_DISK_FULL'
   | 'STATE_OTHER_CLUSTER'
+  /** A file of the state directory walvault cannot read as it wrote it. */
+  | 'STATE_CORRUPT'
   | 'LEDGER'
   | 'BACKUP_BAD_LABEL'
   | 'BACKUP_NOT_FOUND'

@@ -103,6 +103,11 @@ export class Archive {
     return (this.options.codec ?? 'none') === 'none' && !this.options.recipient;
   }
 
+  /** The public key new objects are encrypted for; undefined: stored unencrypted. */
+  get recipient(): PublicKey | undefined {
+    return this.options.recipient;
+  }
+
   /** The codec new objects are stored with. */
   get codec(): CodecName {
     return this.options.codec ?? 'none';
@@ -113,10 +118,10 @@ export class Archive {
    * and refuses a key other than the archive's; the notes say what changed. Call it before
    * writing anything but cluster.json (claimArchive in ./archive-settings.ts does).
    */
-  adoptRecordedSettings(cluster: ClusterInfo): SettingsNote[] {
+  adoptRecordedSettings(cluster: ClusterInfo, pinned: Parameters<typeof reconcileSettings>[3] = null): SettingsNote[] {
     if (!cluster.settings) return [];
     const asked = { codec: this.codec, codecChosen: this.options.codecChosen ?? true, recipient: this.options.recipient };
-    const settled = reconcileSettings(cluster.settings, asked, this.storage.description);
+    const settled = reconcileSettings(cluster.settings, asked, this.storage.description, pinned);
     this.options.codec = settled.codec;
     this.options.recipient = settled.recipient;
     return settled.notes;

@@ -18,6 +18,8 @@ export interface ArchiveSettings {
   archiveFileMode?: number;
   encryptionPublicKeyFile?: string;
   encryptionPrivateKeyFile?: string;
+  /** The site's state directory, where it pins the archive's key; absent for a bare --archive. */
+  state?: string;
 }
 
 /**

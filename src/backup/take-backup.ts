@@ -131,7 +131,7 @@ export async function takeBackup(o: TakeBackupOptions): Promise<BackupMetadata> 
     const base: IncrementalBase | null = o.incremental ? await prepareIncremental(archive, conn, identity, facts, o.incremental.parent) : null;
     // Refuses another cluster's archive before anything is written.
     // Also settles the codec and key: the archive's, where the command named none.
-    await claimArchive(archive, { systemId: identity.systemId, pgVersionNum: facts.versionNum, walSegmentSize: facts.walSegmentSize }, log);
+    await claimArchive(archive, { systemId: identity.systemId, pgVersionNum: facts.versionNum, walSegmentSize: facts.walSegmentSize }, log, site.state);
 
     // One backup at a time per archive; the lease also tells retention this backup's
     // objects are not leftovers. Held until the completion marker is written.

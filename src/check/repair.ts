@@ -11,6 +11,7 @@
 import type { Logger } from 'pino';
 import { Archive } from '../archive/archive';
 import { openSiteArchive } from '../archive/site-archive';
+import { adoptSettings } from '../archive/archive-settings';
 import type { SiteConfig } from '../config/config';
 import { isWalvaultError, WalvaultError } from '../errors';
 import { connectSite } from '../postgres/site-connection';
@@ -31,7 +32,7 @@ export async function repairArchive(o: { site: SiteConfig; missing: MissingRange
   try {
     const cluster = await archive.readCluster();
     if (!cluster) throw new WalvaultError('ARCHIVE_NOT_FOUND', `${archive.storage.description} has no cluster.json; nothing to repair`);
-    for (const n of archive.adoptRecordedSettings(cluster)) o.log[n.level](n.fields, n.msg);
+    await adoptSettings(archive, cluster, o.log, o.site.state);
     for (const range of o.missing) {
       try {
         result.rearchived.push(...(await streamRange(o.site, archive, cluster, range, o.log)));

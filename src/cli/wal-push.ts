@@ -13,7 +13,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { Archive } from '../archive/archive';
-import { claimArchive } from '../archive/archive-settings';
+import { adoptSettings, claimArchive } from '../archive/archive-settings';
 import { openSiteArchive } from '../archive/site-archive';
 import { ARCHIVE_FILE_MODE_HINT, defaultCompression, parseArchiveFileMode } from '../config/config';
 import { WalvaultError } from '../errors';
@@ -55,12 +55,12 @@ export async function walPushCommand(walPath: string, opts: { config?: string; s
     if (segmentLike) {
       const h = readLongPageHeader(data, walPath);
       // Refuses another cluster's archive, without writing, as the receiver does.
-      await claimArchive(archive, { systemId: h.systemId.toString(), pgVersionNum: h.major * 10000, walSegmentSize: h.segSize }, log);
+      await claimArchive(archive, { systemId: h.systemId.toString(), pgVersionNum: h.major * 10000, walSegmentSize: h.segSize }, log, settings.state);
       checkWalFile(data, name, walPath);
     } else {
       const cluster = await archive.readCluster();
       if (cluster === null) throw new WalvaultError('ARCHIVE_NOT_FOUND', `${archive.storage.description} has no cluster.json yet; it learns its cluster from a segment: archive one first`);
-      for (const n of archive.adoptRecordedSettings(cluster)) log[n.level](n.fields, n.msg);
+      await adoptSettings(archive, cluster, log, settings.state);
     }
     await archive.putImmutable(Archive.walKey(name), data);
   } finally {

@@ -558,6 +558,7 @@ export class SiteReceiver {
         this.archive,
         { systemId: this.identity.systemId, pgVersionNum: this.facts.versionNum, walSegmentSize: this.facts.walSegmentSize },
         this.log,
+        this.site.state,
       );
     }
     if (!this.lease) {

@@ -10,6 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Archive, CLUSTER_KEY, type ArchiveOptions, type ClusterInfo } from '../../src/archive/archive';
 import { claimArchive, parseRecordedSettings, type SettingsNote } from '../../src/archive/archive-settings';
+import { KEY_PIN_FILE } from '../../src/archive/key-pin';
 import { createKeyPair, loadPrivateKey, loadPublicKey } from '../../src/archive/encryption';
 import { readEnvelopeHeader } from '../../src/archive/envelope';
 import { isWalvaultError } from '../../src/errors';
@@ -32,10 +33,10 @@ const CLUSTER: ClusterInfo = { systemId: '7312345678901234567', pgVersionNum: 15
 const SEGMENT = Buffer.alloc(256 * 1024, 'walvault settings test 0123456789 ');
 
 /** Opens the archive with a command's options, claims it, and collects what it was told. */
-async function claim(root: string, options: ArchiveOptions): Promise<{ archive: Archive; notes: Array<Pick<SettingsNote, 'level' | 'msg'>> }> {
+async function claim(root: string, options: ArchiveOptions, stateDir?: string): Promise<{ archive: Archive; notes: Array<Pick<SettingsNote, 'level' | 'msg'>> }> {
   const archive = new Archive(new LocalStorage(root), options);
   const notes: Array<Pick<SettingsNote, 'level' | 'msg'>> = [];
-  await claimArchive(archive, CLUSTER, { info: (_f, msg) => notes.push({ level: 'info', msg }), warn: (_f, msg) => notes.push({ level: 'warn', msg }) });
+  await claimArchive(archive, CLUSTER, { info: (_f, msg) => notes.push({ level: 'info', msg }), warn: (_f, msg) => notes.push({ level: 'warn', msg }) }, stateDir);
   return { archive, notes };
 }
 
@@ -71,6 +72,71 @@ describe('archive settings', () => {
     // Readable with the archive's private key, and only the plaintext comes back.
     const back = await new Archive(new LocalStorage(root), { privateKey: keys.privateKey }).get('wal/000000010000000000000001');
     assert.ok(back!.equals(SEGMENT));
+  });
+
+  test("a site that wrote with the archive's key pins it; its later commands naming no key use it", async (t) => {
+    const root = await tempDir(t, 'settings');
+    const state = path.join(await tempDir(t, 'state'), 'site');
+    const keys = await keyPair(root, 'a');
+    const first = await claim(root, { codec: 'zstd', recipient: keys.publicKey }, state);
+    assert.ok(first.notes.some((n) => n.level === 'info' && n.msg.includes(`pinned public key ${keys.kid}`)), JSON.stringify(first.notes));
+    const pinFile = path.join(state, KEY_PIN_FILE);
+    assert.equal((await fs.stat(pinFile)).mode & 0o777, 0o600);
+    assert.equal((await fs.stat(state)).mode & 0o777, 0o700);
+
+    // Same site, no key named: encrypted for the pinned key.
+    const later = await claim(root, { codec: 'none', codecChosen: false }, state);
+    assert.equal(later.archive.recipient?.keyId, keys.kid);
+    assert.ok(later.notes.some((n) => n.msg.includes('the key this site pinned when it first wrote there')), JSON.stringify(later.notes));
+    await later.archive.putImmutable('wal/000000010000000000000004', SEGMENT);
+    assert.equal((await storedHeader(root, 'wal/000000010000000000000004')).encryption, 'aes-256-gcm');
+    const back = await new Archive(new LocalStorage(root), { privateKey: keys.privateKey }).get('wal/000000010000000000000004');
+    assert.ok(back!.equals(SEGMENT));
+
+    // Another state directory (or none) never wrote there with the key: refused.
+    const otherState = path.join(await tempDir(t, 'state'), 'other');
+    await assert.rejects(claim(root, { codec: 'none', codecChosen: false }, otherState), (err: unknown) => isWalvaultError(err, 'ARCHIVE_KEY_REQUIRED'));
+    await assert.rejects(claim(root, { codec: 'none', codecChosen: false }), (err: unknown) => isWalvaultError(err, 'ARCHIVE_KEY_REQUIRED'));
+    await assert.rejects(fs.stat(otherState), { code: 'ENOENT' });
+  });
+
+  test('cluster.json rewritten to name another key: a site that pinned the first refuses, and writes nothing', async (t) => {
+    const root = await tempDir(t, 'settings');
+    const state = path.join(await tempDir(t, 'state'), 'site');
+    const a = await keyPair(root, 'a');
+    const b = await keyPair(root, 'b');
+    await claim(root, { codec: 'none', recipient: a.publicKey }, state);
+    // Whoever can write the store puts their key in cluster.json (written as walvault would).
+    const forgedRoot = await tempDir(t, 'forged');
+    await new Archive(new LocalStorage(forgedRoot), { codec: 'none', recipient: b.publicKey }).ensureCluster(CLUSTER);
+    await fs.copyFile(path.join(forgedRoot, CLUSTER_KEY), path.join(root, CLUSTER_KEY));
+    const pinBefore = await fs.readFile(path.join(state, KEY_PIN_FILE));
+    const listing = async () => (await fs.readdir(root)).sort();
+    const before = await listing();
+    await assert.rejects(
+      claim(root, { codec: 'none', codecChosen: false }, state),
+      (err: unknown) => isWalvaultError(err, 'ARCHIVE_KEY_CHANGED') && err.message.includes(a.kid) && err.message.includes(b.kid) && err.message.includes('--encryption-public-key'),
+    );
+    // Naming the pinned key says the same, not that the operator gave a wrong key.
+    await assert.rejects(
+      claim(root, { codec: 'none', codecChosen: false, recipient: a.publicKey }, state),
+      (err: unknown) => isWalvaultError(err, 'ARCHIVE_KEY_CHANGED') && /cluster\.json changed since/.test(err.message),
+    );
+    assert.deepEqual(await listing(), before);
+    assert.ok((await fs.readFile(path.join(state, KEY_PIN_FILE))).equals(pinBefore), 'the pin is kept');
+    // The operator who did change the key names it: used, and pinned from then on.
+    const named = await claim(root, { codec: 'none', codecChosen: false, recipient: b.publicKey }, state);
+    assert.equal(named.archive.recipient?.keyId, b.kid);
+    assert.equal((await claim(root, { codec: 'none', codecChosen: false }, state)).archive.recipient?.keyId, b.kid);
+  });
+
+  test('a damaged pin file is named, not guessed', async (t) => {
+    const root = await tempDir(t, 'settings');
+    const state = await tempDir(t, 'state');
+    const a = await keyPair(root, 'a');
+    await claim(root, { codec: 'none', recipient: a.publicKey }, state);
+    await fs.writeFile(path.join(state, KEY_PIN_FILE), '{"version": 1, "archives": {"x": {}}}');
+    await assert.rejects(claim(root, { codec: 'none', codecChosen: false }, state), (err: unknown) => isWalvaultError(err, 'STATE_CORRUPT') && err.message.includes(KEY_PIN_FILE));
   });
 
   test('a command naming another codec gets it, and is told the archive has another', async (t) => {
