@@ -39,7 +39,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { defaultCompression } from '../src/config/config';
+import { defaultCompression } from '../src/config/keys';
 import { parseLsn, parseSegmentFileName, segmentFileName, segmentNumber } from '../src/wal/lsn';
 import type { Storage } from '../src/storage/storage';
 import { clientBin, PgCluster, removeDir } from '../test/helpers/pg-cluster';

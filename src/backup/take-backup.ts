@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import type { Archive } from '../archive/archive';
 import { claimArchive } from '../archive/archive-settings';
 import { openSiteArchive } from '../archive/site-archive';
-import type { SiteConfig } from '../config/config';
+import type { SiteConfig } from '../config/config-types';
 import { ArchiveLease, BACKUP_LEASE, LEASE_HEARTBEAT_MS, LEASE_TTL_MS, type BackupProgress } from '../archive/archive-lease';
 import { errorMessage, isWalvaultError, WalvaultError } from '../errors';
 import { Progress } from '../observe/progress';

@@ -9,7 +9,7 @@
 import { describeRunningBackup, runningBackup } from '../backup/running-backup';
 import { Archive } from '../archive/archive';
 import { backupPrefix, listBackups, type BackupMetadata } from '../backup/catalog';
-import type { SiteConfig } from '../config/config';
+import type { SiteConfig } from '../config/config-types';
 import { isWalvaultError, WalvaultError } from '../errors';
 import { formatLsn, isHistoryFileName, isSegmentFileName, parseLsn, parseSegmentFileName, segmentNumber, segmentStartOfNumber, historyFileName, type Lsn } from '../wal/lsn';
 import { parseTimelineHistory, type TimelineHistoryEntry } from '../wal/timeline-history';

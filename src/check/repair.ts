@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import { Archive } from '../archive/archive';
 import { openSiteArchive } from '../archive/site-archive';
 import { adoptSettings } from '../archive/archive-settings';
-import type { SiteConfig } from '../config/config';
+import type { SiteConfig } from '../config/config-types';
 import { isWalvaultError, WalvaultError } from '../errors';
 import { connectSite } from '../postgres/site-connection';
 import { formatLsn, parseSegmentFileName, segmentFileName, segmentStartOfNumber, type Lsn } from '../wal/lsn';

@@ -5,7 +5,7 @@
  * (PostgreSQL 15+) for the slot's restart position, SHOW for settings. The WAL the slot
  * holds on the server is the distance between the two.
  */
-import type { SiteConfig } from '../config/config';
+import type { SiteConfig } from '../config/config-types';
 import { errorMessage, isWalvaultError } from '../errors';
 import type { ReplicationConnection } from '../postgres/replication-connection';
 import { serverVersionText } from '../postgres/server-version';

@@ -15,7 +15,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openSiteArchive } from '../archive/site-archive';
 import { isIncremental, listBackups } from '../backup/catalog';
-import type { SiteConfig } from '../config/config';
+import type { SiteConfig } from '../config/config-types';
 import { errorMessage, isWalvaultError, WalvaultError } from '../errors';
 import { LEDGER_FILE, METRICS_FILE } from '../daemon/receiver';
 import { StateLock } from '../daemon/state-lock';

@@ -5,7 +5,8 @@
 import { openSiteArchive, type ArchiveSettings } from '../archive/site-archive';
 import { listBackups, readCompleted, type BackupMetadata } from '../backup/catalog';
 import { describePlan, executeDeletion, planDeletion, type DeleteRequest } from '../backup/retention';
-import { configFromOptions, loadConfigFile, selectSite, type SiteConfig } from '../config/config';
+import { configFromOptions, loadConfigFile, selectSite } from '../config/config';
+import type { SiteConfig } from '../config/config-types';
 import { WalvaultError } from '../errors';
 import { createLogger } from '../observe/logger';
 import { formatBytes, formatDuration } from '../observe/progress';

@@ -7,7 +7,7 @@
  */
 import type { Archive } from '../archive/archive';
 import { isWalvaultError } from '../errors';
-import type { SiteConfig } from '../config/config';
+import type { SiteConfig } from '../config/config-types';
 import { archiveFromOptions } from './archive-option';
 
 export interface ReportOptions {

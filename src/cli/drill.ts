@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { WalvaultError, isWalvaultError } from '../errors';
-import type { SiteConfig } from '../config/config';
+import type { SiteConfig } from '../config/config-types';
 import { archiveFromOptions } from './archive-option';
 import { restoreCommand } from './restore';
 

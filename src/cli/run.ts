@@ -2,7 +2,8 @@
  * `walvault run`: one receiver per site until SIGINT/SIGTERM, then a clean stop (stream
  * ended, spool fsynced, the open segment archived as a partial) and exit 0.
  */
-import { configFromOptions, loadConfigFile, type Config, type OneSiteOptions } from '../config/config';
+import { configFromOptions, loadConfigFile, type OneSiteOptions } from '../config/config';
+import type { Config } from '../config/config-types';
 import { BackupScheduler } from '../daemon/backup-scheduler';
 import { CheckScheduler } from '../daemon/check-scheduler';
 import { DrillScheduler } from '../daemon/drill-scheduler';

@@ -6,7 +6,8 @@
  * the site runs (its state directory's lock), and, by the server, while any receiver streams
  * from it. A dry run unless --confirm.
  */
-import { configFromOptions, loadConfigFile, selectSite, type SiteConfig } from '../config/config';
+import { configFromOptions, loadConfigFile, selectSite } from '../config/config';
+import type { SiteConfig } from '../config/config-types';
 import { isWalvaultError, WalvaultError } from '../errors';
 import { StateLock } from '../daemon/state-lock';
 import { connectSite } from '../postgres/site-connection';

@@ -5,7 +5,7 @@
  * when it could not run.
  */
 import { isWalvaultError } from '../errors';
-import type { SiteConfig } from '../config/config';
+import type { SiteConfig } from '../config/config-types';
 import type { SiteArgs } from '../check/site-status';
 import { badOption, REPORT_FAILED } from './check';
 import type { SiteOptions } from './site-options';

@@ -18,7 +18,7 @@ import { describePlan, executeDeletion, planDeletion, planIsEmpty } from '../bac
 import { nextScheduledBackup } from '../backup/schedule';
 import { takeBackup, waitForWal } from '../backup/take-backup';
 import { runningBackup } from '../backup/running-backup';
-import type { SiteConfig } from '../config/config';
+import type { SiteConfig } from '../config/config-types';
 import { errorMessage, isWalvaultError } from '../errors';
 import type { Sample } from '../observe/metrics';
 import { sleep } from '../util/timers';

@@ -7,7 +7,7 @@
 import type { Logger } from 'pino';
 import { openSiteArchive } from '../archive/site-archive';
 import type { CheckReport } from '../check/archive-check';
-import type { SiteConfig } from '../config/config';
+import type { SiteConfig } from '../config/config-types';
 import { errorMessage } from '../errors';
 import type { Sample } from '../observe/metrics';
 import { every } from '../util/timers';

@@ -8,7 +8,7 @@
 import type { Logger } from 'pino';
 import { openSiteArchive } from '../archive/site-archive';
 import type { DrillResult } from '../check/drill';
-import type { SiteConfig } from '../config/config';
+import type { SiteConfig } from '../config/config-types';
 import { errorMessage } from '../errors';
 import type { Sample } from '../observe/metrics';
 import { every } from '../util/timers';

@@ -18,7 +18,7 @@
  *                   { type: 'failed', error }             run() rejected: code, message, exitCode
  */
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
-import type { SiteConfig } from '../config/config';
+import type { SiteConfig } from '../config/config-types';
 import { WalvaultError, type ErrorCode } from '../errors';
 import { createLogger, routeConsoleTo } from '../observe/logger';
 import type { Sample } from '../observe/metrics';

@@ -1,5 +1,5 @@
 /** A replication connection to a site's server for one duty (backup, repair, check). */
-import type { SiteConfig } from '../config/config';
+import type { SiteConfig } from '../config/config-types';
 import { ReplicationConnection } from './replication-connection';
 
 export function connectSite(site: SiteConfig, duty: string): Promise<ReplicationConnection> {

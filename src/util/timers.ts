@@ -1,4 +1,8 @@
-/** Exponential backoff with full jitter, so many failing sites do not retry in step. */
+/**
+ * Exponential backoff with "equal jitter" (AWS architecture blog's name): the wait is half the
+ * ceiling plus a random part of the other half, so it never drops to near zero (as full jitter
+ * can) and many failing sites still do not retry in step.
+ */
 export function backoffDelayMs(attempt: number, baseMs = 1000, capMs = 60000): number {
   const ceiling = Math.min(capMs, baseMs * 2 ** Math.min(attempt, 20));
   return Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);

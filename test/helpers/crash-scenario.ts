@@ -9,22 +9,8 @@ import * as path from 'node:path';
 import { Ledger } from '../../src/ledger/ledger';
 import { isSegmentFileName, segmentNumber } from '../../src/wal/lsn';
 import { PgCluster, removeDir, tmpDir } from './pg-cluster';
+import { mulberry32 } from './seeded-random';
 import { assertArchiveMatchesServer, openArchive, pgConninfo, switchAndWaitArchived, WalvaultProcess, writeConfig } from './walvault';
-
-/**
- * mulberry32: a small seeded PRNG, uniform in [0, 1). The kill delays come from it so that a
- * failing run can be replayed with the same delays.
- */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * The seed of the kill delays: WALVAULT_TEST_SEED when set (an unsigned 32-bit integer),

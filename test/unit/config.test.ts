@@ -6,7 +6,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import { isWalvaultError } from '../../src/errors';
-import { configFromOptions, loadConfigFile, selectSite, type Config } from '../../src/config/config';
+import { configFromOptions, loadConfigFile, selectSite } from '../../src/config/config';
+import type { Config } from '../../src/config/config-types';
 import { createLogger } from '../../src/observe/logger';
 
 const SECRET = 'Hunter2-s3cret';

@@ -14,7 +14,7 @@ import { createKeyPair, loadPublicKey } from '../../src/archive/encryption';
 import { openSiteArchive } from '../../src/archive/site-archive';
 import { archiveFromOptions } from '../../src/cli/archive-option';
 import { buildProgram } from '../../src/cli/main';
-import { CONFIG_KEYS } from '../../src/config/config';
+import { CONFIG_KEYS } from '../../src/config/keys';
 import { isWalvaultError } from '../../src/errors';
 import { LocalStorage } from '../../src/storage/local';
 

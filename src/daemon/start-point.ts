@@ -1,0 +1,62 @@
+/**
+ * Where a receiver with no state of its own starts streaming, and the slot that keeps the
+ * server's WAL from there. In order of preference: after the newest segment the archive holds
+ * (a new state directory for an existing archive continues it without a gap or a duplicate),
+ * else the slot's restart point (the server kept WAL from there for us), else the server's
+ * current position. Always from a segment's start: the spool holds whole segments.
+ */
+import type { Logger } from 'pino';
+import type { Archive, ClusterInfo } from '../archive/archive';
+import type { SiteConfig } from '../config/config-types';
+import { WalvaultError } from '../errors';
+import type { ReplicationConnection, SystemIdentity } from '../postgres/replication-connection';
+import { isSegmentFileName, parseSegmentFileName, segmentStart, segmentStartOfNumber, type Lsn } from '../wal/lsn';
+import type { ResumePoint } from './resume';
+
+export interface SlotRestart {
+  lsn: Lsn;
+  tli: number | null;
+}
+
+/** Creates the slot when the site asks for it, checks that it exists, and reads its restart point. */
+export async function prepareSlot(conn: ReplicationConnection, site: SiteConfig, major: number, log: Logger): Promise<{ created: boolean; restart: SlotRestart | null }> {
+  let created = false;
+  if (site.createSlot) {
+    created = await conn.createPhysicalSlot(site.slot, major);
+    if (created) log.info({ slot: site.slot }, 'created physical replication slot');
+  }
+  const slot = await conn.readSlot(site.slot, major);
+  if (slot && !slot.exists) {
+    throw new WalvaultError('CONFIG_INVALID', `replication slot "${site.slot}" does not exist on ${site.pgDescription}; create it, or set create_slot = true`);
+  }
+  return { created, restart: slot?.restartLsn ? { lsn: slot.restartLsn, tli: slot.restartTli } : null };
+}
+
+export async function chooseStart(o: { archive: Archive; archiveHasCluster: boolean; slot: SlotRestart | null; identity: SystemIdentity; segSize: number }): Promise<ResumePoint> {
+  const fromArchive = o.archiveHasCluster ? await resumeFromArchive(o.archive, o.segSize) : null;
+  if (fromArchive) return fromArchive;
+  if (o.slot) return { lsn: segmentStart(o.slot.lsn, o.segSize), tli: o.slot.tli ?? 0 };
+  return { lsn: segmentStart(o.identity.xlogPos, o.segSize), tli: o.identity.timeline };
+}
+
+/** After the archive's newest segment (the higher timeline on a tie). */
+async function resumeFromArchive(archive: Archive, segSize: number): Promise<ResumePoint | null> {
+  let best: ResumePoint | null = null;
+  for (const name of await archive.listWal()) {
+    if (!isSegmentFileName(name)) continue;
+    const { tli, segNo } = parseSegmentFileName(name, segSize);
+    const end = segmentStartOfNumber(segNo + 1n, segSize);
+    if (!best || end > best.lsn || (end === best.lsn && tli > best.tli)) best = { lsn: end, tli };
+  }
+  return best;
+}
+
+/** An archive of another database system is refused before anything is created on the server. */
+export function refuseOtherCluster(cluster: ClusterInfo | null, identity: SystemIdentity, archive: Archive, site: SiteConfig): void {
+  if (cluster && cluster.systemId !== identity.systemId) {
+    throw new WalvaultError(
+      'ARCHIVE_OTHER_CLUSTER',
+      `archive ${archive.storage.description} belongs to database system ${cluster.systemId}, but the server at ${site.pgDescription} is ${identity.systemId}; use a separate archive for each cluster`,
+    );
+  }
+}
