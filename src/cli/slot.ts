@@ -10,7 +10,7 @@ import { configFromOptions, loadConfigFile, selectSite, type SiteConfig } from '
 import { isWalvaultError, WalvaultError } from '../errors';
 import { StateLock } from '../daemon/state-lock';
 import { connectSite } from '../postgres/site-connection';
-import { slotHold } from '../check/server-view';
+import { slotHold } from './server-view';
 import type { SiteOptions } from './site-options';
 
 export interface SlotDropOptions extends Omit<SiteOptions, 'archive'> {

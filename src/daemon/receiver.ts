@@ -45,14 +45,12 @@ import { StateLock } from './state-lock';
 import { ArchiveLease, LEASE_HEARTBEAT_MS } from '../archive/archive-lease';
 import { Uploader } from './uploader';
 import { OutageLog } from './outage-log';
+import { LEDGER_FILE, METRICS_FILE, SPOOL_DIR } from './state-dir';
+import { writeDaemonState } from './daemon-state';
 
 const QUEUE_HIGH_WATER = 8 * 1024 * 1024;
 const QUEUE_LOW_WATER = 2 * 1024 * 1024;
 const WRITE_BATCH_BYTES = 4 * 1024 * 1024;
-export const LEDGER_FILE = 'ledger.db';
-export const SPOOL_DIR = 'spool';
-/** Prometheus text, rewritten every status interval (node_exporter's textfile collector reads it). */
-export const METRICS_FILE = 'metrics.prom';
 const ALERT_LOG_INTERVAL_MS = 60000;
 
 /** Errors after which retrying cannot help: the operator must act. */
