@@ -12,7 +12,8 @@ export const WINDOW = 1 << 20;
 
 /**
  * Window buffers shared by every reader in the process (a few uploads and checks at once). In
- * shared memory, so the compression workers read a window where it is (./zstd-worker.ts).
+ * shared memory, so the compression workers read a window where it is
+ * (./compress-hash-workers.ts).
  */
 export const windowPool = new BufferPool(WINDOW, 8, { shared: true });
 

@@ -5,8 +5,9 @@
  * The receiver compresses on the same process that reads the replication socket, so no codec
  * may compress on the event loop: snappy, lz4 and gzip have asynchronous native calls that run
  * on libuv's thread pool; zstd-napi has only synchronous calls, so zstd compresses in worker
- * threads (./zstd-worker.ts). Decompression runs where it is asked for (restore and wal-fetch
- * have no socket to starve), synchronously for zstd.
+ * threads (./compress-hash-workers.ts, given ZSTD_LEVEL with each frame). Decompression runs
+ * where it is asked for (restore and wal-fetch have no socket to starve), synchronously for
+ * zstd.
  *
  * Native modules are loaded on first use, so a process that never meets a codec never pays
  * for loading it.
@@ -81,7 +82,7 @@ const loaders: Record<CodecName, () => Codec> = {
   },
   zstd: () => {
     const zstd = require('zstd-napi') as typeof import('zstd-napi');
-    const { zstdCompressInWorker, zstdCompressInto, zstdBound } = require('./zstd-worker') as typeof import('./zstd-worker');
+    const { zstdCompressInWorker, zstdCompressInto, zstdBound } = require('./compress-hash-workers') as typeof import('./compress-hash-workers');
     // Output buffers, each the bound for a whole frame: enough idle ones for a few objects
     // compressing frames ahead at once. Only the bytes a compressed frame fills are touched,
     // so an idle one costs about its last frame's compressed size in resident memory.
@@ -89,14 +90,14 @@ const loaders: Record<CodecName, () => Codec> = {
     return {
       name: 'zstd',
       id: CODEC_IDS.zstd,
-      compress: (b) => zstdCompressInWorker(b),
+      compress: (b) => zstdCompressInWorker(b, ZSTD_LEVEL),
       compressFrame: async (b) => {
         // A frame larger than the write path's (none is) gets a buffer of its own.
         const fits = b.length <= FRAME_PLAINTEXT_MAX;
         const out = fits ? outputs.acquire() : Buffer.from(new SharedArrayBuffer(zstdBound(b.length)));
         const release = () => (fits ? outputs.release(out) : undefined);
         try {
-          const n = await zstdCompressInto(b, out);
+          const n = await zstdCompressInto(b, out, ZSTD_LEVEL);
           return { bytes: out.subarray(0, n), release };
         } catch (err) {
           release();

@@ -16,7 +16,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { WalvaultError } from '../errors';
-import { fsyncDir } from '../wal/fsync-dir';
+import { replaceFileDurably } from '../wal/fsync-dir';
 
 export const KEY_PIN_FILE = 'archive-keys.json';
 
@@ -70,15 +70,5 @@ export async function pinKey(stateDir: string, archive: string, key: { keyId: st
   const pins = await readPins(stateDir);
   pins.archives[archive] = { keyId: key.keyId, publicKey: key.publicKey, pinnedAt: new Date().toISOString() };
   await fsp.mkdir(stateDir, { recursive: true, mode: 0o700 });
-  const file = pinPath(stateDir);
-  const tmp = `${file}.tmp`;
-  const handle = await fsp.open(tmp, 'w', 0o600);
-  try {
-    await handle.writeFile(`${JSON.stringify(pins, null, 2)}\n`);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await fsp.rename(tmp, file);
-  await fsyncDir(stateDir);
+  await replaceFileDurably(pinPath(stateDir), `${JSON.stringify(pins, null, 2)}\n`);
 }

@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import type { Archive } from '../archive/archive';
 import type { CodecName } from '../archive/codecs';
-import { sha256InWorker } from '../archive/zstd-worker';
+import { sha256InWorker } from '../archive/compress-hash-workers';
 import { WalvaultError } from '../errors';
 
 export interface StoredPart {

@@ -1,7 +1,7 @@
 /**
  * Deleting backups, and the WAL no retained backup needs.
  *
- * Rules (design.md §1.3: nothing a retained backup needs is ever deleted):
+ * Rules (nothing a retained backup needs is ever deleted):
  * - Backups are ordered by their stored stop LSN, never by name.
  * - WAL is kept from the start segment of the oldest retained complete backup onwards, on
  *   every timeline (recovery from it may follow any later timeline); timeline history files

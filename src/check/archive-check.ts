@@ -14,7 +14,7 @@ import { isWalvaultError, WalvaultError } from '../errors';
 import { formatLsn, isHistoryFileName, isSegmentFileName, parseLsn, parseSegmentFileName, segmentNumber, segmentStartOfNumber, historyFileName, type Lsn } from '../wal/lsn';
 import { parseTimelineHistory, type TimelineHistoryEntry } from '../wal/timeline-history';
 import { walIdentityChecker, type WalClusterIdentity } from '../wal/wal-identity';
-import { describeRange, missingRanges, ownerOf, pathContains, scanChain, timelinePath, type ArchivedWal, type MissingRange, type PathStep } from './wal-chain';
+import { describeRange, missingRanges, ownerOf, pathContains, scanChain, timelinePath, type ArchivedWal, type MissingRange, type PathStep } from '../wal/wal-chain';
 
 const WAL_PREFIX = 'wal/';
 

@@ -17,7 +17,7 @@ import { isWalvaultError, WalvaultError } from '../errors';
 import { connectSite } from '../postgres/site-connection';
 import { formatLsn, parseSegmentFileName, segmentFileName, segmentStartOfNumber, type Lsn } from '../wal/lsn';
 import { checkWalIdentity, type WalClusterIdentity } from '../wal/wal-identity';
-import type { MissingRange } from './wal-chain';
+import type { MissingRange } from '../wal/wal-chain';
 
 export interface RepairResult {
   rearchived: string[];

@@ -5,8 +5,8 @@
 import { configFromOptions, loadConfigFile, type OneSiteOptions } from '../config/config';
 import type { Config } from '../config/config-types';
 import { BackupScheduler } from '../daemon/backup-scheduler';
-import { CheckScheduler } from '../daemon/check-scheduler';
-import { DrillScheduler } from '../daemon/drill-scheduler';
+import { CheckScheduler } from '../check/check-scheduler';
+import { DrillScheduler } from '../check/drill-scheduler';
 import { SiteReceiver } from '../daemon/receiver';
 import { ThreadedReceiver, type SiteRunner } from '../daemon/receiver-thread';
 import { errorMessage, WalvaultError } from '../errors';

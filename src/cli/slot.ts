@@ -11,7 +11,7 @@ import type { SiteConfig } from '../config/config-types';
 import { isWalvaultError, WalvaultError } from '../errors';
 import { StateLock } from '../daemon/state-lock';
 import { connectSite } from '../postgres/site-connection';
-import { slotHold } from '../check/server-view';
+import { slotHold } from './server-view';
 import type { SiteOptions } from './site-options';
 
 export interface SlotDropOptions extends Omit<SiteOptions, 'archive'> {

@@ -1,12 +1,12 @@
 /**
  * `walvault status (--config FILE [--site NAME] | --archive URL --state DIR [--pg CONNINFO]
  * [--slot NAME]) [--json]`: every site of the config (or one), or the one site of the
- * options, see ../check/site-status.ts. Exit 0 when no site has a problem, 1 otherwise, 2
+ * options, see ./site-status.ts. Exit 0 when no site has a problem, 1 otherwise, 2
  * when it could not run.
  */
 import { isWalvaultError } from '../errors';
 import type { SiteConfig } from '../config/config-types';
-import type { SiteArgs } from '../check/site-status';
+import type { SiteArgs } from './site-status';
 import { badOption, REPORT_FAILED } from './check';
 import type { SiteOptions } from './site-options';
 
@@ -25,7 +25,7 @@ export async function statusCommand(opts: StatusOptions): Promise<number> {
     if (opts.config && oneSite) return badOption('give either --config or the one-site options (--archive, --state, and --pg to ask the server too), not both');
     if (!opts.config && !oneSite) return badOption('status needs a site: give --config FILE, or the one-site form --archive URL --state DIR [--pg CONNINFO]');
     const { loadConfigFile, configFromOptions } = await import('../config/config');
-    const { siteStatus, formatStatus } = await import('../check/site-status');
+    const { siteStatus, formatStatus } = await import('./site-status');
     let sites: SiteConfig[];
     let args: SiteArgs;
     let withServer = true;

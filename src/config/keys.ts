@@ -1,7 +1,8 @@
 /**
  * Every key a configuration may hold, table by table, with its default, unit and meaning.
- * This is the one place a default is written: the loader takes its defaults from here, and so
- * does the S3 client for the timeouts it applies itself. test/unit/config-reference.test.ts
+ * This is the one table of defaults: the loader takes its defaults from here; the S3 client's
+ * own deadlines are shown here from ../storage/s3-defaults.ts, which the client applies (storage
+ * sits below config and may not import it). test/unit/config-reference.test.ts
  * holds docs/configuration.md to this table, so a key or a default that changes here without
  * the page fails the tests.
  *
@@ -9,6 +10,7 @@
  */
 import { WalvaultError } from '../errors';
 import type { CodecName } from '../archive/codecs';
+import { DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_REQUEST_TIMEOUT_S } from '../storage/s3-defaults';
 
 export type Literal = string | number | boolean;
 
@@ -93,8 +95,8 @@ export const KEYS: Readonly<Record<Section, Readonly<Record<string, KeyInfo>>>> 
     access_key_id: { default: UNSET, meaning: 'static credentials, with secret_access_key' },
     secret_access_key: { default: UNSET, meaning: 'the secret of access_key_id' },
     session_token: { default: UNSET, meaning: 'for temporary credentials' },
-    request_timeout_seconds: { default: value(30), unit: 'seconds', meaning: 'no byte moving this long ends an attempt' },
-    connect_timeout_seconds: { default: value(10), unit: 'seconds', meaning: 'deadline for connecting to the store, per attempt' },
+    request_timeout_seconds: { default: value(DEFAULT_REQUEST_TIMEOUT_S), unit: 'seconds', meaning: 'no byte moving this long ends an attempt' },
+    connect_timeout_seconds: { default: value(DEFAULT_CONNECT_TIMEOUT_S), unit: 'seconds', meaning: 'deadline for connecting to the store, per attempt' },
     sign_payloads: { default: derived('true for an http:// endpoint, else false'), meaning: "request bodies' SHA-256 in the signature" },
   },
 };

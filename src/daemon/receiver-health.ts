@@ -10,10 +10,10 @@ import type { SiteConfig } from '../config/config-types';
 import { errorMessage } from '../errors';
 import { renderPrometheus, type Sample } from '../observe/metrics';
 import { formatLsn, type Lsn } from '../wal/lsn';
+import { writeDaemonState } from './daemon-state';
+import { METRICS_FILE } from './state-dir';
 import type { Uploader } from './uploader';
 
-/** Prometheus text, rewritten every status interval (node_exporter's textfile collector reads it). */
-export const METRICS_FILE = 'metrics.prom';
 const ALERT_LOG_INTERVAL_MS = 60000;
 
 export type ReceiverState = 'starting' | 'streaming' | 'reconnecting' | 'stopped';
@@ -208,6 +208,8 @@ export class ReceiverHealth {
       try {
         await fs.promises.writeFile(`${file}.tmp`, renderPrometheus([...this.metrics(), ...this.view.extraMetrics()]), { mode: 0o600 });
         await fs.promises.rename(`${file}.tmp`, file);
+        // status reads this, not the Prometheus text: exact positions, and the stop's state.
+        await writeDaemonState(this.site.state, { status: () => this.status(), metrics: () => this.metrics(), extraMetrics: () => this.view.extraMetrics() });
         return null;
       } catch (err) {
         // A full disk leaves a torn temp file: it must not hold on to the room.

@@ -34,8 +34,7 @@ import { archiveHistory, checkTimelineSwitch, finishTimeline, namingTheGap, time
 import { checkStateDirUsable, closeSiteState, ledgerPathOf, openSiteState, type SiteStateHolder } from './site-state';
 import { chooseStart, prepareSlot, refuseOtherCluster } from './start-point';
 import { ReceiverHealth, type ReceiverState, type ReceiverStatus } from './receiver-health';
-export { LEDGER_FILE, SPOOL_DIR } from './site-state';
-export { METRICS_FILE, type ReceiverStatus } from './receiver-health';
+export type { ReceiverStatus } from './receiver-health';
 
 export class SiteReceiver {
   private conn: ReplicationConnection | null = null;

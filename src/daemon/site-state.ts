@@ -21,12 +21,11 @@ import type { Lsn } from '../wal/lsn';
 import type { PageCheckContext } from '../wal/page-header';
 import { SegmentSpool } from '../wal/segment-spool';
 import { archiveSealedSpool, reconcile, type ResumePoint } from './resume';
+import { LEDGER_FILE, SPOOL_DIR } from './state-dir';
 import { StateLock } from './state-lock';
 import type { StateWrites } from './state-writes';
 import { Uploader } from './uploader';
 
-export const LEDGER_FILE = 'ledger.db';
-export const SPOOL_DIR = 'spool';
 
 /** What an open site holds; each member is set as soon as it is open. */
 export interface SiteStateHolder {

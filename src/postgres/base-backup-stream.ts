@@ -3,7 +3,7 @@
  * starts, the tablespaces, each tar archive's bytes, the manifest's bytes, progress, and
  * where it stops. WAL is never requested: the site's own archive supplies it.
  *
- * What the server sends (see ../../../shared/docs/replication-protocol.md §8):
+ * What the server sends (docs/replication-protocol.md, section 6):
  *
  *   T/D/C  one row (recptr text, tli int8)                       start position
  *   T/D/C  one row per tablespace (spcoid oid, spclocation text, size int8 KiB or NULL);

@@ -5,7 +5,7 @@
  * walsender accepts nothing else. Streaming rides on the pending `START_REPLICATION` query:
  * a CopyDataTap takes the CopyData messages before `pg` parses anything (`pg` still sees the
  * rest): on a plain connection straight off the socket, over TLS off the TLS socket's
- * decrypted reads. See ../../../shared/docs/replication-protocol.md.
+ * decrypted reads. What the protocol and `pg` do underneath: docs/replication-protocol.md.
  */
 import * as net from 'node:net';
 import { Client } from 'pg';

@@ -1,6 +1,6 @@
 /**
  * What `wal-fetch` does when the archive lacks the segment PostgreSQL asks for: the end of
- * the archive (exit 1, silently, as PostgreSQL expects), or a gap in it (../check/wal-gap.ts).
+ * the archive (exit 1, silently, as PostgreSQL expects), or a gap in it (../wal/wal-gap.ts).
  * Exit 1 on a gap would make archive recovery end there and promote, losing everything the
  * archive holds after it, so a gap stops recovery instead (exit 126 through WAL_GAP), with
  * one line naming it and the ways on; or, with `--accept-gap`, ends recovery there with a
@@ -25,7 +25,7 @@ import type { Archive } from '../archive/archive';
 import { ArchiveLease } from '../archive/archive-lease';
 import { sleep } from '../util/timers';
 import { isWalvaultError, WalvaultError } from '../errors';
-import { describeGap, gapAfterMiss, readsSegmentFrom, type WalGap } from '../check/wal-gap';
+import { describeGap, gapAfterMiss, readsSegmentFrom, type WalGap } from '../wal/wal-gap';
 import { formatLsn, isSegmentFileName, parseSegmentFileName, segmentFileName } from '../wal/lsn';
 import { parseTimelineHistory, type TimelineHistoryEntry } from '../wal/timeline-history';
 

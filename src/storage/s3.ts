@@ -37,7 +37,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { Readable } from 'node:stream';
-import { defaultOf } from '../config/keys';
+import { DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_REQUEST_TIMEOUT_S } from './s3-defaults';
 import { WalvaultError } from '../errors';
 import { BufferPool } from '../util/buffer-pool';
 import { BodyFailed, unsignedPayload, uploadStream } from './s3-upload';
@@ -81,8 +81,6 @@ export interface S3Location {
 
 const DEFAULT_PART_SIZE = 16 * 1024 * 1024;
 const MIN_PART_SIZE = 5 * 1024 * 1024; // S3's minimum for all parts but the last
-const DEFAULT_REQUEST_TIMEOUT_S = defaultOf('s3', 'request_timeout_seconds', 'number');
-const DEFAULT_CONNECT_TIMEOUT_S = defaultOf('s3', 'connect_timeout_seconds', 'number');
 const DEFAULT_ATTEMPTS = 3;
 const PARTS_IN_FLIGHT = 2;
 

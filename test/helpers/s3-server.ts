@@ -1,8 +1,11 @@
 /**
  * A real S3-protocol server for tests: the npm package s3rver in a child process on
- * 127.0.0.1, storing under a temp directory. See ../../../shared/docs/testing.md for why it
- * runs with --openssl-legacy-provider (paged listings) and why clients must use
- * WHEN_REQUIRED checksums (our S3 backend does so for custom endpoints).
+ * 127.0.0.1, storing under a temp directory. It runs with --openssl-legacy-provider: on
+ * Node 20 s3rver encrypts the continuation token of a paged listing with a legacy cipher and
+ * answers any truncated ListObjectsV2 page with HTTP 500 otherwise. Clients must use
+ * WHEN_REQUIRED checksums (our S3 backend does so for custom endpoints): with the SDK's
+ * default, a streamed PutObject is sent aws-chunked and s3rver stores the chunk framing as
+ * the object.
  */
 import { ChildProcess, spawn } from 'node:child_process';
 import * as http from 'node:http';

@@ -1,5 +1,5 @@
 /**
- * Acceptance test for the two acknowledgement modes (design.md §4, replication-protocol.md §5).
+ * Acceptance test for the two acknowledgement modes (docs/replication-protocol.md, section 5).
  *
  * archive: the flush position we report becomes the slot's restart_lsn, so it must never run
  *   ahead of what the archive really holds, or the server may recycle WAL we do not have.

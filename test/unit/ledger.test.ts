@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
-import { Ledger } from '../../src/ledger/ledger';
+import { Ledger, LedgerReader } from '../../src/ledger/ledger';
 import { APPLICATION_ID, SCHEMA_VERSION } from '../../src/ledger/migrations';
 import { isWalvaultError } from '../../src/errors';
 import { runTestAs, unprivilegedUser } from '../helpers/pg-cluster';
@@ -403,6 +403,51 @@ describe('partials, history, events, transactions', () => {
     }), /upload verification failed/);
     assert.equal(l.getSegment('main', 1, 1n)?.state, 'complete');
     assert.equal(l.getSite('main')?.archivedLsn, 0n);
+  });
+});
+
+describe('read-only view (status)', () => {
+  it('reads positions and the last archived segment beside an open writer, and writes nothing', () => {
+    const w = openLedger(file, () => new Date('2026-01-02T03:04:05.000Z'));
+    w.registerSite(SITE);
+    w.advancePositions('main', { received: (1n << 56n) + 0x30n, fsynced: 0x20n, archived: 0x10n });
+    for (const n of [3n, 4n]) w.upsertReceiving('main', seg(n));
+    w.markComplete('main', 1, 3n, 'a3');
+    w.markArchived('main', 1, 3n, 'wal/seg-1-3', 'a3');
+    const before = fs.statSync(file).mtimeMs;
+
+    const r = LedgerReader.open(file)!;
+    try {
+      const row = r.site('main');
+      assert.equal(row?.timeline, 1);
+      assert.equal(row?.receivedLsn, (1n << 56n) + 0x30n, 'exact past 2^53');
+      assert.equal(row?.archivedLsn, 0x10n);
+      assert.deepEqual(r.lastArchivedSegment('main'), { name: 'seg-1-3', at: '2026-01-02T03:04:05.000Z' });
+      assert.equal(r.site('other'), null);
+      assert.equal(r.lastArchivedSegment('other'), null);
+    } finally {
+      r.close();
+    }
+    assert.equal(fs.statSync(file).mtimeMs, before);
+    w.advancePositions('main', { archived: 0x18n });
+    assert.equal(w.getSite('main')?.archivedLsn, 0x18n, 'the writer goes on');
+  });
+
+  it('is null where there is no ledger, and creates none', () => {
+    assert.equal(LedgerReader.open(file), null);
+    assert.equal(fs.existsSync(file), false);
+  });
+
+  it('a file that is not a ledger is a typed LEDGER error naming it', () => {
+    fs.writeFileSync(file, 'not a database, just text long enough to be looked at by SQLite'.repeat(20));
+    throwsCode(() => {
+      const r = LedgerReader.open(file);
+      try {
+        r?.site('main');
+      } finally {
+        r?.close();
+      }
+    }, 'LEDGER', new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: `));
   });
 });
 

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { missingRanges, ownerOf, pathContains, scanChain, timelinePath, type ArchivedWal } from '../../src/check/wal-chain';
+import { missingRanges, ownerOf, pathContains, scanChain, timelinePath, type ArchivedWal } from '../../src/wal/wal-chain';
 import { segmentFileName } from '../../src/wal/lsn';
 
 const SEG = 16 * 1024 * 1024;

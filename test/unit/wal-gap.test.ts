@@ -1,11 +1,11 @@
 /**
- * The gap rule wal-fetch applies on a miss (src/check/wal-gap.ts): the miss of T/n is a gap
+ * The gap rule wal-fetch applies on a miss (src/wal/wal-gap.ts): the miss of T/n is a gap
  * when the archive holds WAL after n that recovery through T/n would read, on T or on a later
  * timeline whose path reads n from T; otherwise it is the end.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { describeGap, gapAfterMiss, readsSegmentFrom, type GapFacts } from '../../src/check/wal-gap';
+import { describeGap, gapAfterMiss, readsSegmentFrom, type GapFacts } from '../../src/wal/wal-gap';
 import { historyFileName, segmentFileName } from '../../src/wal/lsn';
 import type { TimelineHistoryEntry } from '../../src/wal/timeline-history';
 

@@ -1,6 +1,7 @@
 /**
  * Which archived segments recovery reads, following timeline switches, and how far the
- * archive carries it without a gap. Pure logic over names, for `walvault check`.
+ * archive carries it without a gap. Pure logic over names, for `walvault check` and for the
+ * gap rule of `wal-fetch` (./wal-gap.ts).
  *
  * Recovery to a timeline T reads segment n from the newest timeline on T's path (T's
  * history plus T itself) that began at or before n's segment (PostgreSQL's
@@ -9,8 +10,8 @@
  * segment repeats the parent's bytes up to the switch. The parent's copy of that segment is
  * archived only as `.partial` and is never needed.
  */
-import { formatLsn, segmentFileName, segmentNumber, segmentStartOfNumber, type Lsn } from '../wal/lsn';
-import type { TimelineHistoryEntry } from '../wal/timeline-history';
+import { formatLsn, segmentFileName, segmentNumber, segmentStartOfNumber, type Lsn } from './lsn';
+import type { TimelineHistoryEntry } from './timeline-history';
 
 /** One timeline on a path: it owns the segments from `fromSegNo` on, until the next one begins. */
 export interface PathStep {

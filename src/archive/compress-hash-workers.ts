@@ -1,8 +1,13 @@
 /**
- * zstd compression off the main thread. zstd-napi only compresses synchronously, and a
- * millisecond-long call per frame on the event loop would delay reading the replication
- * socket; worker threads keep it away. The pool starts on first use and its workers are
- * unref'd, so an idle pool never keeps the process alive.
+ * The write path's CPU work off the main thread, in one pool of worker threads: zstd
+ * compression of frames, and SHA-256 of whole backup parts. zstd-napi only compresses
+ * synchronously, and a millisecond-long call per frame (or hashing a 4 MiB part) on the event
+ * loop would delay reading the replication or BASE_BACKUP socket. The pool starts on first use
+ * and its workers are unref'd, so an idle pool never keeps the process alive. (Reads hash
+ * incrementally in ./read/hash-worker.ts.)
+ *
+ * The module depends on nothing of the archive's: callers pass the zstd level with each frame
+ * (./codecs.ts owns it), so the worker loads only zstd-napi.
  *
  * The write path passes frames in shared memory (window buffers, backup part buffers), which
  * the worker reads in place, and compresses into a pooled output buffer in shared memory
@@ -34,7 +39,7 @@ interface PooledWorker {
 }
 
 /** Marks this module's own workers: other threads (a site's receiver thread) load it too. */
-const ROLE = 'walvault-zstd';
+const ROLE = 'walvault-compress-hash';
 
 let pool: PooledWorker[] | null = null;
 let nextJobId = 1;
@@ -54,12 +59,12 @@ function startPool(): PooledWorker[] {
       if (!job) return;
       entry.pending.delete(msg.id);
       if (entry.pending.size === 0) worker.unref();
-      if (msg.error !== undefined) job.reject(new WalvaultError('INTERNAL', `compression worker failed: ${msg.error}`));
+      if (msg.error !== undefined) job.reject(new WalvaultError('INTERNAL', `compression or hashing in a worker thread failed: ${msg.error}`));
       else job.resolve(msg);
     });
     worker.on('error', (err) => failAll(entry, err));
     worker.on('exit', (code) => {
-      failAll(entry, new Error(`zstd worker exited with code ${code}`));
+      failAll(entry, new Error(`worker exited with code ${code}`));
       if (pool) pool = pool.filter((w) => w !== entry);
       if (pool && pool.length === 0) pool = null;
     });
@@ -70,13 +75,13 @@ function startPool(): PooledWorker[] {
 }
 
 function failAll(entry: PooledWorker, err: Error): void {
-  for (const job of entry.pending.values()) job.reject(new WalvaultError('INTERNAL', `zstd compression failed: ${err.message}`, { cause: err }));
+  for (const job of entry.pending.values()) job.reject(new WalvaultError('INTERNAL', `compression or hashing in a worker thread failed: ${err.message}`, { cause: err }));
   entry.pending.clear();
 }
 
 type Op = 'zstd' | 'zstd-into' | 'sha256';
 
-function inWorker(op: Op, frame: Buffer, out?: Buffer): Promise<Answer> {
+function inWorker(op: Op, frame: Buffer, level: number, out?: Buffer): Promise<Answer> {
   pool ??= startPool();
   const entry = pool.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
   const id = nextJobId++;
@@ -86,6 +91,7 @@ function inWorker(op: Op, frame: Buffer, out?: Buffer): Promise<Answer> {
   const message = {
     id,
     op,
+    level,
     frame: shared ? new Uint8Array(frame.buffer, frame.byteOffset, frame.byteLength) : Uint8Array.from(frame),
     ...(out ? { out: new Uint8Array(out.buffer, out.byteOffset, out.byteLength) } : {}),
   };
@@ -110,17 +116,17 @@ export function zstdBound(n: number): number {
   return n + (n >>> 8) + (n < small ? (small - n) >>> 11 : 0);
 }
 
-export function zstdCompressInWorker(frame: Buffer): Promise<Buffer> {
-  return inWorker('zstd', frame).then(asBuffer);
+export function zstdCompressInWorker(frame: Buffer, level: number): Promise<Buffer> {
+  return inWorker('zstd', frame, level).then(asBuffer);
 }
 
 /**
  * Compresses `frame` into `out`, a buffer in shared memory of at least zstdBound(frame.length)
  * bytes that the caller leaves alone until this settles; resolves to the compressed length.
  */
-export async function zstdCompressInto(frame: Buffer, out: Buffer): Promise<number> {
+export async function zstdCompressInto(frame: Buffer, out: Buffer, level: number): Promise<number> {
   if (!isShared(out) || out.length < zstdBound(frame.length)) throw new WalvaultError('INTERNAL', 'zstd output buffer must be shared memory of zstdBound(frame) bytes');
-  return (await inWorker('zstd-into', frame, out)).length!;
+  return (await inWorker('zstd-into', frame, level, out)).length!;
 }
 
 /**
@@ -128,7 +134,7 @@ export async function zstdCompressInto(frame: Buffer, out: Buffer): Promise<numb
  * hashing would otherwise take the main thread away from the socket.
  */
 export function sha256InWorker(data: Buffer): Promise<Buffer> {
-  return inWorker('sha256', data).then(asBuffer);
+  return inWorker('sha256', data, 0).then(asBuffer);
 }
 
 if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.role === ROLE) {
@@ -139,19 +145,16 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const binding = require('zstd-napi/binding') as typeof import('zstd-napi/binding');
   const cctx = new binding.CCtx();
-  // Imported lazily above; the level lives with the other codec settings.
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { ZSTD_LEVEL } = require('./codecs') as typeof import('./codecs');
   const port = parentPort;
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { createHash } = require('node:crypto') as typeof import('node:crypto');
-  port.on('message', (msg: { id: number; op: Op; frame: Uint8Array; out?: Uint8Array }) => {
+  port.on('message', (msg: { id: number; op: Op; level: number; frame: Uint8Array; out?: Uint8Array }) => {
     try {
       if (msg.op === 'zstd-into') {
-        port.postMessage({ id: msg.id, length: cctx.compress(msg.out!, msg.frame, ZSTD_LEVEL) });
+        port.postMessage({ id: msg.id, length: cctx.compress(msg.out!, msg.frame, msg.level) });
         return;
       }
-      const out = msg.op === 'sha256' ? createHash('sha256').update(msg.frame).digest() : zstd.compress(msg.frame, { compressionLevel: ZSTD_LEVEL });
+      const out = msg.op === 'sha256' ? createHash('sha256').update(msg.frame).digest() : zstd.compress(msg.frame, { compressionLevel: msg.level });
       const view = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
       // A result sharing a larger or pooled ArrayBuffer must be copied before transfer.
       const own = out.byteOffset === 0 && out.buffer.byteLength === out.byteLength ? view : view.slice();

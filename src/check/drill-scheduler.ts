@@ -1,13 +1,14 @@
 /**
  * Scheduled restore drills for one site (`drill_interval_hours`; off by default): every
- * interval the daemon runs `walvault drill` (../check/drill.ts) against the site's archive and
+ * interval the daemon runs `walvault drill` (./drill.ts) against the site's archive and
  * keeps the outcome for the metrics file, so an alert can fire when the archive stops being
  * restorable, or when restoring it gets slow. A failed drill is logged as an error and
- * counted; it never stops the receiver.
+ * counted; it never stops the receiver. Like ./check-scheduler.ts it lives beside its duty,
+ * since daemon/ never imports check/; `walvault run` (../cli/run.ts) starts it.
  */
 import type { Logger } from 'pino';
 import { openSiteArchive } from '../archive/site-archive';
-import type { DrillResult } from '../check/drill';
+import type { DrillResult } from './drill';
 import type { SiteConfig } from '../config/config-types';
 import { errorMessage } from '../errors';
 import type { Sample } from '../observe/metrics';
@@ -42,7 +43,7 @@ export class DrillScheduler {
   }
 
   private async drillOnce(signal: AbortSignal): Promise<void> {
-    const { runDrill } = await import('../check/drill');
+    const { runDrill } = await import('./drill');
     const archive = openSiteArchive(this.site, 'read');
     try {
       this.log.info('scheduled restore drill starting');

@@ -20,8 +20,8 @@
  * timeline's WAL without a word, while stopping names the missing history file (which
  * `walvault check` reports too) and leaves the choice to the operator.
  */
-import { formatLsn, isSegmentFileName, parseSegmentFileName, segmentStartOfNumber, type Lsn } from '../wal/lsn';
-import type { TimelineHistoryEntry } from '../wal/timeline-history';
+import { formatLsn, isSegmentFileName, parseSegmentFileName, segmentStartOfNumber, type Lsn } from './lsn';
+import type { TimelineHistoryEntry } from './timeline-history';
 import { ownerOf, timelinePath } from './wal-chain';
 
 export interface GapFacts {

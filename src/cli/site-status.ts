@@ -1,26 +1,28 @@
 /**
  * `walvault status`: each site's state as an operator asks for it, read without touching
- * anything: the daemon's lock (is it running), the metrics file it rewrites every status
- * interval (connection, positions, lag, alerts), the ledger opened read-only (timeline, last
- * archived segment), and the archive's backup catalog (last and next backup, recoverable
- * window). Every problem comes in plain words with its fix. The JSON form is documented in
- * docs/status.md and kept stable.
+ * anything: the daemon's lock (is it running), the state file it rewrites every status
+ * interval (connection, positions, lag, alerts: ../daemon/daemon-state.ts), the ledger opened
+ * read-only (timeline, last archived segment), and the archive's backup catalog (last and next
+ * backup, recoverable window). Every problem comes in plain words with its fix. The JSON
+ * form is documented in docs/status.md and kept stable.
  *
  * Status must answer within seconds even when the store does not: the archive is read with
  * short deadlines (one attempt per request) and given ARCHIVE_WAIT_MS in all; past that it
  * is reported unreachable.
  */
-import { describeRunningBackup, runningBackup } from '../backup/running-backup';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openSiteArchive } from '../archive/site-archive';
 import { isIncremental, listBackups } from '../backup/catalog';
+import { describeRunningBackup, runningBackup } from '../backup/running-backup';
 import type { SiteConfig } from '../config/config-types';
-import { errorMessage, isWalvaultError, WalvaultError } from '../errors';
-import { LEDGER_FILE, METRICS_FILE } from '../daemon/receiver';
+import { readDaemonState } from '../daemon/daemon-state';
+import { LEDGER_FILE } from '../daemon/state-dir';
 import { StateLock } from '../daemon/state-lock';
-import { serverView, type ServerView } from './server-view';
+import { errorMessage, isWalvaultError, WalvaultError } from '../errors';
+import { LedgerReader } from '../ledger/ledger';
 import { formatLsn } from '../wal/lsn';
+import { serverView, type ServerView } from './server-view';
 
 /** How long status waits for the archive in all, and for each request to it. */
 const ARCHIVE_WAIT_MS = 10_000;
@@ -34,7 +36,7 @@ export interface StatusProblem {
 export interface SiteStatus {
   site: string;
   daemon: { running: boolean; pid: number | null };
-  /** From the daemon's metrics file, when it is fresh; 'unknown' otherwise. */
+  /** From the daemon's state file, when it is fresh; 'unknown' otherwise. */
   connection: 'streaming' | 'not streaming' | 'unknown';
   timeline: number | null;
   positions: { received: string | null; fsynced: string | null; archived: string | null; serverWalEnd: string | null };
@@ -74,43 +76,17 @@ export interface StatusReport {
   ok: boolean;
 }
 
-/** The site's samples in the metrics file (our own text format), by name. */
-function readMetrics(file: string, site: string): { values: Map<string, number>; ageSeconds: number } | null {
-  let text: string;
-  let mtime: number;
+/** What the ledger holds for the site; null when there is no ledger or the site is not in it. */
+function readLedger(file: string, site: string): { timeline: number; received: string | null; fsynced: string | null; archived: string | null; last: { name: string; at: string } | null } | null {
+  const ledger = LedgerReader.open(file);
+  if (!ledger) return null;
   try {
-    text = fs.readFileSync(file, 'utf8');
-    mtime = fs.statSync(file).mtimeMs;
-  } catch {
-    return null;
-  }
-  const values = new Map<string, number>();
-  const label = `{site="${site}"}`;
-  for (const line of text.split('\n')) {
-    if (line.startsWith('#')) continue;
-    const sp = line.lastIndexOf(' ');
-    const key = line.slice(0, sp);
-    if (key.endsWith(label)) values.set(key.slice(0, -label.length), Number(line.slice(sp + 1)));
-  }
-  return { values, ageSeconds: (Date.now() - mtime) / 1000 };
-}
-
-function readLedger(file: string, site: string): { timeline: number; received: string; fsynced: string; archived: string; last: { name: string; at: string } | null } | null {
-  if (!fs.existsSync(file)) return null;
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const Database = require('better-sqlite3') as typeof import('better-sqlite3');
-  const db = new Database(file, { readonly: true, fileMustExist: true });
-  try {
-    const row = db.prepare('SELECT timeline, received_lsn, fsynced_lsn, archived_lsn FROM sites WHERE site = ?').get(site) as
-      | { timeline: number; received_lsn: string; fsynced_lsn: string; archived_lsn: string }
-      | undefined;
+    const row = ledger.site(site);
     if (!row) return null;
-    const last = db.prepare("SELECT name, archived_at FROM segments WHERE site = ? AND state = 'archived' ORDER BY archived_at DESC, seg_no DESC LIMIT 1").get(site) as
-      | { name: string; archived_at: string }
-      | undefined;
-    return { timeline: row.timeline, received: row.received_lsn, fsynced: row.fsynced_lsn, archived: row.archived_lsn, last: last ? { name: last.name, at: last.archived_at } : null };
+    const position = (lsn: bigint) => (lsn === 0n ? null : formatLsn(lsn));
+    return { timeline: row.timeline, received: position(row.receivedLsn), fsynced: position(row.fsyncedLsn), archived: position(row.archivedLsn), last: ledger.lastArchivedSegment(site) };
   } finally {
-    db.close();
+    ledger.close();
   }
 }
 
@@ -122,23 +98,17 @@ export async function siteStatus(site: SiteConfig, args: SiteArgs, withServer = 
   const running = lockPid !== null;
   if (!running) problems.push({ problem: 'the walvault daemon for this site is not running: nothing is being archived', fix: `start it: walvault run ${args.run}` });
 
-  const metrics = readMetrics(path.join(site.state, METRICS_FILE), site.name);
-  const fresh = metrics !== null && metrics.ageSeconds <= site.statusIntervalSeconds * 3 + 5;
-  const m = (name: string): number | null => (fresh ? (metrics!.values.get(name) ?? null) : null);
-  const lsn = (name: string): string | null => {
-    const v = m(name);
-    return v === null || v === 0 ? null : formatLsn(BigInt(Math.round(v)));
-  };
+  const written = readDaemonState(site.state, site.name);
+  const daemon = written !== null && (Date.now() - Date.parse(written.writtenAt)) / 1000 <= site.statusIntervalSeconds * 3 + 5 ? written : null;
   let connection: SiteStatus['connection'] = 'unknown';
-  if (fresh) {
-    connection = m('walvault_streaming') === 1 ? 'streaming' : 'not streaming';
+  if (daemon) {
+    connection = daemon.state === 'streaming' ? 'streaming' : 'not streaming';
     if (connection === 'not streaming') problems.push({ problem: `not streaming from ${site.pgDescription}`, fix: 'check that the server is up and reachable, and read the walvault log for the reason' });
-    const failing = m('walvault_storage_failing_seconds');
-    if (m('walvault_storage_failing') === 1) problems.push({ problem: `archiving to ${site.archive} has been failing for ${Math.round(failing ?? 0)} s`, fix: 'check the store, its credentials and free space; WAL waits in the spool and the slot meanwhile' });
-    if (m('walvault_spool_alert') === 1) problems.push({ problem: `unarchived WAL is past spool_alert_mib (${site.spoolAlertMiB} MiB)`, fix: 'make archiving work again before the server drops WAL at max_slot_wal_keep_size' });
-    if (m('walvault_drill_last_success') === 0) problems.push({ problem: 'the last restore drill failed', fix: `run walvault drill ${args.archive} to see why` });
+    if (daemon.storageFailingSeconds !== null) problems.push({ problem: `archiving to ${site.archive} has been failing for ${Math.round(daemon.storageFailingSeconds)} s`, fix: 'check the store, its credentials and free space; WAL waits in the spool and the slot meanwhile' });
+    if (daemon.spoolAlert) problems.push({ problem: `unarchived WAL is past spool_alert_mib (${site.spoolAlertMiB} MiB)`, fix: 'make archiving work again before the server drops WAL at max_slot_wal_keep_size' });
+    if (daemon.lastDrillOk === false) problems.push({ problem: 'the last restore drill failed', fix: `run walvault drill ${args.archive} to see why` });
   } else if (running) {
-    problems.push({ problem: 'the daemon runs but has not written its metrics file lately', fix: 'read the walvault log; the site may still be starting' });
+    problems.push({ problem: 'the daemon runs but has not written its state file lately', fix: 'read the walvault log; the site may still be starting' });
   }
 
   const ledger = (() => {
@@ -197,7 +167,7 @@ export async function siteStatus(site: SiteConfig, args: SiteArgs, withServer = 
   const seen = await server;
   if (seen) serverProblems(seen, site, connection === 'streaming', ledger !== null, args, problems);
 
-  const archivedLsn = lsn('walvault_archived_lsn_bytes') ?? (ledger && ledger.archived !== '0/0' ? ledger.archived : null);
+  const archivedLsn = daemon?.positions.archived ?? ledger?.archived ?? null;
   const lastAt = ledger?.last?.at ?? null;
   return {
     site: site.name,
@@ -205,12 +175,12 @@ export async function siteStatus(site: SiteConfig, args: SiteArgs, withServer = 
     connection,
     timeline: ledger?.timeline ?? null,
     positions: {
-      received: lsn('walvault_received_lsn_bytes') ?? (ledger && ledger.received !== '0/0' ? ledger.received : null),
-      fsynced: lsn('walvault_fsynced_lsn_bytes') ?? (ledger && ledger.fsynced !== '0/0' ? ledger.fsynced : null),
+      received: daemon?.positions.received ?? ledger?.received ?? null,
+      fsynced: daemon?.positions.fsynced ?? ledger?.fsynced ?? null,
       archived: archivedLsn,
-      serverWalEnd: lsn('walvault_server_wal_end_lsn_bytes'),
+      serverWalEnd: daemon?.positions.serverWalEnd ?? null,
     },
-    lag: { bytes: m('walvault_archive_lag_bytes'), seconds: m('walvault_archive_lag_seconds') },
+    lag: { bytes: daemon?.lag.bytes ?? null, seconds: daemon?.lag.seconds ?? null },
     lastArchivedSegment: ledger?.last ?? null,
     lastBackup,
     backupRunning,

@@ -1,12 +1,14 @@
 /**
  * The archive's gap check on a schedule (`check_interval_hours`, default 6; 0 = off): the
- * daemon runs `walvault check` (../check/archive-check.ts) for the site and keeps the outcome
+ * daemon runs `walvault check` (./archive-check.ts) for the site and keeps the outcome
  * for the metrics, so monitoring learns of a gap or an unrestorable backup without anyone
  * running the command. A failed check is logged as an error; it never stops the receiver.
+ * It lives beside the check it runs, not in daemon/, which never imports check/:
+ * `walvault run` (../cli/run.ts) starts it next to the site's receiver.
  */
 import type { Logger } from 'pino';
 import { openSiteArchive } from '../archive/site-archive';
-import type { CheckReport } from '../check/archive-check';
+import type { CheckReport } from './archive-check';
 import type { SiteConfig } from '../config/config-types';
 import { errorMessage } from '../errors';
 import type { Sample } from '../observe/metrics';
@@ -33,7 +35,7 @@ export class CheckScheduler {
   }
 
   private async checkOnce(): Promise<void> {
-    const { checkArchive } = await import('../check/archive-check');
+    const { checkArchive } = await import('./archive-check');
     const archive = openSiteArchive(this.site, 'read');
     try {
       const report = await checkArchive(archive);
