@@ -162,14 +162,12 @@ export class ArchiveLease {
     if (this.kind.role === 'backup') {
       return new WalvaultError(
         'ARCHIVE_LOCKED',
-        `archive ${this.storage.description} has a base backup running: ${who} ${what.replace('archive lease', 'backup lease')}, ${ago}; ` +
-          `one backup at a time per archive: wait for it to finish (${released})`,
+        `archive ${this.storage.description} has a base backup running: ${who} ${what.replace('archive lease', 'backup lease')}, ${ago}`, { fix: `one backup at a time per archive: wait for it to finish (${released})` },
       );
     }
     return new WalvaultError(
       'ARCHIVE_LOCKED',
-      `archive ${this.storage.description} has another writer: ${who} ${what}, ${ago}; one archive takes one receiver: stop that one, ` +
-        `or give this site its own archive (${released})`,
+      `archive ${this.storage.description} has another writer: ${who} ${what}, ${ago}`, { fix: `one archive takes one receiver: stop that one, ` + `or give this site its own archive (${released})` },
     );
   }
 }

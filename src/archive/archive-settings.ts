@@ -105,14 +105,14 @@ export function reconcileSettings(
     throw new WalvaultError(
       'ARCHIVE_KEY_CHANGED',
       `archive ${archive} records public key ${theirs.keyId} in its cluster.json, but this command was given key ${recipient.keyId}, the one this site pinned in ${pinned.where} ` +
-        `when it first wrote there (${pinned.pinnedAt}): cluster.json changed since; it is not authenticated, so if nobody here changed it, someone who can write the store did; nothing was written`,
+        `when it first wrote there (${pinned.pinnedAt}): cluster.json changed since; it is not authenticated, so if nobody here changed it, someone who can write the store did`, { fix: `nothing was written` },
     );
   }
   if (recipient && theirs && recipient.keyId !== theirs.keyId) {
     throw new WalvaultError(
       'ARCHIVE_KEY_MISMATCH',
       `archive ${archive} encrypts for public key ${theirs.keyId} (recorded when it was created), but this command was given key ${recipient.keyId} (${recipient.origin}): ` +
-        `a restore decrypts with one private key, so objects for two keys would leave backups unrestorable; give the archive's public key, or use a new archive for the new key`,
+        `a restore decrypts with one private key, so objects for two keys would leave backups unrestorable`, { fix: `give the archive's public key, or use a new archive for the new key` },
     );
   }
   if (recipient && !theirs) {
@@ -129,13 +129,12 @@ export function reconcileSettings(
       throw new WalvaultError(
         'ARCHIVE_KEY_CHANGED',
         `archive ${archive} records public key ${theirs.keyId} in its cluster.json, but this site pinned key ${pinned.keyId} in ${pinned.where} when it first wrote there (${pinned.pinnedAt}): ` +
-          `cluster.json is not authenticated, so if nobody here changed the key, someone who can write the store did; nothing was written. ` +
-          `Give the key to encrypt for with --encryption-public-key FILE (or encryption_public_key_file in the site)`,
+          `cluster.json is not authenticated, so if nobody here changed the key, someone who can write the store did`, { fix: `nothing was written. ` + `Give the key to encrypt for with --encryption-public-key FILE (or encryption_public_key_file in the site)` },
       );
     }
     recipient = publicKeyFromPem(pinned.publicKey, `the key pinned in ${pinned.where}`);
     if (recipient.keyId !== pinned.keyId) {
-      throw new WalvaultError('STATE_CORRUPT', `${pinned.where}: the pinned key's id is ${recipient.keyId}, not the ${pinned.keyId} it is filed under; remove the file and give the key once with --encryption-public-key`);
+      throw new WalvaultError('STATE_CORRUPT', `${pinned.where}: the pinned key's id is ${recipient.keyId}, not the ${pinned.keyId} it is filed under`, { fix: `remove the file and give the key once with --encryption-public-key` });
     }
     notes.push({ level: 'info', msg: `archive ${archive} encrypts for public key ${theirs.keyId}; so does this command (the key this site pinned when it first wrote there)`, fields: { keyId: theirs.keyId } });
   }

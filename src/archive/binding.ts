@@ -48,13 +48,13 @@ export function checkBinding(binding: Binding | null, key: string, systemId: str
   if (binding.key !== key) {
     throw new WalvaultError(
       'ARCHIVE_MISPLACED',
-      `${label} holds ${binding.key} (its envelope says so), not ${key}: an object was copied or renamed over this name; put that name's own object back (walvault verify lists every misplaced object)`,
+      `${label} holds ${binding.key} (its envelope says so), not ${key}: an object was copied or renamed over this name`, { fix: `put that name's own object back (walvault verify lists every misplaced object)` },
     );
   }
   if (binding.sys !== undefined && systemId !== null && binding.sys !== systemId) {
     throw new WalvaultError(
       'ARCHIVE_MISPLACED',
-      `${label} belongs to database system ${binding.sys}, but this archive to ${systemId}: it was copied from another cluster's archive; put this archive's own object back`,
+      `${label} belongs to database system ${binding.sys}, but this archive to ${systemId}: it was copied from another cluster's archive`, { fix: `put this archive's own object back` },
     );
   }
 }

@@ -124,8 +124,8 @@ export function codecByName(name: CodecName): Codec {
     } catch (err) {
       throw new WalvaultError(
         'INTERNAL',
-        `compression codec "${name}" cannot be loaded (${(err as Error).message}); reinstall walvault's dependencies (npm ci) or choose another codec`,
-        { cause: err },
+        `compression codec "${name}" cannot be loaded (${(err as Error).message})`,
+        { fix: `reinstall walvault's dependencies (npm ci) or choose another codec`, cause: err },
       );
     }
     loaded.set(name, codec);

@@ -63,7 +63,7 @@ function keyIdOf(publicKey: KeyObject): string {
 }
 
 function keyProblem(origin: string, what: string): WalvaultError {
-  return new WalvaultError('CONFIG_INVALID', `${origin}: ${what}; create a key pair with "walvault keys create"`);
+  return new WalvaultError('CONFIG_INVALID', `${origin}: ${what}`, { fix: `create a key pair with "walvault keys create"` });
 }
 
 function readKeyFile(file: string, what: string): Buffer {
@@ -117,7 +117,7 @@ export async function createKeyPair(privateFile: string, publicFile: string): Pr
   const publicPem = publicKey.export({ type: 'spki', format: 'pem' }) as string;
   for (const f of [privateFile, publicFile]) {
     if (await fsp.stat(f).then(() => true, () => false)) {
-      throw new WalvaultError('CONFIG_INVALID', `${f} already exists; walvault never replaces a key file (objects encrypted for it would become unreadable): choose another path`);
+      throw new WalvaultError('CONFIG_INVALID', `${f} already exists`, { fix: `walvault never replaces a key file (objects encrypted for it would become unreadable): choose another path` });
     }
   }
   await writeNew(privateFile, privatePem, 0o600);

@@ -42,10 +42,10 @@ async function readPins(stateDir: string): Promise<PinFile> {
     text = await fsp.readFile(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { version: 1, archives: {} };
-    throw new WalvaultError('STATE_CORRUPT', `cannot read ${file}: ${(err as Error).message}; fix its permissions, or give the key with --encryption-public-key`, { cause: err });
+    throw new WalvaultError('STATE_CORRUPT', `cannot read ${file}: ${(err as Error).message}`, { fix: `fix its permissions, or give the key with --encryption-public-key`, cause: err });
   }
   const bad = (what: string) =>
-    new WalvaultError('STATE_CORRUPT', `${file} ${what}; remove it and give the archive's public key once with --encryption-public-key (it is pinned again)`);
+    new WalvaultError('STATE_CORRUPT', `${file} ${what}`, { fix: `remove it and give the archive's public key once with --encryption-public-key (it is pinned again)` });
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);

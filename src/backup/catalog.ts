@@ -99,7 +99,7 @@ export function backupPrefix(name: string): string {
 /** Names are chosen by us (UTC start time): anything else is refused before it reaches a key. */
 export function checkBackupName(name: string): void {
   if (!/^[0-9]{8}T[0-9]{6}Z(?:-[0-9]+)?$/.test(name)) {
-    throw new WalvaultError('BACKUP_NOT_FOUND', `"${name}" is not a backup name (names look like 20261201T150405Z); run "walvault backup list" to see them`);
+    throw new WalvaultError('BACKUP_NOT_FOUND', `"${name}" is not a backup name (names look like 20261201T150405Z)`, { fix: `run "walvault backup list" to see them` });
   }
 }
 

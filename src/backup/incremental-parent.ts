@@ -23,8 +23,8 @@ export interface IncrementalBase {
 
 const TAKE_FULL = 'take a full backup (walvault backup push without --incremental)';
 
-function impossible(message: string): WalvaultError {
-  return new WalvaultError('BACKUP_INCREMENTAL_IMPOSSIBLE', message);
+function impossible(what: string, fix?: string): WalvaultError {
+  return new WalvaultError('BACKUP_INCREMENTAL_IMPOSSIBLE', what, fix === undefined ? {} : { fix });
 }
 
 /**
@@ -46,14 +46,14 @@ export async function prepareIncremental(
   parentName: string | undefined,
 ): Promise<IncrementalBase> {
   if (facts.major < 17) {
-    throw impossible(`incremental backups need PostgreSQL 17 or later; the server is PostgreSQL ${serverVersionText(facts.versionNum)}; ${TAKE_FULL}`);
+    throw impossible(`incremental backups need PostgreSQL 17 or later; the server is PostgreSQL ${serverVersionText(facts.versionNum)}`, TAKE_FULL);
   }
   const summarize = await conn.show('summarize_wal');
   if (summarize !== 'on') {
     throw impossible(
-      'incremental backups need the server to summarize WAL, and summarize_wal is off: run ' +
-        '"ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf();" on the server, then take a full backup ' +
-        '(summaries begin when it is turned on, and an incremental needs them from its parent\'s start)',
+      'incremental backups need the server to summarize WAL, and summarize_wal is off',
+      'run "ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf();" on the server, then take a full backup ' +
+        "(summaries begin when it is turned on, and an incremental needs them from its parent's start)",
     );
   }
   const history = identity.timeline > 1 ? parseTimelineHistory((await conn.timelineHistory(identity.timeline)).content.toString('utf8')) : [];
@@ -69,8 +69,7 @@ export async function prepareIncremental(
     }
     if (!onHistory(parent)) {
       throw impossible(
-        `parent backup ${parent.name} (timeline ${parent.stopTimeline}, stopped at ${parent.stopLsn}) is not on the history of the server's timeline ${identity.timeline}; ` +
-          `choose a backup taken on it (walvault backup list) or ${TAKE_FULL}`,
+        `parent backup ${parent.name} (timeline ${parent.stopTimeline}, stopped at ${parent.stopLsn}) is not on the history of the server's timeline ${identity.timeline}`, `choose a backup taken on it (walvault backup list) or ${TAKE_FULL}`,
       );
     }
   } else {
@@ -86,16 +85,16 @@ export async function prepareIncremental(
     parent = candidates[candidates.length - 1];
   }
   if (parent.systemId !== identity.systemId) {
-    throw impossible(`parent backup ${parent.name} is of database system ${parent.systemId}, but the server is ${identity.systemId}; ${TAKE_FULL}`);
+    throw impossible(`parent backup ${parent.name} is of database system ${parent.systemId}, but the server is ${identity.systemId}`, TAKE_FULL);
   }
   if (Math.floor(parent.pgVersionNum / 10000) !== facts.major) {
     throw impossible(
-      `parent backup ${parent.name} was taken from PostgreSQL ${serverVersionText(parent.pgVersionNum)} and the server is ${serverVersionText(facts.versionNum)}; an incremental needs a parent of the same major version; ${TAKE_FULL}`,
+      `parent backup ${parent.name} was taken from PostgreSQL ${serverVersionText(parent.pgVersionNum)} and the server is ${serverVersionText(facts.versionNum)}; an incremental needs a parent of the same major version`, TAKE_FULL,
     );
   }
   const uploadManifest = await archive.asPlain().get(backupPrefix(parent.name) + UPLOAD_MANIFEST_FILE);
   if (!uploadManifest) {
-    throw impossible(`parent backup ${parent.name} has no ${UPLOAD_MANIFEST_FILE} (it was taken by an older walvault); ${TAKE_FULL}`);
+    throw impossible(`parent backup ${parent.name} has no ${UPLOAD_MANIFEST_FILE} (it was taken by an older walvault)`, TAKE_FULL);
   }
   return { parent, uploadManifest, chain: chainOf(parent) };
 }
@@ -107,5 +106,5 @@ export async function prepareIncremental(
 export function incrementalRefusal(err: unknown, parent: string): unknown {
   if (!isWalvaultError(err, 'PG_SERVER_ERROR')) return err;
   if (!/WAL summar|manifest|incremental/i.test(err.message)) return err;
-  return new WalvaultError('BACKUP_INCREMENTAL_IMPOSSIBLE', `the server cannot take an incremental backup against ${parent}: ${err.message}; ${TAKE_FULL}`, { cause: err });
+  return new WalvaultError('BACKUP_INCREMENTAL_IMPOSSIBLE', `the server cannot take an incremental backup against ${parent}: ${err.message}`, { fix: `${TAKE_FULL}`, cause: err });
 }

@@ -170,7 +170,7 @@ export class PartUploader {
     const result = await this.o.archive.putOwnedBuffer(key, body, sha, { codec: this.o.codec });
     if (result === 'unchanged') {
       // A fresh backup name never has parts: an object there means two writers share it.
-      throw new WalvaultError('BACKUP_CONFLICT', `${key} already exists; is another backup writing under the same name?`);
+      throw new WalvaultError('BACKUP_CONFLICT', `${key} already exists`, { fix: `is another backup writing under the same name?` });
     }
     const info = await this.o.archive.storage.head(key);
     if (!info) throw new WalvaultError('ARCHIVE_CORRUPT', `${key} vanished right after it was stored and verified`);

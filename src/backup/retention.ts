@@ -119,19 +119,18 @@ export async function planDeletion(archive: Archive, request: DeleteRequest, now
   switch (request.kind) {
     case 'name': {
       if (request.name === running) {
-        throw new WalvaultError('BACKUP_CONFLICT', `backup ${request.name} is being taken right now (pid ${lease!.pid} on ${lease!.host}); wait for it to finish`);
+        throw new WalvaultError('BACKUP_CONFLICT', `backup ${request.name} is being taken right now (pid ${lease!.pid} on ${lease!.host})`, { fix: `wait for it to finish` });
       }
       const m = complete.find((b) => b.name === request.name);
       const left = incomplete.find((e) => e.name === request.name);
       if (!m && !left) {
-        throw new WalvaultError('BACKUP_NOT_FOUND', `no backup named ${request.name} in ${archive.storage.description}; run "walvault backup list" to see them`);
+        throw new WalvaultError('BACKUP_NOT_FOUND', `no backup named ${request.name} in ${archive.storage.description}`, { fix: `run "walvault backup list" to see them` });
       }
       const dependents = m ? dependentsOf(complete, m.name) : [];
       if (dependents.length > 0 && !request.withDependents) {
         throw new WalvaultError(
           'BACKUP_CONFLICT',
-          `backup ${request.name} is needed by the incremental backups ${dependents.map((b) => b.name).join(', ')}: deleting it would leave them unrestorable; ` +
-            `add --with-dependents to delete them too, or delete them first`,
+          `backup ${request.name} is needed by the incremental backups ${dependents.map((b) => b.name).join(', ')}: deleting it would leave them unrestorable`, { fix: `add --with-dependents to delete them too, or delete them first` },
         );
       }
       doomed = m ? [m, ...dependents] : [];
@@ -141,7 +140,7 @@ export async function planDeletion(archive: Archive, request: DeleteRequest, now
     case 'before': {
       const at = complete.findIndex((b) => b.name === request.name);
       if (at < 0) {
-        throw new WalvaultError('BACKUP_NOT_FOUND', `no complete backup named ${request.name} in ${archive.storage.description}; run "walvault backup list" to see them`);
+        throw new WalvaultError('BACKUP_NOT_FOUND', `no complete backup named ${request.name} in ${archive.storage.description}`, { fix: `run "walvault backup list" to see them` });
       }
       // What stays keeps its chain, even where it reaches before the named backup.
       const keep = withChains(complete, new Set(complete.slice(at).map((b) => b.name)));
@@ -169,7 +168,7 @@ export async function planDeletion(archive: Archive, request: DeleteRequest, now
     }
     case 'everything': {
       if (running) {
-        throw new WalvaultError('BACKUP_CONFLICT', `backup ${running} is being taken right now (pid ${lease!.pid} on ${lease!.host}); wait for it to finish before deleting everything`);
+        throw new WalvaultError('BACKUP_CONFLICT', `backup ${running} is being taken right now (pid ${lease!.pid} on ${lease!.host})`, { fix: `wait for it to finish before deleting everything` });
       }
       doomed = complete;
       leftovers = incomplete;

@@ -61,7 +61,7 @@ export function rewriteManifest(manifest: Buffer, edit: (line: string) => string
  */
 export function uploadManifestOf(manifest: Buffer, what = 'the backup manifest'): Buffer {
   if (!manifestChecksumHolds(manifest, what)) {
-    throw new WalvaultError('PG_PROTOCOL', `${what} does not carry the checksum of its own text; it cannot serve as the parent of incremental backups`);
+    throw new WalvaultError('PG_PROTOCOL', `${what} does not carry the checksum of its own text`, { fix: `it cannot serve as the parent of incremental backups` });
   }
   return rewriteManifest(manifest, (line) => line.replace(FILE_CHECKSUM, '$1'), what);
 }

@@ -97,7 +97,7 @@ interface Gathered {
 
 async function gather(archive: Archive): Promise<Gathered> {
   const cluster = await archive.readCluster();
-  if (!cluster) throw new WalvaultError('ARCHIVE_NOT_FOUND', `${archive.storage.description} has no cluster.json: it is not a walvault archive (or not this one); check the location`);
+  if (!cluster) throw new WalvaultError('ARCHIVE_NOT_FOUND', `${archive.storage.description} has no cluster.json: it is not a walvault archive (or not this one)`, { fix: `check the location` });
   const segSize = cluster.walSegmentSize;
   const objects = await archive.storage.list(WAL_PREFIX);
   const wal: ArchivedWal = { segments: new Set(), partials: new Map() };

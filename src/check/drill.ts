@@ -80,7 +80,7 @@ export async function runDrill(o: DrillOptions): Promise<DrillResult> {
     if (mine?.firstMissing) {
       throw new WalvaultError(
         'BACKUP_WAL_MISSING',
-        `the archive has a gap: ${mine.problems.filter((p) => p.includes(mine.firstMissing!)).join('; ') || `${mine.firstMissing} is missing`}, and WAL after it is archived; run "walvault check" to see what is missing and "walvault check --repair" to stream it again from the server while it still has it`,
+        `the archive has a gap: ${mine.problems.filter((p) => p.includes(mine.firstMissing!)).join('; ') || `${mine.firstMissing} is missing`}, and WAL after it is archived`, { fix: `run "walvault check" to see what is missing and "walvault check --repair" to stream it again from the server while it still has it` },
       );
     }
 
@@ -185,7 +185,7 @@ class DrillServer {
       });
       let err = '';
       child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-      child.on('error', (e) => reject(new WalvaultError('CONFIG_INVALID', `cannot run ${path.join(this.binDir, 'pg_ctl')}: ${e.message}; pass --pg-bin with the PostgreSQL binaries of the backup's version`)));
+      child.on('error', (e) => reject(new WalvaultError('CONFIG_INVALID', `cannot run ${path.join(this.binDir, 'pg_ctl')}: ${e.message}`, { fix: `pass --pg-bin with the PostgreSQL binaries of the backup's version` })));
       child.on('exit', (code) => (code === 0 ? resolve() : reject(new WalvaultError('INTERNAL', `pg_ctl ${args[0]} failed (exit ${code}): ${err.trim()}`))));
     });
   }
@@ -240,7 +240,7 @@ class DrillServer {
       if (Date.now() - movedAt > STALL_MS || Date.now() > deadline) {
         throw new WalvaultError(
           'BACKUP_WAL_MISSING',
-          `recovery stopped at ${formatLsn(best)}, but the archive holds WAL to ${formatLsn(lsn)}: a segment is missing or cannot be read; run "walvault check" and "walvault verify"`,
+          `recovery stopped at ${formatLsn(best)}, but the archive holds WAL to ${formatLsn(lsn)}: a segment is missing or cannot be read`, { fix: `run "walvault check" and "walvault verify"` },
         );
       }
       await new Promise((r2) => setTimeout(r2, POLL_MS));

@@ -31,7 +31,7 @@ export async function repairArchive(o: { site: SiteConfig; missing: MissingRange
   const archive = openSiteArchive(o.site, 'write');
   try {
     const cluster = await archive.readCluster();
-    if (!cluster) throw new WalvaultError('ARCHIVE_NOT_FOUND', `${archive.storage.description} has no cluster.json; nothing to repair`);
+    if (!cluster) throw new WalvaultError('ARCHIVE_NOT_FOUND', `${archive.storage.description} has no cluster.json`, { fix: `nothing to repair` });
     await adoptSettings(archive, cluster, o.log, o.site.state);
     for (const range of o.missing) {
       try {
@@ -59,7 +59,7 @@ async function streamRange(site: SiteConfig, archive: Archive, cluster: WalClust
   try {
     const identity = await conn.identifySystem();
     if (identity.systemId !== systemId) {
-      throw new WalvaultError('ARCHIVE_OTHER_CLUSTER', `the server ${site.pgDescription} is database system ${identity.systemId}, but the archive belongs to ${systemId}; repair only from the archive's own cluster`);
+      throw new WalvaultError('ARCHIVE_OTHER_CLUSTER', `the server ${site.pgDescription} is database system ${identity.systemId}, but the archive belongs to ${systemId}`, { fix: `repair only from the archive's own cluster` });
     }
     const facts = await conn.serverFacts();
     const segSize = facts.walSegmentSize;

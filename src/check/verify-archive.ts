@@ -30,7 +30,7 @@ const CONCURRENCY = 4;
 
 export async function verifyArchive(archive: Archive, onProgress?: (done: number, total: number) => void): Promise<VerifyReport> {
   const cluster = await archive.readCluster();
-  if (!cluster) throw new WalvaultError('ARCHIVE_NOT_FOUND', `${archive.storage.description} has no cluster.json: it is not a walvault archive (or not this one); check the location`);
+  if (!cluster) throw new WalvaultError('ARCHIVE_NOT_FOUND', `${archive.storage.description} has no cluster.json: it is not a walvault archive (or not this one)`, { fix: `check the location` });
   const keys = (await archive.storage.list('')).map((o) => o.key);
   const report: VerifyReport = { archive: archive.storage.description, checkedAt: new Date().toISOString(), objects: keys.length, storedBytes: 0, checkedWithoutKey: 0, bad: [], ok: true };
 

@@ -17,7 +17,7 @@ export function archiveFromOptions(opts: { config?: string; site?: string; archi
   } else if (opts.config) {
     settings = selectSite(loadConfigFile(opts.config), opts.site);
   } else {
-    throw new WalvaultError('CONFIG_INVALID', 'no archive given; pass --archive URL or --config FILE');
+    throw new WalvaultError('CONFIG_INVALID', 'no archive given', { fix: 'pass --archive URL or --config FILE' });
   }
   return opts.privateKey ? { ...settings, encryptionPrivateKeyFile: opts.privateKey } : settings;
 }

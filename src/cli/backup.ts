@@ -29,7 +29,7 @@ export interface PushOptions extends SiteOptions {
 
 function positiveInt(text: string | undefined, what: string, fix: string): number | undefined {
   if (text === undefined) return undefined;
-  if (!/^[0-9]+$/.test(text)) throw new WalvaultError('CONFIG_INVALID', `${what} "${text}" is not a whole number; ${fix}`);
+  if (!/^[0-9]+$/.test(text)) throw new WalvaultError('CONFIG_INVALID', `${what} "${text}" is not a whole number`, { fix: `${fix}` });
   return Number(text);
 }
 
@@ -42,7 +42,7 @@ function pushSite(o: PushOptions): { site: SiteConfig; logLevel: string } {
     const cfg = loadConfigFile(o.config);
     return { site: selectSite(cfg, o.site), logLevel: cfg.logLevel };
   }
-  if (!oneSite) throw new WalvaultError('CONFIG_INVALID', 'no site given; pass --config FILE [--site NAME], or --pg CONNINFO --archive URL --state DIR');
+  if (!oneSite) throw new WalvaultError('CONFIG_INVALID', 'no site given', { fix: 'pass --config FILE [--site NAME], or --pg CONNINFO --archive URL --state DIR' });
   const cfg = configFromOptions({
     pg: o.pg,
     archive: o.archive,
@@ -60,7 +60,7 @@ export async function backupPushCommand(o: PushOptions): Promise<void> {
   const maxRateKiB = positiveInt(o.maxRate, '--max-rate', 'give kB/s from 32 to 1048576');
   const walWaitSeconds = positiveInt(o.walWait, '--wal-wait', 'give seconds') ?? 3600;
   const log = createLogger({ level: logLevel }).child({ site: site.name });
-  if (o.parent !== undefined && !o.incremental) throw new WalvaultError('CONFIG_INVALID', '--parent names the parent of an incremental backup; add --incremental');
+  if (o.parent !== undefined && !o.incremental) throw new WalvaultError('CONFIG_INVALID', '--parent names the parent of an incremental backup', { fix: 'add --incremental' });
   const { takeBackup } = await import('../backup/take-backup');
   const meta = await takeBackup({
     site,

@@ -5,8 +5,8 @@
  * verify: every stored object read and checked, each bad one named.
  * Exit 0: all good; 1: something is missing or bad; 2: it could not run (a line says why).
  */
+import { errorText } from './fail';
 import type { Archive } from '../archive/archive';
-import { isWalvaultError } from '../errors';
 import type { SiteConfig } from '../config/config-types';
 import { archiveFromOptions } from './archive-option';
 
@@ -35,7 +35,7 @@ async function runReport<R extends { ok: boolean }>(what: string, opts: ReportOp
       await archive.close();
     }
   } catch (err) {
-    process.stderr.write(`walvault: ${what} could not run: ${isWalvaultError(err) ? err.message : err instanceof Error ? err.message : String(err)}\n`);
+    process.stderr.write(`walvault: ${what} could not run: ${errorText(err)}\n`);
     return REPORT_FAILED;
   }
 }

@@ -4,10 +4,11 @@
  * time (see ../check/drill.ts). Exit 0: the drill succeeded; 1: it failed (the reason is in
  * the report); 2: it could not run.
  */
+import { errorText } from './fail';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { WalvaultError, isWalvaultError } from '../errors';
+import { WalvaultError } from '../errors';
 import type { SiteConfig } from '../config/config-types';
 import { archiveFromOptions } from './archive-option';
 import { restoreCommand } from './restore';
@@ -32,7 +33,7 @@ export function binDirResolver(pgBin: string | undefined): (major: number) => st
   return (major) => {
     const candidates = pgBin ? [path.resolve(pgBin)] : [`/usr/lib/postgresql/${major}/bin`, `/usr/pgsql-${major}/bin`];
     const found = candidates.find((d) => fs.existsSync(path.join(d, 'pg_ctl')));
-    if (!found) throw new WalvaultError('CONFIG_INVALID', `no pg_ctl for PostgreSQL ${major} in ${candidates.join(' or ')}; install that version's server, or pass --pg-bin DIR`);
+    if (!found) throw new WalvaultError('CONFIG_INVALID', `no pg_ctl for PostgreSQL ${major} in ${candidates.join(' or ')}`, { fix: `install that version's server, or pass --pg-bin DIR` });
     return found;
   };
 }
@@ -42,7 +43,7 @@ export function osUserFor(name: string): { name: string; uid: number; gid: numbe
   try {
     return { name, uid: Number(execFileSync('id', ['-u', name], { encoding: 'utf8' }).trim()), gid: Number(execFileSync('id', ['-g', name], { encoding: 'utf8' }).trim()) };
   } catch {
-    throw new WalvaultError('CONFIG_INVALID', `running as root, and PostgreSQL refuses to run as root, but OS user "${name}" does not exist; pass --os-user with the user PostgreSQL runs as`);
+    throw new WalvaultError('CONFIG_INVALID', `running as root, and PostgreSQL refuses to run as root, but OS user "${name}" does not exist`, { fix: `pass --os-user with the user PostgreSQL runs as` });
   }
 }
 
@@ -90,7 +91,7 @@ export async function drillCommand(o: DrillCliOptions): Promise<number> {
       await archive.close();
     }
   } catch (err) {
-    process.stderr.write(`walvault: drill could not run: ${isWalvaultError(err) ? err.message : err instanceof Error ? err.message : String(err)}\n`);
+    process.stderr.write(`walvault: drill could not run: ${errorText(err)}\n`);
     return 2;
   }
 }

@@ -42,8 +42,8 @@ function tablespaceMap(items: string[] | undefined): Map<string, string> {
   const map = new Map<string, string>();
   for (const item of items ?? []) {
     const m = /^([0-9]+)=(.+)$/.exec(item);
-    if (!m) throw new WalvaultError('CONFIG_INVALID', `--tablespace-map ${JSON.stringify(item)} is not OID=DIR; e.g. --tablespace-map 16384=/srv/pg/ts1`);
-    if (map.has(m[1])) throw new WalvaultError('CONFIG_INVALID', `--tablespace-map names OID ${m[1]} twice; give each tablespace once`);
+    if (!m) throw new WalvaultError('CONFIG_INVALID', `--tablespace-map ${JSON.stringify(item)} is not OID=DIR`, { fix: `e.g. --tablespace-map 16384=/srv/pg/ts1` });
+    if (map.has(m[1])) throw new WalvaultError('CONFIG_INVALID', `--tablespace-map names OID ${m[1]} twice`, { fix: `give each tablespace once` });
     map.set(m[1], path.resolve(m[2]));
   }
   return map;
@@ -81,10 +81,10 @@ export async function restoreCommandCli(targetDir: string, o: RestoreCliOptions)
     timeline: o.targetTimeline,
   });
   if (o.primaryConninfo !== undefined && !o.standby) {
-    throw new WalvaultError('CONFIG_INVALID', '--primary-conninfo is for a standby; add --standby, or leave it out');
+    throw new WalvaultError('CONFIG_INVALID', '--primary-conninfo is for a standby', { fix: 'add --standby, or leave it out' });
   }
   if (o.primaryConninfo !== undefined && /password\s*=/i.test(o.primaryConninfo)) {
-    throw new WalvaultError('CONFIG_INVALID', '--primary-conninfo must not carry a password (it would show in the process list); use a password file for the server user');
+    throw new WalvaultError('CONFIG_INVALID', '--primary-conninfo must not carry a password (it would show in the process list)', { fix: 'use a password file for the server user' });
   }
   const map = tablespaceMap(o.tablespaceMap);
   const settings = archiveFromOptions(o);

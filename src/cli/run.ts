@@ -32,7 +32,7 @@ function hours(text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
   const n = Number(text);
   if (text.trim() === '' || !Number.isFinite(n) || n < 0) {
-    throw new WalvaultError('CONFIG_INVALID', `--backup-interval "${text}" is not a number of hours; give hours between scheduled base backups, or 0 to turn the schedule off`);
+    throw new WalvaultError('CONFIG_INVALID', `--backup-interval "${text}" is not a number of hours`, { fix: `give hours between scheduled base backups, or 0 to turn the schedule off` });
   }
   return n;
 }
@@ -45,7 +45,7 @@ function loadRunConfig(o: RunOptions): Config {
   }
   if (o.config) return loadConfigFile(o.config);
   if (!oneSite) {
-    throw new WalvaultError('CONFIG_INVALID', 'nothing to run; pass --config FILE, or --pg CONNINFO --archive URL --state DIR');
+    throw new WalvaultError('CONFIG_INVALID', 'nothing to run', { fix: 'pass --config FILE, or --pg CONNINFO --archive URL --state DIR' });
   }
   return configFromOptions({
     ...one,
@@ -60,7 +60,7 @@ export async function runCommand(o: RunOptions): Promise<void> {
   const config = loadRunConfig(o);
   const sites = o.site ? config.sites.filter((s) => s.name === o.site) : config.sites;
   if (sites.length === 0) {
-    throw new WalvaultError('CONFIG_INVALID', `${config.source}: no site named "${o.site}"; sites: ${config.sites.map((s) => s.name).join(', ')}`);
+    throw new WalvaultError('CONFIG_INVALID', `${config.source}: no site named "${o.site}"`, { fix: `sites: ${config.sites.map((s) => s.name).join(', ')}` });
   }
   const log = createLogger({ level: config.logLevel });
   // Every line on the daemon's stderr is the logger's, whatever a library wants to print.

@@ -23,7 +23,7 @@ function slotSite(o: SlotDropOptions): SiteConfig {
   if (o.config && oneSite) throw new WalvaultError('CONFIG_INVALID', 'give either --config or the one-site options (--pg, --state, --slot), not both');
   if (o.config) return selectSite(loadConfigFile(o.config), o.site);
   if (!o.pg || !o.state) {
-    throw new WalvaultError('CONFIG_INVALID', 'no site given; pass --config FILE [--site NAME], or --pg CONNINFO --state DIR [--slot NAME] (as walvault run was given them)');
+    throw new WalvaultError('CONFIG_INVALID', 'no site given', { fix: 'pass --config FILE [--site NAME], or --pg CONNINFO --state DIR [--slot NAME] (as walvault run was given them)' });
   }
   // The archive is not touched here; the one-site form names it only because run needs it.
   return configFromOptions({ pg: o.pg, archive: o.state, state: o.state, slot: o.slot }).sites[0];
@@ -56,7 +56,7 @@ export async function slotDropCommand(o: SlotDropOptions): Promise<void> {
       await conn.dropSlot(site.slot, 0);
     } catch (err) {
       if (!isWalvaultError(err, 'PG_SLOT_ACTIVE')) throw err;
-      throw new WalvaultError('PG_SLOT_ACTIVE', `slot ${site.slot} on ${site.pgDescription} is in use by a receiver (walvault elsewhere, or another tool): stop it first, then drop the slot; nothing was dropped`, { cause: err });
+      throw new WalvaultError('PG_SLOT_ACTIVE', `slot ${site.slot} on ${site.pgDescription} is in use by a receiver (walvault elsewhere, or another tool): stop it first, then drop the slot`, { fix: `nothing was dropped`, cause: err });
     }
     process.stdout.write(
       `dropped slot ${site.slot} on ${site.pgDescription}${keeps.replace('it keeps', 'it kept')}: the server no longer keeps WAL for walvault. ` +

@@ -4,7 +4,7 @@
  * options, see ./site-status.ts. Exit 0 when no site has a problem, 1 otherwise, 2
  * when it could not run.
  */
-import { isWalvaultError } from '../errors';
+import { errorText } from './fail';
 import type { SiteConfig } from '../config/config-types';
 import type { SiteArgs } from './site-status';
 import { badOption, REPORT_FAILED } from './check';
@@ -49,7 +49,7 @@ export async function statusCommand(opts: StatusOptions): Promise<number> {
     process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : formatStatus(report));
     return report.ok ? 0 : 1;
   } catch (err) {
-    process.stderr.write(`walvault: status could not run: ${isWalvaultError(err) ? err.message : err instanceof Error ? err.message : String(err)}\n`);
+    process.stderr.write(`walvault: status could not run: ${errorText(err)}\n`);
     return REPORT_FAILED;
   }
 }

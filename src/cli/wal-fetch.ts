@@ -37,7 +37,7 @@ export async function walFetchCommand(
     if (!isSegmentFileName(walFileName) && !isHistoryFileName(walFileName) && !/^[0-9A-F]{24}\.partial$/.test(walFileName)) {
       throw new WalvaultError(
         'WAL_BAD_NAME',
-        `"${walFileName}" is not a WAL file name (24 upper-case hex digits, or TTTTTTTT.history); pass %f from restore_command`,
+        `"${walFileName}" is not a WAL file name (24 upper-case hex digits, or TTTTTTTT.history)`, { fix: `pass %f from restore_command` },
       );
     }
     const ahead = prefetchCount(opts.prefetch);
@@ -64,7 +64,7 @@ export async function walFetchCommand(
     const miss = await (await import('../restore/wal-miss')).missingWal(archive, walFileName, { dest, acceptGap: opts.acceptGap === true });
     if (miss === 'arrived') {
       if (await fetch(walFileName)) return 0;
-      throw new WalvaultError('STORAGE_IO', `${archive.label(Archive.walKey(walFileName))} appeared and vanished again while it was fetched; is something deleting from this archive?`);
+      throw new WalvaultError('STORAGE_IO', `${archive.label(Archive.walKey(walFileName))} appeared and vanished again while it was fetched`, { fix: `is something deleting from this archive?` });
     }
     // The end of the archive: a segment that was never completed exists only as NAME.partial
     // (the receiver's newest upload, or a timeline's last segment). Served as the full
@@ -144,7 +144,7 @@ export async function walPrefetchCommand(name: string, opts: WalFetchOptions & {
 /** The archive's cluster, which a WAL file must belong to (../wal/wal-identity.ts). */
 async function clusterOf(archive: Archive, name: string): Promise<WalClusterIdentity> {
   const cluster = await archive.cluster();
-  if (!cluster) throw new WalvaultError('ARCHIVE_CORRUPT', `${archive.storage.description} has no cluster.json; cannot tell whether wal/${name} belongs to this cluster`);
+  if (!cluster) throw new WalvaultError('ARCHIVE_CORRUPT', `${archive.storage.description} has no cluster.json`, { fix: `cannot tell whether wal/${name} belongs to this cluster` });
   return cluster;
 }
 
@@ -180,9 +180,8 @@ async function withRetry<T>(attempt: () => Promise<T>): Promise<T> {
         if (!timedOut) throw err;
         throw new WalvaultError(
           'STORAGE_TIMEOUT',
-          `gave up after ${ATTEMPTS} attempts: ${(err as Error).message}; recovery stops here instead of ending early: ` +
-            'start the server again once the store answers (wal-fetch --timeout sets how long an attempt waits)',
-          { cause: err },
+          `gave up after ${ATTEMPTS} attempts: ${(err as Error).message}`,
+          { fix: `recovery stops here instead of ending early: ` + 'start the server again once the store answers (wal-fetch --timeout sets how long an attempt waits)', cause: err },
         );
       }
       await new Promise((r) => setTimeout(r, 500 * 2 ** n));

@@ -27,19 +27,19 @@ export async function walPushCommand(walPath: string, opts: { config?: string; s
   const segmentLike = isSegmentFileName(name) || /^[0-9A-F]{24}\.partial$/.test(name);
   const other = isHistoryFileName(name) || /^[0-9A-F]{24}\.[0-9A-F]{8}\.backup$/.test(name);
   if (!segmentLike && !other) {
-    throw new WalvaultError('WAL_BAD_NAME', `"${name}" is not a WAL file name PostgreSQL archives; pass %p from archive_command`);
+    throw new WalvaultError('WAL_BAD_NAME', `"${name}" is not a WAL file name PostgreSQL archives`, { fix: `pass %p from archive_command` });
   }
   let data: Buffer;
   try {
     data = await fsp.readFile(walPath);
   } catch (err) {
-    throw new WalvaultError('STORAGE_IO', `cannot read ${walPath}: ${(err as Error).message}; pass %p from archive_command (relative to the data directory)`, { cause: err });
+    throw new WalvaultError('STORAGE_IO', `cannot read ${walPath}: ${(err as Error).message}`, { fix: `pass %p from archive_command (relative to the data directory)`, cause: err });
   }
   const settings = archiveFromOptions(opts);
   if (opts.archiveFileMode !== undefined) {
-    if (opts.config) throw new WalvaultError('CONFIG_INVALID', '--archive-file-mode goes with --archive; with --config set archive_file_mode in the site');
+    if (opts.config) throw new WalvaultError('CONFIG_INVALID', '--archive-file-mode goes with --archive', { fix: 'with --config set archive_file_mode in the site' });
     const mode = parseArchiveFileMode(opts.archiveFileMode);
-    if (mode === null) throw new WalvaultError('CONFIG_INVALID', `--archive-file-mode "${opts.archiveFileMode}" is not a mode for archive objects; ${ARCHIVE_FILE_MODE_HINT}`);
+    if (mode === null) throw new WalvaultError('CONFIG_INVALID', `--archive-file-mode "${opts.archiveFileMode}" is not a mode for archive objects`, { fix: `${ARCHIVE_FILE_MODE_HINT}` });
     settings.archiveFileMode = mode;
   }
   // A bare --archive gets the codec a one-site receiver would use there.
@@ -60,7 +60,7 @@ export async function walPushCommand(walPath: string, opts: { config?: string; s
       checkWalFile(data, name, walPath);
     } else {
       const cluster = await archive.readCluster();
-      if (cluster === null) throw new WalvaultError('ARCHIVE_NOT_FOUND', `${archive.storage.description} has no cluster.json yet; it learns its cluster from a segment: archive one first`);
+      if (cluster === null) throw new WalvaultError('ARCHIVE_NOT_FOUND', `${archive.storage.description} has no cluster.json yet`, { fix: `it learns its cluster from a segment: archive one first` });
       await adoptSettings(archive, cluster, log, settings.state);
     }
     await archive.putImmutable(Archive.walKey(name), data);

@@ -24,8 +24,8 @@ export function readConfigDocument(file: string): { doc: unknown; format: 'toml'
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    if (e.code === 'ENOENT') throw invalid(`config file ${file} not found: ${e.message}; check the path`);
-    throw invalid(`config file ${file} cannot be read: ${e.message}; check the path and its permissions`);
+    if (e.code === 'ENOENT') throw invalid(`config file ${file} not found: ${e.message}`, `check the path`);
+    throw invalid(`config file ${file} cannot be read: ${e.message}`, `check the path and its permissions`);
   }
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   const ext = path.extname(file).toLowerCase();
@@ -42,7 +42,7 @@ function parseTomlDocument(text: string, file: string): unknown {
     // the first line is kept.
     let reason = err.message.split('\n', 1)[0].replace(/^Invalid TOML document:\s*/, '');
     if (/redefine/.test(reason)) reason += ' (a key or table such as [sites.<name>] appears twice)';
-    throw invalid(`${file}:${err.line}:${err.column}: invalid TOML: ${reason}; fix the syntax at that position`);
+    throw invalid(`${file}:${err.line}:${err.column}: invalid TOML: ${reason}`, `fix the syntax at that position`);
   }
 }
 
@@ -54,7 +54,7 @@ function parseJsonDocument(text: string, file: string): unknown {
   let i = 0;
   const syntax = (reason: string): never => {
     const before = text.slice(0, i).split('\n');
-    throw invalid(`${file}:${before.length}:${before[before.length - 1].length + 1}: invalid JSON: ${reason}; fix the syntax at that position`);
+    throw invalid(`${file}:${before.length}:${before[before.length - 1].length + 1}: invalid JSON: ${reason}`, `fix the syntax at that position`);
   };
   const skipSpace = () => {
     while (i < text.length && ' \t\r\n'.includes(text[i])) i++;
@@ -104,7 +104,7 @@ function parseJsonDocument(text: string, file: string): unknown {
         if (Object.prototype.hasOwnProperty.call(obj, key)) {
           const line = text.slice(0, keyStart).split('\n').length;
           const what = keyPath === 'sites' ? 'duplicate site name' : 'duplicate key';
-          throw invalid(`${file}: ${child}: ${what} (again at line ${line}); each key may appear only once in an object`);
+          throw invalid(`${file}: ${child}: ${what} (again at line ${line})`, `each key may appear only once in an object`);
         }
         skipSpace();
         if (text[i] !== ':') syntax('expected ":" after a key');

@@ -65,8 +65,8 @@ export function selectSite(cfg: Config, name?: string): SiteConfig {
     );
   }
   if (cfg.sites.length === 1) return cfg.sites[0];
-  if (cfg.sites.length === 0) throw invalid(`${cfg.source}: sites: no sites configured; add a [sites.<name>] section`);
-  throw invalid(`${cfg.source}: several sites are configured (${names.join(', ')}); choose one with --site <name>`);
+  if (cfg.sites.length === 0) throw invalid(`${cfg.source}: sites: no sites configured`, `add a [sites.<name>] section`);
+  throw invalid(`${cfg.source}: several sites are configured (${names.join(', ')})`, `choose one with --site <name>`);
 }
 
 /** "host:port" or "[v6]:port"; null for anything else. */

@@ -17,12 +17,13 @@ export interface Ctx {
   baseDir: string;
 }
 
-export function invalid(message: string): WalvaultError {
-  return new WalvaultError('CONFIG_INVALID', message.replace(/\s*[\r\n]+\s*/g, ' '));
+export function invalid(what: string, fix?: string): WalvaultError {
+  const oneLine = (text: string) => text.replace(/\s*[\r\n]+\s*/g, ' ');
+  return new WalvaultError('CONFIG_INVALID', oneLine(what), fix === undefined ? {} : { fix: oneLine(fix) });
 }
 
 export function fail(ctx: Ctx, where: string, what: string, fix: string): never {
-  throw invalid(`${ctx.source}: ${where}: ${what}; ${fix}`);
+  throw invalid(`${ctx.source}: ${where}: ${what}`, `${fix}`);
 }
 
 /** The command-line option that sets a site key in the one-site form. */

@@ -7,6 +7,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { CODEC_NAMES, isCodecName, type CodecName } from '../archive/codecs';
 import { loadPublicKey } from '../archive/encryption';
+import { isWalvaultError } from '../errors';
 import type { AckMode, SiteConfig } from './config-types';
 import { describeConninfo, parseConninfo } from './conninfo';
 import { CONFIG_KEYS, SLOT_MAX, defaultCompression, defaultOf, defaultSlot, literalDefault } from './keys';
@@ -100,7 +101,7 @@ export function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
     try {
       loadPublicKey(encryptionPublicKeyFile);
     } catch (err) {
-      fail(ctx, where('encryption_public_key_file'), (err as Error).message.replace(/; create a key pair.*$/, ''), 'point it at the public key written by "walvault keys create"');
+      fail(ctx, where('encryption_public_key_file'), isWalvaultError(err) ? err.what : (err as Error).message, 'point it at the public key written by "walvault keys create"');
     }
   }
 

@@ -15,7 +15,7 @@
  *                   { type: 'extra', samples }            the duties' metrics, for the metrics file
  *   thread -> main  { type: 'snapshot', status, metrics, health }
  *                   { type: 'done' }                      run() resolved
- *                   { type: 'failed', error }             run() rejected: code, message, exitCode
+ *                   { type: 'failed', error }             run() rejected: code, what, fix, message
  */
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import type { SiteConfig } from '../config/config-types';
@@ -47,7 +47,9 @@ interface Snapshot {
 
 interface SentError {
   code?: ErrorCode;
-  exitCode?: number;
+  /** A WalvaultError's cause and its own fix, if it named one. */
+  what?: string;
+  fix?: string;
   message: string;
   stack?: string;
 }
@@ -166,10 +168,10 @@ function stoppedSnapshot(last: Snapshot, site: SiteConfig, err: Error | null): S
   };
 }
 
-/** A WalvaultError keeps its code and exit code across the thread boundary (a clone would not). */
+/** A WalvaultError keeps its code and fix across the thread boundary (a clone would not). */
 function received(e: SentError): Error {
   if (e.code) {
-    const err = new WalvaultError(e.code, e.message, e.exitCode === undefined ? {} : { exitCode: e.exitCode });
+    const err = new WalvaultError(e.code, e.what ?? e.message, e.fix === undefined ? {} : { fix: e.fix });
     if (e.stack) err.stack = e.stack;
     return err;
   }
@@ -179,7 +181,7 @@ function received(e: SentError): Error {
 }
 
 function sent(err: unknown): SentError {
-  if (err instanceof WalvaultError) return { code: err.code, exitCode: err.exitCode, message: err.message, stack: err.stack };
+  if (err instanceof WalvaultError) return { code: err.code, what: err.what, ...(err.namesFix ? { fix: err.fix } : {}), message: err.message, stack: err.stack };
   if (err instanceof Error) return { message: err.message, stack: err.stack };
   return { message: String(err) };
 }

@@ -27,7 +27,7 @@ export async function connectToSiteServer(site: SiteConfig, known: SystemIdentit
     if (known && identity.systemId !== known.systemId) {
       throw new WalvaultError(
         'ARCHIVE_OTHER_CLUSTER',
-        `the server at ${site.pgDescription} is now database system ${identity.systemId}, but this site archives ${known.systemId}; fix the connection settings`,
+        `the server at ${site.pgDescription} is now database system ${identity.systemId}, but this site archives ${known.systemId}`, { fix: `fix the connection settings` },
       );
     }
     // Throws for a WAL page format walvault does not know (a major version newer than it).

@@ -204,7 +204,7 @@ async function makingRoom<T>(h: SiteStateHolder, lease: ArchiveLease, o: OpenSit
       if (archived === 0) {
         const full = stateDiskFullError(o.site.state, 'starting', err);
         if (error === null) throw full;
-        throw new WalvaultError('STATE_DISK_FULL', `${full.message}; archiving the spool to make room failed too: ${errorMessage(error)}`, { cause: err });
+        throw new WalvaultError('STATE_DISK_FULL', `${full.message}`, { fix: `archiving the spool to make room failed too: ${errorMessage(error)}`, cause: err });
       }
       o.log.warn({ archived, stateDir: o.site.state }, `state directory ${o.site.state} is full: archived ${archived} spool files to make room`);
     }
@@ -222,17 +222,17 @@ export function checkStateDirUsable(dir: string): void {
       const code = (err as NodeJS.ErrnoException).code;
       // ENOTDIR: a file stands somewhere on the path; walking up finds and names it.
       if (code !== 'ENOENT' && code !== 'ENOTDIR') {
-        throw new WalvaultError('STATE_DIR_UNWRITABLE', `cannot use state directory ${dir}: ${(err as Error).message}; choose another --state`);
+        throw new WalvaultError('STATE_DIR_UNWRITABLE', `cannot use state directory ${dir}: ${(err as Error).message}`, { fix: `choose another --state` });
       }
     }
     if (st) {
       if (!st.isDirectory()) {
-        throw new WalvaultError('STATE_DIR_UNWRITABLE', `cannot use state directory ${dir}: ${probe} is not a directory; choose another --state`);
+        throw new WalvaultError('STATE_DIR_UNWRITABLE', `cannot use state directory ${dir}: ${probe} is not a directory`, { fix: `choose another --state` });
       }
       try {
         fs.accessSync(probe, fs.constants.W_OK | fs.constants.X_OK);
       } catch {
-        throw new WalvaultError('STATE_DIR_UNWRITABLE', `cannot write state directory ${dir}: ${probe} is not writable by this user; fix its permissions or choose another --state`);
+        throw new WalvaultError('STATE_DIR_UNWRITABLE', `cannot write state directory ${dir}: ${probe} is not writable by this user`, { fix: `fix its permissions or choose another --state` });
       }
       return;
     }

@@ -27,7 +27,7 @@ export async function prepareSlot(conn: ReplicationConnection, site: SiteConfig,
   }
   const slot = await conn.readSlot(site.slot, major);
   if (slot && !slot.exists) {
-    throw new WalvaultError('CONFIG_INVALID', `replication slot "${site.slot}" does not exist on ${site.pgDescription}; create it, or set create_slot = true`);
+    throw new WalvaultError('CONFIG_INVALID', `replication slot "${site.slot}" does not exist on ${site.pgDescription}`, { fix: `create it, or set create_slot = true` });
   }
   return { created, restart: slot?.restartLsn ? { lsn: slot.restartLsn, tli: slot.restartTli } : null };
 }
@@ -56,7 +56,7 @@ export function refuseOtherCluster(cluster: ClusterInfo | null, identity: System
   if (cluster && cluster.systemId !== identity.systemId) {
     throw new WalvaultError(
       'ARCHIVE_OTHER_CLUSTER',
-      `archive ${archive.storage.description} belongs to database system ${cluster.systemId}, but the server at ${site.pgDescription} is ${identity.systemId}; use a separate archive for each cluster`,
+      `archive ${archive.storage.description} belongs to database system ${cluster.systemId}, but the server at ${site.pgDescription} is ${identity.systemId}`, { fix: `use a separate archive for each cluster` },
     );
   }
 }

@@ -43,7 +43,7 @@ export class StateLock {
       if (owner !== null && owner !== process.pid && processAlive(owner)) {
         throw new WalvaultError(
           'STATE_DIR_UNWRITABLE',
-          `state directory ${stateDir} is in use by walvault process ${owner}; stop it first, or give this site its own --state`,
+          `state directory ${stateDir} is in use by walvault process ${owner}`, { fix: `stop it first, or give this site its own --state` },
         );
       }
       fs.rmSync(file, { force: true });

@@ -16,6 +16,7 @@
 import type { Logger } from 'pino';
 import { errorMessage } from '../errors';
 import { isDiskFull, stateDiskFullError } from '../util/disk-full';
+import { LogThrottle, retrying } from '../util/retry';
 import { backoffDelayMs, sleep } from '../util/timers';
 
 /** The operator's line again while the disk stays full. */
@@ -25,7 +26,7 @@ const RETRY_CAP_MS = 5000;
 
 export class StateWrites {
   private fullSince: number | null = null;
-  private lastLog = 0;
+  private readonly logThrottle = new LogThrottle(LOG_INTERVAL_MS);
   private loggedThisTime = false;
 
   constructor(
@@ -40,16 +41,25 @@ export class StateWrites {
   }
 
   async must<T>(what: string, fn: () => T | Promise<T>): Promise<T> {
-    for (let attempt = 0; ; attempt++) {
-      try {
+    const landed = await retrying(
+      async () => {
         const result = await fn();
         this.worked();
         return result;
-      } catch (err) {
-        if (!isDiskFull(err)) throw err;
-        await this.waitForRoom(err, what, attempt);
-      }
-    }
+      },
+      {
+        signal: this.signal,
+        baseMs: 500,
+        capMs: RETRY_CAP_MS,
+        failed: (err) => {
+          if (!isDiskFull(err)) throw err;
+          this.failed(err, what);
+          return 'retry';
+        },
+      },
+    );
+    if (!landed.ok) throw stateDiskFullError(this.stateDir, what, landed.lastError);
+    return landed.value;
   }
 
   /**
@@ -87,8 +97,7 @@ export class StateWrites {
     const now = Date.now();
     if (this.fullSince === null) this.fullSince = now;
     // At most one line a minute, however often the disk fills and empties.
-    if (now - this.lastLog < LOG_INTERVAL_MS) return;
-    this.lastLog = now;
+    if (!this.logThrottle.due(now)) return;
     this.loggedThisTime = true;
     const line = stateDiskFullError(this.stateDir, what, err);
     this.log.error({ code: line.code, stateDir: this.stateDir, err: errorMessage(err) }, line.message);

@@ -1,33 +1,15 @@
 /**
  * What the receiver does when its stream fails: stop for the operator, or reconnect, and how
- * loudly to say so. Errors no retry can fix stop the site at once; a busy slot or walsender
+ * loudly to say so. Errors no retry can fix (ERROR_TABLE's retry 'no') stop the site at once; a busy slot or walsender
  * stops it only when it lasts past a grace period before the first stream (two receivers on
  * one slot, not a predecessor the server has not yet seen die); everything else reconnects,
  * logged at debug before the first stream (the start's own error line says it all), and once
  * per interval after it (a server that stays down is not logged on every attempt).
  */
 import type { Logger } from 'pino';
-import { errorMessage, isWalvaultError } from '../errors';
+import { ERROR_TABLE, errorMessage, isWalvaultError } from '../errors';
 import { OutageLog } from './outage-log';
 
-/** Errors after which retrying cannot help: the operator must act. */
-const FATAL_CODES = new Set([
-  'ARCHIVE_OTHER_CLUSTER',
-  'ARCHIVE_LOCKED',
-  'STATE_OTHER_CLUSTER',
-  'STATE_DIR_UNWRITABLE',
-  'PG_AUTH_FAILED',
-  'PG_NO_REPLICATION_ROLE',
-  'PG_HBA_REJECTED',
-  'PG_UNSUPPORTED_VERSION',
-  'PG_WAL_REMOVED',
-  'WAL_BAD_PAGE',
-  'CONFIG_INVALID',
-  'LEDGER',
-]);
-
-/** Errors that end the site when they persist before it ever streamed. */
-const STARTUP_ONLY_FATAL = new Set(['PG_SLOT_ACTIVE', 'PG_WALSENDERS_BUSY']);
 const STARTUP_GRACE_MS = 5000;
 /** A server that stays down: its reconnect failures are logged this often (as storage failures are). */
 const RECONNECT_FAILURE_LOG_INTERVAL_MS = 30000;
@@ -40,12 +22,12 @@ export class StreamFailures {
 
   /** No retry can fix `err`: the operator must act. */
   isFatal(err: unknown): boolean {
-    return isWalvaultError(err) && FATAL_CODES.has(err.code);
+    return isWalvaultError(err) && ERROR_TABLE[err.code].retry === 'no';
   }
 
   /** After isFatal: whether the site must stop with `err` (true), or reconnect; logs the reconnect as due. */
   mustStop(err: unknown, o: { everStreamed: boolean; stopping: boolean }): boolean {
-    if (!o.everStreamed && isWalvaultError(err) && STARTUP_ONLY_FATAL.has(err.code) && Date.now() - this.startedAt > STARTUP_GRACE_MS) return true;
+    if (!o.everStreamed && isWalvaultError(err) && ERROR_TABLE[err.code].retry === 'briefly' && Date.now() - this.startedAt > STARTUP_GRACE_MS) return true;
     if (o.stopping) return false;
     if (!o.everStreamed) {
       this.log.debug({ err: errorMessage(err) }, 'replication failed; reconnecting');

@@ -12,7 +12,7 @@ import type { SiteConfig } from '../config/config-types';
 import { errorMessage, isWalvaultError, WalvaultError } from '../errors';
 import type { Ledger } from '../ledger/ledger';
 import type { ReplicationConnection } from '../postgres/replication-connection';
-import { backoffDelayMs, sleep } from '../util/timers';
+import { retrying } from '../util/retry';
 import { formatLsn, historyFileName, segmentFileName, segmentNumber, type Lsn } from '../wal/lsn';
 import type { SegmentSpool } from '../wal/segment-spool';
 import { parseTimelineHistory, timelineOfLsn } from '../wal/timeline-history';
@@ -40,16 +40,15 @@ export async function archiveHistory(
   if (fileName !== historyFileName(tli)) {
     throw new WalvaultError('PG_PROTOCOL', `TIMELINE_HISTORY ${tli} returned file ${fileName}`);
   }
-  for (let attempt = 0; ; attempt++) {
-    try {
-      await o.archive.putImmutable(Archive.walKey(fileName), content);
-      break;
-    } catch (err) {
+  const stored = await retrying(() => o.archive.putImmutable(Archive.walKey(fileName), content), {
+    signal: o.signal,
+    failed: (err) => {
       if (isWalvaultError(err, 'ARCHIVE_CONFLICT') || o.signal.aborted) throw err;
       o.log.error({ file: fileName, err: errorMessage(err) }, 'archiving a timeline history file failed; retrying');
-      await sleep(backoffDelayMs(attempt), o.signal);
-    }
-  }
+      return 'retry';
+    },
+  });
+  if (!stored.ok) throw stored.lastError;
   const ledger = o.ledger;
   // Not recorded (a full disk): archived again next time, the same bytes, a no-op.
   if (ledger) o.writes.may(`recording ${fileName}`, () => ledger.recordHistory(o.site.name, tli, fileName, createHash('sha256').update(content).digest('hex')));
@@ -77,13 +76,16 @@ export function namingTheGap(err: unknown, site: SiteConfig, tli: number, start:
   const slot = site.slot;
   return new WalvaultError(
     'PG_WAL_REMOVED',
-    `cannot continue at ${formatLsn(start)} on timeline ${tli} (segment ${segment}): ${err.message}; the archive has a gap from there ` +
-      `and its backups restore only up to it. To archive again: drop the slot if the server invalidated it ` +
-      `(SELECT pg_drop_replication_slot('${slot}')), give site "${site.name}" a new archive location and a new state directory, ` +
-      `restart walvault and take a new base backup (walvault backup push); keep the old archive for restores up to the gap ` +
-      `(docs/postgresql-setup.md, "When the server removed WAL the archive needs"). ` +
-      `To avoid this, raise max_slot_wal_keep_size or keep the receiver running so the slot holds WAL`,
-    { cause: err },
+    `cannot continue at ${formatLsn(start)} on timeline ${tli} (segment ${segment}): ${err.message}`,
+    {
+      fix:
+        `the archive has a gap from there and its backups restore only up to it. To archive again: drop the slot if the server invalidated it ` +
+        `(SELECT pg_drop_replication_slot('${slot}')), give site "${site.name}" a new archive location and a new state directory, ` +
+        `restart walvault and take a new base backup (walvault backup push); keep the old archive for restores up to the gap ` +
+        `(docs/postgresql-setup.md, "When the server removed WAL the archive needs"). ` +
+        `To avoid this, raise max_slot_wal_keep_size or keep the receiver running so the slot holds WAL`,
+      cause: err,
+    },
   );
 }
 

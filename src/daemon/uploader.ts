@@ -24,7 +24,7 @@ import type { Ledger } from '../ledger/ledger';
 import { formatLsn, type Lsn } from '../wal/lsn';
 import { ArchivedPosition } from './archived-position';
 import type { StateWrites } from './state-writes';
-import { backoffDelayMs, sleep } from '../util/timers';
+import { retrying } from '../util/retry';
 
 export interface SegmentRef {
   tli: number;
@@ -157,14 +157,15 @@ export class Uploader {
     const { seg } = job;
     const key = Archive.walKey(seg.name);
     let unreadableInARow = 0;
-    for (let attempt = 0; !this.abort.signal.aborted; attempt++) {
-      try {
+    if (this.abort.signal.aborted) return;
+    await retrying(
+      async () => {
         const file = path.join(this.opts.spoolDir, seg.name);
         const size = (await fsp.stat(file)).size;
         if (size !== PLAIN_HEADER_LENGTH + this.opts.segSize) {
           throw new WalvaultError(
             'ARCHIVE_CORRUPT',
-            `spool file ${file} is ${size} bytes, not a sealed segment of ${PLAIN_HEADER_LENGTH + this.opts.segSize}; check the spool disk`,
+            `spool file ${file} is ${size} bytes, not a sealed segment of ${PLAIN_HEADER_LENGTH + this.opts.segSize}`, { fix: `check the spool disk` },
           );
         }
         // The stored object is read back and must hash to the checksum taken as the bytes
@@ -194,17 +195,21 @@ export class Uploader {
         await this.opts.archive.delete(key + '.partial').catch((err) => {
           this.opts.log.warn({ segment: seg.name, err: errorMessage(err) }, 'could not delete the superseded partial of an archived segment; it stays, harmless');
         });
-        return;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-          this.spoolFileGone(job);
-          return;
-        }
-        unreadableInARow = isWalvaultError(err, 'STORAGE_OBJECT_UNREADABLE') ? unreadableInARow + 1 : 0;
-        this.failed(seg, err, attempt);
-        await sleep(backoffDelayMs(attempt, 1000, RETRY_CAP_MS), this.abort.signal);
-      }
-    }
+      },
+      {
+        signal: this.abort.signal,
+        capMs: RETRY_CAP_MS,
+        failed: (err, attempt) => {
+          if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+            this.spoolFileGone(job);
+            return 'stop';
+          }
+          unreadableInARow = isWalvaultError(err, 'STORAGE_OBJECT_UNREADABLE') ? unreadableInARow + 1 : 0;
+          this.failed(seg, err, attempt);
+          return 'retry';
+        },
+      },
+    );
   }
 
   /** Never a rejection nobody handles (that would end the process): said once, and left for the next start. */
@@ -237,8 +242,9 @@ export class Uploader {
     this.partialsPending++;
     const run = async () => {
       const key = Archive.walKey(seg.name) + '.partial';
-      for (let attempt = 0; !this.abort.signal.aborted; attempt++) {
-        try {
+      if (this.abort.signal.aborted) return;
+      await retrying(
+        async () => {
           const sha = (await this.opts.archive.putPartial(key, data, opts.sha256)).toString('hex');
           this.opts.writes.may(`recording ${seg.name}.partial`, () => {
             this.opts.ledger.recordPartial(this.opts.site, {
@@ -252,20 +258,23 @@ export class Uploader {
           });
           this.recovered();
           this.advance(seg.startLsn, seg.startLsn + BigInt(data.length));
-          return;
-        } catch (err) {
-          // The segment completed (its spool file renamed) while this partial waited or ran:
-          // the whole segment's upload supersedes it, so this is not a storage failure.
-          if (!opts.final && !(await data.exists())) {
-            this.opts.log.debug({ segment: seg.name }, 'partial superseded by the completed segment');
-            return;
-          }
-          this.failed(seg, err, attempt);
-          // A periodic partial is superseded by the next one; only a final partial must land.
-          if (!opts.final) return;
-          await sleep(backoffDelayMs(attempt, 1000, RETRY_CAP_MS), this.abort.signal);
-        }
-      }
+        },
+        {
+          signal: this.abort.signal,
+          capMs: RETRY_CAP_MS,
+          failed: async (err, attempt) => {
+            // The segment completed (its spool file renamed) while this partial waited or ran:
+            // the whole segment's upload supersedes it, so this is not a storage failure.
+            if (!opts.final && !(await data.exists())) {
+              this.opts.log.debug({ segment: seg.name }, 'partial superseded by the completed segment');
+              return 'stop';
+            }
+            this.failed(seg, err, attempt);
+            // A periodic partial is superseded by the next one; only a final partial must land.
+            return opts.final ? 'retry' : 'stop';
+          },
+        },
+      );
     };
     const next = this.partialChain.then(run).finally(() => {
       this.partialsPending--;

@@ -90,7 +90,7 @@ export async function startHttpListener({ host, port }: { host: string; port: nu
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) =>
-      reject(new WalvaultError('CONFIG_INVALID', `cannot listen on ${listen}: ${err.code === 'EADDRINUSE' ? 'the port is in use' : err.message}; choose another [http] listen address`)),
+      reject(new WalvaultError('CONFIG_INVALID', `cannot listen on ${listen}: ${err.code === 'EADDRINUSE' ? 'the port is in use' : err.message}`, { fix: `choose another [http] listen address` })),
     );
     server.listen(port, host, () => resolve());
   });

@@ -95,10 +95,10 @@ function literal(s: string): string {
 /** The command text for `major` (parenthesised options from 15, keywords before). */
 export function baseBackupCommand(major: number, o: BaseBackupOptions): string {
   if (o.maxRateKiB !== undefined && (!Number.isInteger(o.maxRateKiB) || o.maxRateKiB < MIN_RATE || o.maxRateKiB > MAX_RATE)) {
-    throw new WalvaultError('CONFIG_INVALID', `max rate ${o.maxRateKiB} kB/s is out of range; give a whole number from ${MIN_RATE} to ${MAX_RATE}`);
+    throw new WalvaultError('CONFIG_INVALID', `max rate ${o.maxRateKiB} kB/s is out of range`, { fix: `give a whole number from ${MIN_RATE} to ${MAX_RATE}` });
   }
   if (major < 13) {
-    throw new WalvaultError('PG_UNSUPPORTED_VERSION', `base backups need PostgreSQL 13 or later (for the backup manifest); the server is ${major}`);
+    throw new WalvaultError('PG_UNSUPPORTED_VERSION', `base backups need PostgreSQL 13 or later (for the backup manifest)`, { fix: `the server is ${major}` });
   }
   if (major >= 15) {
     const opts = [
@@ -117,14 +117,14 @@ export function baseBackupCommand(major: number, o: BaseBackupOptions): string {
     ];
     if (o.maxRateKiB !== undefined) opts.push(`MAX_RATE ${o.maxRateKiB}`);
     if (o.incremental) {
-      if (major < 17) throw new WalvaultError('INTERNAL', `incremental backups need PostgreSQL 17 or later; the server is ${major}`);
+      if (major < 17) throw new WalvaultError('INTERNAL', `incremental backups need PostgreSQL 17 or later`, { fix: `the server is ${major}` });
       opts.push('INCREMENTAL');
     }
     if (o.serverCompression) opts.push(`COMPRESSION '${o.serverCompression.method}'`, `COMPRESSION_DETAIL 'level=${o.serverCompression.level}${o.serverCompression.workers ? `,workers=${o.serverCompression.workers}` : ''}'`);
     return `BASE_BACKUP ( ${opts.join(', ')} )`;
   }
   if (o.serverCompression || o.incremental) {
-    throw new WalvaultError('INTERNAL', `server-side compression (15+) and incremental backups (17+) need a newer PostgreSQL; the server is ${major}`);
+    throw new WalvaultError('INTERNAL', `server-side compression (15+) and incremental backups (17+) need a newer PostgreSQL`, { fix: `the server is ${major}` });
   }
   const parts = [`LABEL ${literal(o.label)}`, 'PROGRESS'];
   if (o.fastCheckpoint) parts.push('FAST');

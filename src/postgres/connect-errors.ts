@@ -33,36 +33,36 @@ export function mapPgError(err: unknown, target: ConnectTarget): WalvaultError {
   if (NETWORK_CODES.has(code) || /timeout expired|Connection terminated due to connection timeout/i.test(msg)) {
     return new WalvaultError(
       'PG_UNREACHABLE',
-      `cannot reach PostgreSQL at ${at}: ${msg}; check that the server is running, and the host, port and listen_addresses`,
-      { cause: err },
+      `cannot reach PostgreSQL at ${at}: ${msg}`,
+      { fix: `check that the server is running, and the host, port and listen_addresses`, cause: err },
     );
   }
   if (code === '28P01' || /password authentication failed/i.test(msg)) {
     return new WalvaultError(
       'PG_AUTH_FAILED',
-      `password authentication failed for user "${target.user}" at ${at}; set the right password in PGPASSWORD, a password file (PGPASSFILE, ~/.pgpass) or the site's password_file`,
-      { cause: err },
+      `password authentication failed for user "${target.user}" at ${at}`,
+      { fix: `set the right password in PGPASSWORD, a password file (PGPASSFILE, ~/.pgpass) or the site's password_file`, cause: err },
     );
   }
   if (/client password must be a string|password must be a string|SASL: SCRAM-SERVER-FIRST-MESSAGE/i.test(msg)) {
     return new WalvaultError(
       'PG_AUTH_FAILED',
-      `the server at ${at} asks a password for user "${target.user}" and none is set; provide it through PGPASSWORD, a password file (PGPASSFILE, ~/.pgpass) or the site's password_file`,
-      { cause: err },
+      `the server at ${at} asks a password for user "${target.user}" and none is set`,
+      { fix: `provide it through PGPASSWORD, a password file (PGPASSFILE, ~/.pgpass) or the site's password_file`, cause: err },
     );
   }
   if (code === '28000' && /pg_hba\.conf/i.test(msg)) {
     return new WalvaultError(
       'PG_HBA_REJECTED',
-      `the server at ${at} refuses replication connections for user "${target.user}" (${msg}); add a line such as "host replication ${target.user} <backup host address>/32 scram-sha-256" to pg_hba.conf and reload`,
-      { cause: err },
+      `the server at ${at} refuses replication connections for user "${target.user}" (${msg})`,
+      { fix: `add a line such as "host replication ${target.user} <backup host address>/32 scram-sha-256" to pg_hba.conf and reload`, cause: err },
     );
   }
   if (code === '42501' && /replication|wal ?sender/i.test(msg)) {
     return new WalvaultError(
       'PG_NO_REPLICATION_ROLE',
-      `role "${target.user}" at ${at} may not start replication (${msg}); run ALTER ROLE ${target.user} REPLICATION as a superuser`,
-      { cause: err },
+      `role "${target.user}" at ${at} may not start replication (${msg})`,
+      { fix: `run ALTER ROLE ${target.user} REPLICATION as a superuser`, cause: err },
     );
   }
   // A base backup whose client died while the server was in BASE_BACKUP's checkpoint keeps
@@ -80,15 +80,15 @@ export function mapPgError(err: unknown, target: ConnectTarget): WalvaultError {
       'PG_WALSENDERS_BUSY',
       `the server at ${at} has no free walsender (${msg}); a base backup killed while the server was in its checkpoint keeps its walsender until that checkpoint ends: ` +
         `find it with "SELECT pid, application_name, state FROM pg_stat_replication" (state backup; walvault's end in _backup) and end it with "SELECT pg_terminate_backend(pid)", ` +
-        `run CHECKPOINT, or wait for the checkpoint; otherwise stop an idle replication client or raise max_wal_senders (and restart)`,
-      { cause: err },
+        `run CHECKPOINT, or wait for the checkpoint`,
+      { fix: `otherwise stop an idle replication client or raise max_wal_senders (and restart)`, cause: err },
     );
   }
   if (code === '55006' && /replication slot/i.test(msg)) {
     return new WalvaultError(
       'PG_SLOT_ACTIVE',
-      `${msg} at ${at}: another receiver is using slot "${target.slot ?? '?'}"; stop it, or give this site its own slot`,
-      { cause: err },
+      `${msg} at ${at}: another receiver is using slot "${target.slot ?? '?'}"`,
+      { fix: `stop it, or give this site its own slot`, cause: err },
     );
   }
   // An invalidated slot (max_slot_wal_keep_size exceeded) says so with 55000 on
@@ -108,10 +108,10 @@ export function mapPgError(err: unknown, target: ConnectTarget): WalvaultError {
     );
   }
   if (code === '3D000') {
-    return new WalvaultError('PG_SERVER_ERROR', `${msg} at ${at}; fix dbname in the connection settings`, { cause: err });
+    return new WalvaultError('PG_SERVER_ERROR', `${msg} at ${at}`, { fix: `fix dbname in the connection settings`, cause: err });
   }
   if (code === '28000') {
-    return new WalvaultError('PG_AUTH_FAILED', `${msg} at ${at}; check the role name and its LOGIN attribute`, { cause: err });
+    return new WalvaultError('PG_AUTH_FAILED', `${msg} at ${at}`, { fix: `check the role name and its LOGIN attribute`, cause: err });
   }
   return new WalvaultError('PG_SERVER_ERROR', `PostgreSQL at ${at} failed: ${msg}${code ? ` (SQLSTATE ${code})` : ''}`, {
     cause: err,
@@ -122,7 +122,7 @@ export function mapPgError(err: unknown, target: ConnectTarget): WalvaultError {
 export function notPostgresError(target: ConnectTarget, how: string, cause: unknown): WalvaultError {
   return new WalvaultError(
     'PG_NOT_POSTGRES',
-    `the server at ${target.description} is not a PostgreSQL server (${how}); point the connection settings (--pg, or the site's pg) at PostgreSQL's host and port (5432 unless the server's port setting says otherwise)`,
-    { cause },
+    `the server at ${target.description} is not a PostgreSQL server (${how})`,
+    { fix: `point the connection settings (--pg, or the site's pg) at PostgreSQL's host and port (5432 unless the server's port setting says otherwise)`, cause },
   );
 }

@@ -57,6 +57,7 @@ export class WalStreamSession {
   private clientCopyDone = false;
   private serverCopyDone = false;
   private serverCompletedInCopy = false;
+  private socketClosed = false;
   private expectedStart: Lsn;
   private paused = false;
   private readonly listeners: Array<[string, (msg: any) => void]> = [];
@@ -81,6 +82,8 @@ export class WalStreamSession {
     });
     this.unsubscribeCopyData = subscribeCopyData((body) => this.onCopyData(body));
     this.listen('copyDone', () => this.onServerCopyDone());
+    // Emitted by pg's connection when its socket closes, before pg fails the pending query.
+    this.listen('end', () => (this.socketClosed = true));
     this.listen('commandComplete', () => {
       if (this.inCopy && !this.serverCopyDone) this.serverCompletedInCopy = true;
     });
@@ -117,7 +120,9 @@ export class WalStreamSession {
       },
       (err) => {
         this.detach();
-        if (this.serverCompletedInCopy && /Connection terminated/i.test(String((err as Error)?.message))) {
+        // The server ended the copy and then closed the socket, with no ErrorResponse: it is
+        // shutting down (a query it rejected would carry a SQLSTATE, and the socket stays open).
+        if (this.serverCompletedInCopy && this.socketClosed && (err as { code?: unknown })?.code === undefined) {
           this.resolveDone({ kind: 'server-shutdown' });
         } else {
           this.rejectDone(mapError(err));

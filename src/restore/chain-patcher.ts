@@ -360,7 +360,7 @@ export class ChainPatcher {
     await this.settleLater(w, () => {
       const checksum = entryDigest(w);
       if (want.size !== w.size || (checksum !== '' && checksum !== want.checksum)) {
-        throw new WalvaultError('ARCHIVE_CORRUPT', `${w.manifestPath} of backup ${w.member} does not match that backup's manifest (size or checksum); the chain cannot be restored`);
+        throw new WalvaultError('ARCHIVE_CORRUPT', `${w.manifestPath} of backup ${w.member} does not match that backup's manifest (size or checksum)`, { fix: `the chain cannot be restored` });
       }
     });
   }

@@ -268,7 +268,7 @@ export function planReconstruction(path: string, chain: readonly ChainEntry[], b
     const entry = chain[k];
     if (entry === undefined) {
       // reconstruct.c: "full backup contains unexpected incremental file".
-      throw new WalvaultError('ARCHIVE_CORRUPT', `${path}: the chain ends at backup ${chain[k - 1].backup} with an incremental file; the oldest backup must hold the full file`);
+      throw new WalvaultError('ARCHIVE_CORRUPT', `${path}: the chain ends at backup ${chain[k - 1].backup} with an incremental file`, { fix: `the oldest backup must hold the full file` });
     }
     if (entry.kind === 'absent') {
       // The server sends a file incrementally only if the prior backup's manifest lists it,

@@ -17,7 +17,7 @@ export interface RecoveryTarget {
 }
 
 function bad(what: string, fix: string): WalvaultError {
-  return new WalvaultError('CONFIG_INVALID', `${what}; ${fix}`);
+  return new WalvaultError('CONFIG_INVALID', `${what}`, { fix: `${fix}` });
 }
 
 /** Checks a target as given on the command line; returns it normalised. */

@@ -95,7 +95,7 @@ async function loadChain(archive: Archive, meta: BackupMetadata): Promise<Array<
   if (meta.blockSize !== undefined && meta.blockSize !== BLOCK_SIZE) {
     throw new WalvaultError(
       'BACKUP_UNRESTORABLE',
-      `backup ${meta.name} is incremental, from a server built with ${meta.blockSize}-byte blocks; walvault rebuilds chains of ${BLOCK_SIZE}-byte blocks only: restore its full backup ${chainOf(meta)[0]}`,
+      `backup ${meta.name} is incremental, from a server built with ${meta.blockSize}-byte blocks`, { fix: `walvault rebuilds chains of ${BLOCK_SIZE}-byte blocks only: restore its full backup ${chainOf(meta)[0]}` },
     );
   }
   const out: Array<{ meta: BackupMetadata; manifest: ParsedManifest }> = [];
@@ -107,8 +107,7 @@ async function loadChain(archive: Archive, meta: BackupMetadata): Promise<Array<
       if (!(err instanceof WalvaultError) || err.code !== 'BACKUP_NOT_FOUND') throw err;
       throw new WalvaultError(
         'BACKUP_UNRESTORABLE',
-        `backup ${meta.name} is incremental and its chain (${chainOf(meta).join(' <- ')}) needs backup ${name}, which is not restorable: ${err.message}; ` +
-          `restore an older backup whose chain is whole (walvault check names them)`,
+        `backup ${meta.name} is incremental and its chain (${chainOf(meta).join(' <- ')}) needs backup ${name}, which is not restorable: ${err.message}`, { fix: `restore an older backup whose chain is whole (walvault check names them)` },
       );
     }
     const bytes = await archive.get(m.manifest.key);
@@ -138,7 +137,7 @@ async function isEmptyDir(dir: string): Promise<boolean | null> {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return null;
-    if (code === 'ENOTDIR') throw new WalvaultError('CONFIG_INVALID', `${dir} is not a directory; choose a directory to restore into`);
+    if (code === 'ENOTDIR') throw new WalvaultError('CONFIG_INVALID', `${dir} is not a directory`, { fix: `choose a directory to restore into` });
     throw err;
   }
 }
@@ -147,7 +146,7 @@ async function isEmptyDir(dir: string): Promise<boolean | null> {
 async function prepareDir(dir: string, force: boolean, what: string): Promise<void> {
   const empty = await isEmptyDir(dir);
   if (empty === false) {
-    if (!force) throw new WalvaultError('CONFIG_INVALID', `${what} ${dir} is not empty; choose an empty directory, or add --force to delete its contents first`);
+    if (!force) throw new WalvaultError('CONFIG_INVALID', `${what} ${dir} is not empty`, { fix: `choose an empty directory, or add --force to delete its contents first` });
     for (const name of await fsp.readdir(dir)) await fsp.rm(path.join(dir, name), { recursive: true, force: true });
   }
   await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
@@ -176,14 +175,14 @@ async function* partsOf(archive: Archive, a: BackupArchive, blocks: BlockSource)
             if (part.header.plaintextSize !== p.size || part.header.sha256.toString('hex') !== p.sha256) {
               throw new WalvaultError(
                 'ARCHIVE_CORRUPT',
-                `${p.key} in ${archive.storage.description} is not the part the backup's metadata records there (its size or SHA-256 differs): another object was copied over it, or it was rewritten; the backup cannot be restored as it is`,
+                `${p.key} in ${archive.storage.description} is not the part the backup's metadata records there (its size or SHA-256 differs): another object was copied over it, or it was rewritten`, { fix: `the backup cannot be restored as it is` },
               );
             }
             for await (const chunk of part.chunks) await push(chunk);
           },
           { hasher: workerSha256 },
         );
-        if (found === null) throw new WalvaultError('ARCHIVE_CORRUPT', `${p.key} in ${archive.storage.description} is missing; the backup cannot be restored`);
+        if (found === null) throw new WalvaultError('ARCHIVE_CORRUPT', `${p.key} in ${archive.storage.description} is missing`, { fix: `the backup cannot be restored` });
       },
       blocks,
       PART_AHEAD_BYTES,
@@ -228,7 +227,7 @@ export function parseManifest(manifest: Buffer, label: string): ParsedManifest {
   const algorithms = new Set(entries.map((f) => f['Checksum-Algorithm'] ?? 'NONE'));
   const algorithm = [...algorithms][0] ?? 'NONE';
   if (algorithms.size > 1 || !isManifestChecksumAlgorithm(algorithm)) {
-    throw new WalvaultError('ARCHIVE_CORRUPT', `${label} uses checksum algorithms ${[...algorithms].join(', ')}; expected one of ${MANIFEST_CHECKSUM_ALGORITHMS.join(', ')}`);
+    throw new WalvaultError('ARCHIVE_CORRUPT', `${label} uses checksum algorithms ${[...algorithms].join(', ')}`, { fix: `expected one of ${MANIFEST_CHECKSUM_ALGORITHMS.join(', ')}` });
   }
   return {
     algorithm,
@@ -260,17 +259,17 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     .map((a) => ({ oid: a.tablespaceOid!, dir: path.resolve(o.tablespaceMap.get(a.tablespaceOid!) ?? a.location!) }));
   for (const oid of o.tablespaceMap.keys()) {
     if (!tablespaces.some((t) => t.oid === oid)) {
-      throw new WalvaultError('CONFIG_INVALID', `--tablespace-map ${oid}: backup ${meta.name} has no tablespace with OID ${oid}; it has ${tablespaces.map((t) => t.oid).join(', ') || 'none'}`);
+      throw new WalvaultError('CONFIG_INVALID', `--tablespace-map ${oid}: backup ${meta.name} has no tablespace with OID ${oid}`, { fix: `it has ${tablespaces.map((t) => t.oid).join(', ') || 'none'}` });
     }
   }
   // Checked before anything is written, so a refusal changes nothing.
   for (const dir of [targetDir, ...tablespaces.map((t) => t.dir)]) {
     if ((await isEmptyDir(dir)) === false && !o.force) {
-      throw new WalvaultError('CONFIG_INVALID', `${dir} is not empty; choose an empty directory, or add --force to delete its contents first`);
+      throw new WalvaultError('CONFIG_INVALID', `${dir} is not empty`, { fix: `choose an empty directory, or add --force to delete its contents first` });
     }
   }
   const manifestBytes = await o.archive.get(meta.manifest.key);
-  if (!manifestBytes) throw new WalvaultError('ARCHIVE_CORRUPT', `${meta.manifest.key} is missing; backup ${meta.name} cannot be checked`);
+  if (!manifestBytes) throw new WalvaultError('ARCHIVE_CORRUPT', `${meta.manifest.key} is missing`, { fix: `backup ${meta.name} cannot be checked` });
   const manifest = parseManifest(manifestBytes, meta.manifest.key);
   const older = isIncremental(meta) ? await loadChain(o.archive, meta) : [];
   await prepareDir(targetDir, o.force, 'target directory');
@@ -351,8 +350,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   if (problems.length > 0) {
     throw new WalvaultError(
       'ARCHIVE_CORRUPT',
-      `the restored files do not match the backup manifest of ${meta.name} (${problems.length} problems, first: ${problems.slice(0, 3).join('; ')}); ` +
-        `${targetDir} is left without global/pg_control so no server starts on it`,
+      `the restored files do not match the backup manifest of ${meta.name} (${problems.length} problems, first: ${problems.slice(0, 3).join('; ')})`, { fix: `${targetDir} is left without global/pg_control so no server starts on it` },
     );
   }
 

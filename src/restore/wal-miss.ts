@@ -59,7 +59,7 @@ export async function missingWal(archive: Archive, name: string, opts: { dest: s
   }
   throw new WalvaultError(
     'WAL_GAP',
-    `WAL gap: ${what}; recovery stops here rather than end early without it. Run "walvault check" to see what is missing and "walvault check --repair" to stream it again from the server while it still has it, then start the server again; or, to end recovery at ${formatLsn(gap.from)} and lose what follows, add --accept-gap to wal-fetch in restore_command (walvault restore --accept-gap writes it)`,
+    `WAL gap: ${what}; recovery stops here rather than end early without it. Run "walvault check" to see what is missing and "walvault check --repair" to stream it again from the server while it still has it, then start the server again`, { fix: `or, to end recovery at ${formatLsn(gap.from)} and lose what follows, add --accept-gap to wal-fetch in restore_command (walvault restore --accept-gap writes it)` },
   );
 }
 

@@ -20,7 +20,7 @@ function redact(url: string): string {
 export function storageFromUrl(url: string, s3: S3Settings = {}, local: LocalStorageOptions = {}): Storage {
   const text = url.trim();
   const shown = redact(text);
-  if (text === '') throw new WalvaultError('CONFIG_INVALID', `the archive location is empty; ${ACCEPTED}`);
+  if (text === '') throw new WalvaultError('CONFIG_INVALID', `the archive location is empty`, { fix: `${ACCEPTED}` });
 
   const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(text)?.[1]?.toLowerCase();
   if (scheme === undefined) return new LocalStorage(path.resolve(text), local);
@@ -31,7 +31,7 @@ export function storageFromUrl(url: string, s3: S3Settings = {}, local: LocalSto
       // Handles percent-escapes and refuses remote hosts (file://host/...).
       dir = fileURLToPath(text);
     } catch (err) {
-      throw new WalvaultError('CONFIG_INVALID', `archive location "${shown}" is not a usable file URL (${(err as Error).message}); ${ACCEPTED}`, {
+      throw new WalvaultError('CONFIG_INVALID', `archive location "${shown}" is not a usable file URL (${(err as Error).message})`, { fix: `${ACCEPTED}`,
         cause: err,
       });
     }
@@ -43,8 +43,8 @@ export function storageFromUrl(url: string, s3: S3Settings = {}, local: LocalSto
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { parseS3Url, S3Storage } = require('./s3') as typeof import('./s3');
     const location = parseS3Url(text);
-    if (location === null) throw new WalvaultError('CONFIG_INVALID', `archive location "${shown}" is not a valid s3 URL; ${ACCEPTED}`);
+    if (location === null) throw new WalvaultError('CONFIG_INVALID', `archive location "${shown}" is not a valid s3 URL`, { fix: `${ACCEPTED}` });
     return new S3Storage(location, s3);
   }
-  throw new WalvaultError('CONFIG_INVALID', `archive location "${shown}" has an unsupported scheme "${scheme}://"; ${ACCEPTED}`);
+  throw new WalvaultError('CONFIG_INVALID', `archive location "${shown}" has an unsupported scheme "${scheme}://"`, { fix: `${ACCEPTED}` });
 }

@@ -93,19 +93,19 @@ export function parseS3Url(url: string): S3Location | null {
     // Never echoed: the part before '@' would be credentials.
     throw new WalvaultError(
       'CONFIG_INVALID',
-      'the archive URL carries credentials (user:secret@); remove them and use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or the site\'s [s3] table',
+      'the archive URL carries credentials (user:secret@)', { fix: 'remove them and use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or the site\'s [s3] table' },
     );
   }
   // Bucket naming rules (3-63 characters, lower case, digits, dots, hyphens).
   if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) {
     throw new WalvaultError(
       'CONFIG_INVALID',
-      `archive s3://${bucket}/...: "${bucket}" is not a valid bucket name; use 3-63 lower-case letters, digits, dots and hyphens, e.g. s3://my-wal-archive/cluster1`,
+      `archive s3://${bucket}/...: "${bucket}" is not a valid bucket name`, { fix: `use 3-63 lower-case letters, digits, dots and hyphens, e.g. s3://my-wal-archive/cluster1` },
     );
   }
   const raw = (m[2] ?? '').replace(/\/+$/, '');
   if (raw !== '' && raw.split('/').some((p) => p === '' || p === '.' || p === '..')) {
-    throw new WalvaultError('CONFIG_INVALID', `archive s3://${bucket}/${m[2]}: the prefix has an empty, "." or ".." part; write it like s3://${bucket}/cluster1`);
+    throw new WalvaultError('CONFIG_INVALID', `archive s3://${bucket}/${m[2]}: the prefix has an empty, "." or ".." part`, { fix: `write it like s3://${bucket}/cluster1` });
   }
   return { bucket, prefix: raw === '' ? '' : raw + '/' };
 }
@@ -390,9 +390,8 @@ export class S3Storage implements Storage {
     const tries = attempts === undefined || attempts < 2 ? '' : `, ${attempts} attempts`;
     return new WalvaultError(
       'STORAGE_TIMEOUT',
-      `S3 ${action} of ${where} failed: the store did not answer in time (${waited}${tries}); ` +
-        `check that the S3 endpoint is up and reachable${this.endpointShown ? ` (${this.endpointShown})` : ''}`,
-      { cause: err },
+      `S3 ${action} of ${where} failed: the store did not answer in time (${waited}${tries})`,
+      { fix: `check that the S3 endpoint is up and reachable${this.endpointShown ? ` (${this.endpointShown})` : ''}`, cause: err },
     );
   }
 

@@ -19,8 +19,10 @@ export function stateDiskFullError(stateDir: string, what: string, err: unknown)
   if (err instanceof WalvaultError && err.code === 'STATE_DISK_FULL') return err;
   return new WalvaultError(
     'STATE_DISK_FULL',
-    `state directory ${stateDir} is full: ${what} failed (${errorMessage(err)}); free space on its filesystem or give it more room ` +
-      '(archiving removes spool files, so check the archive works too); the WAL stays on the server in the slot meanwhile',
-    { cause: err },
+    `state directory ${stateDir} is full: ${what} failed (${errorMessage(err)})`,
+    {
+      fix: 'free space on its filesystem or give it more room (archiving removes spool files, so check the archive works too); the WAL stays on the server in the slot meanwhile',
+      cause: err,
+    },
   );
 }

@@ -31,7 +31,7 @@ export interface WalClusterIdentity {
 const WAY_ON = "put that name's own object back (walvault verify lists every misplaced object)";
 
 function misplaced(message: string): WalvaultError {
-  return new WalvaultError('ARCHIVE_MISPLACED', `${message}; ${WAY_ON}`);
+  return new WalvaultError('ARCHIVE_MISPLACED', `${message}`, { fix: `${WAY_ON}` });
 }
 
 /**
@@ -120,16 +120,16 @@ function checkHistory(name: string, data: Buffer, label: string): void {
   try {
     entries = parseTimelineHistory(data.toString('utf8'), label);
   } catch (err) {
-    throw new WalvaultError('ARCHIVE_CORRUPT', `${label} is not a timeline history file (${(err as Error).message}); ${WAY_ON}`, { cause: err });
+    throw new WalvaultError('ARCHIVE_CORRUPT', `${label} is not a timeline history file (${(err as Error).message})`, { fix: `${WAY_ON}`, cause: err });
   }
-  if (entries.length === 0) throw new WalvaultError('ARCHIVE_CORRUPT', `${label} lists no parent timeline, so it is not the history of timeline ${tli}; ${WAY_ON}`);
+  if (entries.length === 0) throw new WalvaultError('ARCHIVE_CORRUPT', `${label} lists no parent timeline, so it is not the history of timeline ${tli}`, { fix: `${WAY_ON}` });
   const last = entries[entries.length - 1];
   if (last.tli >= tli) {
     throw misplaced(`${label} lists timeline ${last.tli} as a parent, so it is the history of a later timeline than ${tli}`);
   }
   for (let i = 1; i < entries.length; i++) {
     if (entries[i].switchpoint < entries[i - 1].switchpoint) {
-      throw new WalvaultError('ARCHIVE_CORRUPT', `${label}: timeline ${entries[i].tli} begins at ${formatLsn(entries[i - 1].switchpoint)} but ends at ${formatLsn(entries[i].switchpoint)}, before it began: not a history PostgreSQL writes; ${WAY_ON}`);
+      throw new WalvaultError('ARCHIVE_CORRUPT', `${label}: timeline ${entries[i].tli} begins at ${formatLsn(entries[i - 1].switchpoint)} but ends at ${formatLsn(entries[i].switchpoint)}, before it began: not a history PostgreSQL writes`, { fix: `${WAY_ON}` });
     }
   }
 }

@@ -205,7 +205,7 @@ describe(`incremental backups on PostgreSQL ${major}`, { skip: !availableMajors(
     // The postmaster rereads its settings in its own time: new sessions see off once it has.
     await waitFor(async () => (await cluster.psql('SHOW summarize_wal')).trim() === 'off', { timeoutMs: 10000, what: 'summarize_wal to be off' });
     try {
-      await refused(['backup', 'push', '--config', config, '--incremental', '--fast'], path.join(archive, 'backups'), /summarize_wal is off: run "ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf\(\);"/);
+      await refused(['backup', 'push', '--config', config, '--incremental', '--fast'], path.join(archive, 'backups'), /summarize_wal is off; run "ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf\(\);"/);
     } finally {
       await cluster.psql('ALTER SYSTEM RESET summarize_wal');
       await cluster.psql('SELECT pg_reload_conf()');
