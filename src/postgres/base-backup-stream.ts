@@ -26,6 +26,7 @@
 import { WalvaultError } from '../errors';
 import { parseLsn, type Lsn } from '../wal/lsn';
 import { mapPgError } from './connect-errors';
+import { onPgMessages, socketOf, type PgMessages } from './pg-internals';
 import type { ReplicationConnection } from './replication-connection';
 
 export interface BaseBackupOptions {
@@ -148,20 +149,14 @@ function checkArchiveName(name: string, suffix: string): void {
   }
 }
 
-interface PgRowDescription {
-  fields: Array<{ name: string }>;
-}
-interface PgDataRow {
-  fields: Array<string | null>;
-}
-
 /**
  * Runs BASE_BACKUP on `conn` (which must be idle) and feeds `sink`. Resolves with the start
  * and stop positions once the server has finished; rejects on any error, server or sink.
  */
 export async function runBaseBackup(conn: ReplicationConnection, major: number, options: BaseBackupOptions, sink: BaseBackupSink): Promise<BaseBackupResult> {
   const sql = baseBackupCommand(major, options);
-  const pgConn = conn.connection;
+  // Held back (paused), dropped on a failure: the socket under the connection.
+  const socket = socketOf(conn.connection);
   let columns: string[] = [];
   let start: BackupPosition | null = null;
   let stop: BackupPosition | null = null;
@@ -196,14 +191,14 @@ export async function runBaseBackup(conn: ReplicationConnection, major: number, 
     pending++;
     if (!paused) {
       paused = true;
-      pgConn.stream.pause();
+      socket.pause();
     }
     chain = p.then(
       () => {
         pending--;
         if (pending === 0 && paused && !failure) {
           paused = false;
-          pgConn.stream.resume();
+          socket.resume();
         }
       },
       (err) => {
@@ -216,7 +211,7 @@ export async function runBaseBackup(conn: ReplicationConnection, major: number, 
     if (failure) return;
     failure = err;
     // The server cannot be told to stop a base backup mid-stream: drop the connection.
-    pgConn.stream.destroy();
+    socket.destroy();
   };
 
   // PostgreSQL 13/14: archives are delimited by COPY OUT responses.
@@ -226,10 +221,10 @@ export async function runBaseBackup(conn: ReplicationConnection, major: number, 
   // Bytes so far, for servers that do not send 'p' (13/14).
   let sent = 0;
 
-  const onRowDescription = (msg: PgRowDescription): void => {
+  const onRowDescription = (msg: PgMessages['rowDescription']): void => {
     columns = msg.fields.map((f) => f.name);
   };
-  const onDataRow = (msg: PgDataRow): void => {
+  const onDataRow = (msg: PgMessages['dataRow']): void => {
     try {
       const row: Record<string, string | null> = {};
       columns.forEach((c, i) => (row[c] = msg.fields[i] ?? null));
@@ -346,10 +341,12 @@ export async function runBaseBackup(conn: ReplicationConnection, major: number, 
     }
   };
 
-  pgConn.on('rowDescription', onRowDescription);
-  pgConn.on('dataRow', onDataRow);
-  pgConn.on('copyOutResponse', onCopyOut);
-  pgConn.on('copyDone', onCopyDone);
+  const stopListening = onPgMessages(conn.connection, {
+    rowDescription: onRowDescription,
+    dataRow: onDataRow,
+    copyOutResponse: onCopyOut,
+    copyDone: onCopyDone,
+  });
   const unsubscribe = conn.subscribeCopyData(onCopyData);
   try {
     let serverError: unknown = null;
@@ -365,10 +362,7 @@ export async function runBaseBackup(conn: ReplicationConnection, major: number, 
     return { start, stop, tablespaces };
   } finally {
     unsubscribe();
-    pgConn.removeListener('rowDescription', onRowDescription);
-    pgConn.removeListener('dataRow', onDataRow);
-    pgConn.removeListener('copyOutResponse', onCopyOut);
-    pgConn.removeListener('copyDone', onCopyDone);
-    if (paused) pgConn.stream.resume();
+    stopListening();
+    if (paused) socket.resume();
   }
 }

@@ -4,6 +4,7 @@
  * causes that share a code.
  */
 import { WalvaultError } from '../errors';
+import { PG_ERROR_TEXTS } from './pg-internals';
 
 export interface ConnectTarget {
   /** host:port user=... ; never a password. */
@@ -30,7 +31,7 @@ export function mapPgError(err: unknown, target: ConnectTarget): WalvaultError {
   const msg = (e.message ?? String(err)).split('\n')[0];
   const at = target.description;
 
-  if (NETWORK_CODES.has(code) || /timeout expired|Connection terminated due to connection timeout/i.test(msg)) {
+  if (NETWORK_CODES.has(code) || PG_ERROR_TEXTS.connectTimeout.test(msg)) {
     return new WalvaultError(
       'PG_UNREACHABLE',
       `cannot reach PostgreSQL at ${at}: ${msg}`,
@@ -44,7 +45,7 @@ export function mapPgError(err: unknown, target: ConnectTarget): WalvaultError {
       { fix: `set the right password in PGPASSWORD, a password file (PGPASSFILE, ~/.pgpass) or the site's password_file`, cause: err },
     );
   }
-  if (/client password must be a string|password must be a string|SASL: SCRAM-SERVER-FIRST-MESSAGE/i.test(msg)) {
+  if (PG_ERROR_TEXTS.noPassword.test(msg)) {
     return new WalvaultError(
       'PG_AUTH_FAILED',
       `the server at ${at} asks a password for user "${target.user}" and none is set`,

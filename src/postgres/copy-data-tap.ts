@@ -154,7 +154,7 @@ export class CopyDataTap {
 
 /**
  * A socket for `pg` whose reads go through a CopyDataTap. `pg` sees 'data' events with the
- * bytes the tap forwards, as if it read them itself. `firstRead` gets a copy of the first
+ * bytes the tap forwards, as if it read them itself (its parser reads nothing else: pg-internals I4). `firstRead` gets a copy of the first
  * read before the tap parses it (what the endpoint said first, even when it is no message).
  */
 export function tappedSocket(firstRead?: (bytes: Buffer) => void): { socket: net.Socket; tap: CopyDataTap } {
@@ -182,7 +182,7 @@ export function tappedSocket(firstRead?: (bytes: Buffer) => void): { socket: net
 
 /**
  * Puts a CopyDataTap between an open stream (a TLS socket `pg` has connected) and the 'data'
- * listeners it has now (`pg`'s parser), which get every byte the tap does not take, in order.
+ * listeners it has now (`pg`'s parser: pg-internals I4, checked by checkPgConnected), which get every byte the tap does not take, in order.
  * Each read the stream emits is a buffer of its own, so views of it are as good as the reused
  * buffer of tappedSocket. Called between two reads, so none is lost or reordered.
  */

@@ -5,16 +5,26 @@
  * walsender accepts nothing else. Streaming rides on the pending `START_REPLICATION` query:
  * a CopyDataTap takes the CopyData messages before `pg` parses anything (`pg` still sees the
  * rest): on a plain connection straight off the socket, over TLS off the TLS socket's
- * decrypted reads. What the protocol and `pg` do underneath: docs/replication-protocol.md.
+ * decrypted reads. What the protocol and `pg` do underneath: docs/replication-protocol.md;
+ * every part of `pg` this relies on beyond its documented API is reached through pg-internals.ts.
  */
 import * as net from 'node:net';
-import { Client } from 'pg';
+import type { Client } from 'pg';
 import { WalvaultError } from '../errors';
 import { formatLsn, parseLsn, parseSegmentSizeSetting, type Lsn } from '../wal/lsn';
 import { withTimeout } from '../util/timers';
 import { mapPgError, notPostgresError, type ConnectTarget } from './connect-errors';
 import { foreignAnswer } from './first-answer';
 import { tappedSocket, tapStreamReads, type CopyDataTap } from './copy-data-tap';
+import {
+  checkPgConnected,
+  newPgClient,
+  pgConnectionOf,
+  REPLICATION_SETTING,
+  socketOf,
+  type PgConnection,
+  type PgSubmittable,
+} from './pg-internals';
 import { WalStreamSession, type StreamHandlers } from './wal-stream-session';
 
 export interface ReplicationConnectOptions {
@@ -53,15 +63,6 @@ interface PgResult {
   rows: Row[];
 }
 
-/** The parts of pg's undocumented Connection object this module relies on. */
-interface PgConnection {
-  on(event: string, fn: (msg: any) => void): void;
-  removeListener(event: string, fn: (msg: any) => void): void;
-  sendCopyFromChunk(buf: Buffer): void;
-  endCopyFrom(): void;
-  stream: { pause(): void; resume(): void; destroy(): void };
-}
-
 export function quoteIdent(name: string): string {
   return '"' + name.replace(/"/g, '""') + '"';
 }
@@ -87,7 +88,7 @@ export class ReplicationConnection {
     const config: Record<string, unknown> = {
       connectionTimeoutMillis: 15000,
       ...opts.pg,
-      replication: 'true',
+      ...REPLICATION_SETTING,
       application_name: opts.applicationName,
       keepAlive: true,
     };
@@ -102,8 +103,8 @@ export class ReplicationConnection {
     const keepFirst = (bytes: Buffer) => {
       first ??= bytes;
     };
-    config.stream = (connConfig: { ssl?: unknown }) => {
-      if (connConfig.ssl) {
+    const client = newPgClient(config, (tls) => {
+      if (tls) {
         sslRequested = true;
         const socket = new net.Socket();
         socket.prependOnceListener('data', (b: Buffer) => keepFirst(Buffer.from(b.subarray(0, 64))));
@@ -112,10 +113,10 @@ export class ReplicationConnection {
       const tapped = tappedSocket(keepFirst);
       tap = tapped.tap;
       return tapped.socket;
-    };
-    const client = new Client(config as any);
+    });
     try {
       await client.connect();
+      checkPgConnected(client);
     } catch (err) {
       client.removeAllListeners();
       try {
@@ -127,12 +128,12 @@ export class ReplicationConnection {
       throw foreign ? notPostgresError(opts.target, foreign, err) : mapPgError(err, opts.target);
     }
     // Over TLS, `pg` has put its parser on the TLS socket it made: the tap goes in front of it.
-    tap ??= tapStreamReads((client as unknown as { connection: { stream: net.Socket } }).connection.stream);
+    tap ??= tapStreamReads(socketOf(pgConnectionOf(client)));
     return new ReplicationConnection(client, opts.target, tap);
   }
 
   get connection(): PgConnection {
-    return (this.client as unknown as { connection: PgConnection }).connection;
+    return pgConnectionOf(this.client);
   }
 
   async command(sql: string): Promise<PgResult[]> {
@@ -249,8 +250,8 @@ export class ReplicationConnection {
     return this.client.query(sql) as unknown as Promise<unknown>;
   }
 
-  /** Queues a query object `pg` drives through its handle* methods (a COPY FROM STDIN exchange). */
-  submit(submittable: { submit(connection: never): void }): void {
+  /** Queues a query object `pg` drives through its handle* methods (pg-internals copyInQuery). */
+  submit(submittable: PgSubmittable): void {
     this.client.query(submittable as never);
   }
 
@@ -273,7 +274,7 @@ export class ReplicationConnection {
       /* closing a broken connection */
     }
     try {
-      this.connection.stream.destroy();
+      socketOf(this.connection).destroy();
     } catch {
       /* already destroyed */
     }

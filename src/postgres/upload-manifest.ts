@@ -13,50 +13,35 @@
  * connection ends, and a second upload replaces it.
  *
  * `pg` answers an unexpected CopyInResponse with CopyFail, so the query is a submittable
- * object that `pg` drives through these handlers instead of its own Query.
+ * object that `pg` drives instead of its own Query (pg-internals copyInQuery).
  */
 import { WalvaultError } from '../errors';
 import { mapPgError } from './connect-errors';
+import { copyInQuery } from './pg-internals';
 import type { ReplicationConnection } from './replication-connection';
 
 /** CopyData size: the server accepts any; this keeps each message small. */
 const CHUNK = 64 * 1024;
-
-interface CopyInConnection {
-  query(text: string): void;
-  sendCopyFromChunk(buf: Buffer): void;
-  endCopyFrom(): void;
-}
 
 /** Sends `manifest` with UPLOAD_MANIFEST on `conn` (idle, replication, PostgreSQL 17+). */
 export async function uploadManifest(conn: ReplicationConnection, manifest: Buffer): Promise<void> {
   if (manifest.length === 0) throw new WalvaultError('INTERNAL', 'an empty manifest cannot be uploaded');
   let sent = false;
   const done = new Promise<void>((resolve, reject) => {
-    const submittable = {
-      submit(connection: CopyInConnection): void {
-        connection.query('UPLOAD_MANIFEST');
-      },
-      handleCopyInResponse(connection: CopyInConnection): void {
-        for (let at = 0; at < manifest.length; at += CHUNK) connection.sendCopyFromChunk(manifest.subarray(at, at + CHUNK));
-        connection.endCopyFrom();
-        sent = true;
-      },
-      handleCommandComplete(): void {},
-      handleRowDescription(): void {},
-      handleDataRow(): void {},
-      handleEmptyQuery(): void {},
-      handlePortalSuspended(): void {},
-      handleCopyData(): void {},
-      handleReadyForQuery(): void {
-        if (sent) resolve();
-        else reject(new WalvaultError('PG_PROTOCOL', 'the server answered UPLOAD_MANIFEST without asking for the manifest'));
-      },
-      handleError(err: Error): void {
-        reject(err);
-      },
-    };
-    conn.submit(submittable);
+    conn.submit(
+      copyInQuery('UPLOAD_MANIFEST', {
+        copyIn(send, end): void {
+          for (let at = 0; at < manifest.length; at += CHUNK) send(manifest.subarray(at, at + CHUNK));
+          end();
+          sent = true;
+        },
+        readyForQuery(): void {
+          if (sent) resolve();
+          else reject(new WalvaultError('PG_PROTOCOL', 'the server answered UPLOAD_MANIFEST without asking for the manifest'));
+        },
+        error: reject,
+      }),
+    );
   });
   try {
     await done;

@@ -22,6 +22,7 @@ import {
   type StatusPositions,
   type XLogDataHeader,
 } from './copy-both-messages';
+import { socketOf, type PgConnection, type PgMessageName } from './pg-internals';
 
 export interface StreamHandlers {
   /** Called once the server has entered copy-both mode (the slot is ours from here on). */
@@ -41,14 +42,6 @@ export type StreamEnd =
   | { kind: 'stopped' }
   | { kind: 'server-shutdown' };
 
-interface Conn {
-  on(event: string, fn: (msg: any) => void): void;
-  removeListener(event: string, fn: (msg: any) => void): void;
-  sendCopyFromChunk(buf: Buffer): void;
-  endCopyFrom(): void;
-  stream: { pause(): void; resume(): void };
-}
-
 export class WalStreamSession {
   readonly done: Promise<StreamEnd>;
   private resolveDone!: (e: StreamEnd) => void;
@@ -60,13 +53,13 @@ export class WalStreamSession {
   private socketClosed = false;
   private expectedStart: Lsn;
   private paused = false;
-  private readonly listeners: Array<[string, (msg: any) => void]> = [];
+  private readonly listeners: Array<[PgMessageName, (msg: any) => void]> = [];
 
   private unsubscribeCopyData: (() => void) | null;
 
   /** `subscribeCopyData` delivers the bodies of CopyData messages until its return is called. */
   constructor(
-    private readonly conn: Conn,
+    private readonly conn: PgConnection,
     private readonly handlers: StreamHandlers,
     start: Lsn,
     subscribeCopyData: (consumer: (body: Buffer) => void) => () => void,
@@ -89,7 +82,7 @@ export class WalStreamSession {
     });
   }
 
-  private listen(event: string, fn: (msg: any) => void): void {
+  private listen(event: PgMessageName, fn: (msg: any) => void): void {
     this.conn.on(event, fn);
     this.listeners.push([event, fn]);
   }
@@ -194,13 +187,13 @@ export class WalStreamSession {
   pause(): void {
     if (this.paused) return;
     this.paused = true;
-    this.conn.stream.pause();
+    socketOf(this.conn).pause();
   }
 
   resume(): void {
     if (!this.paused) return;
     this.paused = false;
-    this.conn.stream.resume();
+    socketOf(this.conn).resume();
   }
 
   get isPaused(): boolean {
