@@ -152,7 +152,7 @@ export function reconcileSettings(
 }
 
 /**
- * Claims the archive for the cluster (../archive.ts ensureCluster) and takes on its recorded
+ * Claims the archive for the cluster (./archive.ts ensureCluster) and takes on its recorded
  * settings where the command named none, logging what that changed. Every command that writes
  * WAL or backups starts here.
  */
