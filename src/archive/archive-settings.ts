@@ -21,7 +21,8 @@
  */
 import * as path from 'node:path';
 import { WalvaultError } from '../errors';
-import type { Archive, ClusterInfo } from './archive';
+import type { Archive } from './archive';
+import type { ClusterInfo } from './cluster-marker';
 import { CODEC_NAMES, type CodecName } from './codecs';
 import { publicKeyFromPem, publicKeyPem, type PublicKey } from './encryption';
 import { KEY_PIN_FILE, pinKey, pinnedKey, type PinnedKey } from './key-pin';
@@ -150,7 +151,7 @@ export function reconcileSettings(
 }
 
 /**
- * Claims the archive for the cluster (../archive.ts ensureCluster) and takes on its recorded
+ * Claims the archive for the cluster (./archive.ts ensureCluster) and takes on its recorded
  * settings where the command named none, logging what that changed. Every command that writes
  * WAL or backups starts here.
  */

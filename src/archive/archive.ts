@@ -1,11 +1,6 @@
 /**
- * The archive on top of a Storage: the layout under the site's prefix and the rules the
- * backends do not know about.
- *
- *   cluster.json                 which database system this archive belongs to
- *   wal/<segment>                finished segments (immutable)
- *   wal/<segment>.partial        newest partial of the segment being received (replaced)
- *   wal/<TLI>.history            timeline history files (immutable)
+ * The archive on top of a Storage: the layout under the site's prefix (./layout.ts) and the
+ * rules the backends do not know about.
  *
  * Every object, cluster.json included, is wrapped in the envelope (./envelope.ts), and every
  * write is read back and verified before it counts as archived. Objects written through
@@ -18,18 +13,18 @@
  * same new key can both believe they won. One archive prefix is meant to have one writer
  * (one site); the read-back checks narrow, but do not close, that window.
  */
-import { parseRecordedSettings, reconcileSettings, recordSettings, type RecordedSettings, type SettingsNote } from './archive-settings';
-import { createHash } from 'node:crypto';
-import { crc32c } from '@node-rs/crc32';
 import { isWalvaultError, WalvaultError } from '../errors';
-import { isValidSegmentSize } from '../wal/lsn';
-import type { ObjectChunk, Storage } from '../storage/storage';
+import type { Storage } from '../storage/storage';
+import { reconcileSettings, recordSettings, type SettingsNote } from './archive-settings';
 import { bufferSource, digestOf, fileSource, windowPool, type BodySource } from './body-source';
-import { bindingExtension, bindingOf, checkBinding } from './binding';
-import { codecByName, type CodecName } from './codecs';
-import { newDataKey, type PrivateKey, type PublicKey } from './encryption';
-import { encodeEnvelope, encodeFramedHeader, encodePlainHeader, hex32, readEnvelopeHeader, sha256Async, type EnvelopeHeader } from './envelope';
-import { encodeFrames, readTrailer, TRAILER_LENGTH } from './framed-body';
+import { bindingOf, checkBinding } from './binding';
+import { assertSameCluster, checkClusterInfo, encodeClusterMarker, parseClusterInfo, type ClusterInfo } from './cluster-marker';
+import type { CodecName } from './codecs';
+import type { PrivateKey, PublicKey } from './encryption';
+import { encodePlainHeader, sha256Async, type EnvelopeHeader } from './envelope';
+import { existingObject } from './existing-object';
+import { CLUSTER_KEY, WAL_PREFIX, walKey } from './layout';
+import { ObjectWriter, storedPlain, type WriteFormat } from './object-writer';
 import { collectPlaintext, decodeObject, type DecodedObject } from './read/decode-object';
 import type { HasherFactory } from './read/hashers';
 
@@ -51,16 +46,6 @@ export interface ArchiveOptions {
   privateKey?: PrivateKey;
 }
 
-export interface ClusterInfo {
-  /** Decimal uint64, as IDENTIFY_SYSTEM prints it. */
-  systemId: string;
-  pgVersionNum: number;
-  walSegmentSize: number;
-  createdAt?: string;
-  /** How the archive stores objects, as recorded at its creation (./archive-settings.ts). */
-  settings?: RecordedSettings;
-}
-
 export interface ReadOptions {
   /** Where SHA-256 runs (./read/hashers.ts): on this thread by default. */
   hasher?: HasherFactory;
@@ -77,30 +62,29 @@ export interface PlaintextSink {
 /** 'repaired': the key held a damaged object (a torn write), which was replaced. */
 export type PutResult = 'stored' | 'unchanged' | 'repaired';
 
-export const CLUSTER_KEY = 'cluster.json';
-/** Frames of one in-memory object compressing at once (one per zstd worker is plenty). */
-const FRAMES_AHEAD = 4;
-const WAL_PREFIX = 'wal/';
-/** Enough to hold any envelope header (its extension is capped at 64 KiB). */
-const MAX_HEADER_READ = 64 * 1024 + 128;
-const UINT64_MAX = (1n << 64n) - 1n;
-
 export class Archive {
   readonly storage: Storage;
   /** Settled once the archive's recorded settings are adopted (adoptRecordedSettings). */
   private readonly options: ArchiveOptions;
   /** cluster.json once read (shared with asPlain()): the system id objects are bound to. */
   private readonly known: { cluster?: ClusterInfo };
+  private readonly writer: ObjectWriter;
 
   constructor(storage: Storage, options: ArchiveOptions = {}, known: { cluster?: ClusterInfo } = {}) {
     this.storage = storage;
     this.options = { ...options };
     this.known = known;
+    this.writer = new ObjectWriter({
+      storage,
+      label: (key) => this.label(key),
+      systemId: () => this.systemId(),
+      read: (key, consume) => this.read(key, consume),
+    });
   }
 
-  /** True when bodies are stored as the plaintext itself (no codec, no encryption). */
-  private get plain(): boolean {
-    return (this.options.codec ?? 'none') === 'none' && !this.options.recipient;
+  /** How new objects are stored; `codec` overrides the archive's for one object (bytes compressed already, say). */
+  private format(codec?: CodecName): WriteFormat {
+    return { codec: codec ?? this.options.codec ?? 'none', recipient: this.options.recipient };
   }
 
   /** The public key new objects are encrypted for; undefined: stored unencrypted. */
@@ -137,12 +121,7 @@ export class Archive {
     return new Archive(this.storage, { privateKey: this.options.privateKey }, this.known);
   }
 
-  static walKey(name: string): string {
-    if (name === '' || name.includes('/')) {
-      throw new WalvaultError('WAL_BAD_NAME', `"${name}" is not a WAL file name (expected a bare name such as 000000010000000000000003)`);
-    }
-    return WAL_PREFIX + name;
-  }
+  static readonly walKey = walKey;
 
   /** How messages name an object: its key and where the archive is. */
   label(key: string): string {
@@ -183,7 +162,7 @@ export class Archive {
     checkClusterInfo(info);
     const existing = await this.readCluster();
     if (existing !== null) {
-      this.assertSameCluster(existing, info);
+      assertSameCluster(existing, info, this.storage.description);
       return existing;
     }
 
@@ -194,33 +173,15 @@ export class Archive {
       createdAt: info.createdAt ?? new Date().toISOString(),
       settings: recordSettings(this.options),
     };
-    await this.storage.put(CLUSTER_KEY, encodeEnvelope(Buffer.from(JSON.stringify(marker, null, 2) + '\n', 'utf8'), bindingExtension(CLUSTER_KEY, null)));
+    await this.storage.put(CLUSTER_KEY, encodeClusterMarker(marker));
     // If another cluster's process created the marker at the same moment, one of us reads
     // back the other's marker here and stops.
     const stored = await this.readCluster();
     if (stored === null) {
       throw new WalvaultError('ARCHIVE_CORRUPT', `${this.label(CLUSTER_KEY)}: written, but missing when read back`);
     }
-    this.assertSameCluster(stored, info);
+    assertSameCluster(stored, info, this.storage.description);
     return stored;
-  }
-
-  private assertSameCluster(stored: ClusterInfo, ours: ClusterInfo): void {
-    const desc = this.storage.description;
-    if (stored.systemId !== ours.systemId) {
-      throw new WalvaultError(
-        'ARCHIVE_OTHER_CLUSTER',
-        `archive ${desc} belongs to database system ${stored.systemId}, but the server is ${ours.systemId}: use a separate archive for each cluster`,
-      );
-    }
-    if (stored.walSegmentSize !== ours.walSegmentSize) {
-      // wal_segment_size is fixed at initdb, so this is not the cluster that made the archive.
-      throw new WalvaultError(
-        'ARCHIVE_OTHER_CLUSTER',
-        `archive ${desc} was created for database system ${stored.systemId} with wal_segment_size ${stored.walSegmentSize} bytes, ` +
-          `but the server reports ${ours.walSegmentSize} bytes: this is not the same cluster; use a separate archive for each cluster`,
-      );
-    }
   }
 
   /**
@@ -230,14 +191,10 @@ export class Archive {
    * proves the plaintext (a spool file, say) still has it.
    */
   async putImmutable(key: string, plaintext: Buffer | BodySource, knownSha256?: Buffer): Promise<PutResult> {
-    const source = Buffer.isBuffer(plaintext) ? bufferSource(plaintext) : plaintext;
-    const ours = knownSha256 ?? (Buffer.isBuffer(plaintext) ? await sha256Async(plaintext) : await digestOf(source));
+    const { source, digest: ours, recheck } = await hashedSource(plaintext, knownSha256);
     const existing = await this.alreadyStored(key, source.length, ours);
     if (existing === 'same') return 'unchanged';
-    // A buffer hashed just now, which the caller holds unchanged until this settles, needs no
-    // second pass over its plaintext; a known checksum, or a source read again, must be proven.
-    const recheck = knownSha256 !== undefined || !Buffer.isBuffer(plaintext);
-    await this.writeVerified(key, source, ours, recheck);
+    await this.writer.write(key, source, ours, recheck, this.format());
     return existing === 'damaged' ? 'repaired' : 'stored';
   }
 
@@ -250,7 +207,7 @@ export class Archive {
   async putOwnedBuffer(key: string, plaintext: Buffer, sha256: Buffer, opts: { codec?: CodecName } = {}): Promise<PutResult> {
     const existing = await this.alreadyStored(key, plaintext.length, sha256);
     if (existing === 'same') return 'unchanged';
-    await this.writeVerified(key, bufferSource(plaintext), sha256, false, opts.codec);
+    await this.writer.write(key, bufferSource(plaintext), sha256, false, this.format(opts.codec));
     return existing === 'damaged' ? 'repaired' : 'stored';
   }
 
@@ -280,8 +237,8 @@ export class Archive {
     });
     if (existing === 'same') return 'unchanged';
     const done: PutResult = existing === 'damaged' ? 'repaired' : 'stored';
-    if (!this.plain) {
-      await this.writeFramedVerified(key, source, digest, opts.bodyCrc32c ?? true, this.options.codec ?? 'none');
+    if (!storedPlain(this.format())) {
+      await this.writer.write(key, source, digest, opts.bodyCrc32c ?? true, this.format());
       return done;
     }
     // A link never replaces: the damaged object goes first.
@@ -290,7 +247,7 @@ export class Archive {
     if (adopted === 'exists') {
       // Another writer got there between the check and the link: same rules as before.
       if ((await this.alreadyStored(key, plaintextLength, digest)) === 'same') return 'unchanged';
-      throw new WalvaultError('ARCHIVE_CORRUPT', `${this.label(key)} appeared and vanished while it was being stored; is another process writing to this archive?`);
+      throw new WalvaultError('ARCHIVE_CORRUPT', `${this.label(key)} appeared and vanished while it was being stored`, { fix: `is another process writing to this archive?` });
     }
     if (adopted === 'adopted') {
       // The link is the spool file's own inode, whose bytes the spool hashed as they arrived,
@@ -306,51 +263,16 @@ export class Archive {
       // CRC32C on arrival is known, against that: CRC32C finds every error of up to 32 bits
       // and all but 1 in 2^32 of the rest, which is what an accident (a misplaced write, a
       // damaged page) can do, at a small part of SHA-256's cost (the receiver's largest).
-      await this.verifyOrRemove(key, header, source, digest, opts.bodyCrc32c);
+      await this.writer.verifyOrRemove(key, header, source, digest, opts.bodyCrc32c);
     } else {
-      await this.writeVerified(key, source, digest);
+      await this.writer.write(key, source, digest, true, this.format());
     }
     return done;
   }
 
-  /**
-   * What `key` holds now, reading only the header (it carries the checksum) and the length
-   * (against the header or the trailer): 'absent'; 'same' (this plaintext size and
-   * checksum); 'damaged' (not a whole walvault object: a write torn by a store that is not
-   * atomic, such as s3rver killed mid-PUT; we never leave one ourselves, since every write is
-   * verified and removed when it fails, so it holds nothing anyone relies on and is
-   * replaced); or a refusal when it is a whole object with other content.
-   */
-  private async alreadyStored(key: string, plaintextLength: number, ours: Buffer): Promise<'absent' | 'same' | 'damaged'> {
-    const label = this.label(key);
-    const existing = await this.storage.head(key);
-    if (existing === null) return 'absent';
-    // Never a range past what the store says it holds: s3rver answers a range of an empty
-    // object (a PUT it tore at its start) with a length of 1 and no body, so that read would
-    // fail on every attempt and the object would never be replaced.
-    const head = existing.size === 0 ? Buffer.alloc(0) : await this.storage.getRange(key, 0, Math.min(MAX_HEADER_READ, existing.size));
-    let theirs: ReturnType<typeof readEnvelopeHeader>;
-    try {
-      theirs = readEnvelopeHeader(head ?? Buffer.alloc(0), label);
-    } catch (err) {
-      if (isWalvaultError(err, 'ARCHIVE_CORRUPT')) return 'damaged';
-      throw err;
-    }
-    const problem = theirs.framed ? await this.framedLengthProblem(key, existing.size) : existing.size === theirs.headerLength + theirs.bodyLength! ? null : `its header says ${theirs.headerLength + theirs.bodyLength!}`;
-    if (problem !== null) return 'damaged';
-    if (theirs.plaintextSize === plaintextLength && theirs.sha256.equals(ours)) return 'same';
-    throw new WalvaultError(
-      'ARCHIVE_CONFLICT',
-      `${label} already exists with different content (stored: ${theirs.plaintextSize} bytes, sha256 ${theirs.sha256.toString('hex')}; ` +
-        `new: ${plaintextLength} bytes, sha256 ${ours.toString('hex')}); refusing to overwrite an archived object`,
-    );
-  }
-
-  private async framedLengthProblem(key: string, size: number): Promise<string | null> {
-    const tail = size >= TRAILER_LENGTH ? await this.storage.getRange(key, size - TRAILER_LENGTH, TRAILER_LENGTH) : null;
-    const trailer = readTrailer(tail ?? Buffer.alloc(0));
-    if (typeof trailer === 'string') return trailer;
-    return trailer.objectLength === size ? null : `its trailer says ${trailer.objectLength}`;
+  /** What `key` holds now (./existing-object.ts): absent, the same plaintext, damaged, or a refusal. */
+  private alreadyStored(key: string, plaintextLength: number, ours: Buffer): Promise<'absent' | 'same' | 'damaged'> {
+    return existingObject(this.storage, key, this.label(key), plaintextLength, ours);
   }
 
   /**
@@ -364,163 +286,11 @@ export class Archive {
     if (!key.endsWith('.partial')) {
       throw new WalvaultError('INTERNAL', `putPartial called for ${key}, which is not a .partial key`);
     }
-    const source = Buffer.isBuffer(plaintext) ? bufferSource(plaintext) : plaintext;
-    const digest = knownSha256 ?? (Buffer.isBuffer(plaintext) ? await sha256Async(plaintext) : await digestOf(source));
+    const { source, digest, recheck } = await hashedSource(plaintext, knownSha256);
     // A file that changes between hashing and storing (the spool keeps growing) fails the
-    // read-back check. A buffer hashed just now needs no second pass (see putImmutable).
-    await this.writeVerified(key, source, digest, knownSha256 !== undefined || !Buffer.isBuffer(plaintext));
+    // read-back check.
+    await this.writer.write(key, source, digest, recheck, this.format());
     return digest;
-  }
-
-  /**
-   * Writes header + plaintext, then reads the object back: the header must be ours byte for
-   * byte and the body must hash to `digest`, the checksum the plaintext had when it arrived.
-   * One hash thus proves both that the write is good and that the source (a spool file, say)
-   * still held what was received; the source is read only once.
-   */
-  /** `codec` overrides the archive's for this object (bytes compressed already, say). */
-  private async writeVerified(key: string, source: BodySource, digest: Buffer, recheck = true, codec?: CodecName): Promise<void> {
-    const plain = codec === undefined ? this.plain : codec === 'none' && !this.options.recipient;
-    if (!plain) return this.writeFramedVerified(key, source, digest, recheck, codec ?? this.options.codec ?? 'none');
-    const header = encodePlainHeader(source.length, digest, bindingExtension(key, await this.systemId()));
-    async function* body(): AsyncIterable<Buffer> {
-      yield header;
-      yield* source.windows();
-    }
-    await this.storage.put(key, body());
-    await this.verifyOrRemove(key, header, source, digest);
-  }
-
-  /**
-   * The framed pipeline: read -> hash -> compress -> encrypt -> put; then the stored object is
-   * read back and must be those bytes exactly. Each byte is hashed once on the way out: the
-   * plaintext against `digest` (unless `recheck` is off: the caller hashed exactly these
-   * bytes; or, when `recheck` is the CRC32C the plaintext had as it arrived, against that, as
-   * the read-back of a linked spool file is, at a small part of SHA-256's cost), and the stored
-   * bytes for the trailer, which the read-back is then checked against. The plaintext is
-   * checked before the trailer is produced, so a source that changed since it was received
-   * aborts the write and leaves no object.
-   */
-  private async writeFramedVerified(key: string, source: BodySource, digest: Buffer, recheck: boolean | number, codecName: CodecName): Promise<void> {
-    const codec = codecByName(codecName);
-    const recipient = this.options.recipient;
-    const wrapped = recipient ? newDataKey(recipient) : null;
-    // The binding is in the header, which encryption authenticates with every frame.
-    const extension = { ...bindingExtension(key, await this.systemId()), ...(wrapped ? { enc: wrapped.info } : {}) };
-    const header = encodeFramedHeader(codec.name, wrapped ? 'aes-256-gcm' : 'none', source.length, digest, extension);
-    let trailer: Buffer | null = null;
-    async function* body(): AsyncIterable<ObjectChunk> {
-      yield header;
-      const plaintext = recheck === false ? source.windows() : checkedAgainst(source, recheck === true ? digest : recheck);
-      // Windows of a buffer stay valid, so its frames may compress in parallel.
-      const compressAhead = recheck ? 1 : FRAMES_AHEAD;
-      for await (const pieces of encodeFrames(plaintext, source.length, header, { codec, dataKey: wrapped?.dataKey ?? null, compressAhead })) {
-        // The last element is the trailer alone (a buffer of its own, kept for the read-back).
-        trailer = pieces[0];
-        yield pieces;
-      }
-    }
-    await this.storage.put(key, body());
-    const written = readTrailer(trailer ?? Buffer.alloc(0));
-    if (typeof written === 'string') throw new WalvaultError('INTERNAL', `${this.label(key)}: the encoder ended without its trailer`);
-    const problem = await this.readBackProblem(key, { total: written.objectLength, tail: trailer!, sha256: written.sha256 });
-    if (problem !== null) await this.removeAndFail(key, source, problem);
-  }
-
-  private async verifyOrRemove(key: string, header: Buffer, source: BodySource, digest: Buffer, bodyCrc32c?: number): Promise<void> {
-    const problem = await this.readBackProblem(key, { total: header.length + source.length, head: header, sha256: digest, crc32c: bodyCrc32c });
-    if (problem === null) return;
-    // Another writer of the same segment (wal-push as archive_command beside the receiver)
-    // may have put its own object, with another header, between our write and our read-back.
-    // One that decodes, every check passing, to exactly our plaintext stands, and so does
-    // its writer's read-back: removing it would fail that writer for nothing.
-    if (await this.holdsPlaintext(key, source.length, digest).catch(() => false)) return;
-    await this.removeAndFail(key, source, problem);
-  }
-
-  /** Whether `key` decodes, verified, to a plaintext of `length` bytes hashing to `digest`. */
-  private async holdsPlaintext(key: string, length: number, digest: Buffer): Promise<boolean> {
-    const same = await this.read(key, async (object) => {
-      if (object.header.plaintextSize !== length || !object.header.sha256.equals(digest) || !object.plaintextChecked) return false;
-      for await (const _ of object.chunks) {
-        /* every check runs as the chunks go by */
-      }
-      return true;
-    });
-    return same === true;
-  }
-
-  private async removeAndFail(key: string, source: BodySource, problem: string): Promise<never> {
-    // Remove what is there, so a retry writes afresh instead of finding an object whose
-    // header claims the right checksum over a damaged body.
-    await this.storage.delete(key).catch(() => undefined);
-    throw new WalvaultError(
-      'ARCHIVE_CORRUPT',
-      `${this.label(key)}: written from ${source.origin}, but ${problem} (removed, so a retry writes it afresh; ` +
-        `check the disk ${source.origin} is on, and that no other process writes to this archive)`,
-    );
-  }
-
-  /**
-   * Reads the stored object back in one pass, in bounded memory, hashing it once: it must be
-   * `total` bytes; its first bytes must be `head` and its last `tail`, byte for byte (the
-   * plain envelope header; a framed object's trailer); what lies between must hash to
-   * `sha256` (the plaintext's received checksum; for a framed object the trailer's checksum,
-   * whose range includes the header), or have the CRC32C `crc32c` when that is given instead.
-   * Null when it is so, else what differs.
-   */
-  private async readBackProblem(key: string, expect: { total: number; head?: Buffer; tail?: Buffer; sha256: Buffer; crc32c?: number }): Promise<string | null> {
-    const { total } = expect;
-    const head = expect.head ?? Buffer.alloc(0);
-    const tail = expect.tail ?? Buffer.alloc(0);
-    const hashEnd = total - tail.length;
-    const window = windowPool.acquire();
-    try {
-      const opened = await this.storage.openRead(key, window);
-      if (opened === null) return 'missing when read back';
-      let offset = 0;
-      const hash = expect.crc32c === undefined ? createHash('sha256') : null;
-      let crc = 0;
-      const chunks = opened.chunks[Symbol.asyncIterator]();
-      try {
-        if (opened.size !== total) return `${opened.size} bytes instead of ${total} when read back`;
-        for (let next = await chunks.next(); !next.done; next = await chunks.next()) {
-          const got = next.value;
-          const end = offset + got.length;
-          if (end > total) return `more than ${total} bytes when read back`;
-          // This chunk's share of the head, of the hashed middle, and of the tail.
-          if (offset < head.length && !got.subarray(0, head.length - offset).equals(head.subarray(offset, Math.min(end, head.length)))) {
-            return 'its header differs when read back';
-          }
-          const from = Math.max(offset, head.length);
-          const to = Math.min(end, hashEnd);
-          if (from < to) {
-            const middle = got.subarray(from - offset, to - offset);
-            if (hash) hash.update(middle);
-            else crc = crc32c(middle, crc);
-          }
-          if (end > hashEnd) {
-            const at = Math.max(offset, hashEnd);
-            if (!got.subarray(at - offset).equals(tail.subarray(at - hashEnd, end - hashEnd))) return 'its trailer differs when read back';
-          }
-          offset = end;
-        }
-      } finally {
-        await chunks.return?.();
-      }
-      if (offset < total) return `missing from byte ${offset} when read back`;
-      if (hash === null) {
-        const want = expect.crc32c! >>> 0;
-        return crc >>> 0 === want ? null : `what was read back has CRC32C ${hex32(crc >>> 0)}, not ${hex32(want)} as received`;
-      }
-      const stored = hash.digest();
-      if (!stored.equals(expect.sha256)) {
-        return `what was read back has sha256 ${stored.toString('hex')}, not ${expect.sha256.toString('hex')} as ${expect.head ? 'received' : 'written'}`;
-      }
-      return null;
-    } finally {
-      windowPool.release(window);
-    }
   }
 
   /**
@@ -612,66 +382,11 @@ export class Archive {
   }
 }
 
-/**
- * Passes the source's windows through, hashing them; at the end the plaintext must hash to
- * what was received (its SHA-256 `digest`, or its CRC32C), or the stream fails before
- * anything can complete.
- */
-async function* checkedAgainst(source: BodySource, expected: Buffer | number): AsyncIterable<Buffer> {
-  const hash = typeof expected === 'number' ? null : createHash('sha256');
-  let crc = 0;
-  for await (const w of source.windows()) {
-    if (hash) hash.update(w);
-    else crc = crc32c(w, crc);
-    yield w;
-  }
-  const [kind, actual, want] = hash ? ['sha256', hash.digest('hex'), (expected as Buffer).toString('hex')] : ['CRC32C', hex32(crc >>> 0), hex32((expected as number) >>> 0)];
-  if (actual !== want) {
-    throw new WalvaultError('ARCHIVE_CORRUPT', `${source.origin} changed since it was received: its content has ${kind} ${actual}, not ${want}; check the disk it is on`);
-  }
-}
-
-function isUint64Decimal(text: unknown): text is string {
-  return typeof text === 'string' && /^\d{1,20}$/.test(text) && BigInt(text) <= UINT64_MAX;
-}
-
-function clusterInfoProblem(info: Record<string, unknown>): string | null {
-  if (!isUint64Decimal(info.systemId)) return `systemId ${JSON.stringify(info.systemId)} is not a decimal uint64`;
-  if (!Number.isInteger(info.pgVersionNum) || (info.pgVersionNum as number) <= 0) {
-    return `pgVersionNum ${JSON.stringify(info.pgVersionNum)} is not a positive integer`;
-  }
-  if (!isValidSegmentSize(info.walSegmentSize as number)) {
-    return `walSegmentSize ${JSON.stringify(info.walSegmentSize)} is not a power of two from 1 MiB to 1 GiB`;
-  }
-  if (info.createdAt !== undefined && typeof info.createdAt !== 'string') return 'createdAt is not a string';
-  return null;
-}
-
-function checkClusterInfo(info: ClusterInfo): void {
-  const problem = clusterInfoProblem(info as unknown as Record<string, unknown>);
-  if (problem) throw new WalvaultError('INTERNAL', `invalid cluster identity: ${problem}`);
-}
-
-function parseClusterInfo(plaintext: Buffer, label: string): ClusterInfo {
-  let value: unknown;
-  try {
-    value = JSON.parse(plaintext.toString('utf8'));
-  } catch (err) {
-    throw new WalvaultError('ARCHIVE_CORRUPT', `${label}: not valid JSON (${(err as Error).message})`, { cause: err });
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new WalvaultError('ARCHIVE_CORRUPT', `${label}: not a JSON object`);
-  }
-  const obj = value as Record<string, unknown>;
-  const problem = clusterInfoProblem(obj);
-  if (problem) throw new WalvaultError('ARCHIVE_CORRUPT', `${label}: ${problem}`);
-  const info: ClusterInfo = {
-    systemId: obj.systemId as string,
-    pgVersionNum: obj.pgVersionNum as number,
-    walSegmentSize: obj.walSegmentSize as number,
-  };
-  if (typeof obj.createdAt === 'string') info.createdAt = obj.createdAt;
-  const settings = parseRecordedSettings(obj.settings, label);
-  if (settings) info.settings = settings;
-  return info;
+/** A plaintext as a source, with its SHA-256: the one it arrived with (`knownSha256`), else hashed now. */
+async function hashedSource(plaintext: Buffer | BodySource, knownSha256?: Buffer): Promise<{ source: BodySource; digest: Buffer; recheck: boolean }> {
+  const source = Buffer.isBuffer(plaintext) ? bufferSource(plaintext) : plaintext;
+  const digest = knownSha256 ?? (Buffer.isBuffer(plaintext) ? await sha256Async(plaintext) : await digestOf(source));
+  // A buffer hashed just now, which the caller holds unchanged until the write settles, needs
+  // no second pass over its plaintext; a known checksum, or a source read again, must be proven.
+  return { source, digest, recheck: knownSha256 !== undefined || !Buffer.isBuffer(plaintext) };
 }

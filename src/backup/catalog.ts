@@ -108,6 +108,16 @@ export function backupNameFor(d: Date): string {
   return d.toISOString().replace(/[-:]/g, '').replace(/\.[0-9]+Z$/, 'Z');
 }
 
+/** Picks a name no object in the archive uses yet. */
+export async function freshBackupName(archive: Archive, at: Date): Promise<string> {
+  const base = backupNameFor(at);
+  for (let n = 1; n < 100; n++) {
+    const name = n === 1 ? base : `${base}-${n}`;
+    if ((await archive.storage.list(backupPrefix(name))).length === 0) return name;
+  }
+  throw new WalvaultError('BACKUP_CONFLICT', `backup names ${base} to ${base}-99 are all taken in ${archive.storage.description}`);
+}
+
 export function encodeJson(value: unknown): Buffer {
   return Buffer.from(JSON.stringify(value, null, 2) + '\n', 'utf8');
 }

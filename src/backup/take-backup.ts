@@ -6,23 +6,18 @@
  */
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { Archive } from '../archive/archive';
 import { claimArchive } from '../archive/archive-settings';
 import { openSiteArchive } from '../archive/site-archive';
 import type { SiteConfig } from '../config/config-types';
 import { ArchiveLease, BACKUP_LEASE, LEASE_HEARTBEAT_MS, LEASE_TTL_MS, type BackupProgress } from '../archive/archive-lease';
 import { errorMessage, isWalvaultError, WalvaultError } from '../errors';
 import { Progress } from '../observe/progress';
-import { runBaseBackup, type BaseBackupResult, type TablespaceRow } from '../postgres/base-backup-stream';
 import { ReplicationConnection } from '../postgres/replication-connection';
 import { connectSite } from '../postgres/site-connection';
-import { sleep } from '../util/timers';
-import { formatLsn, parseLsn } from '../wal/lsn';
-import { ZSTD_LEVEL } from '../archive/codecs';
-import { BackupLabelSniffer, type BackupLabel } from './backup-label';
+import { formatLsn } from '../wal/lsn';
 import {
-  backupNameFor,
   backupPrefix,
+  freshBackupName,
   MANIFEST_FILE,
   UPLOAD_MANIFEST_FILE,
   storeCompletion,
@@ -31,14 +26,13 @@ import {
   type BackupMetadata,
 } from './catalog';
 import { incrementalRefusal, prepareIncremental, type IncrementalBase } from './incremental-parent';
-import { PartUploader, type StoredPart } from './part-uploader';
+import { streamIntoParts, type Streamed } from './stream-into-parts';
 import { uploadManifestOf } from './upload-manifest-text';
 import { uploadManifest } from '../postgres/upload-manifest';
-import { WalCoverage } from './wal-coverage';
+import { waitForWal } from './wal-coverage';
 import { CheckpointWait } from './checkpoint-wait';
 import { waitWhileBackupRuns } from './running-backup';
 
-export const DEFAULT_PART_SIZE = 4 * 1024 * 1024;
 /** Parts hashing, compressing and uploading at once: enough to keep every core's worker busy while the next part fills. */
 const PARTS_IN_FLIGHT = 4;
 
@@ -71,16 +65,6 @@ export interface TakeBackupOptions {
   waitPollMs?: number;
 }
 
-/** Picks a name no object in the archive uses yet. */
-async function freshName(archive: Archive, at: Date): Promise<string> {
-  const base = backupNameFor(at);
-  for (let n = 1; n < 100; n++) {
-    const name = n === 1 ? base : `${base}-${n}`;
-    if ((await archive.storage.list(backupPrefix(name))).length === 0) return name;
-  }
-  throw new WalvaultError('BACKUP_CONFLICT', `backup names ${base} to ${base}-99 are all taken in ${archive.storage.description}`);
-}
-
 function checkManifest(manifest: Buffer, systemId: string): void {
   let parsed: { 'PostgreSQL-Backup-Manifest-Version'?: number; Files?: unknown[]; 'System-Identifier'?: unknown };
   try {
@@ -111,7 +95,7 @@ export async function takeBackup(o: TakeBackupOptions): Promise<BackupMetadata> 
   let beating: Promise<void> = Promise.resolve();
   const checkLease = (): void => {
     if (leaseLost) throw leaseLost;
-    if (o.signal?.aborted) throw new WalvaultError('BACKUP_ABORTED', 'the base backup was abandoned because walvault is stopping; nothing was listed');
+    if (o.signal?.aborted) throw new WalvaultError('BACKUP_ABORTED', 'the base backup was abandoned because walvault is stopping', { fix: 'nothing was listed' });
   };
   const onAbort = (): void => {
     void conn?.close();
@@ -139,7 +123,7 @@ export async function takeBackup(o: TakeBackupOptions): Promise<BackupMetadata> 
     let name: string;
     for (;;) {
       startedAt = new Date();
-      name = await freshName(archive, startedAt);
+      name = await freshBackupName(archive, startedAt);
       lease = new ArchiveLease(archive.storage, site.name, site.state, LEASE_TTL_MS, BACKUP_LEASE, name);
       try {
         await lease.acquire();
@@ -297,191 +281,4 @@ export async function takeBackup(o: TakeBackupOptions): Promise<BackupMetadata> 
     await lease?.release().catch((err) => log.warn({ err: errorMessage(err) }, 'could not release the backup lease; it expires by itself'));
     await archive.close();
   }
-}
-
-/** Waits until the archive holds the backup's WAL, or gives up after `walWaitSeconds`. */
-export async function waitForWal(
-  archive: Archive,
-  meta: BackupMetadata,
-  o: { walWaitSeconds: number; walPollMs?: number; signal?: AbortSignal },
-  log: Logger,
-  stillOurs: () => void = () => undefined,
-): Promise<void> {
-  const coverage = new WalCoverage(archive, {
-    startLsn: parseLsn(meta.startLsn),
-    startTli: meta.startTimeline,
-    stopLsn: parseLsn(meta.stopLsn),
-    stopTli: meta.stopTimeline,
-    segSize: meta.walSegmentSize,
-  });
-  const deadline = Date.now() + o.walWaitSeconds * 1000;
-  let lastLog = 0;
-  for (;;) {
-    stillOurs();
-    const state = await coverage.check();
-    if (state.complete) return;
-    if (Date.now() >= deadline) {
-      throw new WalvaultError(
-        'BACKUP_WAL_MISSING',
-        `backup ${meta.name} is stored but not restorable yet: ${coverage.describe(state)}; is "walvault run" streaming this site? ` +
-          `The backup will not be listed until that WAL is archived`,
-      );
-    }
-    if (Date.now() - lastLog >= 30000) {
-      lastLog = Date.now();
-      log.info({ missing: state.missing }, coverage.describe(state));
-    }
-    await sleep(o.walPollMs ?? 250, o.signal);
-  }
-}
-
-
-interface StreamArchive {
-  name: string;
-  row: TablespaceRow;
-  compression: 'zstd' | null;
-  /** Uncompressed tar bytes (for server-compressed archives: as the server counted them). */
-  rawBytes: number;
-}
-
-interface Streamed {
-  result: BaseBackupResult;
-  parts: Map<string, StoredPart[]>;
-  archives: StreamArchive[];
-  manifestChunks: Buffer[];
-  label: BackupLabel;
-}
-
-/**
- * One BASE_BACKUP into parts. With server compression the archives arrive as zstd streams:
- * they are stored as they are (no second compression), the backup_label is read from the
- * start of base.tar.zst through a decompressor, and raw sizes come from the server's
- * progress counter.
- */
-async function streamIntoParts(
-  conn: ReplicationConnection,
-  major: number,
-  o: {
-    archive: Archive;
-    prefix: string;
-    label: string;
-    options: TakeBackupOptions;
-    inFlight: number;
-    serverCompressed: boolean;
-    /** zstd threads the server may use for this backup (0: the walsender's own thread). */
-    serverWorkers: number;
-    /** The parent's manifest was uploaded on this connection: ask for an incremental. */
-    incremental: boolean;
-    progress: Progress;
-    log: Logger;
-    checkLease: () => void;
-    /** The server has checkpointed and begins to send. */
-    onStart: () => void;
-  },
-): Promise<Streamed> {
-  const uploader = new PartUploader({
-    archive: o.archive,
-    partSize: o.options.partSize ?? DEFAULT_PART_SIZE,
-    inFlight: o.inFlight,
-    ...(o.serverCompressed ? { codec: 'none' as const } : {}),
-  });
-  const sniffer = new BackupLabelSniffer();
-  let labelStream: import('node:stream').Transform | null = null;
-  let labelDone: Promise<void> = Promise.resolve();
-  const archives: StreamArchive[] = [];
-  const manifestChunks: Buffer[] = [];
-  let current: StreamArchive | null = null;
-  let lastProgress = 0;
-  let progressAtStart = 0;
-  const endArchive = (): void => {
-    if (current && current.compression) current.rawBytes = lastProgress - progressAtStart;
-    uploader.end();
-  };
-  let result: BaseBackupResult;
-  try {
-    result = await runBaseBackup(
-      conn,
-      major,
-      {
-        label: o.label,
-        fastCheckpoint: o.options.fastCheckpoint,
-        maxRateKiB: o.options.maxRateKiB,
-        incremental: o.incremental,
-        ...(o.serverCompressed ? { serverCompression: { method: 'zstd' as const, level: ZSTD_LEVEL, workers: o.serverWorkers } } : {}),
-      },
-      {
-        start: (p) => {
-          o.onStart();
-          o.log.info({ start: formatLsn(p.lsn), timeline: p.tli, serverCompression: o.serverCompressed }, 'base backup streaming');
-        },
-        tablespaces: (rows) => {
-          const kib = rows.reduce((sum, r) => (r.sizeKiB === null ? sum : sum + r.sizeKiB), 0);
-          o.progress.setTotal(rows.some((r) => r.sizeKiB !== null) ? kib * 1024 : null);
-        },
-        archiveStart: (archiveName, row) => {
-          current = { name: archiveName, row, compression: o.serverCompressed ? 'zstd' : null, rawBytes: 0 };
-          progressAtStart = lastProgress;
-          archives.push(current);
-          uploader.begin(o.prefix, archiveName);
-          if (row.oid === null && o.serverCompressed) {
-            const { DecompressStream } = require('zstd-napi') as typeof import('zstd-napi');
-            const d = new DecompressStream();
-            labelStream = d;
-            d.on('data', (out: Buffer) => {
-              sniffer.feed(out);
-              // The label is all we read here: the rest of the stream is not decompressed.
-              if (sniffer.done) d.destroy();
-            });
-            labelDone = new Promise<void>((resolve) => {
-              d.once('error', (err) => {
-                if (!sniffer.done) sniffer.error = new WalvaultError('PG_PROTOCOL', `base.tar.zst from the server does not decompress: ${err.message}`);
-                resolve();
-              });
-              d.once('close', () => resolve());
-              d.once('end', () => resolve());
-            });
-          }
-        },
-        archiveData: (chunk) => {
-          o.checkLease();
-          const a = current!;
-          if (a.row.oid === null && !sniffer.done) {
-            if (labelStream) labelStream.write(Buffer.from(chunk));
-            else sniffer.feed(chunk);
-          }
-          if (!a.compression) a.rawBytes += chunk.length;
-          return uploader.write(chunk);
-        },
-        archiveEnd: endArchive,
-        manifestData: (chunk) => {
-          manifestChunks.push(Buffer.from(chunk));
-        },
-        progress: (bytes) => {
-          lastProgress = bytes;
-          o.progress.update(bytes);
-        },
-      },
-    );
-  } catch (err) {
-    o.progress.finish();
-    (labelStream as import('node:stream').Transform | null)?.destroy();
-    await uploader.abandon();
-    o.checkLease();
-    throw err;
-  }
-  o.progress.finish();
-  const parts = await uploader.finish();
-  const ls = labelStream as import('node:stream').Transform | null;
-  if (ls && !ls.destroyed) {
-    // The label lies in the first few hundred bytes: anything still unread was not needed.
-    ls.end();
-    await labelDone;
-  }
-  if (sniffer.error) throw sniffer.error;
-  const label = sniffer.label;
-  if (!label) throw new WalvaultError('PG_PROTOCOL', 'the backup has no base.tar with a backup_label');
-  if (label.startLsn !== result.start.lsn) {
-    throw new WalvaultError('PG_PROTOCOL', `backup_label starts at ${formatLsn(label.startLsn)} but the server reported ${formatLsn(result.start.lsn)}`);
-  }
-  return { result, parts, archives, manifestChunks, label };
 }

@@ -3,8 +3,12 @@
  * start LSN to its stop LSN. Checked against the archive itself (not the receiver's ledger),
  * so a `backup push` beside a running daemon, or a later finisher, sees the same truth.
  */
+import type { Logger } from 'pino';
 import { Archive } from '../archive/archive';
-import { formatLsn, segmentFileName, segmentNumber, segmentStart, type Lsn } from '../wal/lsn';
+import { WalvaultError } from '../errors';
+import { sleep } from '../util/timers';
+import { formatLsn, parseLsn, segmentFileName, segmentNumber, segmentStart, type Lsn } from '../wal/lsn';
+import type { BackupMetadata } from './catalog';
 
 export interface WalSpan {
   startLsn: Lsn;
@@ -82,5 +86,40 @@ export class WalCoverage {
     return state.complete
       ? `WAL ${formatLsn(this.span.startLsn)}..${formatLsn(this.span.stopLsn)} is archived`
       : `WAL is archived up to ${formatLsn(state.coveredTo)} of ${formatLsn(this.span.stopLsn)}; waiting for ${state.missing}`;
+  }
+}
+
+/** Waits until the archive holds the backup's WAL, or gives up after `walWaitSeconds`. */
+export async function waitForWal(
+  archive: Archive,
+  meta: BackupMetadata,
+  o: { walWaitSeconds: number; walPollMs?: number; signal?: AbortSignal },
+  log: Logger,
+  stillOurs: () => void = () => undefined,
+): Promise<void> {
+  const coverage = new WalCoverage(archive, {
+    startLsn: parseLsn(meta.startLsn),
+    startTli: meta.startTimeline,
+    stopLsn: parseLsn(meta.stopLsn),
+    stopTli: meta.stopTimeline,
+    segSize: meta.walSegmentSize,
+  });
+  const deadline = Date.now() + o.walWaitSeconds * 1000;
+  let lastLog = 0;
+  for (;;) {
+    stillOurs();
+    const state = await coverage.check();
+    if (state.complete) return;
+    if (Date.now() >= deadline) {
+      throw new WalvaultError(
+        'BACKUP_WAL_MISSING',
+        `backup ${meta.name} is stored but not restorable yet: ${coverage.describe(state)}`, { fix: `is "walvault run" streaming this site? ` + `The backup will not be listed until that WAL is archived` },
+      );
+    }
+    if (Date.now() - lastLog >= 30000) {
+      lastLog = Date.now();
+      log.info({ missing: state.missing }, coverage.describe(state));
+    }
+    await sleep(o.walPollMs ?? 250, o.signal);
   }
 }

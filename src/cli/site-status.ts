@@ -20,7 +20,7 @@ import { readDaemonState } from '../daemon/daemon-state';
 import { LEDGER_FILE } from '../daemon/state-dir';
 import { StateLock } from '../daemon/state-lock';
 import { errorMessage, isWalvaultError, WalvaultError } from '../errors';
-import { LedgerReader } from '../ledger/ledger';
+import { LedgerReader } from '../ledger/ledger-reader';
 import { formatLsn } from '../wal/lsn';
 import { serverView, type ServerView } from './server-view';
 

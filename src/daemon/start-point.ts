@@ -6,7 +6,8 @@
  * current position. Always from a segment's start: the spool holds whole segments.
  */
 import type { Logger } from 'pino';
-import type { Archive, ClusterInfo } from '../archive/archive';
+import type { Archive } from '../archive/archive';
+import type { ClusterInfo } from '../archive/cluster-marker';
 import type { SiteConfig } from '../config/config-types';
 import { WalvaultError } from '../errors';
 import type { ReplicationConnection, SystemIdentity } from '../postgres/replication-connection';

@@ -126,7 +126,7 @@ export class CopyDataTap {
       this.fail(
         new WalvaultError(
           'PG_PROTOCOL',
-          `the server sent a message of type 0x${type.toString(16)} with an impossible length of ${length} bytes; the connection is corrupt`,
+          `the server sent a message of type 0x${type.toString(16)} with an impossible length of ${length} bytes`, { fix: `the connection is corrupt` },
         ),
       );
       return false;
