@@ -8,21 +8,10 @@
  * their SHA-256, so a test can both compare a decoded object with the digest and, when it
  * wants the bytes, make them again.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { CodecName } from '../../src/archive/codecs';
 import { FRAME_PLAINTEXT_MAX } from '../../src/archive/framed-body';
-
-function repoRoot(): string {
-  // Compiled into dist/test/helpers; sources in test/helpers: walk up to the package.
-  let dir = __dirname;
-  while (!fs.existsSync(path.join(dir, 'package.json'))) {
-    const parent = path.dirname(dir);
-    if (parent === dir) throw new Error(`no package.json above ${__dirname}`);
-    dir = parent;
-  }
-  return dir;
-}
+import { repoRoot } from './repo-root';
 
 export const FIXTURES_DIR = path.join(repoRoot(), 'fixtures');
 /** An archive directory holding one object per codec, encryption and size, plus leases. */

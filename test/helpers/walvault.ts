@@ -18,12 +18,7 @@ import {
   type Lsn,
 } from '../../src/wal/lsn';
 import { serverUser, type PgCluster } from './pg-cluster';
-
-function repoRoot(): string {
-  let dir = __dirname;
-  while (!fs.existsSync(path.join(dir, 'package.json'))) dir = path.dirname(dir);
-  return dir;
-}
+import { repoRoot } from './repo-root';
 
 export const WALVAULT_BIN = path.join(repoRoot(), 'bin', 'walvault');
 
