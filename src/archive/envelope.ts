@@ -41,7 +41,7 @@ export { CODEC_IDS, ENCRYPTION_IDS };
 export type { CodecName, EncryptionName };
 
 const MAGIC = Buffer.from('WVLT', 'ascii');
-export const ENVELOPE_VERSION = 1;
+const ENVELOPE_VERSION = 1;
 const FIXED_LENGTH = 60;
 const CRC_LENGTH = 4;
 /** Header length of an object with no compression, no encryption and no extension. */

@@ -19,7 +19,7 @@ import { WalvaultError } from '../errors';
 import { parseLsn, type Lsn } from '../wal/lsn';
 import type { StoredPart } from './part-uploader';
 
-export const BACKUPS_PREFIX = 'backups/';
+const BACKUPS_PREFIX = 'backups/';
 export const METADATA_FILE = 'metadata.json';
 export const COMPLETE_FILE = 'complete.json';
 export const MANIFEST_FILE = 'backup_manifest';
@@ -108,7 +108,7 @@ export function backupNameFor(d: Date): string {
   return d.toISOString().replace(/[-:]/g, '').replace(/\.[0-9]+Z$/, 'Z');
 }
 
-export function encodeJson(value: unknown): Buffer {
+function encodeJson(value: unknown): Buffer {
   return Buffer.from(JSON.stringify(value, null, 2) + '\n', 'utf8');
 }
 

@@ -47,7 +47,7 @@ export interface BaseBackupOptions {
 }
 
 /** File-name suffix the server gives archives compressed with `method`. */
-export const SERVER_COMPRESSION_SUFFIX = { zstd: '.zst' } as const;
+const SERVER_COMPRESSION_SUFFIX = { zstd: '.zst' } as const;
 
 export interface TablespaceRow {
   /** null for the main data directory. */
@@ -86,7 +86,7 @@ export interface BaseBackupResult {
 const MIN_RATE = 32;
 const MAX_RATE = 1048576;
 /** A tar ends with two 512-byte zero blocks; servers before 15 leave them to the client. */
-export const TAR_END = Buffer.alloc(1024);
+const TAR_END = Buffer.alloc(1024);
 
 function literal(s: string): string {
   return `'${s.replace(/'/g, "''")}'`;

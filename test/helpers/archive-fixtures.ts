@@ -13,7 +13,7 @@ import type { CodecName } from '../../src/archive/codecs';
 import { FRAME_PLAINTEXT_MAX } from '../../src/archive/framed-body';
 import { repoRoot } from './repo-root';
 
-export const FIXTURES_DIR = path.join(repoRoot(), 'fixtures');
+const FIXTURES_DIR = path.join(repoRoot(), 'fixtures');
 /** An archive directory holding one object per codec, encryption and size, plus leases. */
 export const OBJECTS_ARCHIVE = path.join(FIXTURES_DIR, 'objects', 'archive');
 export const OBJECTS_INDEX = path.join(FIXTURES_DIR, 'objects', 'index.json');
