@@ -27,6 +27,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { removeDir, serverUser } from '../test/helpers/pg-cluster';
+import { repoRoot } from '../test/helpers/repo-root';
 
 export const MiB = 1024 * 1024;
 
@@ -424,15 +425,6 @@ export function printTable(rows: string[][]): void {
   for (const r of rows.slice(1)) console.log(line(r));
 }
 
-export function repoRoot(): string {
-  let dir = __dirname;
-  while (!fs.existsSync(path.join(dir, 'package.json'))) {
-    const parent = path.dirname(dir);
-    if (parent === dir) return process.cwd();
-    dir = parent;
-  }
-  return dir;
-}
 
 /**
  * CPU, cores, memory, Node, load average, and the version of each named tool (label -> path);

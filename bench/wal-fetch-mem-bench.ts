@@ -19,7 +19,8 @@ import { LocalStorage } from '../src/storage/local';
 import { segmentFileName } from '../src/wal/lsn';
 import { removeDir, tmpDir } from '../test/helpers/pg-cluster';
 import { WALVAULT_BIN } from '../test/helpers/walvault';
-import { buildSegment, FIXTURE_BLCKSZ, FIXTURE_SYSID, rng } from '../test/helpers/wal-fixtures';
+import { xorshift32 } from '../test/helpers/seeded-random';
+import { buildSegment, FIXTURE_BLCKSZ, FIXTURE_SYSID } from '../test/helpers/wal-fixtures';
 import { fmt, machineFacts, printTable, saveResults } from './bench-util';
 
 const MiB = 1024 * 1024;
@@ -31,7 +32,7 @@ const PROBE = path.join(__dirname, 'exit-peak-probe.js');
 /** A well-formed segment whose record bytes are text and numbers (about 3-5:1 with zstd). */
 function realLookingSegment(segNo: bigint, segSize: number): Buffer {
   const seg = buildSegment(segNo, 1, 7, segSize);
-  const next = rng(11);
+  const next = xorshift32(11);
   const words = ['alpha', 'bravo', 'order', 'customer', 'warehouse', 'district', 'payment', 'history', 'stock', 'item'];
   for (let page = 0; page < segSize; page += FIXTURE_BLCKSZ) {
     const body = page === 0 ? 40 : 24;

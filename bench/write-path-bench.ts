@@ -42,36 +42,14 @@ import type { Storage } from '../src/storage/storage';
 import { segmentFileName } from '../src/wal/lsn';
 import { removeDir, tmpDir } from '../test/helpers/pg-cluster';
 import { S3Server } from '../test/helpers/s3-server';
-import { fmt, machineFacts, printTable, saveResults } from './bench-util';
+import { xorshift32 } from '../test/helpers/seeded-random';
+import { envNumber, fmt, machineFacts, median, MiB, printTable, saveResults } from './bench-util';
 import { collectCounts, counterInstalled, resetCounts, type ByteCounts } from './byte-counter';
-
-const MiB = 1024 * 1024;
-
-function envNumber(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name}=${raw} is not a positive number`);
-  return n;
-}
 
 const SEGMENTS = Math.round(envNumber('BENCH_SEGMENTS', 4));
 const SEG_SIZE = Math.round(envNumber('BENCH_SEG_MIB', 16) * MiB);
 const CPU_PROF_DIR = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : undefined;
 const COUNTING = process.env.BENCH_COUNT !== '0';
-
-/** xorshift32: the same "random" WAL every run, so the counts compare across runs. */
-function prng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
-}
 
 const WORDS = 'order customer invoice shipped pending account balance transfer warehouse product quantity price discount region north south east west review rating comment status active closed'.split(' ');
 
@@ -82,7 +60,8 @@ const WORDS = 'order customer invoice shipped pending account balance transfer w
  * with zstd level 1.
  */
 function walLike(size: number, seed: number): Buffer {
-  const next = prng(seed);
+  // xorshift32: the same "random" WAL every run, so the counts compare across runs.
+  const next = xorshift32(seed);
   const buf = Buffer.alloc(size);
   let xid = 5000;
   let prev = 0;
@@ -138,11 +117,6 @@ interface Row {
   perSegment: ByteCounts;
   cpuMs: number[];
   wallMs: number[];
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
 async function runCase(c: Case, work: string, plaintext: Buffer, digest: Buffer, s3: S3Server | null, keyFiles: KeyFiles, caseNo: number): Promise<Row> {

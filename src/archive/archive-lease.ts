@@ -24,12 +24,12 @@ import { WalvaultError } from '../errors';
 import type { Storage } from '../storage/storage';
 import { processAlive } from '../util/process-alive';
 
-export const LEASE_KEY = 'lease.json';
+const LEASE_KEY = 'lease.json';
 export const LEASE_TTL_MS = 60_000;
 export const LEASE_HEARTBEAT_MS = 10_000;
 
 /** The backup lease: one base backup at a time per archive, and the backup it protects. */
-export const BACKUP_LEASE_KEY = 'backups/lease.json';
+const BACKUP_LEASE_KEY = 'backups/lease.json';
 
 export interface LeaseHolder {
   id: string;

@@ -26,7 +26,7 @@ export const CODEC_IDS: Record<CodecName, number> = { none: 0, gzip: 1, lz4: 2, 
 
 /** zstd and gzip at their fastest useful levels: WAL compresses well even there (see the README's table). */
 export const ZSTD_LEVEL = 1;
-export const GZIP_LEVEL = 1;
+const GZIP_LEVEL = 1;
 
 /** One frame compressed for the write path: `bytes` stay valid until `release()`. */
 export interface CompressedFrame {

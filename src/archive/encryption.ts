@@ -23,12 +23,12 @@ import { createCipheriv, createDecipheriv, createHash, createPrivateKey, createP
 import { promises as fsp, readFileSync } from 'node:fs';
 import { WalvaultError } from '../errors';
 
-export const ENCRYPTION_NAMES = ['none', 'aes-256-gcm'] as const;
+const ENCRYPTION_NAMES = ['none', 'aes-256-gcm'] as const;
 export type EncryptionName = (typeof ENCRYPTION_NAMES)[number];
 /** Encryption ids are part of the envelope format: never renumber. */
 export const ENCRYPTION_IDS: Record<EncryptionName, number> = { none: 0, 'aes-256-gcm': 1 };
 
-export const KEY_WRAP_ALG = 'x25519-hkdf-sha256-a256gcm';
+const KEY_WRAP_ALG = 'x25519-hkdf-sha256-a256gcm';
 export const GCM_TAG_LENGTH = 16;
 const HKDF_INFO = Buffer.from('walvault v1 data key wrap', 'utf8');
 

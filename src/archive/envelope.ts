@@ -32,6 +32,7 @@
  * Reading an object checks all of this as its bytes arrive: ./read/decode-object.ts.
  */
 import { createHash, webcrypto } from 'node:crypto';
+import { crc32 } from '@node-rs/crc32';
 import { WalvaultError } from '../errors';
 import { CODEC_IDS, type CodecName } from './codecs';
 import { ENCRYPTION_IDS, type EncryptionName } from './encryption';
@@ -40,7 +41,7 @@ export { CODEC_IDS, ENCRYPTION_IDS };
 export type { CodecName, EncryptionName };
 
 const MAGIC = Buffer.from('WVLT', 'ascii');
-export const ENVELOPE_VERSION = 1;
+const ENVELOPE_VERSION = 1;
 const FIXED_LENGTH = 60;
 const CRC_LENGTH = 4;
 /** Header length of an object with no compression, no encryption and no extension. */
@@ -75,23 +76,6 @@ export function sha256(buf: Buffer): Buffer {
  */
 export async function sha256Async(buf: Buffer): Promise<Buffer> {
   return Buffer.from(await webcrypto.subtle.digest('SHA-256', buf));
-}
-
-const CRC_TABLE = (() => {
-  const table = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    table[n] = c >>> 0;
-  }
-  return table;
-})();
-
-/** CRC-32 (reflected polynomial 0xEDB88320), kept here because zlib.crc32 needs Node >= 20.15. */
-export function crc32(buf: Uint8Array): number {
-  let c = 0xffffffff;
-  for (let i = 0; i < buf.length; i++) c = CRC_TABLE[(c ^ buf[i]) & 0xff] ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
 }
 
 function corrupt(label: string, what: string): WalvaultError {

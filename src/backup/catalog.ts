@@ -19,7 +19,7 @@ import { WalvaultError } from '../errors';
 import { parseLsn, type Lsn } from '../wal/lsn';
 import type { StoredPart } from './part-uploader';
 
-export const BACKUPS_PREFIX = 'backups/';
+const BACKUPS_PREFIX = 'backups/';
 export const METADATA_FILE = 'metadata.json';
 export const COMPLETE_FILE = 'complete.json';
 export const MANIFEST_FILE = 'backup_manifest';
@@ -118,7 +118,7 @@ export async function freshBackupName(archive: Archive, at: Date): Promise<strin
   throw new WalvaultError('BACKUP_CONFLICT', `backup names ${base} to ${base}-99 are all taken in ${archive.storage.description}`);
 }
 
-export function encodeJson(value: unknown): Buffer {
+function encodeJson(value: unknown): Buffer {
   return Buffer.from(JSON.stringify(value, null, 2) + '\n', 'utf8');
 }
 

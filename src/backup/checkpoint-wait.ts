@@ -11,7 +11,7 @@ import { formatDuration } from '../observe/progress';
 const LOG_EVERY_MS = 30_000;
 
 /** What SHOW says of a duration setting in seconds ("30min", "300s", "1h"), or null. */
-export function durationSettingSeconds(text: string): number | null {
+function durationSettingSeconds(text: string): number | null {
   const m = /^\s*([0-9]+)\s*(ms|s|min|h|d)?\s*$/.exec(text);
   if (!m) return null;
   const unit = { ms: 0.001, s: 1, min: 60, h: 3600, d: 86400 }[(m[2] ?? 's') as 'ms' | 's' | 'min' | 'h' | 'd'];
@@ -19,14 +19,14 @@ export function durationSettingSeconds(text: string): number | null {
 }
 
 /** The longest a spread checkpoint is paced to take, in words, from the two settings' SHOW texts. */
-export function spreadCheckpointBound(timeout: string, target: string): string {
+function spreadCheckpointBound(timeout: string, target: string): string {
   const seconds = durationSettingSeconds(timeout);
   const fraction = Number(target);
   const bound = seconds !== null && Number.isFinite(fraction) ? `: up to about ${formatDuration(seconds * fraction)}` : '';
   return `checkpoint_completion_target x checkpoint_timeout (${target} x ${timeout}${bound})`;
 }
 
-export const FAST_CHECKPOINT_HINT =
+const FAST_CHECKPOINT_HINT =
   'for an immediate checkpoint: walvault backup push --fast; in the daemon backup_fast_checkpoint = true, or for the first backup only first_backup_fast_checkpoint = true (run --fast-first-backup)';
 
 export class CheckpointWait {

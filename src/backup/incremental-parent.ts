@@ -32,7 +32,7 @@ function impossible(what: string, fix?: string): WalvaultError {
  * timeline `currentTli` (given that timeline's history entries): its timeline is the current
  * one, or an ancestor the server left only after that position.
  */
-export function onTimelineHistory(stopTli: number, stopLsn: bigint, currentTli: number, history: TimelineHistoryEntry[]): boolean {
+function onTimelineHistory(stopTli: number, stopLsn: bigint, currentTli: number, history: TimelineHistoryEntry[]): boolean {
   if (stopTli === currentTli) return true;
   const entry = history.find((e) => e.tli === stopTli);
   return entry !== undefined && stopLsn <= entry.switchpoint;

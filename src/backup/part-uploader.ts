@@ -31,7 +31,7 @@ export interface PartUploaderOptions {
 }
 
 /** Key of part `index` of `archiveName` in backup `name`: zero-padded so keys sort in order. */
-export function partKey(backupPrefix: string, archiveName: string, index: number): string {
+function partKey(backupPrefix: string, archiveName: string, index: number): string {
   return `${backupPrefix}parts/${archiveName}.${String(index).padStart(6, '0')}`;
 }
 

@@ -72,7 +72,7 @@ function segNoOf(segment: string, segSize: number): bigint {
 }
 
 /** Complete backups whose chain runs through `name` (taken against it, directly or not). */
-export function dependentsOf(complete: BackupMetadata[], name: string): BackupMetadata[] {
+function dependentsOf(complete: BackupMetadata[], name: string): BackupMetadata[] {
   return complete.filter((b) => b.name !== name && chainOf(b).includes(name));
 }
 

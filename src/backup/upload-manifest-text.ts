@@ -34,7 +34,7 @@ function splitLastLine(text: string, what: string): { body: string; last: string
   return { body: text.slice(0, end + 1), last: text.slice(end + 1, -1) };
 }
 
-export function manifestChecksum(body: string): string {
+function manifestChecksum(body: string): string {
   return createHash('sha256').update(body, 'utf8').digest('hex');
 }
 

@@ -8,7 +8,7 @@
  */
 import { describeRunningBackup, runningBackup } from '../backup/running-backup';
 import { Archive } from '../archive/archive';
-import { backupPrefix, listBackups, type BackupMetadata } from '../backup/catalog';
+import { listBackups, type BackupMetadata } from '../backup/catalog';
 import type { SiteConfig } from '../config/config-types';
 import { isWalvaultError, WalvaultError } from '../errors';
 import { formatLsn, isHistoryFileName, isSegmentFileName, parseLsn, parseSegmentFileName, segmentNumber, segmentStartOfNumber, historyFileName, type Lsn } from '../wal/lsn';
@@ -68,7 +68,7 @@ export type ServerPosition =
   | { reachable: false; reason: string };
 
 /** The server's timeline and current WAL position (IDENTIFY_SYSTEM); its being down is no failure of the check. */
-export async function serverPosition(site: SiteConfig): Promise<{ timeline: number; lsn: Lsn } | { reason: string }> {
+async function serverPosition(site: SiteConfig): Promise<{ timeline: number; lsn: Lsn } | { reason: string }> {
   const { connectSite } = await import('../postgres/site-connection');
   try {
     const conn = await connectSite(site, 'check');

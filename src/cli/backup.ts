@@ -97,7 +97,7 @@ function durationSeconds(m: BackupMetadata): number {
 }
 
 /** The fields `backup list --json` promises, one object per backup, oldest first. */
-export function listEntry(m: BackupMetadata): Record<string, unknown> {
+function listEntry(m: BackupMetadata): Record<string, unknown> {
   return {
     name: m.name,
     finishedAt: m.stoppedAt,

@@ -149,7 +149,7 @@ async function clusterOf(archive: Archive, name: string): Promise<WalClusterIden
 }
 
 /** Any failure other than "not in the archive": PostgreSQL stops recovery on it. */
-export const FAILED = 126;
+const FAILED = 126;
 const ATTEMPTS = 3;
 
 /**

@@ -206,7 +206,7 @@ export class ReceiverHealth {
     const file = this.metricsFile;
     const write = async () => {
       try {
-        await fs.promises.writeFile(`${file}.tmp`, renderPrometheus([...this.metrics(), ...this.view.extraMetrics()]), { mode: 0o600 });
+        await fs.promises.writeFile(`${file}.tmp`, await renderPrometheus([...this.metrics(), ...this.view.extraMetrics()]), { mode: 0o600 });
         await fs.promises.rename(`${file}.tmp`, file);
         // status reads this, not the Prometheus text: exact positions, and the stop's state.
         await writeDaemonState(this.site.state, { status: () => this.status(), metrics: () => this.metrics(), extraMetrics: () => this.view.extraMetrics() });

@@ -9,7 +9,7 @@ import type { ServerFacts, SystemIdentity } from '../postgres/replication-connec
 import { serverVersionText } from '../postgres/server-version';
 import { formatLsn, type Lsn } from '../wal/lsn';
 
-export function logStartLine(log: Logger, site: SiteConfig, o: { identity: SystemIdentity; facts: ServerFacts; start: Lsn; archive: string }): void {
+function logStartLine(log: Logger, site: SiteConfig, o: { identity: SystemIdentity; facts: ServerFacts; start: Lsn; archive: string }): void {
   const { identity, facts } = o;
   log.info(
     {
@@ -32,7 +32,7 @@ export function logStartLine(log: Logger, site: SiteConfig, o: { identity: Syste
  * Both choices lose something (an unbounded slot can fill the server's disk; a bounded one
  * can leave the archive a gap), so the operator should pick one knowingly.
  */
-export function logUnboundedSlot(log: Logger, site: SiteConfig): void {
+function logUnboundedSlot(log: Logger, site: SiteConfig): void {
   log.warn(
     { slot: site.slot, server: site.pgDescription, setting: 'max_slot_wal_keep_size' },
     `the server has no max_slot_wal_keep_size: while walvault is stopped or cannot archive, slot ${site.slot} keeps every byte of WAL ` +

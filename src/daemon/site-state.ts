@@ -52,7 +52,7 @@ export interface OpenSiteStateOptions {
   archivedMore: () => void;
 }
 
-export function spoolDirOf(site: SiteConfig): string {
+function spoolDirOf(site: SiteConfig): string {
   return path.join(site.state, SPOOL_DIR);
 }
 

@@ -1,55 +1,18 @@
 /**
  * The daemon's HTTP listener (`[http] listen`, loopback by default): `/metrics` in the
- * Prometheus text format through prom-client, every site's numbers labelled by site, and
- * `/health`: 200 when every site streams and archives, 503 naming each site that does not
- * and why. Read-only; it never changes anything.
+ * Prometheus text format (rendered by ./metrics.ts, as metrics.prom is), every site's numbers
+ * labelled by site, and `/health`: 200 when every site streams and archives, 503 naming each
+ * site that does not and why. Read-only; it never changes anything.
  */
 import * as http from 'node:http';
 import type { Logger } from 'pino';
-import { Counter, Gauge, Registry } from 'prom-client';
 import { WalvaultError } from '../errors';
-import type { Sample } from './metrics';
+import { PROMETHEUS_CONTENT_TYPE, renderPrometheus, type Sample } from './metrics';
 
 export interface ObservedSite {
   name: string;
   metrics(): Sample[];
   health(): { ok: boolean; problems: string[] };
-}
-
-/**
- * A registry whose metrics are filled from the sites' samples at each scrape. Names, help
- * and types come from the samples (gauges set, counters carried over as their totals).
- */
-function siteRegistry(sites: ObservedSite[]): { registry: Registry; collectAll(): void } {
-  const registry = new Registry();
-  const known = new Map<string, Gauge | Counter>();
-  const collectAll = () => {
-    const all = sites.flatMap((s) => s.metrics());
-    const byName = new Map<string, Sample[]>();
-    for (const smp of all) {
-      const list = byName.get(smp.name);
-      if (list) list.push(smp);
-      else byName.set(smp.name, [smp]);
-    }
-    for (const [name, list] of byName) {
-      let metric = known.get(name);
-      if (!metric) {
-        const labelNames = [...new Set(list.flatMap((x) => Object.keys(x.labels ?? {})))];
-        metric = list[0].type === 'counter' ? new Counter({ name, help: list[0].help, labelNames, registers: [registry] }) : new Gauge({ name, help: list[0].help, labelNames, registers: [registry] });
-        known.set(name, metric);
-      }
-      metric.reset();
-      for (const x of list) {
-        if (metric instanceof Counter) metric.inc(x.labels ?? {}, x.value);
-        else metric.set(x.labels ?? {}, x.value);
-      }
-    }
-    // A metric no site reports now (a check's counts after a check that could not run) shows no stale value.
-    for (const [name, metric] of known) {
-      if (!byName.has(name)) metric.reset();
-    }
-  };
-  return { registry, collectAll };
 }
 
 export interface HttpListener {
@@ -59,7 +22,6 @@ export interface HttpListener {
 
 export async function startHttpListener({ host, port }: { host: string; port: number }, sites: ObservedSite[], log: Logger): Promise<HttpListener> {
   const listen = `${host.includes(':') ? `[${host}]` : host}:${port}`;
-  const { registry, collectAll } = siteRegistry(sites);
   const server = http.createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -67,14 +29,11 @@ export async function startHttpListener({ host, port }: { host: string; port: nu
       return;
     }
     if (url === '/metrics') {
-      try {
-        collectAll();
-      } catch (err) {
-        res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${(err as Error).message}\n`);
-        return;
-      }
-      void registry.metrics().then(
-        (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
+      // Rendered afresh at each scrape: a metric no site reports now (a check's counts after a
+      // check that could not run) shows no stale value. A site's metrics() that throws is a 500.
+      const render = async () => renderPrometheus(sites.flatMap((s) => s.metrics()));
+      void render().then(
+        (text) => res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE }).end(text),
         (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${err.message}\n`),
       );
       return;

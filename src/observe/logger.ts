@@ -11,7 +11,7 @@ import type { DestinationStream, Logger } from 'pino';
  * Config objects and errors get logged whole; these keep a password or a TLS key out of
  * the output even then.
  */
-export const REDACT_PATHS = [
+const REDACT_PATHS = [
   'password',
   '*.password',
   '*.*.password',
@@ -76,7 +76,7 @@ const COLORS: Record<number, string> = { 10: '90', 20: '36', 30: '32', 40: '33',
 const HIDDEN = new Set(['time', 'level', 'msg', 'pid', 'hostname', 'err']);
 
 /** One pino JSON line -> `HH:MM:SS LEVEL msg key=value ...`. */
-export function formatLogLine(json: string, style: { colors?: boolean; stacks?: boolean } = {}): string {
+function formatLogLine(json: string, style: { colors?: boolean; stacks?: boolean } = {}): string {
   let rec: Record<string, unknown>;
   try {
     rec = JSON.parse(json) as Record<string, unknown>;

@@ -1,12 +1,15 @@
 /**
- * Metrics as Prometheus text exposition (format 0.0.4): what `walvault run` writes to
- * `<state>/metrics.prom` for node_exporter's textfile collector, and what a scrape endpoint
- * can serve later.
+ * Metrics as Prometheus text exposition (format 0.0.4), the one way samples become text: what
+ * `walvault run` writes to `<state>/metrics.prom` for node_exporter's textfile collector, and
+ * what `/metrics` serves (./http-server.ts). The text is prom-client's: a fresh registry is
+ * filled from the samples at each call, so a metric no sample names is not in it.
  *
  *   # HELP name text
  *   # TYPE name gauge|counter
  *   name{label="value",...} number
  */
+import { Counter, Gauge, Registry } from 'prom-client';
+
 export type MetricType = 'gauge' | 'counter';
 
 export interface Sample {
@@ -17,35 +20,32 @@ export interface Sample {
   labels?: Record<string, string>;
 }
 
-function escapeLabel(v: string): string {
-  return v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
-}
+/** The Content-Type of the text renderPrometheus returns. */
+export const PROMETHEUS_CONTENT_TYPE: string = Registry.PROMETHEUS_CONTENT_TYPE;
 
-function formatValue(v: number): string {
-  if (Number.isNaN(v)) return 'NaN';
-  if (v === Infinity) return '+Inf';
-  if (v === -Infinity) return '-Inf';
-  return String(v);
-}
-
-/** Renders samples grouped by name (HELP and TYPE once per name, in first-seen order). */
-export function renderPrometheus(samples: readonly Sample[]): string {
+/**
+ * Renders samples grouped by name (HELP and TYPE once per name, from its first sample, names
+ * in first-seen order): gauges set, counters carried as their totals. Throws on a name or a
+ * label name Prometheus does not allow.
+ */
+export async function renderPrometheus(samples: readonly Sample[]): Promise<string> {
   const byName = new Map<string, Sample[]>();
   for (const s of samples) {
-    if (!/^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(s.name)) throw new Error(`invalid metric name ${s.name}`);
     const list = byName.get(s.name);
     if (list) list.push(s);
     else byName.set(s.name, [s]);
   }
-  const lines: string[] = [];
+  const registry = new Registry();
   for (const [name, list] of byName) {
-    lines.push(`# HELP ${name} ${list[0].help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')}`);
-    lines.push(`# TYPE ${name} ${list[0].type}`);
-    for (const s of list) {
-      const labels = Object.entries(s.labels ?? {});
-      const labelText = labels.length ? `{${labels.map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(',')}}` : '';
-      lines.push(`${name}${labelText} ${formatValue(s.value)}`);
+    const { help, type } = list[0];
+    const labelNames = [...new Set(list.flatMap((s) => Object.keys(s.labels ?? {})))];
+    if (type === 'counter') {
+      const counter = new Counter({ name, help, labelNames, registers: [registry] });
+      for (const s of list) counter.inc(s.labels ?? {}, s.value);
+    } else {
+      const gauge = new Gauge({ name, help, labelNames, registers: [registry] });
+      for (const s of list) gauge.set(s.labels ?? {}, s.value);
     }
   }
-  return lines.join('\n') + '\n';
+  return registry.metrics();
 }

@@ -48,7 +48,7 @@ export interface BaseBackupOptions {
 }
 
 /** File-name suffix the server gives archives compressed with `method`. */
-export const SERVER_COMPRESSION_SUFFIX = { zstd: '.zst' } as const;
+const SERVER_COMPRESSION_SUFFIX = { zstd: '.zst' } as const;
 
 export interface TablespaceRow {
   /** null for the main data directory. */

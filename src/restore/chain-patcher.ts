@@ -105,7 +105,7 @@ export class ChainPatcher {
     private readonly ring: SlabRing,
     private readonly writers: FileWriterPool,
     /** The chain below the newest backup: parent first, full backup last. */
-    private readonly older: readonly ChainMember[],
+    older: readonly ChainMember[],
   ) {
     for (const m of older) this.expected.set(m.name, new Map(m.manifest.files.map((f) => [f.path, { size: f.size, checksum: f.checksum }])));
   }

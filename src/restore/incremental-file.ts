@@ -27,11 +27,11 @@
 import { WalvaultError } from '../errors';
 
 export const INCREMENTAL_MAGIC = 0xd3ae1f0d;
-export const INCREMENTAL_PREFIX = 'INCREMENTAL.';
+const INCREMENTAL_PREFIX = 'INCREMENTAL.';
 /** RELSEG_SIZE for the default build: 1 GiB segments of 8 KiB blocks. */
-export const DEFAULT_BLOCKS_PER_SEGMENT = 131072;
+const DEFAULT_BLOCKS_PER_SEGMENT = 131072;
 /** magic + block count + truncation block length. */
-export const INCREMENTAL_FIXED_HEADER_BYTES = 12;
+const INCREMENTAL_FIXED_HEADER_BYTES = 12;
 
 export interface IncrementalHeader {
   blockCount: number;

@@ -29,7 +29,7 @@ import { processAlive, processArgs } from '../util/process-alive';
 import { sleep } from '../util/timers';
 import { isSegmentFileName, parseSegmentFileName, segmentFileName } from '../wal/lsn';
 
-export const PREFETCH_DIR = 'walvault-prefetch';
+const PREFETCH_DIR = 'walvault-prefetch';
 const LOCK_FILE = '.prefetcher.pid';
 const WANTED_FILE = '.wanted';
 /** Segments fetched at once (object stores answer each GET with latency). */

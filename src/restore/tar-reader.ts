@@ -53,7 +53,7 @@ function octal(h: Buffer, at: number, len: number, what: string, label: string):
 }
 
 /** Checks and decodes one header block; null for a zero block (the end). */
-export function parseTarHeader(h: Buffer, label: string): TarEntry | null {
+function parseTarHeader(h: Buffer, label: string): TarEntry | null {
   if (h.every((b) => b === 0)) return null;
   let sum = 0;
   for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : h[i];

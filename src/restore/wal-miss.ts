@@ -26,14 +26,14 @@ import { ArchiveLease } from '../archive/archive-lease';
 import { sleep } from '../util/timers';
 import { isWalvaultError, WalvaultError } from '../errors';
 import { describeGap, gapAfterMiss, readsSegmentFrom, type WalGap } from '../wal/wal-gap';
-import { formatLsn, isSegmentFileName, parseSegmentFileName, segmentFileName } from '../wal/lsn';
+import { formatLsn, hex8, historyFileName, isSegmentFileName, parseSegmentFileName, segmentFileName } from '../wal/lsn';
 import { parseTimelineHistory, type TimelineHistoryEntry } from '../wal/timeline-history';
 
 const WAL = 'wal/';
 /** WAL stored this recently after a miss may be a receiver's upload that overtook the missing one. */
 const IN_FLIGHT_RECENT_MS = 120_000;
 /** How long a miss waits for such a segment before it is called a gap. */
-export const IN_FLIGHT_WAIT_MS = 60_000;
+const IN_FLIGHT_WAIT_MS = 60_000;
 const IN_FLIGHT_POLL_MS = 500;
 /** Later timelines looked at, at most (an archive has a handful; this only bounds a damaged one). */
 const MAX_TIMELINES = 1000;
@@ -121,7 +121,7 @@ export async function findGap(archive: Archive, name: string): Promise<WalGap | 
     const u = parseInt(first.slice(0, 8), 16);
     cursor = WAL + hex8(u) + '~';
     // A timeline's history file sorts before its segments ('.' < '0'): when it exists, it comes first.
-    const history = first === `${hex8(u)}.history` ? await readHistory(archive, WAL + first) : null;
+    const history = first === historyFileName(u) ? await readHistory(archive, WAL + first) : null;
     histories.set(u, history);
     if (history !== null && !readsSegmentFrom(u, history, t, n, segSize)) continue;
     names.push(...(await after(WAL + segmentFileName(u, n, segSize), 2)).filter(onTimeline(u)));
@@ -151,6 +151,3 @@ function inStandbyMode(dest: string): boolean {
   return path.basename(walDir) === 'pg_wal' && fs.existsSync(path.join(path.dirname(walDir), 'standby.signal'));
 }
 
-function hex8(n: number): string {
-  return n.toString(16).toUpperCase().padStart(8, '0');
-}

@@ -18,6 +18,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs, type Dirent } from 'node:fs';
 import * as path from 'node:path';
 import { WalvaultError } from '../errors';
+import { writeFully } from '../util/write-fully';
 import { releasingChunks, type ListOptions, type ObjectBody, type ObjectChunk, type ObjectInfo, type Storage } from './storage';
 
 /** `.<base>.tmp-<pid>-<hex>`: hidden, unique per process and attempt, never a valid key segment. */
@@ -68,10 +69,10 @@ export interface LocalStorageOptions {
   fileMode?: number;
 }
 
-export const DEFAULT_FILE_MODE = 0o600;
+const DEFAULT_FILE_MODE = 0o600;
 
 /** The directory mode that lets the same users list what `fileMode` lets read. */
-export function dirModeFor(fileMode: number): number {
+function dirModeFor(fileMode: number): number {
   return 0o700 | (fileMode & 0o040 ? 0o050 : 0) | (fileMode & 0o004 ? 0o005 : 0);
 }
 
@@ -350,20 +351,7 @@ async function writeAndSync(file: string, body: ObjectBody, mode: number): Promi
     // A list (parts, or one streamed frame's pieces) goes down in one vectored write.
     const chunks: Iterable<ObjectChunk> | AsyncIterable<ObjectChunk> = Buffer.isBuffer(body) ? [body] : Array.isArray(body) ? [body as readonly Buffer[]] : (body as AsyncIterable<ObjectChunk>);
     let position = 0;
-    for await (const chunk of chunks) {
-      let rest = (Buffer.isBuffer(chunk) ? [chunk] : chunk).filter((b) => b.length > 0);
-      while (rest.length > 0) {
-        const { bytesWritten } = rest.length === 1 ? await handle.write(rest[0], 0, rest[0].length, position) : await handle.writev(rest, position);
-        position += bytesWritten;
-        // A short write leaves the rest of the list to go again.
-        let skip = bytesWritten;
-        while (rest.length > 0 && skip >= rest[0].length) {
-          skip -= rest[0].length;
-          rest = rest.slice(1);
-        }
-        if (skip > 0) rest = [rest[0].subarray(skip), ...rest.slice(1)];
-      }
-    }
+    for await (const chunk of chunks) position = await writeFully(handle, Buffer.isBuffer(chunk) ? [chunk] : chunk, position);
     await handle.sync();
   } catch (err) {
     await handle.close().catch(() => undefined);

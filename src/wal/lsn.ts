@@ -27,8 +27,8 @@ export function formatLsn(lsn: Lsn): string {
   return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
 }
 
-export const MIN_SEGMENT_SIZE = 1 << 20;
-export const MAX_SEGMENT_SIZE = 1 << 30;
+const MIN_SEGMENT_SIZE = 1 << 20;
+const MAX_SEGMENT_SIZE = 1 << 30;
 
 export function isValidSegmentSize(size: number): boolean {
   return Number.isInteger(size) && size >= MIN_SEGMENT_SIZE && size <= MAX_SEGMENT_SIZE && (size & (size - 1)) === 0;
@@ -67,7 +67,8 @@ export function segmentsPerLogId(segSize: number): bigint {
   return U32 / BigInt(segSize);
 }
 
-function hex8(n: bigint | number): string {
+/** Eight upper-case hex digits, as a WAL file name spells a timeline or a segment number's halves. */
+export function hex8(n: bigint | number): string {
   return n.toString(16).toUpperCase().padStart(8, '0');
 }
 

@@ -19,6 +19,7 @@ import { crc32c } from '@node-rs/crc32';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { WalvaultError } from '../errors';
+import { writeFully } from '../util/write-fully';
 import { formatLsn, segmentFileName, segmentNumber, segmentOffset, segmentStartOfNumber, type Lsn } from './lsn';
 import { PageChecker, type PageCheckContext } from './page-header';
 import { fsyncDir } from './fsync-dir';
@@ -329,28 +330,6 @@ export class SegmentSpool {
 function isRoomError(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | null)?.code;
   return code === 'ENOSPC' || code === 'EDQUOT';
-}
-
-/** `progress` hears, after each write, where the rest goes: a failed write is retried from there. */
-async function writeFully(
-  handle: fsp.FileHandle,
-  pieces: Buffer[],
-  position: number,
-  progress?: (p: { position: number; rest: Buffer[] }) => void,
-): Promise<void> {
-  let rest = pieces.filter((p) => p.length > 0);
-  while (rest.length > 0) {
-    const { bytesWritten } = await handle.writev(rest, position);
-    position += bytesWritten;
-    // A short vectored write leaves the tail of the list to go again.
-    let skip = bytesWritten;
-    while (rest.length > 0 && skip >= rest[0].length) {
-      skip -= rest[0].length;
-      rest = rest.slice(1);
-    }
-    if (skip > 0) rest = [rest[0].subarray(skip), ...rest.slice(1)];
-    progress?.({ position, rest });
-  }
 }
 
 async function statOf(file: string): Promise<{ size: number; nlink: number } | null> {

@@ -20,7 +20,7 @@
  * timeline's WAL without a word, while stopping names the missing history file (which
  * `walvault check` reports too) and leaves the choice to the operator.
  */
-import { formatLsn, isSegmentFileName, parseSegmentFileName, segmentStartOfNumber, type Lsn } from './lsn';
+import { formatLsn, historyFileName, isSegmentFileName, parseSegmentFileName, segmentStartOfNumber, type Lsn } from './lsn';
 import type { TimelineHistoryEntry } from './timeline-history';
 import { ownerOf, timelinePath } from './wal-chain';
 
@@ -102,11 +102,8 @@ export function describeGap(g: WalGap, archive: string): string {
     g.via === g.tli
       ? `it holds WAL after it (${g.next})`
       : g.unplacedTimeline
-        ? `it holds WAL of timeline ${g.via} after it (${g.next}) whose history file ${hex8(g.via)}.history is missing or damaged, so that timeline may go on from here`
+        ? `it holds WAL of timeline ${g.via} after it (${g.next}) whose history file ${historyFileName(g.via)} is missing or damaged, so that timeline may go on from here`
         : `it holds WAL after it on timeline ${g.via}, which goes on from here (${g.next})`;
   return `${g.missing} is missing from ${archive}, but ${after}: WAL ${formatLsn(g.from)} to ${formatLsn(g.to)} on timeline ${g.tli} is a gap`;
 }
 
-function hex8(n: number): string {
-  return n.toString(16).toUpperCase().padStart(8, '0');
-}

@@ -8,23 +8,12 @@
  * their SHA-256, so a test can both compare a decoded object with the digest and, when it
  * wants the bytes, make them again.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { CodecName } from '../../src/archive/codecs';
 import { FRAME_PLAINTEXT_MAX } from '../../src/archive/framed-body';
+import { repoRoot } from './repo-root';
 
-function repoRoot(): string {
-  // Compiled into dist/test/helpers; sources in test/helpers: walk up to the package.
-  let dir = __dirname;
-  while (!fs.existsSync(path.join(dir, 'package.json'))) {
-    const parent = path.dirname(dir);
-    if (parent === dir) throw new Error(`no package.json above ${__dirname}`);
-    dir = parent;
-  }
-  return dir;
-}
-
-export const FIXTURES_DIR = path.join(repoRoot(), 'fixtures');
+const FIXTURES_DIR = path.join(repoRoot(), 'fixtures');
 /** An archive directory holding one object per codec, encryption and size, plus leases. */
 export const OBJECTS_ARCHIVE = path.join(FIXTURES_DIR, 'objects', 'archive');
 export const OBJECTS_INDEX = path.join(FIXTURES_DIR, 'objects', 'index.json');

@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
+import { crc32c } from '@node-rs/crc32';
 import { openSiteArchive } from '../../src/archive/site-archive';
 import type { BackupMetadata } from '../../src/backup/catalog';
 import type { PgCluster } from './pg-cluster';
@@ -74,28 +75,15 @@ interface ManifestFile {
   Checksum?: string;
 }
 
-/** CRC-32C (Castagnoli, reflected 0x82F63B78) by table: on purpose independent of the library walvault's restore uses. */
-const CRC32C_TABLE = (() => {
-  const t = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
-    t[n] = c >>> 0;
-  }
-  return t;
-})();
-
-function crc32cSlow(data: Buffer): number {
-  let crc = 0xffffffff;
-  for (let i = 0; i < data.length; i++) crc = CRC32C_TABLE[(crc ^ data[i]) & 0xff] ^ (crc >>> 8);
-  return (crc ^ 0xffffffff) >>> 0;
-}
-
-/** A manifest checksum as the server writes it (CRC32C: its uint32's bytes, little-endian). */
+/**
+ * A manifest checksum as the server writes it (CRC32C: its uint32's bytes, little-endian). The
+ * CRC comes from the library restore uses too; the server's manifest is the reference it is
+ * compared with, and test/unit/crc.test.ts checks the library against known values.
+ */
 function manifestChecksum(algorithm: string, data: Buffer): string | null {
   if (algorithm === 'CRC32C') {
     const out = Buffer.alloc(4);
-    out.writeUInt32LE(crc32cSlow(data));
+    out.writeUInt32LE(crc32c(data));
     return out.toString('hex');
   }
   if (/^SHA(224|256|384|512)$/.test(algorithm)) return createHash(algorithm.toLowerCase()).update(data).digest('hex');

@@ -108,7 +108,7 @@ async function ensureKeys(): Promise<string> {
   return loadPublicKey(TEST_PUBLIC_KEY).keyId;
 }
 
-export async function makeObjects(replace: boolean): Promise<void> {
+async function makeObjects(replace: boolean): Promise<void> {
   clearFor(OBJECTS_ARCHIVE, replace);
   const keyId = await ensureKeys();
   const recipient = loadPublicKey(TEST_PUBLIC_KEY);
@@ -188,7 +188,7 @@ export async function makeObjects(replace: boolean): Promise<void> {
   console.log(`fixtures/objects: ${objects.length} objects, ${leases.length} leases`);
 }
 
-export async function makeSmallArchive(replace: boolean): Promise<void> {
+async function makeSmallArchive(replace: boolean): Promise<void> {
   clearFor(SMALL_ARCHIVE, replace);
   let primary: PgCluster | undefined;
   let standby: PgCluster | undefined;

@@ -14,7 +14,7 @@ import { freePort, removeDir, tmpDir, waitFor } from './pg-cluster';
 
 const S3RVER_BIN = path.join(require.resolve('s3rver/package.json'), '..', 'bin', 's3rver.js');
 /** s3rver's built-in credentials; it checks signatures against them. */
-export const S3RVER_KEY = 'S3RVER';
+const S3RVER_KEY = 'S3RVER';
 
 const live = new Set<ChildProcess>();
 process.on('exit', () => {

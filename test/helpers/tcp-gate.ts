@@ -4,6 +4,7 @@
  * the real server directly. Bytes pass through untouched; nothing here speaks the protocol.
  */
 import * as net from 'node:net';
+import { freePort } from './free-port';
 
 export class TcpGate {
   private server: net.Server | null = null;
@@ -15,13 +16,7 @@ export class TcpGate {
   ) {}
 
   static async open(targetPort: number): Promise<TcpGate> {
-    const probe = net.createServer();
-    const port = await new Promise<number>((resolve, reject) => {
-      probe.once('error', reject);
-      probe.listen(0, '127.0.0.1', () => resolve((probe.address() as net.AddressInfo).port));
-    });
-    await new Promise<void>((resolve) => probe.close(() => resolve()));
-    const gate = new TcpGate(port, targetPort);
+    const gate = new TcpGate(await freePort(), targetPort);
     await gate.openGate();
     return gate;
   }

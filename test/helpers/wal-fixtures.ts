@@ -4,29 +4,18 @@
  */
 import { createHash } from 'node:crypto';
 import type { PageCheckContext } from '../../src/wal/page-header';
+import { xorshift32 } from './seeded-random';
 
 export const FIXTURE_SEG_SIZE = 1 << 20;
 export const FIXTURE_BLCKSZ = 8192;
-export const FIXTURE_MAGIC = 0xd113; // PostgreSQL 16
+const FIXTURE_MAGIC = 0xd113; // PostgreSQL 16
 export const FIXTURE_SYSID = 7412345678901234567n;
-
-export function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
-}
 
 /** A segment of `segSize` bytes (FIXTURE_SEG_SIZE unless given: benches build larger ones). */
 export function buildSegment(segNo: bigint, tli = 1, seed = Number(segNo) + 1, segSize = FIXTURE_SEG_SIZE): Buffer {
   const start = segNo * BigInt(segSize);
   const buf = Buffer.alloc(segSize);
-  const next = rng(seed);
+  const next = xorshift32(seed);
   for (let off = 0, p = 0; off < segSize; off += FIXTURE_BLCKSZ, p++) {
     const cont = p > 0 && p % 4 !== 0;
     buf.writeUInt16LE(FIXTURE_MAGIC, off);

@@ -18,12 +18,7 @@ import {
   type Lsn,
 } from '../../src/wal/lsn';
 import { serverUser, type PgCluster } from './pg-cluster';
-
-function repoRoot(): string {
-  let dir = __dirname;
-  while (!fs.existsSync(path.join(dir, 'package.json'))) dir = path.dirname(dir);
-  return dir;
-}
+import { repoRoot } from './repo-root';
 
 export const WALVAULT_BIN = path.join(repoRoot(), 'bin', 'walvault');
 
@@ -65,7 +60,7 @@ export interface SiteSettings {
  * with the setgid bit, so everything below inherits that group, and the site writes objects
  * 0640 (`archive_file_mode`). Returns the settings to add; none when the servers run as us.
  */
-export function shareArchiveWithServer(archive: string): Partial<SiteSettings> {
+function shareArchiveWithServer(archive: string): Partial<SiteSettings> {
   const user = serverUser();
   if (!user || /^[a-z][a-z0-9+.-]*:\/\//i.test(archive)) return {};
   if (!fs.existsSync(archive)) {
@@ -92,6 +87,13 @@ export function writeConfig(dir: string, sites: Record<string, SiteSettings>, lo
   );
   fs.writeFileSync(file, JSON.stringify({ log: { level: logLevel }, sites: withDefaults }, null, 2));
   return file;
+}
+
+/** Adds `[http] listen = 127.0.0.1:port` to a config file writeConfig wrote. */
+export function listenHttp(config: string, port: number): void {
+  const doc = JSON.parse(fs.readFileSync(config, 'utf8'));
+  doc.http = { listen: `127.0.0.1:${port}` };
+  fs.writeFileSync(config, JSON.stringify(doc, null, 2));
 }
 
 export function pgConninfo(cluster: PgCluster, user = 'postgres'): string {

@@ -18,6 +18,7 @@ import { freePort, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-c
 import {
   archivedCoverage,
   assertArchiveMatchesServer,
+  listenHttp,
   parseLsn,
   pgConninfo,
   runWalvault,
@@ -163,9 +164,7 @@ describe('a full disk under the state directory', { timeout: 900_000 }, () => {
     }, 'info');
     // /health and /metrics: the metrics file cannot be written on a full disk, the listener answers.
     const port = await freePort();
-    const doc = JSON.parse(fs.readFileSync(config, 'utf8'));
-    doc.http = { listen: `127.0.0.1:${port}` };
-    fs.writeFileSync(config, JSON.stringify(doc));
+    listenHttp(config, port);
 
     let p = WalvaultProcess.start(['run', '--config', config]);
     try {

@@ -5,11 +5,10 @@
  * naming the site once its server is gone.
  */
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { freePort, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
-import { pgConninfo, WalvaultProcess, writeConfig } from '../helpers/walvault';
+import { listenHttp, pgConninfo, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
 interface Scrape {
   text: string;
@@ -43,9 +42,7 @@ describe('HTTP /metrics and /health (PostgreSQL 15)', () => {
     const port = await freePort();
     base = `http://127.0.0.1:${port}`;
     const config = writeConfig(work, { main: { pg: pgConninfo(cluster), archive: path.join(work, 'archive'), state: path.join(work, 'state'), partial_interval_seconds: 1, status_interval_seconds: 1, check_interval_hours: 0.0005 } }, 'info');
-    const doc = JSON.parse(fs.readFileSync(config, 'utf8'));
-    doc.http = { listen: `127.0.0.1:${port}` };
-    fs.writeFileSync(config, JSON.stringify(doc, null, 2));
+    listenHttp(config, port);
     daemon = WalvaultProcess.start(['run', '--config', config]);
     await daemon.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
   });

@@ -19,7 +19,7 @@ import type { StatusReport } from '../../src/cli/site-status';
 import { processAlive } from '../../src/util/process-alive';
 import { freePort, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import { S3Server } from '../helpers/s3-server';
-import { archivedSegments, assertArchiveMatchesServer, pgConninfo, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
+import { archivedSegments, assertArchiveMatchesServer, listenHttp, pgConninfo, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
 /** The daemon's settings: a stall is reported after 3 s, while each request may wait 8 s. */
 const STALL_S = 3;
@@ -68,9 +68,7 @@ describe('a hung store (s3rver stopped with SIGSTOP) under WAL load', () => {
     daemonConfig = writeConfig(work, { main: { ...site, storage_stall_seconds: STALL_S, s3: { request_timeout_seconds: DAEMON_REQUEST_S, connect_timeout_seconds: 3 } } });
     const port = await freePort();
     base = `http://127.0.0.1:${port}`;
-    const doc = JSON.parse(fs.readFileSync(daemonConfig, 'utf8'));
-    doc.http = { listen: `127.0.0.1:${port}` };
-    fs.writeFileSync(daemonConfig, JSON.stringify(doc, null, 2));
+    listenHttp(daemonConfig, port);
     const cliDir = path.join(work, 'cli');
     fs.mkdirSync(cliDir);
     cliConfig = writeConfig(cliDir, { main: { ...site, s3: { request_timeout_seconds: CLI_REQUEST_S, connect_timeout_seconds: CLI_CONNECT_S } } });

@@ -4,12 +4,11 @@
  * `status` and `/health` name the failing site, and only it.
  */
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { StatusReport } from '../../src/cli/site-status';
 import { freePort, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
-import { archivedSegments, pgConninfo, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
+import { archivedSegments, listenHttp, pgConninfo, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
 const NAMES = ['alpha', 'bravo', 'charlie'];
 
@@ -41,9 +40,7 @@ describe('three sites in one daemon (PostgreSQL 15)', () => {
     config = writeConfig(work, sites, 'info');
     const port = await freePort();
     base = `http://127.0.0.1:${port}`;
-    const doc = JSON.parse(fs.readFileSync(config, 'utf8'));
-    doc.http = { listen: `127.0.0.1:${port}` };
-    fs.writeFileSync(config, JSON.stringify(doc, null, 2));
+    listenHttp(config, port);
     daemon = WalvaultProcess.start(['run', '--config', config]);
     await waitFor(() => NAMES.every((n) => daemon.lines.some((l) => l.msg === 'starting replication' && l.site === n)), { timeoutMs: 60000, what: 'all three sites to stream' });
   });

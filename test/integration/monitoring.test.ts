@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { binDirFor, freePort, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
-import { pgConninfo, WALVAULT_BIN, WalvaultProcess, writeConfig } from '../helpers/walvault';
+import { listenHttp, pgConninfo, WALVAULT_BIN, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
 const ROOT = path.resolve(path.dirname(WALVAULT_BIN), '..');
 const RULES = path.join(ROOT, 'monitoring', 'walvault-alerts.yml');
@@ -188,9 +188,7 @@ describe('monitoring/: Prometheus alerting rules and Grafana dashboard', () => {
           drill_pg_bin: binDirFor(15),
         },
       }, 'info');
-      const doc = JSON.parse(fs.readFileSync(config, 'utf8'));
-      doc.http = { listen: `127.0.0.1:${port}` };
-      fs.writeFileSync(config, JSON.stringify(doc, null, 2));
+      listenHttp(config, port);
       daemon = WalvaultProcess.start(['run', '--config', config]);
       await daemon.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
     });

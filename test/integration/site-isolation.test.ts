@@ -9,13 +9,12 @@
  * sent its last reply); every site sends one a second (status_interval_seconds 1).
  */
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { freePort, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import { S3Server } from '../helpers/s3-server';
-import { archivedSegments, missingSegments, pgConninfo, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
+import { archivedSegments, listenHttp, missingSegments, pgConninfo, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
 /** Replies are due every second; a gap this long means a site's loop was held up. */
 const MAX_GAP_S = 3.5;
@@ -171,9 +170,7 @@ describe('a site that stops on an error, in a daemon of two (PostgreSQL 15)', ()
       'info',
     );
     const port = await freePort();
-    const doc = JSON.parse(fs.readFileSync(config, 'utf8'));
-    doc.http = { listen: `127.0.0.1:${port}` };
-    fs.writeFileSync(config, JSON.stringify(doc, null, 2));
+    listenHttp(config, port);
     daemon = WalvaultProcess.start(['run', '--config', config]);
     const stopped = await daemon.waitForLog((l) => l.level === 60 && l.site === 'bad', 60000, "the daemon's line on the stopped site");
     assert.match(String(stopped.msg), /^site bad stopped: .*norepl/);

@@ -10,6 +10,7 @@ import {
   XLP_LONG_HEADER,
   type PageCheckContext,
 } from '../../src/wal/page-header';
+import { xorshift32 } from '../helpers/seeded-random';
 
 const SEG_SIZE = 1 << 20;
 const BLCKSZ = 8192;
@@ -32,19 +33,6 @@ interface BuildOptions {
   magic?: number;
   sysid?: bigint;
   seed?: number;
-}
-
-/** Deterministic pseudo-random bytes (xorshift32), so failures are reproducible. */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
 }
 
 function writeHeader(
@@ -93,7 +81,7 @@ function buildSegment(o: BuildOptions = {}): Buffer {
   const segStart = o.segStart ?? SEG_START;
   const magic = o.magic ?? MAGIC;
   const buf = Buffer.alloc(SEG_SIZE);
-  const next = rng(o.seed ?? 12345);
+  const next = xorshift32(o.seed ?? 12345);
   const lastPage = o.switchAtPage ?? PAGES;
   for (let p = 0; p < lastPage; p++) {
     const off = p * BLCKSZ;
@@ -123,7 +111,7 @@ function ctx(over: Partial<PageCheckContext> = {}): PageCheckContext {
 /** Feeds `data` in random-sized chunks (1 byte .. ~3 pages). */
 function feedRandom(data: Buffer, c: PageCheckContext, seed: number, segStart = SEG_START): PageChecker {
   const checker = new PageChecker(segStart, c);
-  const next = rng(seed);
+  const next = xorshift32(seed);
   let pos = 0;
   while (pos < data.length) {
     const r = next();

@@ -9,7 +9,8 @@ import { isWalvaultError, type ErrorCode } from '../../src/errors';
 import { segmentFileName } from '../../src/wal/lsn';
 import type { PageCheckContext } from '../../src/wal/page-header';
 import { SegmentSpool, type CompletedSegment, type OpenSegment } from '../../src/wal/segment-spool';
-import { buildSegment as buildFixtureSegment, rng } from '../helpers/wal-fixtures';
+import { xorshift32 } from '../helpers/seeded-random';
+import { buildSegment as buildFixtureSegment } from '../helpers/wal-fixtures';
 
 const SEG_SIZE = 1 << 20;
 const BLCKSZ = 8192;
@@ -49,7 +50,7 @@ async function exists(p: string): Promise<boolean> {
 
 /** Random piece sizes: tiny ones (splitting headers), medium, and multi-page. */
 function pieces(total: number, seed: number): number[] {
-  const next = rng(seed);
+  const next = xorshift32(seed);
   const out: number[] = [];
   let left = total;
   while (left > 0) {

@@ -28,7 +28,7 @@ import type { ByteReader } from './byte-reader';
  * (or assemble) gigabytes. Every codec's worst case for FRAME_PLAINTEXT_MAX bytes, plus the
  * GCM tag, is well below it (snappy's bound, the loosest, is 32 + n + n/6).
  */
-export const FRAME_PAYLOAD_MAX = 2 * FRAME_PLAINTEXT_MAX;
+const FRAME_PAYLOAD_MAX = 2 * FRAME_PLAINTEXT_MAX;
 
 export interface Trailer {
   frames: number;
