@@ -12,7 +12,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Sample } from '../observe/metrics';
-import { replaceFileDurably } from '../wal/fsync-dir';
+import { replaceFile } from '../wal/fsync-dir';
 import { DAEMON_STATE_FILE } from './state-dir';
 
 /** Bumped when a field changes meaning: a reader takes only its own version. */
@@ -54,7 +54,8 @@ export interface DaemonStateSource {
 
 /** Replaces STATE/daemon-state.json with the receiver's state now. */
 export async function writeDaemonState(stateDir: string, receiver: DaemonStateSource): Promise<void> {
-  await replaceFileDurably(path.join(stateDir, DAEMON_STATE_FILE), `${JSON.stringify(daemonState(receiver, new Date()))}\n`);
+  // A hint for status, rewritten every status interval: not fsynced (see replaceFile).
+  await replaceFile(path.join(stateDir, DAEMON_STATE_FILE), `${JSON.stringify(daemonState(receiver, new Date()))}\n`, { sync: false });
 }
 
 /** What the daemon last wrote for `site` in `stateDir`, or null when status cannot use it. */

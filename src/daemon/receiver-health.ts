@@ -3,13 +3,13 @@
  * (for /metrics and STATE/metrics.prom), the problems in words with their fix, the spool alert,
  * and the metrics file. It reads the receiver through a view and changes nothing of it.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
 import type { SiteConfig } from '../config/config-types';
 import { errorMessage } from '../errors';
 import { renderPrometheus, type Sample } from '../observe/metrics';
 import { formatLsn, type Lsn } from '../wal/lsn';
+import { replaceFile } from '../wal/fsync-dir';
 import { writeDaemonState } from './daemon-state';
 import { METRICS_FILE } from './state-dir';
 import type { Uploader } from './uploader';
@@ -206,14 +206,11 @@ export class ReceiverHealth {
     const file = this.metricsFile;
     const write = async () => {
       try {
-        await fs.promises.writeFile(`${file}.tmp`, await renderPrometheus([...this.metrics(), ...this.view.extraMetrics()]), { mode: 0o600 });
-        await fs.promises.rename(`${file}.tmp`, file);
+        await replaceFile(file, await renderPrometheus([...this.metrics(), ...this.view.extraMetrics()]), { sync: false });
         // status reads this, not the Prometheus text: exact positions, and the stop's state.
         await writeDaemonState(this.site.state, { status: () => this.status(), metrics: () => this.metrics(), extraMetrics: () => this.view.extraMetrics() });
         return null;
       } catch (err) {
-        // A full disk leaves a torn temp file: it must not hold on to the room.
-        await fs.promises.rm(`${file}.tmp`, { force: true }).catch(() => undefined);
         return err as Error;
       }
     };
