@@ -14,6 +14,38 @@ export const CLIENT_MAJOR = 15;
 export const SUPPORTED_MAJORS: readonly number[] = [13, 14, 15, 16, 17, 18];
 export const APT_HINT = 'run `apt-get install -y postgresql`';
 
+/**
+ * The major a test's server runs when the test names none: 15 (Debian's, whose client tools
+ * the tests use), or WALVAULT_TEST_PG_MAJOR, so that `npm run test:majors` can run the
+ * receiver, backup, restore, check and wal-fetch suites on every supported major.
+ */
+export const DEFAULT_MAJOR: number = defaultMajor(process.env.WALVAULT_TEST_PG_MAJOR);
+
+function defaultMajor(env: string | undefined): number {
+  if (env === undefined || env === '') return CLIENT_MAJOR;
+  const major = Number(env);
+  if (!SUPPORTED_MAJORS.includes(major)) {
+    throw new Error(`WALVAULT_TEST_PG_MAJOR=${env} is not a supported major; use one of ${SUPPORTED_MAJORS.join(', ')}`);
+  }
+  return major;
+}
+
+/**
+ * Whether pg_waldump 15 reads a server's WAL: it reads only its own major's page format. Tests
+ * skip that cross-check on other majors.
+ */
+export function waldumpReads(major: number): boolean {
+  return major === CLIENT_MAJOR;
+}
+
+/**
+ * Whether pg_verifybackup 15 reads a server's backup_manifest: manifest version 1, written by
+ * PostgreSQL 13-16 (17 added version 2, with the system identifier).
+ */
+export function verifybackupReads(major: number): boolean {
+  return major <= 16;
+}
+
 const SERVER_BINARIES = ['initdb', 'pg_ctl', 'postgres'];
 const CLIENT_TOOLS = ['psql', 'pgbench', 'pg_basebackup', 'pg_waldump', 'pg_receivewal'];
 

@@ -20,19 +20,17 @@ import { adoptDataDir, baseBackupFrom, initdb } from './cluster-data-dir';
 import { BASE_PREFIX, forgetCluster, reapOrphans, trackCluster, writeOwnerRecord } from './cluster-reaper';
 import { freePort, releasePort } from './free-port';
 import { serverUser } from './os-users';
-import { binDirFor, clientBin, ensureClientTools } from './pg-binaries';
+import { binDirFor, clientBin, DEFAULT_MAJOR, ensureClientTools } from './pg-binaries';
 import { CommandError, run, runSync, spawnOptions, type RunResult } from './run-command';
 import { HOST, SUPERUSER, writeClusterConfig, writeHarnessConf, type ServerSettings } from './server-config';
 import { checkTraversable, removeDir } from './temp-dirs';
 import { waitFor } from './wait-for';
 
-export { availableMajors, binDirFor, CLIENT_BIN_DIR, clientBin, DEBIAN_PG15_BIN, SUPPORTED_MAJORS } from './pg-binaries';
+export { availableMajors, binDirFor, CLIENT_BIN_DIR, clientBin, DEBIAN_PG15_BIN, DEFAULT_MAJOR, SUPPORTED_MAJORS, verifybackupReads, waldumpReads } from './pg-binaries';
 export { chownForServer, runTestAs, serverUser, unprivilegedUser, type ServerUser } from './os-users';
 export { removeDir, tmpDir } from './temp-dirs';
 export { freePort } from './free-port';
 export { waitFor } from './wait-for';
-
-const DEFAULT_MAJOR = 15;
 
 export interface ClusterOptions {
   major?: number;

@@ -9,7 +9,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { chownForServer, clientBin, PgCluster, removeDir, tmpDir } from './pg-cluster';
+import { chownForServer, clientBin, PgCluster, removeDir, tmpDir, waldumpReads } from './pg-cluster';
 import type { S3Server } from './s3-server';
 import { assertArchiveMatchesServer, pgConninfo, switchAndWaitArchived, WalvaultProcess, writeConfig } from './walvault';
 
@@ -84,7 +84,7 @@ export async function streamingScenario(opts: {
     const { names, fetchedDir } = await assertArchiveMatchesServer(archive, cluster, work, lastName);
     assert.ok(names.length >= 3, `several segments archived (${names.length})`);
 
-    if (opts.major === 15) {
+    if (waldumpReads(opts.major)) {
       const { stdout } = await run(clientBin('pg_waldump'), ['-p', fetchedDir, names[0], lastName], {
         maxBuffer: 1 << 30,
       });

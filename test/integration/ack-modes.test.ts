@@ -15,7 +15,7 @@ import { Client } from 'pg';
 import type { Archive } from '../../src/archive/archive';
 import { PLAIN_HEADER_LENGTH } from '../../src/archive/envelope';
 import { segmentFileName, segmentNumber, segmentStart, type Lsn } from '../../src/wal/lsn';
-import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
+import { DEFAULT_MAJOR, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import { S3Server } from '../helpers/s3-server';
 import { TcpGate } from '../helpers/tcp-gate';
 import {
@@ -124,7 +124,7 @@ async function s3Switchable(work: string): Promise<SwitchableArchive> {
   };
 }
 
-describe('acknowledgement modes (PostgreSQL 15, 1 MiB segments)', () => {
+describe(`acknowledgement modes (PostgreSQL ${DEFAULT_MAJOR}, 1 MiB segments)`, () => {
   for (const backend of ['local directory', 's3rver'] as const)
   describe(`mode = archive (${backend})`, () => {
     let cluster: PgCluster | null = null;

@@ -11,10 +11,10 @@ import { after, before, describe, it } from 'node:test';
 import type { CheckReport } from '../../src/check/archive-check';
 import { Archive } from '../../src/archive/archive';
 import { formatLsn, parseLsn, parseSegmentFileName, segmentStartOfNumber } from '../../src/wal/lsn';
-import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
+import { DEFAULT_MAJOR, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import { archivedCoverage, openArchive, pgConninfo, pushBackup, runWalvault, switchAndWaitArchived, withReceiver, writeConfig } from '../helpers/walvault';
 
-describe('walvault check --repair (PostgreSQL 15)', () => {
+describe(`walvault check --repair (PostgreSQL ${DEFAULT_MAJOR})`, () => {
   let cluster: PgCluster;
   let work = '';
   let archive = '';
@@ -22,7 +22,7 @@ describe('walvault check --repair (PostgreSQL 15)', () => {
   let deleted: string[] = [];
 
   before(async () => {
-    cluster = await PgCluster.start({ major: 15, walSegSizeMiB: 1, settings: { wal_keep_size: '1024MB' } });
+    cluster = await PgCluster.start({ major: DEFAULT_MAJOR, walSegSizeMiB: 1, settings: { wal_keep_size: '1024MB' } });
     work = tmpDir('walvault-repair-');
     archive = path.join(work, 'archive');
     config = writeConfig(work, { main: { pg: pgConninfo(cluster), archive, state: path.join(work, 'state'), status_interval_seconds: 1 } });
@@ -112,7 +112,7 @@ describe('walvault check --repair (PostgreSQL 15)', () => {
   });
 });
 
-describe('walvault check --repair when the server no longer has the WAL (PostgreSQL 15)', () => {
+describe(`walvault check --repair when the server no longer has the WAL (PostgreSQL ${DEFAULT_MAJOR})`, () => {
   let cluster: PgCluster;
   let work = '';
   let archive = '';
@@ -120,7 +120,7 @@ describe('walvault check --repair when the server no longer has the WAL (Postgre
   let victim = '';
 
   before(async () => {
-    cluster = await PgCluster.start({ major: 15, walSegSizeMiB: 1, settings: { wal_keep_size: '0', max_wal_size: '4MB', min_wal_size: '2MB' } });
+    cluster = await PgCluster.start({ major: DEFAULT_MAJOR, walSegSizeMiB: 1, settings: { wal_keep_size: '0', max_wal_size: '4MB', min_wal_size: '2MB' } });
     work = tmpDir('walvault-repair-gone-');
     archive = path.join(work, 'archive');
     config = writeConfig(work, { main: { pg: pgConninfo(cluster), archive, state: path.join(work, 'state'), status_interval_seconds: 1 } });
@@ -160,14 +160,14 @@ describe('walvault check --repair when the server no longer has the WAL (Postgre
   });
 });
 
-describe('walvault check --repair --backup-if-needed (PostgreSQL 15)', () => {
+describe(`walvault check --repair --backup-if-needed (PostgreSQL ${DEFAULT_MAJOR})`, () => {
   let cluster: PgCluster;
   let work = '';
   let archive = '';
   let config = '';
 
   before(async () => {
-    cluster = await PgCluster.start({ major: 15, walSegSizeMiB: 1, settings: { wal_keep_size: '0', max_wal_size: '4MB', min_wal_size: '2MB' } });
+    cluster = await PgCluster.start({ major: DEFAULT_MAJOR, walSegSizeMiB: 1, settings: { wal_keep_size: '0', max_wal_size: '4MB', min_wal_size: '2MB' } });
     work = tmpDir('walvault-repair-backup-');
     archive = path.join(work, 'archive');
     config = writeConfig(work, { main: { pg: pgConninfo(cluster), archive, state: path.join(work, 'state'), status_interval_seconds: 1 } });

@@ -12,12 +12,12 @@ import { after, before, describe, it } from 'node:test';
 import { encodeEnvelope } from '../../src/archive/envelope';
 import type { CheckReport } from '../../src/check/archive-check';
 import { parseLsn, segmentFileName, segmentNumber } from '../../src/wal/lsn';
-import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
+import { DEFAULT_MAJOR, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import { pgConninfo, pushBackup, runWalvault, switchAndWaitArchived, withReceiver, writeConfig } from '../helpers/walvault';
 
 const SETTINGS = { wal_keep_size: '1024MB', max_wal_size: '1024MB' };
 
-describe('walvault check: a timeline switch, two backups, chosen damage (PostgreSQL 15)', () => {
+describe(`walvault check: a timeline switch, two backups, chosen damage (PostgreSQL ${DEFAULT_MAJOR})`, () => {
   let primary: PgCluster;
   let standby: PgCluster;
   let work = '';
@@ -55,7 +55,7 @@ describe('walvault check: a timeline switch, two backups, chosen damage (Postgre
   };
 
   before(async () => {
-    primary = await PgCluster.start({ major: 15, walSegSizeMiB: 1, settings: SETTINGS });
+    primary = await PgCluster.start({ major: DEFAULT_MAJOR, walSegSizeMiB: 1, settings: SETTINGS });
     standby = await PgCluster.start({ standbyOf: primary, settings: SETTINGS });
     segSize = standby.walSegSize;
     work = tmpDir('walvault-check-');

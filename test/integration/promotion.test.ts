@@ -19,7 +19,7 @@ import {
   segmentOffset,
   type Lsn,
 } from '../../src/wal/lsn';
-import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
+import { DEFAULT_MAJOR, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import { S3Server } from '../helpers/s3-server';
 import {
   archivedSegments,
@@ -53,7 +53,7 @@ function bySegNo(segSize: number) {
 }
 
 for (const backend of ['local directory', 's3rver'] as const)
-describe(`following a promotion of the standby the receiver streams from (PostgreSQL 15, ${backend})`, () => {
+describe(`following a promotion of the standby the receiver streams from (PostgreSQL ${DEFAULT_MAJOR}, ${backend})`, () => {
   let s3: S3Server | undefined;
   let primary: PgCluster | undefined;
   let standby: PgCluster | undefined;
@@ -79,7 +79,7 @@ describe(`following a promotion of the standby the receiver streams from (Postgr
   };
 
   before(async () => {
-    primary = await PgCluster.start({ major: 15, walSegSizeMiB: 1, settings: SETTINGS });
+    primary = await PgCluster.start({ major: DEFAULT_MAJOR, walSegSizeMiB: 1, settings: SETTINGS });
     standby = await PgCluster.start({ standbyOf: primary, settings: SETTINGS });
     segSize = standby.walSegSize;
     work = tmpDir('walvault-promotion-');

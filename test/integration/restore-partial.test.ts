@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
+import { DEFAULT_MAJOR, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import { pgConninfo, runWalvault, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
 const PARTIAL_INTERVAL_S = 1;
@@ -17,7 +17,7 @@ const UPLOAD_SLACK_MS = 500;
 /** Commits that must be due (older than the interval and the slack at the stop) to judge the restore. */
 const MIN_DUE = 50;
 
-describe('restore after the primary stops abruptly, partial uploads on (PostgreSQL 15)', () => {
+describe(`restore after the primary stops abruptly, partial uploads on (PostgreSQL ${DEFAULT_MAJOR})`, () => {
   let primary: PgCluster;
   let work = '';
   let config = '';

@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import type { BackupMetadata } from '../../src/backup/catalog';
 import { parseLsn, segmentFileName, segmentNumber } from '../../src/wal/lsn';
-import { chownForServer, clientBin, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
+import { chownForServer, clientBin, DEFAULT_MAJOR, PgCluster, removeDir, tmpDir, verifybackupReads, waitFor } from '../helpers/pg-cluster';
 import { S3Server } from '../helpers/s3-server';
 import { openArchive, pgConninfo, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
@@ -25,7 +25,7 @@ const CHECKSUM_SQL = `SELECT md5(string_agg(x, ',' ORDER BY x)) AS sum FROM (
   UNION ALL SELECT 'l' || coalesce(sum(n), 0)::text FROM after_backup) s`;
 
 for (const backend of ['local directory', 's3rver'] as const)
-describe(`restore of the latest backup to the end of the archive (PostgreSQL 15, ${backend}${backend === 's3rver' ? ', server zstd, encrypted' : ''})`, () => {
+describe(`restore of the latest backup to the end of the archive (PostgreSQL ${DEFAULT_MAJOR}, ${backend}${backend === 's3rver' ? ', server zstd, encrypted' : ''})`, () => {
   let primary: PgCluster;
   let restored: PgCluster | undefined;
   let s3: S3Server | undefined;
@@ -103,8 +103,10 @@ describe(`restore of the latest backup to the end of the archive (PostgreSQL 15,
     for (const [dir, mode] of [[target, 0o700]] as const) assert.equal(fs.statSync(dir).mode & 0o777, mode);
     assert.equal(fs.statSync(path.join(target, 'global', 'pg_control')).mode & 0o777, 0o600);
 
-    const v = await execFileP(clientBin('pg_verifybackup'), ['-n', target]).catch((err) => err);
-    assert.equal(v.code ?? 0, 0, `pg_verifybackup: ${v.stderr ?? ''}${v.stdout ?? ''}`);
+    if (verifybackupReads(DEFAULT_MAJOR)) {
+      const v = await execFileP(clientBin('pg_verifybackup'), ['-n', target]).catch((err) => err);
+      assert.equal(v.code ?? 0, 0, `pg_verifybackup: ${v.stderr ?? ''}${v.stdout ?? ''}`);
+    }
 
     chownForServer(newTs);
     // restore_command runs as the server's OS user: it must be able to read the key.

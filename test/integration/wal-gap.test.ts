@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import { ArchiveLease } from '../../src/archive/archive-lease';
 import type { Storage } from '../../src/storage/storage';
 import { formatLsn, parseLsn, parseSegmentFileName, segmentFileName, segmentNumber, segmentStartOfNumber } from '../../src/wal/lsn';
-import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
+import { DEFAULT_MAJOR, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import { S3Server } from '../helpers/s3-server';
 import { openArchive, pgConninfo, pushBackup, runWalvault, switchAndWaitArchived, withReceiver, writeConfig, type RunResult } from '../helpers/walvault';
 
@@ -46,7 +46,7 @@ function assertGapLine(r: RunResult, missing: string, next: string, segSize: num
   assert.match(r.stderr, /--accept-gap/);
 }
 
-describe('a gap in the archive stops recovery instead of ending it (PostgreSQL 15, local directory)', () => {
+describe(`a gap in the archive stops recovery instead of ending it (PostgreSQL ${DEFAULT_MAJOR}, local directory)`, () => {
   let primary: PgCluster;
   let work = '';
   let archive = '';
@@ -62,7 +62,7 @@ describe('a gap in the archive stops recovery instead of ending it (PostgreSQL 1
 
   before(async () => {
     work = tmpDir('walvault-gap-');
-    primary = await PgCluster.start({ major: 15, walSegSizeMiB: 1, settings: { wal_keep_size: '1024MB' } });
+    primary = await PgCluster.start({ major: DEFAULT_MAJOR, walSegSizeMiB: 1, settings: { wal_keep_size: '1024MB' } });
     segSize = primary.walSegSize;
     archive = path.join(work, 'archive');
     config = writeConfig(work, { main: { pg: pgConninfo(primary), archive, state: path.join(work, 'state'), partial_interval_seconds: 1, status_interval_seconds: 1 } }, 'info');
@@ -92,7 +92,7 @@ describe('a gap in the archive stops recovery instead of ending it (PostgreSQL 1
   async function startExpectingStop(dataDir: string): Promise<string> {
     let cluster: PgCluster;
     try {
-      cluster = await PgCluster.start({ major: 15, dataDir });
+      cluster = await PgCluster.start({ major: DEFAULT_MAJOR, dataDir });
     } catch (err) {
       return (err as Error).message; // it carries the server log's tail
     }
@@ -116,7 +116,7 @@ describe('a gap in the archive stops recovery instead of ending it (PostgreSQL 1
   }
 
   async function recoverToEnd(dataDir: string): Promise<{ rows: { n: number; sum: string }; log: string }> {
-    const cluster = await PgCluster.start({ major: 15, dataDir });
+    const cluster = await PgCluster.start({ major: DEFAULT_MAJOR, dataDir });
     try {
       await waitFor(async () => (await cluster.query('SELECT pg_is_in_recovery() AS r'))[0].r === false, { timeoutMs: 120000, what: 'recovery to end' }).catch((err: Error) => {
         throw new Error(`${err.message}\n--- server log ---\n${cluster.logTail(60)}`);
@@ -256,7 +256,7 @@ describe('a gap in the archive stops recovery instead of ending it (PostgreSQL 1
     const dir = path.join(work, 'standby');
     const r = await runWalvault(['restore', '--archive', archive, '--standby', dir], {}, 300000);
     assert.equal(r.code, 0, r.stderr);
-    const standby = await PgCluster.start({ major: 15, dataDir: dir });
+    const standby = await PgCluster.start({ major: DEFAULT_MAJOR, dataDir: dir });
     const rowsOn = async (c: PgCluster) => (await c.query(ROWS))[0];
     try {
       await waitFor(async () => (await rowsOn(standby)).n === expected.n, { timeoutMs: 120000, what: 'the standby to replay the archive' });
@@ -298,7 +298,7 @@ describe('a gap in the archive stops recovery instead of ending it (PostgreSQL 1
 });
 
 for (const backend of ['local directory', 's3rver'] as const)
-describe(`wal-fetch across a timeline switch (PostgreSQL 15, ${backend})`, () => {
+describe(`wal-fetch across a timeline switch (PostgreSQL ${DEFAULT_MAJOR}, ${backend})`, () => {
   let s3: S3Server | undefined;
   let primary: PgCluster;
   let standby: PgCluster;
@@ -317,7 +317,7 @@ describe(`wal-fetch across a timeline switch (PostgreSQL 15, ${backend})`, () =>
   before(async () => {
     work = tmpDir('walvault-gap-tli-');
     const settings = { wal_keep_size: '1024MB' };
-    primary = await PgCluster.start({ major: 15, walSegSizeMiB: 1, settings });
+    primary = await PgCluster.start({ major: DEFAULT_MAJOR, walSegSizeMiB: 1, settings });
     standby = await PgCluster.start({ standbyOf: primary, settings });
     segSize = standby.walSegSize;
     if (backend === 's3rver') {
@@ -335,6 +335,10 @@ describe(`wal-fetch across a timeline switch (PostgreSQL 15, ${backend})`, () =>
     await withReceiver(config, async (receiver) => {
       await primary.query('CREATE TABLE gap_rows (step int NOT NULL, pad text NOT NULL)');
       await primary.query(insertStep(1));
+      // A backup on a standby starts at the standby's last restartpoint, which can lie before
+      // the position the receiver's new slot began at (seen on 13): a checkpoint on the
+      // primary, replayed, gives the standby a restartpoint after it.
+      await primary.query('CHECKPOINT');
       await caughtUp();
       await pushBackup(['--config', config]);
       await primary.query(insertStep(2));
@@ -365,7 +369,7 @@ describe(`wal-fetch across a timeline switch (PostgreSQL 15, ${backend})`, () =>
     const dir = path.join(work, 'restored');
     const r = await runWalvault(['restore', '--archive', archive, dir], {}, 300000);
     assert.equal(r.code, 0, r.stderr);
-    const restored = await PgCluster.start({ major: 15, dataDir: dir });
+    const restored = await PgCluster.start({ major: DEFAULT_MAJOR, dataDir: dir });
     try {
       await waitFor(async () => (await restored.query('SELECT pg_is_in_recovery() AS r'))[0].r === false, { timeoutMs: 120000, what: 'recovery to end' }).catch((err: Error) => {
         throw new Error(`${err.message}\n--- server log ---\n${restored.logTail(60)}`);
