@@ -36,6 +36,8 @@ export const ERROR_TABLE = {
   PG_PROTOCOL: kind('yes', 'the server sent what walvault does not expect: report it with the server version'),
   PG_WAL_REMOVED: kind('no', 'start a new archive with a new base backup; raise max_slot_wal_keep_size so this does not happen again'),
   PG_SERVER_ERROR: kind('yes', "see the server's message and its log"),
+  /** BASE_BACKUP refused before it began (no start position sent): nothing was taken, the caller may ask otherwise. */
+  PG_BACKUP_REFUSED: kind('yes', "see the server's message and its log"),
   PG_UNSUPPORTED_VERSION: kind('no', 'use PostgreSQL 13 to 18'),
   WAL_DISCONTINUITY: kind('yes', 'walvault receives the segment again from its start; report it if it repeats'),
   WAL_BAD_PAGE: kind('no', "the WAL is not this cluster's or is damaged: check the connection settings and the file"),

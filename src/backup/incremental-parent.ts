@@ -7,6 +7,7 @@
  */
 import type { Archive } from '../archive/archive';
 import { isWalvaultError, WalvaultError } from '../errors';
+import { OBJECT_NOT_IN_PREREQUISITE_STATE, sqlStateOf } from '../postgres/connect-errors';
 import type { ReplicationConnection, ServerFacts, SystemIdentity } from '../postgres/replication-connection';
 import { serverVersionText } from '../postgres/server-version';
 import { parseLsn } from '../wal/lsn';
@@ -100,11 +101,17 @@ export async function prepareIncremental(
 }
 
 /**
- * The server's refusal of an incremental BASE_BACKUP (missing WAL summaries, a manifest it
- * cannot use) as the one-line error that names the way on; other errors pass unchanged.
+ * The server's refusal of an incremental backup as the one-line error that names the way on;
+ * other errors pass unchanged. Decided by where and how the server refused, not by its words:
+ * any server error answering UPLOAD_MANIFEST (a manifest it cannot use), and a BASE_BACKUP
+ * refused before it began with SQLSTATE 55000, which every check of PostgreSQL's
+ * PrepareForIncrementalBackup raises (WAL summaries missing, incomplete or not progressing; the
+ * manifest's WAL not on this server's timelines). A refusal with another SQLSTATE (a
+ * compression the server cannot do) is left to the caller, which asks again another way.
  */
-export function incrementalRefusal(err: unknown, parent: string): unknown {
-  if (!isWalvaultError(err, 'PG_SERVER_ERROR')) return err;
-  if (!/WAL summar|manifest|incremental/i.test(err.message)) return err;
-  return new WalvaultError('BACKUP_INCREMENTAL_IMPOSSIBLE', `the server cannot take an incremental backup against ${parent}: ${err.message}`, { fix: `${TAKE_FULL}`, cause: err });
+export function incrementalRefusal(err: unknown, parent: string, stage: 'manifest' | 'backup'): unknown {
+  if (!isWalvaultError(err)) return err;
+  const refused = stage === 'manifest' ? err.code === 'PG_SERVER_ERROR' : err.code === 'PG_BACKUP_REFUSED' && sqlStateOf(err) === OBJECT_NOT_IN_PREREQUISITE_STATE;
+  if (!refused) return err;
+  return new WalvaultError('BACKUP_INCREMENTAL_IMPOSSIBLE', `the server cannot take an incremental backup against ${parent}: ${err.message}`, { fix: TAKE_FULL, cause: err });
 }

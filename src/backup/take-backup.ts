@@ -171,9 +171,13 @@ export async function takeBackup(o: TakeBackupOptions): Promise<BackupMetadata> 
         // The server forgets nothing between attempts on one connection, but a fresh upload
         // before each leaves no doubt which manifest the attempt is taken against.
         await uploadManifest(conn!, base.uploadManifest);
+      } catch (err) {
+        throw incrementalRefusal(err, base.parent.name, 'manifest');
+      }
+      try {
         return await streamAttempt(serverCompressed, serverWorkers);
       } catch (err) {
-        throw incrementalRefusal(err, base.parent.name);
+        throw incrementalRefusal(err, base.parent.name, 'backup');
       }
     };
     const streamAttempt = (serverCompressed: boolean, serverWorkers: number) =>
@@ -195,7 +199,9 @@ export async function takeBackup(o: TakeBackupOptions): Promise<BackupMetadata> 
         },
       });
     // What the server cannot do it says before sending anything (a libzstd without threads,
-    // a build without zstd): step down to fewer workers, then to compressing here.
+    // a build without zstd): a refusal before the backup began steps down to fewer workers,
+    // then to compressing here. A refusal with another cause refuses the last attempt too,
+    // which then reports it.
     const attempts: Array<[boolean, number]> = wantServer
       ? [[true, site.backupCompressionWorkers], ...(site.backupCompressionWorkers > 0 ? [[true, 0] as [boolean, number]] : []), [false, 0]]
       : [[false, 0]];
@@ -206,7 +212,7 @@ export async function takeBackup(o: TakeBackupOptions): Promise<BackupMetadata> 
         break;
       } catch (err) {
         const last = i === attempts.length - 1;
-        if (last || !(isWalvaultError(err) && err.code === 'PG_SERVER_ERROR' && /compression|zstd|worker/i.test(err.message))) throw err;
+        if (last || !isWalvaultError(err, 'PG_BACKUP_REFUSED')) throw err;
         const next = attempts[i + 1];
         blog.warn(
           { err: errorMessage(err) },

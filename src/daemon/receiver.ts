@@ -20,7 +20,7 @@ import type { StreamEnd, WalStreamSession } from '../postgres/wal-stream-session
 import { openSiteArchive } from '../archive/site-archive';
 import { formatLsn, maxLsn, segmentStart, type Lsn } from '../wal/lsn';
 import type { Sample } from '../observe/metrics';
-import { backoffDelayMs, sleep } from '../util/timers';
+import { Backoff } from '../util/retry';
 import { StateWrites } from './state-writes';
 import { ArchiveLease } from '../archive/archive-lease';
 import { startLeaseHeartbeat } from './lease-heartbeat';
@@ -128,11 +128,11 @@ export class SiteReceiver {
     try {
       await this.startUp();
       this.startHealthTimer();
-      let attempt = 0;
+      const backoff = new Backoff(500, 30000);
       while (!this.stopping) {
         try {
           if (!this.conn) await this.connect();
-          if (await this.streamUntilInterrupted()) attempt = 0;
+          if (await this.streamUntilInterrupted()) backoff.reset();
         } catch (err) {
           this.lastError = errorMessage(err);
           if (this.failures.isFatal(err)) throw err;
@@ -143,7 +143,7 @@ export class SiteReceiver {
         if (this.stopping) break;
         this.state = 'reconnecting';
         this.reconnects++;
-        await sleep(backoffDelayMs(attempt++, 500, 30000), this.stopController.signal);
+        await backoff.wait(this.stopController.signal);
       }
     } finally {
       await this.shutDown();

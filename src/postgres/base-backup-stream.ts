@@ -356,7 +356,12 @@ export async function runBaseBackup(conn: ReplicationConnection, major: number, 
     // Whatever the sink still has in hand is finished before the outcome is decided.
     while (pending > 0) await chain;
     if (failure) throw failure;
-    if (serverError) throw mapPgError(serverError, conn.target);
+    if (serverError) {
+      const mapped = mapPgError(serverError, conn.target);
+      // Refused before it began (no start position yet): nothing was sent, so the caller may
+      // ask again another way (without server compression, as a full backup).
+      throw !start && mapped.code === 'PG_SERVER_ERROR' ? new WalvaultError('PG_BACKUP_REFUSED', mapped.message, { cause: serverError }) : mapped;
+    }
     if (!start || !stop) throw new WalvaultError('PG_PROTOCOL', 'BASE_BACKUP ended without reporting its start and stop positions');
     if (archiveOpen) throw new WalvaultError('PG_PROTOCOL', 'BASE_BACKUP ended inside an archive');
     return { start, stop, tablespaces };

@@ -1,7 +1,13 @@
 /**
  * Turns what `pg` throws into one-line WalvaultErrors that name the cause and the fix.
- * SQLSTATE codes are stable across versions; message text is used only to tell apart
- * causes that share a code.
+ *
+ * The server's SQLSTATE decides. Its message text is read in two places only, where
+ * PostgreSQL gives several causes one SQLSTATE and the fix differs: 28000 (no pg_hba.conf
+ * line, or a role that does not exist or may not log in) and 55000 on START_REPLICATION (an
+ * invalidated slot, or a logical slot, or no IDENTIFY_SYSTEM first). A server whose
+ * lc_messages translates those texts gets the generic error for its SQLSTATE, with the
+ * server's own words: a less precise fix, never a wrong one. pg's own errors carry no
+ * SQLSTATE; the texts walvault reads there are pinned in pg-internals.ts (I10) with a test.
  */
 import { WalvaultError } from '../errors';
 import { PG_ERROR_TEXTS } from './pg-internals';
@@ -22,7 +28,18 @@ interface PgLikeError {
   port?: number;
 }
 
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'ECONNRESET', 'EAI_AGAIN', 'ENOENT']);
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'ECONNRESET', 'EPIPE', 'EAI_AGAIN', 'ENOENT']);
+
+/** The SQLSTATE the server sent, on pg's error or on the WalvaultError that wraps it. */
+export function sqlStateOf(err: unknown): string | undefined {
+  for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {
+    if (typeof e.code === 'string' && /^[0-9A-Z]{5}$/.test(e.code)) return e.code;
+  }
+  return undefined;
+}
+
+/** SQLSTATE 55000: what PostgreSQL says when a request is sound but the server's state forbids it now. */
+export const OBJECT_NOT_IN_PREREQUISITE_STATE = '55000';
 
 export function mapPgError(err: unknown, target: ConnectTarget): WalvaultError {
   if (err instanceof WalvaultError) return err;
@@ -38,7 +55,7 @@ export function mapPgError(err: unknown, target: ConnectTarget): WalvaultError {
       { fix: `check that the server is running, and the host, port and listen_addresses`, cause: err },
     );
   }
-  if (code === '28P01' || /password authentication failed/i.test(msg)) {
+  if (code === '28P01') {
     return new WalvaultError(
       'PG_AUTH_FAILED',
       `password authentication failed for user "${target.user}" at ${at}`,
@@ -59,7 +76,8 @@ export function mapPgError(err: unknown, target: ConnectTarget): WalvaultError {
       { fix: `add a line such as "host replication ${target.user} <backup host address>/32 scram-sha-256" to pg_hba.conf and reload`, cause: err },
     );
   }
-  if (code === '42501' && /replication|wal ?sender/i.test(msg)) {
+  // On a replication connection 42501 has one cause: a role without REPLICATION starting a walsender.
+  if (code === '42501') {
     return new WalvaultError(
       'PG_NO_REPLICATION_ROLE',
       `role "${target.user}" at ${at} may not start replication (${msg})`,
@@ -85,7 +103,7 @@ export function mapPgError(err: unknown, target: ConnectTarget): WalvaultError {
       { fix: `otherwise stop an idle replication client or raise max_wal_senders (and restart)`, cause: err },
     );
   }
-  if (code === '55006' && /replication slot/i.test(msg)) {
+  if (code === '55006') {
     return new WalvaultError(
       'PG_SLOT_ACTIVE',
       `${msg} at ${at}: another receiver is using slot "${target.slot ?? '?'}"`,
@@ -95,12 +113,8 @@ export function mapPgError(err: unknown, target: ConnectTarget): WalvaultError {
   // An invalidated slot (max_slot_wal_keep_size exceeded) says so with 55000 on
   // START_REPLICATION in newer servers ("can no longer access replication slot" from 18,
   // "can no longer get changes from" for logical ones); older ones stream until the WAL is
-  // missing (58P01).
-  if (
-    code === '58P01' ||
-    /has already been removed/i.test(msg) ||
-    (code === '55000' && /can no longer (?:get changes from|access) replication slot|invalidated/i.test(msg))
-  ) {
+  // missing (58P01, "requested WAL segment ... has already been removed").
+  if (code === '58P01' || (code === '55000' && /can no longer (?:get changes from|access) replication slot|invalidated/i.test(msg))) {
     return new WalvaultError(
       'PG_WAL_REMOVED',
       // What to do depends on who asked (the receiver, a repair): they add it.
@@ -114,7 +128,7 @@ export function mapPgError(err: unknown, target: ConnectTarget): WalvaultError {
   if (code === '28000') {
     return new WalvaultError('PG_AUTH_FAILED', `${msg} at ${at}`, { fix: `check the role name and its LOGIN attribute`, cause: err });
   }
-  return new WalvaultError('PG_SERVER_ERROR', `PostgreSQL at ${at} failed: ${msg}${code ? ` (SQLSTATE ${code})` : ''}`, {
+  return new WalvaultError('PG_SERVER_ERROR', `PostgreSQL at ${at} failed: ${msg}${sqlStateOf(err) ? ` (SQLSTATE ${code})` : code ? ` (${code})` : ''}`, {
     cause: err,
   });
 }

@@ -383,10 +383,11 @@ export class S3Storage implements Storage {
   /** The error for a failed call: a timeout says the store did not answer in time, and after how long. */
   private failure(action: string, where: string, err: unknown): WalvaultError {
     if (!isTimeout(err)) return s3Error(action, where, err);
-    const connect = /establish a connection/i.test((err as Error)?.message ?? '');
     // Set when the SDK gave up on the request; absent for a body that stopped arriving.
     const attempts = (err as { $metadata?: { attempts?: number } })?.$metadata?.attempts;
-    const waited = connect ? `no connection within ${this.connectMs / 1000} s` : `no answer or progress for ${this.idleMs / 1000} s`;
+    // The SDK's connect and idle timeouts are one error type with no code between them: both
+    // deadlines are named rather than one guessed from the text.
+    const waited = `no connection within ${this.connectMs / 1000} s, or no answer or progress for ${this.idleMs / 1000} s`;
     const tries = attempts === undefined || attempts < 2 ? '' : `, ${attempts} attempts`;
     return new WalvaultError(
       'STORAGE_TIMEOUT',
@@ -428,6 +429,9 @@ function redactUrl(url: string): string {
   return url.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/@]*@/, '$1***@');
 }
 
+/** Node's codes for a store that cannot be reached ("socket hang up" is ECONNRESET). */
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH']);
+
 function s3Error(action: string, where: string, err: unknown): WalvaultError {
   const name = errorName(err);
   const status = httpStatus(err);
@@ -437,7 +441,7 @@ function s3Error(action: string, where: string, err: unknown): WalvaultError {
   else if (name === 'AccessDenied' || status === 403) fix = "check the credentials and that they may read and write the archive's bucket and prefix";
   else if (name === 'InvalidAccessKeyId' || name === 'SignatureDoesNotMatch') fix = 'check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the credentials in the config file)';
   else if (name === 'CredentialsProviderError') fix = 'provide credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, or access_key_id and secret_access_key in the site\'s [s3] section';
-  else if (/ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|socket hang up|TimeoutError/i.test(`${name} ${message}`)) fix = 'check that the S3 endpoint is reachable (AWS_ENDPOINT_URL_S3 or endpoint in the config file)';
+  else if (name === 'TimeoutError' || NETWORK_CODES.has((err as { code?: string })?.code ?? '')) fix = 'check that the S3 endpoint is reachable (AWS_ENDPOINT_URL_S3 or endpoint in the config file)';
   // A server error for one object (the store answering, but not with that object) is told
   // apart: a store that is not atomic can leave an object it can no longer serve.
   const unreadable = ['head', 'get', 'read'].includes(action) && status !== undefined && status >= 500;

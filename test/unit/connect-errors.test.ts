@@ -1,6 +1,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mapPgError } from '../../src/postgres/connect-errors';
+import { incrementalRefusal } from '../../src/backup/incremental-parent';
+import { isWalvaultError, WalvaultError } from '../../src/errors';
+import { mapPgError, sqlStateOf } from '../../src/postgres/connect-errors';
 
 const target = { description: 'db1:5432 user=walvault', user: 'walvault', slot: 'walvault_main' };
 
@@ -23,5 +25,45 @@ describe('mapPgError: WAL the server no longer has', () => {
   test('other 55000 errors are not read as a gap', () => {
     const err = mapPgError(Object.assign(new Error('cannot execute in a read-only transaction'), { code: '55000' }), target);
     assert.equal(err.code, 'PG_SERVER_ERROR');
+  });
+});
+
+describe('refusals told apart by SQLSTATE, not by their words', () => {
+  const pgError = (code: string, message: string) => Object.assign(new Error(message), { code });
+
+  test('sqlStateOf finds the server\'s code under the errors that wrap it', () => {
+    const inner = pgError('55000', 'anything at all');
+    const wrapped = new WalvaultError('PG_BACKUP_REFUSED', 'refused', { cause: inner });
+    assert.equal(sqlStateOf(wrapped), '55000');
+    assert.equal(sqlStateOf(new WalvaultError('BACKUP_ABORTED', 'outer', { cause: wrapped })), '55000');
+    assert.equal(sqlStateOf(Object.assign(new Error('x'), { code: 'ECONNRESET' })), undefined, 'a network code is no SQLSTATE');
+  });
+
+  test('an incremental refused before it began with 55000 is impossible; another SQLSTATE is left to the caller', () => {
+    const refused = (code: string) => new WalvaultError('PG_BACKUP_REFUSED', 'server said no', { cause: pgError(code, 'words that do not matter') });
+    const impossible = incrementalRefusal(refused('55000'), 'base_1', 'backup');
+    assert.ok(isWalvaultError(impossible, 'BACKUP_INCREMENTAL_IMPOSSIBLE'));
+    assert.match((impossible as WalvaultError).message, /against base_1/);
+    // A server without zstd refuses with 0A000: the caller steps down its compression.
+    assert.ok(isWalvaultError(incrementalRefusal(refused('0A000'), 'base_1', 'backup'), 'PG_BACKUP_REFUSED'));
+    // A server error after the backup began is no refusal of the incremental.
+    const midway = new WalvaultError('PG_SERVER_ERROR', 'mid-stream', { cause: pgError('55000', 'x') });
+    assert.equal(incrementalRefusal(midway, 'base_1', 'backup'), midway);
+    // Any server error answering UPLOAD_MANIFEST: the server cannot use the parent's manifest.
+    assert.ok(isWalvaultError(incrementalRefusal(new WalvaultError('PG_SERVER_ERROR', 'bad manifest', { cause: pgError('XX000', 'x') }), 'base_1', 'manifest'), 'BACKUP_INCREMENTAL_IMPOSSIBLE'));
+  });
+
+  test('codes alone decide where PostgreSQL gives a cause its own SQLSTATE', () => {
+    const cases: Array<[string, string]> = [
+      ['28P01', 'PG_AUTH_FAILED'],
+      ['42501', 'PG_NO_REPLICATION_ROLE'],
+      ['55006', 'PG_SLOT_ACTIVE'],
+      ['58P01', 'PG_WAL_REMOVED'],
+      ['53300', 'PG_WALSENDERS_BUSY'],
+    ];
+    for (const [code, expected] of cases) {
+      // Translated words (lc_messages): the code still decides.
+      assert.equal(mapPgError(pgError(code, 'Fehler: etwas ist schiefgegangen'), target).code, expected, code);
+    }
   });
 });
