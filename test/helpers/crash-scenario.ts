@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import * as path from 'node:path';
 import { Ledger } from '../../src/ledger/ledger';
-import { isSegmentFileName, segmentNumber } from '../../src/wal/lsn';
+import { formatLsn, isSegmentFileName, segmentNumber } from '../../src/wal/lsn';
 import { PgCluster, removeDir, tmpDir } from './pg-cluster';
 import { mulberry32 } from './seeded-random';
 import { assertArchiveMatchesServer, openArchive, pgConninfo, switchAndWaitArchived, WalvaultProcess, writeConfig } from './walvault';
@@ -110,7 +110,13 @@ async function run(cluster: PgCluster, work: string, kills: number, archive: str
         assert.ok(p.slice(0, 24) > names[names.length - 1], `partial ${p} is past the last finished segment`);
       }
       const endOfLast = (segmentNumber(switchLsn - 1n, segSize) + 1n) * BigInt(segSize);
-      assert.ok(site.archivedLsn >= endOfLast, 'ledger archived position reaches the final position');
+      if (site.archivedLsn < endOfLast) {
+        // Seen once on a loaded machine and not on replay: what the ledger and the receiver
+        // held then, for the next time.
+        const tail = rows.slice(-6).map((r) => `${r.name} ${r.state} ${r.objectKey ?? ''}`).join('; ');
+        const said = final.lines.slice(-20).map((l) => JSON.stringify(l).slice(0, 300)).join('\n');
+        assert.fail(`ledger archived position ${formatLsn(site.archivedLsn)} is short of ${formatLsn(endOfLast)}; last rows: ${tail}\n--- the last receiver's last lines ---\n${said}`);
+      }
     } finally {
       ledger.close();
       await store.close();
