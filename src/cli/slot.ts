@@ -56,7 +56,7 @@ export async function slotDropCommand(o: SlotDropOptions): Promise<void> {
       await conn.dropSlot(site.slot, 0);
     } catch (err) {
       if (!isWalvaultError(err, 'PG_SLOT_ACTIVE')) throw err;
-      throw new WalvaultError('PG_SLOT_ACTIVE', `slot ${site.slot} on ${site.pgDescription} is in use by a receiver (walvault elsewhere, or another tool): stop it first, then drop the slot`, { fix: `nothing was dropped`, cause: err });
+      throw new WalvaultError('PG_SLOT_ACTIVE', `slot ${site.slot} on ${site.pgDescription} is in use by a receiver (walvault elsewhere, or another tool); nothing was dropped`, { fix: `stop that receiver, then drop the slot`, cause: err });
     }
     process.stdout.write(
       `dropped slot ${site.slot} on ${site.pgDescription}${keeps.replace('it keeps', 'it kept')}: the server no longer keeps WAL for walvault. ` +

@@ -64,7 +64,7 @@ export async function walFetchCommand(
     const miss = await (await import('../restore/wal-miss')).missingWal(archive, walFileName, { dest, acceptGap: opts.acceptGap === true });
     if (miss === 'arrived') {
       if (await fetch(walFileName)) return 0;
-      throw new WalvaultError('STORAGE_IO', `${archive.label(Archive.walKey(walFileName))} appeared and vanished again while it was fetched`, { fix: `is something deleting from this archive?` });
+      throw new WalvaultError('STORAGE_IO', `${archive.label(Archive.walKey(walFileName))} appeared and vanished again while it was fetched`, { fix: `find what deletes from this archive (walvault writes it only through its receiver and commands) and stop it` });
     }
     // The end of the archive: a segment that was never completed exists only as NAME.partial
     // (the receiver's newest upload, or a timeline's last segment). Served as the full
@@ -144,7 +144,7 @@ export async function walPrefetchCommand(name: string, opts: WalFetchOptions & {
 /** The archive's cluster, which a WAL file must belong to (../wal/wal-identity.ts). */
 async function clusterOf(archive: Archive, name: string): Promise<WalClusterIdentity> {
   const cluster = await archive.cluster();
-  if (!cluster) throw new WalvaultError('ARCHIVE_CORRUPT', `${archive.storage.description} has no cluster.json`, { fix: `cannot tell whether wal/${name} belongs to this cluster` });
+  if (!cluster) throw new WalvaultError('ARCHIVE_CORRUPT', `${archive.storage.description} has no cluster.json, so whether wal/${name} belongs to this cluster cannot be told`, { fix: `point restore_command at this cluster's archive (walvault writes its cluster.json with the first object it archives)` });
   return cluster;
 }
 

@@ -205,7 +205,7 @@ async function makingRoom<T>(h: SiteStateHolder, lease: ArchiveLease, o: OpenSit
       if (archived === 0) {
         const full = stateDiskFullError(o.site.state, 'starting', err);
         if (error === null) throw full;
-        throw new WalvaultError('STATE_DISK_FULL', `${full.message}`, { fix: `archiving the spool to make room failed too: ${errorMessage(error)}`, cause: err });
+        throw new WalvaultError('STATE_DISK_FULL', `${full.what}; archiving the spool to make room failed too: ${errorMessage(error)}`, { fix: full.fix, cause: err });
       }
       o.log.warn({ archived, stateDir: o.site.state }, `state directory ${o.site.state} is full: archived ${archived} spool files to make room`);
     }

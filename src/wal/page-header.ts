@@ -216,7 +216,7 @@ export function readLongPageHeader(data: Buffer, label: string): LongPageHeader 
       pageAddr: le ? data.readBigUInt64LE(8) : data.readBigUInt64BE(8),
     };
   }
-  throw new WalvaultError('WAL_BAD_PAGE', `${label} does not start with a WAL page header of PostgreSQL 13 to 18`, { fix: `is it a WAL segment?` });
+  throw new WalvaultError('WAL_BAD_PAGE', `${label} does not start with a WAL page header of PostgreSQL 13 to 18`, { fix: `pass a WAL segment file (what PostgreSQL names %p), or check that this one is not damaged` });
 }
 
 /**

@@ -142,7 +142,7 @@ export class SegmentSpool {
     if (this.expected !== null && start !== this.expected) {
       throw new WalvaultError(
         'WAL_DISCONTINUITY',
-        `WAL arrived from ${formatLsn(start)} but the spool ends at ${formatLsn(this.expected)}`, { fix: `refusing to leave a gap` },
+        `WAL arrived from ${formatLsn(start)} but the spool ends at ${formatLsn(this.expected)}: refused, it would leave a gap`,
       );
     }
     const parts = Buffer.isBuffer(data) ? [data] : data;

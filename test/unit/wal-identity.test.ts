@@ -79,7 +79,7 @@ describe('a WAL segment against its name', () => {
   });
 
   test('not WAL at all, or not a whole segment, is refused as such', () => {
-    assert.throws(() => check(name(0xa3n), Buffer.from('hello, not WAL'.repeat(100))), isCode('WAL_BAD_PAGE', 'is it a WAL segment'));
+    assert.throws(() => check(name(0xa3n), Buffer.from('hello, not WAL'.repeat(100))), isCode('WAL_BAD_PAGE', 'pass a WAL segment file'));
     assert.throws(() => check(name(0xa3n), Buffer.alloc(0)), isCode('WAL_BAD_PAGE', 'empty'));
     assert.throws(() => check(name(0xa3n), buildSegment(0xa3n).subarray(0, FIXTURE_SEG_SIZE - FIXTURE_BLCKSZ)), isCode('WAL_BAD_PAGE', 'not a whole segment'));
   });
