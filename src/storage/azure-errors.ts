@@ -4,6 +4,7 @@
  * name), never on its wording. The text that is kept is scrubbed of every secret in play.
  */
 import { WalvaultError } from '../errors';
+import { failedCallCode, missedDeadline, NETWORK_CODES, TIMEOUT_CODES, waitedForConnect, waitedForProgress } from './store-errors';
 
 interface SdkError {
   name?: string;
@@ -13,9 +14,6 @@ interface SdkError {
   details?: { errorCode?: string };
   response?: { headers?: { get(name: string): string | undefined } };
 }
-
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'REQUEST_SEND_ERROR']);
-const TIMEOUT_CODES = new Set(['ETIMEDOUT', 'ESOCKETTIMEDOUT', 'WALVAULT_BODY_STALLED']);
 
 export function statusOf(err: unknown): number | undefined {
   return (err as SdkError)?.statusCode;
@@ -90,16 +88,11 @@ export function azureFailure(c: FailureContext, err: unknown): WalvaultError {
   const code = codeOf(err);
   const cause = Object.assign(new Error(words), { name: e.name ?? 'Error', code, statusCode: e.statusCode });
   if (isTimeout(err)) {
-    return new WalvaultError(
-      'STORAGE_TIMEOUT',
-      `Azure ${c.action} of ${c.where} failed: the store did not answer in time (no connection within ${c.connectMs / 1000} s, or no answer or progress for ${c.idleMs / 1000} s)`,
-      { fix: `check that the Azure endpoint is up and reachable (${c.endpoint})`, cause },
-    );
+    // Both deadlines are named: the agent's ETIMEDOUT does not say which one passed.
+    const waited = `${waitedForConnect(c.connectMs)}, or ${waitedForProgress(c.idleMs)}`;
+    return missedDeadline({ store: 'Azure', action: c.action, where: c.where, waited, endpoint: c.endpoint, cause });
   }
   const status = e.statusCode;
   const label = [code, status ? `HTTP ${status}` : ''].filter(Boolean).join(', ') || e.name || 'Error';
-  // A server error for one object (the store answering, but not with that object) is told
-  // apart, as for S3: the caller may treat that object as torn.
-  const unreadable = ['head', 'get', 'read'].includes(c.action) && status !== undefined && status >= 500;
-  return new WalvaultError(unreadable ? 'STORAGE_OBJECT_UNREADABLE' : 'STORAGE_IO', `Azure ${c.action} of ${c.where} failed: ${label}: ${words}`, { fix: fixFor(e, c), cause });
+  return new WalvaultError(failedCallCode(c.action, status), `Azure ${c.action} of ${c.where} failed: ${label}: ${words}`, { fix: fixFor(e, c), cause });
 }

@@ -14,7 +14,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { BlockBlobClient } from '@azure/storage-blob';
 import type { BufferPool } from '../util/buffer-pool';
-import { fillParts } from './part-filler';
+import { fillParts, PartsInFlight } from './part-filler';
 import type { ObjectChunk } from './storage';
 
 export interface BlockUpload {
@@ -45,39 +45,19 @@ export async function uploadBlocks(o: BlockUpload, body: AsyncIterable<ObjectChu
   // one key (a retry beside an abandoned attempt) from committing each other's blocks.
   const tag = randomBytes(9).toString('hex');
   const ids: string[] = [];
-  const inFlight = new Set<Promise<void>>();
-  let failure: { err: unknown } | null = null;
-  const failed = () => {
-    if (failure !== null) throw failure.err;
-  };
+  const inFlight = new PartsInFlight(o.blocks, o.blocksInFlight);
 
   // Stages a full (or the last) block; owns `buf` from here and gives it back once sent.
   const stage = async (buf: Buffer, length: number): Promise<void> => {
-    try {
-      while (inFlight.size >= o.blocksInFlight) await Promise.race(inFlight);
-      failed();
-    } catch (err) {
-      o.blocks.release(buf);
-      throw err;
-    }
+    await inFlight.room(buf);
     const id = Buffer.from(`${tag}-${String(ids.length).padStart(6, '0')}`).toString('base64');
     ids.push(id);
     const data = buf.subarray(0, length);
-    const sending: Promise<void> = o.blob
-      .stageBlock(id, data, length, md5Of(o, data))
-      .then(() => undefined)
-      .catch((err: unknown) => {
-        failure ??= { err };
-      })
-      .finally(() => {
-        inFlight.delete(sending);
-        o.blocks.release(buf);
-      });
-    inFlight.add(sending);
+    inFlight.add(o.blob.stageBlock(id, data, length, md5Of(o, data)), buf);
   };
 
   try {
-    const { last, length, full } = await fillParts(body, o.blocks, stage, failed);
+    const { last, length, full } = await fillParts(body, o.blocks, stage, inFlight.check);
     if (full === 0) {
       try {
         await uploadWhole(o, last.subarray(0, length));
@@ -87,11 +67,10 @@ export async function uploadBlocks(o: BlockUpload, body: AsyncIterable<ObjectChu
       return;
     }
     await stage(last, length);
-    await Promise.all(inFlight);
-    failed();
+    await inFlight.all();
     await o.blob.commitBlockList(ids);
   } catch (err) {
-    await Promise.allSettled(inFlight);
+    await inFlight.settled();
     throw err;
   }
 }

@@ -4,7 +4,10 @@
  * idle timeout does not fire), and only the wait counts, not the consumer's time between
  * chunks. A body that ends in an error is told apart by when its last byte came: none for the
  * deadline is a stall (a timeout); sooner, the connection closed early, said with how much of
- * the announced length came. The stream is destroyed however the iteration ends.
+ * the announced length came, when the backend's `cutShort` says the error means that (its SDK
+ * knows: Azure's download stream reports a cut without a code, so every error is one there;
+ * S3's passes Node's ECONNRESET, and other errors, such as a checksum mismatch, must reach the
+ * caller as they are). The stream is destroyed however the iteration ends.
  *
  * Errors carry codes, never meaning in their text: `WALVAULT_BODY_STALLED` (name
  * TimeoutError) and `WALVAULT_BODY_INCOMPLETE` (name IncompleteBody).
@@ -18,7 +21,12 @@ export function bodyStalled(idleMs: number, cause?: unknown): Error {
   return Object.assign(new Error(`no body bytes for ${idleMs} ms`), { name: 'TimeoutError', code: 'WALVAULT_BODY_STALLED', cause });
 }
 
-export async function* guardedBody(stream: Readable, idleMs: number, announced: number | undefined): AsyncGenerator<Buffer> {
+export async function* guardedBody(
+  stream: Readable,
+  idleMs: number,
+  announced: number | undefined,
+  cutShort: (err: unknown) => boolean = () => true,
+): AsyncGenerator<Buffer> {
   const it = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
   let got = 0;
   let lastByteAt = Date.now();
@@ -34,6 +42,7 @@ export async function* guardedBody(stream: Readable, idleMs: number, announced: 
       } catch (err) {
         if ((err as { code?: string })?.code === 'WALVAULT_BODY_STALLED') throw err;
         if (Date.now() - lastByteAt >= idleMs - DEADLINE_SLACK_MS) throw bodyStalled(idleMs, err);
+        if (!cutShort(err)) throw err;
         const of = announced !== undefined ? ` of the ${announced} bytes it announced` : '';
         throw Object.assign(new Error(`the connection closed after ${got}${of}`), { name: 'IncompleteBody', code: 'WALVAULT_BODY_INCOMPLETE', cause: err });
       } finally {

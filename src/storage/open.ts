@@ -9,19 +9,16 @@ import type { AzureSettings } from './azure';
 import { parseAzureUrl } from './azure-url';
 import type { S3Settings } from './s3';
 import type { Storage } from './storage';
+import { redactUrl } from './store-errors';
 
 const ACCEPTED =
   'accepted forms: s3://bucket/prefix, azure://container/prefix, file:///absolute/path, or a plain directory path (absolute or relative to the current directory)';
 
-/** Error messages must never echo credentials someone put in the URL. */
-function redact(url: string): string {
-  return url.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/@]*@/, '$1***@');
-}
-
 /** Each backend's settings are used for its own URLs only: `s3` for s3://, `local` for a directory, `azure` for azure://. */
 export function storageFromUrl(url: string, s3: S3Settings = {}, local: LocalStorageOptions = {}, azure: AzureSettings = {}): Storage {
   const text = url.trim();
-  const shown = redact(text);
+  // Error messages must never echo credentials someone put in the URL.
+  const shown = redactUrl(text);
   if (text === '') throw new WalvaultError('CONFIG_INVALID', `the archive location is empty`, { fix: `${ACCEPTED}` });
 
   const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(text)?.[1]?.toLowerCase();

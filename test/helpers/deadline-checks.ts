@@ -33,20 +33,58 @@ export async function* chunksOf(size: number, chunk: number, onChunk?: (i: numbe
 }
 
 /**
- * Every kind of call on `s` while its store is frozen, at once, each through `timesOut`
- * (which asserts the error): HEAD, GET (whole, ranged, streamed), LIST, DELETE, a one-request
- * PUT and a streamed one of `streamed` bytes. `existing` is an object put before the freeze.
- * Returns the time each took.
+ * Every kind of call on `s` with its store frozen (`server.pause()`, resumed however it ends),
+ * at once, each through `timesOut` (which asserts the error): HEAD, GET (whole, ranged,
+ * streamed), LIST, DELETE, a one-request PUT and a streamed one of `streamed` bytes. `existing`
+ * is an object put before the freeze. None may give up before `deadlineMs`.
  */
-export function everyCallTimesOut(s: Storage, existing: string, streamed: number, timesOut: (what: string, fn: () => Promise<unknown>) => Promise<number>): Promise<number[]> {
-  return Promise.all([
-    timesOut('head', () => s.head(existing)),
-    timesOut('get', () => s.get(existing)),
-    timesOut('getRange', () => s.getRange(existing, 10, 100)),
-    timesOut('openRead', () => s.openRead(existing)),
-    timesOut('list', () => s.list('')),
-    timesOut('delete', () => s.delete(existing)),
-    timesOut('put (one request)', () => s.put('other', randomBytes(2000))),
-    timesOut('put (streamed)', () => s.put('big', chunksOf(streamed, 256 * 1024))),
-  ]);
+export async function everyCallTimesOut(
+  s: Storage,
+  existing: string,
+  streamed: number,
+  server: { pause(): void; resume(): void },
+  deadlineMs: number,
+  timesOut: (what: string, fn: () => Promise<unknown>) => Promise<number>,
+): Promise<void> {
+  server.pause();
+  try {
+    const took = await Promise.all([
+      timesOut('head', () => s.head(existing)),
+      timesOut('get', () => s.get(existing)),
+      timesOut('getRange', () => s.getRange(existing, 10, 100)),
+      timesOut('openRead', () => s.openRead(existing)),
+      timesOut('list', () => s.list('')),
+      timesOut('delete', () => s.delete(existing)),
+      timesOut('put (one request)', () => s.put('other', randomBytes(2000))),
+      timesOut('put (streamed)', () => s.put('big', chunksOf(streamed, 256 * 1024))),
+    ]);
+    assert.ok(took.every((ms) => ms >= deadlineMs - 100), `no call gave up before its deadline: ${took.join(', ')} ms`);
+  } finally {
+    server.resume();
+  }
+}
+
+/**
+ * Reads `opened` (a large object's openRead) and freezes its store (`server.pause()`) when the
+ * first chunk arrives: the read must then fail through `timesOut`, after part of the `size`
+ * bytes came and before all of them. The store is resumed however it ends.
+ */
+export async function stallsMidBody(
+  opened: { chunks: AsyncIterable<Buffer> },
+  size: number,
+  server: { pause(): void; resume(): void },
+  timesOut: (what: string, fn: () => Promise<unknown>) => Promise<number>,
+): Promise<void> {
+  let got = 0;
+  try {
+    await timesOut('openRead body', async () => {
+      for await (const c of opened.chunks) {
+        if (got === 0) server.pause();
+        got += c.length;
+      }
+    });
+  } finally {
+    server.resume();
+  }
+  assert.ok(got > 0 && got < size, `part of the body arrived before the stall (${got} of ${size} bytes)`);
 }
