@@ -9,6 +9,7 @@
 # Both builds use this tree's node_modules (the lock file's packages). Results land in each
 # tree's bench/results/; the tables each bench prints are the figures to quote.
 #
+#   BENCH_COMPARE        which benches, default receive,backup,restore
 #   BENCH_RECEIVE_CASES  default live,tls,s3-live (the rows of issue 15's table)
 #   BENCH_DATABASES      default real (random text and numbers, bench-data.ts)
 #   BENCH_ROUNDS         default 3
@@ -37,9 +38,14 @@ run() { # tree bench
   echo "=== $2 bench, $([ "$1" = "$here" ] && echo "this tree ($(git -C "$here" rev-parse --short HEAD))" || echo "${sha:0:10}") ==="
   (cd "$1" && node "dist/bench/$2-bench.js")
 }
-run "$base" receive
-run "$here" receive
-run "$here" backup
-run "$base" backup
-run "$base" restore
-run "$here" restore
+# The backup and restore benches' peer is pgBackRest: a missing one stops here, not after an hour.
+benches="${BENCH_COMPARE:-receive,backup,restore}"
+if [[ ",$benches," =~ ,(backup|restore), ]] && [ ! -x /usr/bin/pgbackrest ]; then
+  echo "bench:compare: pgBackRest, the peer of the backup and restore benches, is not installed: apt-get install -y pgbackrest" >&2
+  exit 2
+fi
+first_base=1
+for bench in ${benches//,/ }; do
+  if [ "$first_base" = 1 ]; then run "$base" "$bench"; run "$here" "$bench"; first_base=0
+  else run "$here" "$bench"; run "$base" "$bench"; first_base=1; fi
+done

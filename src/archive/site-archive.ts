@@ -3,6 +3,7 @@
  * settings into archive options, so the receiver, wal-fetch and later commands agree.
  */
 import { storageFromUrl } from '../storage/open';
+import type { AzureSettings } from '../storage/azure';
 import type { S3Settings } from '../storage/s3';
 import { Archive, type ArchiveOptions } from './archive';
 import type { CodecName } from './codecs';
@@ -11,6 +12,8 @@ import { loadPrivateKey, loadPublicKey } from './encryption';
 export interface ArchiveSettings {
   archive: string;
   s3: S3Settings;
+  /** An azure:// archive's settings; none for the others. */
+  azure?: AzureSettings;
   compression?: CodecName;
   /** Whether the site named its codec (false: `compression` is the default, and the archive's recorded codec wins). */
   compressionChosen?: boolean;
@@ -25,7 +28,7 @@ export interface ArchiveSettings {
 /**
  * 'write': compress and encrypt with the site's settings. 'read': decrypt with its private key,
  * when one is given. `s3` replaces some of the site's S3 settings (deadlines for a command
- * that must answer soon).
+ * that must answer soon); its deadlines apply to an Azure archive too.
  */
 export function openSiteArchive(settings: ArchiveSettings, purpose: 'write' | 'read', s3?: Partial<S3Settings>): Archive {
   const options: ArchiveOptions = {};
@@ -36,7 +39,14 @@ export function openSiteArchive(settings: ArchiveSettings, purpose: 'write' | 'r
   } else if (settings.encryptionPrivateKeyFile) {
     options.privateKey = loadPrivateKey(settings.encryptionPrivateKeyFile);
   }
-  return new Archive(storageFromUrl(settings.archive, s3 === undefined ? settings.s3 : withS3(settings.s3, s3), { fileMode: settings.archiveFileMode }), options);
+  const azure = { ...settings.azure, ...(s3 === undefined ? {} : deadlinesOf(s3)) };
+  return new Archive(storageFromUrl(settings.archive, s3 === undefined ? settings.s3 : withS3(settings.s3, s3), { fileMode: settings.archiveFileMode }, azure), options);
+}
+
+/** The deadline overrides every object store shares. */
+function deadlinesOf(o: Partial<S3Settings>): Partial<AzureSettings> {
+  const { attempts, requestTimeoutSeconds, connectTimeoutSeconds } = o;
+  return Object.fromEntries(Object.entries({ attempts, requestTimeoutSeconds, connectTimeoutSeconds }).filter(([, v]) => v !== undefined));
 }
 
 /** `base` with `overrides`; the secrets stay non-enumerable, as the config loader made them. */

@@ -10,10 +10,10 @@ const VERSION = '0.1.0';
 // The archive a read-only command works on: a site of a config file, or a bare URL.
 const configOption = () => new Option('--config <file>', 'configuration file');
 const siteOption = () => new Option('--site <name>', 'site of the config file');
-const archiveOption = () => new Option('--archive <url>', 'archive location, file:///path, a plain path or s3://bucket/prefix');
+const archiveOption = () => new Option('--archive <url>', 'archive location, file:///path, a plain path, s3://bucket/prefix or azure://container/prefix');
 // The one site a command works on, given as `walvault run` takes it (instead of --config).
 const pgOption = (why = '') => new Option('--pg <conninfo>', `one-site form: libpq connection string${why} (no password: use PGPASSWORD or a password file)`);
-const siteArchiveOption = () => new Option('--archive <url>', 'one-site form: archive location, file:///path, a plain path or s3://bucket/prefix');
+const siteArchiveOption = () => new Option('--archive <url>', 'one-site form: archive location, file:///path, a plain path, s3://bucket/prefix or azure://container/prefix');
 const stateOption = () => new Option('--state <dir>', 'one-site form: state directory of the site (spool and ledger)');
 const slotOption = () => new Option('--slot <name>', 'one-site form: physical replication slot (default walvault_default)');
 
@@ -36,7 +36,7 @@ export function buildProgram(): Command {
     .addOption(stateOption())
     .addOption(slotOption())
     .addOption(new Option('--mode <mode>', 'one-site form: what "flushed" means to the server').choices(['archive', 'sync']))
-    .addOption(new Option('--compression <codec>', 'one-site form: codec for stored objects (default: zstd for s3://, none for a local directory)').choices(['zstd', 'lz4', 'snappy', 'gzip', 'none']))
+    .addOption(new Option('--compression <codec>', 'one-site form: codec for stored objects (default: zstd for s3:// and azure://, none for a local directory)').choices(['zstd', 'lz4', 'snappy', 'gzip', 'none']))
     .option('--encryption-public-key <file>', 'one-site form: encrypt stored objects for this public key (from "walvault keys create")')
     .option('--archive-file-mode <mode>', 'one-site form: mode of a local archive\'s objects: 0600 (default), 0640 (its directory\'s group may read), 0644')
     .option('--backup-interval <hours>', 'one-site form: hours between scheduled base backups (default 24; the first is taken at start when the archive has none); 0 = no schedule')
@@ -53,7 +53,7 @@ export function buildProgram(): Command {
     .argument('<dest>', 'path to write it to (%p)')
     .option('--config <file>', 'configuration file naming the archive')
     .option('--site <name>', 'site of the config file')
-    .option('--archive <url>', 'archive location, file:///path, a plain path or s3://bucket/prefix')
+    .option('--archive <url>', 'archive location, file:///path, a plain path, s3://bucket/prefix or azure://container/prefix')
     .option('--private-key <file>', "private key for an encrypted archive (default: the site's encryption_private_key_file)")
     .option('--serve-partial', 'when the segment was never completed, serve the newest WALFILENAME.partial, zero-padded (the end of the archive)')
     .option('--prefetch <n>', 'keep the next N segments ready in pg_wal/walvault-prefetch (a background process fetches them)')

@@ -2,6 +2,7 @@
  * What a loaded configuration is: the typed result every command and the daemon work from.
  * Defaults are filled in and relative paths resolved before anyone sees these.
  */
+import type { AzureSettings } from '../storage/azure';
 import type { S3Settings } from '../storage/s3';
 import type { CodecName } from '../archive/codecs';
 import type { PgConnectionConfig } from './conninfo';
@@ -62,6 +63,8 @@ export interface SiteConfig {
   recoveryWindowDays: number;
   /** Overrides for an s3:// archive (the [sites.NAME.s3] table); empty otherwise. */
   s3: S3Settings;
+  /** Overrides for an azure:// archive (the [sites.NAME.azure] table); empty otherwise. */
+  azure: AzureSettings;
   /** Permission bits of a local archive's objects (directories get the matching x bits). */
   archiveFileMode: number;
   /** Codec for the bodies this site stores. */

@@ -11,7 +11,7 @@
  * starts in; on the command line they are relative to the working directory.
  *
  * The parts: config-file.ts reads the file's syntax, keys.ts lists the keys and their
- * defaults, site.ts and s3-table.ts check a site, messages.ts words the errors; this module
+ * defaults, site.ts, s3-table.ts and azure-table.ts check a site, messages.ts words the errors; this module
  * checks the top-level tables and the sites against each other.
  */
 import * as path from 'path';

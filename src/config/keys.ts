@@ -32,7 +32,7 @@ export interface KeyInfo {
   meaning: string;
 }
 
-export type Section = 'top' | 'log' | 'http' | 'site' | 's3';
+export type Section = 'top' | 'log' | 'http' | 'site' | 's3' | 'azure';
 
 const value = (v: Literal): Default => ({ kind: 'value', value: v });
 const derived = (how: string): Default => ({ kind: 'derived', how });
@@ -54,7 +54,7 @@ export const KEYS: Readonly<Record<Section, Readonly<Record<string, KeyInfo>>>> 
   site: {
     pg: { default: REQUIRED, meaning: 'conninfo of the server to stream from, without a password' },
     password_file: { default: UNSET, meaning: "file holding the role's password" },
-    archive: { default: REQUIRED, meaning: 'directory, file:// or s3:// URL of the archive' },
+    archive: { default: REQUIRED, meaning: 'directory, file://, s3:// or azure:// URL of the archive' },
     state: { default: REQUIRED, meaning: "the site's state directory" },
     slot: { default: derived('"walvault_" and the site name'), meaning: 'physical replication slot' },
     mode: { default: value('archive'), meaning: 'when WAL is reported flushed: archived, or fsynced in the spool' },
@@ -65,7 +65,7 @@ export const KEYS: Readonly<Record<Section, Readonly<Record<string, KeyInfo>>>> 
     upload_concurrency: { default: value(2), unit: 'uploads', meaning: 'segments uploaded at once' },
     spool_alert_mib: { default: value(4096), unit: 'MiB', meaning: 'unarchived WAL that raises the alert; 0 never' },
     storage_stall_seconds: { default: value(60), unit: 'seconds', meaning: 'uploads with none finishing this long: storage failing' },
-    compression: { default: derived('zstd for s3://, none for a directory'), meaning: 'codec of stored objects' },
+    compression: { default: derived('zstd for s3:// and azure://, none for a directory'), meaning: 'codec of stored objects' },
     archive_file_mode: { default: value('0600'), meaning: "permission bits of a local archive's objects" },
     encryption_public_key_file: { default: UNSET, meaning: 'encrypt stored objects for this public key' },
     encryption_private_key_file: { default: UNSET, meaning: 'the matching private key, for reading' },
@@ -85,6 +85,7 @@ export const KEYS: Readonly<Record<Section, Readonly<Record<string, KeyInfo>>>> 
     drill_os_user: { default: value('postgres'), meaning: "OS user of a drill's server when walvault runs as root" },
     drill_query: { default: UNSET, meaning: 'a query a drill runs on the recovered cluster' },
     s3: { default: UNSET, meaning: 'the [sites.NAME.s3] table' },
+    azure: { default: UNSET, meaning: 'the [sites.NAME.azure] table' },
   },
   s3: {
     endpoint: { default: derived('AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS'), meaning: 'URL of an S3-compatible store' },
@@ -99,6 +100,12 @@ export const KEYS: Readonly<Record<Section, Readonly<Record<string, KeyInfo>>>> 
     connect_timeout_seconds: { default: value(DEFAULT_CONNECT_TIMEOUT_S), unit: 'seconds', meaning: 'deadline for connecting to the store, per attempt' },
     sign_payloads: { default: derived('true for an http:// endpoint, else false'), meaning: "request bodies' SHA-256 in the signature" },
   },
+  azure: {
+    account: { default: derived('AZURE_STORAGE_ACCOUNT'), meaning: 'the storage account' },
+    endpoint: { default: derived('https://ACCOUNT.blob.core.windows.net'), meaning: 'URL of the blob service (Azurite: http://127.0.0.1:10000/devstoreaccount1)' },
+    request_timeout_seconds: { default: value(DEFAULT_REQUEST_TIMEOUT_S), unit: 'seconds', meaning: 'no byte moving this long ends an attempt' },
+    connect_timeout_seconds: { default: value(DEFAULT_CONNECT_TIMEOUT_S), unit: 'seconds', meaning: 'deadline for connecting to the store, per attempt' },
+  },
 };
 
 /** Every key the loader accepts, by table. */
@@ -108,6 +115,7 @@ export const CONFIG_KEYS: Readonly<Record<Section, readonly string[]>> = {
   http: Object.keys(KEYS.http),
   site: Object.keys(KEYS.site),
   s3: Object.keys(KEYS.s3),
+  azure: Object.keys(KEYS.azure),
 };
 
 /** A key's default value, when it has one that can be written down. */
@@ -138,10 +146,10 @@ export function defaultSlot(site: string): string {
 
 /**
  * The codec a site gets when it names none, chosen from the codec bench (README, "Compression"):
- * object storage pays per byte moved and stored, and zstd cuts typical WAL to about a third
+ * object storage (S3, Azure) pays per byte moved and stored, and zstd cuts typical WAL to about a third
  * at some 300 MiB/s per stream; a local directory on the spool's filesystem takes completed
  * segments by hard link, with no copy at all, which only uncompressed segments allow.
  */
 export function defaultCompression(archive: string): CodecName {
-  return /^s3:\/\//i.test(archive.trim()) ? 'zstd' : 'none';
+  return /^(s3|azure):\/\//i.test(archive.trim()) ? 'zstd' : 'none';
 }

@@ -4,8 +4,9 @@
  * (the file is the operator's to protect), never on the command line, and are never echoed.
  */
 import type { S3Settings } from '../storage/s3';
-import { CONFIG_KEYS, defaultOf } from './keys';
+import { CONFIG_KEYS } from './keys';
 import { assignment, fail, isTable, rejectUnknownKeys, tableWord, typeName, type Ctx } from './messages';
+import { readDeadlines } from './store-deadlines';
 
 export function parseS3Table(ctx: Ctx, site: string, raw: unknown): S3Settings {
   if (raw === undefined) return {};
@@ -62,19 +63,6 @@ export function parseS3Table(ctx: Ctx, site: string, raw: unknown): S3Settings {
     Object.defineProperty(out, 'secretAccessKey', { value: secret, enumerable: false, writable: true, configurable: true });
     if (token !== undefined) Object.defineProperty(out, 'sessionToken', { value: token, enumerable: false, writable: true, configurable: true });
   }
-  // Left out, a timeout stays unset here: the S3 client applies its default (keys.ts), also
-  // for archives named on the command line, which have no table.
-  const seconds = (key: string): number | undefined => {
-    const v = raw[key];
-    if (v === undefined) return undefined;
-    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
-      fail(ctx, at(key), `expected a positive number of seconds, got ${typeof v === 'number' ? v : typeName(v)}`, `write ${assignment(ctx, key, String(defaultOf('s3', key, 'number')))}`);
-    }
-    return v as number;
-  };
-  const timeout = seconds('request_timeout_seconds');
-  if (timeout !== undefined) out.requestTimeoutSeconds = timeout;
-  const connectTimeout = seconds('connect_timeout_seconds');
-  if (connectTimeout !== undefined) out.connectTimeoutSeconds = connectTimeout;
+  Object.assign(out, readDeadlines(ctx, raw, at, 's3'));
   return out;
 }

@@ -12,6 +12,7 @@ import type { AckMode, SiteConfig } from './config-types';
 import { describeConninfo, parseConninfo } from './conninfo';
 import { CONFIG_KEYS, SLOT_MAX, defaultCompression, defaultOf, defaultSlot, literalDefault } from './keys';
 import { assignment, fail, keyPath, rejectUnknownKeys, typeName, type Ctx, type Table } from './messages';
+import { parseAzureTable } from './azure-table';
 import { parseS3Table } from './s3-table';
 
 const MODES: readonly AckMode[] = ['archive', 'sync'];
@@ -94,7 +95,7 @@ export function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
   pg.application_name = applicationName;
 
   if (compressionRaw !== undefined && !isCodecName(compressionRaw)) {
-    fail(ctx, where('compression'), `${JSON.stringify(compressionRaw)} is not a codec`, `use one of ${CODEC_NAMES.map((c) => `"${c}"`).join(', ')}, or remove it for the default (zstd for s3:// archives, none for a local directory)`);
+    fail(ctx, where('compression'), `${JSON.stringify(compressionRaw)} is not a codec`, `use one of ${CODEC_NAMES.map((c) => `"${c}"`).join(', ')}, or remove it for the default (zstd for s3:// and azure:// archives, none for a local directory)`);
   }
   const encryptionPublicKeyFile = publicKeyRaw === undefined ? undefined : path.resolve(ctx.baseDir, publicKeyRaw);
   if (encryptionPublicKeyFile !== undefined) {
@@ -152,6 +153,7 @@ export function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
     drillOsUser: str('drill_os_user', false, '"postgres"') ?? defaultOf('site', 'drill_os_user', 'string'),
     ...(drillQuery !== undefined ? { drillQuery } : {}),
     s3: parseS3Table(ctx, name, raw.s3),
+    azure: parseAzureTable(ctx, name, raw.azure),
     archiveFileMode,
     compression: (compressionRaw as CodecName | undefined) ?? defaultCompression(archiveRaw),
     compressionChosen: compressionRaw !== undefined,
@@ -160,7 +162,7 @@ export function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
   };
 }
 
-/** URLs (file://, s3://, ...) are kept for the storage layer to judge; plain paths become absolute. */
+/** URLs (file://, s3://, azure://, ...) are kept for the storage layer to judge; plain paths become absolute. */
 function resolveArchive(ctx: Ctx, archive: string): string {
   if (/^[a-z][a-z0-9+.-]*:/i.test(archive)) return archive;
   return path.resolve(ctx.baseDir, archive);

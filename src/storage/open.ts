@@ -5,21 +5,20 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { WalvaultError } from '../errors';
 import { LocalStorage, type LocalStorageOptions } from './local';
+import type { AzureSettings } from './azure';
+import { parseAzureUrl } from './azure-url';
 import type { S3Settings } from './s3';
 import type { Storage } from './storage';
+import { redactUrl } from './store-errors';
 
 const ACCEPTED =
-  'accepted forms: s3://bucket/prefix, file:///absolute/path, or a plain directory path (absolute or relative to the current directory)';
+  'accepted forms: s3://bucket/prefix, azure://container/prefix, file:///absolute/path, or a plain directory path (absolute or relative to the current directory)';
 
-/** Error messages must never echo credentials someone put in the URL. */
-function redact(url: string): string {
-  return url.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/@]*@/, '$1***@');
-}
-
-/** `s3`: the site's S3 overrides (unused for local archives); `local`: a local archive's (unused for S3). */
-export function storageFromUrl(url: string, s3: S3Settings = {}, local: LocalStorageOptions = {}): Storage {
+/** Each backend's settings are used for its own URLs only: `s3` for s3://, `local` for a directory, `azure` for azure://. */
+export function storageFromUrl(url: string, s3: S3Settings = {}, local: LocalStorageOptions = {}, azure: AzureSettings = {}): Storage {
   const text = url.trim();
-  const shown = redact(text);
+  // Error messages must never echo credentials someone put in the URL.
+  const shown = redactUrl(text);
   if (text === '') throw new WalvaultError('CONFIG_INVALID', `the archive location is empty`, { fix: `${ACCEPTED}` });
 
   const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(text)?.[1]?.toLowerCase();
@@ -45,6 +44,15 @@ export function storageFromUrl(url: string, s3: S3Settings = {}, local: LocalSto
     const location = parseS3Url(text);
     if (location === null) throw new WalvaultError('CONFIG_INVALID', `archive location "${shown}" is not a valid s3 URL`, { fix: `${ACCEPTED}` });
     return new S3Storage(location, s3);
+  }
+  if (scheme === 'azure') {
+    // Parsed before the SDK is loaded, so that a malformed URL costs nothing.
+    const location = parseAzureUrl(text);
+    if (location === null) throw new WalvaultError('CONFIG_INVALID', `archive location "${shown}" is not a valid azure URL`, { fix: `${ACCEPTED}` });
+    // Loaded only for Azure archives, as the S3 SDK is for S3 ones.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { AzureStorage } = require('./azure') as typeof import('./azure');
+    return new AzureStorage(location, azure);
   }
   throw new WalvaultError('CONFIG_INVALID', `archive location "${shown}" has an unsupported scheme "${scheme}://"`, { fix: `${ACCEPTED}` });
 }

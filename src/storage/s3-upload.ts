@@ -25,6 +25,7 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import type { BufferPool } from '../util/buffer-pool';
+import { fillParts, PartsInFlight } from './part-filler';
 import type { ObjectChunk } from './storage';
 
 export interface StreamUpload {
@@ -37,11 +38,6 @@ export interface StreamUpload {
   partsInFlight: number;
   /** Leave payloads out of the signature (see below). */
   unsignedPayloads: boolean;
-}
-
-/** What the body itself threw (not the store): the caller reports it as it is. */
-export class BodyFailed {
-  constructor(readonly err: unknown) {}
 }
 
 interface Middlewared {
@@ -74,97 +70,53 @@ function timedOut(err: unknown): boolean {
 export async function uploadStream(o: StreamUpload, body: AsyncIterable<ObjectChunk>): Promise<void> {
   const { client, bucket, key } = o;
   const payload = <C>(command: C): C => (o.unsignedPayloads ? unsignedPayload(command) : command);
-  const source = body[Symbol.asyncIterator]();
-  let sourceDone = false;
-  let part: Buffer | null = o.parts.acquire();
-  let filled = 0;
   let uploadId: string | undefined;
   let partNumber = 0;
   const completed: CompletedPart[] = [];
-  const inFlight = new Set<Promise<void>>();
-  let failure: { err: unknown } | null = null;
-  const failed = () => {
-    if (failure !== null) throw failure.err;
-  };
+  const inFlight = new PartsInFlight(o.parts, o.partsInFlight);
 
   // Sends a full (or the last) part; owns `buf` from here and gives it back once sent.
   const sendPart = async (buf: Buffer, length: number): Promise<void> => {
-    try {
-      failed();
-      if (uploadId === undefined) {
+    if (uploadId === undefined) {
+      try {
         const withChecksum = (await client.config.requestChecksumCalculation()) === 'WHEN_SUPPORTED';
         // As lib-storage does: parts then carry CRC32s, which the completion lists.
         const created = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ...(withChecksum ? { ChecksumAlgorithm: 'CRC32' } : {}) }));
         if (!created.UploadId) throw new Error(`CreateMultipartUpload of ${key} returned no UploadId`);
         uploadId = created.UploadId;
+      } catch (err) {
+        o.parts.release(buf);
+        throw err;
       }
-      while (inFlight.size >= o.partsInFlight) await Promise.race(inFlight);
-      failed();
-    } catch (err) {
-      o.parts.release(buf);
-      throw err;
     }
+    await inFlight.room(buf);
     const number = ++partNumber;
-    const sending: Promise<void> = client
+    const sent = client
       .send(payload(new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: uploadId, PartNumber: number, Body: buf.subarray(0, length), ContentLength: length })))
       .then((res) => {
         if (!res.ETag) throw new Error(`UploadPart ${number} of ${key} returned no ETag`);
         completed[number - 1] = { PartNumber: number, ETag: res.ETag, ...(res.ChecksumCRC32 ? { ChecksumCRC32: res.ChecksumCRC32 } : {}) };
-      })
-      .catch((err: unknown) => {
-        failure ??= { err };
-      })
-      .finally(() => {
-        inFlight.delete(sending);
-        o.parts.release(buf);
       });
-    inFlight.add(sending);
+    inFlight.add(sent, buf);
   };
 
   try {
-    for (;;) {
-      let next: IteratorResult<ObjectChunk>;
-      try {
-        next = await source.next();
-      } catch (err) {
-        sourceDone = true;
-        throw new BodyFailed(err);
-      }
-      if (next.done) {
-        sourceDone = true;
-        break;
-      }
-      for (const piece of Buffer.isBuffer(next.value) ? [next.value] : next.value) {
-        for (let at = 0; at < piece.length; ) {
-          if (filled === part!.length) {
-            // A full part and more to come: this object goes up in parts.
-            const full = part!;
-            part = null;
-            await sendPart(full, filled);
-            part = o.parts.acquire();
-            filled = 0;
-          }
-          const n = piece.copy(part!, filled, at, Math.min(piece.length, at + part!.length - filled));
-          filled += n;
-          at += n;
-        }
-      }
-      failed();
-    }
+    const { last, length } = await fillParts(body, o.parts, sendPart, inFlight.check);
     if (uploadId === undefined) {
-      await client.send(payload(new PutObjectCommand({ Bucket: bucket, Key: key, Body: part!.subarray(0, filled), ContentLength: filled })));
+      try {
+        await client.send(payload(new PutObjectCommand({ Bucket: bucket, Key: key, Body: last.subarray(0, length), ContentLength: length })));
+      } finally {
+        o.parts.release(last);
+      }
       return;
     }
-    const last = part!;
-    part = null;
-    await sendPart(last, filled);
-    await Promise.all(inFlight);
-    failed();
+    await sendPart(last, length);
+    await inFlight.all();
     await client.send(
       new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: completed } }),
     );
   } catch (err) {
-    await Promise.allSettled(inFlight);
+    await inFlight.settled();
     if (uploadId !== undefined) {
       const abort = client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId })).then(
         () => undefined,
@@ -172,11 +124,8 @@ export async function uploadStream(o: StreamUpload, body: AsyncIterable<ObjectCh
       );
       // Against a store that does not answer, the abort would only make the caller wait as
       // long again: it goes on in the background.
-      if (!timedOut((failure as { err: unknown } | null)?.err ?? err)) await abort;
+      if (!timedOut(inFlight.firstFailure ?? err)) await abort;
     }
     throw err;
-  } finally {
-    if (!sourceDone) await source.return?.();
-    if (part !== null) o.parts.release(part);
   }
 }

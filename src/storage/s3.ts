@@ -17,7 +17,7 @@
  *   - connect: the TCP (and TLS) connection within `connectTimeoutSeconds`;
  *   - progress: no byte moving either way for `requestTimeoutSeconds` ends it, which covers
  *     the wait for the first byte of the answer, an upload stalled mid-part and a download
- *     stalled mid-body (the socket's idle timeout, and for bodies also a wait per chunk here);
+ *     stalled mid-body (the socket's idle timeout, and for bodies also a wait per chunk: ./body-chunks.ts);
  *     a progress deadline rather than a fixed total, so a large object on a slow link goes
  *     through as long as its bytes keep moving;
  *   - whole request: requests without a large body (HEAD, LIST, DELETE, a GET until its
@@ -40,9 +40,12 @@ import { Readable } from 'node:stream';
 import { DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_REQUEST_TIMEOUT_S } from './s3-defaults';
 import { WalvaultError } from '../errors';
 import { BufferPool } from '../util/buffer-pool';
-import { BodyFailed, unsignedPayload, uploadStream } from './s3-upload';
+import { BodyFailed } from './body-failed';
+import { collectInto, guardedBody } from './body-chunks';
+import { unsignedPayload, uploadStream } from './s3-upload';
 import { sdkLogger } from './sdk-log';
-import { releasingChunks, type ListOptions, type ObjectBody, type ObjectChunk, type ObjectInfo, type Storage } from './storage';
+import { readingChunks, type ListOptions, type ObjectBody, type ObjectChunk, type ObjectInfo, type Storage } from './storage';
+import { failedCallCode, missedDeadline, NETWORK_CODES, redactUrl, TIMEOUT_CODES, waitedForConnect, waitedForProgress } from './store-errors';
 
 export type ChecksumMode = 'when_supported' | 'when_required';
 
@@ -241,7 +244,7 @@ export class S3Storage implements Storage {
     try {
       const res = await this.client.send(new GetObjectCommand({ Bucket: this.location.bucket, Key: this.objectKey(key) }), this.whole);
       const parts: Buffer[] = [];
-      for await (const chunk of this.bodyChunks(res.Body as Readable, res.ContentLength)) parts.push(chunk);
+      for await (const chunk of this.body(res.Body as Readable, res.ContentLength)) parts.push(chunk);
       return Buffer.concat(parts);
     } catch (err) {
       if (isNotFound(err)) return null;
@@ -250,40 +253,14 @@ export class S3Storage implements Storage {
   }
 
   /**
-   * A response body's chunks, each waited for at most the progress deadline: a store that
-   * stops sending mid-body ends the read (the socket's idle timeout should too; this does not
-   * depend on it). Only the wait for the store counts, not the consumer's time between chunks.
-   * The body is released however the iteration ends. A connection closed before the
-   * `announced` length arrived is said as such, with how much came: a store that is not
-   * atomic (s3rver) does that when an object shrinks under a read.
+   * A response body under the progress deadline (./body-chunks.ts: the socket's idle timeout
+   * should end a stalled body too; this does not depend on it). A reset connection is a body
+   * cut short, said with how much came: a store that is not atomic (s3rver) does that when an
+   * object shrinks under a read. Any other error the SDK's stream raises (a checksum
+   * mismatch) is no cut and is reported as it is.
    */
-  private async *bodyChunks(stream: Readable, announced: number | undefined): AsyncGenerator<Buffer> {
-    const it = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-    const idleMs = this.idleMs;
-    let got = 0;
-    try {
-      for (;;) {
-        let timer: NodeJS.Timeout | undefined;
-        const stalled = new Promise<never>((_resolve, reject) => {
-          timer = setTimeout(() => reject(Object.assign(new Error(`no body bytes for ${idleMs} ms`), { name: 'TimeoutError', code: 'WALVAULT_BODY_STALLED' })), idleMs);
-        });
-        let next: IteratorResult<Buffer>;
-        try {
-          next = await Promise.race([it.next(), stalled]);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException)?.code !== 'ECONNRESET') throw err;
-          const of = announced !== undefined ? ` of the ${announced} bytes it announced` : '';
-          throw Object.assign(new Error(`the connection closed after ${got}${of}`), { name: 'IncompleteBody', cause: err });
-        } finally {
-          clearTimeout(timer);
-        }
-        if (next.done) return;
-        got += next.value.length;
-        yield next.value;
-      }
-    } finally {
-      stream.destroy();
-    }
+  private body(stream: Readable, announced: number | undefined): AsyncGenerator<Buffer> {
+    return guardedBody(stream, this.idleMs, announced, isReset);
   }
 
   async getRange(key: string, offset: number, length: number, into?: Buffer): Promise<Buffer | null> {
@@ -293,14 +270,7 @@ export class S3Storage implements Storage {
         new GetObjectCommand({ Bucket: this.location.bucket, Key: this.objectKey(key), Range: `bytes=${offset}-${offset + length - 1}` }),
         this.whole,
       );
-      const out = into !== undefined && into.length >= length ? into : Buffer.allocUnsafe(length);
-      let got = 0;
-      for await (const c of this.bodyChunks(res.Body as Readable, res.ContentLength)) {
-        const n = Math.min(c.length, length - got);
-        c.copy(out, got, 0, n);
-        got += n;
-      }
-      return out.subarray(0, got);
+      return await collectInto(this.body(res.Body as Readable, res.ContentLength), length, into);
     } catch (err) {
       if (isNotFound(err)) return null;
       // A range starting at or past the end: the object exists and has nothing there.
@@ -321,19 +291,7 @@ export class S3Storage implements Storage {
       throw this.failure('read', this.where(key), err);
     }
     const where = this.where(key);
-    const body = this.bodyChunks(stream, size);
-    const fail = (err: unknown) => this.failure('read', where, err);
-    async function* chunks(): AsyncGenerator<Buffer> {
-      try {
-        for await (const chunk of body) yield chunk;
-      } catch (err) {
-        throw fail(err);
-      } finally {
-        // Abandoned early (a mismatch found): the rest of the body is not wanted.
-        stream.destroy();
-      }
-    }
-    return { size, chunks: releasingChunks(chunks(), () => void stream.destroy()) };
+    return { size, chunks: readingChunks(this.body(stream, size), (err) => this.failure('read', where, err), () => void stream.destroy()) };
   }
 
   async head(key: string): Promise<ObjectInfo | null> {
@@ -387,13 +345,9 @@ export class S3Storage implements Storage {
     const attempts = (err as { $metadata?: { attempts?: number } })?.$metadata?.attempts;
     // The SDK's connect and idle timeouts are one error type with no code between them: both
     // deadlines are named rather than one guessed from the text.
-    const waited = `no connection within ${this.connectMs / 1000} s, or no answer or progress for ${this.idleMs / 1000} s`;
+    const waited = `${waitedForConnect(this.connectMs)}, or ${waitedForProgress(this.idleMs)}`;
     const tries = attempts === undefined || attempts < 2 ? '' : `, ${attempts} attempts`;
-    return new WalvaultError(
-      'STORAGE_TIMEOUT',
-      `S3 ${action} of ${where} failed: the store did not answer in time (${waited}${tries})`,
-      { fix: `check that the S3 endpoint is up and reachable${this.endpointShown ? ` (${this.endpointShown})` : ''}`, cause: err },
-    );
+    return missedDeadline({ store: 'S3', action, where, waited: waited + tries, ...(this.endpointShown !== null ? { endpoint: this.endpointShown } : {}), cause: err });
   }
 
   async close(): Promise<void> {
@@ -405,6 +359,10 @@ function httpStatus(err: unknown): number | undefined {
   return (err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
 }
 
+function codeOf(err: unknown): string | undefined {
+  return (err as { code?: string } | undefined)?.code;
+}
+
 function errorName(err: unknown): string {
   return (err as { name?: string; Code?: string })?.name ?? (err as { Code?: string })?.Code ?? 'Error';
 }
@@ -414,23 +372,19 @@ function errorName(err: unknown): string {
  * handler also names a reset connection TimeoutError: that one is not.)
  */
 function isTimeout(err: unknown): boolean {
-  const e = err as { name?: string; code?: string } | undefined;
-  if (e?.code === 'ECONNRESET' || e?.code === 'EPIPE') return false;
-  return e?.name === 'TimeoutError' || e?.code === 'ETIMEDOUT' || e?.code === 'WALVAULT_BODY_STALLED';
+  const code = codeOf(err) ?? '';
+  if (code === 'ECONNRESET' || code === 'EPIPE') return false;
+  return (err as { name?: string } | undefined)?.name === 'TimeoutError' || TIMEOUT_CODES.has(code);
+}
+
+function isReset(err: unknown): boolean {
+  return codeOf(err) === 'ECONNRESET';
 }
 
 function isNotFound(err: unknown): boolean {
   const name = errorName(err);
   return name === 'NoSuchKey' || name === 'NotFound' || (httpStatus(err) === 404 && name !== 'NoSuchBucket');
 }
-
-/** Endpoints may carry user:password; never show them. */
-function redactUrl(url: string): string {
-  return url.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/@]*@/, '$1***@');
-}
-
-/** Node's codes for a store that cannot be reached ("socket hang up" is ECONNRESET). */
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH']);
 
 function s3Error(action: string, where: string, err: unknown): WalvaultError {
   const name = errorName(err);
@@ -441,11 +395,8 @@ function s3Error(action: string, where: string, err: unknown): WalvaultError {
   else if (name === 'AccessDenied' || status === 403) fix = "check the credentials and that they may read and write the archive's bucket and prefix";
   else if (name === 'InvalidAccessKeyId' || name === 'SignatureDoesNotMatch') fix = 'check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the credentials in the config file)';
   else if (name === 'CredentialsProviderError') fix = 'provide credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, or access_key_id and secret_access_key in the site\'s [s3] section';
-  else if (name === 'TimeoutError' || NETWORK_CODES.has((err as { code?: string })?.code ?? '')) fix = 'check that the S3 endpoint is reachable (AWS_ENDPOINT_URL_S3 or endpoint in the config file)';
-  // A server error for one object (the store answering, but not with that object) is told
-  // apart: a store that is not atomic can leave an object it can no longer serve.
-  const unreadable = ['head', 'get', 'read'].includes(action) && status !== undefined && status >= 500;
-  return new WalvaultError(unreadable ? 'STORAGE_OBJECT_UNREADABLE' : 'STORAGE_IO', `S3 ${action} of ${where} failed: ${name}${status ? ` (HTTP ${status})` : ''}: ${redactUrl(message)}; ${fix}`, {
+  else if (NETWORK_CODES.has(codeOf(err) ?? '') || name === 'TimeoutError') fix = 'check that the S3 endpoint is reachable (AWS_ENDPOINT_URL_S3 or endpoint in the config file)';
+  return new WalvaultError(failedCallCode(action, status), `S3 ${action} of ${where} failed: ${name}${status ? ` (HTTP ${status})` : ''}: ${redactUrl(message)}; ${fix}`, {
     cause: err,
   });
 }

@@ -24,10 +24,15 @@ export function setSdkLogSink(to: LogSink | null): void {
 
 const MAX_TEXT = 1000;
 
-function forward(args: unknown[]): void {
+/** One SDK warning to the sink, as one line (the Azure SDK's come through here too: ./azure-log.ts). */
+export function sdkWarning(source: string, args: unknown[]): void {
   if (sink === null) return;
   const text = args.map((a) => (typeof a === 'string' ? a : a instanceof Error ? a.message : '[object]')).join(' ');
-  sink.warn({ source: 'aws-sdk' }, text.replace(/\s+/g, ' ').trim().slice(0, MAX_TEXT));
+  sink.warn({ source }, text.replace(/\s+/g, ' ').trim().slice(0, MAX_TEXT));
+}
+
+function forward(args: unknown[]): void {
+  sdkWarning('aws-sdk', args);
 }
 
 /** The logger every S3 client and HTTP handler gets (the SDK's Logger shape). */

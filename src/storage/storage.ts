@@ -100,3 +100,21 @@ export function releasingChunks(chunks: AsyncGenerator<Buffer>, release: () => P
     }),
   };
 }
+
+/**
+ * A response body as the chunks `openRead` returns: an error while reading becomes
+ * `fail(err)` (the backend's error naming the object), and `release` (safe to call twice) runs
+ * however the iteration ends: abandoned early (a mismatch found), the rest is not wanted.
+ */
+export function readingChunks(body: AsyncIterable<Buffer>, fail: (err: unknown) => Error, release: () => void): AsyncIterable<Buffer> {
+  async function* chunks(): AsyncGenerator<Buffer> {
+    try {
+      for await (const chunk of body) yield chunk;
+    } catch (err) {
+      throw fail(err);
+    } finally {
+      release();
+    }
+  }
+  return releasingChunks(chunks(), release);
+}

@@ -7,30 +7,25 @@
  * default, a streamed PutObject is sent aws-chunked and s3rver stores the chunk framing as
  * the object.
  */
-import { ChildProcess, spawn } from 'node:child_process';
 import * as http from 'node:http';
 import * as path from 'node:path';
-import { freePort, removeDir, tmpDir, waitFor } from './pg-cluster';
+import { ChildServer } from './child-server';
+import { freePort } from './free-port';
+import { tmpDir } from './temp-dirs';
 
 const S3RVER_BIN = path.join(require.resolve('s3rver/package.json'), '..', 'bin', 's3rver.js');
 /** s3rver's built-in credentials; it checks signatures against them. */
 const S3RVER_KEY = 'S3RVER';
 
-const live = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const c of live) c.kill('SIGKILL');
-});
-
-export class S3Server {
-  private child: ChildProcess | null = null;
-  private output = '';
-  private paused = false;
-
+export class S3Server extends ChildServer {
   private constructor(
-    readonly port: number,
-    readonly dataDir: string,
+    port: number,
+    dataDir: string,
     readonly bucket: string,
-  ) {}
+  ) {
+    // Killed outright: s3rver keeps no state that a clean stop would save.
+    super(port, dataDir, 'SIGKILL');
+  }
 
   static async start(opts: { bucket?: string } = {}): Promise<S3Server> {
     const server = new S3Server(await freePort(), tmpDir('walvault-s3rver-'), opts.bucket ?? 'walvault-test');
@@ -70,34 +65,11 @@ export class S3Server {
     return { endpoint: this.endpoint, accessKeyId: S3RVER_KEY, secretAccessKey: S3RVER_KEY, region: 'us-east-1' };
   }
 
-  get running(): boolean {
-    return this.child !== null && this.child.exitCode === null && this.child.signalCode === null;
+  protected nodeArgs(): string[] {
+    return ['--openssl-legacy-provider', S3RVER_BIN, '-d', this.dataDir, '-a', '127.0.0.1', '-p', String(this.port), '--configure-bucket', this.bucket];
   }
 
-  private async startProcess(): Promise<void> {
-    const child = spawn(
-      process.execPath,
-      ['--openssl-legacy-provider', S3RVER_BIN, '-d', this.dataDir, '-a', '127.0.0.1', '-p', String(this.port), '--configure-bucket', this.bucket],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    this.child = child;
-    live.add(child);
-    child.once('exit', () => live.delete(child));
-    child.stdout!.on('data', (d: Buffer) => (this.output = (this.output + d.toString()).slice(-4000)));
-    child.stderr!.on('data', (d: Buffer) => (this.output = (this.output + d.toString()).slice(-4000)));
-    try {
-      await waitFor(() => !this.running ? Promise.reject(new Error(`s3rver exited: ${this.output}`)) : this.bucketAnswers(), {
-        timeoutMs: 20000,
-        intervalMs: 100,
-        what: `s3rver on port ${this.port}`,
-      });
-    } catch (err) {
-      child.kill('SIGKILL');
-      throw err;
-    }
-  }
-
-  private bucketAnswers(): Promise<boolean> {
+  protected answers(): Promise<boolean> {
     return new Promise((resolve) => {
       const req = http.request({ host: '127.0.0.1', port: this.port, method: 'HEAD', path: `/${this.bucket}`, timeout: 1000 }, (res) => {
         res.resume();
@@ -108,45 +80,5 @@ export class S3Server {
       req.on('timeout', () => req.destroy());
       req.end();
     });
-  }
-
-  /**
-   * Freezes the server process (SIGSTOP): a hung store. The kernel still accepts connections
-   * and takes request bytes into its buffers, but nothing answers. Tests must resume() it
-   * (or destroy() it) in an `after` hook.
-   */
-  pause(): void {
-    if (this.child && this.running) {
-      this.child.kill('SIGSTOP');
-      this.paused = true;
-    }
-  }
-
-  /** Lets a paused server run again (SIGCONT); it then answers what waited. */
-  resume(): void {
-    if (this.child && this.paused) this.child.kill('SIGCONT');
-    this.paused = false;
-  }
-
-  /** Stops the server (an outage); its data stay for start(). */
-  async stop(): Promise<void> {
-    const child = this.child;
-    if (!child || !this.running) return;
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    child.kill('SIGKILL');
-    this.paused = false;
-    await exited;
-    this.child = null;
-  }
-
-  /** Starts it again on the same port with the same data. */
-  async restart(): Promise<void> {
-    await this.stop();
-    await this.startProcess();
-  }
-
-  async destroy(): Promise<void> {
-    await this.stop();
-    removeDir(this.dataDir);
   }
 }

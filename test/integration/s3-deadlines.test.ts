@@ -13,6 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import { isWalvaultError } from '../../src/errors';
 import { S3Storage, type S3Settings } from '../../src/storage/s3';
 import { setSdkLogSink } from '../../src/storage/sdk-log';
+import { chunksOf, everyCallTimesOut, stallsMidBody, timesOut as timesOutWithin } from '../helpers/deadline-checks';
 import { S3Server } from '../helpers/s3-server';
 import { SlowLink } from '../helpers/slow-link';
 
@@ -30,28 +31,8 @@ function isTimeout(err: unknown): boolean {
 }
 
 /** Runs `fn`, which must reject with STORAGE_TIMEOUT within BOUND_MS; returns the time taken. */
-async function timesOut(what: string, fn: () => Promise<unknown>): Promise<number> {
-  const t0 = Date.now();
-  let guard: NodeJS.Timeout | undefined;
-  const hang = new Promise<never>((_r, reject) => {
-    guard = setTimeout(() => reject(new Error(`${what}: still waiting after ${BOUND_MS} ms (hung)`)), BOUND_MS);
-  });
-  try {
-    await assert.rejects(Promise.race([fn(), hang]), (err: unknown) => {
-      assert.ok(isTimeout(err), `${what}: ${String((err as Error)?.message ?? err)}`);
-      return true;
-    });
-  } finally {
-    clearTimeout(guard);
-  }
-  return Date.now() - t0;
-}
-
-async function* chunksOf(size: number, chunk: number, onChunk?: (n: number) => void): AsyncIterable<Buffer> {
-  for (let at = 0, n = 0; at < size; at += chunk, n++) {
-    onChunk?.(n);
-    yield randomBytes(Math.min(chunk, size - at));
-  }
+function timesOut(what: string, fn: () => Promise<unknown>): Promise<number> {
+  return timesOutWithin(what, BOUND_MS, fn, (err) => assert.ok(isTimeout(err), `${what}: ${String((err as Error)?.message ?? err)}`));
 }
 
 describe('S3 deadlines against a hung store (s3rver stopped with SIGSTOP)', () => {
@@ -89,22 +70,7 @@ describe('S3 deadlines against a hung store (s3rver stopped with SIGSTOP)', () =
   it('every kind of call ends with STORAGE_TIMEOUT in bounded time, and works again after the store resumes', async () => {
     const s = storage();
     await patient().put('small', randomBytes(3000));
-    server.pause();
-    try {
-      const took = await Promise.all([
-        timesOut('head', () => s.head('small')),
-        timesOut('get', () => s.get('small')),
-        timesOut('getRange', () => s.getRange('small', 10, 100)),
-        timesOut('openRead', () => s.openRead('small')),
-        timesOut('list', () => s.list('')),
-        timesOut('delete', () => s.delete('small')),
-        timesOut('put (one request)', () => s.put('other', randomBytes(2000))),
-        timesOut('put (multipart)', () => s.put('big', chunksOf(12 * 1024 * 1024, 1024 * 1024))),
-      ]);
-      assert.ok(took.every((ms) => ms >= TIMEOUT_S * 1000 - 100), `no call gave up before its deadline: ${took.join(', ')} ms`);
-    } finally {
-      server.resume();
-    }
+    await everyCallTimesOut(s, 'small', 12 * 1024 * 1024, server, TIMEOUT_S * 1000, timesOut);
     const fresh = patient();
     await fresh.put('again', Buffer.from('ok'));
     assert.deepEqual(await fresh.get('again'), Buffer.from('ok'));
@@ -117,18 +83,7 @@ describe('S3 deadlines against a hung store (s3rver stopped with SIGSTOP)', () =
     await patient().put('large', body);
     const opened = await s.openRead('large');
     assert.ok(opened);
-    let got = 0;
-    try {
-      await timesOut('openRead body', async () => {
-        for await (const c of opened.chunks) {
-          if (got === 0) server.pause();
-          got += c.length;
-        }
-      });
-    } finally {
-      server.resume();
-    }
-    assert.ok(got > 0 && got < body.length, `part of the body arrived before the stall (${got} of ${body.length} bytes)`);
+    await stallsMidBody(opened, body.length, server, timesOut);
   });
 
   it('a multipart upload the store stops taking in the middle of a part ends with STORAGE_TIMEOUT and leaves no object', async () => {

@@ -163,6 +163,7 @@ connect_timeout_seconds = 4
           requestTimeoutSeconds: 30,
           connectTimeoutSeconds: 4,
         },
+        azure: {},
       },
     ]);
     // The secrets are there for the S3 client, but not enumerable: printing or logging the
