@@ -30,6 +30,13 @@ export async function prepareSlot(conn: ReplicationConnection, site: SiteConfig,
   if (slot && !slot.exists) {
     throw new WalvaultError('CONFIG_INVALID', `replication slot "${site.slot}" does not exist on ${site.pgDescription}`, { fix: `create it, or set create_slot = true` });
   }
+  // Said here, by the slot's type: START_REPLICATION would refuse it with the SQLSTATE an
+  // invalidated slot has (55000), which the receiver reads as WAL the server no longer has.
+  if (slot?.type === 'logical') {
+    throw new WalvaultError('CONFIG_INVALID', `replication slot "${site.slot}" on ${site.pgDescription} is a logical slot; walvault streams WAL through a physical one`, {
+      fix: `give this site a slot name of its own (slot = "walvault_${site.name}")`,
+    });
+  }
   return { created, restart: slot?.restartLsn ? { lsn: slot.restartLsn, tli: slot.restartTli } : null };
 }
 

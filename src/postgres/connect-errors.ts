@@ -1,13 +1,15 @@
 /**
  * Turns what `pg` throws into one-line WalvaultErrors that name the cause and the fix.
  *
- * The server's SQLSTATE decides. Its message text is read in two places only, where
- * PostgreSQL gives several causes one SQLSTATE and the fix differs: 28000 (no pg_hba.conf
- * line, or a role that does not exist or may not log in) and 55000 on START_REPLICATION (an
- * invalidated slot, or a logical slot, or no IDENTIFY_SYSTEM first). A server whose
- * lc_messages translates those texts gets the generic error for its SQLSTATE, with the
- * server's own words: a less precise fix, never a wrong one. pg's own errors carry no
- * SQLSTATE; the texts walvault reads there are pinned in pg-internals.ts (I10) with a test.
+ * The server's SQLSTATE decides, and the command it answered where one SQLSTATE means
+ * different things: 55000 answering START_REPLICATION is an invalidated slot (walvault runs
+ * IDENTIFY_SYSTEM first and streams from its own physical slot, the other two causes of
+ * 55000 there), elsewhere (BASE_BACKUP, say) a state the server cannot serve now. The
+ * server's own words are always shown, never read: a server whose lc_messages translates them
+ * gets the same decisions. Where one SQLSTATE covers causes with different fixes (28000: no
+ * pg_hba.conf line, or a role that does not exist or may not log in), the fix names each.
+ * pg's own errors carry no SQLSTATE; the texts walvault reads there are pinned in
+ * pg-internals.ts (I10) with a test.
  */
 import { WalvaultError } from '../errors';
 import { PG_ERROR_TEXTS } from './pg-internals';
@@ -41,7 +43,10 @@ export function sqlStateOf(err: unknown): string | undefined {
 /** SQLSTATE 55000: what PostgreSQL says when a request is sound but the server's state forbids it now. */
 export const OBJECT_NOT_IN_PREREQUISITE_STATE = '55000';
 
-export function mapPgError(err: unknown, target: ConnectTarget): WalvaultError {
+/** The command an error answered, where that changes what its SQLSTATE means. */
+export type PgCommand = 'START_REPLICATION';
+
+export function mapPgError(err: unknown, target: ConnectTarget, answering?: PgCommand): WalvaultError {
   if (err instanceof WalvaultError) return err;
   const e = (err ?? {}) as PgLikeError;
   const code = e.code ?? '';
@@ -69,11 +74,16 @@ export function mapPgError(err: unknown, target: ConnectTarget): WalvaultError {
       { fix: `provide it through PGPASSWORD, a password file (PGPASSFILE, ~/.pgpass) or the site's password_file`, cause: err },
     );
   }
-  if (code === '28000' && /pg_hba\.conf/i.test(msg)) {
+  if (code === '28000') {
     return new WalvaultError(
       'PG_HBA_REJECTED',
       `the server at ${at} refuses replication connections for user "${target.user}" (${msg})`,
-      { fix: `add a line such as "host replication ${target.user} <backup host address>/32 scram-sha-256" to pg_hba.conf and reload`, cause: err },
+      {
+        fix:
+          `add a line such as "host replication ${target.user} <backup host address>/32 scram-sha-256" to pg_hba.conf and reload; ` +
+          `if the role does not exist or may not log in, CREATE ROLE ${target.user} LOGIN REPLICATION (or ALTER ROLE ${target.user} LOGIN)`,
+        cause: err,
+      },
     );
   }
   // On a replication connection 42501 has one cause: a role without REPLICATION starting a walsender.
@@ -114,7 +124,7 @@ export function mapPgError(err: unknown, target: ConnectTarget): WalvaultError {
   // START_REPLICATION in newer servers ("can no longer access replication slot" from 18,
   // "can no longer get changes from" for logical ones); older ones stream until the WAL is
   // missing (58P01, "requested WAL segment ... has already been removed").
-  if (code === '58P01' || (code === '55000' && /can no longer (?:get changes from|access) replication slot|invalidated/i.test(msg))) {
+  if (code === '58P01' || (code === OBJECT_NOT_IN_PREREQUISITE_STATE && answering === 'START_REPLICATION')) {
     return new WalvaultError(
       'PG_WAL_REMOVED',
       // What to do depends on who asked (the receiver, a repair): they add it.
@@ -124,9 +134,6 @@ export function mapPgError(err: unknown, target: ConnectTarget): WalvaultError {
   }
   if (code === '3D000') {
     return new WalvaultError('PG_SERVER_ERROR', `${msg} at ${at}`, { fix: `fix dbname in the connection settings`, cause: err });
-  }
-  if (code === '28000') {
-    return new WalvaultError('PG_AUTH_FAILED', `${msg} at ${at}`, { fix: `check the role name and its LOGIN attribute`, cause: err });
   }
   return new WalvaultError('PG_SERVER_ERROR', `PostgreSQL at ${at} failed: ${msg}${sqlStateOf(err) ? ` (SQLSTATE ${code})` : code ? ` (${code})` : ''}`, {
     cause: err,

@@ -53,6 +53,8 @@ export interface ServerFacts {
 
 export interface SlotState {
   exists: boolean;
+  /** 'physical' or 'logical' (null when it does not exist). */
+  type: string | null;
   restartLsn: Lsn | null;
   restartTli: number | null;
 }
@@ -186,9 +188,10 @@ export class ReplicationConnection {
   async readSlot(name: string, major: number): Promise<SlotState | null> {
     if (major < 15) return null;
     const row = await this.singleRow(`READ_REPLICATION_SLOT ${quoteIdent(name)}`);
-    if (row.slot_type === null || row.slot_type === undefined) return { exists: false, restartLsn: null, restartTli: null };
+    if (row.slot_type === null || row.slot_type === undefined) return { exists: false, type: null, restartLsn: null, restartTli: null };
     return {
       exists: true,
+      type: String(row.slot_type),
       restartLsn: row.restart_lsn ? parseLsn(String(row.restart_lsn)) : null,
       restartTli: row.restart_tli === null || row.restart_tli === undefined ? null : Number(row.restart_tli),
     };
@@ -240,7 +243,7 @@ export class ReplicationConnection {
     const query = this.client.query(sql) as unknown as Promise<PgResult | PgResult[]>;
     session.attach(
       query.then((r) => (Array.isArray(r) ? r : [r])),
-      (err) => mapPgError(err, this.target),
+      (err) => mapPgError(err, this.target, 'START_REPLICATION'),
     );
     return session;
   }

@@ -22,7 +22,8 @@ before(async () => {
   // wal_keep_size 0 and small WAL limits: without a slot the server removes old segments soon.
   [main, other] = await Promise.all([
     PgCluster.start({ walSegSizeMiB: 1, settings: { wal_keep_size: 0, min_wal_size: '2MB', max_wal_size: '4MB' } }),
-    PgCluster.start({ walSegSizeMiB: 1 }),
+    // wal_level logical: one test needs a logical slot there.
+    PgCluster.start({ walSegSizeMiB: 1, settings: { wal_level: 'logical' } }),
   ]);
 });
 after(async () => {
@@ -110,6 +111,15 @@ describe('start-up refusals leave no replication slot behind', { timeout: 600_00
     fs.writeFileSync(path.join(dir, 'afile'), 'not a directory\n');
     await expectRefusal(main, path.join(dir, 'u'), { ...site(main, path.join(dir, 'u'), path.join(dir, 'u', 'archive'), 'misc_u'), state: path.join(dir, 'afile', 'state') }, /not a directory/);
     await expectRefusal(main, path.join(dir, 'n'), site(main, path.join(dir, 'n'), path.join(dir, 'n', 'archive'), 'misc_n', { create_slot: false }), /replication slot "misc_n" does not exist/);
+  });
+
+  it("a logical slot under the site's slot name is refused by its type, not taken for lost WAL", async () => {
+    const dir = path.join(work, 'logical');
+    await other.query(`SELECT pg_create_logical_replication_slot('logical_named', 'test_decoding')`);
+    // START_REPLICATION would refuse it with 55000, the SQLSTATE of an invalidated slot.
+    const line = await expectRefusal(other, dir, site(other, dir, path.join(dir, 'archive'), 'logical_named'), /replication slot "logical_named" on .* is a logical slot/);
+    assert.match(line, /give this site a slot name of its own/);
+    assert.doesNotMatch(line, /no longer has the WAL/);
   });
 
   it('a slot created for a start the server then refuses (its WAL already removed) is dropped again', async () => {

@@ -15,16 +15,21 @@ describe('mapPgError: WAL the server no longer has', () => {
       { code: '58P01', message: 'requested WAL segment 000000010000000000000003 has already been removed' },
     ];
     for (const c of cases) {
-      const err = mapPgError(Object.assign(new Error(c.message), { code: c.code }), target);
+      const err = mapPgError(Object.assign(new Error(c.message), { code: c.code }), target, 'START_REPLICATION');
       assert.equal(err.code, 'PG_WAL_REMOVED', c.message);
       assert.match(err.message, /no longer has the WAL needed to continue/);
       assert.ok(err.message.includes(c.message), 'the server\'s own words are kept');
     }
   });
 
-  test('other 55000 errors are not read as a gap', () => {
-    const err = mapPgError(Object.assign(new Error('cannot execute in a read-only transaction'), { code: '55000' }), target);
-    assert.equal(err.code, 'PG_SERVER_ERROR');
+  test('55000 answering another command is not read as a gap, whatever its words', () => {
+    for (const message of ['cannot execute in a read-only transaction', 'can no longer access replication slot "walvault_main"']) {
+      const err = mapPgError(Object.assign(new Error(message), { code: '55000' }), target);
+      assert.equal(err.code, 'PG_SERVER_ERROR', message);
+    }
+    // Answering START_REPLICATION, the code decides even in another language.
+    const translated = mapPgError(Object.assign(new Error('kann nicht mehr auf Replikations-Slot zugreifen'), { code: '55000' }), target, 'START_REPLICATION');
+    assert.equal(translated.code, 'PG_WAL_REMOVED');
   });
 });
 
@@ -60,6 +65,7 @@ describe('refusals told apart by SQLSTATE, not by their words', () => {
       ['55006', 'PG_SLOT_ACTIVE'],
       ['58P01', 'PG_WAL_REMOVED'],
       ['53300', 'PG_WALSENDERS_BUSY'],
+      ['28000', 'PG_HBA_REJECTED'],
     ];
     for (const [code, expected] of cases) {
       // Translated words (lc_messages): the code still decides.
