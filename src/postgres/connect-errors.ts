@@ -42,6 +42,8 @@ export function sqlStateOf(err: unknown): string | undefined {
 
 /** SQLSTATE 55000: what PostgreSQL says when a request is sound but the server's state forbids it now. */
 export const OBJECT_NOT_IN_PREREQUISITE_STATE = '55000';
+/** SQLSTATE 0A000. */
+export const FEATURE_NOT_SUPPORTED = '0A000';
 
 /** The command an error answered, where that changes what its SQLSTATE means. */
 export type PgCommand = 'START_REPLICATION';

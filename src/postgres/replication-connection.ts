@@ -13,7 +13,7 @@ import type { Client } from 'pg';
 import { WalvaultError } from '../errors';
 import { formatLsn, parseLsn, parseSegmentSizeSetting, type Lsn } from '../wal/lsn';
 import { withTimeout } from '../util/timers';
-import { mapPgError, notPostgresError, type ConnectTarget } from './connect-errors';
+import { FEATURE_NOT_SUPPORTED, mapPgError, notPostgresError, sqlStateOf, type ConnectTarget } from './connect-errors';
 import { foreignAnswer } from './first-answer';
 import { tappedSocket, tapStreamReads, type CopyDataTap } from './copy-data-tap';
 import {
@@ -187,7 +187,15 @@ export class ReplicationConnection {
   /** READ_REPLICATION_SLOT exists from PostgreSQL 15; older servers report exists=unknown (null). */
   async readSlot(name: string, major: number): Promise<SlotState | null> {
     if (major < 15) return null;
-    const row = await this.singleRow(`READ_REPLICATION_SLOT ${quoteIdent(name)}`);
+    let row: Row;
+    try {
+      row = await this.singleRow(`READ_REPLICATION_SLOT ${quoteIdent(name)}`);
+    } catch (err) {
+      // The server's one refusal of READ_REPLICATION_SLOT with 0A000 (feature not supported)
+      // is a logical slot of that name.
+      if (sqlStateOf(err) === FEATURE_NOT_SUPPORTED) return { exists: true, type: 'logical', restartLsn: null, restartTli: null };
+      throw err;
+    }
     if (row.slot_type === null || row.slot_type === undefined) return { exists: false, type: null, restartLsn: null, restartTli: null };
     return {
       exists: true,
