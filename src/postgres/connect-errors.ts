@@ -35,7 +35,8 @@ const NETWORK_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENE
 /** The SQLSTATE the server sent, on pg's error or on the WalvaultError that wraps it. */
 export function sqlStateOf(err: unknown): string | undefined {
   for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {
-    if (typeof e.code === 'string' && /^[0-9A-Z]{5}$/.test(e.code)) return e.code;
+    // Five digits or capitals with a digit among them: Node's EPIPE or EROFS are not SQLSTATEs.
+    if (typeof e.code === 'string' && /^(?=.*[0-9])[0-9A-Z]{5}$/.test(e.code)) return e.code;
   }
   return undefined;
 }

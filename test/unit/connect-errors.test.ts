@@ -42,6 +42,7 @@ describe('refusals told apart by SQLSTATE, not by their words', () => {
     assert.equal(sqlStateOf(wrapped), '55000');
     assert.equal(sqlStateOf(new WalvaultError('BACKUP_ABORTED', 'outer', { cause: wrapped })), '55000');
     assert.equal(sqlStateOf(Object.assign(new Error('x'), { code: 'ECONNRESET' })), undefined, 'a network code is no SQLSTATE');
+    assert.equal(sqlStateOf(Object.assign(new Error('x'), { code: 'EPIPE' })), undefined, 'five capitals, still no SQLSTATE');
   });
 
   test('an incremental refused before it began with 55000 is impossible; another SQLSTATE is left to the caller', () => {
