@@ -20,9 +20,6 @@ import { verifySegmentPages, type PageCheckContext } from '../wal/page-header';
 import { ArchivedPosition } from './archived-position';
 import type { SegmentRef } from './uploader';
 
-/** Segments archived after the last recorded partial whose own partial start-up removes. */
-const SUPERSEDED_PARTIALS_CHECKED = 16;
-
 export interface ResumePoint {
   lsn: Lsn;
   tli: number;
@@ -106,22 +103,19 @@ export async function reconcile(o: ReconcileOptions): Promise<ReconcileResult> {
     }
   }
 
-  // A crash between archiving a segment and deleting its superseded partial leaves the
-  // partial. The ledger may not know that partial: the crash can come after its upload landed
-  // and before it was recorded. Partials go up in order, so such a partial is of the segment
-  // of the last recorded one or a later one: those of them archived whole get their partial
-  // removed (a delete of a missing object is a no-op; the whole segment wins over a partial
-  // everywhere, so nothing is lost).
-  const partial = ledger.latestPartial(site);
-  const partialStart = partial ? segmentStartOfNumber(partial.segNo, segSize) : 0n;
-  const superseded = ledger
-    .segmentsInState(site, 'archived')
-    .filter((row) => row.objectKey === Archive.walKey(row.name) && row.startLsn >= partialStart)
-    .sort((a, b) => (a.startLsn < b.startLsn ? -1 : a.startLsn > b.startLsn ? 1 : 0));
-  // The recorded partial's own segment first, then the newest after it (bounded: a long
-  // stretch archived after the last partial means partials were off, not in flight).
-  const checked = partial ? [...superseded.slice(0, 1), ...superseded.slice(1).slice(-SUPERSEDED_PARTIALS_CHECKED)] : superseded.slice(-2);
-  for (const row of checked) await o.archive.delete(Archive.walKey(row.name) + '.partial');
+  // A crash between archiving a segment whole and deleting its superseded partial leaves the
+  // partial. Every partial is noted in the ledger before its upload starts, so the ledger
+  // knows each one that may be in the archive, landed or not: those of segments archived
+  // whole are removed (a delete of a missing object is a no-op; the whole segment wins over
+  // a partial everywhere, so nothing is lost). A segment archived as its timeline's final
+  // partial keeps it: that is its archived object. Any other is the freshest copy of WAL
+  // still being received, and stays.
+  for (const p of ledger.partials(site)) {
+    const row = ledger.getSegment(site, p.timeline, p.segNo);
+    if (row?.state !== 'archived') continue;
+    if (row.objectKey === Archive.walKey(row.name)) await o.archive.delete(Archive.walKey(p.name) + '.partial');
+    ledger.forgetPartial(site, p.timeline, p.segNo);
+  }
 
   let resume: ResumePoint | null = null;
   const consider = (p: ResumePoint) => {

@@ -192,9 +192,14 @@ export class Uploader {
         // stays (the whole segment wins over it everywhere); the job must not start over,
         // its spool file is gone.
         await this.partialChain;
-        await this.opts.archive.delete(key + '.partial').catch((err) => {
-          this.opts.log.warn({ segment: seg.name, err: errorMessage(err) }, 'could not delete the superseded partial of an archived segment; it stays, harmless');
-        });
+        const deleted = await this.opts.archive.delete(key + '.partial').then(
+          () => true,
+          (err) => {
+            this.opts.log.warn({ segment: seg.name, err: errorMessage(err) }, 'could not delete the superseded partial of an archived segment; it stays, harmless, and the next start removes it');
+            return false;
+          },
+        );
+        if (deleted) this.opts.writes.may(`forgetting ${seg.name}.partial`, () => this.opts.ledger.forgetPartial(this.opts.site, seg.tli, seg.segNo));
       },
       {
         signal: this.abort.signal,
@@ -243,18 +248,23 @@ export class Uploader {
     const run = async () => {
       const key = Archive.walKey(seg.name) + '.partial';
       if (this.abort.signal.aborted) return;
+      const note = (sha256: string) => this.opts.ledger.notePartial(this.opts.site, { timeline: seg.tli, segNo: seg.segNo, name: seg.name, bytes: data.length, sha256 });
+      // Noted before the upload: a crash after the object lands and before anything else is
+      // recorded must leave start-up knowing this partial may be there, to remove it once its
+      // segment is archived whole. Unnoted (a full state disk), a periodic partial is skipped:
+      // it only freshens the archive, and the server keeps that WAL for the slot meanwhile.
+      if (!opts.final && !this.opts.writes.may(`noting ${seg.name}.partial`, () => note(opts.sha256?.toString('hex') ?? ''))) return;
       await retrying(
         async () => {
           const sha = (await this.opts.archive.putPartial(key, data, opts.sha256)).toString('hex');
           this.opts.writes.may(`recording ${seg.name}.partial`, () => {
-            this.opts.ledger.recordPartial(this.opts.site, {
-              timeline: seg.tli,
-              segNo: seg.segNo,
-              name: seg.name,
-              bytes: data.length,
-              sha256: sha,
+            if (!opts.final) return note(sha);
+            // A timeline's final partial is the segment's archived object, not something to
+            // remove once the segment is whole: it never will be.
+            this.opts.ledger.transaction(() => {
+              this.opts.ledger.markArchived(this.opts.site, seg.tli, seg.segNo, key, sha);
+              this.opts.ledger.forgetPartial(this.opts.site, seg.tli, seg.segNo);
             });
-            if (opts.final) this.opts.ledger.markArchived(this.opts.site, seg.tli, seg.segNo, key, sha);
           });
           this.recovered();
           this.advance(seg.startLsn, seg.startLsn + BigInt(data.length));

@@ -253,18 +253,26 @@ export class Ledger {
     return (this.st.allSegments.all(site) as RawSegment[]).map(toSegmentRow);
   }
 
-  /** Replaces the site's partial record: only the newest `.partial` upload matters for the archived position. */
-  recordPartial(site: string, p: PartialRow): void {
+  /**
+   * Notes that `NAME.partial` may be in the archive: before its upload starts (a crash after
+   * the object lands must still leave a record of it) and again once it landed. The rows are
+   * the partials start-up must remove when their segment is archived whole.
+   */
+  notePartial(site: string, p: PartialRow): void {
     this.transaction(() => {
       this.requireSite(site);
-      this.st.deletePartials.run(site);
-      this.st.insertPartial.run(site, p.timeline, p.segNo, p.name, p.bytes, p.sha256, this.stamp());
+      this.st.upsertPartial.run(site, p.timeline, p.segNo, p.name, p.bytes, p.sha256, this.stamp());
     });
   }
 
-  latestPartial(site: string): PartialRow | null {
-    const row = this.st.latestPartial.get(site) as RawPartial | undefined;
-    return row ? toPartialRow(row) : null;
+  /** The partial of this segment is gone from the archive, or is the segment's archived object. */
+  forgetPartial(site: string, timeline: number, segNo: bigint): void {
+    this.transaction(() => this.st.deletePartial.run(site, timeline, segNo));
+  }
+
+  /** Partials that may be in the archive, oldest segment first. */
+  partials(site: string): PartialRow[] {
+    return (this.st.partials.all(site) as RawPartial[]).map(toPartialRow);
   }
 
   /** Idempotent for the same content; a different history file for a known timeline is refused. */

@@ -43,13 +43,12 @@ export function openStatements(db: Database.Database) {
     getSegment: read(`SELECT ${SEGMENT_COLUMNS} FROM segments WHERE ${SEGMENT_KEY}`),
     segmentsInState: read(`SELECT ${SEGMENT_COLUMNS} FROM segments WHERE site = ? AND state = ? ORDER BY seg_no, timeline`),
     allSegments: read(`SELECT ${SEGMENT_COLUMNS} FROM segments WHERE site = ? ORDER BY seg_no, timeline`),
-    deletePartials: db.prepare(`DELETE FROM partials WHERE site = ?`),
-    insertPartial: db.prepare(
-      `INSERT INTO partials (site, timeline, seg_no, name, bytes, sha256, uploaded_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+    upsertPartial: db.prepare(
+      `INSERT INTO partials (site, timeline, seg_no, name, bytes, sha256, uploaded_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (site, timeline, seg_no) DO UPDATE SET name = excluded.name, bytes = excluded.bytes, sha256 = excluded.sha256, uploaded_at = excluded.uploaded_at`,
     ),
-    latestPartial: read(
-      `SELECT timeline, seg_no, name, bytes, sha256 FROM partials WHERE site = ? ORDER BY uploaded_at DESC, seg_no DESC LIMIT 1`,
-    ),
+    deletePartial: db.prepare(`DELETE FROM partials WHERE site = ? AND timeline = ? AND seg_no = ?`),
+    partials: read(`SELECT timeline, seg_no, name, bytes, sha256 FROM partials WHERE site = ? ORDER BY seg_no, timeline`),
     getHistory: db.prepare(`SELECT sha256 FROM history_files WHERE site = ? AND timeline = ?`),
     insertHistory: db.prepare(`INSERT INTO history_files (site, timeline, name, sha256, archived_at) VALUES (?, ?, ?, ?, ?)`),
     insertEvent: db.prepare(`INSERT INTO events (site, at, level, code, message) VALUES (?, ?, ?, ?, ?)`),

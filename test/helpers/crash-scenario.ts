@@ -104,10 +104,11 @@ async function run(cluster: PgCluster, work: string, kills: number, archive: str
       }
       const site = ledger.getSite('main')!;
       const partials = (await store.listWal()).filter((n) => n.endsWith('.partial'));
-      assert.ok(partials.length <= 1, `at most the newest partial remains: ${partials.join(', ')}`);
+      const noted = () => ledger.partials('main').map((p) => `${p.name} (${p.bytes} bytes)`).join(', ') || 'none';
+      assert.ok(partials.length <= 1, `at most the newest partial remains: ${partials.join(', ')}; the ledger notes ${noted()}`);
       for (const p of partials) {
         assert.ok(isSegmentFileName(p.slice(0, 24)));
-        assert.ok(p.slice(0, 24) > names[names.length - 1], `partial ${p} is past the last finished segment`);
+        assert.ok(p.slice(0, 24) > names[names.length - 1], `partial ${p} is past the last finished segment ${names[names.length - 1]}; the ledger notes ${noted()}`);
       }
       const endOfLast = (segmentNumber(switchLsn - 1n, segSize) + 1n) * BigInt(segSize);
       if (site.archivedLsn < endOfLast) {

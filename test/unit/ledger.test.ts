@@ -349,16 +349,23 @@ describe('segments', () => {
 });
 
 describe('partials, history, events, transactions', () => {
-  it('keeps only the latest partial per site', () => {
+  it('notes each partial that may be in the archive until it is forgotten', () => {
     const l = openLedger();
     l.registerSite(SITE);
-    assert.equal(l.latestPartial('main'), null);
-    l.recordPartial('main', { timeline: 1, segNo: 4n, name: 'p4', bytes: 8192, sha256: 'a' });
-    l.recordPartial('main', { timeline: 1, segNo: 4n, name: 'p4', bytes: 16384, sha256: 'b' });
-    assert.deepEqual(l.latestPartial('main'), { timeline: 1, segNo: 4n, name: 'p4', bytes: 16384, sha256: 'b' });
-    // A timeline switch: the next partial may be on an equal segment number of a new timeline.
-    l.recordPartial('main', { timeline: 2, segNo: 4n, name: 'p4b', bytes: 100, sha256: 'c' });
-    assert.deepEqual(l.latestPartial('main'), { timeline: 2, segNo: 4n, name: 'p4b', bytes: 100, sha256: 'c' });
+    assert.deepEqual(l.partials('main'), []);
+    // Noted before the upload (checksum not known yet), then again once it landed.
+    l.notePartial('main', { timeline: 1, segNo: 4n, name: 'p4', bytes: 8192, sha256: '' });
+    l.notePartial('main', { timeline: 1, segNo: 4n, name: 'p4', bytes: 8192, sha256: 'a' });
+    l.notePartial('main', { timeline: 1, segNo: 5n, name: 'p5', bytes: 100, sha256: 'b' });
+    // A timeline switch: a partial of an equal segment number on a new timeline is another object.
+    l.notePartial('main', { timeline: 2, segNo: 4n, name: 'p4b', bytes: 100, sha256: 'c' });
+    assert.deepEqual(l.partials('main'), [
+      { timeline: 1, segNo: 4n, name: 'p4', bytes: 8192, sha256: 'a' },
+      { timeline: 2, segNo: 4n, name: 'p4b', bytes: 100, sha256: 'c' },
+      { timeline: 1, segNo: 5n, name: 'p5', bytes: 100, sha256: 'b' },
+    ]);
+    l.forgetPartial('main', 1, 4n);
+    assert.deepEqual(l.partials('main').map((p) => p.name), ['p4b', 'p5']);
   });
 
   it('records history files idempotently and refuses a different one for the same timeline', () => {

@@ -133,25 +133,46 @@ describe('reconcile', () => {
     await archived(5n);
     fs.writeFileSync(path.join(spool, name(5n)), sealed(buildSegment(5n)));
     await archive.putPartial(Archive.walKey(name(5n)) + '.partial', buildSegment(5n).subarray(0, 100000));
-    ledger.recordPartial(SITE, { timeline: 1, segNo: 5n, name: name(5n), bytes: 100000, sha256: 'x'.repeat(64) });
+    ledger.notePartial(SITE, { timeline: 1, segNo: 5n, name: name(5n), bytes: 100000, sha256: 'x'.repeat(64) });
     const r = await run();
     assert.ok(!fs.existsSync(path.join(spool, name(5n))));
     assert.equal(await archive.exists(Archive.walKey(name(5n)) + '.partial'), false);
+    assert.deepEqual(ledger.partials(SITE), [], 'the removed partial is forgotten');
     assert.equal(r.resume?.lsn, 6n * seg);
   });
 
-  it('deletes the partial of a later archived segment whose upload landed but was never recorded', async () => {
-    // The crash came after 7's partial was stored and before the ledger heard of it; 7 was
-    // archived whole before that (its job waits for the partial in flight, then deletes it).
-    ledger.advancePositions(SITE, { archived: 8n * seg });
-    for (const n of [5n, 6n, 7n]) await archived(n);
+  it('removes every noted partial whose segment is archived whole, however far back, and keeps the others', async () => {
+    // Seen under load: 5's job archived it whole and waited for 7's partial upload, which
+    // landed; the kill came before 5's partial was deleted and before 7's upload was recorded
+    // (it was noted before it started), while other uploads archived many later segments.
+    ledger.advancePositions(SITE, { archived: 5n * seg });
+    for (let n = 5n; n < 30n; n++) await archived(n);
     await archive.putPartial(Archive.walKey(name(5n)) + '.partial', buildSegment(5n).subarray(0, 100000));
-    ledger.recordPartial(SITE, { timeline: 1, segNo: 5n, name: name(5n), bytes: 100000, sha256: 'x'.repeat(64) });
+    ledger.notePartial(SITE, { timeline: 1, segNo: 5n, name: name(5n), bytes: 100000, sha256: 'x'.repeat(64) });
     await archive.putPartial(Archive.walKey(name(7n)) + '.partial', buildSegment(7n).subarray(0, 50000));
+    ledger.notePartial(SITE, { timeline: 1, segNo: 7n, name: name(7n), bytes: 50000, sha256: '' });
+    // 30 is still being received: its partial is the archive's freshest copy of that WAL.
+    receiving(30n);
+    await archive.putPartial(Archive.walKey(name(30n)) + '.partial', buildSegment(30n).subarray(0, 8192));
+    ledger.notePartial(SITE, { timeline: 1, segNo: 30n, name: name(30n), bytes: 8192, sha256: '' });
     await run();
     assert.equal(await archive.exists(Archive.walKey(name(5n)) + '.partial'), false);
     assert.equal(await archive.exists(Archive.walKey(name(7n)) + '.partial'), false);
-    for (const n of [5n, 6n, 7n]) assert.equal(await archive.exists(Archive.walKey(name(n))), true, 'the whole segments stay');
+    assert.equal(await archive.exists(Archive.walKey(name(30n)) + '.partial'), true);
+    assert.deepEqual(ledger.partials(SITE).map((p) => p.segNo), [30n]);
+    for (const n of [5n, 6n, 7n, 29n]) assert.equal(await archive.exists(Archive.walKey(name(n))), true, 'the whole segments stay');
+  });
+
+  it("keeps a timeline's final partial: it is the segment's archived object", async () => {
+    ledger.advancePositions(SITE, { archived: 5n * seg });
+    receiving(5n);
+    const key = Archive.walKey(name(5n)) + '.partial';
+    await archive.putPartial(key, buildSegment(5n).subarray(0, 8192));
+    ledger.notePartial(SITE, { timeline: 1, segNo: 5n, name: name(5n), bytes: 8192, sha256: '' });
+    ledger.markArchived(SITE, 1, 5n, key, 'y'.repeat(64));
+    await run();
+    assert.equal(await archive.exists(key), true);
+    assert.deepEqual(ledger.partials(SITE), [], 'nothing left to remove later');
   });
 
   it('finds a completed segment lost from the spool in the archive, or receives it again', async () => {
