@@ -12,6 +12,7 @@ import type { Archive } from '../archive/archive';
 import type { EnvelopeHeader } from '../archive/envelope';
 import { workerSha256 } from '../archive/read/hash-worker';
 import { isWalvaultError, WalvaultError } from '../errors';
+import { runPool } from '../util/run-pool';
 import { walIdentityChecker } from '../wal/wal-identity';
 
 export interface VerifyReport {
@@ -49,15 +50,11 @@ export async function verifyArchive(archive: Archive, onProgress?: (done: number
       report.bad.push({ key, problem: err.message });
     }
   };
-  let next = 0;
   let done = 0;
-  const worker = async () => {
-    while (next < keys.length) {
-      await verifyOne(keys[next++]);
-      onProgress?.(++done, keys.length);
-    }
-  };
-  await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+  await runPool(keys, CONCURRENCY, async (key) => {
+    await verifyOne(key);
+    onProgress?.(++done, keys.length);
+  });
   report.bad.sort((a, b) => (a.key < b.key ? -1 : 1));
   report.ok = report.bad.length === 0;
   return report;

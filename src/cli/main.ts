@@ -172,6 +172,23 @@ export function buildProgram(): Command {
       process.exitCode = await walPrefetchCommand(walFileName, opts);
     });
 
+  program
+    .command('copy')
+    .description("bring an archive up to date from another: every WAL file and complete backup it lacks, each read and verified from the source and written and verified with the destination's codec and key; nothing it holds is written over; exit 0 done, 1 objects not copied (each named), 2 could not run")
+    .requiredOption('--from <archive>', 'archive to copy from: a location (plain path, file://, s3://, azure://) or, with --config, the name of a site')
+    .requiredOption('--to <archive>', 'archive to bring up to date: a location or, with --config, the name of a site')
+    .addOption(configOption())
+    .option('--private-key <file>', "private key of an encrypted source archive (default: the --from site's encryption_private_key_file)")
+    .addOption(new Option('--compression <codec>', "codec for a new destination (default: the --to site's, else zstd for s3:// and azure://, none for a directory); an archive keeps the codec it recorded").choices(['zstd', 'lz4', 'snappy', 'gzip', 'none']))
+    .option('--encryption-public-key <file>', 'encrypt what is written to the destination for this public key (an encrypted destination needs its own)')
+    .option('--concurrency <n>', 'objects read and written at once (default 4)')
+    .option('--dry-run', 'only say what would be copied')
+    .option('--json', 'the report as JSON')
+    .action(async (opts) => {
+      const { copyCommand } = await import('./copy');
+      process.exitCode = await copyCommand(opts);
+    });
+
   const backup = program.command('backup').description('base backups: take one, list them, show one');
   backup
     .command('push')

@@ -18,7 +18,7 @@ const ROOT = path.join(__dirname, '..', '..', '..');
 /** Top to bottom: a directory of src/ (or src/errors.ts) may import those below its own layer. */
 const LAYERS: readonly (readonly string[])[] = [
   ['cli'],
-  ['daemon', 'restore', 'check'],
+  ['daemon', 'restore', 'check', 'copy'],
   ['backup'],
   ['config'],
   ['postgres', 'wal', 'archive', 'ledger'],
@@ -190,7 +190,7 @@ describe('dependency direction', () => {
     files.set('src/storage/local.ts', [...local, ...parseImports('src/storage/local.ts', "import { Archive } from '../archive/archive';")]);
     const problems = dependencyViolations(files);
     assert.equal(problems.length, 1, problems.join('\n'));
-    assert.match(problems[0], /^src\/storage\/local\.ts: imports '\.\.\/archive\/archive' \(archive\), but storage may not import archive: cli -> daemon \| restore \| check -> /);
+    assert.match(problems[0], /^src\/storage\/local\.ts: imports '\.\.\/archive\/archive' \(archive\), but storage may not import archive: cli -> daemon \| restore \| check \| copy -> /);
   });
 
   test('daemon and check never import each other, types included', () => {
@@ -237,7 +237,7 @@ describe('dependency direction', () => {
   test('a directory the rule does not place, and an import of no file, fail', () => {
     const files = tree({ 'src/metrics/x.ts': "import './missing';" });
     assert.deepEqual(dependencyViolations(files), [
-      'src/metrics/x.ts: metrics has no place in the layer rule cli -> daemon | restore | check -> backup -> config -> postgres | wal | archive | ledger -> storage -> observe | util -> errors',
+      'src/metrics/x.ts: metrics has no place in the layer rule cli -> daemon | restore | check | copy -> backup -> config -> postgres | wal | archive | ledger -> storage -> observe | util -> errors',
       "src/metrics/x.ts: imports './missing', which is no source file",
     ]);
   });
