@@ -15,7 +15,7 @@
  *      blocks that really changed is counted from the server's WAL summaries and printed), then an
  *      incremental push continuing the chain (`--parent` the previous one), then a full push
  *      of the same data; both timed (wall, CPU, peak RSS), stored bytes from the metadata.
- *   3. Restores, alternating BENCH_ROUNDS rounds: the last incremental (its whole chain, full
+ *   3. Restores, alternating BENCH_INCR_RESTORE_ROUNDS (default 5, at least BENCH_ROUNDS) rounds: the last incremental (its whole chain, full
  *      backup F0 first) and the last full backup, each into an empty directory, its backups'
  *      files read once before (warmFiles: both from the page cache, where the chain's oldest
  *      member was often evicted and read from disk), then `sync` and a settle pause.
@@ -24,7 +24,10 @@
  * stored bytes (medians); the chain restores at no less than 0.8x the full restore's
  * throughput; peak RSS of either under 200 MiB.
  * At the defaults it takes about 10 minutes on a 2-core machine, most of it building the data.
+ * BENCH_INCR_KEEP=DIR keeps the archive and what was pushed in DIR; BENCH_INCR_REUSE=DIR runs
+ * only the restores, on what a run with BENCH_INCR_KEEP=DIR kept (for work on restore).
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { PgCluster, removeDir } from '../test/helpers/pg-cluster';
@@ -38,6 +41,13 @@ const TIME_GOAL = 0.25;
 const BYTES_GOAL = 0.15;
 const RESTORE_GOAL = 0.8;
 const RSS_GOAL_MIB = 200;
+/**
+ * Restores are short (seconds) and the page cache's writeback makes single rounds swing by a
+ * quarter: at least 5 alternating rounds, so the median is not one lucky or unlucky pair.
+ */
+const RESTORE_ROUNDS = Math.max(ROUNDS, Math.round(envNumber('BENCH_INCR_RESTORE_ROUNDS', 5)));
+const KEEP = process.env.BENCH_INCR_KEEP || null;
+const REUSE = process.env.BENCH_INCR_REUSE || null;
 
 interface Pushed extends Measured {
   name: string;
@@ -93,9 +103,37 @@ async function change(cluster: PgCluster, round: number, rows: { big: number; sm
   );
 }
 
+/** What the pushes left: the archive, and the backups to restore. */
+interface Built {
+  archive: string;
+  dbBytes: number;
+  shares: number[];
+  first: string;
+  incrementals: Pushed[];
+  fulls: Pushed[];
+}
+
+const BUILT_FILE = 'bench-state.json';
+
 async function main(): Promise<void> {
   const startedAt = new Date();
   const work = workDir('walvault-incremental-bench-');
+  try {
+    const built = REUSE ? (JSON.parse(fs.readFileSync(path.join(REUSE, BUILT_FILE), 'utf8')) as Built) : await build(work);
+    if (KEEP && !REUSE) {
+      fs.mkdirSync(KEEP, { recursive: true });
+      const kept = path.join(KEEP, 'archive');
+      fs.cpSync(built.archive, kept, { recursive: true });
+      fs.writeFileSync(path.join(KEEP, BUILT_FILE), JSON.stringify({ ...built, archive: kept }));
+      console.log(`kept the archive in ${kept}: BENCH_INCR_REUSE=${KEEP} runs the restores on it`);
+    }
+    await measure(work, built, startedAt);
+  } finally {
+    removeDir(work);
+  }
+}
+
+async function build(work: string): Promise<Built> {
   console.log(`incremental bench: PostgreSQL 17, ${BIG_MIB} + ${SMALL_MIB} MiB of random text and numbers, ${ROUNDS} rounds`);
   const cluster = await PgCluster.start({ major: 17, walSegSizeMiB: 16, settings: { summarize_wal: 'on', autovacuum: 'off', max_wal_size: '4GB' } });
   try {
@@ -138,68 +176,69 @@ async function main(): Promise<void> {
     } finally {
       await site.stop();
     }
-    // Restores need no server.
-    await cluster.stop();
-
-    const target = path.join(work, 'target');
-    const lastInc = incrementals[incrementals.length - 1].name;
-    const lastFull = fulls[fulls.length - 1].name;
-    const backupDirs = (names: string[]) => names.map((n) => path.join(site.archive, 'backups', n));
-    const prepare = (names: string[]) => async () => {
-      removeDir(target);
-      warmFiles(backupDirs(names));
-    };
-    const restore = (name: string) => async (): Promise<Measured> => {
-      const m = await spawnTimed(process.execPath, [WALVAULT_BIN, 'restore', '--archive', site.archive, '--backup', name, target]);
-      return { ...m, bytes: dirBytes(target) };
-    };
-    const chainName = `walvault restore of the chain (full + ${incrementals.length} incrementals)`;
-    const fullName = 'walvault restore of a full backup of the same data';
-    console.log('restores:');
-    const results = summarizeAll(
-      await alternate([
-        { name: chainName, prepare: prepare([first, ...incrementals.map((i) => i.name)]), run: restore(lastInc) },
-        { name: fullName, prepare: prepare([lastFull]), run: restore(lastFull) },
-      ]),
-    );
-    removeDir(target);
-
-    const numbers = ({ name: _name, ...m }: Pushed): Measured => m;
-    const inc = summarize('walvault backup push --incremental', incrementals.map(numbers));
-    const full = summarize('walvault backup push (full)', fulls.map(numbers));
-    const timeRatio = inc.median.seconds / full.median.seconds;
-    const bytesRatio = inc.median.storedBytes / full.median.storedBytes;
-    const chain = results.get(chainName)!;
-    const whole = results.get(fullName)!;
-    const throughput = (s: typeof chain) => s.median.bytes / s.median.seconds;
-    const restoreRatio = throughput(chain) / throughput(whole);
-    const db = `${fmt(dbBytes / MiB, 0)} MiB of random text and numbers, ${shares.map((x) => fmt(x * 100, 1)).join('%, ')}% of its blocks changed in the rounds (WAL summaries)`;
-    const out: Row[] = [
-      {
-        measure: `incremental push against a full push of the same data: ${db}`,
-        walvault: `${describe(inc)}; stored ${fmt(inc.median.storedBytes / MiB, 1)} MiB median`,
-        peer: `${describe(full)}; stored ${fmt(full.median.storedBytes / MiB, 0)} MiB median`,
-        ratio: `time ${fmt(timeRatio * 100, 1)}%, stored bytes ${fmt(bytesRatio * 100, 1)}% of the full's`,
-        goal: `time <= ${TIME_GOAL * 100}%, stored bytes <= ${BYTES_GOAL * 100}%, peak RSS < ${RSS_GOAL_MIB} MiB`,
-        met: timeRatio <= TIME_GOAL && bytesRatio <= BYTES_GOAL && inc.peakRssMiB < RSS_GOAL_MIB && full.peakRssMiB < RSS_GOAL_MIB,
-        data: { incremental: inc, full, timeRatio, bytesRatio },
-      },
-      {
-        measure: `restore of full + ${incrementals.length} incrementals against a full backup of the same final data: ${db}`,
-        walvault: describe(chain, { throughput: true }),
-        peer: describe(whole, { throughput: true }),
-        ratio: `${fmt(restoreRatio, 2)}x the full restore's throughput`,
-        goal: `>= ${RESTORE_GOAL}x (median), peak RSS < ${RSS_GOAL_MIB} MiB`,
-        met: restoreRatio >= RESTORE_GOAL && chain.peakRssMiB < RSS_GOAL_MIB,
-        data: { chain, full: whole, restoreRatio },
-      },
-    ];
-    printRows('incremental bench (PostgreSQL 17)', out);
-    saveRows('incremental', startedAt, { params: { bigMiB: BIG_MIB, smallMiB: SMALL_MIB, databaseBytes: dbBytes, changedShares: shares } }, out);
+    return { archive: site.archive, dbBytes, shares, first, incrementals, fulls };
   } finally {
     await cluster.destroy();
-    removeDir(work);
   }
+}
+
+async function measure(work: string, built: Built, startedAt: Date): Promise<void> {
+  const { archive, dbBytes, shares, first, incrementals, fulls } = built;
+  const target = path.join(work, 'target');
+  const lastInc = incrementals[incrementals.length - 1].name;
+  const lastFull = fulls[fulls.length - 1].name;
+  const backupDirs = (names: string[]) => names.map((n) => path.join(archive, 'backups', n));
+  const prepare = (names: string[]) => async () => {
+    removeDir(target);
+    warmFiles(backupDirs(names));
+  };
+  const restore = (name: string) => async (): Promise<Measured> => {
+    const m = await spawnTimed(process.execPath, [WALVAULT_BIN, 'restore', '--archive', archive, '--backup', name, target]);
+    return { ...m, bytes: dirBytes(target) };
+  };
+  const chainName = `walvault restore of the chain (full + ${incrementals.length} incrementals)`;
+  const fullName = 'walvault restore of a full backup of the same data';
+  console.log('restores:');
+  const results = summarizeAll(
+    await alternate([
+      { name: chainName, prepare: prepare([first, ...incrementals.map((i) => i.name)]), run: restore(lastInc) },
+      { name: fullName, prepare: prepare([lastFull]), run: restore(lastFull) },
+    ], RESTORE_ROUNDS),
+  );
+  removeDir(target);
+
+  const numbers = ({ name: _name, ...m }: Pushed): Measured => m;
+  const inc = summarize('walvault backup push --incremental', incrementals.map(numbers));
+  const full = summarize('walvault backup push (full)', fulls.map(numbers));
+  const timeRatio = inc.median.seconds / full.median.seconds;
+  const bytesRatio = inc.median.storedBytes / full.median.storedBytes;
+  const chain = results.get(chainName)!;
+  const whole = results.get(fullName)!;
+  const throughput = (s: typeof chain) => s.median.bytes / s.median.seconds;
+  const restoreRatio = throughput(chain) / throughput(whole);
+  const db = `${fmt(dbBytes / MiB, 0)} MiB of random text and numbers, ${shares.map((x) => fmt(x * 100, 1)).join('%, ')}% of its blocks changed in the rounds (WAL summaries)`;
+  const out: Row[] = [
+    {
+      measure: `incremental push against a full push of the same data: ${db}`,
+      walvault: `${describe(inc)}; stored ${fmt(inc.median.storedBytes / MiB, 1)} MiB median`,
+      peer: `${describe(full)}; stored ${fmt(full.median.storedBytes / MiB, 0)} MiB median`,
+      ratio: `time ${fmt(timeRatio * 100, 1)}%, stored bytes ${fmt(bytesRatio * 100, 1)}% of the full's`,
+      goal: `time <= ${TIME_GOAL * 100}%, stored bytes <= ${BYTES_GOAL * 100}%, peak RSS < ${RSS_GOAL_MIB} MiB`,
+      met: timeRatio <= TIME_GOAL && bytesRatio <= BYTES_GOAL && inc.peakRssMiB < RSS_GOAL_MIB && full.peakRssMiB < RSS_GOAL_MIB,
+      data: { incremental: inc, full, timeRatio, bytesRatio },
+    },
+    {
+      measure: `restore of full + ${incrementals.length} incrementals against a full backup of the same final data: ${db}`,
+      walvault: describe(chain, { throughput: true }),
+      peer: describe(whole, { throughput: true }),
+      ratio: `${fmt(restoreRatio, 2)}x the full restore's throughput`,
+      goal: `>= ${RESTORE_GOAL}x (median), peak RSS < ${RSS_GOAL_MIB} MiB`,
+      met: restoreRatio >= RESTORE_GOAL && chain.peakRssMiB < RSS_GOAL_MIB,
+      data: { chain, full: whole, restoreRatio },
+    },
+  ];
+  printRows('incremental bench (PostgreSQL 17)', out);
+  saveRows('incremental', startedAt, { params: { bigMiB: BIG_MIB, smallMiB: SMALL_MIB, databaseBytes: dbBytes, changedShares: shares, ...(REUSE ? { reusedArchive: REUSE } : {}) } }, out);
 }
 
 runBench('incremental bench', main);

@@ -51,6 +51,12 @@ export interface ReadOptions {
   hasher?: HasherFactory;
   /** An encrypted object read without the private key is checked by its stored bytes only. */
   storedOnlyWithoutKey?: boolean;
+  /**
+   * A fresh buffer for each read from the store (Storage.openRead), instead of one reused
+   * window: the caller then owns every buffer it gave, and a chunk that is a view of one
+   * stays valid after the next (../archive/read/read-ahead.ts adopts them, no copy).
+   */
+  readInto?: () => Buffer;
 }
 
 /** Takes a verified plaintext as it arrives; end() gives its own verdict (throws) once the object's passed. */
@@ -303,9 +309,9 @@ export class Archive {
    */
   async read<T>(key: string, consume: (object: DecodedObject) => Promise<T>, opts: ReadOptions = {}): Promise<T | null> {
     const label = this.label(key);
-    const window = windowPool.acquire();
+    const window = opts.readInto ? null : windowPool.acquire();
     try {
-      const opened = await this.storage.openRead(key, window);
+      const opened = await this.storage.openRead(key, window ?? opts.readInto);
       if (opened === null) return null;
       const decoded = await decodeObject(opened.chunks, opened.size, {
         label,
@@ -323,7 +329,7 @@ export class Archive {
         await decoded.close();
       }
     } finally {
-      windowPool.release(window);
+      if (window) windowPool.release(window);
     }
   }
 

@@ -58,6 +58,13 @@ interface PendingFile {
   created: boolean;
   /** Made durable when its last writer closed it. */
   synced: boolean;
+  /**
+   * The writer thread every entry opens it on (null until first opened): one thread, so a
+   * member's open comes after a newer member's create and writes without waiting for them.
+   */
+  lane: number | null;
+  /** Pieces placed in it and not done: its runs are merged only when none is (their CRCs are all known). */
+  placing: number;
   /** The last member whose tar held this file, in either form. */
   seenIn: string | null;
   /** What was written where, with its CRC-32C (null: the manifest's algorithm is not CRC32C). */
@@ -125,7 +132,6 @@ export class ChainPatcher {
   }
 
   private newestTarget = { path: '', mode: 0o600 };
-  private newestSettled = false;
   private newestAlgorithm: ParsedManifest['algorithm'] = 'NONE';
 
   // ---- older members ---------------------------------------------------------------------
@@ -135,13 +141,7 @@ export class ChainPatcher {
     const self = this;
     return {
       slab: null,
-      async entry(e: TarEntry) {
-        // The newest backup's writes all done (its files created, every CRC of their runs
-        // known) before an older member opens them or merges their runs.
-        if (!self.newestSettled) {
-          await self.settled();
-          self.newestSettled = true;
-        }
+      entry(e: TarEntry) {
         if (e.type !== 'file') return;
         const key = prefix + nonIncrementalPath(e.path);
         const p = self.pending.get(key);
@@ -163,9 +163,12 @@ export class ChainPatcher {
     };
   }
 
-  /** After every tar of `member`: its writes done; a pending file it did not hold breaks the chain. */
-  async endMember(member: string, isFull: boolean): Promise<void> {
-    await this.settled();
+  /**
+   * After every tar of `member`: a pending file it did not hold breaks the chain. Its writes
+   * may still be going on: the next member starts at once (each file's writes go to one
+   * thread, in order, and write blocks no other member writes), and finish() waits for all.
+   */
+  endMember(member: string, isFull: boolean): void {
     for (const [key, p] of this.pending) {
       if (p.resolved) continue;
       if (p.seenIn !== member) {
@@ -244,7 +247,8 @@ export class ChainPatcher {
     if (w.file === null) {
       const p = w.pending!;
       // Created exclusively: a restore never writes over something that is there.
-      w.file = p.created ? this.writers.openAt(p.target, 'r+') : this.writers.openAt(p.target, 'wx', p.mode, p.blocks * BLOCK_SIZE);
+      w.file = p.created ? this.writers.openAt(p.target, 'r+', p.mode, null, p.lane) : this.writers.openAt(p.target, 'wx', p.mode, p.blocks * BLOCK_SIZE, p.lane);
+      p.lane = this.writers.laneOf(w.file);
       p.created = true;
     }
     this.writeWanted(w, piece, w.at, slab);
@@ -289,7 +293,7 @@ export class ChainPatcher {
     let last = header.truncationBlockLength;
     for (const b of header.blocks) last = Math.max(last, b + 1);
     const target = this.newestTarget.path;
-    const p: PendingFile = { target, key: nonIncrementalPath(w.manifestPath), blocks: last, limit: header.truncationBlockLength, filled: new Uint8Array((last + 7) >>> 3), resolved: false, mode: this.newestTarget.mode, created: false, synced: false, seenIn: null, runs: this.newestAlgorithm === 'CRC32C' ? [] : null };
+    const p: PendingFile = { target, key: nonIncrementalPath(w.manifestPath), blocks: last, limit: header.truncationBlockLength, filled: new Uint8Array((last + 7) >>> 3), resolved: false, mode: this.newestTarget.mode, created: false, synced: false, lane: null, placing: 0, seenIn: null, runs: this.newestAlgorithm === 'CRC32C' ? [] : null };
     this.pending.set(nonIncrementalPath(w.manifestPath), p);
     w.pending = p;
   }
@@ -318,11 +322,13 @@ export class ChainPatcher {
     }
     if (places.length === 0) return;
     this.ring.retain(slab);
+    p.placing++;
     const file = w.file!;
     // The writer thread flushes the file's pages as it goes (as it does a restored file's).
     w.inFlight.track((done) =>
       this.writers.place(file, p.target, piece, places, p.runs !== null || w.crcs !== null, (err, crcs) => {
         this.ring.release(slab);
+        p.placing--;
         if (err) return done(err);
         for (let i = 0; i < slots.length; i++) {
           const x = slots[i];
@@ -382,7 +388,7 @@ export class ChainPatcher {
           if (last) w.pending!.synced = true;
         }
       }
-      if (w.pending?.runs) w.pending.runs = mergeRuns(w.pending.runs);
+      if (w.pending?.runs && w.pending.placing === 0) w.pending.runs = mergeRuns(w.pending.runs);
       after();
     })();
     done.catch(() => undefined); // awaited in settled()

@@ -228,15 +228,25 @@ export class FileWriterPool {
    * at once: the open, the pieces placed and the close are that thread's messages, done in
    * order, so nothing waits for the open. Creating a file costs the kernel up to a
    * millisecond on ext4 (inode allocation), and a round trip for each open held a slab per
-   * small file while it waited. A failed open fails the pool.
+   * small file while it waited. A failed open fails the pool. `lane` (laneOf) picks the thread;
+   * else the least busy one.
    */
-  openAt(path: string, flags: 'wx' | 'r+', mode = 0o600, size: number | null = null): number {
+  openAt(path: string, flags: 'wx' | 'r+', mode = 0o600, size: number | null = null, lane: number | null = null): number {
     this.check();
     const file = this.nextId++;
-    const t = this.leastBusy();
+    const t = lane === null ? this.leastBusy() : this.threads[lane];
     this.openedBy.set(file, t);
     this.post(t, { op: 'openAt', file, path, flags, mode, size });
     return file;
+  }
+
+  /**
+   * The thread (its lane) that file `file` of openAt is opened, written and closed on. Opening
+   * a path again on the same lane puts that open after everything posted before on it (a
+   * chain member writing into a file a newer one created), with no wait here.
+   */
+  laneOf(file: number): number {
+    return this.threads.indexOf(this.ownerOf(file, `file ${file}`));
   }
 
   /** Closes file `file` of openAt, on the thread that opened it; fsynced first if `sync`. */

@@ -24,6 +24,7 @@ import { isManifestChecksumAlgorithm, MANIFEST_CHECKSUM_ALGORITHMS, type Manifes
 import { recoverySettings, type RecoveryTarget } from './recovery-settings';
 import { SlabRing } from './slab-ring';
 import { fillSlabs } from './tar-slabs';
+import { PartPrefetch } from './part-prefetch';
 import { TarReader, type TarSink } from './tar-reader';
 import { chainManifest, fileFacts, type FileFacts } from './chain-manifest';
 import { BLOCK_SIZE, ChainPatcher } from './chain-patcher';
@@ -154,9 +155,10 @@ async function prepareDir(dir: string, force: boolean, what: string): Promise<vo
 }
 
 /**
- * The tar bytes of one backup archive, its parts read in order, each as it arrives and
- * PARTS_AHEAD of them at once (../archive/read/read-ahead.ts: at most PART_AHEAD_BYTES of
- * each waiting, so fetching and checking the next parts overlaps with extracting this one).
+ * A reader for each part of one backup archive, read as it arrives (../archive/read/read-ahead.ts:
+ * at most PART_AHEAD_BYTES of it waiting); ./part-prefetch.ts keeps PARTS_AHEAD of them open
+ * at once, across archives, so fetching and checking the next parts overlaps with extracting
+ * this one.
  * Each part is checked as the archive checks any object (../archive/read/decode-object.ts:
  * frames, trailer, SHA-256 of its plaintext, hashed by the worker pool), and against the
  * metadata: a part copied over another position or from another backup is refused by its
@@ -165,40 +167,31 @@ async function prepareDir(dir: string, force: boolean, what: string): Promise<vo
  * its bytes are passed on. A part's last bytes come only after its verdict; a part that
  * fails fails the restore, and pg_control is put in place only after every part passed.
  */
-async function* partsOf(archive: Archive, a: BackupArchive, blocks: BlockSource): AsyncGenerator<Buffer> {
-  const open = (p: BackupArchive['parts'][number]) =>
-    new ReadAhead(
-      async (push) => {
-        const found = await archive.read(
-          p.key,
-          async (part) => {
-            if (part.header.plaintextSize !== p.size || part.header.sha256.toString('hex') !== p.sha256) {
-              throw new WalvaultError(
-                'ARCHIVE_CORRUPT',
-                `${p.key} in ${archive.storage.description} is not the part the backup's metadata records there (its size or SHA-256 differs): another object was copied over it, or it was rewritten`, { fix: `the backup cannot be restored as it is` },
-              );
-            }
-            for await (const chunk of part.chunks) await push(chunk);
-          },
-          { hasher: workerSha256 },
-        );
-        if (found === null) throw new WalvaultError('ARCHIVE_CORRUPT', `${p.key} in ${archive.storage.description} is missing`, { fix: `the backup cannot be restored` });
-      },
-      blocks,
-      PART_AHEAD_BYTES,
-    );
-  const ahead: ReadAhead[] = [];
-  let next = 0;
-  try {
-    for (;;) {
-      while (ahead.length < PARTS_AHEAD && next < a.parts.length) ahead.push(open(a.parts[next++]));
-      const part = ahead.shift();
-      if (!part) return;
-      yield* part;
-    }
-  } finally {
-    await Promise.all(ahead.map((p) => p.cancel()));
-  }
+function partOpeners(archive: Archive, a: BackupArchive, blocks: BlockSource): Array<() => ReadAhead> {
+  return a.parts.map(
+    (p) => () =>
+      new ReadAhead(
+        async (push, lend) => {
+          const found = await archive.read(
+            p.key,
+            async (part) => {
+              if (part.header.plaintextSize !== p.size || part.header.sha256.toString('hex') !== p.sha256) {
+                throw new WalvaultError(
+                  'ARCHIVE_CORRUPT',
+                  `${p.key} in ${archive.storage.description} is not the part the backup's metadata records there (its size or SHA-256 differs): another object was copied over it, or it was rewritten`, { fix: `the backup cannot be restored as it is` },
+                );
+              }
+              for await (const chunk of part.chunks) await push(chunk);
+            },
+            // Read straight into the ring's slabs, which go on to the parser and the writers.
+            { hasher: workerSha256, readInto: lend },
+          );
+          if (found === null) throw new WalvaultError('ARCHIVE_CORRUPT', `${p.key} in ${archive.storage.description} is missing`, { fix: `the backup cannot be restored` });
+        },
+        blocks,
+        PART_AHEAD_BYTES,
+      ),
+  );
 }
 
 interface ManifestEntry {
@@ -290,8 +283,18 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   writeFailure.catch(() => undefined); // raced below
   let rebuilt: Map<string, FileFacts> | null = null;
   const patcher = older.length > 0 ? new ChainPatcher(ring, writers, older.map((m) => ({ name: m.meta.name, manifest: m.manifest }))) : null;
-  const stream = async (a: BackupArchive, owner: string, sink: TarSink & { slab: Buffer | null }, finish: () => Promise<void>) => {
-    const label = `${a.name} of backup ${owner}`;
+  // Every tar this restore reads, in order: the newest backup's, then, for a chain, each
+  // older member's (parent first) for the tablespaces the newest backup has.
+  const tars: Array<{ a: BackupArchive; member: number }> = meta.archives.map((a) => ({ a, member: -1 }));
+  older.forEach((m, member) => {
+    for (const a of m.meta.archives) if (meta.archives.some((n) => n.tablespaceOid === a.tablespaceOid)) tars.push({ a, member });
+  });
+  const prefetch = new PartPrefetch(
+    tars.map((t) => partOpeners(o.archive, t.a, blocks)),
+    PARTS_AHEAD,
+  );
+  const stream = async (tar: number, owner: string, sink: TarSink & { slab: Buffer | null }) => {
+    const label = `${tars[tar].a.name} of backup ${owner}`;
     const reader = new TarReader(sink, label);
     const parse = async (slab: Buffer, filled: Buffer) => {
       sink.slab = slab;
@@ -302,15 +305,23 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
       }
     };
     try {
-      await Promise.race([fillSlabs(partsOf(o.archive, a, blocks), a.compression, ring, parse, label), writeFailure]);
+      await Promise.race([fillSlabs(prefetch.partsOf(tar), tars[tar].a.compression, ring, parse, label), writeFailure]);
       reader.finish();
-      await Promise.race([finish(), writeFailure]);
     } catch (err) {
       throw err instanceof WalvaultError ? err : new WalvaultError('ARCHIVE_CORRUPT', `${label} cannot be read: ${(err as Error).message}`, { cause: err });
     }
   };
+  // Files still closing: the next tar does not wait for them (the last ones of a tar, and
+  // of a chain member, would otherwise leave the writer threads alone while the parser waits).
+  const closing: Array<Promise<void>> = [];
   try {
-    for (const a of meta.archives) {
+    for (const [tar, { a, member }] of tars.entries()) {
+      if (member >= 0) {
+        const m = older[member];
+        await stream(tar, m.meta.name, patcher!.memberSink({ name: m.meta.name, manifest: m.manifest }, a.tablespaceOid === null ? '' : `pg_tblspc/${a.tablespaceOid}/`));
+        if (tars[tar + 1]?.member !== member) patcher!.endMember(m.meta.name, member === older.length - 1);
+        continue;
+      }
       const isBase = a.tablespaceOid === null;
       const root = isBase ? targetDir : tablespaceDirs.get(a.tablespaceOid!)!;
       const extractor = new Extractor({
@@ -325,23 +336,18 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
         onBytes: (n) => progress.update((done += n)),
         ...(patcher ? { chain: { patcher, member: meta.name, algorithm: manifest.algorithm } } : {}),
       });
-      await stream(a, meta.name, extractor, () => extractor.finish());
+      await stream(tar, meta.name, extractor);
+      const finished = extractor.finish();
+      finished.catch(() => undefined); // awaited below
+      closing.push(finished);
     }
-    // The chain below it, parent first: each supplies the blocks still missing, for the
-    // tablespaces the newest backup has.
-    for (const [i, m] of older.entries()) {
-      for (const a of m.meta.archives) {
-        if (!meta.archives.some((n) => n.tablespaceOid === a.tablespaceOid)) continue;
-        const sink = patcher!.memberSink({ name: m.meta.name, manifest: m.manifest }, a.tablespaceOid === null ? '' : `pg_tblspc/${a.tablespaceOid}/`);
-        await stream(a, m.meta.name, sink, async () => undefined);
-      }
-      await patcher!.endMember(m.meta.name, i === older.length - 1);
-    }
+    await Promise.race([Promise.all(closing), writeFailure]);
     rebuilt = patcher ? await patcher.finish(manifest.algorithm) : null;
   } catch (err) {
     progress.finish();
     throw err;
   } finally {
+    await prefetch.cancel();
     await writers.destroy();
   }
   progress.finish();

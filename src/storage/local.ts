@@ -19,7 +19,7 @@ import { promises as fs, type Dirent } from 'node:fs';
 import * as path from 'node:path';
 import { WalvaultError } from '../errors';
 import { writeFully } from '../util/write-fully';
-import { releasingChunks, type ListOptions, type ObjectBody, type ObjectChunk, type ObjectInfo, type Storage } from './storage';
+import { releasingChunks, type ListOptions, type ObjectBody, type ObjectChunk, type ObjectInfo, type ReadInto, type Storage } from './storage';
 
 /** `.<base>.tmp-<pid>-<hex>`: hidden, unique per process and attempt, never a valid key segment. */
 const TEMP_NAME_RE = /^\..*\.tmp-\d+-[0-9a-f]+$/;
@@ -206,7 +206,7 @@ export class LocalStorage implements Storage {
     }
   }
 
-  async openRead(key: string, into?: Buffer): Promise<{ size: number; chunks: AsyncIterable<Buffer> } | null> {
+  async openRead(key: string, into?: ReadInto): Promise<{ size: number; chunks: AsyncIterable<Buffer> } | null> {
     const opened = await this.openObject(key);
     if (opened === null) return null;
     const { file, handle } = opened;
@@ -219,8 +219,12 @@ export class LocalStorage implements Storage {
     }
     async function* chunks(): AsyncGenerator<Buffer> {
       try {
-        const buf = into ?? Buffer.allocUnsafe(Math.min(size, 1 << 20) || 1);
+        const reused = typeof into === 'function' ? null : (into ?? Buffer.allocUnsafe(Math.min(size, 1 << 20) || 1));
+        // Past the announced size a read only proves the end (or that the file grew, which
+        // the reader refuses): a caller's fresh buffer is not spent on it.
+        let probe: Buffer | null = null;
         for (let offset = 0; ; ) {
+          const buf = reused ?? (offset < size ? (into as () => Buffer)() : (probe ??= Buffer.allocUnsafe(4096)));
           let bytesRead: number;
           try {
             ({ bytesRead } = await handle.read(buf, 0, buf.length, offset));

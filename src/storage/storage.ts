@@ -30,6 +30,9 @@ export interface ListOptions {
 export type ObjectBody = Buffer | readonly Buffer[] | AsyncIterable<ObjectChunk>;
 export type ObjectChunk = Buffer | readonly Buffer[];
 
+/** Where a backend may read an object's chunks: one reused buffer, or a fresh one per read. */
+export type ReadInto = Buffer | (() => Buffer);
+
 export interface Storage {
   /** Human-readable location for logs and errors; never contains credentials. */
   readonly description: string;
@@ -52,10 +55,12 @@ export interface Storage {
    * The whole object as chunks in order, with its size, or null when there is no object: one
    * request on an object store (reading a large object back window by window would cost a
    * request per window), one open file locally. With `into` the backend may read into it
-   * (local files do), so each chunk is valid only until the next one is requested. Stopping
+   * (local files do), so each chunk is valid only until the next one is requested; `into` as
+   * a function gives a fresh buffer for each read, which the backend then never touches
+   * again (a restore reads parts straight into its slabs this way, with no copy). Stopping
    * the iteration early releases the request or the file.
    */
-  openRead(key: string, into?: Buffer): Promise<{ size: number; chunks: AsyncIterable<Buffer> } | null>;
+  openRead(key: string, into?: ReadInto): Promise<{ size: number; chunks: AsyncIterable<Buffer> } | null>;
   /**
    * Optional: makes the complete, fsynced file at `file` the object at `key` without copying
    * it (a hard link), if the backend can. 'exists' when there is an object at `key` already

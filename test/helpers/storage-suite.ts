@@ -151,6 +151,14 @@ export function storageSuite(label: string, make: () => Promise<StorageUnderTest
         };
         assert.ok((await read()).equals(data));
         assert.ok((await read(Buffer.alloc(64 * 1024))).equals(data), 'through a small caller buffer');
+        // A fresh buffer per read: every chunk stays as it was after later reads (a backend
+        // that reads into the buffers does not reuse one).
+        const given: Buffer[] = [];
+        const fresh = await s.openRead('o', () => given[given.push(Buffer.alloc(256 * 1024)) - 1]);
+        const views: Buffer[] = [];
+        for await (const c of fresh!.chunks) views.push(c);
+        assert.ok(Buffer.concat(views).equals(data), 'chunks kept whole, not copied, are intact at the end');
+        assert.ok(given.length <= Math.ceil(data.length / (256 * 1024)), `${given.length} buffers asked for: none past the object's end`);
         assert.equal(await s.openRead('missing'), null);
         await s.put('empty', Buffer.alloc(0));
         const empty = await s.openRead('empty');

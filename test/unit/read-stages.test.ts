@@ -370,6 +370,38 @@ describe('read stages', () => {
     }
     assert.equal(stopped, true, 'the producer stopped when the consumer did');
   });
+
+  test('read-ahead: a view of a lent block is queued as it is, a second view of it copied, unused loans returned', async () => {
+    let out = 0;
+    const pool = {
+      acquire: () => {
+        out++;
+        return Buffer.alloc(4096);
+      },
+      release: () => void out--,
+    };
+    const lent: Buffer[] = [];
+    const ahead = new ReadAhead(async (push, lend) => {
+      const a = lend();
+      lent.push(a);
+      a.fill(1);
+      await push(a.subarray(100)); // the header's bytes before it are not passed on
+      await push(a.subarray(0, 10)); // the same block again: copied
+      const b = lend();
+      lent.push(b);
+      b.fill(2);
+      await push(b.subarray(0, 4000));
+      lend(); // never read into
+    }, pool, 1 << 20);
+    const got: Array<[number, number, string]> = [];
+    for await (const c of ahead) got.push([c.length, c[0], lent.findIndex((l) => l.buffer === c.buffer) === -1 ? 'copied' : `lent ${lent.findIndex((l) => l.buffer === c.buffer)}`]);
+    assert.deepEqual(got, [
+      [3996, 1, 'lent 0'],
+      [10, 1, 'copied'],
+      [4000, 2, 'lent 1'],
+    ]);
+    assert.equal(out, 0, 'every block went back to the pool: queued, copied into, and the one never read into');
+  });
 });
 
 describe('fetchWalFile commits only a verified, checked file', () => {

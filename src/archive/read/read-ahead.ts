@@ -10,6 +10,12 @@
  * failure reaches the consumer at its next request. A consumer that stops early, or cancel(),
  * stops the producer at its next chunk (push() then throws) and waits for it to let go of
  * what it reads from.
+ *
+ * A producer may also read into blocks it borrows (`lend`, given to it with `push`): a chunk
+ * that is a view of a borrowed block is queued as it is, the block with it, and not copied
+ * (a restore of an uncompressed archive moves every byte of the database, and this copy was
+ * a quarter of its main thread's time). Only a block's first such view is taken that way;
+ * blocks still borrowed when the producer ends go back to the pool.
  */
 /** Where blocks come from: a pool of fixed-size buffers (../../util/buffer-pool.ts, or a restore's slabs). */
 export interface BlockSource {
@@ -20,11 +26,15 @@ export interface BlockSource {
 
 /** Hands a chunk to the read-ahead; the producer may reuse it once the returned promise, if any, settles. */
 export type Push = (chunk: Buffer) => void | Promise<void>;
+/** A block from the pool for the producer to read into; its views pushed are then not copied. */
+export type Lend = () => Buffer;
 
 const CANCELLED = Symbol('read-ahead cancelled');
 
 export class ReadAhead implements AsyncIterable<Buffer> {
-  private readonly queue: Array<{ block: Buffer; length: number }> = [];
+  private readonly queue: Array<{ block: Buffer; view: Buffer }> = [];
+  /** Blocks lent to the producer and not yet queued, by their memory. */
+  private readonly lent = new Map<ArrayBufferLike, Buffer>();
   private held = 0;
   private block: Buffer | null = null;
   private filled = 0;
@@ -36,16 +46,21 @@ export class ReadAhead implements AsyncIterable<Buffer> {
   private readonly finished: Promise<void>;
 
   constructor(
-    produce: (push: Push) => Promise<void>,
+    produce: (push: Push, lend: Lend) => Promise<void>,
     private readonly pool: BlockSource,
     private readonly maxBytes: number,
   ) {
-    this.finished = produce((chunk) => this.push(chunk)).then(
+    this.finished = produce(
+      (chunk) => this.push(chunk),
+      () => this.lend(),
+    ).then(
       () => {
+        this.returnLent();
         if (this.filled > 0) this.flush();
         this.done = true;
       },
       (error: unknown) => {
+        this.returnLent();
         if (error !== CANCELLED) this.failure = { error };
       },
     );
@@ -62,10 +77,10 @@ export class ReadAhead implements AsyncIterable<Buffer> {
         if (this.failure !== null) throw this.failure.error;
         const next = this.queue.shift();
         if (!next) return;
-        this.held -= next.length;
+        this.held -= next.view.length;
         this.resumeProducer();
         last = next.block;
-        yield next.block.subarray(0, next.length);
+        yield next.view;
       }
     } finally {
       if (last) this.pool.release(last);
@@ -83,9 +98,26 @@ export class ReadAhead implements AsyncIterable<Buffer> {
     this.block = null;
   }
 
+  private lend(): Buffer {
+    const block = this.pool.acquire();
+    this.lent.set(block.buffer, block);
+    return block;
+  }
+
+  private returnLent(): void {
+    for (const block of this.lent.values()) this.pool.release(block);
+    this.lent.clear();
+  }
+
   private push(chunk: Buffer): void | Promise<void> {
     if (this.cancelled) throw CANCELLED;
-    for (let at = 0; at < chunk.length; ) {
+    const borrowed = chunk.length > 0 ? this.lent.get(chunk.buffer) : undefined;
+    if (borrowed !== undefined) {
+      this.lent.delete(chunk.buffer);
+      if (this.filled > 0) this.flush();
+      this.enqueue(borrowed, chunk);
+    }
+    for (let at = borrowed === undefined ? 0 : chunk.length; at < chunk.length; ) {
       this.block ??= this.pool.acquire();
       const n = chunk.copy(this.block, this.filled, at);
       at += n;
@@ -100,10 +132,15 @@ export class ReadAhead implements AsyncIterable<Buffer> {
   }
 
   private flush(): void {
-    this.queue.push({ block: this.block!, length: this.filled });
-    this.held += this.filled;
+    const block = this.block!;
     this.block = null;
+    this.enqueue(block, block.subarray(0, this.filled));
     this.filled = 0;
+  }
+
+  private enqueue(block: Buffer, view: Buffer): void {
+    this.queue.push({ block, view });
+    this.held += view.length;
     this.wake();
   }
 
