@@ -52,8 +52,8 @@ export async function walFetchCommand(
     // A miss: the prefetcher is told (or started) first, so it fetches what comes next while
     // this call fetches this one.
     if (prefetchable) await nudge();
-    const { openSiteArchive } = await import('../archive/site-archive');
-    const archive = openSiteArchive(archiveFromOptions(opts), 'read', fetchDeadlines(opts.timeout));
+    const { openSiteReader } = await import('../archive/site-archive');
+    const archive = openSiteReader(archiveFromOptions(opts), warnLine, fetchDeadlines(opts.timeout));
     // Nothing is renamed to DEST unless the whole object decoded, matched its checksums and
     // is the file its name says.
     const fetch = (name: string, padToSegment?: boolean) => withRetry(() => fetchWalFile(archive, name, dest, { cluster: () => clusterOf(archive, name), padToSegment }));
@@ -111,13 +111,15 @@ function archiveArgs(o: WalFetchOptions): string[] {
  * until recovery stops asking. One per directory at a time.
  */
 export async function walPrefetchCommand(name: string, opts: WalFetchOptions & { count: string; dir: string }): Promise<number> {
+  // Its stderr is the server's log pipe, which may close before it exits.
+  process.stderr.on('error', () => undefined);
   const dir = path.resolve(opts.dir);
   const count = prefetchCount(opts.count);
   if (!isSegmentFileName(name) || count === 0) return 0;
   if (!(await lockPrefetchDir(dir))) return 0;
   try {
-    const { openSiteArchive } = await import('../archive/site-archive');
-    const archive = openSiteArchive(archiveFromOptions(opts), 'read', fetchDeadlines(opts.timeout));
+    const { openSiteReader } = await import('../archive/site-archive');
+    const archive = openSiteReader(archiveFromOptions(opts), warnLine, fetchDeadlines(opts.timeout));
     try {
       const cluster = await archive.readCluster();
       if (!cluster) return 0;
@@ -146,6 +148,15 @@ async function clusterOf(archive: Archive, name: string): Promise<WalClusterIden
   const cluster = await archive.cluster();
   if (!cluster) throw new WalvaultError('ARCHIVE_CORRUPT', `${archive.storage.description} has no cluster.json, so whether wal/${name} belongs to this cluster cannot be told`, { fix: `point restore_command at this cluster's archive (walvault writes its cluster.json with the first object it archives)` });
   return cluster;
+}
+
+/** A site's object read from another of its archives: said in the server's log, where restore_command's stderr goes. */
+function warnLine(line: string): void {
+  try {
+    process.stderr.write(`walvault: warning: ${line}\n`);
+  } catch {
+    // A prefetcher outliving its server's log pipe (EPIPE) has no one left to tell.
+  }
 }
 
 /** Any failure other than "not in the archive": PostgreSQL stops recovery on it. */
