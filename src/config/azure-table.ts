@@ -1,5 +1,6 @@
 /**
- * A site's optional [sites.NAME.azure] table, the settings of an azure:// archive's client.
+ * A site's optional [sites.NAME.azure] table (or one archive's [sites.NAME.archives.azure]),
+ * the settings of an azure:// archive's client.
  * No secret is accepted here: keys, SAS tokens and connection strings come from the
  * environment or an identity (../storage/azure-credentials.ts), so a config file that is read
  * by more people than the archive's owner gives nothing away.

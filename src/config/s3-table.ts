@@ -1,7 +1,8 @@
 /**
- * A site's optional [sites.NAME.s3] table, the overrides of an s3:// archive's client. What is
- * left out the S3 client and the AWS SDK decide (keys.ts says how). Secrets may be written here
- * (the file is the operator's to protect), never on the command line, and are never echoed.
+ * A site's optional [sites.NAME.s3] table (or one archive's [sites.NAME.archives.s3]), the
+ * overrides of an s3:// archive's client. What is left out the S3 client and the AWS SDK
+ * decide (keys.ts says how). Secrets may be written here (the file is the operator's to
+ * protect), never on the command line, and are never echoed.
  */
 import type { S3Settings } from '../storage/s3';
 import { CONFIG_KEYS } from './keys';
