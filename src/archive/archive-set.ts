@@ -37,11 +37,11 @@ export function isObjectFault(err: unknown): err is WalvaultError {
 
 export class ArchiveSet extends Archive {
   readonly members: readonly Archive[];
-  private readonly warn: (line: string) => void;
+  private readonly warn: (line: string, key: string) => void;
   private settled: ClusterInfo | null = null;
 
-  /** `warn` gets one line per object read from another archive than the first that should have had it. */
-  constructor(members: readonly Archive[], warn: (line: string) => void) {
+  /** `warn` gets one line per object (`key`) read from another archive than the first that should have had it. */
+  constructor(members: readonly Archive[], warn: (line: string, key: string) => void) {
     if (members.length < 2) throw new WalvaultError('INTERNAL', 'an archive set needs two archives or more');
     super(new UnionStorage(members.map((m) => m.storage)));
     this.members = members;
@@ -63,12 +63,12 @@ export class ArchiveSet extends Archive {
         passed.push({ archive, error: null });
         continue;
       }
-      for (const p of passed) this.warn(`${key}: ${p.error ? `unreadable in ${p.archive.storage.description} (${p.error.what})` : `missing in ${p.archive.storage.description}`}; read from ${archive.storage.description} instead`);
+      for (const p of passed) this.warn(`${key}: ${p.error ? `unreadable in ${p.archive.storage.description} (${p.error.what})` : `missing in ${p.archive.storage.description}`}; read from ${archive.storage.description} instead`, key);
       return found;
     }
     const failures = passed.filter((p) => p.error !== null);
     if (failures.length === 0) return null;
-    for (const f of failures.slice(1)) this.warn(`${key}: unreadable in ${f.archive.storage.description} too (${f.error!.what})`);
+    for (const f of failures.slice(1)) this.warn(`${key}: unreadable in ${f.archive.storage.description} too (${f.error!.what})`, key);
     throw failures[0].error;
   }
 

@@ -51,7 +51,7 @@ export function openSiteArchive(settings: ArchiveSettings, purpose: 'write' | 'r
  * ArchiveSet (./archive-set.ts), which tells `warn` of each object it read from another
  * archive than the first that should have had it.
  */
-export function openSiteReader(settings: ArchiveSettings, warn: (line: string) => void, s3?: Partial<S3Settings>): Archive {
+export function openSiteReader(settings: ArchiveSettings, warn: (line: string, key: string) => void, s3?: Partial<S3Settings>): Archive {
   const archives = settings.archives ?? [];
   if (archives.length < 2) return openSiteArchive(settings, 'read', s3);
   return new ArchiveSet(archives.map((a) => openSiteArchive(a, 'read', s3)), warn);

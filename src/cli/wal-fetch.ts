@@ -111,15 +111,18 @@ function archiveArgs(o: WalFetchOptions): string[] {
  * until recovery stops asking. One per directory at a time.
  */
 export async function walPrefetchCommand(name: string, opts: WalFetchOptions & { count: string; dir: string }): Promise<number> {
-  // Its stderr is the server's log pipe, which may close before it exits.
-  process.stderr.on('error', () => undefined);
   const dir = path.resolve(opts.dir);
   const count = prefetchCount(opts.count);
   if (!isSegmentFileName(name) || count === 0) return 0;
   if (!(await lockPrefetchDir(dir))) return 0;
   try {
     const { openSiteReader } = await import('../archive/site-archive');
-    const archive = openSiteReader(archiveFromOptions(opts), warnLine, fetchDeadlines(opts.timeout));
+    const { ArchiveSet } = await import('../archive/archive-set');
+    // Objects a site's several archives served from another than the first: the prefetcher's
+    // output goes nowhere, so it leaves those to wal-fetch, which says so in the server's log.
+    const tookOver = new Set<string>();
+    const archive = openSiteReader(archiveFromOptions(opts), (_line, key) => tookOver.add(key), fetchDeadlines(opts.timeout));
+    const fetchOne = archive instanceof ArchiveSet ? (n: string, file: string, cluster: WalClusterIdentity) => prefetchUnlessTakenOver(archive, n, file, cluster, tookOver) : (n: string, file: string, cluster: WalClusterIdentity) => fetchWalFile(archive, n, file, { cluster: async () => cluster });
     try {
       const cluster = await archive.readCluster();
       if (!cluster) return 0;
@@ -129,7 +132,7 @@ export async function walPrefetchCommand(name: string, opts: WalFetchOptions & {
         count,
         start: name,
         segSize: cluster.walSegmentSize,
-        fetch: (n, file) => withRetry(() => fetchWalFile(archive, n, file, { cluster: async () => cluster })),
+        fetch: (n, file) => withRetry(() => fetchOne(n, file, cluster)),
       });
     } finally {
       await archive.close();
@@ -143,6 +146,23 @@ export async function walPrefetchCommand(name: string, opts: WalFetchOptions & {
   }
 }
 
+/**
+ * A segment prefetched from a site's several archives: fetched under a name the shell's `mv`
+ * does not look for, and put in place only when the first archive that should hold it served
+ * it. One that came from a later archive is dropped (false: not prefetched), so that wal-fetch
+ * fetches it when recovery asks and its warning reaches the server's log.
+ */
+async function prefetchUnlessTakenOver(archive: Archive, name: string, file: string, cluster: WalClusterIdentity, tookOver: Set<string>): Promise<boolean> {
+  const held = path.join(path.dirname(file), `.held-${name}`);
+  if (!(await fetchWalFile(archive, name, held, { cluster: async () => cluster }))) return false;
+  if (tookOver.delete(Archive.walKey(name))) {
+    await fs.promises.rm(held, { force: true });
+    return false;
+  }
+  await fs.promises.rename(held, file);
+  return true;
+}
+
 /** The archive's cluster, which a WAL file must belong to (../wal/wal-identity.ts). */
 async function clusterOf(archive: Archive, name: string): Promise<WalClusterIdentity> {
   const cluster = await archive.cluster();
@@ -152,11 +172,7 @@ async function clusterOf(archive: Archive, name: string): Promise<WalClusterIden
 
 /** A site's object read from another of its archives: said in the server's log, where restore_command's stderr goes. */
 function warnLine(line: string): void {
-  try {
-    process.stderr.write(`walvault: warning: ${line}\n`);
-  } catch {
-    // A prefetcher outliving its server's log pipe (EPIPE) has no one left to tell.
-  }
+  process.stderr.write(`walvault: warning: ${line}\n`);
 }
 
 /** Any failure other than "not in the archive": PostgreSQL stops recovery on it. */

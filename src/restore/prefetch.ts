@@ -96,10 +96,8 @@ export async function unlockPrefetchDir(dir: string): Promise<void> {
 
 /**
  * After wal-fetch served `name`: tells the running prefetcher that recovery is there, or
- * starts one (`walvault wal-prefetch`, detached from PostgreSQL's restore_command; its
- * failures only mean later calls fetch for themselves). Its stderr is the server's log, as
- * wal-fetch's is: the one line it writes says a segment came from another of the site's
- * archives than the first, which the shell's move of the prefetched file would not tell.
+ * starts one (`walvault wal-prefetch`, detached from PostgreSQL's restore_command; its output
+ * goes nowhere, and its failures only mean later calls fetch for themselves).
  */
 export async function nudgePrefetcher(walvault: string, archiveArgs: string[], name: string, dir: string, count: number): Promise<void> {
   await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
@@ -110,7 +108,7 @@ export async function nudgePrefetcher(walvault: string, archiveArgs: string[], n
   if ((await lockHolder(dir)) !== null) return;
   const child = spawn(process.execPath, [walvault, 'wal-prefetch', ...archiveArgs, '--count', String(count), '--dir', dir, name], {
     detached: true,
-    stdio: ['ignore', 'ignore', 'inherit'],
+    stdio: 'ignore',
   });
   child.on('error', () => undefined);
   child.unref();
