@@ -53,6 +53,8 @@ export const ERROR_TABLE = {
   ARCHIVE_AUTH_FAILED: kind('no', "give the archive's private key (--private-key, or encryption_private_key_file in the site)"),
   ARCHIVE_MISPLACED: kind('no', 'put the object back under its own name; walvault verify lists misplaced objects'),
   ARCHIVE_LOCKED: kind('no', 'stop the other walvault writing this archive, or wait until its lease expires'),
+  /** A command that writes was given a site with several archives: only reading uses them all so far. */
+  ARCHIVES_WRITE_UNSUPPORTED: kind('no', 'give the site one archive (archive = URL, or one [[sites.NAME.archives]] entry) for this command'),
   STORAGE_IO: kind('yes', 'check the store, its permissions and its credentials'),
   STORAGE_OBJECT_UNREADABLE: kind('yes', 'check the store; walvault verify names damaged objects'),
   /** The store did not answer (connect, first byte or progress) within its deadlines. */
@@ -87,12 +89,19 @@ export class WalvaultError extends Error {
   /** The message without the fix. */
   readonly what: string;
 
-  constructor(code: ErrorCode, what: string, options: { cause?: unknown; fix?: string } = {}) {
+  /**
+   * True for a failure of this host's own files (a destination being written), which reading
+   * the object again, or from another archive, cannot help with.
+   */
+  readonly local: boolean;
+
+  constructor(code: ErrorCode, what: string, options: { cause?: unknown; fix?: string; local?: boolean } = {}) {
     super(options.fix ? `${what}; ${options.fix}` : what, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'WalvaultError';
     this.code = code;
     this.what = what;
     this.fix = options.fix ?? ERROR_TABLE[code].fix;
+    this.local = options.local === true;
   }
 
   get exitCode(): number {

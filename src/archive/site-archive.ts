@@ -6,6 +6,7 @@ import { storageFromUrl } from '../storage/open';
 import type { AzureSettings } from '../storage/azure';
 import type { S3Settings } from '../storage/s3';
 import { Archive, type ArchiveOptions } from './archive';
+import { ArchiveSet } from './archive-set';
 import type { CodecName } from './codecs';
 import { loadPrivateKey, loadPublicKey } from './encryption';
 
@@ -23,6 +24,8 @@ export interface ArchiveSettings {
   encryptionPrivateKeyFile?: string;
   /** The site's state directory, where it pins the archive's key; absent for a bare --archive. */
   state?: string;
+  /** Every archive of the site in reading order, this one (the first) included; absent or one: just this one. */
+  archives?: readonly ArchiveSettings[];
 }
 
 /**
@@ -41,6 +44,17 @@ export function openSiteArchive(settings: ArchiveSettings, purpose: 'write' | 'r
   }
   const azure = { ...settings.azure, ...(s3 === undefined ? {} : deadlinesOf(s3)) };
   return new Archive(storageFromUrl(settings.archive, s3 === undefined ? settings.s3 : withS3(settings.s3, s3), { fileMode: settings.archiveFileMode }, azure), options);
+}
+
+/**
+ * The archive a reading command reads: the site's one archive, or all of them as an
+ * ArchiveSet (./archive-set.ts), which tells `warn` of each object it read from another
+ * archive than the first that should have had it.
+ */
+export function openSiteReader(settings: ArchiveSettings, warn: (line: string, key: string) => void, s3?: Partial<S3Settings>): Archive {
+  const archives = settings.archives ?? [];
+  if (archives.length < 2) return openSiteArchive(settings, 'read', s3);
+  return new ArchiveSet(archives.map((a) => openSiteArchive(a, 'read', s3)), warn);
 }
 
 /** The deadline overrides every object store shares. */

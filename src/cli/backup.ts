@@ -2,15 +2,15 @@
  * `walvault backup push|list|show`: take a base backup of a site, and read the archive's
  * catalog of complete backups.
  */
-import { openSiteArchive, type ArchiveSettings } from '../archive/site-archive';
+import { openSiteArchive, openSiteReader, type ArchiveSettings } from '../archive/site-archive';
 import { listBackups, readCompleted, type BackupMetadata } from '../backup/catalog';
 import { describePlan, executeDeletion, planDeletion, type DeleteRequest } from '../backup/retention';
-import { configFromOptions, loadConfigFile, selectSite } from '../config/config';
+import { configFromOptions, loadConfigFile, selectSite, writableSite } from '../config/config';
 import type { SiteConfig } from '../config/config-types';
 import { WalvaultError } from '../errors';
 import { createLogger } from '../observe/logger';
 import { formatBytes, formatDuration } from '../observe/progress';
-import { archiveFromOptions } from './archive-option';
+import { archiveForWriting, archiveFromOptions } from './archive-option';
 import type { SiteOptions } from './site-options';
 
 export interface PushOptions extends SiteOptions {
@@ -40,7 +40,7 @@ function pushSite(o: PushOptions): { site: SiteConfig; logLevel: string } {
   }
   if (o.config) {
     const cfg = loadConfigFile(o.config);
-    return { site: selectSite(cfg, o.site), logLevel: cfg.logLevel };
+    return { site: writableSite(selectSite(cfg, o.site), 'backup push'), logLevel: cfg.logLevel };
   }
   if (!oneSite) throw new WalvaultError('CONFIG_INVALID', 'no site given', { fix: 'pass --config FILE [--site NAME], or --pg CONNINFO --archive URL --state DIR' });
   const cfg = configFromOptions({
@@ -84,7 +84,7 @@ interface CatalogOptions {
 
 async function withCatalog<T>(o: CatalogOptions, fn: (archive: ReturnType<typeof openSiteArchive>) => Promise<T>): Promise<T> {
   const settings: ArchiveSettings = archiveFromOptions(o);
-  const archive = openSiteArchive(settings, 'read');
+  const archive = openSiteReader(settings, (line) => createLogger({ level: 'warn' }).warn(line));
   try {
     return await fn(archive);
   } finally {
@@ -172,7 +172,7 @@ function deleteRequest(name: string | undefined, o: DeleteOptions): DeleteReques
 /** Dry run unless --confirm: prints what would go (or went), the same list either way. */
 export async function backupDeleteCommand(name: string | undefined, o: DeleteOptions): Promise<void> {
   const request = deleteRequest(name, o);
-  const settings: ArchiveSettings = archiveFromOptions(o);
+  const settings: ArchiveSettings = archiveForWriting(o, 'backup delete');
   const archive = openSiteArchive(settings, 'read');
   try {
     const plan = await planDeletion(archive, request);

@@ -7,8 +7,10 @@
  */
 import { errorText } from './fail';
 import type { Archive } from '../archive/archive';
+import { ArchiveSet } from '../archive/archive-set';
+import type { VerifyReport } from '../check/verify-archive';
 import type { SiteConfig } from '../config/config-types';
-import { archiveFromOptions } from './archive-option';
+import { archiveForWriting, archiveFromOptions } from './archive-option';
 
 export interface ReportOptions {
   config?: string;
@@ -24,9 +26,10 @@ export const REPORT_FAILED = 2;
 
 async function runReport<R extends { ok: boolean }>(what: string, opts: ReportOptions, produce: (archive: Archive) => Promise<R>, format: (r: R) => string): Promise<number> {
   try {
-    const { openSiteArchive } = await import('../archive/site-archive');
+    const { openSiteReader } = await import('../archive/site-archive');
     // An encrypted archive needs its private key for contents (history files, partials).
-    const archive = openSiteArchive(archiveFromOptions(opts), 'read');
+    // A site's several archives come as one ArchiveSet; the reports say which object came from where.
+    const archive = openSiteReader(archiveFromOptions(opts), (line) => process.stderr.write(`walvault: warning: ${line}\n`));
     try {
       const report = await produce(archive);
       process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : format(report));
@@ -45,10 +48,19 @@ export async function checkCommand(opts: ReportOptions): Promise<number> {
   if (!opts.repair) {
     if (opts.backupIfNeeded) return badOption('--backup-if-needed goes with --repair');
     const site = opts.config ? (archiveFromOptions(opts) as SiteConfig) : undefined;
+    if ((site?.archives.length ?? 1) > 1) {
+      const { checkSite, formatSiteCheckReport } = await import('../check/site-check');
+      return runReport('check', opts, (set) => checkSite(set as ArchiveSet, { site }), formatSiteCheckReport);
+    }
     return runReport('check', opts, (archive) => checkArchive(archive, { site }), formatCheckReport);
   }
   if (!opts.config) return badOption('--repair streams WAL from the site\'s server: give --config (and --site) instead of --archive');
-  const site = archiveFromOptions(opts) as SiteConfig;
+  let site: SiteConfig;
+  try {
+    site = archiveForWriting(opts, 'check --repair') as SiteConfig;
+  } catch (err) {
+    return badOption(errorText(err));
+  }
   return runReport('check', opts, async (archive) => {
     const first = await checkArchive(archive, { site });
     if (first.missingSegments.length === 0) return first;
@@ -72,6 +84,19 @@ export function badOption(message: string): number {
 export async function verifyCommand(opts: ReportOptions): Promise<number> {
   const { verifyArchive, formatVerifyReport } = await import('../check/verify-archive');
   const tty = process.stderr.isTTY;
-  return runReport('verify', opts, (a) => verifyArchive(a, tty ? (done, total) => process.stderr.write(`\rverify: ${done}/${total} objects${done === total ? '\n' : ''}`) : undefined), formatVerifyReport);
+  const verifyOne = (a: Archive) => verifyArchive(a, tty ? (done, total) => process.stderr.write(`\rverify: ${done}/${total} objects${done === total ? '\n' : ''}`) : undefined);
+  // Several archives are each verified on their own: a damaged object is one to replace,
+  // whichever other archive still holds it whole.
+  return runReport(
+    'verify',
+    opts,
+    async (a) => {
+      if (!(a instanceof ArchiveSet)) return verifyOne(a);
+      const archives: VerifyReport[] = [];
+      for (const m of a.members) archives.push(await verifyOne(m));
+      return { archives, ok: archives.every((r) => r.ok) };
+    },
+    (r) => ('archives' in r ? r.archives.map(formatVerifyReport).join('') : formatVerifyReport(r)),
+  );
 }
 

@@ -5,8 +5,11 @@
  * it then uses. Exit 0: the destination holds everything the source had; 1: some objects
  * were not copied (each named); 2: the copy could not run (a line says why), nothing written.
  */
+import * as path from 'node:path';
 import type { ArchiveSettings } from '../archive/site-archive';
+import type { SiteConfig } from '../config/config-types';
 import { WalvaultError } from '../errors';
+import { withPrivateKey } from './archive-option';
 import { errorText } from './fail';
 
 export interface CopyCommandOptions {
@@ -27,7 +30,8 @@ const MAX_CONCURRENCY = 64;
 
 export async function copyCommand(opts: CopyCommandOptions): Promise<number> {
   try {
-    const { openSiteArchive } = await import('../archive/site-archive');
+    const { openSiteArchive, openSiteReader } = await import('../archive/site-archive');
+    const { writableSite } = await import('../config/config');
     const { copyArchive, formatCopyReport } = await import('../copy/copy-archive');
     const { defaultCompression } = await import('../config/keys');
     const { createLogger } = await import('../observe/logger');
@@ -37,7 +41,9 @@ export async function copyCommand(opts: CopyCommandOptions): Promise<number> {
     if (source.archive.trim() === dest.archive.trim()) {
       throw new WalvaultError('CONFIG_INVALID', `--from and --to name the same archive (${opts.from}, ${opts.to})`, { fix: 'name two different archives' });
     }
-    const from = openSiteArchive(opts.privateKey ? { ...source, encryptionPrivateKeyFile: opts.privateKey } : source, 'read');
+    if ((dest.archives?.length ?? 1) > 1) writableSite(dest as SiteConfig, 'copy --to');
+    const log = createLogger({ level: 'info' });
+    const from = openSiteReader(opts.privateKey ? withPrivateKey(source, opts.privateKey) : source, (line) => log.warn(line));
     // As `run` would write there: the archive's recorded codec and key win where none is named.
     const compression = (opts.compression as ArchiveSettings['compression']) ?? dest.compression ?? defaultCompression(dest.archive);
     const to = openSiteArchive(
@@ -50,7 +56,7 @@ export async function copyCommand(opts: CopyCommandOptions): Promise<number> {
       'write',
     );
     try {
-      const report = await copyArchive({ from, to, dryRun: opts.dryRun === true, concurrency, log: createLogger({ level: 'info' }), stateDir: dest.state });
+      const report = await copyArchive({ from, to, dryRun: opts.dryRun === true, concurrency, log, stateDir: dest.state });
       process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : formatCopyReport(report));
       return report.ok ? 0 : 1;
     } finally {
@@ -62,12 +68,23 @@ export async function copyCommand(opts: CopyCommandOptions): Promise<number> {
   }
 }
 
-/** A site of the config file by that name, else an archive location. */
+/**
+ * A site of the config file by that name (all its archives, when it has several), else one
+ * archive of a site by its location (with that archive's own settings), else an archive
+ * location alone.
+ */
 async function sideOf(value: string, config: string | undefined): Promise<ArchiveSettings> {
   if (config !== undefined) {
     const { loadConfigFile } = await import('../config/config');
-    const site = loadConfigFile(config).sites.find((s) => s.name === value);
+    const sites = loadConfigFile(config).sites;
+    const site = sites.find((s) => s.name === value);
     if (site) return site;
+    const local = path.resolve(path.dirname(path.resolve(config)), value);
+    for (const s of sites) {
+      const one = s.archives.find((a) => a.archive === value || a.archive === local);
+      // A site's only archive keeps the site's state directory, where its key is pinned.
+      if (one) return s.archives.length > 1 ? one : s;
+    }
   }
   return { archive: value, s3: {} };
 }

@@ -58,9 +58,10 @@ export async function drillCommand(o: DrillCliOptions): Promise<number> {
     const osUser = osUserFor(o.osUser ?? 'postgres');
     const { createLogger } = await import('../observe/logger');
     log = createLogger({ level: 'warn' });
-    const { openSiteArchive } = await import('../archive/site-archive');
+    const { openSiteReader } = await import('../archive/site-archive');
     const { runDrill } = await import('../check/drill');
-    const archive = openSiteArchive(settings, 'read');
+    const warn = log;
+    const archive = openSiteReader(settings, (line) => warn.warn(line));
     try {
       const r = await runDrill({
         archive,

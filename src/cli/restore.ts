@@ -4,7 +4,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { openSiteArchive } from '../archive/site-archive';
+import { openSiteReader } from '../archive/site-archive';
 import { WalvaultError } from '../errors';
 import { createLogger } from '../observe/logger';
 import { formatBytes } from '../observe/progress';
@@ -91,7 +91,7 @@ export async function restoreCommandCli(targetDir: string, o: RestoreCliOptions)
   const siteName = o.config ? (settings as { name?: string }).name : undefined;
   const command = restoreCommand(o, siteName);
   const log = createLogger({ level: 'info' });
-  const archive = openSiteArchive(settings, 'read');
+  const archive = openSiteReader(settings, (line) => log.warn(line));
   try {
     const { restoreBackup } = await import('../restore/restore');
     const r = await restoreBackup({

@@ -2,7 +2,7 @@
  * `walvault run`: one receiver per site until SIGINT/SIGTERM, then a clean stop (stream
  * ended, spool fsynced, the open segment archived as a partial) and exit 0.
  */
-import { configFromOptions, loadConfigFile, type OneSiteOptions } from '../config/config';
+import { configFromOptions, loadConfigFile, writableSite, type OneSiteOptions } from '../config/config';
 import type { Config } from '../config/config-types';
 import { BackupScheduler } from '../daemon/backup-scheduler';
 import { CheckScheduler } from '../check/check-scheduler';
@@ -62,6 +62,8 @@ export async function runCommand(o: RunOptions): Promise<void> {
   if (sites.length === 0) {
     throw new WalvaultError('CONFIG_INVALID', `${config.source}: no site named "${o.site}"`, { fix: `sites: ${config.sites.map((s) => s.name).join(', ')}` });
   }
+  // Refused before any site starts: a daemon running some of its sites is worse than none.
+  for (const site of sites) writableSite(site, 'run');
   const log = createLogger({ level: config.logLevel });
   // Every line on the daemon's stderr is the logger's, whatever a library wants to print.
   routeConsoleTo(log);

@@ -52,8 +52,8 @@ export async function walFetchCommand(
     // A miss: the prefetcher is told (or started) first, so it fetches what comes next while
     // this call fetches this one.
     if (prefetchable) await nudge();
-    const { openSiteArchive } = await import('../archive/site-archive');
-    const archive = openSiteArchive(archiveFromOptions(opts), 'read', fetchDeadlines(opts.timeout));
+    const { openSiteReader } = await import('../archive/site-archive');
+    const archive = openSiteReader(archiveFromOptions(opts), warnLine, fetchDeadlines(opts.timeout));
     // Nothing is renamed to DEST unless the whole object decoded, matched its checksums and
     // is the file its name says.
     const fetch = (name: string, padToSegment?: boolean) => withRetry(() => fetchWalFile(archive, name, dest, { cluster: () => clusterOf(archive, name), padToSegment }));
@@ -116,8 +116,13 @@ export async function walPrefetchCommand(name: string, opts: WalFetchOptions & {
   if (!isSegmentFileName(name) || count === 0) return 0;
   if (!(await lockPrefetchDir(dir))) return 0;
   try {
-    const { openSiteArchive } = await import('../archive/site-archive');
-    const archive = openSiteArchive(archiveFromOptions(opts), 'read', fetchDeadlines(opts.timeout));
+    const { openSiteReader } = await import('../archive/site-archive');
+    const { ArchiveSet } = await import('../archive/archive-set');
+    // Objects a site's several archives served from another than the first: the prefetcher's
+    // output goes nowhere, so it leaves those to wal-fetch, which says so in the server's log.
+    const tookOver = new Set<string>();
+    const archive = openSiteReader(archiveFromOptions(opts), (_line, key) => tookOver.add(key), fetchDeadlines(opts.timeout));
+    const fetchOne = archive instanceof ArchiveSet ? (n: string, file: string, cluster: WalClusterIdentity) => prefetchUnlessTakenOver(archive, n, file, cluster, tookOver) : (n: string, file: string, cluster: WalClusterIdentity) => fetchWalFile(archive, n, file, { cluster: async () => cluster });
     try {
       const cluster = await archive.readCluster();
       if (!cluster) return 0;
@@ -127,7 +132,7 @@ export async function walPrefetchCommand(name: string, opts: WalFetchOptions & {
         count,
         start: name,
         segSize: cluster.walSegmentSize,
-        fetch: (n, file) => withRetry(() => fetchWalFile(archive, n, file, { cluster: async () => cluster })),
+        fetch: (n, file) => withRetry(() => fetchOne(n, file, cluster)),
       });
     } finally {
       await archive.close();
@@ -141,11 +146,33 @@ export async function walPrefetchCommand(name: string, opts: WalFetchOptions & {
   }
 }
 
+/**
+ * A segment prefetched from a site's several archives: fetched under a name the shell's `mv`
+ * does not look for, and put in place only when the first archive that should hold it served
+ * it. One that came from a later archive is dropped (false: not prefetched), so that wal-fetch
+ * fetches it when recovery asks and its warning reaches the server's log.
+ */
+async function prefetchUnlessTakenOver(archive: Archive, name: string, file: string, cluster: WalClusterIdentity, tookOver: Set<string>): Promise<boolean> {
+  const held = path.join(path.dirname(file), `.held-${name}`);
+  if (!(await fetchWalFile(archive, name, held, { cluster: async () => cluster }))) return false;
+  if (tookOver.delete(Archive.walKey(name))) {
+    await fs.promises.rm(held, { force: true });
+    return false;
+  }
+  await fs.promises.rename(held, file);
+  return true;
+}
+
 /** The archive's cluster, which a WAL file must belong to (../wal/wal-identity.ts). */
 async function clusterOf(archive: Archive, name: string): Promise<WalClusterIdentity> {
   const cluster = await archive.cluster();
   if (!cluster) throw new WalvaultError('ARCHIVE_CORRUPT', `${archive.storage.description} has no cluster.json, so whether wal/${name} belongs to this cluster cannot be told`, { fix: `point restore_command at this cluster's archive (walvault writes its cluster.json with the first object it archives)` });
   return cluster;
+}
+
+/** A site's object read from another of its archives: said in the server's log, where restore_command's stderr goes. */
+function warnLine(line: string): void {
+  process.stderr.write(`walvault: warning: ${line}\n`);
 }
 
 /** Any failure other than "not in the archive": PostgreSQL stops recovery on it. */

@@ -16,11 +16,11 @@ import { Archive } from '../archive/archive';
 import { adoptSettings, claimArchive } from '../archive/archive-settings';
 import { openSiteArchive } from '../archive/site-archive';
 import { defaultCompression } from '../config/keys';
-import { ARCHIVE_FILE_MODE_HINT, parseArchiveFileMode } from '../config/site';
+import { ARCHIVE_FILE_MODE_HINT, parseArchiveFileMode } from '../config/archive-target';
 import { WalvaultError } from '../errors';
 import { isHistoryFileName, isSegmentFileName } from '../wal/lsn';
 import { checkWalFile, readLongPageHeader } from '../wal/page-header';
-import { archiveFromOptions } from './archive-option';
+import { archiveForWriting } from './archive-option';
 
 export async function walPushCommand(walPath: string, opts: { config?: string; site?: string; archive?: string; archiveFileMode?: string }): Promise<void> {
   const name = path.basename(walPath);
@@ -35,7 +35,7 @@ export async function walPushCommand(walPath: string, opts: { config?: string; s
   } catch (err) {
     throw new WalvaultError('STORAGE_IO', `cannot read ${walPath}: ${(err as Error).message}`, { fix: `pass %p from archive_command (relative to the data directory)`, cause: err });
   }
-  const settings = archiveFromOptions(opts);
+  const settings = archiveForWriting(opts, 'wal-push');
   if (opts.archiveFileMode !== undefined) {
     if (opts.config) throw new WalvaultError('CONFIG_INVALID', '--archive-file-mode goes with --archive', { fix: 'with --config set archive_file_mode in the site' });
     const mode = parseArchiveFileMode(opts.archiveFileMode);

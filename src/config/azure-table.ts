@@ -1,5 +1,6 @@
 /**
- * A site's optional [sites.NAME.azure] table, the settings of an azure:// archive's client.
+ * A site's optional [sites.NAME.azure] table (or one archive's [sites.NAME.archives.azure]),
+ * the settings of an azure:// archive's client.
  * No secret is accepted here: keys, SAS tokens and connection strings come from the
  * environment or an identity (../storage/azure-credentials.ts), so a config file that is read
  * by more people than the archive's owner gives nothing away.
@@ -7,13 +8,13 @@
 import type { AzureSettings } from '../storage/azure';
 import { CONFIG_KEYS } from './keys';
 import { assignment, fail, isTable, rejectUnknownKeys, tableWord, typeName, type Ctx } from './messages';
-import { readDeadlines } from './store-deadlines';
+import { readDeadlines, type StoreTable } from './store-deadlines';
 
-export function parseAzureTable(ctx: Ctx, site: string, raw: unknown): AzureSettings {
+export function parseAzureTable(ctx: Ctx, table: StoreTable, raw: unknown): AzureSettings {
   if (raw === undefined) return {};
-  const at = (key: string) => `sites.${site}.azure${key ? '.' + key : ''}`;
-  if (!isTable(raw)) fail(ctx, at(''), `expected ${tableWord(ctx)}, got ${typeName(raw)}`, ctx.format === 'json' ? 'write "azure": { "account": "..." }' : `write [sites.${site}.azure] followed by its keys`);
-  rejectUnknownKeys(ctx, raw, `sites.${site}.azure.`, CONFIG_KEYS.azure);
+  const at = (key: string) => `${table.path}${key ? '.' + key : ''}`;
+  if (!isTable(raw)) fail(ctx, at(''), `expected ${tableWord(ctx)}, got ${typeName(raw)}`, ctx.format === 'json' ? 'write "azure": { "account": "..." }' : `write [${table.header}] followed by its keys`);
+  rejectUnknownKeys(ctx, raw, `${table.path}.`, CONFIG_KEYS.azure);
   const out: AzureSettings = {};
   const account = raw.account;
   if (account !== undefined) {

@@ -9,12 +9,37 @@ import type { PgConnectionConfig } from './conninfo';
 
 export type AckMode = 'archive' | 'sync';
 
-export interface SiteConfig {
+/** One archive of a site: where it is, how its objects are stored, and its store's settings. */
+export interface ArchiveTarget {
+  /** A directory (made absolute), file://, s3:// or azure:// URL. */
+  archive: string;
+  /** Overrides for an s3:// archive (its s3 table); empty otherwise. */
+  s3: S3Settings;
+  /** Overrides for an azure:// archive (its azure table); empty otherwise. */
+  azure: AzureSettings;
+  /** Permission bits of a local archive's objects (directories get the matching x bits). */
+  archiveFileMode: number;
+  /** Codec for the bodies stored there. */
+  compression: CodecName;
+  /** Whether the config or command line named the codec (false: the default, which an archive's recorded codec replaces). */
+  compressionChosen: boolean;
+  /** X25519 public key (PEM) to encrypt bodies for; none = not encrypted. Checked at load. */
+  encryptionPublicKeyFile?: string;
+  /** The matching private key, for restore and wal-fetch; the backup host does not need it. */
+  encryptionPrivateKeyFile?: string;
+}
+
+/**
+ * A site. Its own ArchiveTarget fields are its first archive's, which every command that
+ * writes uses (and which is the only one unless the site names several); `archives` holds
+ * them all, the first included, in the order readers try them.
+ */
+export interface SiteConfig extends ArchiveTarget {
+  archives: ArchiveTarget[];
   name: string;
   pg: PgConnectionConfig;
   /** host:port user=..., for logs and errors; never the password. */
   pgDescription: string;
-  archive: string;
   state: string;
   slot: string;
   mode: AckMode;
@@ -61,20 +86,6 @@ export interface SiteConfig {
   retainBackups: number;
   /** Keep what recovery to any instant of the last N days needs; 0 = no window. */
   recoveryWindowDays: number;
-  /** Overrides for an s3:// archive (the [sites.NAME.s3] table); empty otherwise. */
-  s3: S3Settings;
-  /** Overrides for an azure:// archive (the [sites.NAME.azure] table); empty otherwise. */
-  azure: AzureSettings;
-  /** Permission bits of a local archive's objects (directories get the matching x bits). */
-  archiveFileMode: number;
-  /** Codec for the bodies this site stores. */
-  compression: CodecName;
-  /** Whether the config or command line named the codec (false: the default, which an archive's recorded codec replaces). */
-  compressionChosen: boolean;
-  /** X25519 public key (PEM) to encrypt bodies for; none = not encrypted. Checked at load. */
-  encryptionPublicKeyFile?: string;
-  /** The matching private key, for restore and wal-fetch; the backup host does not need it. */
-  encryptionPrivateKeyFile?: string;
   /** Hours between scheduled archive checks (`walvault check`); 0 = none. */
   checkIntervalHours: number;
   /** Hours between scheduled restore drills (`walvault drill`); 0 = none. */

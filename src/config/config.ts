@@ -15,6 +15,7 @@
  * checks the top-level tables and the sites against each other.
  */
 import * as path from 'path';
+import { WalvaultError } from '../errors';
 import type { Config, SiteConfig } from './config-types';
 import { readConfigDocument } from './config-file';
 import { closestName } from './conninfo';
@@ -67,6 +68,20 @@ export function selectSite(cfg: Config, name?: string): SiteConfig {
   if (cfg.sites.length === 1) return cfg.sites[0];
   if (cfg.sites.length === 0) throw invalid(`${cfg.source}: sites: no sites configured`, `add a [sites.<name>] section`);
   throw invalid(`${cfg.source}: several sites are configured (${names.join(', ')})`, `choose one with --site <name>`);
+}
+
+/**
+ * The site, for a command that writes to its archive (or starts something that does): so far
+ * only reading uses several archives, so a site naming more than one is refused before
+ * anything is written, rather than written to one of them and not the others.
+ */
+export function writableSite(site: SiteConfig, command: string): SiteConfig {
+  if (site.archives.length <= 1) return site;
+  throw new WalvaultError(
+    'ARCHIVES_WRITE_UNSUPPORTED',
+    `${command}: site ${site.name} names ${site.archives.length} archives (${site.archives.map((a) => a.archive).join(', ')}), and writing to several archives is not available yet (only wal-fetch, restore, check, verify, drill and backup list/show read them all)`,
+    { fix: `give the site one archive for writing (archive = URL, or a single [[sites.${site.name}.archives]] table), and fill the others with walvault copy` },
+  );
 }
 
 /** "host:port" or "[v6]:port"; null for anything else. */
@@ -138,9 +153,16 @@ function checkSitesApart(ctx: Ctx, sites: SiteConfig[]): void {
       if (a.state === b.state) {
         fail(ctx, `sites.${b.name}.state`, `same directory as sites.${a.name}.state`, 'give every site its own state directory');
       }
-      if (a.archive === b.archive) {
-        fail(ctx, `sites.${b.name}.archive`, `same archive as sites.${a.name}.archive`, 'one archive holds one cluster: give every site its own archive');
+      const shared = b.archives.find((t) => a.archives.some((u) => u.archive === t.archive));
+      if (shared) {
+        const aShared = a.archives.find((u) => u.archive === shared.archive)!;
+        fail(ctx, archiveKey(b, shared), `same archive as ${archiveKey(a, aShared)}`, 'one archive holds one cluster: give every site its own archive');
       }
     }
   }
+}
+
+/** Where a site's archive is named in the file. */
+function archiveKey(site: SiteConfig, target: SiteConfig['archives'][number]): string {
+  return site.archives.length > 1 || site.archives[0] !== target ? `sites.${site.name}.archives[${site.archives.indexOf(target) + 1}].url` : `sites.${site.name}.archive`;
 }

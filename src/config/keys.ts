@@ -32,7 +32,7 @@ export interface KeyInfo {
   meaning: string;
 }
 
-export type Section = 'top' | 'log' | 'http' | 'site' | 's3' | 'azure';
+export type Section = 'top' | 'log' | 'http' | 'site' | 'archive' | 's3' | 'azure';
 
 const value = (v: Literal): Default => ({ kind: 'value', value: v });
 const derived = (how: string): Default => ({ kind: 'derived', how });
@@ -54,7 +54,8 @@ export const KEYS: Readonly<Record<Section, Readonly<Record<string, KeyInfo>>>> 
   site: {
     pg: { default: REQUIRED, meaning: 'conninfo of the server to stream from, without a password' },
     password_file: { default: UNSET, meaning: "file holding the role's password" },
-    archive: { default: REQUIRED, meaning: 'directory, file://, s3:// or azure:// URL of the archive' },
+    archive: { default: derived('required, unless archives names them'), meaning: 'directory, file://, s3:// or azure:// URL of the archive' },
+    archives: { default: UNSET, meaning: 'several archives, one [[sites.NAME.archives]] table each, read in order' },
     state: { default: REQUIRED, meaning: "the site's state directory" },
     slot: { default: derived('"walvault_" and the site name'), meaning: 'physical replication slot' },
     mode: { default: value('archive'), meaning: 'when WAL is reported flushed: archived, or fsynced in the spool' },
@@ -87,6 +88,15 @@ export const KEYS: Readonly<Record<Section, Readonly<Record<string, KeyInfo>>>> 
     s3: { default: UNSET, meaning: 'the [sites.NAME.s3] table' },
     azure: { default: UNSET, meaning: 'the [sites.NAME.azure] table' },
   },
+  archive: {
+    url: { default: REQUIRED, meaning: 'directory, file://, s3:// or azure:// URL of this archive' },
+    compression: { default: derived('zstd for s3:// and azure://, none for a directory'), meaning: "codec of this archive's objects" },
+    archive_file_mode: { default: value('0600'), meaning: "permission bits of a local archive's objects" },
+    encryption_public_key_file: { default: UNSET, meaning: "encrypt this archive's objects for this public key" },
+    encryption_private_key_file: { default: UNSET, meaning: 'the matching private key, for reading this archive' },
+    s3: { default: UNSET, meaning: "this archive's [sites.NAME.archives.s3] table" },
+    azure: { default: UNSET, meaning: "this archive's [sites.NAME.archives.azure] table" },
+  },
   s3: {
     endpoint: { default: derived('AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS'), meaning: 'URL of an S3-compatible store' },
     region: { default: derived('AWS_REGION or the profile\'s; "us-east-1" with a custom endpoint'), meaning: 'region' },
@@ -114,6 +124,7 @@ export const CONFIG_KEYS: Readonly<Record<Section, readonly string[]>> = {
   log: Object.keys(KEYS.log),
   http: Object.keys(KEYS.http),
   site: Object.keys(KEYS.site),
+  archive: Object.keys(KEYS.archive),
   s3: Object.keys(KEYS.s3),
   azure: Object.keys(KEYS.azure),
 };

@@ -42,6 +42,18 @@ export function assignment(ctx: Ctx, key: string, literal: string): string {
   return `${key} = ${literal}`;
 }
 
+/** A string key of `raw`: undefined when absent (refused when `required`), refused when of another type or empty (unless `emptyOk`). */
+export function stringKey(ctx: Ctx, raw: Table, where: string, key: string, o: { required: boolean; example: string; emptyOk?: boolean }): string | undefined {
+  const v = raw[key];
+  if (v === undefined) {
+    if (o.required) fail(ctx, where, 'missing', `add ${assignment(ctx, key, o.example)}`);
+    return undefined;
+  }
+  if (typeof v !== 'string') fail(ctx, where, `expected a string, got ${typeName(v)}`, `quote it: ${assignment(ctx, key, o.example)}`);
+  if (v === '' && !o.emptyOk) fail(ctx, where, 'is empty', o.required ? `set it: ${assignment(ctx, key, o.example)}` : 'remove it to get the default');
+  return v;
+}
+
 export function tableWord(ctx: Ctx): string {
   return ctx.format === 'json' ? 'an object' : 'a table';
 }

@@ -1,18 +1,19 @@
 /**
- * A site's optional [sites.NAME.s3] table, the overrides of an s3:// archive's client. What is
- * left out the S3 client and the AWS SDK decide (keys.ts says how). Secrets may be written here
- * (the file is the operator's to protect), never on the command line, and are never echoed.
+ * A site's optional [sites.NAME.s3] table (or one archive's [sites.NAME.archives.s3]), the
+ * overrides of an s3:// archive's client. What is left out the S3 client and the AWS SDK
+ * decide (keys.ts says how). Secrets may be written here (the file is the operator's to
+ * protect), never on the command line, and are never echoed.
  */
 import type { S3Settings } from '../storage/s3';
 import { CONFIG_KEYS } from './keys';
 import { assignment, fail, isTable, rejectUnknownKeys, tableWord, typeName, type Ctx } from './messages';
-import { readDeadlines } from './store-deadlines';
+import { readDeadlines, type StoreTable } from './store-deadlines';
 
-export function parseS3Table(ctx: Ctx, site: string, raw: unknown): S3Settings {
+export function parseS3Table(ctx: Ctx, table: StoreTable, raw: unknown): S3Settings {
   if (raw === undefined) return {};
-  const at = (key: string) => `sites.${site}.s3${key ? '.' + key : ''}`;
-  if (!isTable(raw)) fail(ctx, at(''), `expected ${tableWord(ctx)}, got ${typeName(raw)}`, ctx.format === 'json' ? 'write "s3": { "endpoint": "https://..." }' : `write [sites.${site}.s3] followed by its keys`);
-  rejectUnknownKeys(ctx, raw, `sites.${site}.s3.`, CONFIG_KEYS.s3);
+  const at = (key: string) => `${table.path}${key ? '.' + key : ''}`;
+  if (!isTable(raw)) fail(ctx, at(''), `expected ${tableWord(ctx)}, got ${typeName(raw)}`, ctx.format === 'json' ? 'write "s3": { "endpoint": "https://..." }' : `write [${table.header}] followed by its keys`);
+  rejectUnknownKeys(ctx, raw, `${table.path}.`, CONFIG_KEYS.s3);
   const text = (key: string, example: string): string | undefined => {
     const v = raw[key];
     if (v === undefined) return undefined;

@@ -5,46 +5,19 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { CODEC_NAMES, isCodecName, type CodecName } from '../archive/codecs';
-import { loadPublicKey } from '../archive/encryption';
-import { isWalvaultError } from '../errors';
 import type { AckMode, SiteConfig } from './config-types';
 import { describeConninfo, parseConninfo } from './conninfo';
-import { CONFIG_KEYS, SLOT_MAX, defaultCompression, defaultOf, defaultSlot, literalDefault } from './keys';
-import { assignment, fail, keyPath, rejectUnknownKeys, typeName, type Ctx, type Table } from './messages';
-import { parseAzureTable } from './azure-table';
-import { parseS3Table } from './s3-table';
+import { siteArchives } from './archive-target';
+import { CONFIG_KEYS, SLOT_MAX, defaultOf, defaultSlot, literalDefault } from './keys';
+import { assignment, fail, keyPath, rejectUnknownKeys, stringKey, typeName, type Ctx, type Table } from './messages';
 
 const MODES: readonly AckMode[] = ['archive', 'sync'];
-
-/**
- * A local archive's object mode from its text ("0600", "640"...): owner read-write, group and
- * others read at most (objects are immutable; nobody else may write, nothing is executable).
- * Null for anything else.
- */
-export function parseArchiveFileMode(text: string): number | null {
-  if (!/^0?[0-7]{3}$/.test(text.trim())) return null;
-  const mode = Number.parseInt(text.trim(), 8);
-  return (mode & 0o700) === 0o600 && (mode & 0o033) === 0 ? mode : null;
-}
-
-export const ARCHIVE_FILE_MODE_HINT =
-  'use "0600" (the owner only, the default), "0640" (also the archive directory\'s group, e.g. for the postgres user running restore_command) or "0644" (every user)';
 
 export function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
   const where = (key: string) => keyPath(ctx, name, key);
   rejectUnknownKeys(ctx, raw, ctx.format === 'cli' ? '' : `sites.${name}.`, CONFIG_KEYS.site);
 
-  const str = (key: string, required: boolean, example: string): string | undefined => {
-    const v = raw[key];
-    if (v === undefined) {
-      if (required) fail(ctx, where(key), 'missing', `add ${assignment(ctx, key, example)}`);
-      return undefined;
-    }
-    if (typeof v !== 'string') fail(ctx, where(key), `expected a string, got ${typeName(v)}`, `quote it: ${assignment(ctx, key, example)}`);
-    if (v === '' && key !== 'pg') fail(ctx, where(key), 'is empty', required ? `set it: ${assignment(ctx, key, example)}` : 'remove it to get the default');
-    return v;
-  };
+  const str = (key: string, required: boolean, example: string) => stringKey(ctx, raw, where(key), key, { required, example, emptyOk: key === 'pg' });
   /** `lowest` is the smallest allowed value; 0 exclusive means "positive". */
   const num = (key: string, lowest: { value: number; exclusive?: boolean }, integer: boolean, hint: string): number => {
     const v = raw[key];
@@ -62,17 +35,10 @@ export function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
 
   const pgString = str('pg', true, '"host=db1 port=5432 user=walvault"') as string;
   const passwordFile = str('password_file', false, '"/etc/walvault/pg.password"');
-  const archiveRaw = str('archive', true, `"file:///var/lib/walvault/archive/${name}"`) as string;
   const stateRaw = str('state', true, `"/var/lib/walvault/state/${name}"`) as string;
   const slotRaw = str('slot', false, `"walvault_${name}"`);
   const modeRaw = str('mode', false, '"archive"');
   const appNameRaw = str('application_name', false, '"walvault"');
-  const compressionRaw = str('compression', false, '"zstd"');
-  const publicKeyRaw = str('encryption_public_key_file', false, '"/etc/walvault/site.pub"');
-  const privateKeyRaw = str('encryption_private_key_file', false, '"/secure/walvault/site.key"');
-  const fileModeText = str('archive_file_mode', false, '"0640"') ?? defaultOf('site', 'archive_file_mode', 'string');
-  const archiveFileMode = parseArchiveFileMode(fileModeText);
-  if (archiveFileMode === null) fail(ctx, where('archive_file_mode'), `${JSON.stringify(fileModeText)} is not a mode for archive objects`, ARCHIVE_FILE_MODE_HINT);
 
   const pg = parseConninfo(pgString, `${ctx.source}: ${where('pg')}`);
   if (passwordFile !== undefined) pg.password = readPasswordFile(ctx, where('password_file'), passwordFile);
@@ -94,17 +60,7 @@ export function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
   // synchronous_standby_names matches on this, so the connection must carry it.
   pg.application_name = applicationName;
 
-  if (compressionRaw !== undefined && !isCodecName(compressionRaw)) {
-    fail(ctx, where('compression'), `${JSON.stringify(compressionRaw)} is not a codec`, `use one of ${CODEC_NAMES.map((c) => `"${c}"`).join(', ')}, or remove it for the default (zstd for s3:// and azure:// archives, none for a local directory)`);
-  }
-  const encryptionPublicKeyFile = publicKeyRaw === undefined ? undefined : path.resolve(ctx.baseDir, publicKeyRaw);
-  if (encryptionPublicKeyFile !== undefined) {
-    try {
-      loadPublicKey(encryptionPublicKeyFile);
-    } catch (err) {
-      fail(ctx, where('encryption_public_key_file'), isWalvaultError(err) ? err.what : (err as Error).message, 'point it at the public key written by "walvault keys create"');
-    }
-  }
+  const archives = siteArchives(ctx, name, raw);
 
   const bool = (key: string): boolean => {
     const v = raw[key] ?? defaultOf('site', key, 'boolean');
@@ -126,7 +82,8 @@ export function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
     name,
     pg,
     pgDescription: describeConninfo(pg),
-    archive: resolveArchive(ctx, archiveRaw),
+    ...archives[0],
+    archives,
     state: path.resolve(ctx.baseDir, stateRaw),
     slot,
     mode: mode as AckMode,
@@ -152,20 +109,7 @@ export function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
     ...(drillPgBin !== undefined ? { drillPgBin: path.resolve(ctx.baseDir, drillPgBin) } : {}),
     drillOsUser: str('drill_os_user', false, '"postgres"') ?? defaultOf('site', 'drill_os_user', 'string'),
     ...(drillQuery !== undefined ? { drillQuery } : {}),
-    s3: parseS3Table(ctx, name, raw.s3),
-    azure: parseAzureTable(ctx, name, raw.azure),
-    archiveFileMode,
-    compression: (compressionRaw as CodecName | undefined) ?? defaultCompression(archiveRaw),
-    compressionChosen: compressionRaw !== undefined,
-    ...(encryptionPublicKeyFile !== undefined ? { encryptionPublicKeyFile } : {}),
-    ...(privateKeyRaw !== undefined ? { encryptionPrivateKeyFile: path.resolve(ctx.baseDir, privateKeyRaw) } : {}),
   };
-}
-
-/** URLs (file://, s3://, azure://, ...) are kept for the storage layer to judge; plain paths become absolute. */
-function resolveArchive(ctx: Ctx, archive: string): string {
-  if (/^[a-z][a-z0-9+.-]*:/i.test(archive)) return archive;
-  return path.resolve(ctx.baseDir, archive);
 }
 
 function readPasswordFile(ctx: Ctx, where: string, file: string): string {

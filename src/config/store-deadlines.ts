@@ -6,6 +6,16 @@
 import { defaultOf, type Section } from './keys';
 import { assignment, fail, typeName, type Ctx, type Table } from './messages';
 
+/**
+ * Where a store's table sits, for messages: its key path (`sites.main.s3`,
+ * `sites.main.archives[2].s3`) and the TOML header that opens it (`sites.main.archives.s3`
+ * follows its [[sites.main.archives]] entry).
+ */
+export interface StoreTable {
+  path: string;
+  header: string;
+}
+
 export function readDeadlines(ctx: Ctx, raw: Table, at: (key: string) => string, section: Section): { requestTimeoutSeconds?: number; connectTimeoutSeconds?: number } {
   const seconds = (key: string): number | undefined => {
     const v = raw[key];

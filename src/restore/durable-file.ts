@@ -93,5 +93,5 @@ export class DurableFile {
 export class DestinationWriteError extends WalvaultError {}
 
 function failed(file: string, err: unknown): WalvaultError {
-  return new DestinationWriteError('STORAGE_IO', `cannot write ${file}: ${(err as Error).message}`, { cause: err });
+  return new DestinationWriteError('STORAGE_IO', `cannot write ${file}: ${(err as Error).message}`, { cause: err, local: true });
 }

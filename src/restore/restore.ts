@@ -12,6 +12,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
 import type { Archive } from '../archive/archive';
+import { ArchiveSet } from '../archive/archive-set';
 import { workerSha256 } from '../archive/read/hash-worker';
 import { ReadAhead, type BlockSource } from '../archive/read/read-ahead';
 import { chainOf, isIncremental, listBackups, readCompleted, type BackupArchive, type BackupMetadata } from '../backup/catalog';
@@ -166,8 +167,11 @@ async function prepareDir(dir: string, force: boolean, what: string): Promise<vo
  * bindings, by the size and SHA-256 the metadata records for this position, before any of
  * its bytes are passed on. A part's last bytes come only after its verdict; a part that
  * fails fails the restore, and pg_control is put in place only after every part passed.
+ * From a site's several archives (../archive/archive-set.ts) a part that fails in one is read
+ * from the next, so it is passed on only whole and verified.
  */
 function partOpeners(archive: Archive, a: BackupArchive, blocks: BlockSource): Array<() => ReadAhead> {
+  const several = archive instanceof ArchiveSet;
   return a.parts.map(
     (p) => () =>
       new ReadAhead(
@@ -181,10 +185,19 @@ function partOpeners(archive: Archive, a: BackupArchive, blocks: BlockSource): A
                   `${p.key} in ${archive.storage.description} is not the part the backup's metadata records there (its size or SHA-256 differs): another object was copied over it, or it was rewritten`, { fix: `the backup cannot be restored as it is` },
                 );
               }
-              for await (const chunk of part.chunks) await push(chunk);
+              if (!several) {
+                for await (const chunk of part.chunks) await push(chunk);
+                return;
+              }
+              // Another archive may be read when this one's copy fails, so nothing is passed on
+              // before the verdict: the part (4 MiB) is held whole until then.
+              const held: Buffer[] = [];
+              for await (const chunk of part.chunks) held.push(Buffer.from(chunk));
+              for (const chunk of held) await push(chunk);
             },
-            // Read straight into the ring's slabs, which go on to the parser and the writers.
-            { hasher: workerSha256, readInto: lend },
+            // Read straight into the ring's slabs, which go on to the parser and the writers
+            // (not from several archives: what is held for a retry is copied anyway).
+            { hasher: workerSha256, readInto: several ? undefined : lend },
           );
           if (found === null) throw new WalvaultError('ARCHIVE_CORRUPT', `${p.key} in ${archive.storage.description} is missing`, { fix: `the backup cannot be restored` });
         },

@@ -31,7 +31,7 @@ function tables(): Map<string, Map<string, string>> {
   return out;
 }
 
-const SECTIONS: Record<Section, string> = { top: 'Top level', log: '`[log]`', http: '`[http]`', site: '`[sites.NAME]`', s3: '`[sites.NAME.s3]`', azure: '`[sites.NAME.azure]`' };
+const SECTIONS: Record<Section, string> = { top: 'Top level', log: '`[log]`', http: '`[http]`', site: '`[sites.NAME]`', archive: '`[[sites.NAME.archives]]`', s3: '`[sites.NAME.s3]`', azure: '`[sites.NAME.azure]`' };
 const sections = Object.keys(SECTIONS) as Section[];
 
 describe('configuration reference', () => {
@@ -81,7 +81,7 @@ describe('configuration reference', () => {
       const site = '[sites.main]\npg = "host=db1 user=walvault"\narchive = "/a/main"\nstate = "/s/main"\n';
       // The S3 and Azure clients apply the [sites.NAME.s3] and [sites.NAME.azure] defaults
       // themselves (from the same constants); the loader leaves them unset.
-      const written = (section: Exclude<Section, 'top' | 's3' | 'azure'>) =>
+      const written = (section: Exclude<Section, 'top' | 'archive' | 's3' | 'azure'>) =>
         Object.keys(KEYS[section])
           .filter((k) => literalDefault(section, k) !== undefined)
           .map((k) => `${k} = ${JSON.stringify(literalDefault(section, k))}\n`)

@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import { isWalvaultError } from '../../src/errors';
-import { configFromOptions, loadConfigFile, selectSite } from '../../src/config/config';
+import { configFromOptions, loadConfigFile, selectSite, writableSite } from '../../src/config/config';
 import type { Config } from '../../src/config/config-types';
 import { createLogger } from '../../src/observe/logger';
 
@@ -117,55 +117,56 @@ connect_timeout_seconds = 4
     const cfg = load(file);
     assert.equal(cfg.source, file);
     assert.equal(cfg.logLevel, 'debug');
-    assert.deepEqual(cfg.sites, [
-      {
-        name: 'main',
-        pg: { host: 'db1', port: 5433, user: 'walvault', application_name: 'standby1' },
-        pgDescription: 'db1:5433 user=walvault',
-        archive: 'file:///var/lib/walvault/archive/main',
-        state: '/var/lib/walvault/state/main',
-        slot: 'wv_main',
-        mode: 'sync',
-        applicationName: 'standby1',
-        partialIntervalSeconds: 0,
-        statusIntervalSeconds: 2.5,
-        createSlot: false,
-        uploadConcurrency: 8,
-        spoolAlertMiB: 512,
-        storageStallSeconds: 45,
-        compression: 'lz4',
-        compressionChosen: true,
-        archiveFileMode: 0o640,
-        encryptionPublicKeyFile: path.join(dir, 'site.pub'),
-        encryptionPrivateKeyFile: path.join(dir, 'site.key'),
-        backupIntervalHours: 12,
-        fullBackupIntervalDays: 3,
-        maxIncrementalChain: 10,
-        backupFastCheckpoint: true,
-        firstBackupFastCheckpoint: true,
-        backupCompression: 'client',
-        backupCompressionWorkers: 4,
-        backupMaxRateKiB: 65536,
-        retainBackups: 3,
-        recoveryWindowDays: 7.5,
-        checkIntervalHours: 2,
-        drillIntervalHours: 168,
-        drillPgBin: path.join(dir, 'pg16/bin'),
-        drillOsUser: 'pgdrill',
-        drillQuery: 'SELECT 1',
-        s3: {
-          endpoint: 'https://minio.example:9000',
-          region: 'eu-west-1',
-          forcePathStyle: false,
-          checksums: 'when_supported',
-          profile: 'backup',
-          accessKeyId: 'AKIAEXAMPLE',
-          requestTimeoutSeconds: 30,
-          connectTimeoutSeconds: 4,
-        },
-        azure: {},
+    const expected = {
+      name: 'main',
+      pg: { host: 'db1', port: 5433, user: 'walvault', application_name: 'standby1' },
+      pgDescription: 'db1:5433 user=walvault',
+      archive: 'file:///var/lib/walvault/archive/main',
+      state: '/var/lib/walvault/state/main',
+      slot: 'wv_main',
+      mode: 'sync',
+      applicationName: 'standby1',
+      partialIntervalSeconds: 0,
+      statusIntervalSeconds: 2.5,
+      createSlot: false,
+      uploadConcurrency: 8,
+      spoolAlertMiB: 512,
+      storageStallSeconds: 45,
+      compression: 'lz4',
+      compressionChosen: true,
+      archiveFileMode: 0o640,
+      encryptionPublicKeyFile: path.join(dir, 'site.pub'),
+      encryptionPrivateKeyFile: path.join(dir, 'site.key'),
+      backupIntervalHours: 12,
+      fullBackupIntervalDays: 3,
+      maxIncrementalChain: 10,
+      backupFastCheckpoint: true,
+      firstBackupFastCheckpoint: true,
+      backupCompression: 'client',
+      backupCompressionWorkers: 4,
+      backupMaxRateKiB: 65536,
+      retainBackups: 3,
+      recoveryWindowDays: 7.5,
+      checkIntervalHours: 2,
+      drillIntervalHours: 168,
+      drillPgBin: path.join(dir, 'pg16/bin'),
+      drillOsUser: 'pgdrill',
+      drillQuery: 'SELECT 1',
+      s3: {
+        endpoint: 'https://minio.example:9000',
+        region: 'eu-west-1',
+        forcePathStyle: false,
+        checksums: 'when_supported',
+        profile: 'backup',
+        accessKeyId: 'AKIAEXAMPLE',
+        requestTimeoutSeconds: 30,
+        connectTimeoutSeconds: 4,
       },
-    ]);
+      azure: {},
+    };
+    // The one-archive form: the site's archive is also its only entry of archives.
+    const { archive, s3, azure, archiveFileMode, compression, compressionChosen, encryptionPublicKeyFile, encryptionPrivateKeyFile } = expected;
+    assert.deepEqual(cfg.sites, [{ ...expected, archives: [{ archive, s3, azure, archiveFileMode, compression, compressionChosen, encryptionPublicKeyFile, encryptionPrivateKeyFile }] }]);
     // The secrets are there for the S3 client, but not enumerable: printing or logging the
     // site cannot show them.
     assert.equal(cfg.sites[0].s3.secretAccessKey, SECRET);
@@ -562,6 +563,101 @@ describe('the [s3] table', () => {
       ['sites.main.s3', 'expected a table, got a string'],
       [SECRET],
     );
+  });
+});
+
+describe('several archives: [[sites.NAME.archives]]', () => {
+  const head = '[sites.main]\npg = "host=db1"\nstate = "/s"\n';
+  const two = '[[sites.main.archives]]\nurl = "local"\n\n[[sites.main.archives]]\nurl = "s3://bucket/main"\n';
+  const loadText = (t: { after(fn: () => void): void }, text: string, name = 'w.toml') => {
+    const dir = tempDir(t);
+    return { dir, load: () => load(write(dir, name, text)) };
+  };
+
+  test('each archive with its own codec, keys, file mode and store table, in file order; the first is the site\'s own', async (t) => {
+    const { dir, load: loadIt } = loadText(
+      t,
+      `${head}
+[[sites.main.archives]]
+url = "archive"
+archive_file_mode = "0640"
+
+[[sites.main.archives]]
+url = "s3://bucket/main"
+compression = "lz4"
+encryption_public_key_file = "site.pub"
+encryption_private_key_file = "site.key"
+
+[sites.main.archives.s3]
+endpoint = "http://127.0.0.1:9000"
+access_key_id = "AKIAEXAMPLE"
+secret_access_key = "${SECRET}"
+
+[[sites.main.archives]]
+url = "azure://container/main"
+
+[sites.main.archives.azure]
+account = "walarchive"
+`,
+    );
+    await createKeyPair(path.join(dir, 'site.key'), path.join(dir, 'site.pub'));
+    const site = loadIt().sites[0];
+    assert.deepEqual(
+      site.archives.map((a) => [a.archive, a.compression, a.compressionChosen, a.archiveFileMode, a.encryptionPublicKeyFile ?? null, a.encryptionPrivateKeyFile ?? null]),
+      [
+        [path.join(dir, 'archive'), 'none', false, 0o640, null, null],
+        ['s3://bucket/main', 'lz4', true, 0o600, path.join(dir, 'site.pub'), path.join(dir, 'site.key')],
+        ['azure://container/main', 'zstd', false, 0o600, null, null],
+      ],
+    );
+    assert.deepEqual(site.archives[0].s3, {});
+    assert.equal(site.archives[1].s3.endpoint, 'http://127.0.0.1:9000');
+    assert.equal(site.archives[1].s3.secretAccessKey, SECRET);
+    assert.deepEqual(site.archives[2].azure, { account: 'walarchive' });
+    // What writing commands use: the first archive.
+    assert.equal(site.archive, path.join(dir, 'archive'));
+    assert.equal(site.archiveFileMode, 0o640);
+    assert.ok(!JSON.stringify(site).includes(SECRET));
+  });
+
+  test('JSON: "archives" is an array of objects', (t) => {
+    const { load: loadIt } = loadText(t, JSON.stringify({ sites: { main: { pg: 'host=db1', state: '/s', archives: [{ url: '/a' }, { url: 's3://b/p', s3: { region: 'eu-west-1' } }] } } }), 'w.json');
+    const site = loadIt().sites[0];
+    assert.deepEqual(site.archives.map((a) => a.archive), ['/a', 's3://b/p']);
+    assert.equal(site.archives[1].s3.region, 'eu-west-1');
+  });
+
+  test('mistakes name the key and the fix', (t) => {
+    const bad = (text: string, includes: string[], excludes: string[] = []) => assertInvalid(loadText(t, text).load, includes, excludes);
+    bad(`${head}compression = "zstd"\n${two}`, ['sites.main.compression', 'beside archives', 'move it into each sites.main.archives table']);
+    bad(`${head}archive = "/a"\n${two}`, ['sites.main.archive', 'beside archives', 'as the url of one of the sites.main.archives tables']);
+    bad(`${head}archives = []\n`, ['sites.main.archives', 'is empty', '[[sites.main.archives]]']);
+    bad(`${head}archives = "/a"\n`, ['sites.main.archives', 'expected an array of tables, got a string']);
+    bad(`${head}archives = ["/a", "/b"]\n`, ['sites.main.archives[1]', 'expected a table, got a string']);
+    bad(`${head}[[sites.main.archives]]\nurl = "/a"\n[[sites.main.archives]]\ncompression = "zstd"\n`, ['sites.main.archives[2].url', 'missing', 'url = ']);
+    bad(`${head}[[sites.main.archives]]\nurl = "/a"\ncompresion = "zstd"\n`, ['sites.main.archives[1].compresion', 'unknown key', 'did you mean "compression"']);
+    bad(`${head}[[sites.main.archives]]\nurl = "/a"\ncompression = "brotli"\n`, ['sites.main.archives[1].compression', 'not a codec']);
+    bad(`${head}[[sites.main.archives]]\nurl = "/a"\nencryption_public_key_file = "/nonexistent.pub"\n`, ['sites.main.archives[1].encryption_public_key_file', 'walvault keys create']);
+    bad(`${head}[[sites.main.archives]]\nurl = "/a"\n[[sites.main.archives]]\nurl = "/a"\n`, ['sites.main.archives[2].url', 'same archive as sites.main.archives[1].url']);
+    bad(`${head}${two}[sites.main.archives.s3]\nendpoint = "minio:9000"\n`, ['sites.main.archives[2].s3.endpoint', 'http:// or https://']);
+    bad(`${head}${two}[sites.main.archives.s3]\nsecret_access_key = "${SECRET}"\n`, ['sites.main.archives[2].s3.access_key_id', 'missing'], [SECRET]);
+    bad(`${head}[[sites.main.archives]]\nurl = "/a"\ns3 = "x"\n`, ['sites.main.archives[1].s3', 'expected a table', '[sites.main.archives.s3]']);
+    bad(`${head}${two}${site('other').replace('archive = "/a/other"', 'archive = "s3://bucket/main"')}`, ['sites.other.archive', 'same archive as sites.main.archives[2].url']);
+  });
+
+  test('commands that write refuse a site with several archives, naming it; one archive passes', (t) => {
+    const cfg = loadText(t, `${head}${two}${site('single')}`).load();
+    const several = selectSite(cfg, 'main');
+    let caught: unknown;
+    try {
+      writableSite(several, 'backup push');
+    } catch (err) {
+      caught = err;
+    }
+    assert.ok(isWalvaultError(caught, 'ARCHIVES_WRITE_UNSUPPORTED'), String(caught));
+    assert.ok(!/[\r\n]/.test(caught.message));
+    for (const s of ['backup push', 'site main', 'not available yet', 'one archive for writing']) assert.ok(caught.message.includes(s), caught.message);
+    assert.equal(writableSite(selectSite(cfg, 'single'), 'backup push').name, 'single');
   });
 });
 
