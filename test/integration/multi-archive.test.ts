@@ -162,6 +162,8 @@ describe(`a site with a local and an S3 archive: reading falls back to the secon
       ['backup', 'delete', '--config', multi, '--everything', '--confirm'],
       ['wal-push', '--config', multi, segment],
       ['check', '--config', multi, '--repair'],
+      // Into the site: it would have to write every archive of it.
+      ['copy', '--config', multi, '--from', remote, '--to', 'multi'],
     ]) {
       const r = await runWalvault(args, {}, 60000);
       assert.notEqual(r.code, 0, `${args.join(' ')} refused`);
