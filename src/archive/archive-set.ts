@@ -18,6 +18,7 @@ import { UnionStorage } from '../storage/union-storage';
 import { Archive, type ReadOptions } from './archive';
 import type { ClusterInfo } from './cluster-marker';
 import type { DecodedObject } from './read/decode-object';
+import type { ObjectInfo } from '../storage/storage';
 
 /** Failures of one archive's copy of an object, which another archive's copy may not have. */
 const OBJECT_FAULTS: readonly ErrorCode[] = [
@@ -70,6 +71,17 @@ export class ArchiveSet extends Archive {
     if (failures.length === 0) return null;
     for (const f of failures.slice(1)) this.warn(`${key}: unreadable in ${f.archive.storage.description} too (${f.error!.what})`, key);
     throw failures[0].error;
+  }
+
+  /**
+   * The listings of the archives that answer: one archive down (a store outage, the very case
+   * several archives are kept for) leaves the others' backups to choose from, with a line
+   * naming it. A miss is still never decided on this: reads ask every archive.
+   */
+  override listAvailable(prefix: string): Promise<ObjectInfo[]> {
+    return (this.storage as UnionStorage).listAnswered(prefix, (description, err) =>
+      this.warn(`${description} did not answer (${err.what}): what only it holds is not listed; reading from the other archives`, prefix),
+    );
   }
 
   /**

@@ -14,7 +14,7 @@
  * (one site); the read-back checks narrow, but do not close, that window.
  */
 import { isWalvaultError, WalvaultError } from '../errors';
-import type { Storage } from '../storage/storage';
+import type { ObjectInfo, Storage } from '../storage/storage';
 import { reconcileSettings, recordSettings, type SettingsNote } from './archive-settings';
 import { bufferSource, digestOf, fileSource, windowPool, type BodySource } from './body-source';
 import { bindingOf, checkBinding } from './binding';
@@ -366,6 +366,15 @@ export class Archive {
       },
       { ...opts, storedOnlyWithoutKey: true },
     );
+  }
+
+  /**
+   * What can be read under `prefix` now, to choose from (a restore's backup, a backup list):
+   * here the store's listing; a site's several archives list those that answer
+   * (./archive-set.ts), so one archive down does not stop a restore from the others.
+   */
+  listAvailable(prefix: string): Promise<ObjectInfo[]> {
+    return this.storage.list(prefix);
   }
 
   async exists(key: string): Promise<boolean> {

@@ -141,7 +141,7 @@ export interface BackupEntry {
 
 /** Every backup directory in the archive, complete or not. */
 export async function scanBackups(archive: Archive): Promise<BackupEntry[]> {
-  const objects = await archive.storage.list(BACKUPS_PREFIX);
+  const objects = await archive.listAvailable(BACKUPS_PREFIX);
   const byName = new Map<string, string[]>();
   for (const o of objects) {
     const rest = o.key.slice(BACKUPS_PREFIX.length);

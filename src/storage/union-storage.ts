@@ -8,8 +8,8 @@
  * (../archive/archive-set.ts); this only answers what exists. Writes are refused: which
  * stores a write must reach is not this layer's to decide.
  */
-import { WalvaultError } from '../errors';
-import type { ListOptions, ObjectInfo, Storage } from './storage';
+import { isWalvaultError, WalvaultError } from '../errors';
+import type { ListOptions, ObjectInfo, ReadInto, Storage } from './storage';
 
 export class UnionStorage implements Storage {
   readonly description: string;
@@ -19,12 +19,24 @@ export class UnionStorage implements Storage {
   }
 
   async list(prefix: string, opts?: ListOptions): Promise<ObjectInfo[]> {
-    const lists = await Promise.all(this.members.map((m) => m.list(prefix, opts)));
-    const byKey = new Map<string, ObjectInfo>();
-    for (const list of lists) for (const o of list) if (!byKey.has(o.key)) byKey.set(o.key, o);
-    // Plain code-unit order, as every backend sorts.
-    const merged = [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-    return opts?.limit === undefined ? merged : merged.slice(0, opts.limit);
+    return merged(await Promise.all(this.members.map((m) => m.list(prefix, opts))), opts);
+  }
+
+  /**
+   * The listings of the stores that answer, merged; `down` hears of each store that failed
+   * (with its error), and the call fails only when none answered or a failure was not the
+   * store's. For choosing what to read, never for deciding that something is missing.
+   */
+  async listAnswered(prefix: string, down: (description: string, err: WalvaultError) => void): Promise<ObjectInfo[]> {
+    const answers = await Promise.allSettled(this.members.map((m) => m.list(prefix)));
+    const lists: ObjectInfo[][] = [];
+    const failed: Array<{ description: string; err: unknown }> = [];
+    answers.forEach((a, i) => (a.status === 'fulfilled' ? lists.push(a.value) : failed.push({ description: this.members[i].description, err: a.reason })));
+    const notStore = failed.find((f) => !isStoreFailure(f.err));
+    if (notStore) throw notStore.err;
+    if (lists.length === 0) throw failed[0].err;
+    for (const f of failed) down(f.description, f.err as WalvaultError);
+    return merged(lists);
   }
 
   head(key: string): Promise<ObjectInfo | null> {
@@ -39,7 +51,7 @@ export class UnionStorage implements Storage {
     return this.first((m) => m.getRange(key, offset, length, into));
   }
 
-  openRead(key: string, into?: Buffer): Promise<{ size: number; chunks: AsyncIterable<Buffer> } | null> {
+  openRead(key: string, into?: ReadInto): Promise<{ size: number; chunks: AsyncIterable<Buffer> } | null> {
     return this.first((m) => m.openRead(key, into));
   }
 
@@ -62,6 +74,19 @@ export class UnionStorage implements Storage {
     }
     return null;
   }
+}
+
+function merged(lists: ObjectInfo[][], opts?: ListOptions): ObjectInfo[] {
+  const byKey = new Map<string, ObjectInfo>();
+  for (const list of lists) for (const o of list) if (!byKey.has(o.key)) byKey.set(o.key, o);
+  // Plain code-unit order, as every backend sorts.
+  const all = [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  return opts?.limit === undefined ? all : all.slice(0, opts.limit);
+}
+
+/** The store failed (no answer, a refusal, an I/O error there), not this process. */
+function isStoreFailure(err: unknown): err is WalvaultError {
+  return isWalvaultError(err) && err.code.startsWith('STORAGE_') && !err.local;
 }
 
 function refused(what: string, key: string): WalvaultError {

@@ -174,4 +174,24 @@ describe(`a site with a local and an S3 archive: reading falls back to the secon
     assert.deepEqual(await keys(), before, 'nothing written or deleted');
     assert.equal((await primary.query(`SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = 'walvault_multi'`))[0].n, 0, 'no slot created');
   });
+
+  it("with the S3 archive down, backup list and a restore of the site's latest backup go on from the local one, naming S3", async () => {
+    await s3.stop();
+    try {
+      const down = /s3:\/\/.* did not answer \(.+\): what only it holds is not listed; reading from the other archives/;
+      const list = await runWalvault(['backup', 'list', '--config', multi], {}, 120000);
+      assert.equal(list.code, 0, list.stderr.slice(-2000));
+      assert.ok(list.stdout.includes(backup), list.stdout);
+      assert.match(list.stderr, down);
+      const target = path.join(work, 'restored-s3-down');
+      const r = await runWalvault(['restore', '--config', multi, target], {}, 300000);
+      assert.equal(r.code, 0, r.stderr.slice(-3000));
+      assert.match(r.stdout, new RegExp(`restored backup ${backup} `));
+      assert.match(r.stderr, down);
+      assert.ok(fs.existsSync(path.join(target, 'global', 'pg_control')), 'restored to the end: pg_control in place');
+      removeDir(target);
+    } finally {
+      await s3.restart();
+    }
+  });
 });
