@@ -1,7 +1,7 @@
 /**
- * kill -9 of the receiver at random moments during a pgbench run, local archive (the S3 run
- * is in s3-receiver.test.ts). The kill delays come from a seeded PRNG; the seed and each delay
- * are printed, and a failure names the seed: replay it with
+ * kill -9 of the receiver at random moments during a pgbench run, local archive (the runs
+ * into object stores are in object-store-receiver.test.ts). The kill delays come from a
+ * seeded PRNG; the seed and each delay are printed, and a failure names the seed: replay it with
  *   WALVAULT_TEST_SEED=<seed> node --test dist/test/integration/crash-resume.test.js
  */
 import assert from 'node:assert/strict';
