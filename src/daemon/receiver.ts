@@ -9,7 +9,6 @@
  *   fsynced (mode sync), never backwards. Start-up: ./site-connection-checks.ts, ./start-point.ts,
  *   ./site-state.ts; timelines: ./timeline-steps.ts; numbers and health: ./receiver-health.ts.
  */
-import * as fs from 'node:fs';
 import type { Logger } from 'pino';
 import type { Archive } from '../archive/archive';
 import type { SiteConfig } from '../config/config-types';
@@ -31,7 +30,7 @@ import { WalWriter } from './wal-writer';
 import { logStopLine, StartLines } from './receiver-lines';
 import { dropSlotCreatedHere } from './slot-cleanup';
 import { archiveHistory, checkTimelineSwitch, finishTimeline, namingTheGap, timelineFor } from './timeline-steps';
-import { checkStateDirUsable, closeSiteState, ledgerPathOf, openSiteState, type SiteStateHolder } from './site-state';
+import { checkStateDirUsable, closeSiteState, openSiteState, siteRegistered, type SiteStateHolder } from './site-state';
 import { chooseStart, prepareSlot, refuseOtherCluster } from './start-point';
 import { ReceiverHealth, type ReceiverState, type ReceiverStatus } from './receiver-health';
 export type { ReceiverStatus } from './receiver-health';
@@ -215,7 +214,7 @@ export class SiteReceiver {
     // Every refusal comes before anything is created on the server (the slot below): another
     // receiver's archive is refused here, another cluster's state when the ledger opens.
     await new ArchiveLease(this.archive.storage, this.site.name, this.site.state).check();
-    const firstRun = !fs.existsSync(ledgerPathOf(this.site));
+    const firstRun = !siteRegistered(this.site);
     if (!firstRun) await this.openState();
 
     const slot = await prepareSlot(this.conn!, this.site, facts.major, this.log);

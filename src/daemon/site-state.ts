@@ -15,6 +15,7 @@ import { encodePlainHeader, PLAIN_HEADER_LENGTH } from '../archive/envelope';
 import type { SiteConfig } from '../config/config-types';
 import { errorMessage, isWalvaultError, WalvaultError } from '../errors';
 import { Ledger } from '../ledger/ledger';
+import { LedgerReader } from '../ledger/ledger-reader';
 import type { SiteRow } from '../ledger/rows';
 import type { ServerFacts, SystemIdentity } from '../postgres/replication-connection';
 import { isDiskFull, stateDiskFullError } from '../util/disk-full';
@@ -56,8 +57,25 @@ function spoolDirOf(site: SiteConfig): string {
   return path.join(site.state, SPOOL_DIR);
 }
 
-export function ledgerPathOf(site: SiteConfig): string {
+function ledgerPathOf(site: SiteConfig): string {
   return path.join(site.state, LEDGER_FILE);
+}
+
+/**
+ * Whether an earlier start registered the site. A first start registers it only once
+ * streaming works, with where streaming began as its archived position; one killed before
+ * that commit can leave a ledger file without the site. The next start is then a first start
+ * still: opened before a start point is chosen, the site would be registered with no archived
+ * position, and uploads (which only extend a known position) would never record one.
+ */
+export function siteRegistered(site: SiteConfig): boolean {
+  const reader = LedgerReader.open(ledgerPathOf(site));
+  if (!reader) return false;
+  try {
+    return reader.hasSite(site.name);
+  } finally {
+    reader.close();
+  }
 }
 
 /** Creates or opens the state directory, ledger and spool, and reconciles them. */

@@ -31,6 +31,12 @@ export class LedgerReader {
     return row ? toSiteRow(row) : null;
   }
 
+  /** Whether the site is in this ledger; false in a file whose creation never finished (no schema yet). */
+  hasSite(site: string): boolean {
+    if (Number(this.db.pragma('user_version', { simple: true })) === 0) return false;
+    return this.site(site) !== null;
+  }
+
   /** The segment archived last, and when. */
   lastArchivedSegment(site: string): { name: string; at: string } | null {
     const row = this.read<{ name: string; archived_at: string }>(

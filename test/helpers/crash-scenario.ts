@@ -1,7 +1,7 @@
 /**
  * kill -9 of the receiver at random moments under load, each followed by a restart: the
  * archive must end up with every segment, byte-identical to the server's, and the ledger
- * must say exactly what the archive holds. Shared by the local and the S3 receiver suites.
+ * must say exactly what the archive holds. Shared by the local and the object-store receiver suites.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -28,7 +28,7 @@ function killSeed(): number {
   return Math.floor(Math.random() * 0x100000000);
 }
 
-/** `archiveFor(work)`: the archive location to use (a directory or an s3:// URL). */
+/** `archiveFor(work)`: the archive location to use (a directory, or an s3:// or azure:// URL). */
 export async function crashScenario(kills: number, archiveFor: (work: string) => string): Promise<void> {
   const seed = killSeed();
   // Printed before anything can fail (and again with the delays), so every failure can be replayed.

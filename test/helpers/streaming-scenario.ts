@@ -9,8 +9,8 @@ import { execFile, execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
+import type { ObjectStore } from './object-stores';
 import { chownForServer, clientBin, PgCluster, removeDir, tmpDir, waldumpReads } from './pg-cluster';
-import type { S3Server } from './s3-server';
 import { assertArchiveMatchesServer, pgConninfo, switchAndWaitArchived, WalvaultProcess, writeConfig } from './walvault';
 
 const run = promisify(execFile);
@@ -35,8 +35,8 @@ export async function streamingScenario(opts: {
   seconds?: number;
   /** Stream over TLS (sslmode=require), where pg parses the stream instead of the CopyDataTap. */
   tls?: boolean;
-  /** Archive into this S3 server (found through the AWS_* environment) instead of a directory. */
-  s3?: S3Server;
+  /** Archive into this object store (found through the environment) instead of a directory. */
+  store?: ObjectStore;
 }): Promise<void> {
   const tls = opts.tls ? serverTlsSettings() : null;
   const cluster = await PgCluster.start({
@@ -48,7 +48,7 @@ export async function streamingScenario(opts: {
   const work = tmpDir('walvault-stream-');
   let receiver: WalvaultProcess | null = null;
   try {
-    const archive = opts.s3 ? opts.s3.url(`${path.basename(work)}/main`) : path.join(work, 'archive');
+    const archive = opts.store ? opts.store.url(`${path.basename(work)}/main`) : path.join(work, 'archive');
     const config = writeConfig(work, {
       main: {
         pg: pgConninfo(cluster) + (tls ? ' sslmode=require' : ''),

@@ -17,14 +17,15 @@ import { promisify } from 'node:util';
 import type { BackupMetadata } from '../../src/backup/catalog';
 import { backupHistoryFile, compareWithManifest, extractBackup, fetchBackupTars, tarBytes } from '../helpers/backup-fixtures';
 import { availableMajors, binDirFor, chownForServer, clientBin, PgCluster, removeDir, tmpDir } from '../helpers/pg-cluster';
-import { S3Server } from '../helpers/s3-server';
+import { OBJECT_STORES, type ObjectStore, type ObjectStoreKind } from '../helpers/object-stores';
 import { pgConninfo, runWalvault, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
 const execFileP = promisify(execFile);
 
 interface Case {
   major: number;
-  backend: 'local directory' | 's3rver';
+  /** Where the archive is: an object store, or else a local directory. */
+  store?: ObjectStoreKind;
   encrypted: boolean;
   /** zstd compressed where: by the server (15+) or by walvault; none = uncompressed. */
   zstd: 'server' | 'client' | 'none';
@@ -40,20 +41,20 @@ function serverHasZstd(major: number): boolean {
 }
 
 const CASES: Case[] = [
-  ...[13, 14, 15, 16, 17, 18].map((major): Case => ({ major, backend: 'local directory', encrypted: false, zstd: 'none' })),
-  { major: 15, backend: 'local directory', encrypted: false, zstd: 'client' },
-  { major: 17, backend: 'local directory', encrypted: false, zstd: 'server' },
-  { major: 15, backend: 's3rver', encrypted: true, zstd: 'server' },
+  ...[13, 14, 15, 16, 17, 18].map((major): Case => ({ major, encrypted: false, zstd: 'none' })),
+  { major: 15, encrypted: false, zstd: 'client' },
+  { major: 17, encrypted: false, zstd: 'server' },
+  ...OBJECT_STORES.map((store): Case => ({ major: 15, store, encrypted: true, zstd: 'server' })),
 ];
 
 for (const c of CASES)
 describe(
-  `base backup of PostgreSQL ${c.major} with a tablespace and pgbench data (${c.backend}${c.zstd !== 'none' ? `, zstd by the ${c.zstd}` : ''}${c.encrypted ? ', encrypted' : ''})`,
+  `base backup of PostgreSQL ${c.major} with a tablespace and pgbench data (${c.store?.name ?? 'local directory'}${c.zstd !== 'none' ? `, zstd by the ${c.zstd}` : ''}${c.encrypted ? ', encrypted' : ''})`,
   { skip: !availableMajors().includes(c.major) && `PostgreSQL ${c.major} binaries not installed` },
   () => {
     let cluster: PgCluster;
     let work = '';
-    let s3: S3Server | undefined;
+    let store: ObjectStore | undefined;
     let receiver: WalvaultProcess | undefined;
     let archive = '';
     let config = '';
@@ -64,10 +65,9 @@ describe(
       // archive_mode keeps the server's backup history file in pg_wal until it is "archived",
       // so the test can read the positions the server itself recorded.
       cluster = await PgCluster.start({ major: c.major, walSegSizeMiB: 1, settings: { archive_mode: 'on', archive_command: '/bin/true' } });
-      if (c.backend === 's3rver') {
-        s3 = await S3Server.start();
-        s3.useInThisProcess();
-        archive = s3.url(`${path.basename(work)}/main`);
+      if (c.store) {
+        store = await c.store.start();
+        archive = store.url(`${path.basename(work)}/main`);
       } else {
         archive = path.join(work, 'archive');
       }
@@ -88,7 +88,7 @@ describe(
     after(async () => {
       await receiver?.stop('SIGTERM', 30000);
       await cluster?.destroy();
-      await s3?.destroy();
+      await store?.destroy();
       if (work) removeDir(work);
     });
 

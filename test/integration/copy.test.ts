@@ -1,9 +1,10 @@
 /**
  * `walvault copy` (issue 19, item 4 and acceptance 3): a local archive the receiver filled,
- * with a backup and WAL after it, copied into an empty S3 archive (s3rver) that compresses
- * and encrypts: `check` on the copy exits 0 and a restore from it recovers exactly the
- * primary's data. A second copy writes nothing; a damaged source object is named and left
- * out while the rest is copied; another cluster's archive is refused with nothing written.
+ * with a backup and WAL after it, copied into an empty archive in each object store (S3 on
+ * s3rver, Azure Blob Storage on Azurite) that compresses and encrypts: `check` on the copy
+ * exits 0 and a restore from it recovers exactly the primary's data. A second copy writes
+ * nothing; a damaged source object is named and left out while the rest is copied; another
+ * cluster's archive is refused with nothing written.
  */
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -13,7 +14,7 @@ import type { CopyReport } from '../../src/copy/copy-archive';
 import type { CheckReport } from '../../src/check/archive-check';
 import { isSegmentFileName } from '../../src/wal/lsn';
 import { chownForServer, DEFAULT_MAJOR, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
-import { S3Server } from '../helpers/s3-server';
+import { OBJECT_STORES, type ObjectStore } from '../helpers/object-stores';
 import { pgConninfo, runWalvault, switchAndWaitArchived, withArchive, withReceiver, writeConfig } from '../helpers/walvault';
 
 const CHECKSUM_SQL = `SELECT md5(string_agg(x, ',' ORDER BY x)) AS sum FROM (
@@ -21,12 +22,10 @@ const CHECKSUM_SQL = `SELECT md5(string_agg(x, ',' ORDER BY x)) AS sum FROM (
   UNION ALL SELECT 'h' || count(*)::text FROM pgbench_history
   UNION ALL SELECT 'l' || coalesce(sum(n), 0)::text FROM after_backup) s`;
 
-describe(`walvault copy: a local archive into an empty, encrypted S3 archive (PostgreSQL ${DEFAULT_MAJOR})`, () => {
+describe(`walvault copy: a local archive into an empty, encrypted archive in an object store (PostgreSQL ${DEFAULT_MAJOR})`, () => {
   let primary: PgCluster;
-  let s3: S3Server;
   let work = '';
   let source = '';
-  let dest = '';
   let privateKey = '';
   let publicKey = '';
   let backup = '';
@@ -42,11 +41,8 @@ describe(`walvault copy: a local archive into an empty, encrypted S3 archive (Po
 
   before(async () => {
     work = tmpDir('walvault-copy-');
-    s3 = await S3Server.start();
-    s3.useInThisProcess();
     primary = await PgCluster.start({ walSegSizeMiB: 1, settings: { wal_keep_size: '1024MB' } });
     source = path.join(work, 'archive');
-    dest = s3.url(`${path.basename(work)}/copy`);
     privateKey = path.join(work, 'copy.key');
     publicKey = path.join(work, 'copy.pub');
     const k = await runWalvault(['keys', 'create', '--private-key', privateKey, '--public-key', publicKey]);
@@ -68,63 +64,77 @@ describe(`walvault copy: a local archive into an empty, encrypted S3 archive (Po
 
   after(async () => {
     await primary?.destroy();
-    await s3?.destroy();
     if (work) removeDir(work);
   });
 
-  it('a dry run says what it would copy and writes nothing', async () => {
-    const { code, report } = await copy(['--from', source, '--to', dest, '--dry-run']);
-    assert.equal(code, 0);
-    assert.ok(report.wal.length > 0 && report.wal.length <= sourceWal.length);
-    assert.deepEqual(report.backups, [backup]);
-    assert.deepEqual(await keysIn(dest), [], 'the destination stays empty');
-  });
+  for (const kind of OBJECT_STORES)
+  describe(`into ${kind.name}`, () => {
+    let store: ObjectStore | undefined;
+    let dest = '';
 
-  it('copies every WAL file and the backup; check on the copy exits 0 and a restore from it is exact', async () => {
-    const { code, report } = await copy(['--from', source, '--to', dest, '--compression', 'zstd', '--encryption-public-key', publicKey]);
-    assert.equal(code, 0, JSON.stringify(report.failures));
-    assert.deepEqual(report.failures, []);
-    assert.deepEqual(report.backups, [backup]);
-    const segments = sourceWal.filter(isSegmentFileName);
-    assert.ok(segments.length > 3, `the source has segments: ${sourceWal.join(', ')}`);
-    for (const name of segments) assert.ok(report.wal.includes(name), `${name} copied`);
-    // A partial is copied only where no archive holds its segment whole.
-    for (const name of report.wal.filter((n) => n.endsWith('.partial'))) assert.ok(!sourceWal.includes(name.slice(0, 24)), `${name} is not superseded`);
+    before(async () => {
+      store = await kind.start();
+      dest = store.url(`${path.basename(work)}/copy`);
+    });
 
-    const check = await runWalvault(['check', '--archive', dest, '--private-key', privateKey, '--json'], {}, 120000);
-    assert.equal(check.code, 0, check.stdout + check.stderr);
-    const checked = JSON.parse(check.stdout) as CheckReport;
-    assert.ok(checked.backups.find((b) => b.name === backup)?.restorable, JSON.stringify(checked.backups));
+    after(async () => {
+      await store?.destroy();
+    });
 
-    // The copy is compressed and encrypted as the destination asked, not as the source was.
-    const stored = await withArchive(dest, async (a) => a.readCluster());
-    assert.equal(stored?.settings?.compression, 'zstd', JSON.stringify(stored?.settings));
-    assert.ok(stored?.settings?.encryption, 'the destination records its key');
+    it('a dry run says what it would copy and writes nothing', async () => {
+      const { code, report } = await copy(['--from', source, '--to', dest, '--dry-run']);
+      assert.equal(code, 0);
+      assert.ok(report.wal.length > 0 && report.wal.length <= sourceWal.length);
+      assert.deepEqual(report.backups, [backup]);
+      assert.deepEqual(await keysIn(dest), [], 'the destination stays empty');
+    });
 
-    const target = path.join(work, 'restored');
-    const r = await runWalvault(['restore', '--archive', dest, '--private-key', privateKey, target], {}, 300000);
-    assert.equal(r.code, 0, r.stderr.slice(-3000));
-    assert.match(r.stdout, new RegExp(`restored backup ${backup} `));
-    chownForServer(privateKey);
-    const restored = await PgCluster.start({ dataDir: target });
-    try {
-      await waitFor(async () => (await restored.query('SELECT pg_is_in_recovery() AS r'))[0].r === false, { timeoutMs: 120000, what: 'recovery from the copy to end' });
-      assert.equal((await restored.query(CHECKSUM_SQL))[0].sum, expected, 'the restored data is the primary\'s');
-    } finally {
-      await restored.destroy();
-      removeDir(target);
-    }
-  });
+    it('copies every WAL file and the backup; check on the copy exits 0 and a restore from it is exact', async () => {
+      const { code, report } = await copy(['--from', source, '--to', dest, '--compression', 'zstd', '--encryption-public-key', publicKey]);
+      assert.equal(code, 0, JSON.stringify(report.failures));
+      assert.deepEqual(report.failures, []);
+      assert.deepEqual(report.backups, [backup]);
+      const segments = sourceWal.filter(isSegmentFileName);
+      assert.ok(segments.length > 3, `the source has segments: ${sourceWal.join(', ')}`);
+      for (const name of segments) assert.ok(report.wal.includes(name), `${name} copied`);
+      // A partial is copied only where no archive holds its segment whole.
+      for (const name of report.wal.filter((n) => n.endsWith('.partial'))) assert.ok(!sourceWal.includes(name.slice(0, 24)), `${name} is not superseded`);
 
-  it('run again, it writes nothing', async () => {
-    const before = await keysIn(dest);
-    const { code, report } = await copy(['--from', source, '--to', dest, '--encryption-public-key', publicKey]);
-    assert.equal(code, 0, JSON.stringify(report.failures));
-    assert.deepEqual(report.wal, []);
-    assert.deepEqual(report.backups, []);
-    assert.deepEqual(report.backupsPresent, [backup]);
-    assert.ok(report.walPresent > 0);
-    assert.deepEqual(await keysIn(dest), before);
+      const check = await runWalvault(['check', '--archive', dest, '--private-key', privateKey, '--json'], {}, 120000);
+      assert.equal(check.code, 0, check.stdout + check.stderr);
+      const checked = JSON.parse(check.stdout) as CheckReport;
+      assert.ok(checked.backups.find((b) => b.name === backup)?.restorable, JSON.stringify(checked.backups));
+
+      // The copy is compressed and encrypted as the destination asked, not as the source was.
+      const stored = await withArchive(dest, async (a) => a.readCluster());
+      assert.equal(stored?.settings?.compression, 'zstd', JSON.stringify(stored?.settings));
+      assert.ok(stored?.settings?.encryption, 'the destination records its key');
+
+      const target = path.join(work, 'restored');
+      const r = await runWalvault(['restore', '--archive', dest, '--private-key', privateKey, target], {}, 300000);
+      assert.equal(r.code, 0, r.stderr.slice(-3000));
+      assert.match(r.stdout, new RegExp(`restored backup ${backup} `));
+      chownForServer(privateKey);
+      const restored = await PgCluster.start({ dataDir: target });
+      try {
+        await waitFor(async () => (await restored.query('SELECT pg_is_in_recovery() AS r'))[0].r === false, { timeoutMs: 120000, what: 'recovery from the copy to end' });
+        assert.equal((await restored.query(CHECKSUM_SQL))[0].sum, expected, 'the restored data is the primary\'s');
+      } finally {
+        await restored.destroy();
+        removeDir(target);
+      }
+    });
+
+    it('run again, it writes nothing', async () => {
+      const before = await keysIn(dest);
+      const { code, report } = await copy(['--from', source, '--to', dest, '--encryption-public-key', publicKey]);
+      assert.equal(code, 0, JSON.stringify(report.failures));
+      assert.deepEqual(report.wal, []);
+      assert.deepEqual(report.backups, []);
+      assert.deepEqual(report.backupsPresent, [backup]);
+      assert.ok(report.walPresent > 0);
+      assert.deepEqual(await keysIn(dest), before);
+    });
   });
 
   it('a damaged source segment is named and left out; the rest is copied', async () => {

@@ -22,7 +22,7 @@ import { manifestChecksumHolds } from '../../src/backup/upload-manifest-text';
 import { compareWithManifest, fetchBackupTars } from '../helpers/backup-fixtures';
 import { snapshotTree } from '../helpers/errors-fixtures';
 import { availableMajors, chownForServer, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
-import { S3Server } from '../helpers/s3-server';
+import { OBJECT_STORES, type ObjectStore } from '../helpers/object-stores';
 import { pgConninfo, runWalvault, startStreamingSite, withArchive, WalvaultProcess } from '../helpers/walvault';
 
 async function push(config: string, extra: string[] = []): Promise<string> {
@@ -310,26 +310,26 @@ describe(`incremental backups on PostgreSQL ${major}`, { skip: !availableMajors(
   });
 });
 
-describe('an incremental chain in S3 (s3rver), zstd, encrypted, on PostgreSQL 17', { skip: !availableMajors().includes(17) && 'PostgreSQL 17 binaries not installed' }, () => {
+for (const kind of OBJECT_STORES)
+describe(`an incremental chain in ${kind.name}, zstd, encrypted, on PostgreSQL 17`, { skip: !availableMajors().includes(17) && 'PostgreSQL 17 binaries not installed' }, () => {
   let cluster: PgCluster;
-  let s3: S3Server | undefined;
+  let store: ObjectStore | undefined;
   let work = '';
   let config = '';
   let receiver: WalvaultProcess | undefined;
   let privateKey = '';
 
   before(async () => {
-    work = tmpDir('walvault-incr-s3-');
+    work = tmpDir('walvault-incr-store-');
     cluster = await PgCluster.start({ major: 17, walSegSizeMiB: 1, settings: { summarize_wal: 'on' } });
-    s3 = await S3Server.start();
-    s3.useInThisProcess();
+    store = await kind.start();
     privateKey = path.join(work, 'site.key');
     const k = await runWalvault(['keys', 'create', '--private-key', privateKey, '--public-key', path.join(work, 'site.pub')]);
     assert.equal(k.code, 0, k.stderr);
     // The site holds the public key only, as a backup host does: the parent's upload
     // manifest must be readable without the private one.
     ({ config, receiver } = await startStreamingSite(cluster, work, {
-      archive: s3.url(`${path.basename(work)}/main`),
+      archive: store.url(`${path.basename(work)}/main`),
       compression: 'zstd',
       encryption_public_key_file: path.join(work, 'site.pub'),
     }));
@@ -339,7 +339,7 @@ describe('an incremental chain in S3 (s3rver), zstd, encrypted, on PostgreSQL 17
   after(async () => {
     await receiver?.stop('SIGTERM', 30000);
     await cluster?.destroy();
-    await s3?.destroy();
+    await store?.destroy();
     if (work) removeDir(work);
   });
 

@@ -13,7 +13,7 @@ import { promisify } from 'node:util';
 import type { BackupMetadata } from '../../src/backup/catalog';
 import { parseLsn, segmentFileName, segmentNumber } from '../../src/wal/lsn';
 import { chownForServer, clientBin, DEFAULT_MAJOR, PgCluster, removeDir, tmpDir, verifybackupReads, waitFor } from '../helpers/pg-cluster';
-import { S3Server } from '../helpers/s3-server';
+import { OBJECT_STORES, type ObjectStore } from '../helpers/object-stores';
 import { openArchive, pgConninfo, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
 const execFileP = promisify(execFile);
@@ -24,11 +24,12 @@ const CHECKSUM_SQL = `SELECT md5(string_agg(x, ',' ORDER BY x)) AS sum FROM (
   UNION ALL SELECT 'e' || sum(id)::text FROM in_extra
   UNION ALL SELECT 'l' || coalesce(sum(n), 0)::text FROM after_backup) s`;
 
-for (const backend of ['local directory', 's3rver'] as const)
-describe(`restore of the latest backup to the end of the archive (PostgreSQL ${DEFAULT_MAJOR}, ${backend}${backend === 's3rver' ? ', server zstd, encrypted' : ''})`, () => {
+// In an object store the archive is compressed and encrypted as well.
+for (const kind of [undefined, ...OBJECT_STORES])
+describe(`restore of the latest backup to the end of the archive (PostgreSQL ${DEFAULT_MAJOR}, ${kind ? `${kind.name}, server zstd, encrypted` : 'local directory'})`, () => {
   let primary: PgCluster;
   let restored: PgCluster | undefined;
-  let s3: S3Server | undefined;
+  let store: ObjectStore | undefined;
   let work = '';
   let archive = '';
   let config = '';
@@ -41,10 +42,9 @@ describe(`restore of the latest backup to the end of the archive (PostgreSQL ${D
     work = tmpDir('walvault-restore-');
     primary = await PgCluster.start({ walSegSizeMiB: 1, settings: { wal_keep_size: '1024MB' } });
     const site: Record<string, unknown> = { partial_interval_seconds: 1, status_interval_seconds: 1 };
-    if (backend === 's3rver') {
-      s3 = await S3Server.start();
-      s3.useInThisProcess();
-      archive = s3.url(`${path.basename(work)}/main`);
+    if (kind) {
+      store = await kind.start();
+      archive = store.url(`${path.basename(work)}/main`);
       privateKey = path.join(work, 'site.key');
       const k = await runWalvault(['keys', 'create', '--private-key', privateKey, '--public-key', path.join(work, 'site.pub')]);
       assert.equal(k.code, 0, k.stderr);
@@ -61,7 +61,7 @@ describe(`restore of the latest backup to the end of the archive (PostgreSQL ${D
     await receiver?.stop('SIGTERM', 30000);
     await restored?.destroy();
     await primary?.destroy();
-    await s3?.destroy();
+    await store?.destroy();
     if (work) removeDir(work);
   });
 

@@ -1,15 +1,16 @@
 /**
- * Storage outage: the S3 server is stopped for 60 seconds during a pgbench run, then started
- * again. Nothing may be lost, the replication connection must stay up the whole time (the
- * same walsender, though wal_sender_timeout is 10 s), and the logs and the metrics file must
- * show the outage and the recovery.
+ * Storage outage: the object store (S3 on s3rver, then Azure Blob Storage on Azurite) is
+ * stopped for 60 seconds during a pgbench run, then started again. Nothing may be lost, the
+ * replication connection must stay up the whole time (the same walsender, though
+ * wal_sender_timeout is 10 s), and the logs and the metrics file must show the outage and
+ * the recovery.
  */
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
-import { S3Server } from '../helpers/s3-server';
+import { OBJECT_STORES, type ObjectStore } from '../helpers/object-stores';
 import { archivedSegments, assertArchiveMatchesServer, pgConninfo, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
 const OUTAGE_MS = 60_000;
@@ -24,15 +25,15 @@ function metric(file: string, name: string): number | undefined {
   return line === undefined ? undefined : Number(line.split(' ')[1]);
 }
 
-describe('S3 outage during a pgbench run', () => {
-  let server: S3Server;
+for (const kind of OBJECT_STORES)
+describe(`${kind.name} outage during a pgbench run`, () => {
+  let server: ObjectStore;
   let cluster: PgCluster;
   let work: string;
   let started: WalvaultProcess | undefined;
 
   before(async () => {
-    server = await S3Server.start();
-    server.useInThisProcess();
+    server = await kind.start();
     cluster = await PgCluster.start({
       walSegSizeMiB: 1,
       settings: { wal_keep_size: '4096MB', max_wal_size: '4096MB', wal_sender_timeout: '10s' },

@@ -1,0 +1,35 @@
+/**
+ * The object stores the end-to-end scenarios run against, so that each scenario is written
+ * once: S3 (s3rver) and Azure Blob Storage (Azurite), each a real server over HTTP. A walvault
+ * process finds either through its SDK's standard environment variables alone, so a site
+ * needs nothing but the archive URL.
+ */
+import { AzuriteServer } from './azurite-server';
+import type { ChildServer } from './child-server';
+import { S3Server } from './s3-server';
+
+/** A started store: it can be frozen, stopped and started again (ChildServer), and destroyed. */
+export type ObjectStore = ChildServer & {
+  /** The archive URL (s3:// or azure://) of `prefix` in this store. */
+  url(prefix: string): string;
+};
+
+export interface ObjectStoreKind {
+  /** As test names say it. */
+  readonly name: string;
+  /**
+   * Starts a store and points this process at it (the walvault processes it starts inherit
+   * its environment). Each kind has its own variables, so one store of each can serve at once.
+   */
+  start(): Promise<ObjectStore>;
+}
+
+async function started<T extends ObjectStore & { useInThisProcess(): void }>(store: Promise<T>): Promise<T> {
+  const s = await store;
+  s.useInThisProcess();
+  return s;
+}
+
+export const S3_STORE: ObjectStoreKind = { name: 'S3 (s3rver)', start: () => started(S3Server.start()) };
+const AZURE_STORE: ObjectStoreKind = { name: 'Azure (Azurite)', start: () => started(AzuriteServer.start()) };
+export const OBJECT_STORES: readonly ObjectStoreKind[] = [S3_STORE, AZURE_STORE];
