@@ -18,6 +18,8 @@ const AZURITE_BIN = path.join(require.resolve('azurite/package.json'), '..', 'di
 export const AZURITE_ACCOUNT = 'devstoreaccount1';
 export const AZURITE_KEY = 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==';
 
+const endpointAt = (port: number): string => `http://127.0.0.1:${port}/${AZURITE_ACCOUNT}`;
+
 /**
  * Stopped with SIGTERM, which Azurite answers by saving its metadata: killed outright, it
  * loses blobs it had already acknowledged (its metadata database is saved on a timer), which
@@ -51,7 +53,7 @@ export class AzuriteServer extends ChildServer {
 
   /** The blob service URL of the development account. */
   get endpoint(): string {
-    return `http://127.0.0.1:${this.port}/${AZURITE_ACCOUNT}`;
+    return endpointAt(this.port);
   }
 
   /** `azure://container/prefix` for an archive in this server. */
@@ -59,14 +61,17 @@ export class AzuriteServer extends ChildServer {
     return `azure://${this.container}/${prefix}`;
   }
 
-  /** The connection string of the development account on this server. */
-  connectionString(): string {
-    return `DefaultEndpointsProtocol=http;AccountName=${AZURITE_ACCOUNT};AccountKey=${AZURITE_KEY};BlobEndpoint=${this.endpoint};`;
+  /**
+   * The connection string of the development account on this server; `port`, when the client
+   * is to reach it through a forwarder on 127.0.0.1 (a TcpGate) instead.
+   */
+  connectionString(port = this.port): string {
+    return `DefaultEndpointsProtocol=http;AccountName=${AZURITE_ACCOUNT};AccountKey=${AZURITE_KEY};BlobEndpoint=${endpointAt(port)};`;
   }
 
-  /** What a walvault process needs in its environment to use this server. */
-  env(): Record<string, string> {
-    return { AZURE_STORAGE_CONNECTION_STRING: this.connectionString() };
+  /** What a walvault process needs in its environment to use this server (`port` as above). */
+  env(port = this.port): Record<string, string> {
+    return { AZURE_STORAGE_CONNECTION_STRING: this.connectionString(port) };
   }
 
   /**

@@ -12,6 +12,11 @@ import { S3Server } from './s3-server';
 export type ObjectStore = ChildServer & {
   /** The archive URL (s3:// or azure://) of `prefix` in this store. */
   url(prefix: string): string;
+  /**
+   * The environment that points a walvault process at this store; `port`, when it is to
+   * reach the store through a forwarder on 127.0.0.1 (a TcpGate the test can shut).
+   */
+  env(port?: number): Record<string, string>;
 };
 
 export interface ObjectStoreKind {

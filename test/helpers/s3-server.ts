@@ -17,6 +17,8 @@ const S3RVER_BIN = path.join(require.resolve('s3rver/package.json'), '..', 'bin'
 /** s3rver's built-in credentials; it checks signatures against them. */
 const S3RVER_KEY = 'S3RVER';
 
+const endpointAt = (port: number): string => `http://127.0.0.1:${port}`;
+
 export class S3Server extends ChildServer {
   private constructor(
     port: number,
@@ -34,7 +36,7 @@ export class S3Server extends ChildServer {
   }
 
   get endpoint(): string {
-    return `http://127.0.0.1:${this.port}`;
+    return endpointAt(this.port);
   }
 
   /** `s3://bucket/prefix` for an archive in this server. */
@@ -42,10 +44,13 @@ export class S3Server extends ChildServer {
     return `s3://${this.bucket}/${prefix}`;
   }
 
-  /** What a walvault process needs in its environment to use this server. */
-  env(): Record<string, string> {
+  /**
+   * What a walvault process needs in its environment to use this server; `port`, when the
+   * process is to reach it through a forwarder on 127.0.0.1 (a TcpGate) instead.
+   */
+  env(port = this.port): Record<string, string> {
     return {
-      AWS_ENDPOINT_URL_S3: this.endpoint,
+      AWS_ENDPOINT_URL_S3: endpointAt(port),
       AWS_ACCESS_KEY_ID: S3RVER_KEY,
       AWS_SECRET_ACCESS_KEY: S3RVER_KEY,
       AWS_REGION: 'us-east-1',

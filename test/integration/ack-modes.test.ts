@@ -16,7 +16,7 @@ import type { Archive } from '../../src/archive/archive';
 import { PLAIN_HEADER_LENGTH } from '../../src/archive/envelope';
 import { segmentFileName, segmentNumber, segmentStart, type Lsn } from '../../src/wal/lsn';
 import { DEFAULT_MAJOR, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
-import { S3Server } from '../helpers/s3-server';
+import { OBJECT_STORES, type ObjectStore, type ObjectStoreKind } from '../helpers/object-stores';
 import { TcpGate } from '../helpers/tcp-gate';
 import {
   archivedCoverage,
@@ -103,30 +103,29 @@ function localSwitchable(work: string): SwitchableArchive {
 }
 
 /**
- * S3: the receiver talks to s3rver through a TCP gate that the test shuts (connections reset,
- * new ones refused) and opens again; the test talks to s3rver directly.
+ * An object store: the receiver talks to it through a TCP gate that the test shuts
+ * (connections reset, new ones refused) and opens again; the test talks to it directly.
  */
-async function s3Switchable(work: string): Promise<SwitchableArchive> {
-  const s3 = await S3Server.start();
-  s3.useInThisProcess();
-  const gate = await TcpGate.open(s3.port);
-  const url = s3.url(`${path.basename(work)}/main`);
+async function storeSwitchable(kind: ObjectStoreKind, work: string): Promise<SwitchableArchive> {
+  const store = await kind.start();
+  const gate = await TcpGate.open(store.port);
+  const url = store.url(`${path.basename(work)}/main`);
   return {
     receiverArchive: url,
-    receiverEnv: { AWS_ENDPOINT_URL_S3: gate.endpoint },
+    receiverEnv: store.env(gate.port),
     readerArchive: url,
     takeAway: () => gate.shut(),
     giveBack: () => gate.openGate(),
     close: async () => {
       await gate.shut();
-      await s3.destroy();
+      await store.destroy();
     },
   };
 }
 
 describe(`acknowledgement modes (PostgreSQL ${DEFAULT_MAJOR}, 1 MiB segments)`, () => {
-  for (const backend of ['local directory', 's3rver'] as const)
-  describe(`mode = archive (${backend})`, () => {
+  for (const kind of [undefined, ...OBJECT_STORES])
+  describe(`mode = archive (${kind?.name ?? 'local directory'})`, () => {
     let cluster: PgCluster | null = null;
     let work = '';
     let receiver: WalvaultProcess | null = null;
@@ -136,7 +135,7 @@ describe(`acknowledgement modes (PostgreSQL ${DEFAULT_MAJOR}, 1 MiB segments)`, 
     before(async () => {
       cluster = await PgCluster.start({ walSegSizeMiB: 1 });
       work = tmpDir('walvault-ack-archive-');
-      storage = backend === 's3rver' ? await s3Switchable(work) : localSwitchable(work);
+      storage = kind ? await storeSwitchable(kind, work) : localSwitchable(work);
     });
 
     after(async () => {
@@ -341,15 +340,15 @@ describe(`acknowledgement modes (PostgreSQL ${DEFAULT_MAJOR}, 1 MiB segments)`, 
     });
   });
 
-  for (const backend of ['local directory', 's3rver'] as const)
-  describe(`mode = sync (${backend})`, () => {
+  for (const kind of [undefined, ...OBJECT_STORES])
+  describe(`mode = sync (${kind?.name ?? 'local directory'})`, () => {
     const appName = 'walvault_sync';
     let cluster: PgCluster | null = null;
     let work = '';
     let receiver: WalvaultProcess | null = null;
     let writer: Client | null = null;
     let observer: Client | null = null;
-    let s3: S3Server | null = null;
+    let store: ObjectStore | undefined;
     let archive: Archive | null = null;
 
     before(async () => {
@@ -368,10 +367,7 @@ describe(`acknowledgement modes (PostgreSQL ${DEFAULT_MAJOR}, 1 MiB segments)`, 
         },
       });
       work = tmpDir('walvault-ack-sync-');
-      if (backend === 's3rver') {
-        s3 = await S3Server.start();
-        s3.useInThisProcess();
-      }
+      store = await kind?.start();
     });
 
     after(async () => {
@@ -380,14 +376,14 @@ describe(`acknowledgement modes (PostgreSQL ${DEFAULT_MAJOR}, 1 MiB segments)`, 
       await endClient(observer);
       await archive?.close();
       await cluster?.destroy();
-      await s3?.destroy();
+      await store?.destroy();
       if (work) removeDir(work);
     });
 
     it('releases commits from the data path, and only once they are in the spool', async () => {
       const pg = cluster!;
       const segSize = pg.walSegSize;
-      const archiveDir = s3 ? s3.url(`${path.basename(work)}/main`) : path.join(work, 'archive');
+      const archiveDir = store ? store.url(`${path.basename(work)}/main`) : path.join(work, 'archive');
       const state = path.join(work, 'state');
       const config = writeConfig(work, {
         main: {

@@ -20,7 +20,7 @@ import {
   type Lsn,
 } from '../../src/wal/lsn';
 import { DEFAULT_MAJOR, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
-import { S3Server } from '../helpers/s3-server';
+import { OBJECT_STORES, type ObjectStore } from '../helpers/object-stores';
 import {
   archivedSegments,
   compareFetchedWithServer,
@@ -52,9 +52,9 @@ function bySegNo(segSize: number) {
   };
 }
 
-for (const backend of ['local directory', 's3rver'] as const)
-describe(`following a promotion of the standby the receiver streams from (PostgreSQL ${DEFAULT_MAJOR}, ${backend})`, () => {
-  let s3: S3Server | undefined;
+for (const kind of [undefined, ...OBJECT_STORES])
+describe(`following a promotion of the standby the receiver streams from (PostgreSQL ${DEFAULT_MAJOR}, ${kind?.name ?? 'local directory'})`, () => {
+  let store: ObjectStore | undefined;
   let primary: PgCluster | undefined;
   let standby: PgCluster | undefined;
   let receiver: WalvaultProcess | undefined;
@@ -83,10 +83,9 @@ describe(`following a promotion of the standby the receiver streams from (Postgr
     standby = await PgCluster.start({ standbyOf: primary, settings: SETTINGS });
     segSize = standby.walSegSize;
     work = tmpDir('walvault-promotion-');
-    if (backend === 's3rver') {
-      s3 = await S3Server.start();
-      s3.useInThisProcess();
-      archiveDir = s3.url(`${path.basename(work)}/main`);
+    if (kind) {
+      store = await kind.start();
+      archiveDir = store.url(`${path.basename(work)}/main`);
     } else {
       archiveDir = path.join(work, 'archive');
     }
@@ -151,7 +150,7 @@ describe(`following a promotion of the standby the receiver streams from (Postgr
     if (receiver?.running) await receiver.kill9();
     await standby?.destroy();
     await primary?.destroy();
-    await s3?.destroy();
+    await store?.destroy();
     if (work) removeDir(work);
   });
 

@@ -7,30 +7,27 @@ import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { PgCluster, removeDir, tmpDir } from '../helpers/pg-cluster';
-import { S3Server } from '../helpers/s3-server';
+import { OBJECT_STORES, type ObjectStore } from '../helpers/object-stores';
 import { assertArchiveMatchesServer, pgConninfo, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
-for (const backend of ['local directory', 's3rver'] as const)
-describe(`server restarts while streaming (${backend})`, () => {
+for (const kind of [undefined, ...OBJECT_STORES])
+describe(`server restarts while streaming (${kind?.name ?? 'local directory'})`, () => {
   let cluster: PgCluster;
   let work: string;
-  let s3: S3Server | undefined;
+  let store: ObjectStore | undefined;
   before(async () => {
     cluster = await PgCluster.start({ walSegSizeMiB: 1, settings: { wal_keep_size: '4096MB', max_wal_size: '4096MB' } });
     work = tmpDir('walvault-reconnect-');
-    if (backend === 's3rver') {
-      s3 = await S3Server.start();
-      s3.useInThisProcess();
-    }
+    store = await kind?.start();
   });
   after(async () => {
     await cluster?.destroy();
-    await s3?.destroy();
+    await store?.destroy();
     if (work) removeDir(work);
   });
 
   it('reconnects after a fast restart and a crash restart, with no gap', async () => {
-    const archive = s3 ? s3.url(`${path.basename(work)}/main`) : path.join(work, 'archive');
+    const archive = store ? store.url(`${path.basename(work)}/main`) : path.join(work, 'archive');
     const config = writeConfig(work, {
       main: { pg: pgConninfo(cluster), archive, state: path.join(work, 'state'), partial_interval_seconds: 1, status_interval_seconds: 1 },
     });
