@@ -154,6 +154,9 @@ export async function walPrefetchCommand(name: string, opts: WalFetchOptions & {
  */
 async function prefetchUnlessTakenOver(archive: Archive, name: string, file: string, cluster: WalClusterIdentity, tookOver: Set<string>): Promise<boolean> {
   const held = path.join(path.dirname(file), `.held-${name}`);
+  // Only this attempt's reads count: a failed attempt (every archive unreadable) is named too,
+  // and its retry may be served by the first archive.
+  tookOver.delete(Archive.walKey(name));
   if (!(await fetchWalFile(archive, name, held, { cluster: async () => cluster }))) return false;
   if (tookOver.delete(Archive.walKey(name))) {
     await fs.promises.rm(held, { force: true });
