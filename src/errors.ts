@@ -53,8 +53,10 @@ export const ERROR_TABLE = {
   ARCHIVE_AUTH_FAILED: kind('no', "give the archive's private key (--private-key, or encryption_private_key_file in the site)"),
   ARCHIVE_MISPLACED: kind('no', 'put the object back under its own name; walvault verify lists misplaced objects'),
   ARCHIVE_LOCKED: kind('no', 'stop the other walvault writing this archive, or wait until its lease expires'),
-  /** A command that writes was given a site with several archives: only reading uses them all so far. */
+  /** A command that writes one archive was given a site with several (run and backup push write them all). */
   ARCHIVES_WRITE_UNSUPPORTED: kind('no', 'give the site one archive (archive = URL, or one [[sites.NAME.archives]] entry) for this command'),
+  /** A site's backup is complete in one of its archives and missing from another. */
+  ARCHIVE_INCOMPLETE: kind('yes', 'fill the archive that lacks it with walvault copy from the one that has it'),
   STORAGE_IO: kind('yes', 'check the store, its permissions and its credentials'),
   STORAGE_OBJECT_UNREADABLE: kind('yes', 'check the store; walvault verify names damaged objects'),
   /** The store did not answer (connect, first byte or progress) within its deadlines. */

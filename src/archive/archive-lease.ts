@@ -83,6 +83,11 @@ export class ArchiveLease {
     this.me = { id: randomUUID(), host: os.hostname(), pid: process.pid, site, state: stateDir, acquiredAt: now, heartbeatAt: now, ...(backup ? { backup } : {}) };
   }
 
+  /** The archive, as logs name it. */
+  get description(): string {
+    return this.storage.description;
+  }
+
   /** The live holder (heartbeat within the TTL, and not a process known dead), or null. */
   async liveHolder(): Promise<LeaseHolder | null> {
     const holder = await this.read();

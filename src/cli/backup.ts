@@ -5,7 +5,7 @@
 import { openSiteArchive, openSiteReader, type ArchiveSettings } from '../archive/site-archive';
 import { listBackups, readCompleted, type BackupMetadata } from '../backup/catalog';
 import { describePlan, executeDeletion, planDeletion, type DeleteRequest } from '../backup/retention';
-import { configFromOptions, loadConfigFile, selectSite, writableSite } from '../config/config';
+import { configFromOptions, loadConfigFile, selectSite } from '../config/config';
 import type { SiteConfig } from '../config/config-types';
 import { WalvaultError } from '../errors';
 import { createLogger } from '../observe/logger';
@@ -40,7 +40,7 @@ function pushSite(o: PushOptions): { site: SiteConfig; logLevel: string } {
   }
   if (o.config) {
     const cfg = loadConfigFile(o.config);
-    return { site: writableSite(selectSite(cfg, o.site), 'backup push'), logLevel: cfg.logLevel };
+    return { site: selectSite(cfg, o.site), logLevel: cfg.logLevel };
   }
   if (!oneSite) throw new WalvaultError('CONFIG_INVALID', 'no site given', { fix: 'pass --config FILE [--site NAME], or --pg CONNINFO --archive URL --state DIR' });
   const cfg = configFromOptions({
@@ -73,6 +73,13 @@ export async function backupPushCommand(o: PushOptions): Promise<void> {
     ...(o.incremental ? { incremental: { parent: o.parent } } : {}),
   });
   process.stdout.write(`${meta.name}\n`);
+  // A site with several archives: the backup went to the first, the others get a verified copy.
+  const { spreadBackups, spreadFailureLine } = await import('../copy/spread-backups');
+  const failures = await spreadBackups(site, log);
+  if (failures.length > 0) {
+    const { what, fix } = spreadFailureLine(site, failures);
+    throw new WalvaultError('ARCHIVE_INCOMPLETE', `backup ${meta.name}: ${what}`, { fix });
+  }
 }
 
 interface CatalogOptions {

@@ -2,7 +2,7 @@
  * `walvault run`: one receiver per site until SIGINT/SIGTERM, then a clean stop (stream
  * ended, spool fsynced, the open segment archived as a partial) and exit 0.
  */
-import { configFromOptions, loadConfigFile, writableSite, type OneSiteOptions } from '../config/config';
+import { configFromOptions, loadConfigFile, type OneSiteOptions } from '../config/config';
 import type { Config } from '../config/config-types';
 import { BackupScheduler } from '../daemon/backup-scheduler';
 import { CheckScheduler } from '../check/check-scheduler';
@@ -62,8 +62,6 @@ export async function runCommand(o: RunOptions): Promise<void> {
   if (sites.length === 0) {
     throw new WalvaultError('CONFIG_INVALID', `${config.source}: no site named "${o.site}"`, { fix: `sites: ${config.sites.map((s) => s.name).join(', ')}` });
   }
-  // Refused before any site starts: a daemon running some of its sites is worse than none.
-  for (const site of sites) writableSite(site, 'run');
   const log = createLogger({ level: config.logLevel });
   // Every line on the daemon's stderr is the logger's, whatever a library wants to print.
   routeConsoleTo(log);
@@ -77,7 +75,13 @@ export async function runCommand(o: RunOptions): Promise<void> {
   // into the receiver's metrics file and, with [http], /metrics.
   const duties = sites.map((site, i) => {
     const slog = log.child({ site: site.name });
-    const backups = new BackupScheduler(site, slog, () => receivers[i].status().state === 'streaming');
+    const backups = new BackupScheduler(site, slog, () => receivers[i].status().state === 'streaming', async () => {
+      const { spreadBackups, spreadFailureLine } = await import('../copy/spread-backups');
+      const failures = await spreadBackups(site, slog);
+      if (failures.length === 0) return null;
+      const { what, fix } = spreadFailureLine(site, failures);
+      return `${what}; ${fix}`;
+    });
     const checks = new CheckScheduler(site, slog.child({ duty: 'check' }));
     const drills = new DrillScheduler(
       site,

@@ -57,6 +57,8 @@ export interface SiteStatus {
    * unreachable (no answer in time, refused), and what went wrong, if anything.
    */
   archive: { location: string; reachable: boolean; error: string | null };
+  /** Each archive's own position and failure, as the daemon last wrote them (a site with several). */
+  archives: Array<{ archive: string; archived: string | null; uploadQueue: number; storageFailingSeconds: number | null }>;
   /** What the server says (./server-view.ts); null when status was not given the server. */
   server: ServerView | null;
   problems: StatusProblem[];
@@ -104,7 +106,8 @@ export async function siteStatus(site: SiteConfig, args: SiteArgs, withServer = 
   if (daemon) {
     connection = daemon.state === 'streaming' ? 'streaming' : 'not streaming';
     if (connection === 'not streaming') problems.push({ problem: `not streaming from ${site.pgDescription}`, fix: 'check that the server is up and reachable, and read the walvault log for the reason' });
-    if (daemon.storageFailingSeconds !== null) problems.push({ problem: `archiving to ${site.archive} has been failing for ${Math.round(daemon.storageFailingSeconds)} s`, fix: 'check the store, its credentials and free space; WAL waits in the spool and the slot meanwhile' });
+    const failing = (daemon.archives ?? []).length > 1 ? daemon.archives!.filter((a) => a.storageFailingSeconds !== null) : daemon.storageFailingSeconds !== null ? [{ archive: site.archive, storageFailingSeconds: daemon.storageFailingSeconds }] : [];
+    for (const a of failing) problems.push({ problem: `archiving to ${a.archive} has been failing for ${Math.round(a.storageFailingSeconds!)} s`, fix: 'check the store, its credentials and free space; WAL waits in the spool and the slot meanwhile' });
     if (daemon.spoolAlert) problems.push({ problem: `unarchived WAL is past spool_alert_mib (${site.spoolAlertMiB} MiB)`, fix: 'make archiving work again before the server drops WAL at max_slot_wal_keep_size' });
     if (daemon.lastDrillOk === false) problems.push({ problem: 'the last restore drill failed', fix: `run walvault drill ${args.archive} to see why` });
   } else if (running) {
@@ -189,6 +192,7 @@ export async function siteStatus(site: SiteConfig, args: SiteArgs, withServer = 
     nextBackupDue,
     recoverableWindow: { from: lastBackup ? windowFrom : null, to: lastBackup ? lastAt : null, toLsn: lastBackup ? archivedLsn : null },
     archive: archiveState,
+    archives: daemon?.archives ?? [],
     server: seen,
     problems,
   };
@@ -251,6 +255,11 @@ export function formatStatus(r: StatusReport): string {
     if (s.lastIncremental) lines.push(`  last full backup: ${s.lastFull ?? 'none'}; last incremental: ${s.lastIncremental}`);
     lines.push(`  recoverable: ${s.recoverableWindow.from ? `from ${s.recoverableWindow.from} to ${s.recoverableWindow.to ?? '?'} (${s.recoverableWindow.toLsn ?? '?'})` : unread ? 'unknown (the archive was not read)' : 'nothing (no complete backup)'}`);
     lines.push(`  archive: ${s.archive.location}: ${s.archive.reachable ? (s.archive.error ? 'answers, with an error' : 'reachable') : 'unreachable'}`);
+    if (s.archives.length > 1) {
+      for (const a of s.archives) {
+        lines.push(`  archive ${a.archive}: archived ${a.archived ?? '-'}, ${a.uploadQueue} segment(s) queued${a.storageFailingSeconds === null ? '' : `, failing for ${a.storageFailingSeconds} s`}`);
+      }
+    }
     if (s.server) lines.push(`  server: ${serverLine(s.server)}`);
     for (const q of s.problems) lines.push(`  problem: ${q.problem}; fix: ${q.fix}`);
   }

@@ -36,6 +36,12 @@ export interface ArchiveTarget {
  */
 export interface SiteConfig extends ArchiveTarget {
   archives: ArchiveTarget[];
+  /**
+   * How many archives must hold WAL before it is reported flushed (archive mode), so the
+   * server may recycle it: every archive by default; fewer lets the slot move on while one
+   * lags, the spool keeping what it still needs.
+   */
+  archivedQuorum: number;
   name: string;
   pg: PgConnectionConfig;
   /** host:port user=..., for logs and errors; never the password. */

@@ -71,16 +71,16 @@ export function selectSite(cfg: Config, name?: string): SiteConfig {
 }
 
 /**
- * The site, for a command that writes to its archive (or starts something that does): so far
- * only reading uses several archives, so a site naming more than one is refused before
- * anything is written, rather than written to one of them and not the others.
+ * The site, for a command that writes one archive (wal-push, backup delete, check --repair,
+ * copy --to): with several, it would leave the others behind, so a site naming more than one
+ * is refused before anything is written. `run` and `backup push` write every archive.
  */
 export function writableSite(site: SiteConfig, command: string): SiteConfig {
   if (site.archives.length <= 1) return site;
   throw new WalvaultError(
     'ARCHIVES_WRITE_UNSUPPORTED',
-    `${command}: site ${site.name} names ${site.archives.length} archives (${site.archives.map((a) => a.archive).join(', ')}), and writing to several archives is not available yet (only wal-fetch, restore, check, verify, drill and backup list/show read them all)`,
-    { fix: `give the site one archive for writing (archive = URL, or a single [[sites.${site.name}.archives]] table), and fill the others with walvault copy` },
+    `${command}: site ${site.name} names ${site.archives.length} archives (${site.archives.map((a) => a.archive).join(', ')}), and ${command} writes one archive only (run and backup push write them all)`,
+    { fix: `give ${command} one archive for writing (--archive URL, or a site with one) and fill the others with walvault copy` },
   );
 }
 

@@ -56,6 +56,7 @@ export const KEYS: Readonly<Record<Section, Readonly<Record<string, KeyInfo>>>> 
     password_file: { default: UNSET, meaning: "file holding the role's password" },
     archive: { default: derived('required, unless archives names them'), meaning: 'directory, file://, s3:// or azure:// URL of the archive' },
     archives: { default: UNSET, meaning: 'several archives, one [[sites.NAME.archives]] table each, read in order' },
+    archived_quorum: { default: derived('every archive'), unit: 'archives', meaning: 'archives that must hold WAL before the server may recycle it' },
     state: { default: REQUIRED, meaning: "the site's state directory" },
     slot: { default: derived('"walvault_" and the site name'), meaning: 'physical replication slot' },
     mode: { default: value('archive'), meaning: 'when WAL is reported flushed: archived, or fsynced in the spool' },

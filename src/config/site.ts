@@ -61,6 +61,9 @@ export function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
   pg.application_name = applicationName;
 
   const archives = siteArchives(ctx, name, raw);
+  const quorumHint = `use how many of the site's ${archives.length} archive(s) must hold WAL before the server may recycle it: 1 to ${archives.length}, or remove it for every archive`;
+  const archivedQuorum = raw.archived_quorum === undefined ? archives.length : num('archived_quorum', { value: 1 }, true, quorumHint);
+  if (archivedQuorum > archives.length) fail(ctx, where('archived_quorum'), `is ${archivedQuorum}, more than the site's ${archives.length} archive(s)`, quorumHint);
 
   const bool = (key: string): boolean => {
     const v = raw[key] ?? defaultOf('site', key, 'boolean');
@@ -84,6 +87,7 @@ export function buildSite(ctx: Ctx, name: string, raw: Table): SiteConfig {
     pgDescription: describeConninfo(pg),
     ...archives[0],
     archives,
+    archivedQuorum,
     state: path.resolve(ctx.baseDir, stateRaw),
     slot,
     mode: mode as AckMode,

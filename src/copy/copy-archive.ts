@@ -42,6 +42,8 @@ export interface CopyOptions {
   log: NoteLog;
   /** Where a site pins the destination's key (see ../archive/key-pin.ts); none for a bare URL. */
   stateDir?: string;
+  /** Backups only: a receiver writes the site's WAL to every archive itself. */
+  backupsOnly?: boolean;
 }
 
 export interface CopyReport {
@@ -84,7 +86,7 @@ export async function copyArchive(o: CopyOptions): Promise<CopyReport> {
 
   const progress = new ProgressLine(o.log);
   try {
-    await copyWal(o, report, progress);
+    if (!o.backupsOnly) await copyWal(o, report, progress);
     await copyBackups(o, report, progress);
   } finally {
     progress.stop();

@@ -8,7 +8,9 @@
  *     none), while the site streams and no other backup runs: a full one or an incremental
  *     one as ../backup/schedule.ts decides; an incremental the server or the archive cannot
  *     give becomes a full one, with the reason logged once (again only when it changes);
- *  3. apply the retention policy.
+ *  3. with several archives, copy each complete backup the others lack into them (the
+ *     backup is taken into the first; `copyBackups`, given by the command: ../copy/);
+ *  4. apply the retention policy, in each archive on its own.
  * A failure is logged and tried again later; it never stops the receiver.
  */
 import type { Logger } from 'pino';
@@ -39,6 +41,8 @@ export class BackupScheduler {
     private readonly log: Logger,
     /** Whether the site's receiver is streaming now (a backup's WAL would not arrive otherwise). */
     private readonly streaming: () => boolean,
+    /** A site with several archives: copies backups from the first to the others; resolves to what failed, in words, or null. */
+    private readonly copyBackups: () => Promise<string | null> = async () => null,
   ) {
     // Looked at four times per interval, at most every TICK_MS, at least once a second.
     this.tickMs = site.backupIntervalHours > 0 ? Math.min(TICK_MS, Math.max(1000, this.intervalMs() / 4)) : TICK_MS;
@@ -172,21 +176,43 @@ export class BackupScheduler {
         }
         this.backupRunning = false;
       }
-      // 3. Retention.
+      // 3. The other archives: every complete backup in each (also one an earlier tick missed).
+      if (this.site.archives.length > 1 && !signal.aborted) {
+        const failed = await this.copyBackups();
+        if (failed !== null && failed !== this.copyFailure) this.log.error({ code: 'ARCHIVE_INCOMPLETE' }, failed);
+        this.copyFailure = failed;
+      }
+      // 4. Retention, in each archive by what that archive holds.
       if (this.retentionOn && !signal.aborted) {
-        const plan = await planDeletion(archive, {
-          kind: 'policy',
-          // A window alone still keeps the newest backup.
-          retain: Math.max(1, this.site.retainBackups || 0),
-          recoveryWindowDays: this.site.recoveryWindowDays,
-        });
-        if (!planIsEmpty(plan)) {
-          this.log.info({ deleting: describePlan(plan) }, 'retention: deleting what no retained backup needs');
-          await executeDeletion(archive, plan, this.log);
+        await this.applyRetention(archive);
+        for (const other of this.site.archives.slice(1)) {
+          const a = openSiteArchive(other, 'write');
+          try {
+            await this.applyRetention(a);
+          } finally {
+            await a.close();
+          }
         }
       }
     } finally {
       await archive.close();
+    }
+  }
+
+  /** The last copy failure logged (said again only when it changes). */
+  private copyFailure: string | null = null;
+
+  private async applyRetention(archive: ReturnType<typeof openSiteArchive>): Promise<void> {
+    const plan = await planDeletion(archive, {
+      kind: 'policy',
+      // A window alone still keeps the newest backup.
+      retain: Math.max(1, this.site.retainBackups || 0),
+      recoveryWindowDays: this.site.recoveryWindowDays,
+    });
+    if (!planIsEmpty(plan)) {
+      const where = this.site.archives.length > 1 ? { archive: archive.storage.description } : {};
+      this.log.info({ ...where, deleting: describePlan(plan) }, 'retention: deleting what no retained backup needs');
+      await executeDeletion(archive, plan, this.log);
     }
   }
 }

@@ -36,6 +36,16 @@ export interface DaemonState {
   spoolAlert: boolean;
   /** Whether the last scheduled restore drill succeeded; null when none ran. */
   lastDrillOk: boolean | null;
+  /** Each archive of the site on its own (absent in files from before several archives). */
+  archives?: ArchiveState[];
+}
+
+export interface ArchiveState {
+  archive: string;
+  /** `X/Y`: the end of the WAL this archive holds without a gap; null before any. */
+  archived: string | null;
+  uploadQueue: number;
+  storageFailingSeconds: number | null;
 }
 
 /** The receiver as this file sees it: its status, its samples and its duties' samples. */
@@ -47,6 +57,7 @@ export interface DaemonStateSource {
     fsynced: string | null;
     archived: string | null;
     serverWalEnd: string | null;
+    archives?: Array<{ archive: string; archived: string | null; uploadQueue: number; storageFailingSeconds: number | null }>;
   };
   metrics(): Sample[];
   extraMetrics(): Sample[];
@@ -88,6 +99,7 @@ function daemonState(receiver: DaemonStateSource, now: Date): DaemonState {
     storageFailingSeconds: value('walvault_storage_failing') === 1 ? (value('walvault_storage_failing_seconds') ?? 0) : null,
     spoolAlert: value('walvault_spool_alert') === 1,
     lastDrillOk: drill === null ? null : drill === 1,
+    archives: (s.archives ?? []).map((a) => ({ archive: a.archive, archived: position(a.archived), uploadQueue: a.uploadQueue, storageFailingSeconds: a.storageFailingSeconds })),
   };
 }
 
@@ -113,6 +125,7 @@ function isDaemonState(v: unknown): v is DaemonState {
     typeof o.lag.seconds === 'number' &&
     (o.storageFailingSeconds === null || typeof o.storageFailingSeconds === 'number') &&
     typeof o.spoolAlert === 'boolean' &&
-    (o.lastDrillOk === null || typeof o.lastDrillOk === 'boolean')
+    (o.lastDrillOk === null || typeof o.lastDrillOk === 'boolean') &&
+    (o.archives === undefined || (Array.isArray(o.archives) && o.archives.every((a) => typeof a?.archive === 'string' && lsnOrNull(a.archived) && typeof a.uploadQueue === 'number' && (a.storageFailingSeconds === null || typeof a.storageFailingSeconds === 'number'))))
   );
 }

@@ -12,7 +12,7 @@ import { formatLsn, type Lsn } from '../wal/lsn';
 import { replaceFile } from '../wal/fsync-dir';
 import { writeDaemonState } from './daemon-state';
 import { METRICS_FILE } from './state-dir';
-import type { Uploader } from './uploader';
+import type { SiteUploads } from './site-uploads';
 
 const ALERT_LOG_INTERVAL_MS = 60000;
 
@@ -30,6 +30,17 @@ export interface ReceiverStatus {
   spoolQueueBytes: number;
   uploadQueue: number;
   lastError: string | null;
+  /** Each archive of the site: its own archived position, upload queue and failure. */
+  archives: ArchiveStatus[];
+}
+
+export interface ArchiveStatus {
+  archive: string;
+  archived: string | null;
+  uploadQueue: number;
+  /** How long writes to it have been failing (or stalled); null while they work. */
+  storageFailingSeconds: number | null;
+  lastError: string | null;
 }
 
 /** What the health of a receiver is computed from. */
@@ -42,7 +53,7 @@ export interface ReceiverView {
   /** The flush position last reported to the server (0 before the first report). */
   reportedFlush(): Lsn;
   reconnects(): number;
-  uploader(): Uploader | null;
+  uploader(): SiteUploads | null;
   /** How long writes to the state directory have failed for room; null while they work. */
   stateFullForMs(): number | null;
   archiveDescription(): string;
@@ -68,6 +79,28 @@ export class ReceiverHealth {
 
   private get archived(): Lsn {
     return this.view.uploader()?.archivedLsn ?? 0n;
+  }
+
+  /** Where the spool's WAL starts: the lowest archive's position (the reported one, with a quorum, can be past it). */
+  private get spooledFrom(): Lsn {
+    return this.view.uploader()?.lowestLsn ?? 0n;
+  }
+
+  /** Each archive's own numbers, labelled by archive (one series with a single archive). */
+  private archiveMetrics(): Sample[] {
+    const out: Sample[] = [];
+    for (const lane of this.view.uploader()?.lanes ?? []) {
+      const labels = { site: this.site.name, archive: lane.description };
+      const u = lane.uploader;
+      const failingMs = u.failingForMs;
+      out.push(
+        { name: 'walvault_archive_archived_lsn_bytes', help: 'End of the WAL this archive holds without a gap, as a byte position', type: 'gauge', value: Number(u.archivedLsn), labels },
+        { name: 'walvault_archive_storage_failing', help: 'Whether writes to this archive are failing or stalled (1) or not (0)', type: 'gauge', value: failingMs === null ? 0 : 1, labels },
+        { name: 'walvault_archive_upload_queue_segments', help: 'Finished segments waiting to be stored in this archive', type: 'gauge', value: u.stats.queued, labels },
+        { name: 'walvault_archive_storage_failures_total', help: 'Failed attempts to store an object in this archive', type: 'counter', value: u.stats.failures, labels },
+      );
+    }
+    return out;
   }
 
   metrics(): Sample[] {
@@ -97,6 +130,7 @@ export class ReceiverHealth {
       gauge('walvault_slot_retained_bytes', "WAL the slot keeps on the server: the server's end minus the flush position last reported to it", this.slotRetainedBytes()),
       gauge('walvault_upload_queue_segments', 'Finished segments waiting to be archived', stats?.queued ?? 0),
       gauge('walvault_last_archived_timestamp_seconds', 'When the last segment was archived (Unix time); 0 before the first', stats?.lastArchivedAt ? Math.round(stats.lastArchivedAt.getTime() / 1000) : 0),
+      ...this.archiveMetrics(),
     ];
   }
 
@@ -115,6 +149,16 @@ export class ReceiverHealth {
       spoolQueueBytes: v.queuedBytes(),
       uploadQueue: uploader?.stats.queued ?? 0,
       lastError: v.lastError(),
+      archives: (uploader?.lanes ?? []).map((l) => {
+        const failingMs = l.uploader.failingForMs;
+        return {
+          archive: l.description,
+          archived: formatLsn(l.uploader.archivedLsn),
+          uploadQueue: l.uploader.stats.queued,
+          storageFailingSeconds: failingMs === null ? null : Math.round(failingMs / 1000),
+          lastError: l.uploader.stats.lastError,
+        };
+      }),
     };
   }
 
@@ -124,13 +168,15 @@ export class ReceiverHealth {
     const problems: string[] = [];
     const lastError = v.lastError();
     if (v.state() !== 'streaming') problems.push(`not streaming from ${this.site.pgDescription} (${v.state()}${lastError ? `: ${lastError}` : ''})`);
-    const failingMs = v.uploader()?.failingForMs ?? null;
-    if (failingMs !== null && v.uploader()?.onlyStalled) {
-      problems.push(`archiving to ${v.archiveDescription()} has made no progress for ${Math.round(failingMs / 1000)} s: the store does not answer; check the store and the network to it`);
-    } else if (failingMs !== null) {
-      problems.push(`archiving to ${v.archiveDescription()} has been failing for ${Math.round(failingMs / 1000)} s; check the store and its credentials`);
+    for (const { description, uploader } of v.uploader()?.lanes ?? []) {
+      const failingMs = uploader.failingForMs;
+      if (failingMs !== null && uploader.onlyStalled) {
+        problems.push(`archiving to ${description} has made no progress for ${Math.round(failingMs / 1000)} s: the store does not answer; check the store and the network to it`);
+      } else if (failingMs !== null) {
+        problems.push(`archiving to ${description} has been failing for ${Math.round(failingMs / 1000)} s; check the store and its credentials`);
+      }
     }
-    if (this.spoolAlert()) problems.push(`unarchived WAL is past spool_alert_mib (${this.site.spoolAlertMiB} MiB)`);
+    if (this.spoolAlert()) problems.push(`unarchived WAL is past spool_alert_mib (${this.site.spoolAlertMiB} MiB)${this.laggingWords()}`);
     const fullMs = v.stateFullForMs();
     if (fullMs !== null) problems.push(`state directory ${this.site.state} has been full for ${Math.round(fullMs / 1000)} s; free space on its filesystem`);
     return { ok: problems.length === 0, problems };
@@ -162,9 +208,25 @@ export class ReceiverHealth {
     return first ? (Date.now() - first.at) / 1000 : 0;
   }
 
+  /** WAL the spool holds for an archive that lacks it (with a quorum, more than the slot holds). */
   private unarchivedBytes(): number {
     const received = this.view.received();
-    return received > this.archived ? Number(received - this.archived) : 0;
+    return received > this.spooledFrom ? Number(received - this.spooledFrom) : 0;
+  }
+
+  /** A quorum below every archive lets the slot move on while one lags. */
+  private slotMovesOn(): boolean {
+    return this.site.archivedQuorum < this.site.archives.length;
+  }
+
+  /** With several archives, which one the spool waits for: ": archive X lags at P". */
+  private laggingWords(): string {
+    const uploader = this.view.uploader();
+    if (!uploader || uploader.lanes.length < 2) return '';
+    const lagging = uploader.lagging(this.view.received());
+    if (lagging.length === 0) return '';
+    const [first] = lagging;
+    return `: archive ${first.description} lags most, holding WAL up to ${formatLsn(first.uploader.archivedLsn)}`;
   }
 
   private spoolAlert(): boolean {
@@ -179,8 +241,11 @@ export class ReceiverHealth {
       const failingMs = this.view.uploader()?.failingForMs ?? null;
       this.log.error(
         { unarchivedMiB: Math.round(this.unarchivedBytes() / 1048576), spoolAlertMiB: this.site.spoolAlertMiB, storageFailingSeconds: failingMs === null ? 0 : Math.round(failingMs / 1000) },
-        'unarchived WAL is past spool_alert_mib: the spool grows and the slot holds WAL on the server until the archive catches up; ' +
-          "if the server's max_slot_wal_keep_size is reached, it drops that WAL and the archive gets a gap",
+        this.slotMovesOn()
+          ? `unarchived WAL is past spool_alert_mib${this.laggingWords()}: the spool keeps what that archive lacks (archived_quorum let the slot move on) until it catches up; ` +
+              'if the state directory fills, the spool waits and the slot holds WAL again'
+          : `unarchived WAL is past spool_alert_mib${this.laggingWords()}: the spool grows and the slot holds WAL on the server until the archive catches up; ` +
+              "if the server's max_slot_wal_keep_size is reached, it drops that WAL and the archive gets a gap",
       );
     } else if (!alert) {
       this.lastAlertLog = 0;

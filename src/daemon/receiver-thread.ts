@@ -88,6 +88,7 @@ export class ThreadedReceiver implements SiteRunner {
         spoolQueueBytes: 0,
         uploadQueue: 0,
         lastError: null,
+        archives: [],
       },
       metrics: [],
       health: { ok: false, problems: [`not streaming from ${site.pgDescription} (starting)`] },

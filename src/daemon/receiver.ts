@@ -45,7 +45,8 @@ export class SiteReceiver {
   private readonly writes: StateWrites;
   /** The first run's state setup failed: nothing to go on with. */
   private setupFailed: unknown = null;
-  private archive: Archive;
+  /** The site's archives, in its order: every one gets all of its WAL. */
+  private readonly archives: Archive[];
   private identity!: SystemIdentity;
   private facts!: ServerFacts;
   private timeline = 0;
@@ -62,7 +63,7 @@ export class SiteReceiver {
   private readonly failures: StreamFailures;
   private readonly lines: StartLines;
   /** The site's open state: lock, ledger, lease, spool, uploader, where streaming resumes. */
-  private readonly held: SiteStateHolder = { lock: null, ledger: null, lease: null, spool: null, uploader: null, resume: null };
+  private readonly held: SiteStateHolder = { lock: null, ledger: null, leases: [], spool: null, uploader: null, resume: null };
   private state: ReceiverState = 'starting';
   private lastError: string | null = null;
   private everStreamed = false;
@@ -74,7 +75,7 @@ export class SiteReceiver {
     private readonly site: SiteConfig,
     private readonly log: Logger,
   ) {
-    this.archive = openSiteArchive(site, 'write');
+    this.archives = site.archives.map((a) => openSiteArchive(a, 'write'));
     this.writes = new StateWrites(site.state, log, this.stopController.signal);
     this.failures = new StreamFailures(log);
     this.lines = new StartLines(log, site);
@@ -105,13 +106,18 @@ export class SiteReceiver {
         reconnects: () => this.reconnects,
         uploader: () => this.held.uploader,
         stateFullForMs: () => this.writes.fullForMs,
-        archiveDescription: () => this.archive.storage.description,
+        archiveDescription: () => this.archiveDescription,
         timeline: () => this.timeline,
         queuedBytes: () => this.writer.queuedBytes,
         extraMetrics: () => this.extraMetrics(),
       },
       log,
     );
+  }
+
+  /** The archives as the site's lines name them. */
+  private get archiveDescription(): string {
+    return this.archives.map((a) => a.storage.description).join(', ');
   }
 
   private get received(): Lsn {
@@ -178,9 +184,9 @@ export class SiteReceiver {
 
   /** Renews the archive lease; losing it to another receiver stops this one. */
   private startLeaseHeartbeat(): void {
-    this.leaseTimer = startLeaseHeartbeat(() => this.held.lease, this.log, (err) => {
+    this.leaseTimer = startLeaseHeartbeat(() => this.held.leases, this.log, (err) => {
       this.fatalError = err;
-      this.held.lease = null;
+      this.held.leases = [];
       this.stop();
     });
   }
@@ -208,20 +214,24 @@ export class SiteReceiver {
   private async startUp(): Promise<void> {
     await this.connect();
     const { identity, facts } = this;
-    const cluster = await this.archive.readCluster();
-    refuseOtherCluster(cluster, identity, this.archive, this.site);
+    const withCluster: Archive[] = [];
+    for (const archive of this.archives) {
+      const cluster = await archive.readCluster();
+      refuseOtherCluster(cluster, identity, archive, this.site);
+      if (cluster) withCluster.push(archive);
+    }
     checkStateDirUsable(this.site.state);
     // Every refusal comes before anything is created on the server (the slot below): another
     // receiver's archive is refused here, another cluster's state when the ledger opens.
-    await new ArchiveLease(this.archive.storage, this.site.name, this.site.state).check();
+    for (const archive of this.archives) await new ArchiveLease(archive.storage, this.site.name, this.site.state).check();
     const firstRun = !siteRegistered(this.site);
     if (!firstRun) await this.openState();
 
     const slot = await prepareSlot(this.conn!, this.site, facts.major, this.log);
     if (slot.created) this.slotCreatedHere = true;
-    this.held.resume ??= await chooseStart({ archive: this.archive, archiveHasCluster: cluster !== null, slot: slot.restart, identity, segSize: facts.walSegmentSize });
+    this.held.resume ??= await chooseStart({ archives: withCluster, slot: slot.restart, identity, segSize: facts.walSegmentSize });
     const unboundedSlot = (await this.conn!.show('max_slot_wal_keep_size')) === '-1';
-    this.lines.prepare({ identity, facts, start: this.held.resume.lsn, archive: this.archive.storage.description }, unboundedSlot);
+    this.lines.prepare({ identity, facts, start: this.held.resume.lsn, archive: this.archiveDescription }, unboundedSlot);
     if (firstRun) this.deferredSetup = () => this.openState();
   }
 
@@ -229,9 +239,9 @@ export class SiteReceiver {
 
   /** Creates or opens the state directory, ledger and spool, and reconciles them (./site-state.ts). */
   private async openState(): Promise<void> {
-    const { site, archive, identity, facts, writes, log } = this;
+    const { site, archives, identity, facts, writes, log } = this;
     await openSiteState(this.held, {
-      site, archive, identity, facts, writes, log,
+      site, archives, identity, facts, writes, log,
       checkContext: (tli, name) => pageCheckContext(this.identity, this.facts, tli, name),
       leaseHeld: () => this.startLeaseHeartbeat(),
       // In archive mode what was archived is what the server may forget.
@@ -243,8 +253,8 @@ export class SiteReceiver {
   // ---- streaming ------------------------------------------------------------------------
 
   private archiveHistory(tli: number): Promise<void> {
-    const { archive, writes, site, log } = this;
-    return archiveHistory(tli, { conn: this.conn!, archive, ledger: this.held.ledger, writes, site, log, signal: this.stopController.signal });
+    const { archives, writes, site, log } = this;
+    return archiveHistory(tli, { conn: this.conn!, archives, ledger: this.held.ledger, writes, site, log, signal: this.stopController.signal });
   }
 
   /** Returns true when streaming got going (for backoff), after a clean end or a timeline switch chain. */

@@ -38,7 +38,8 @@ export interface ReconcileResult {
 export interface ReconcileOptions {
   site: string;
   ledger: Ledger;
-  archive: Archive;
+  /** The site's archives: a spooled segment is removed only once every one holds it. */
+  archives: readonly Archive[];
   spoolDir: string;
   segSize: number;
   checkContext(tli: number, name: string): PageCheckContext;
@@ -93,7 +94,7 @@ export async function reconcile(o: ReconcileOptions): Promise<ReconcileResult> {
     } else if (row.state === 'complete') {
       if (await exists(file)) {
         toUpload.push({ seg: ref(row), sha256: row.sha256! });
-      } else if (await o.archive.exists(Archive.walKey(row.name))) {
+      } else if (await heldSomewhere(o, row.name)) {
         ledger.markArchived(site, row.timeline, row.segNo, Archive.walKey(row.name), row.sha256!);
       } else {
         o.log.error({ segment: row.name }, 'a completed segment is missing from both the spool and the archive; receiving it again');
@@ -113,7 +114,7 @@ export async function reconcile(o: ReconcileOptions): Promise<ReconcileResult> {
   for (const p of ledger.partials(site)) {
     const row = ledger.getSegment(site, p.timeline, p.segNo);
     if (row?.state !== 'archived') continue;
-    if (row.objectKey === Archive.walKey(row.name)) await o.archive.delete(Archive.walKey(p.name) + '.partial');
+    if (row.objectKey === Archive.walKey(row.name)) for (const a of o.archives) await a.delete(Archive.walKey(p.name) + '.partial');
     ledger.forgetPartial(site, p.timeline, p.segNo);
   }
 
@@ -162,7 +163,7 @@ function sealedSegmentDigest(sealed: Buffer, name: string, segSize: number, chec
  * Stops at the first upload that fails. Files that do not prove themselves stay for reconcile.
  */
 export async function archiveSealedSpool(o: {
-  archive: Archive;
+  archives: readonly Archive[];
   spoolDir: string;
   segSize: number;
   checkContext: ReconcileOptions['checkContext'];
@@ -180,7 +181,7 @@ export async function archiveSealedSpool(o: {
       continue;
     }
     try {
-      await o.archive.putSealedFile(Archive.walKey(name), file, o.segSize, digest);
+      for (const archive of o.archives) await archive.putSealedFile(Archive.walKey(name), file, o.segSize, digest);
     } catch (err) {
       error = err;
       break;
@@ -191,6 +192,22 @@ export async function archiveSealedSpool(o: {
   }
   if (archived > 0) await fsyncDir(o.spoolDir);
   return { archived, error };
+}
+
+/**
+ * A complete segment whose spool file is gone: its file is removed only once every archive
+ * holds it, so an archive holding it means it was archived (one that lacks it now lost it
+ * since, which walvault copy or check --repair mends; said here).
+ */
+async function heldSomewhere(o: ReconcileOptions, name: string): Promise<boolean> {
+  const key = Archive.walKey(name);
+  const holding: boolean[] = [];
+  for (const a of o.archives) holding.push(await a.exists(key));
+  const missing = o.archives.filter((_, i) => !holding[i]).map((a) => a.storage.description);
+  if (missing.length > 0 && missing.length < o.archives.length) {
+    o.log.error({ segment: name, missing }, `segment ${name} was archived but is missing from ${missing.join(', ')}; fill it from another archive with walvault copy`);
+  }
+  return missing.length < o.archives.length;
 }
 
 function findRow(ledger: Ledger, site: string, name: string, segSize: number): SegmentRow | null {

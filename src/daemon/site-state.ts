@@ -26,22 +26,24 @@ import { archiveSealedSpool, reconcile, type ResumePoint } from './resume';
 import { LEDGER_FILE, SPOOL_DIR } from './state-dir';
 import { StateLock } from './state-lock';
 import type { StateWrites } from './state-writes';
-import { Uploader } from './uploader';
+import { SiteUploads } from './site-uploads';
 
 
 /** What an open site holds; each member is set as soon as it is open. */
 export interface SiteStateHolder {
   lock: StateLock | null;
   ledger: Ledger | null;
-  lease: ArchiveLease | null;
+  /** One per archive of the site, once taken (all or none). */
+  leases: ArchiveLease[];
   spool: SegmentSpool | null;
-  uploader: Uploader | null;
+  uploader: SiteUploads | null;
   resume: ResumePoint | null;
 }
 
 export interface OpenSiteStateOptions {
   site: SiteConfig;
-  archive: Archive;
+  /** The site's archives, in its order: each is claimed, leased and written. */
+  archives: readonly Archive[];
   identity: SystemIdentity;
   facts: ServerFacts;
   writes: StateWrites;
@@ -80,19 +82,18 @@ export function siteRegistered(site: SiteConfig): boolean {
 
 /** Creates or opens the state directory, ledger and spool, and reconciles them. */
 export async function openSiteState(h: SiteStateHolder, o: OpenSiteStateOptions): Promise<void> {
-  const { site, archive, facts } = o;
-  // Another receiver on this archive: refuse before anything is created or written.
-  const lease = new ArchiveLease(archive.storage, site.name, site.state);
-  await lease.check();
-  createStateDirs(site, archive, o.log);
+  const { site, archives, facts } = o;
+  // Another receiver on any of the archives: refuse before anything is created or written.
+  const leases = archives.map((a) => new ArchiveLease(a.storage, site.name, site.state));
+  for (const lease of leases) await lease.check();
+  createStateDirs(site, archives, o.log);
   h.lock = StateLock.acquire(site.state);
-  const row = await makingRoom(h, lease, o, () => openLedger(h, o));
+  const row = await makingRoom(h, leases, o, () => openLedger(h, o));
   // Every start: a crash on the first run may have come before the marker was written.
-  await claimArchive(archive, { systemId: o.identity.systemId, pgVersionNum: facts.versionNum, walSegmentSize: facts.walSegmentSize }, o.log, site.state);
-  if (!h.lease) {
-    await lease.acquire();
-    h.lease = lease;
+  for (const archive of archives) {
+    await claimArchive(archive, { systemId: o.identity.systemId, pgVersionNum: facts.versionNum, walSegmentSize: facts.walSegmentSize }, o.log, site.state);
   }
+  await takeLeases(h, leases);
   o.leaseHeld();
   const spoolDir = spoolDirOf(site);
   h.spool = new SegmentSpool({
@@ -105,8 +106,8 @@ export async function openSiteState(h: SiteStateHolder, o: OpenSiteStateOptions)
     waitForRoom: (err, file) => o.writes.waitForRoom(err, `writing spool file ${file}`),
   });
   const ledger = h.ledger!;
-  const result = await makingRoom(h, lease, o, () =>
-    reconcile({ site: site.name, ledger, archive, spoolDir, segSize: facts.walSegmentSize, checkContext: o.checkContext, log: o.log }),
+  const result = await makingRoom(h, leases, o, () =>
+    reconcile({ site: site.name, ledger, archives, spoolDir, segSize: facts.walSegmentSize, checkContext: o.checkContext, log: o.log }),
   );
   if (result.resume) h.resume = result.resume;
   const lowest = ledger.allSegments(site.name).reduce<Lsn | null>((min, r) => (min === null || r.startLsn < min ? r.startLsn : min), null);
@@ -115,9 +116,10 @@ export async function openSiteState(h: SiteStateHolder, o: OpenSiteStateOptions)
   if (result.archivedThrough > row.archivedLsn) {
     o.writes.may('recording the archived position', () => ledger.advancePositions(site.name, { archived: result.archivedThrough }));
   }
-  h.uploader = new Uploader({
+  h.uploader = new SiteUploads({
     site: site.name,
-    archive,
+    archives,
+    quorum: site.archivedQuorum,
     ledger,
     writes: o.writes,
     spoolDir,
@@ -137,7 +139,7 @@ export async function openSiteState(h: SiteStateHolder, o: OpenSiteStateOptions)
  * they are, with a warning when others can get in; so is a local archive looser than
  * archive_file_mode asks.
  */
-function createStateDirs(site: SiteConfig, archive: Archive, log: Logger): void {
+function createStateDirs(site: SiteConfig, archives: readonly Archive[], log: Logger): void {
   const spoolDir = spoolDirOf(site);
   for (const dir of [site.state, spoolDir]) {
     let mode: number;
@@ -154,10 +156,29 @@ function createStateDirs(site: SiteConfig, archive: Archive, log: Logger): void 
     }
   }
   fs.mkdirSync(spoolDir, { recursive: true, mode: 0o700 });
-  void archive.storage.accessWarnings?.().then(
-    (warnings) => warnings.forEach((w) => log.warn(w)),
-    () => undefined,
-  );
+  for (const archive of archives) {
+    void archive.storage.accessWarnings?.().then(
+      (warnings) => warnings.forEach((w) => log.warn(w)),
+      () => undefined,
+    );
+  }
+}
+
+/** Takes every archive's lease, once: a start that retries a step does not take them twice. */
+async function takeLeases(h: SiteStateHolder, leases: ArchiveLease[]): Promise<void> {
+  if (h.leases.length > 0) return;
+  const taken: ArchiveLease[] = [];
+  try {
+    for (const lease of leases) {
+      await lease.acquire();
+      taken.push(lease);
+    }
+  } catch (err) {
+    // All or none: the shutdown releases what the holder names.
+    for (const lease of taken) await lease.release().catch(() => undefined);
+    throw err;
+  }
+  h.leases = taken;
 }
 
 /** Opens the ledger and registers the site (again: a failed attempt's connection is closed first). */
@@ -195,7 +216,7 @@ function openLedger(h: SiteStateHolder, o: OpenSiteStateOptions): SiteRow {
  * then tries again; with nothing to archive, or the archive failing too, the start ends with
  * the operator's line.
  */
-async function makingRoom<T>(h: SiteStateHolder, lease: ArchiveLease, o: OpenSiteStateOptions, step: () => T | Promise<T>): Promise<T> {
+async function makingRoom<T>(h: SiteStateHolder, leases: ArchiveLease[], o: OpenSiteStateOptions, step: () => T | Promise<T>): Promise<T> {
   for (;;) {
     try {
       return await step();
@@ -204,13 +225,10 @@ async function makingRoom<T>(h: SiteStateHolder, lease: ArchiveLease, o: OpenSit
       let archived = 0;
       let error: unknown = null;
       try {
-        // Writing to the archive: hold its lease first.
-        if (!h.lease) {
-          await lease.acquire();
-          h.lease = lease;
-        }
+        // Writing to the archives: hold their leases first.
+        await takeLeases(h, leases);
         ({ archived, error } = await archiveSealedSpool({
-          archive: o.archive,
+          archives: o.archives,
           spoolDir: spoolDirOf(o.site),
           segSize: o.facts.walSegmentSize,
           checkContext: o.checkContext,
@@ -278,7 +296,8 @@ export async function closeSiteState(h: SiteStateHolder, positions: { received: 
     }
     h.ledger.close();
   }
-  if (h.lease) await h.lease.release().catch((err) => log.warn({ err: errorMessage(err) }, 'cannot release the archive lease'));
+  for (const lease of h.leases) await lease.release().catch((err) => log.warn({ err: errorMessage(err) }, 'cannot release the archive lease'));
+  h.leases = [];
   try {
     await beforeUnlock();
   } finally {

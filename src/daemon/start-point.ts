@@ -40,8 +40,12 @@ export async function prepareSlot(conn: ReplicationConnection, site: SiteConfig,
   return { created, restart: slot?.restartLsn ? { lsn: slot.restartLsn, tli: slot.restartTli } : null };
 }
 
-export async function chooseStart(o: { archive: Archive; archiveHasCluster: boolean; slot: SlotRestart | null; identity: SystemIdentity; segSize: number }): Promise<ResumePoint> {
-  const fromArchive = o.archiveHasCluster ? await resumeFromArchive(o.archive, o.segSize) : null;
+/** `archives`: those of the site that have a cluster marker (hold this cluster's history). */
+export async function chooseStart(o: { archives: readonly Archive[]; slot: SlotRestart | null; identity: SystemIdentity; segSize: number }): Promise<ResumePoint> {
+  let fromArchive: ResumePoint | null = null;
+  // After the newest WAL any archive holds: an archive behind the others is filled with
+  // walvault copy, not by streaming again what another holds.
+  for (const archive of o.archives) fromArchive = later(fromArchive, await resumeFromArchive(archive, o.segSize));
   if (fromArchive) return fromArchive;
   if (o.slot) return { lsn: segmentStart(o.slot.lsn, o.segSize), tli: o.slot.tli ?? 0 };
   return { lsn: segmentStart(o.identity.xlogPos, o.segSize), tli: o.identity.timeline };
@@ -53,10 +57,14 @@ async function resumeFromArchive(archive: Archive, segSize: number): Promise<Res
   for (const name of await archive.listWal()) {
     if (!isSegmentFileName(name)) continue;
     const { tli, segNo } = parseSegmentFileName(name, segSize);
-    const end = segmentStartOfNumber(segNo + 1n, segSize);
-    if (!best || end > best.lsn || (end === best.lsn && tli > best.tli)) best = { lsn: end, tli };
+    best = later(best, { lsn: segmentStartOfNumber(segNo + 1n, segSize), tli });
   }
   return best;
+}
+
+function later(a: ResumePoint | null, b: ResumePoint | null): ResumePoint | null {
+  if (!a || !b) return a ?? b;
+  return b.lsn > a.lsn || (b.lsn === a.lsn && b.tli > a.tli) ? b : a;
 }
 
 /** An archive of another database system is refused before anything is created on the server. */

@@ -17,7 +17,7 @@ import { formatLsn, historyFileName, segmentFileName, segmentNumber, type Lsn } 
 import type { SegmentSpool } from '../wal/segment-spool';
 import { parseTimelineHistory, timelineOfLsn } from '../wal/timeline-history';
 import type { StateWrites } from './state-writes';
-import type { Uploader } from './uploader';
+import type { SiteUploads } from './site-uploads';
 
 /** Which timeline holds `lsn` on a server now on `serverTli` (its history decides for older timelines). */
 export async function timelineFor(conn: ReplicationConnection, serverTli: number, lsn: Lsn, hint: number): Promise<number> {
@@ -28,27 +28,30 @@ export async function timelineFor(conn: ReplicationConnection, serverTli: number
 }
 
 /**
- * Fetches timeline `tli`'s history file from the server and archives it; storage failures are
- * retried until `signal` aborts (a restore needs the file to follow the switch), a conflict
- * (other bytes under its name) is not.
+ * Fetches timeline `tli`'s history file from the server and archives it in every archive;
+ * storage failures are retried until `signal` aborts (a restore needs the file to follow the
+ * switch), a conflict (other bytes under its name) is not.
  */
 export async function archiveHistory(
   tli: number,
-  o: { conn: ReplicationConnection; archive: Archive; ledger: Ledger | null; writes: StateWrites; site: SiteConfig; log: Logger; signal: AbortSignal },
+  o: { conn: ReplicationConnection; archives: readonly Archive[]; ledger: Ledger | null; writes: StateWrites; site: SiteConfig; log: Logger; signal: AbortSignal },
 ): Promise<void> {
   const { fileName, content } = await o.conn.timelineHistory(tli);
   if (fileName !== historyFileName(tli)) {
     throw new WalvaultError('PG_PROTOCOL', `TIMELINE_HISTORY ${tli} returned file ${fileName}`);
   }
-  const stored = await retrying(() => o.archive.putImmutable(Archive.walKey(fileName), content), {
-    signal: o.signal,
-    failed: (err) => {
-      if (isWalvaultError(err, 'ARCHIVE_CONFLICT') || o.signal.aborted) throw err;
-      o.log.error({ file: fileName, err: errorMessage(err) }, 'archiving a timeline history file failed; retrying');
-      return 'retry';
-    },
-  });
-  if (!stored.ok) throw stored.lastError;
+  for (const archive of o.archives) {
+    const stored = await retrying(() => archive.putImmutable(Archive.walKey(fileName), content), {
+      signal: o.signal,
+      failed: (err) => {
+        if (isWalvaultError(err, 'ARCHIVE_CONFLICT') || o.signal.aborted) throw err;
+        const where = o.archives.length > 1 ? ` to ${archive.storage.description}` : '';
+        o.log.error({ file: fileName, err: errorMessage(err) }, `archiving a timeline history file${where} failed; retrying`);
+        return 'retry';
+      },
+    });
+    if (!stored.ok) throw stored.lastError;
+  }
   const ledger = o.ledger;
   // Not recorded (a full disk): archived again next time, the same bytes, a no-op.
   if (ledger) o.writes.may(`recording ${fileName}`, () => ledger.recordHistory(o.site.name, tli, fileName, createHash('sha256').update(content).digest('hex')));
@@ -56,7 +59,7 @@ export async function archiveHistory(
 }
 
 /** Closes the ended timeline's last segment as a permanent .partial in the archive. */
-export async function finishTimeline(spool: SegmentSpool, uploader: Uploader): Promise<void> {
+export async function finishTimeline(spool: SegmentSpool, uploader: SiteUploads): Promise<void> {
   const sha256 = spool.openDigest() ?? undefined;
   const open = await spool.closeOpen();
   if (!open || open.received === 0) return;

@@ -33,9 +33,30 @@ export interface SegmentRef {
   startLsn: Lsn;
 }
 
+/**
+ * What an archive's uploads mean for the site (./site-uploads.ts): with several archives a
+ * segment's spool file stays, and the ledger calls it archived, until every archive holds it.
+ * Called with the uploader's lane (its archive's place in the site's list).
+ */
+export interface UploadRecords {
+  /** The lane's archive holds `seg` under `key`, verified. True when no archive still needs its spool file. */
+  segmentStored(lane: number, seg: SegmentRef, key: string, sha256: string): boolean;
+  /** The lane's archive no longer has the superseded partial of `seg`. */
+  partialDeleted(lane: number, seg: SegmentRef): void;
+  /** The lane's archive holds an ended timeline's last segment, as a permanent partial. */
+  finalPartialStored(lane: number, seg: SegmentRef, key: string, sha256: string): void;
+  /** The lane's archived position moved to `lsn`. */
+  advanced(lane: number, lsn: Lsn): void;
+}
+
 export interface UploaderOptions {
   site: string;
   archive: Archive;
+  /** This archive's place in the site's list, and what its uploads mean for the site. */
+  lane: number;
+  records: UploadRecords;
+  /** Name the archive in log lines and errors (a site with several). */
+  nameArchive: boolean;
   ledger: Ledger;
   /** Ledger records here may lag on a full state disk (see StateWrites): an upload never waits on them. */
   writes: StateWrites;
@@ -46,8 +67,6 @@ export interface UploaderOptions {
   /** Outstanding uploads with none finishing for this long: storage is failing (a stall). */
   stallMs: number;
   initialArchived: Lsn;
-  /** Called whenever the archived position moves forward. */
-  onAdvance(lsn: Lsn): void;
 }
 
 export interface UploaderStats {
@@ -176,16 +195,14 @@ export class Uploader {
         // Verified in the archive. On a full state disk the ledger may not hear of it now: the
         // segment's complete row is durable (no segment is queued before it is), so start-up
         // finds the object again; the spool file goes regardless, which is what makes room.
-        this.opts.writes.may(`recording ${seg.name} as archived`, () =>
-          this.opts.ledger.markArchived(this.opts.site, seg.tli, seg.segNo, key, job.sha256),
-        );
+        const spoolFileDone = this.opts.records.segmentStored(this.opts.lane, seg, key, job.sha256);
         this.advance(seg.startLsn, seg.startLsn + BigInt(this.opts.segSize));
-        await fsp.rm(file, { force: true });
+        if (spoolFileDone) await fsp.rm(file, { force: true });
         this.recovered();
         this.stats.archivedSegments++;
         this.stats.lastArchivedSegment = seg.name;
         this.stats.lastArchivedAt = new Date();
-        if (result === 'repaired') this.opts.log.warn({ segment: seg.name, key }, 'segment archived over a damaged object (a write the store tore, e.g. when it died mid-upload)');
+        if (result === 'repaired') this.opts.log.warn({ segment: seg.name, key, ...this.archiveField }, 'segment archived over a damaged object (a write the store tore, e.g. when it died mid-upload)');
         else this.opts.log.debug({ segment: seg.name, result }, 'segment archived');
         // The job is done: the partial of this segment is superseded, and removed once an
         // upload of it still in flight has ended. If the store fails now, the stale partial
@@ -195,11 +212,11 @@ export class Uploader {
         const deleted = await this.opts.archive.delete(key + '.partial').then(
           () => true,
           (err) => {
-            this.opts.log.warn({ segment: seg.name, err: errorMessage(err) }, 'could not delete the superseded partial of an archived segment; it stays, harmless, and the next start removes it');
+            this.opts.log.warn({ segment: seg.name, ...this.archiveField, err: errorMessage(err) }, 'could not delete the superseded partial of an archived segment; it stays, harmless, and the next start removes it');
             return false;
           },
         );
-        if (deleted) this.opts.writes.may(`forgetting ${seg.name}.partial`, () => this.opts.ledger.forgetPartial(this.opts.site, seg.tli, seg.segNo));
+        if (deleted) this.opts.records.partialDeleted(this.opts.lane, seg);
       },
       {
         signal: this.abort.signal,
@@ -257,15 +274,8 @@ export class Uploader {
       await retrying(
         async () => {
           const sha = (await this.opts.archive.putPartial(key, data, opts.sha256)).toString('hex');
-          this.opts.writes.may(`recording ${seg.name}.partial`, () => {
-            if (!opts.final) return note(sha);
-            // A timeline's final partial is the segment's archived object, not something to
-            // remove once the segment is whole: it never will be.
-            this.opts.ledger.transaction(() => {
-              this.opts.ledger.markArchived(this.opts.site, seg.tli, seg.segNo, key, sha);
-              this.opts.ledger.forgetPartial(this.opts.site, seg.tli, seg.segNo);
-            });
-          });
+          if (opts.final) this.opts.records.finalPartialStored(this.opts.lane, seg, key, sha);
+          else this.opts.writes.may(`recording ${seg.name}.partial`, () => note(sha));
           this.recovered();
           this.advance(seg.startLsn, seg.startLsn + BigInt(data.length));
         },
@@ -299,10 +309,7 @@ export class Uploader {
   }
 
   private advance(start: Lsn, end: Lsn): void {
-    if (this.position.add(start, end)) {
-      this.opts.writes.may('recording the archived position', () => this.opts.ledger.advancePositions(this.opts.site, { archived: this.position.lsn }));
-      this.opts.onAdvance(this.position.lsn);
-    }
+    if (this.position.add(start, end)) this.opts.records.advanced(this.opts.lane, this.position.lsn);
   }
 
   private failed(seg: SegmentRef, err: unknown, attempt: number): void {
@@ -322,8 +329,8 @@ export class Uploader {
       this.lastFailureLog = now;
       const code = err instanceof WalvaultError ? err.code : 'STORAGE_IO';
       this.opts.log.error(
-        { segment: seg.name, code, attempt, archived: formatLsn(this.position.lsn), queued: this.queue.length },
-        `archiving ${seg.name} failed: ${message}; retrying, WAL stays in the spool and on the server`,
+        { segment: seg.name, ...this.archiveField, code, attempt, archived: formatLsn(this.position.lsn), queued: this.queue.length },
+        `archiving ${seg.name}${this.opts.nameArchive ? ` to ${this.description}` : ''} failed: ${message}; retrying, WAL stays in the spool${this.opts.nameArchive ? ' (until every archive holds it)' : ' and on the server'}`,
       );
       try {
         this.opts.writes.may('recording an archiving failure', () => this.opts.ledger.recordEvent(this.opts.site, 'error', code, message));
@@ -337,7 +344,7 @@ export class Uploader {
     const failingMs = this.failingForMs;
     this.lastProgressAt = Date.now();
     if (this.failingSince !== null || this.stallReported) {
-      this.opts.log.warn({ failingForMs: failingMs ?? 0 }, 'archiving works again');
+      this.opts.log.warn({ failingForMs: failingMs ?? 0, ...this.archiveField }, this.opts.nameArchive ? `archiving to ${this.description} works again` : 'archiving works again');
       this.failingSince = null;
       this.stallReported = false;
       this.lastFailureLog = 0;
@@ -384,7 +391,7 @@ export class Uploader {
     this.stallReported = true;
     this.lastFailureLog = now;
     const seconds = Math.round(stalled / 1000);
-    const message = `archiving to ${this.opts.archive.storage.description} has made no progress for ${seconds} s: the store does not answer`;
+    const message = `archiving to ${this.description} has made no progress for ${seconds} s: the store does not answer`;
     this.stats.lastError = message;
     this.opts.log.error(
       { code: 'STORAGE_TIMEOUT', stalledSeconds: seconds, inFlight: this.inFlight + this.partialsPending, archived: formatLsn(this.position.lsn), queued: this.queue.length },
@@ -395,6 +402,15 @@ export class Uploader {
     } catch {
       /* the ledger's own trouble is reported where it is written */
     }
+  }
+
+  /** The archive, as logs and errors name it. */
+  get description(): string {
+    return this.opts.archive.storage.description;
+  }
+
+  private get archiveField(): { archive?: string } {
+    return this.opts.nameArchive ? { archive: this.description } : {};
   }
 
   /** Resolves when nothing is queued or in flight (or the uploader was stopped). */

@@ -20,7 +20,7 @@ import { withTimeout } from '../util/timers';
 import { maxLsn, type Lsn } from '../wal/lsn';
 import type { CompletedSegment, OpenSegment, SegmentSpool } from '../wal/segment-spool';
 import type { StateWrites } from './state-writes';
-import type { Uploader } from './uploader';
+import type { SiteUploads } from './site-uploads';
 
 const QUEUE_HIGH_WATER = 8 * 1024 * 1024;
 const QUEUE_LOW_WATER = 2 * 1024 * 1024;
@@ -42,7 +42,7 @@ export interface WalWriterParts {
   segSize: () => number;
   spool: () => SegmentSpool;
   ledger: () => Ledger;
-  uploader: () => Uploader;
+  uploader: () => SiteUploads;
   stream: () => PausableStream | null;
   /** Settles once the receiver's state (ledger, spool) is open: nothing is written before. */
   ready: () => Promise<void>;

@@ -27,6 +27,7 @@ describe(`a site with a local and an S3 archive: reading falls back to the secon
   let local = '';
   let remote = '';
   let multi = '';
+  let single = '';
   let backup = '';
   let atMid = '';
   let atEnd = '';
@@ -40,7 +41,7 @@ describe(`a site with a local and an S3 archive: reading falls back to the secon
     primary = await PgCluster.start({ walSegSizeMiB: 1, settings: { wal_keep_size: '1024MB' } });
     local = path.join(work, 'archive');
     remote = s3.url(`${path.basename(work)}/site`);
-    const single = writeConfig(work, { main: { pg: pgConninfo(primary), archive: local, state: path.join(work, 'state'), partial_interval_seconds: 1, status_interval_seconds: 1 } }, 'info');
+    single = writeConfig(work, { main: { pg: pgConninfo(primary), archive: local, state: path.join(work, 'state'), partial_interval_seconds: 1, status_interval_seconds: 1 } }, 'info');
     const finished: string[] = [];
     await withReceiver(single, async () => {
       await primary.pgbench(['-i', '-s', '2', '-q']);
@@ -151,14 +152,24 @@ describe(`a site with a local and an S3 archive: reading falls back to the secon
     assert.match(human.stdout, new RegExp(`backup ${backup}: restorable from file://${local}, s3://.*; from the site as a whole`));
   });
 
+  it('run refuses the site while another receiver holds one of its archives, naming that archive, before creating anything', async () => {
+    await withReceiver(single, async () => {
+      const r = await runWalvault(['run', '--config', multi], {}, 60000);
+      assert.notEqual(r.code, 0, 'refused');
+      const lines = r.stderr.trim().split('\n');
+      assert.equal(lines.length, 1, `one line: ${r.stderr}`);
+      assert.match(lines[0], new RegExp(`archive file://${local.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} has another writer: .*; one archive takes one receiver`), lines[0]);
+    });
+    assert.equal((await primary.query(`SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = 'walvault_multi'`))[0].n, 0, 'no slot created');
+    assert.ok(!fs.existsSync(path.join(work, 'state-multi', 'ledger.db')), 'no ledger');
+  });
+
   it('the commands that write refuse the site with one line, and change nothing', async () => {
     const keys = async () => [...(await withArchive(local, async (a) => (await a.storage.list('')).map((o) => o.key))), ...(await withArchive(remote, async (a) => (await a.storage.list('')).map((o) => o.key)))];
     const before = await keys();
     const segment = path.join(work, '000000010000000000000099');
     fs.writeFileSync(segment, Buffer.alloc(1 << 20));
     for (const args of [
-      ['run', '--config', multi],
-      ['backup', 'push', '--config', multi, '--fast'],
       ['backup', 'delete', '--config', multi, '--everything', '--confirm'],
       ['wal-push', '--config', multi, segment],
       ['check', '--config', multi, '--repair'],
@@ -169,7 +180,7 @@ describe(`a site with a local and an S3 archive: reading falls back to the secon
       assert.notEqual(r.code, 0, `${args.join(' ')} refused`);
       const lines = r.stderr.trim().split('\n');
       assert.equal(lines.length, 1, `one line: ${r.stderr}`);
-      for (const s of ['site multi', 'writing to several archives is not available yet', 'one archive for writing']) assert.ok(lines[0].includes(s), `${args.join(' ')}: ${lines[0]}`);
+      for (const s of ['site multi', 'writes one archive only', 'one archive for writing']) assert.ok(lines[0].includes(s), `${args.join(' ')}: ${lines[0]}`);
     }
     assert.deepEqual(await keys(), before, 'nothing written or deleted');
     assert.equal((await primary.query(`SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = 'walvault_multi'`))[0].n, 0, 'no slot created');

@@ -10,7 +10,7 @@ import type { StatusReport } from '../../src/cli/site-status';
 import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import { pgConninfo, runWalvault, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
-const SITE_FIELDS = ['archive', 'backupRunning', 'connection', 'daemon', 'lag', 'lastArchivedSegment', 'lastBackup', 'lastFull', 'lastIncremental', 'nextBackupDue', 'positions', 'problems', 'recoverableWindow', 'server', 'site', 'timeline'];
+const SITE_FIELDS = ['archive', 'archives', 'backupRunning', 'connection', 'daemon', 'lag', 'lastArchivedSegment', 'lastBackup', 'lastFull', 'lastIncremental', 'nextBackupDue', 'positions', 'problems', 'recoverableWindow', 'server', 'site', 'timeline'];
 
 describe('walvault status (PostgreSQL 15)', () => {
   let cluster: PgCluster;
@@ -60,6 +60,9 @@ describe('walvault status (PostgreSQL 15)', () => {
     assert.equal(s.connection, 'streaming');
     assert.equal(s.timeline, 1);
     assert.match(s.positions.archived ?? '', /^[0-9A-F]+\/[0-9A-F]+$/);
+    assert.equal(s.archives.length, 1, 'the one archive on its own');
+    assert.equal(s.archives[0].storageFailingSeconds, null);
+    assert.match(s.archives[0].archived ?? '', /^[0-9A-F]+\/[0-9A-F]+$/);
     assert.equal(s.lastBackup?.name, backup);
     assert.equal(s.lastBackup?.kind, 'full');
     assert.equal(s.lastFull, backup);

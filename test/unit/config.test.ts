@@ -130,6 +130,7 @@ connect_timeout_seconds = 4
       statusIntervalSeconds: 2.5,
       createSlot: false,
       uploadConcurrency: 8,
+      archivedQuorum: 1,
       spoolAlertMiB: 512,
       storageStallSeconds: 45,
       compression: 'lz4',
@@ -645,18 +646,31 @@ account = "walarchive"
     bad(`${head}${two}${site('other').replace('archive = "/a/other"', 'archive = "s3://bucket/main"')}`, ['sites.other.archive', 'same archive as sites.main.archives[2].url']);
   });
 
+  test('archived_quorum: every archive by default, 1 to the number of archives, anything else refused naming the key', (t) => {
+    const at = (q: string) => loadText(t, `${head}${q}\n${two}`).load;
+    assert.equal(at('')().sites[0].archivedQuorum, 2);
+    assert.equal(at('archived_quorum = 1')().sites[0].archivedQuorum, 1);
+    for (const [q, said] of [
+      ['archived_quorum = 3', /sites\.main\.archived_quorum: is 3, more than the site's 2 archive\(s\); use how many .* 1 to 2/],
+      ['archived_quorum = 0', /sites\.main\.archived_quorum: must be at least 1, got 0/],
+      ['archived_quorum = 1.5', /sites\.main\.archived_quorum: expected a whole number/],
+    ] as const) {
+      assert.throws(at(q), (err: Error) => isWalvaultError(err, 'CONFIG_INVALID') && said.test(err.message), q);
+    }
+  });
+
   test('commands that write refuse a site with several archives, naming it; one archive passes', (t) => {
     const cfg = loadText(t, `${head}${two}${site('single')}`).load();
     const several = selectSite(cfg, 'main');
     let caught: unknown;
     try {
-      writableSite(several, 'backup push');
+      writableSite(several, 'wal-push');
     } catch (err) {
       caught = err;
     }
     assert.ok(isWalvaultError(caught, 'ARCHIVES_WRITE_UNSUPPORTED'), String(caught));
     assert.ok(!/[\r\n]/.test(caught.message));
-    for (const s of ['backup push', 'site main', 'not available yet', 'one archive for writing']) assert.ok(caught.message.includes(s), caught.message);
+    for (const s of ['wal-push', 'site main', 'writes one archive only', 'one archive for writing']) assert.ok(caught.message.includes(s), caught.message);
     assert.equal(writableSite(selectSite(cfg, 'single'), 'backup push').name, 'single');
   });
 });

@@ -53,6 +53,7 @@ describe('daemon state file', () => {
       storageFailingSeconds: 42.5,
       spoolAlert: true,
       lastDrillOk: false,
+      archives: [],
     });
     assert.equal(fs.statSync(path.join(dir, DAEMON_STATE_FILE)).mode & 0o777, 0o600);
     assert.deepEqual(fs.readdirSync(dir), [DAEMON_STATE_FILE], 'no temporary file left');

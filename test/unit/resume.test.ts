@@ -46,7 +46,7 @@ describe('reconcile', () => {
     reconcile({
       site: SITE,
       ledger,
-      archive,
+      archives: [archive],
       spoolDir: spool,
       segSize: FIXTURE_SEG_SIZE,
       checkContext: fixtureCheckContext,
