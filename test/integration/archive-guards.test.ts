@@ -67,7 +67,7 @@ const backends: Backend[] = [
   { name: 'local directory', short: 'local', archive: (tag) => path.join(work, tag, 'archive'), watch: (tag) => wholeFiles(path.join(work, tag, 'archive')) },
   { name: 's3rver', short: 's3', archive: (tag) => s3.url(tag), watch: (tag) => wholeFiles(path.join(s3.dataDir, s3.bucket, tag)) },
   // Other archives' blobs, written before, are in the same extents: plain WAL there may hold
-  // the canary (the other backends' canary rows, in pages written again by vacuum).
+  // the canary (the other backends' canary rows, in pages written again later).
   { name: 'Azurite', short: 'azure', archive: (tag) => azurite.url(tag), watch: () => appendedTo(path.join(azurite.dataDir, '__blobstorage__')) },
 ];
 
