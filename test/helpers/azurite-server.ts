@@ -7,7 +7,7 @@
  * its data.
  */
 import * as path from 'node:path';
-import { BlobServiceClient, StorageSharedKeyCredential } from '@azure/storage-blob';
+import { AccountSASPermissions, AccountSASResourceTypes, AccountSASServices, BlobServiceClient, generateAccountSASQueryParameters, StorageSharedKeyCredential } from '@azure/storage-blob';
 import type { AzureSettings } from '../../src/storage/azure';
 import { ChildServer } from './child-server';
 import { freePort } from './free-port';
@@ -88,6 +88,23 @@ export class AzuriteServer extends ChildServer {
    */
   settings(): AzureSettings {
     return { account: AZURITE_ACCOUNT, endpoint: this.endpoint };
+  }
+
+  /**
+   * An account SAS token (an hour, read, write, delete, list, add, create on blobs) for the
+   * development account: what AZURE_STORAGE_SAS_TOKEN takes. Unlike the account key, it signs
+   * no request header.
+   */
+  static sasToken(): string {
+    return generateAccountSASQueryParameters(
+      {
+        expiresOn: new Date(Date.now() + 3600_000),
+        permissions: AccountSASPermissions.parse('rwdlac'),
+        resourceTypes: AccountSASResourceTypes.parse('sco').toString(),
+        services: AccountSASServices.parse('b').toString(),
+      },
+      new StorageSharedKeyCredential(AZURITE_ACCOUNT, AZURITE_KEY),
+    ).toString();
   }
 
   /** Sets AZURE_STORAGE_KEY (and no connection string, which would win) in this process. */

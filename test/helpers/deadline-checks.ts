@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { Storage } from '../../src/storage/storage';
+import { SlowLink } from './slow-link';
 
 /**
  * Runs `fn`, which must reject within `boundMs` with an error `accept` takes (it asserts on
@@ -87,4 +88,44 @@ export async function stallsMidBody(
     server.resume();
   }
   assert.ok(got > 0 && got < size, `part of the body arrived before the stall (${got} of ${size} bytes)`);
+}
+
+/**
+ * The deadline is one of progress, not a fixed total: over a slow link to the store (a
+ * SlowLink to `storePort`), objects that take several deadlines go through byte for byte.
+ * `through(endpointPort, requestTimeoutSeconds)` makes a storage that reaches the store at a
+ * link's port with `timeoutS`-long connect deadlines and that progress deadline (closed here);
+ * `patient` reaches it directly, for what is not under test.
+ */
+export async function progressNotTotal(storePort: number, timeoutS: number, through: (linkPort: number, requestTimeoutSeconds: number) => Storage, patient: Storage): Promise<void> {
+  const body = randomBytes(24 * 1024 * 1024);
+  // Downloads: the client sees every byte arrive, so the deadline can be short.
+  await patient.put('slow', body.subarray(0, 4 * 1024 * 1024));
+  let link = await SlowLink.open(storePort, 512 * 1024);
+  let s = through(link.port, timeoutS);
+  try {
+    const t0 = Date.now();
+    const back = await s.get('slow');
+    const took = Date.now() - t0;
+    assert.ok(back?.equals(body.subarray(0, 4 * 1024 * 1024)), 'downloaded byte for byte');
+    assert.ok(took > 3 * timeoutS * 1000, `the download took several deadlines (${took} ms)`);
+  } finally {
+    await s.close();
+    await link.close();
+  }
+  // Uploads: what the kernels on the way have taken (several MiB on loopback here) is not
+  // seen leaving, so the deadline must outlast draining that; everything before is seen
+  // (Node counts a large write's partial progress as socket activity).
+  link = await SlowLink.open(storePort, 2 * 1024 * 1024);
+  s = through(link.port, 5);
+  try {
+    const t0 = Date.now();
+    await s.put('slow', body);
+    const took = Date.now() - t0;
+    assert.ok(took > 2 * 5000, `the upload took several deadlines (${took} ms)`);
+    assert.ok((await patient.get('slow'))?.equals(body), 'uploaded byte for byte');
+  } finally {
+    await s.close();
+    await link.close();
+  }
 }

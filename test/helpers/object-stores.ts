@@ -22,6 +22,10 @@ export type ObjectStore = ChildServer & {
 export interface ObjectStoreKind {
   /** As test names say it. */
   readonly name: string;
+  /** How walvault's messages name the store ("S3 read of s3://...", "Azure read of azure://..."). */
+  readonly says: 'S3' | 'Azure';
+  /** The site's table that holds this store's client settings (deadlines and the like). */
+  readonly table: 's3' | 'azure';
   /**
    * Starts a store and points this process at it (the walvault processes it starts inherit
    * its environment). Each kind has its own variables, so one store of each can serve at once.
@@ -35,6 +39,11 @@ async function started<T extends ObjectStore & { useInThisProcess(): void }>(sto
   return s;
 }
 
-export const S3_STORE: ObjectStoreKind = { name: 'S3 (s3rver)', start: () => started(S3Server.start()) };
-const AZURE_STORE: ObjectStoreKind = { name: 'Azure (Azurite)', start: () => started(AzuriteServer.start()) };
+export const S3_STORE: ObjectStoreKind = { name: 'S3 (s3rver)', says: 'S3', table: 's3', start: () => started(S3Server.start()) };
+const AZURE_STORE: ObjectStoreKind = { name: 'Azure (Azurite)', says: 'Azure', table: 'azure', start: () => started(AzuriteServer.start()) };
 export const OBJECT_STORES: readonly ObjectStoreKind[] = [S3_STORE, AZURE_STORE];
+
+/** A site's settings table for `kind`'s client, holding `settings` (`{ s3: ... }` or `{ azure: ... }`). */
+export function storeTable(kind: ObjectStoreKind, settings: Record<string, string | number | boolean>): { s3?: typeof settings; azure?: typeof settings } {
+  return { [kind.table]: settings };
+}

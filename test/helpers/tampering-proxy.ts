@@ -14,6 +14,12 @@ export interface Tamper {
   offset: number;
   /** How many matching requests to damage (then the proxy only forwards); default 1. */
   times?: number;
+  /**
+   * A header (lower case) removed from a request whose body is damaged: its checksum of the
+   * body (Azure's Content-MD5), which the store would check. The proxy then stands for a store
+   * that damages what it took after any such check.
+   */
+  strip?: string;
 }
 
 export class TamperingProxy {
@@ -67,7 +73,7 @@ export class TamperingProxy {
           const end = head.indexOf('\r\n\r\n');
           if (end < 0) break;
           const text = head.subarray(0, end).toString('latin1');
-          out.push(head.subarray(0, end + 4));
+          let sent = head.subarray(0, end + 4);
           rest = head.subarray(end + 4);
           head = Buffer.alloc(0);
           proxy!.heads.push(text);
@@ -79,7 +85,13 @@ export class TamperingProxy {
             left--;
             damageAt = tamper.offset;
             proxy!.tampered.push(requestLine);
+            const strip = tamper.strip;
+            if (strip !== undefined) {
+              const kept = text.split('\r\n').filter((l) => !l.toLowerCase().startsWith(`${strip}:`));
+              sent = Buffer.from(`${kept.join('\r\n')}\r\n\r\n`, 'latin1');
+            }
           }
+          out.push(sent);
         }
         if (out.length > 0 && !upstream.write(Buffer.concat(out))) {
           client.pause();

@@ -51,6 +51,8 @@ export interface SiteSettings {
   spool_alert_mib?: number;
   /** The site's [s3] table. */
   s3?: Record<string, string | number | boolean>;
+  /** The site's [azure] table. */
+  azure?: Record<string, string | number | boolean>;
 }
 
 /**

@@ -1,5 +1,5 @@
 /**
- * What protects an archive's content, on both backends (a local directory and s3rver):
+ * What protects an archive's content, on every backend (a local directory, s3rver, Azurite):
  * damage to a stored object is caught by wal-fetch before anything reaches its destination;
  * client-side encryption leaves no plaintext in storage and needs the private key; and one
  * archive accepts one receiver.
@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PgCluster, removeDir, tmpDir } from '../helpers/pg-cluster';
+import { AzuriteServer } from '../helpers/azurite-server';
 import { S3Server } from '../helpers/s3-server';
 import { archivedSegments, pgConninfo, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig, type SiteSettings } from '../helpers/walvault';
 import { storageFromUrl } from '../../src/storage/open';
@@ -17,24 +18,44 @@ const CANARY = 'walvault-plaintext-canary-5e1f9c';
 
 let cluster: PgCluster;
 let s3: S3Server;
+let azurite: AzuriteServer;
 let work: string;
 before(async () => {
-  s3 = await S3Server.start();
+  [s3, azurite] = await Promise.all([S3Server.start(), AzuriteServer.start()]);
   s3.useInThisProcess();
-  cluster = await PgCluster.start({ walSegSizeMiB: 1, settings: { wal_keep_size: '512MB' } });
+  azurite.useInThisProcess();
+  // Each backend's cases leave five slots (one per archive, two for the lease case).
+  cluster = await PgCluster.start({ walSegSizeMiB: 1, settings: { wal_keep_size: '512MB', max_replication_slots: 20 } });
   work = tmpDir('walvault-guards-');
 });
 after(async () => {
   await cluster?.destroy();
   await s3?.destroy();
+  await azurite?.destroy();
   if (work) removeDir(work);
 });
 
 interface Backend {
   name: string;
+  /** In archive tags. */
+  short: string;
   archive(tag: string): string;
-  /** Every stored byte, object by object (s3rver keeps objects as files in its data directory). */
-  storedFiles(tag: string): string[];
+  /**
+   * Called before the archive at `tag` is written; what it returns then gives the files, and
+   * the offset in each from which, that hold every byte stored since for that archive: s3rver
+   * keeps each object as a file of its own, while Azurite appends every blob's bytes, as they
+   * came, to extent files that all blobs share (so only what they gained counts).
+   */
+  watch(tag: string): () => Array<{ file: string; from: number }>;
+}
+
+/** Every file under `dir`, whole. */
+const wholeFiles = (dir: string) => () => filesUnder(dir).map((file) => ({ file, from: 0 }));
+
+/** What the files under `dir` gained since this call. */
+function appendedTo(dir: string): () => Array<{ file: string; from: number }> {
+  const sizes = new Map(filesUnder(dir).map((f) => [f, fs.statSync(f).size]));
+  return () => filesUnder(dir).map((file) => ({ file, from: sizes.get(file) ?? 0 }));
 }
 
 function filesUnder(dir: string): string[] {
@@ -43,9 +64,22 @@ function filesUnder(dir: string): string[] {
 }
 
 const backends: Backend[] = [
-  { name: 'local directory', archive: (tag) => path.join(work, tag, 'archive'), storedFiles: (tag) => filesUnder(path.join(work, tag, 'archive')) },
-  { name: 's3rver', archive: (tag) => s3.url(tag), storedFiles: (tag) => filesUnder(path.join(s3.dataDir, s3.bucket, tag)) },
+  { name: 'local directory', short: 'local', archive: (tag) => path.join(work, tag, 'archive'), watch: (tag) => wholeFiles(path.join(work, tag, 'archive')) },
+  { name: 's3rver', short: 's3', archive: (tag) => s3.url(tag), watch: (tag) => wholeFiles(path.join(s3.dataDir, s3.bucket, tag)) },
+  // Other archives' blobs, written before, are in the same extents: plain WAL there may hold
+  // the canary (the other backends' canary rows, in pages written again later).
+  { name: 'Azurite', short: 'azure', archive: (tag) => azurite.url(tag), watch: () => appendedTo(path.join(azurite.dataDir, '__blobstorage__')) },
 ];
+
+/** The bytes of every object in `archive`, as its store lists them. */
+async function archiveBytes(archive: string): Promise<number> {
+  const storage = storageFromUrl(archive);
+  try {
+    return (await storage.list('')).reduce((sum, o) => sum + o.size, 0);
+  } finally {
+    await storage.close();
+  }
+}
 
 /** Runs a receiver with `extra` settings while `load` writes, until the WAL it wrote is archived; returns the archived segment names. */
 async function archiveSome(tag: string, backend: Backend, extra: Partial<SiteSettings>, load: () => Promise<void>): Promise<string[]> {
@@ -98,7 +132,7 @@ for (const backend of backends) {
   describe(`archive guards: ${backend.name}`, () => {
     it('wal-fetch detects a flipped byte and a truncated object, naming it, and writes nothing', async () => {
       for (const codec of ['none', 'zstd']) {
-        const tag = `damage-${codec}-${backend.name === 's3rver' ? 's3' : 'local'}`;
+        const tag = `damage-${codec}-${backend.short}`;
         const names = await archiveSome(tag, backend, { compression: codec }, () => cluster.pgbench(['-i', '-q', '-s', '1']).then(() => undefined));
         assert.ok(names.length >= 3, `several segments archived: ${names.join(' ')}`);
         const archive = backend.archive(tag);
@@ -120,7 +154,7 @@ for (const backend of backends) {
     });
 
     it('with encryption no stored byte holds plaintext; wal-fetch needs the private key; a flipped byte fails authentication', async () => {
-      const tag = `enc-${backend.name === 's3rver' ? 's3' : 'local'}`;
+      const tag = `enc-${backend.short}`;
       const keyDir = path.join(work, `${tag}-keys`);
       fs.mkdirSync(keyDir);
       const priv = path.join(keyDir, 'site.key');
@@ -130,15 +164,19 @@ for (const backend of backends) {
       assert.match(created.stdout, /key [0-9a-f]{16}/);
 
       const table = `canary_${tag.replace(/-/g, '_')}`;
+      const stored = backend.watch(tag);
       const names = await archiveSome(tag, backend, { encryption_public_key_file: pub }, () => writeCanaryRows(table));
       const archive = backend.archive(tag);
       // The canary is in the server's WAL (so this test can fail) and in no stored byte.
       const serverHas = await Promise.all(names.map(async (n) => (await cluster.readWalFile(n)).includes(CANARY)));
       const withCanary = names.filter((_, i) => serverHas[i]);
       assert.ok(withCanary.length > 0, 'the canary rows are in the archived WAL range');
-      const files = backend.storedFiles(tag);
-      assert.ok(files.length >= names.length, `stored files found: ${files.length}`);
-      for (const f of files) assert.equal(fs.readFileSync(f).includes(CANARY), false, `${f} holds plaintext`);
+      const regions = stored();
+      // The search covers the archive: the files hold at least as many bytes as its objects.
+      const searched = regions.reduce((sum, r) => sum + fs.statSync(r.file).size - r.from, 0);
+      const objects = await archiveBytes(archive);
+      assert.ok(objects > 0 && searched >= objects, `stored files found: ${regions.length}, ${searched} bytes for the archive's ${objects}`);
+      for (const r of regions) assert.equal(fs.readFileSync(r.file).subarray(r.from).includes(CANARY), false, `${r.file} (from byte ${r.from}) holds plaintext`);
 
       const name = withCanary[0];
       await expectFetchRefused(archive, name, [/encrypted for key [0-9a-f]{16}/, /--private-key/]);
@@ -156,7 +194,7 @@ for (const backend of backends) {
     });
 
     it('a second receiver on the same archive refuses to start, naming the holder', async () => {
-      const tag = `lease-${backend.name === 's3rver' ? 's3' : 'local'}`;
+      const tag = `lease-${backend.short}`;
       const dir = path.join(work, tag);
       fs.mkdirSync(dir, { recursive: true });
       const archive = backend.archive(tag);

@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Client, type ClientConfig } from 'pg';
 import { availableMajors, freePort, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
-import { S3Server } from '../helpers/s3-server';
+import { OBJECT_STORES } from '../helpers/object-stores';
 import { archivedSegments, pgConninfo, runWalvault, WalvaultProcess } from '../helpers/walvault';
 import { snapshotTree, startReceivewal, stopChild, type ReceivewalProcess } from '../helpers/errors-fixtures';
 
@@ -287,7 +287,7 @@ describe('bad input: one-line error naming cause and fix, non-zero exit, nothing
 
   /**
    * Cluster A fills `archive` and stops cleanly; cluster B is then pointed at it. `watched`
-   * holds the archive's bytes on disk (for s3rver, its data directory).
+   * holds the archive's bytes on disk (for s3rver and Azurite, its data directory).
    */
   async function foreignArchiveCase(dir: string, archive: string, watched: string[]): Promise<void> {
     const [idA, idB] = [await systemId(main), await systemId(other)];
@@ -330,16 +330,16 @@ describe('bad input: one-line error naming cause and fix, non-zero exit, nothing
     await foreignArchiveCase(dir, archive, []);
   });
 
-  it('archive belonging to another cluster (s3rver)', async () => {
-    const { dir } = caseDir('other-cluster-s3');
-    const s3 = await S3Server.start();
-    try {
-      s3.useInThisProcess();
-      await foreignArchiveCase(dir, s3.url('other-cluster/main'), [s3.dataDir]);
-    } finally {
-      await s3.destroy();
-    }
-  });
+  for (const kind of OBJECT_STORES)
+    it(`archive belonging to another cluster (${kind.name})`, async () => {
+      const { dir } = caseDir(`other-cluster-${kind.table}`);
+      const store = await kind.start();
+      try {
+        await foreignArchiveCase(dir, store.url('other-cluster/main'), [store.dataDir]);
+      } finally {
+        await store.destroy();
+      }
+    });
 
   it('unwritable state directory', async () => {
     const { dir, archive } = caseDir('state-unwritable');

@@ -1,6 +1,7 @@
 /**
- * A hung store (issue 14, item 3): s3rver stopped with SIGSTOP takes connections and request
- * bytes into the kernel and answers nothing, so no request fails for a while. Under WAL load:
+ * A hung store (issue 14, item 3): the object store (S3 on s3rver, then Azure Blob Storage on
+ * Azurite) stopped with SIGSTOP takes connections and request bytes into the kernel and
+ * answers nothing, so no request fails for a while. Under WAL load:
  *   - the receiver reports storage failing in the metrics, /health (503 naming the site and
  *     the store) and one JSON error line, before any request could time out, and the
  *     outstanding requests do end at their deadlines; after SIGCONT it recovers by itself;
@@ -18,7 +19,7 @@ import { after, before, describe, it } from 'node:test';
 import type { StatusReport } from '../../src/cli/site-status';
 import { processAlive } from '../../src/util/process-alive';
 import { freePort, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
-import { S3Server } from '../helpers/s3-server';
+import { OBJECT_STORES, storeTable, type ObjectStore } from '../helpers/object-stores';
 import { archivedSegments, assertArchiveMatchesServer, listenHttp, pgConninfo, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
 /** The daemon's settings: a stall is reported after 3 s, while each request may wait 8 s. */
@@ -32,8 +33,9 @@ const SLACK_MS = 30_000;
 
 type LogLine = Record<string, unknown> & { msg?: string; level?: number };
 
-describe('a hung store (s3rver stopped with SIGSTOP) under WAL load', () => {
-  let server: S3Server;
+for (const kind of OBJECT_STORES)
+describe(`a hung store (${kind.name} stopped with SIGSTOP) under WAL load`, () => {
+  let server: ObjectStore;
   let cluster: PgCluster;
   let work = '';
   let daemon: WalvaultProcess | undefined;
@@ -49,6 +51,8 @@ describe('a hung store (s3rver stopped with SIGSTOP) under WAL load', () => {
     assert.ok(m, `${name} in /metrics`);
     return Number(m[1]);
   };
+  /** A pattern for the archive's URL, as messages name it and the objects under it. */
+  const inArchive = (): string => archive.replace(/[/.]/g, '\\$&');
   const linesSince = (from: number, pred: (l: LogLine) => boolean): LogLine[] => daemon!.lines.slice(from).filter(pred);
   const stopLoad = async (): Promise<void> => {
     if (!load || load.exitCode !== null || load.signalCode !== null) return;
@@ -58,20 +62,19 @@ describe('a hung store (s3rver stopped with SIGSTOP) under WAL load', () => {
   };
 
   before(async () => {
-    server = await S3Server.start();
-    server.useInThisProcess();
+    server = await kind.start();
     cluster = await PgCluster.start({ major: 15, walSegSizeMiB: 1, settings: { wal_keep_size: '4096MB', max_wal_size: '4096MB' } });
     work = tmpDir('walvault-hung-');
     archive = server.url('hung/main');
     const state = path.join(work, 'state');
     const site = { pg: pgConninfo(cluster), archive, state, status_interval_seconds: 1, partial_interval_seconds: 2 };
-    daemonConfig = writeConfig(work, { main: { ...site, storage_stall_seconds: STALL_S, s3: { request_timeout_seconds: DAEMON_REQUEST_S, connect_timeout_seconds: 3 } } });
+    daemonConfig = writeConfig(work, { main: { ...site, storage_stall_seconds: STALL_S, ...storeTable(kind, { request_timeout_seconds: DAEMON_REQUEST_S, connect_timeout_seconds: 3 }) } });
     const port = await freePort();
     base = `http://127.0.0.1:${port}`;
     listenHttp(daemonConfig, port);
     const cliDir = path.join(work, 'cli');
     fs.mkdirSync(cliDir);
-    cliConfig = writeConfig(cliDir, { main: { ...site, s3: { request_timeout_seconds: CLI_REQUEST_S, connect_timeout_seconds: CLI_CONNECT_S } } });
+    cliConfig = writeConfig(cliDir, { main: { ...site, ...storeTable(kind, { request_timeout_seconds: CLI_REQUEST_S, connect_timeout_seconds: CLI_CONNECT_S }) } });
 
     daemon = WalvaultProcess.start(['run', '--config', daemonConfig]);
     await daemon.waitForLog((l) => l.msg === 'starting replication', 30000, 'streaming to start');
@@ -110,7 +113,7 @@ describe('a hung store (s3rver stopped with SIGSTOP) under WAL load', () => {
       const stall = linesSince(from, (l) => l.level === 50);
       assert.equal(stall.length, 1, `one error line: ${stall.map((l) => l.msg).join(' | ')}`);
       assert.equal(stall[0].code, 'STORAGE_TIMEOUT');
-      assert.match(String(stall[0].msg), /^archiving to s3:\/\/.*hung\/main.* has made no progress for \d+ s: the store does not answer/);
+      assert.match(String(stall[0].msg), new RegExp(`^archiving to ${inArchive()}.* has made no progress for \\d+ s: the store does not answer`));
 
       // The outstanding requests end at their deadlines (3 attempts of 8 s), counted as failures.
       await waitFor(async () => (await metric('walvault_storage_failures_total')) > failuresBefore, {
@@ -121,7 +124,7 @@ describe('a hung store (s3rver stopped with SIGSTOP) under WAL load', () => {
       const pausedS = (Date.now() - t0) / 1000;
       const errors = linesSince(from, (l) => l.level === 50);
       assert.ok(errors.length <= 2 + Math.floor(pausedS / 30), `rate-limited: ${errors.length} error lines in ${Math.round(pausedS)} s`);
-      assert.ok(failed.every((l) => /^archiving .* failed: S3 .* the store did not answer in time/.test(String(l.msg))), 'failures name the timeout');
+      assert.ok(failed.every((l) => new RegExp(`^archiving .* failed: ${kind.says} .* the store did not answer in time`).test(String(l.msg))), 'failures name the timeout');
       assert.equal(await metric('walvault_storage_failing'), 1, 'still failing');
     } finally {
       server.resume();
@@ -145,7 +148,7 @@ describe('a hung store (s3rver stopped with SIGSTOP) under WAL load', () => {
       assert.equal(r.code, 126, r.stderr);
       const lines = r.stderr.trim().split('\n');
       assert.equal(lines.length, 1, r.stderr);
-      assert.match(lines[0], /^walvault: gave up after 3 attempts: S3 read of .*the store did not answer in time \(no connection within [0-9.]+ s, or no answer or progress for 2 s\).*recovery stops here/);
+      assert.match(lines[0], new RegExp(`^walvault: gave up after 3 attempts: ${kind.says} read of .*the store did not answer in time \\(no connection within [0-9.]+ s, or no answer or progress for 2 s\\).*recovery stops here`));
       assert.ok(took < 3 * (CLI_REQUEST_S + CLI_CONNECT_S) * 1000 + 3000 + SLACK_MS, `within its bound (${took} ms)`);
       assert.ok(!fs.existsSync(dest), 'nothing written');
       // The prefetcher it started reads the same store with the same deadlines: it ends too.
@@ -171,9 +174,9 @@ describe('a hung store (s3rver stopped with SIGSTOP) under WAL load', () => {
       const r = await runWalvault(['check', '--config', cliConfig], {}, 300000);
       const took = Date.now() - t0;
       assert.equal(r.code, 2, r.stderr);
-      assert.match(r.stderr, /^walvault: check could not run: S3 \w+ of s3:\/\/.*the store did not answer in time .*check that the S3 endpoint is up and reachable/);
+      assert.match(r.stderr, new RegExp(`^walvault: check could not run: ${kind.says} \\w+ of ${inArchive()}.*the store did not answer in time .*check that the ${kind.says} endpoint is up and reachable`));
       assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
-      // The SDK's three attempts of the first request.
+      // The SDK's three attempts of the first request (each store's client makes three).
       assert.ok(took < 3 * (CLI_REQUEST_S + CLI_CONNECT_S) * 1000 + SLACK_MS, `within its bound (${took} ms)`);
     } finally {
       server.resume();
@@ -202,7 +205,7 @@ describe('a hung store (s3rver stopped with SIGSTOP) under WAL load', () => {
       took = Date.now() - t0;
       assert.equal(text.code, 1, text.stderr);
       assert.ok(took < 10_000 + SLACK_MS, `answered in ${took} ms`);
-      assert.match(text.stdout, new RegExp(`^  archive: ${archive.replace(/[/.]/g, '\\$&')}: unreachable$`, 'm'));
+      assert.match(text.stdout, new RegExp(`^  archive: ${inArchive()}: unreachable$`, 'm'));
       assert.match(text.stdout, /^  problem: the archive is unreachable: /m);
     } finally {
       server.resume();

@@ -1,8 +1,8 @@
 /**
  * Issue 14, item 1: a valid object under the wrong name is never served as if right.
  * One segment's object copied over a later segment's name (a plain spool-file object on a
- * local archive, an encrypted zstd object on s3rver): wal-fetch exits 126 naming it and
- * writes nothing; verify names it; a restored PostgreSQL 15 stops recovery at it with
+ * local archive, an encrypted zstd object on s3rver and on Azurite): wal-fetch exits 126
+ * naming it and writes nothing; verify names it; a restored PostgreSQL 15 stops recovery at it with
  * walvault's line in its log instead of promoting (no new timeline, nothing after it lost),
  * and once the right object is back the same directory recovers every commit. A backup part
  * copied over another position, or from another backup, fails the restore naming the part,
@@ -18,7 +18,7 @@ import type { BackupMetadata } from '../../src/backup/catalog';
 import type { VerifyReport } from '../../src/check/verify-archive';
 import { parseLsn, segmentFileName, segmentNumber } from '../../src/wal/lsn';
 import { chownForServer, DEBIAN_PG15_BIN, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
-import { S3Server } from '../helpers/s3-server';
+import { OBJECT_STORES, type ObjectStore } from '../helpers/object-stores';
 import { openArchive, pgConninfo, pushBackup, runWalvault, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
 const execFileP = promisify(execFile);
@@ -66,10 +66,10 @@ async function controlData(dataDir: string): Promise<string> {
   return stdout;
 }
 
-for (const backend of ['local directory', 's3rver'] as const)
-describe(`a valid object under the wrong name is refused (PostgreSQL 15, ${backend}${backend === 's3rver' ? ', zstd, encrypted' : ', plain objects'})`, () => {
+for (const kind of [undefined, ...OBJECT_STORES])
+describe(`a valid object under the wrong name is refused (PostgreSQL 15, ${kind ? `${kind.name}, zstd, encrypted` : 'local directory, plain objects'})`, () => {
   let primary: PgCluster;
-  let s3: S3Server | undefined;
+  let store: ObjectStore | undefined;
   let work = '';
   let archive = '';
   let config = '';
@@ -106,10 +106,9 @@ describe(`a valid object under the wrong name is refused (PostgreSQL 15, ${backe
     work = tmpDir('walvault-misplaced-');
     primary = await PgCluster.start({ walSegSizeMiB: 1, settings: { wal_keep_size: '1024MB' } });
     const site: Record<string, unknown> = { status_interval_seconds: 1 };
-    if (backend === 's3rver') {
-      s3 = await S3Server.start();
-      s3.useInThisProcess();
-      archive = s3.url(`${path.basename(work)}/main`);
+    if (kind) {
+      store = await kind.start();
+      archive = store.url(`${path.basename(work)}/main`);
       const privateKey = path.join(work, 'site.key');
       const k = await runWalvault(['keys', 'create', '--private-key', privateKey, '--public-key', path.join(work, 'site.pub')]);
       assert.equal(k.code, 0, k.stderr);
@@ -150,7 +149,7 @@ describe(`a valid object under the wrong name is refused (PostgreSQL 15, ${backe
 
   after(async () => {
     await primary?.destroy();
-    await s3?.destroy();
+    await store?.destroy();
     if (work) removeDir(work);
   });
 
@@ -172,7 +171,7 @@ describe(`a valid object under the wrong name is refused (PostgreSQL 15, ${backe
 
   it('verify names the misplaced object (and, encrypted, by its binding without the key too)', async () => {
     await copiedOver(`wal/${source}`, `wal/${damaged}`, async () => {
-      for (const extra of backend === 's3rver' ? [keyArgs, []] : [[]]) {
+      for (const extra of kind ? [keyArgs, []] : [[]]) {
         const r = await runWalvault(['verify', '--config', config, '--json', ...extra], {}, 120000);
         assert.equal(r.code, 1, r.stderr);
         const report = JSON.parse(r.stdout) as VerifyReport;

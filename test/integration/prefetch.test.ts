@@ -1,8 +1,9 @@
 /**
  * wal-fetch --prefetch (issue 5, item 2): each call leaves a background prefetcher that keeps
  * the next segments ready in pg_wal/walvault-prefetch; a call whose segment is there is
- * served by a rename, without opening the archive (shown here by pointing the S3 endpoint at
- * a closed port: the prefetched segment still arrives, a segment outside the window fails).
+ * served by a rename, without opening the archive (shown here by pointing the store's endpoint
+ * at a closed port: the prefetched segment still arrives, a segment outside the window fails).
+ * On S3 (s3rver) and on Azure Blob Storage (Azurite).
  */
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -11,7 +12,7 @@ import { execFile } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { stopPrefetcher } from '../../src/restore/prefetch';
 import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
-import { S3Server } from '../helpers/s3-server';
+import { OBJECT_STORES, type ObjectStore } from '../helpers/object-stores';
 import { archivedSegments, pgConninfo, runWalvault, switchAndWaitArchived, WALVAULT_BIN, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
 /** Runs a restore_command line as PostgreSQL does: `sh -c` in the data directory. */
@@ -39,18 +40,18 @@ function processesWith(needle: string): number[] {
   return pids;
 }
 
-describe('wal-fetch --prefetch (s3rver)', () => {
+for (const kind of OBJECT_STORES)
+describe(`wal-fetch --prefetch (${kind.name})`, () => {
   let cluster: PgCluster;
-  let s3: S3Server;
+  let store: ObjectStore;
   let work = '';
   let archive = '';
 
   before(async () => {
     work = tmpDir('walvault-prefetch-');
-    s3 = await S3Server.start();
-    s3.useInThisProcess();
+    store = await kind.start();
     cluster = await PgCluster.start({ walSegSizeMiB: 1, settings: { wal_keep_size: '1024MB' } });
-    archive = s3.url(`${path.basename(work)}/main`);
+    archive = store.url(`${path.basename(work)}/main`);
     const config = writeConfig(work, { main: { pg: pgConninfo(cluster), archive, state: path.join(work, 'state'), status_interval_seconds: 1 } }, 'info');
     const receiver = WalvaultProcess.start(['run', '--config', config]);
     try {
@@ -64,7 +65,7 @@ describe('wal-fetch --prefetch (s3rver)', () => {
 
   after(async () => {
     await cluster?.destroy();
-    await s3?.destroy();
+    await store?.destroy();
     if (work) removeDir(work);
   });
 
@@ -82,7 +83,8 @@ describe('wal-fetch --prefetch (s3rver)', () => {
     assert.ok(fs.readFileSync(dest).equals(await cluster.readWalFile(names[0])));
     await waitFor(() => [1, 2, 3].every((i) => fs.existsSync(path.join(prefetchDir, names[i]))), { timeoutMs: 20000, what: 'the next three segments to be prefetched' });
 
-    const closed = { AWS_ENDPOINT_URL_S3: 'http://127.0.0.1:9' };
+    // The store's variables with its endpoint at a closed port.
+    const closed = store.env(9);
     r = await fetch(names[1], closed);
     assert.equal(r.code, 0, `served from the prefetch directory with the store unreachable: ${r.stderr}`);
     assert.ok(fs.readFileSync(dest).equals(await cluster.readWalFile(names[1])), 'the prefetched bytes are the segment');

@@ -6,6 +6,8 @@
  * download or of an upload's part. The deadline is one of progress, not a fixed total: over a
  * slow link, objects that take several times the deadline go through byte for byte. Nothing
  * the SDK says reaches the console; its warnings (socket capacity) go to the log sink.
+ * Azure's counterparts of each (Azurite frozen the same way, over the same slow link, the
+ * Azure SDK's log) are in storage-backends.test.ts, beside the rest of the Azure backend's tests.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -13,9 +15,8 @@ import { after, before, describe, it } from 'node:test';
 import { isWalvaultError } from '../../src/errors';
 import { S3Storage, type S3Settings } from '../../src/storage/s3';
 import { setSdkLogSink } from '../../src/storage/sdk-log';
-import { chunksOf, everyCallTimesOut, stallsMidBody, timesOut as timesOutWithin } from '../helpers/deadline-checks';
+import { chunksOf, everyCallTimesOut, progressNotTotal, stallsMidBody, timesOut as timesOutWithin } from '../helpers/deadline-checks';
 import { S3Server } from '../helpers/s3-server';
-import { SlowLink } from '../helpers/slow-link';
 
 /** Short, so the suite stays quick, and still longer than a busy machine's pauses. */
 const TIMEOUT_S = 2;
@@ -99,33 +100,7 @@ describe('S3 deadlines against a hung store (s3rver stopped with SIGSTOP)', () =
   });
 
   it('the deadline is one of progress: over a slow link, objects taking several deadlines go through intact', async () => {
-    const body = randomBytes(24 * 1024 * 1024);
-    // Downloads: the client sees every byte arrive, so the deadline can be short.
-    await patient().put('slow', body.subarray(0, 4 * 1024 * 1024));
-    let link = await SlowLink.open(server.port, 512 * 1024);
-    try {
-      const t0 = Date.now();
-      const back = await storage({ endpoint: link.endpoint }).get('slow');
-      const took = Date.now() - t0;
-      assert.ok(back?.equals(body.subarray(0, 4 * 1024 * 1024)), 'downloaded byte for byte');
-      assert.ok(took > 3 * TIMEOUT_S * 1000, `the download took several deadlines (${took} ms)`);
-    } finally {
-      await link.close();
-    }
-    // Uploads: what the kernels on the way have taken (several MiB on loopback here) is not
-    // seen leaving, so the deadline must outlast draining that; everything before is seen
-    // (Node counts a large write's partial progress as socket activity).
-    link = await SlowLink.open(server.port, 2 * 1024 * 1024);
-    try {
-      const t0 = Date.now();
-      const s = storage({ endpoint: link.endpoint, requestTimeoutSeconds: 5 });
-      await s.put('slow', body);
-      const took = Date.now() - t0;
-      assert.ok(took > 2 * 5000, `the upload took several deadlines (${took} ms)`);
-      assert.ok((await patient().get('slow'))?.equals(body), 'uploaded byte for byte');
-    } finally {
-      await link.close();
-    }
+    await progressNotTotal(server.port, TIMEOUT_S, (port, requestTimeoutSeconds) => storage({ endpoint: `http://127.0.0.1:${port}`, requestTimeoutSeconds }), patient());
   });
 
   it("the SDK's warnings go to the log sink, never to the console", async () => {

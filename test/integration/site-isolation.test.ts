@@ -1,7 +1,7 @@
 /**
  * Sites isolated from each other (issue 15, item 4): in a daemon with two sites, each site's
  * receiver runs on its own thread, and each site's status replies keep flowing to its server
- *   - while the other site's store (s3rver) is stopped with SIGSTOP, and
+ *   - while the other site's store (s3rver, then Azurite) is stopped with SIGSTOP, and
  *   - while the other site's thread is held up: its ledger locked by another process, so each
  *     of its position writes waits (synchronously, up to SQLite's busy_timeout of 5 s).
  * On one event loop the second case stops every site's replies for the whole wait. The
@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { freePort, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
-import { S3Server } from '../helpers/s3-server';
+import { OBJECT_STORES, storeTable, type ObjectStore } from '../helpers/object-stores';
 import { archivedSegments, listenHttp, missingSegments, pgConninfo, switchAndWaitArchived, WalvaultProcess, writeConfig } from '../helpers/walvault';
 
 /** Replies are due every second; a gap this long means a site's loop was held up. */
@@ -52,8 +52,9 @@ async function archivesOn(cluster: PgCluster, archive: string, timeoutMs = 30000
   assert.deepEqual(missingSegments(names.filter((n) => n <= lastName), cluster.walSegSize, 1), [], `${archive} has no gap up to ${lastName}`);
 }
 
-describe('two sites in one daemon, each on its own thread (PostgreSQL 15)', () => {
-  let server: S3Server;
+for (const kind of OBJECT_STORES)
+describe(`two sites in one daemon, each on its own thread (PostgreSQL 15, the stalled site on ${kind.name})`, () => {
+  let server: ObjectStore;
   const clusters: PgCluster[] = [];
   let work = '';
   let daemon: WalvaultProcess | undefined;
@@ -61,8 +62,7 @@ describe('two sites in one daemon, each on its own thread (PostgreSQL 15)', () =
   let stalledState = '';
 
   before(async () => {
-    server = await S3Server.start();
-    server.useInThisProcess();
+    server = await kind.start();
     work = tmpDir('walvault-isolation-');
     for (let i = 0; i < 2; i++) clusters.push(await PgCluster.start({ major: 15, walSegSizeMiB: 1, settings: { wal_keep_size: '512MB' } }));
     steadyArchive = path.join(work, 'steady', 'archive');
@@ -78,7 +78,7 @@ describe('two sites in one daemon, each on its own thread (PostgreSQL 15)', () =
           status_interval_seconds: 1,
           partial_interval_seconds: 1,
           application_name: 'walvault_receiver',
-          s3: { request_timeout_seconds: 60 },
+          ...storeTable(kind, { request_timeout_seconds: 60 }),
         },
       },
       'info',

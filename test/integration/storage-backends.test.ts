@@ -10,7 +10,6 @@ import * as path from 'node:path';
 import { inspect } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { createClientLogger } from '@azure/logger';
-import { AccountSASPermissions, AccountSASResourceTypes, AccountSASServices, generateAccountSASQueryParameters, StorageSharedKeyCredential } from '@azure/storage-blob';
 import { Archive } from '../../src/archive/archive';
 import { isWalvaultError, WalvaultError } from '../../src/errors';
 import { AzureStorage, type AzureSettings } from '../../src/storage/azure';
@@ -20,7 +19,7 @@ import { setSdkLogSink } from '../../src/storage/sdk-log';
 import { S3Storage } from '../../src/storage/s3';
 import type { Storage } from '../../src/storage/storage';
 import { AZURITE_ACCOUNT, AZURITE_KEY, AzuriteServer } from '../helpers/azurite-server';
-import { chunksOf, everyCallTimesOut, stallsMidBody, timesOut as timesOutWithin } from '../helpers/deadline-checks';
+import { chunksOf, everyCallTimesOut, progressNotTotal, stallsMidBody, timesOut as timesOutWithin } from '../helpers/deadline-checks';
 import { removeDir, tmpDir } from '../helpers/pg-cluster';
 import { S3Server } from '../helpers/s3-server';
 import { storageSuite } from '../helpers/storage-suite';
@@ -136,15 +135,7 @@ describe('Azure (Azurite): credentials', () => {
   it('a connection string, an account key and a SAS token each reach the container; the URL form works through storageFromUrl', async () => {
     await withAzureEnv({ AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString() }, () => roundTrip(storageFromUrl(azurite.url('creds-cs'))));
     await withAzureEnv({ AZURE_STORAGE_ACCOUNT: AZURITE_ACCOUNT, AZURE_STORAGE_KEY: AZURITE_KEY }, () => roundTrip(storageFromUrl(azurite.url('creds-key'), {}, {}, { endpoint: azurite.endpoint })));
-    const sas = generateAccountSASQueryParameters(
-      {
-        expiresOn: new Date(Date.now() + 3600_000),
-        permissions: AccountSASPermissions.parse('rwdlac'),
-        resourceTypes: AccountSASResourceTypes.parse('sco').toString(),
-        services: AccountSASServices.parse('b').toString(),
-      },
-      new StorageSharedKeyCredential(AZURITE_ACCOUNT, AZURITE_KEY),
-    ).toString();
+    const sas = AzuriteServer.sasToken();
     await withAzureEnv({ AZURE_STORAGE_ACCOUNT: AZURITE_ACCOUNT, AZURE_STORAGE_SAS_TOKEN: sas }, () => roundTrip(azureStorage()));
   });
 
@@ -305,6 +296,17 @@ describe('Azure (Azurite): a hung store and an outage', () => {
       assert.equal(await check.head('torn'), null, 'no blob under the key');
     } finally {
       await check.close();
+    }
+  });
+
+  it('the deadline is one of progress: over a slow link, objects taking several deadlines go through intact', async () => {
+    const patiently = patient();
+    try {
+      const through = (port: number, requestTimeoutSeconds: number) =>
+        azureStorage({ endpoint: `http://127.0.0.1:${port}/${AZURITE_ACCOUNT}`, requestTimeoutSeconds, connectTimeoutSeconds: TIMEOUT_S, attempts: ATTEMPTS }, prefix);
+      await progressNotTotal(azurite.port, TIMEOUT_S, through, patiently);
+    } finally {
+      await patiently.close();
     }
   });
 

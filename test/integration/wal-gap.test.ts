@@ -15,7 +15,7 @@ import { ArchiveLease } from '../../src/archive/archive-lease';
 import type { Storage } from '../../src/storage/storage';
 import { formatLsn, parseLsn, parseSegmentFileName, segmentFileName, segmentNumber, segmentStartOfNumber } from '../../src/wal/lsn';
 import { DEFAULT_MAJOR, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
-import { S3Server } from '../helpers/s3-server';
+import { OBJECT_STORES, type ObjectStore } from '../helpers/object-stores';
 import { openArchive, pgConninfo, pushBackup, runWalvault, switchAndWaitArchived, withReceiver, writeConfig, type RunResult } from '../helpers/walvault';
 
 const ROWS = `SELECT count(*)::int AS n, coalesce(md5(string_agg(step::text || ':' || pad, ',' ORDER BY step, pad)), '') AS sum FROM gap_rows`;
@@ -297,9 +297,9 @@ describe(`a gap in the archive stops recovery instead of ending it (PostgreSQL $
   });
 });
 
-for (const backend of ['local directory', 's3rver'] as const)
-describe(`wal-fetch across a timeline switch (PostgreSQL ${DEFAULT_MAJOR}, ${backend})`, () => {
-  let s3: S3Server | undefined;
+for (const kind of [undefined, ...OBJECT_STORES])
+describe(`wal-fetch across a timeline switch (PostgreSQL ${DEFAULT_MAJOR}, ${kind?.name ?? 'local directory'})`, () => {
+  let store: ObjectStore | undefined;
   let primary: PgCluster;
   let standby: PgCluster;
   let work = '';
@@ -320,10 +320,9 @@ describe(`wal-fetch across a timeline switch (PostgreSQL ${DEFAULT_MAJOR}, ${bac
     primary = await PgCluster.start({ major: DEFAULT_MAJOR, walSegSizeMiB: 1, settings });
     standby = await PgCluster.start({ standbyOf: primary, settings });
     segSize = standby.walSegSize;
-    if (backend === 's3rver') {
-      s3 = await S3Server.start();
-      s3.useInThisProcess();
-      archive = s3.url(`${path.basename(work)}/main`);
+    if (kind) {
+      store = await kind.start();
+      archive = store.url(`${path.basename(work)}/main`);
     } else {
       archive = path.join(work, 'archive');
     }
@@ -361,7 +360,7 @@ describe(`wal-fetch across a timeline switch (PostgreSQL ${DEFAULT_MAJOR}, ${bac
   after(async () => {
     await standby?.destroy();
     await primary?.destroy();
-    await s3?.destroy();
+    await store?.destroy();
     if (work) removeDir(work);
   });
 

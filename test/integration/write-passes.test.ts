@@ -1,10 +1,11 @@
 /**
  * One pass per byte on the write path (issue 15): storing a sealed spool file hashes its
  * plaintext once and the stored bytes once on the way out, the read-back hashes the stored
- * bytes once more, and nothing is copied in memory except, on S3, once into the part buffer.
+ * bytes once more, and nothing is copied in memory except, on S3 and Azure, once into the
+ * part (block) buffer.
  * Counted on this thread by the bench's byte counter (copies by Buffer.concat, Buffer.from,
  * Uint8Array.from and the like; SHA-256 by Hash#update and webcrypto; file reads), against a
- * local archive and a real s3rver.
+ * local archive, a real s3rver and a real Azurite.
  */
 // First: everything imported after it is counted.
 import { counterReady } from '../helpers/count-bytes';
@@ -19,9 +20,11 @@ import { Archive, type ArchiveOptions } from '../../src/archive/archive';
 import { createKeyPair, loadPrivateKey, loadPublicKey } from '../../src/archive/encryption';
 import { encodePlainHeader, PLAIN_HEADER_LENGTH } from '../../src/archive/envelope';
 import { LocalStorage } from '../../src/storage/local';
+import { AzureStorage } from '../../src/storage/azure';
 import { S3Storage } from '../../src/storage/s3';
 import type { Storage } from '../../src/storage/storage';
 import { removeDir, tmpDir } from '../helpers/pg-cluster';
+import { AzuriteServer } from '../helpers/azurite-server';
 import { S3Server } from '../helpers/s3-server';
 
 const MiB = 1024 * 1024;
@@ -38,6 +41,7 @@ function walLike(size: number): Buffer {
 
 describe('one pass per byte when storing a sealed spool file', () => {
   let server: S3Server;
+  let azurite: AzuriteServer;
   let dir: string;
   let file: string;
   const plaintext = walLike(8 * MiB);
@@ -47,7 +51,8 @@ describe('one pass per byte when storing a sealed spool file', () => {
 
   before(async () => {
     await counterReady;
-    server = await S3Server.start();
+    [server, azurite] = await Promise.all([S3Server.start(), AzuriteServer.start()]);
+    azurite.useKeyInThisProcess();
     dir = tmpDir('walvault-write-passes-');
     file = path.join(dir, 'spool-file');
     fs.writeFileSync(file, Buffer.concat([encodePlainHeader(plaintext.length, digest), plaintext]));
@@ -57,6 +62,7 @@ describe('one pass per byte when storing a sealed spool file', () => {
 
   after(async () => {
     await server?.destroy();
+    await azurite?.destroy();
     removeDir(dir);
   });
 
@@ -93,20 +99,25 @@ describe('one pass per byte when storing a sealed spool file', () => {
     near(counts.read, PLAIN_HEADER_LENGTH + plaintext.length, 'read');
   });
 
-  for (const [label, s3, opts] of [
-    ['local, zstd', false, () => ({ codec: 'zstd' }) as ArchiveOptions],
-    ['local, zstd + encryption', false, () => encrypted],
-    ['s3rver, zstd', true, () => ({ codec: 'zstd' }) as ArchiveOptions],
-    ['s3rver, zstd + encryption', true, () => encrypted],
-  ] as const) {
-    it(`${label}: the plaintext hashed once, the stored bytes once out and once read back, ${s3 ? 'copied once into the part buffer' : 'nothing copied'}`, async () => {
-      const storage = s3 ? new S3Storage({ bucket: server.bucket, prefix: `passes-${++n}/` }, { ...server.settings(), signPayloads: false }) : new LocalStorage(path.join(dir, `archive-${++n}`));
-      const { counts, stored } = await counted(storage, opts());
-      assert.ok(stored < plaintext.length / 2, `compressed: ${stored} bytes stored`);
-      near(counts.sha256, plaintext.length + 2 * stored, 'hashed');
-      near(counts.copy, s3 ? stored : 0, `copied (${JSON.stringify(counts.copyBy)})`);
-      // The spool file's WAL once; locally also the object, read back.
-      near(counts.read, plaintext.length + (s3 ? 0 : stored), 'read');
-    });
+  const stores: Record<'local' | 's3rver' | 'Azurite', () => Storage> = {
+    local: () => new LocalStorage(path.join(dir, `archive-${++n}`)),
+    s3rver: () => new S3Storage({ bucket: server.bucket, prefix: `passes-${++n}/` }, { ...server.settings(), signPayloads: false }),
+    Azurite: () => new AzureStorage({ container: azurite.container, prefix: `passes-${++n}/` }, azurite.settings()),
+  };
+  for (const store of ['local', 's3rver', 'Azurite'] as const) {
+    for (const [label, opts] of [
+      ['zstd', () => ({ codec: 'zstd' }) as ArchiveOptions],
+      ['zstd + encryption', () => encrypted],
+    ] as const) {
+      const remote = store !== 'local';
+      it(`${store}, ${label}: the plaintext hashed once, the stored bytes once out and once read back, ${remote ? 'copied once into the part buffer' : 'nothing copied'}`, async () => {
+        const { counts, stored } = await counted(stores[store](), opts());
+        assert.ok(stored < plaintext.length / 2, `compressed: ${stored} bytes stored`);
+        near(counts.sha256, plaintext.length + 2 * stored, 'hashed');
+        near(counts.copy, remote ? stored : 0, `copied (${JSON.stringify(counts.copyBy)})`);
+        // The spool file's WAL once; locally also the object, read back.
+        near(counts.read, plaintext.length + (remote ? 0 : stored), 'read');
+      });
+    }
   }
 });
