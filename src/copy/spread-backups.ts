@@ -50,7 +50,7 @@ export function spreadFailureLine(site: SiteConfig, failures: SpreadFailure[]): 
   const first = site.archives[0].archive;
   const archives = [...new Set(failures.map((f) => f.archive))];
   return {
-    what: `copying backups from ${first} to ${archives.join(', ')} failed: ${failures.map((f) => `${f.archive}: ${f.error}`).join('; ')}`,
+    what: `copying backups from ${first} to ${archives.join(', ')} failed: ${failures.map((f) => (f.error.includes(f.archive) ? f.error : `${f.archive}: ${f.error}`)).join('; ')}`,
     fix: `the backup is complete in ${first}; fill the others with walvault copy --from ${first} --to URL (with the first archive's private key when it is encrypted)`,
   };
 }

@@ -159,6 +159,19 @@ describe(`a site writing to a local and an S3 archive, S3 down for 60 s under pg
       }
       const check = await runWalvault(['check', '--archive', remote], {}, 120000);
       assert.equal(check.code, 0, `the S3 archive checks out on its own: ${check.stdout}${check.stderr}`);
+      // A backup that cannot reach the second archive: complete in the first, and the push
+      // says in one line which archive lacks it and how to fill it.
+      await s3.stop();
+      const failed = await runWalvault(['backup', 'push', '--config', config, '--fast'], {}, 240000);
+      await s3.restart();
+      assert.notEqual(failed.code, 0, 'the push reports the archive it could not fill');
+      // (Its progress is logged on stderr too, as JSON lines off a terminal.)
+      const lines = failed.stderr.trim().split('\n').filter((l) => l.startsWith('walvault: '));
+      assert.equal(lines.length, 1, `one error line: ${failed.stderr}`);
+      assert.match(lines[0], /^walvault: .*backup \S+: copying backups from \S+ to s3:\/\/\S+ at \S+ failed: .*; the backup is complete in \S+; fill the others with walvault copy/, lines[0]);
+      const second = failed.stdout.trim();
+      const inFirst = await runWalvault(['backup', 'list', '--archive', local, '--json'], {}, 60000);
+      assert.ok((JSON.parse(inFirst.stdout) as Array<{ name: string }>).some((b) => b.name === second), `backup ${second} is complete in the first archive`);
     }
     const exit = await receiver.stop('SIGTERM');
     assert.equal(exit.code, 0, `clean exit; stderr:\n${receiver.stderr.slice(-2000)}`);
