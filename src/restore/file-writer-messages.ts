@@ -7,6 +7,8 @@
 export const WRITER_ROLE = 'walvault-file-writer';
 /** Pages are flushed while a file is written, this often, rather than all at its fsync. */
 export const FLUSH_EVERY = 32 * 1024 * 1024;
+/** A thread reads an existing file (digestFile) through one buffer of this size. */
+export const DIGEST_READ_SIZE = 1024 * 1024;
 
 /** [from, to) of a piece, and where in the file it goes (null: nowhere). */
 export interface Placement {
@@ -28,13 +30,16 @@ export type ToWorker =
   | { op: 'openAt'; file: number; path: string; flags: 'wx' | 'r+'; mode: number; size: number | null }
   /** Closes `file` (fsynced first if `sync`); answered (value 0) under request `id`. */
   | { op: 'closeAt'; id: number; file: number; path: string; sync: boolean }
+  /** Reads an existing file whole and checksums it (a delta restore's check); answered as 'closed' under `id`. */
+  | { op: 'digestFile'; id: number; path: string }
   | { op: 'abort' };
 
 export type FromWorker =
   | { op: 'ack'; bytes: number; crcs?: number[] }
+  /** A small file written and closed, or a file digested (digestFile): its size and checksum. */
   | { op: 'closed'; id: number; size: number; checksum: string }
   | { op: 'digested'; id: number; checksum: string }
   /** The answer to a request (a closeAt: 0). */
   | { op: 'answered'; id: number; value: number }
-  | { op: 'error'; id: number; path: string; message: string; code?: string }
+  | { op: 'error'; id: number; path: string; message: string; code?: string; reading?: boolean }
   | { op: 'aborted' };

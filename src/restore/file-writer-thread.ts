@@ -1,13 +1,14 @@
 /**
  * A thread of the restore's writer pool (./file-writers.ts): writes small files whole,
  * hashes large ones, writes pieces at their offsets, and for the chain patcher opens, places
- * (writes and CRCs stretches) and closes files. It acknowledges each piece in the order it
+ * (writes and CRCs stretches) and closes files, and for a delta restore reads existing files
+ * and checksums them. It acknowledges each piece in the order it
  * got them.
  */
 import * as fs from 'node:fs';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { crc32c } from '@node-rs/crc32';
-import { FLUSH_EVERY, WRITER_ROLE, type FromWorker, type ToWorker } from './file-writer-messages';
+import { DIGEST_READ_SIZE, FLUSH_EVERY, WRITER_ROLE, type FromWorker, type ToWorker } from './file-writer-messages';
 import { newChecksum, type IncrementalChecksum, type ManifestChecksumAlgorithm } from './manifest-checksum';
 
 /** A file open on this thread, flushed every FLUSH_EVERY bytes written. */
@@ -34,10 +35,12 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
   /** Large files this worker hashes. */
   const hashes = new Map<number, IncrementalChecksum>();
   const failedIds = new Set<number>();
-  const report = (id: number, file: string, err: unknown) => {
+  /** The one buffer a digestFile reads through: a thread's memory stays at this, whatever the file's size. */
+  let readBuffer: Buffer | null = null;
+  const report = (id: number, file: string, err: unknown, reading = false) => {
     failedIds.add(id);
     const e = err as NodeJS.ErrnoException;
-    port.postMessage({ op: 'error', id, path: file, message: e.message, code: e.code } satisfies FromWorker);
+    port.postMessage({ op: 'error', id, path: file, message: e.message, code: e.code, reading } satisfies FromWorker);
   };
   const ack = (bytes: number, crcs?: number[]) => port.postMessage({ op: 'ack', bytes, crcs } satisfies FromWorker);
   const writeAll = (fd: number, bytes: Uint8Array, position: number | null) => {
@@ -138,6 +141,22 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
         const finish = () => (m.sync ? fs.fsync(f.fd, close) : close(null));
         if (f.flushing) f.flushing.push(finish);
         else finish();
+        return;
+      }
+      case 'digestFile': {
+        let fd: number | null = null;
+        try {
+          fd = fs.openSync(m.path, 'r');
+          const hash = newChecksum(algorithm);
+          readBuffer ??= Buffer.allocUnsafe(DIGEST_READ_SIZE);
+          let size = 0;
+          for (let n; (n = fs.readSync(fd, readBuffer, 0, readBuffer.length, null)) > 0; size += n) hash.update(readBuffer.subarray(0, n));
+          port.postMessage({ op: 'closed', id: m.id, size, checksum: hash.digest() } satisfies FromWorker);
+        } catch (err) {
+          report(m.id, m.path, err, true);
+        } finally {
+          if (fd !== null) fs.closeSync(fd);
+        }
         return;
       }
       case 'hash': {

@@ -21,6 +21,7 @@
  *   the kernel's write-back keeps the queue deep. The copy into the cache costs less CPU
  *   than those waits cost time.
  *
+ * - A delta restore has the threads read and checksum the files already there (digestFiles).
  * - The chain patcher (./chain-patcher.ts) opens rebuilt files here (openAt: creating a file
  *   can cost the kernel most of a millisecond) and has each piece's stretches written at
  *   their places and CRC'd here (place), one message a piece, by the thread that opened the
@@ -318,6 +319,29 @@ export class FileWriterPool {
     })();
   }
 
+  /**
+   * Reads existing files and checksums them (a delta restore's check), one file at a time per
+   * thread, each through one buffer of its own: memory stays at a buffer per thread whatever
+   * the files' sizes, and the reads run side by side. `each` gets a file's size and checksum
+   * as it is done; a file that cannot be read fails the pool.
+   */
+  async digestFiles(files: readonly string[], each: (index: number, facts: WrittenFile) => void): Promise<void> {
+    let next = 0;
+    const lane = async (t: WriterThread) => {
+      while (next < files.length) {
+        this.check();
+        const i = next++;
+        const id = this.nextId++;
+        const facts = await new Promise<WrittenFile>((resolve, reject) => {
+          this.closes.set(id, { resolve, reject });
+          this.post(t, { op: 'digestFile', id, path: files[i] });
+        });
+        each(i, facts);
+      }
+    };
+    await Promise.all(this.threads.map(lane));
+  }
+
   /** Stops the threads, closing the files a failure left open (as they are). */
   async destroy(): Promise<void> {
     for (const f of this.files.values()) if (f.kind === 'large') fs.close(f.fd, () => undefined);
@@ -349,6 +373,7 @@ function take<T>(m: Map<number, T>, id: number): T | undefined {
   return v;
 }
 
-function writeError(file: string, e: { code?: string; message: string }): WalvaultError {
+function writeError(file: string, e: { code?: string; message: string; reading?: boolean }): WalvaultError {
+  if (e.reading) return new WalvaultError('STORAGE_IO', `cannot read ${file}: ${e.message}`, { fix: 'fix its permissions, or remove it (the restore then fetches it)' });
   return new WalvaultError('STORAGE_IO', e.code === 'EEXIST' ? `${file} already exists (a restore never writes over a file)` : `cannot write ${file}: ${e.message}`);
 }

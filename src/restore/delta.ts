@@ -1,0 +1,313 @@
+/**
+ * `walvault restore --delta`: a restore into a stopped cluster's data directory (and its
+ * tablespace directories) that keeps what already matches the backup.
+ *
+ * 1. Refusals, before anything is written: a postmaster.pid naming a live process (the pid
+ *    named), a directory whose global/pg_control belongs to another cluster (its system
+ *    identifier differs from the backup's), or a non-empty directory with no pg_control at
+ *    all (not a data directory: the delta would empty it), unless --force.
+ * 2. pg_control is set aside (DELTA_OLD_CONTROL: no server starts on the directory from now
+ *    on, and a delta run again after an interruption still knows the cluster).
+ * 3. Every regular file the backup's manifest lists with the same size is read and
+ *    checksummed by the writer threads (FileWriterPool.digestFiles: a buffer per thread);
+ *    those whose checksum is the manifest's are kept untouched. The rest of what is there
+ *    goes: files that differ or that the backup lacks, symbolic links (tablespace links and a
+ *    linked pg_wal too: the restore makes them as a full restore does; a link is removed,
+ *    never followed), anything else that is not a file or directory, and a directory where
+ *    the backup has a file.
+ * 4. The backup's tars are read as in a full restore; a kept file's bytes are passed over
+ *    (./extract.ts), everything else written. Directories the backup does not have are then
+ *    removed, so the result is the directory a full restore gives.
+ *
+ * Nothing the backup lacks is kept: a delta restore gives exactly what a full restore gives
+ * (as pgBackRest's restore --delta removes every file its manifest does not name). Settings
+ * that must survive a restore belong outside the data directory (an include file), or are
+ * given again (--primary-conninfo, --archive-mode preserve).
+ */
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import type { Logger } from 'pino';
+import { WalvaultError } from '../errors';
+import { formatBytes, Progress } from '../observe/progress';
+import { processAlive } from '../util/process-alive';
+import { runPool } from '../util/run-pool';
+import { FileWriterPool, type WrittenFile } from './file-writers';
+import { isIncrementalPath, nonIncrementalPath } from './incremental-file';
+import type { ManifestChecksumAlgorithm } from './manifest-checksum';
+import { isEmptyDir } from './target-dir';
+
+/** Where a delta restore keeps the directory's own pg_control until the backup's is in place. */
+export const DELTA_OLD_CONTROL = 'global/pg_control.walvault-delta-old';
+const CONTROL_FILE = 'global/pg_control';
+
+/** What is there now, by the path the manifest would name it. */
+export interface ExistingEntry {
+  /** Manifest path ('' prefix for the main directory, `pg_tblspc/<oid>/` for a tablespace's). */
+  path: string;
+  abs: string;
+  /** 'other': a symbolic link, socket, FIFO or device: never followed, always removed. */
+  kind: 'file' | 'dir' | 'other';
+  size: number;
+}
+
+export interface ManifestFiles {
+  algorithm: ManifestChecksumAlgorithm;
+  files: Array<{ path: string; size: number; checksum: string }>;
+}
+
+export interface DeltaPlan {
+  /** Files to read and compare with the manifest. */
+  check: ExistingEntry[];
+  /** Entries to remove before the backup is read. */
+  remove: ExistingEntry[];
+  /** The directories left: those the backup does not make are removed after it is read. */
+  dirs: ExistingEntry[];
+}
+
+export interface DeltaSummary {
+  /** Files read and checksummed. */
+  checked: number;
+  kept: number;
+  keptBytes: number;
+  fetched: number;
+  fetchedBytes: number;
+  /** Files, links and directories removed. */
+  removed: number;
+}
+
+/** The system identifier in a pg_control file (its first 8 bytes), or null when there is none. */
+async function controlSystemId(file: string): Promise<string | null> {
+  let h;
+  try {
+    h = await fsp.open(file, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  try {
+    const b = Buffer.alloc(8);
+    const { bytesRead } = await h.read(b, 0, 8, 0);
+    return bytesRead === 8 ? b.readBigUInt64LE(0).toString() : null;
+  } finally {
+    await h.close();
+  }
+}
+
+/**
+ * Refuses a delta restore into `dir` while a server runs on it, or when it is another
+ * cluster's (or nothing walvault can tell as a cluster's) without `force`. Reads only.
+ */
+export async function checkDeltaTarget(o: { dir: string; systemId: string; backup: string; force: boolean }): Promise<void> {
+  const empty = await isEmptyDir(o.dir);
+  if (empty !== false) return;
+  let pidLine: string | null = null;
+  try {
+    pidLine = (await fsp.readFile(path.join(o.dir, 'postmaster.pid'), 'utf8')).split('\n')[0].trim();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  if (pidLine !== null && /^[0-9]+$/.test(pidLine) && Number(pidLine) > 0 && processAlive(Number(pidLine))) {
+    throw new WalvaultError('RESTORE_TARGET_RUNNING', `a server runs on ${o.dir}: its postmaster.pid names process ${pidLine}, which is alive`, {
+      fix: `stop it first (pg_ctl -D ${o.dir} stop -m fast); if process ${pidLine} is not PostgreSQL, remove ${path.join(o.dir, 'postmaster.pid')}`,
+    });
+  }
+  if (o.force) return;
+  const id = (await controlSystemId(path.join(o.dir, CONTROL_FILE))) ?? (await controlSystemId(path.join(o.dir, DELTA_OLD_CONTROL)));
+  if (id === null) {
+    throw new WalvaultError('RESTORE_OTHER_CLUSTER', `${o.dir} is not empty and holds no ${CONTROL_FILE}: walvault cannot tell which cluster's data directory it is, and --delta would remove everything backup ${o.backup} does not have`, {
+      fix: `point --delta at the cluster's data directory, or add --force to replace what it holds`,
+    });
+  }
+  if (id !== o.systemId) {
+    throw new WalvaultError('RESTORE_OTHER_CLUSTER', `${o.dir} is the data directory of cluster ${id}, and backup ${o.backup} is of cluster ${o.systemId}`, {
+      fix: `restore a backup of that cluster into it, or add --force to replace it with this one`,
+    });
+  }
+}
+
+/** Sets the directory's pg_control aside: from now on no server starts on it. */
+export async function setControlAside(dir: string): Promise<void> {
+  try {
+    await fsp.rename(path.join(dir, CONTROL_FILE), path.join(dir, DELTA_OLD_CONTROL));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+}
+
+/** Removes the set-aside pg_control, once the backup's is in place. */
+export async function dropOldControl(dir: string): Promise<void> {
+  await fsp.rm(path.join(dir, DELTA_OLD_CONTROL), { force: true });
+}
+
+/** Everything under `root` (not `root` itself), never following a link. Absent: nothing. */
+export async function scanTree(root: string, prefix: string): Promise<ExistingEntry[]> {
+  const out: ExistingEntry[] = [];
+  const walk = async (dir: string, rel: string): Promise<void> => {
+    let names;
+    try {
+      names = await fsp.readdir(dir, { withFileTypes: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && dir === root) return;
+      throw err;
+    }
+    const subdirs: Array<Promise<void>> = [];
+    for (const d of names) {
+      const abs = path.join(dir, d.name);
+      const p = rel + d.name;
+      if (d.isDirectory()) {
+        out.push({ path: p, abs, kind: 'dir', size: 0 });
+        subdirs.push(walk(abs, `${p}/`));
+      } else if (d.isFile()) {
+        out.push({ path: p, abs, kind: 'file', size: (await fsp.lstat(abs)).size });
+      } else {
+        out.push({ path: p, abs, kind: 'other', size: 0 });
+      }
+    }
+    await Promise.all(subdirs);
+  };
+  await walk(root, prefix);
+  return out;
+}
+
+/**
+ * Which of the existing entries to compare with the manifest and which to remove first.
+ * A file is compared when the manifest lists it with its size and a checksum to compare
+ * with: not pg_control (always the backup's, written last), not a file an incremental
+ * backup rebuilds (the manifest has its INCREMENTAL form's checksum only), and no file of a
+ * manifest without checksums.
+ */
+export function planDelta(manifest: ManifestFiles, existing: readonly ExistingEntry[]): DeltaPlan {
+  const comparable = new Map<string, number>();
+  const backupFiles = new Set<string>();
+  for (const f of manifest.files) {
+    if (isIncrementalPath(f.path)) {
+      backupFiles.add(nonIncrementalPath(f.path));
+      continue;
+    }
+    backupFiles.add(f.path);
+    if (f.path !== CONTROL_FILE && manifest.algorithm !== 'NONE') comparable.set(f.path, f.size);
+  }
+  const check: ExistingEntry[] = [];
+  const remove: ExistingEntry[] = [];
+  const dirs: ExistingEntry[] = [];
+  const removedDirs: string[] = [];
+  const under = (p: string) => removedDirs.some((d) => p.startsWith(`${d}/`));
+  for (const e of [...existing].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))) {
+    if (e.path === DELTA_OLD_CONTROL || under(e.path)) continue;
+    if (e.kind === 'file') {
+      if (comparable.get(e.path) === e.size) check.push(e);
+      else remove.push(e);
+    } else if (e.kind === 'other') {
+      remove.push(e);
+    } else if (backupFiles.has(e.path)) {
+      remove.push(e);
+      removedDirs.push(e.path);
+    } else {
+      dirs.push(e);
+    }
+  }
+  return { check, remove, dirs };
+}
+
+/**
+ * The directories left before the backup was read (DeltaPlan.dirs) that it did not make: the
+ * backup does not have them.
+ */
+export function extraDirs(left: readonly ExistingEntry[], made: ReadonlySet<string>): ExistingEntry[] {
+  const dirs = left.filter((e) => !made.has(e.abs));
+  // Only the topmost: removing it removes what is under it.
+  return dirs.filter((d) => !dirs.some((o) => o !== d && d.abs.startsWith(`${o.abs}${path.sep}`)));
+}
+
+/** Removes entries (links themselves, never what they point at), several at once. */
+export async function removeEntries(entries: readonly ExistingEntry[]): Promise<void> {
+  await runPool(entries, 16, (e) => fsp.rm(e.abs, { recursive: e.kind === 'dir', force: true }));
+}
+
+/**
+ * Reads the candidate files on the writer threads and returns those whose size and checksum
+ * are the manifest's, by manifest path, with what was read; the others are `differ`.
+ */
+export async function compareExisting(
+  writers: FileWriterPool,
+  manifest: ManifestFiles,
+  candidates: readonly ExistingEntry[],
+  onFile: (e: ExistingEntry, same: boolean) => void,
+): Promise<{ same: Map<string, WrittenFile>; differ: ExistingEntry[] }> {
+  const listed = new Map(manifest.files.map((f) => [f.path, f]));
+  const same = new Map<string, WrittenFile>();
+  const differ: ExistingEntry[] = [];
+  await writers.digestFiles(
+    candidates.map((e) => e.abs),
+    (i, facts) => {
+      const e = candidates[i];
+      const want = listed.get(e.path)!;
+      const match = facts.size === want.size && facts.checksum === want.checksum;
+      if (match) same.set(e.path, facts);
+      else differ.push(e);
+      onFile(e, match);
+    },
+  );
+  return { same, differ };
+}
+
+/** What the delta's first steps leave for the restore: the files to keep, and what was there. */
+export interface DeltaStart {
+  keep: Map<string, WrittenFile>;
+  /** The directories left (DeltaPlan.dirs). */
+  dirs: ExistingEntry[];
+  checked: number;
+  removed: number;
+}
+
+/**
+ * Steps 2 and 3 (after checkDeltaTarget): pg_control set aside, what is there read and
+ * compared, the rest removed; each root then exists, mode 0700. `roots`: the data directory
+ * ('' prefix) and each tablespace's directory (`pg_tblspc/<oid>/`).
+ */
+export async function startDelta(o: {
+  targetDir: string;
+  roots: Array<{ dir: string; prefix: string }>;
+  manifest: ManifestFiles;
+  what: string;
+  log: Logger;
+  progressOut?: NodeJS.WriteStream;
+}): Promise<DeltaStart> {
+  await setControlAside(o.targetDir);
+  const existing = (await Promise.all(o.roots.map((r) => scanTree(r.dir, r.prefix)))).flat();
+  const plan = planDelta(o.manifest, existing);
+  let checked = 0;
+  let same = 0;
+  let sameBytes = 0;
+  let read = 0;
+  const progress = new Progress({
+    what: `${o.what}: checking the files there`,
+    log: o.log,
+    out: o.progressOut,
+    detail: () => `${checked} of ${plan.check.length} files checked, ${same} kept (${formatBytes(sameBytes)})`,
+  });
+  progress.setTotal(plan.check.reduce((n, e) => n + e.size, 0));
+  const writers = new FileWriterPool(o.manifest.algorithm);
+  let compared: Awaited<ReturnType<typeof compareExisting>>;
+  try {
+    compared = await compareExisting(writers, o.manifest, plan.check, (e, match) => {
+      checked++;
+      if (match) {
+        same++;
+        sameBytes += e.size;
+      }
+      progress.update((read += e.size));
+    });
+  } finally {
+    progress.finish();
+    await writers.destroy();
+  }
+  const remove = [...plan.remove, ...compared.differ];
+  await removeEntries(remove);
+  for (const r of o.roots) {
+    await fsp.mkdir(r.dir, { recursive: true, mode: 0o700 });
+    await fsp.chmod(r.dir, 0o700);
+  }
+  o.log.info({ checked, kept: same, keptBytes: sameBytes, removed: remove.length }, 'delta: files there compared with the backup manifest');
+  return { keep: compared.same, dirs: plan.dirs, checked, removed: remove.length };
+}
