@@ -125,6 +125,22 @@ export async function checkDeltaTarget(o: { dir: string; systemId: string; backu
   }
 }
 
+/**
+ * Refuses roots that hold one another: a tablespace directory inside the data directory (or
+ * another tablespace's) would be scanned as part of it, and its files removed.
+ */
+export function checkDeltaRoots(roots: ReadonlyArray<{ dir: string; what: string }>): void {
+  for (const a of roots) {
+    for (const b of roots) {
+      if (a !== b && (a.dir === b.dir || b.dir.startsWith(`${a.dir}${path.sep}`))) {
+        throw new WalvaultError('CONFIG_INVALID', `${b.what} ${b.dir} lies in ${a.what} ${a.dir}: a delta restore of one would remove the other's files`, {
+          fix: `give the tablespace a directory of its own (--tablespace-map OID=DIR)`,
+        });
+      }
+    }
+  }
+}
+
 /** Sets the directory's pg_control aside: from now on no server starts on it. */
 export async function setControlAside(dir: string): Promise<void> {
   try {

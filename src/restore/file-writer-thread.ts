@@ -151,6 +151,8 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
           readBuffer ??= Buffer.allocUnsafe(DIGEST_READ_SIZE);
           let size = 0;
           for (let n; (n = fs.readSync(fd, readBuffer, 0, readBuffer.length, null)) > 0; size += n) hash.update(readBuffer.subarray(0, n));
+          // A file kept is as durable as one written (cheap when nothing of it is unflushed).
+          fs.fsyncSync(fd);
           port.postMessage({ op: 'closed', id: m.id, size, checksum: hash.digest() } satisfies FromWorker);
         } catch (err) {
           report(m.id, m.path, err, true);

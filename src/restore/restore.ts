@@ -29,7 +29,7 @@ import { PartPrefetch } from './part-prefetch';
 import { TarReader, type TarSink } from './tar-reader';
 import { chainManifest, fileFacts, type FileFacts } from './chain-manifest';
 import { BLOCK_SIZE, ChainPatcher } from './chain-patcher';
-import { checkDeltaTarget, dropOldControl, extraDirs, removeEntries, startDelta, type DeltaStart, type DeltaSummary } from './delta';
+import { checkDeltaRoots, checkDeltaTarget, dropOldControl, extraDirs, removeEntries, startDelta, type DeltaStart, type DeltaSummary } from './delta';
 import { isEmptyDir, prepareDir } from './target-dir';
 
 /** Parts read at once: the one being extracted and those after it. */
@@ -257,6 +257,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   }
   // Checked before anything is written, so a refusal changes nothing.
   if (o.delta) {
+    checkDeltaRoots([{ dir: targetDir, what: 'the data directory' }, ...tablespaces.map((t) => ({ dir: t.dir, what: `the directory of tablespace ${t.oid}` }))]);
     await checkDeltaTarget({ dir: targetDir, systemId: meta.systemId, backup: meta.name, force: o.force });
   } else {
     for (const dir of [targetDir, ...tablespaces.map((t) => t.dir)]) {

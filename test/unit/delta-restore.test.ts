@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { isWalvaultError } from '../../src/errors';
-import { checkDeltaTarget, DELTA_OLD_CONTROL, extraDirs, planDelta, scanTree, type ExistingEntry, type ManifestFiles } from '../../src/restore/delta';
+import { checkDeltaRoots, checkDeltaTarget, DELTA_OLD_CONTROL, extraDirs, planDelta, scanTree, type ExistingEntry, type ManifestFiles } from '../../src/restore/delta';
 import { FileWriterPool } from '../../src/restore/file-writers';
 import { newChecksum } from '../../src/restore/manifest-checksum';
 import { removeDir, tmpDir } from '../helpers/temp-dirs';
@@ -63,6 +63,14 @@ describe('planDelta', () => {
     const plan = planDelta({ ...manifest, algorithm: 'NONE' }, [entry('PG_VERSION', 'file', 3)]);
     assert.deepEqual(plan.check, []);
     assert.deepEqual(plan.remove.map((e) => e.path), ['PG_VERSION']);
+  });
+
+  test('checkDeltaRoots refuses a tablespace directory in the data directory, or two in one', () => {
+    const ok = [{ dir: '/srv/data', what: 'data' }, { dir: '/srv/data-ts', what: 'ts 1' }];
+    checkDeltaRoots(ok);
+    for (const bad of [[...ok, { dir: '/srv/data/ts', what: 'ts 2' }], [...ok, { dir: '/srv/data-ts', what: 'ts 2' }]]) {
+      assert.throws(() => checkDeltaRoots(bad), (err) => isWalvaultError(err, 'CONFIG_INVALID'));
+    }
   });
 
   test('extraDirs: the directories left that the restore did not make, topmost only', () => {
