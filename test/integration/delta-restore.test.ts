@@ -16,6 +16,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
+import type { BackupMetadata } from '../../src/backup/catalog';
 import { availableMajors, chownForServer, clientBin, DEFAULT_MAJOR, PgCluster, removeDir, tmpDir, verifybackupReads, waitFor } from '../helpers/pg-cluster';
 import { pgConninfo, pushBackup, runWalvault, startStreamingSite, switchAndWaitArchived, type WalvaultProcess } from '../helpers/walvault';
 
@@ -94,17 +95,18 @@ describe(`restore --delta into a directory that ran, was changed, and has a tabl
   let receiver: WalvaultProcess | undefined;
   let work = '';
   let config = '';
+  let archive = '';
+  let backup = '';
   let oid = '';
 
   before(async () => {
     work = tmpDir('walvault-delta-');
     primary = await PgCluster.start({ walSegSizeMiB: 1, settings: { wal_keep_size: '1024MB' } });
-    let archive: string;
     ({ config, archive, receiver } = await startStreamingSite(primary, work));
     oid = await tablespaceWithTable(primary, work);
     await primary.pgbench(['-i', '-s', '1', '-q']);
     await primary.query(`CREATE TABLE marker (id int, pad text)`);
-    await pushBackup(['--config', config]);
+    backup = await pushBackup(['--config', config]);
     await switchAndWaitArchived(primary, archive, 1, 60000);
   });
 
@@ -248,6 +250,33 @@ describe(`restore --delta into a directory that ran, was changed, and has a tabl
     const forced = await restore(otherDir, ts, ['--delta', '--force']);
     assert.equal(forced.code, 0, forced.stderr.slice(-3000));
     assert.deepEqual(treeDiff(reference, tree(otherDir), (l) => (l === ts ? path.join(work, 'full-ts') : l)), [], 'forced: what a full restore gives');
+    assert.deepEqual(treeDiff(referenceTs, tree(ts)), [], 'the tablespace too');
+  });
+  it('a delta that fails midway (a damaged part) leaves nothing a server starts on, and run again finishes the job', async () => {
+    const target = path.join(work, 'used');
+    const ts = path.join(work, 'used-ts');
+    fs.writeFileSync(path.join(target, 'base', 'stray-again'), 'x');
+    const show = await runWalvault(['backup', 'show', backup, '--config', config]);
+    const meta = JSON.parse(show.stdout) as BackupMetadata;
+    const parts = meta.archives.find((a) => a.tablespaceOid === null)!.parts;
+    const file = path.join(archive, parts[parts.length - 1].key);
+    const saved = fs.readFileSync(file);
+    const bad = Buffer.from(saved);
+    bad[Math.floor(bad.length / 2)] ^= 0x01;
+    fs.writeFileSync(file, bad);
+    try {
+      const r = await restore(target, ts, ['--delta']);
+      assert.notEqual(r.code, 0, r.stdout);
+      assert.match(r.stderr, new RegExp(re(parts[parts.length - 1].key)));
+    } finally {
+      fs.writeFileSync(file, saved);
+    }
+    assert.ok(!fs.existsSync(path.join(target, 'global', 'pg_control')), 'no pg_control: no server starts on it');
+    assert.ok(fs.existsSync(path.join(target, 'global', 'pg_control.walvault-delta-old')), "the directory's own, set aside");
+    const again = await restore(target, ts, ['--delta']);
+    assert.equal(again.code, 0, again.stderr.slice(-3000));
+    assert.ok(deltaLine(again.stdout).kept > 100, again.stdout);
+    assert.deepEqual(treeDiff(reference, tree(target), (l) => (l === ts ? path.join(work, 'full-ts') : l)), [], 'what a full restore gives');
     assert.deepEqual(treeDiff(referenceTs, tree(ts)), [], 'the tablespace too');
   });
 });
