@@ -8,16 +8,17 @@
  *    all (not a data directory: the delta would empty it), unless --force.
  * 2. pg_control is set aside (DELTA_OLD_CONTROL: no server starts on the directory from now
  *    on, and a delta run again after an interruption still knows the cluster).
- * 3. Every regular file the backup's manifest lists with the same size is read and
- *    checksummed by the writer threads (FileWriterPool.digestFiles: a buffer per thread);
- *    those whose checksum is the manifest's are kept untouched. The rest of what is there
- *    goes: files that differ or that the backup lacks, symbolic links (tablespace links and a
- *    linked pg_wal too: the restore makes them as a full restore does; a link is removed,
- *    never followed), anything else that is not a file or directory, and a directory where
- *    the backup has a file.
+ * 3. What cannot be kept goes: files the backup lacks or lists with another size, symbolic
+ *    links (tablespace links and a linked pg_wal too: the restore makes them as a full
+ *    restore does; a link is removed, never followed), anything else that is not a file or
+ *    directory, and a directory where the backup has a file. Every other file the manifest
+ *    lists is read and checksummed by the writer threads (FileWriterPool.digestFiles: a
+ *    buffer per thread) while the backup is read (DeltaCheck); one whose checksum is the
+ *    manifest's is kept untouched, one that differs is removed before its entry is written.
  * 4. The backup's tars are read as in a full restore; a kept file's bytes are passed over
- *    (./extract.ts), everything else written. Directories the backup does not have are then
- *    removed, so the result is the directory a full restore gives.
+ *    (./extract.ts, which waits for the file's verdict), everything else written.
+ *    Directories the backup does not have are then removed, so the result is the directory
+ *    a full restore gives.
  *
  * Nothing the backup lacks is kept: a delta restore gives exactly what a full restore gives
  * (as pgBackRest's restore --delta removes every file its manifest does not name). Settings
@@ -28,10 +29,9 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
 import { WalvaultError } from '../errors';
-import { formatBytes, Progress } from '../observe/progress';
 import { processAlive } from '../util/process-alive';
 import { runPool } from '../util/run-pool';
-import { FileWriterPool, type WrittenFile } from './file-writers';
+import type { FileWriterPool, WrittenFile } from './file-writers';
 import { isIncrementalPath, nonIncrementalPath } from './incremental-file';
 import type { ManifestChecksumAlgorithm } from './manifest-checksum';
 import { isEmptyDir } from './target-dir';
@@ -241,89 +241,85 @@ export async function removeEntries(entries: readonly ExistingEntry[]): Promise<
 }
 
 /**
- * Reads the candidate files on the writer threads and returns those whose size and checksum
- * are the manifest's, by manifest path, with what was read; the others are `differ`.
+ * The check of the files there (step 3), run beside the restore's reading of the backup: the
+ * writer threads read and checksum the candidates in the manifest's order (the order the
+ * server sent them, so the checks keep ahead of the tars), and each file's verdict is a
+ * promise the extractor waits for when its entry comes: its size and checksum when it
+ * matches (kept), or null once a file that differs has been removed (written anew).
  */
-export async function compareExisting(
-  writers: FileWriterPool,
-  manifest: ManifestFiles,
-  candidates: readonly ExistingEntry[],
-  onFile: (e: ExistingEntry, same: boolean) => void,
-): Promise<{ same: Map<string, WrittenFile>; differ: ExistingEntry[] }> {
-  const listed = new Map(manifest.files.map((f) => [f.path, f]));
-  const same = new Map<string, WrittenFile>();
-  const differ: ExistingEntry[] = [];
-  await writers.digestFiles(
-    candidates.map((e) => e.abs),
-    (i, facts) => {
-      const e = candidates[i];
-      const want = listed.get(e.path)!;
-      const match = facts.size === want.size && facts.checksum === want.checksum;
-      if (match) same.set(e.path, facts);
-      else differ.push(e);
-      onFile(e, match);
-    },
-  );
-  return { same, differ };
+export class DeltaCheck {
+  /** Verdicts by manifest path. */
+  readonly verdicts = new Map<string, Promise<WrittenFile | null>>();
+  readonly total: number;
+  checked = 0;
+  kept = 0;
+  keptBytes = 0;
+  differed = 0;
+  /** Every candidate checked (and, differing, removed); rejects as the first failure does. */
+  readonly done: Promise<void>;
+
+  constructor(writers: FileWriterPool, manifest: ManifestFiles, candidates: readonly ExistingEntry[]) {
+    const order = new Map(manifest.files.map((f, i) => [f.path, i]));
+    const queue = [...candidates].sort((a, b) => order.get(a.path)! - order.get(b.path)!);
+    const listed = new Map(manifest.files.map((f) => [f.path, f]));
+    const settle = new Map<string, { resolve: (v: WrittenFile | null) => void; reject: (err: Error) => void }>();
+    for (const e of queue) {
+      const verdict = new Promise<WrittenFile | null>((resolve, reject) => settle.set(e.path, { resolve, reject }));
+      verdict.catch(() => undefined); // the failure is also done's
+      this.verdicts.set(e.path, verdict);
+    }
+    this.total = queue.length;
+    this.done = writers
+      .digestFiles(
+        queue.map((e) => e.abs),
+        async (i, facts) => {
+          const e = queue[i];
+          const want = listed.get(e.path)!;
+          this.checked++;
+          if (facts.size === want.size && facts.checksum === want.checksum) {
+            this.kept++;
+            this.keptBytes += facts.size;
+            settle.get(e.path)!.resolve(facts);
+          } else {
+            await fsp.rm(e.abs, { force: true });
+            this.differed++;
+            settle.get(e.path)!.resolve(null);
+          }
+          settle.delete(e.path);
+        },
+      )
+      .catch((err: Error) => {
+        for (const s of settle.values()) s.reject(err);
+        throw err;
+      });
+    this.done.catch(() => undefined); // awaited by the restore
+  }
 }
 
-/** What the delta's first steps leave for the restore: the files to keep, and what was there. */
+/** What the delta's first steps leave for the restore. */
 export interface DeltaStart {
-  keep: Map<string, WrittenFile>;
+  check: DeltaCheck;
   /** The directories left (DeltaPlan.dirs). */
   dirs: ExistingEntry[];
-  checked: number;
+  /** Entries removed before the backup is read. */
   removed: number;
 }
 
 /**
- * Steps 2 and 3 (after checkDeltaTarget): pg_control set aside, what is there read and
- * compared, the rest removed; each root then exists, mode 0700. `roots`: the data directory
- * ('' prefix) and each tablespace's directory (`pg_tblspc/<oid>/`).
+ * Step 2 and the start of 3 (after checkDeltaTarget): pg_control set aside, what is there
+ * scanned, what cannot be kept removed, and the check of the rest started on `writers`; each
+ * root then exists, mode 0700. `roots`: the data directory ('' prefix) and each tablespace's
+ * directory (`pg_tblspc/<oid>/`).
  */
-export async function startDelta(o: {
-  targetDir: string;
-  roots: Array<{ dir: string; prefix: string }>;
-  manifest: ManifestFiles;
-  what: string;
-  log: Logger;
-  progressOut?: NodeJS.WriteStream;
-}): Promise<DeltaStart> {
+export async function startDelta(o: { targetDir: string; roots: Array<{ dir: string; prefix: string }>; manifest: ManifestFiles; writers: FileWriterPool; log: Logger }): Promise<DeltaStart> {
   await setControlAside(o.targetDir);
   const existing = (await Promise.all(o.roots.map((r) => scanTree(r.dir, r.prefix)))).flat();
   const plan = planDelta(o.manifest, existing);
-  let checked = 0;
-  let same = 0;
-  let sameBytes = 0;
-  let read = 0;
-  const progress = new Progress({
-    what: `${o.what}: checking the files there`,
-    log: o.log,
-    out: o.progressOut,
-    detail: () => `${checked} of ${plan.check.length} files checked, ${same} kept (${formatBytes(sameBytes)})`,
-  });
-  progress.setTotal(plan.check.reduce((n, e) => n + e.size, 0));
-  const writers = new FileWriterPool(o.manifest.algorithm);
-  let compared: Awaited<ReturnType<typeof compareExisting>>;
-  try {
-    compared = await compareExisting(writers, o.manifest, plan.check, (e, match) => {
-      checked++;
-      if (match) {
-        same++;
-        sameBytes += e.size;
-      }
-      progress.update((read += e.size));
-    });
-  } finally {
-    progress.finish();
-    await writers.destroy();
-  }
-  const remove = [...plan.remove, ...compared.differ];
-  await removeEntries(remove);
+  await removeEntries(plan.remove);
   for (const r of o.roots) {
     await fsp.mkdir(r.dir, { recursive: true, mode: 0o700 });
     await fsp.chmod(r.dir, 0o700);
   }
-  o.log.info({ checked, kept: same, keptBytes: sameBytes, removed: remove.length }, 'delta: files there compared with the backup manifest');
-  return { keep: compared.same, dirs: plan.dirs, checked, removed: remove.length };
+  o.log.info({ there: existing.length, toCheck: plan.check.length, removed: plan.remove.length }, 'delta: what the backup does not have removed; checking the rest as the backup is read');
+  return { check: new DeltaCheck(o.writers, o.manifest, plan.check), dirs: plan.dirs, removed: plan.remove.length };
 }

@@ -46,10 +46,11 @@ export interface ExtractOptions {
    */
   chain?: { patcher: ChainPatcher; member: string; algorithm: ManifestChecksumAlgorithm };
   /**
-   * A delta restore's files already in place and matching the manifest, by manifest path:
-   * left as they are (their mode set), their bytes in the tar passed over.
+   * A delta restore's verdicts on the files already in place, by manifest path (./delta.ts):
+   * a file that matches the manifest is left as it is (its mode set), its bytes in the tar
+   * passed over; one that differs (null) has been removed, and is written.
    */
-  keep?: Map<string, ExtractedFile>;
+  keep?: ReadonlyMap<string, Promise<ExtractedFile | null>>;
   /** Bytes of kept files passed over. */
   onKept?: (n: number) => void;
 }
@@ -93,7 +94,8 @@ export class Extractor implements TarSink {
       await fsp.symlink(to, target);
       return;
     }
-    const kept = e.type === 'file' ? this.o.keep?.get(this.o.manifestPrefix + e.path) : undefined;
+    const verdict = e.type === 'file' ? this.o.keep?.get(this.o.manifestPrefix + e.path) : undefined;
+    const kept = verdict ? await verdict : null;
     if (kept) {
       this.keeping = kept;
       await fsp.chmod(target, e.mode || 0o600);

@@ -323,9 +323,10 @@ export class FileWriterPool {
    * Reads existing files and checksums them (a delta restore's check), one file at a time per
    * thread, each through one buffer of its own: memory stays at a buffer per thread whatever
    * the files' sizes, and the reads run side by side. `each` gets a file's size and checksum
-   * as it is done; a file that cannot be read fails the pool.
+   * as it is done (the thread's next read waits for what it returns); a file that cannot be
+   * read fails the pool.
    */
-  async digestFiles(files: readonly string[], each: (index: number, facts: WrittenFile) => void): Promise<void> {
+  async digestFiles(files: readonly string[], each: (index: number, facts: WrittenFile) => void | Promise<void>): Promise<void> {
     let next = 0;
     const lane = async (t: WriterThread) => {
       while (next < files.length) {
@@ -336,7 +337,7 @@ export class FileWriterPool {
           this.closes.set(id, { resolve, reject });
           this.post(t, { op: 'digestFile', id, path: files[i] });
         });
-        each(i, facts);
+        await each(i, facts);
       }
     };
     await Promise.all(this.threads.map(lane));

@@ -270,14 +270,21 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   if (!manifestBytes) throw new WalvaultError('ARCHIVE_CORRUPT', `${meta.manifest.key} is missing`, { fix: `backup ${meta.name} cannot be checked` });
   const manifest = parseManifest(manifestBytes, meta.manifest.key);
   const older = isIncremental(meta) ? await loadChain(o.archive, meta) : [];
+  const writers = new FileWriterPool(manifest.algorithm);
   let delta: DeltaStart | null = null;
-  if (o.delta) {
-    const roots = [{ dir: targetDir, prefix: '' }, ...tablespaces.map((t) => ({ dir: t.dir, prefix: `pg_tblspc/${t.oid}/` }))];
-    delta = await startDelta({ targetDir, roots, manifest, what: `restore ${meta.name}`, log, progressOut: o.progressOut });
-  } else {
-    await prepareDir(targetDir, o.force, 'target directory');
-    for (const t of tablespaces) await prepareDir(t.dir, o.force, `tablespace ${t.oid} directory`);
+  try {
+    if (o.delta) {
+      const roots = [{ dir: targetDir, prefix: '' }, ...tablespaces.map((t) => ({ dir: t.dir, prefix: `pg_tblspc/${t.oid}/` }))];
+      delta = await startDelta({ targetDir, roots, manifest, writers, log });
+    } else {
+      await prepareDir(targetDir, o.force, 'target directory');
+      for (const t of tablespaces) await prepareDir(t.dir, o.force, `tablespace ${t.oid} directory`);
+    }
+  } catch (err) {
+    await writers.destroy();
+    throw err;
   }
+  const check = delta?.check;
 
   log.info({ target: targetDir, start: meta.startLsn, stop: meta.stopLsn, delta: o.delta === true }, 'restoring backup');
   let done = 0;
@@ -286,13 +293,12 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     what: `restore ${meta.name}`,
     log,
     out: o.progressOut,
-    ...(delta ? { detail: () => `${formatBytes(keptBytes)} kept, ${formatBytes(done - keptBytes)} fetched` } : {}),
+    ...(check ? { detail: () => `${check.checked} of ${check.total} files there checked, ${check.kept} kept; ${formatBytes(keptBytes)} kept, ${formatBytes(done - keptBytes)} fetched` } : {}),
   });
   progress.setTotal(meta.rawBytes);
   const files = new Map<string, ExtractedFile>();
   const dirs = new Set<string>([targetDir, ...tablespaces.map((t) => t.dir)]);
   const tablespaceDirs = new Map(tablespaces.map((t) => [t.oid, t.dir]));
-  const writers = new FileWriterPool(manifest.algorithm);
   const ring = new SlabRing(SLABS + AHEAD_SLABS, SLAB_SIZE);
   // The read-ahead has its own bound, so it never waits for a slab.
   const blocks: BlockSource = { acquire: () => ring.take(), release: (b) => ring.release(b) };
@@ -351,7 +357,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
         writers,
         ring,
         onBytes: (n) => progress.update((done += n)),
-        ...(delta ? { keep: delta.keep, onKept: (n: number) => void (keptBytes += n) } : {}),
+        ...(check ? { keep: check.verdicts, onKept: (n: number) => void (keptBytes += n) } : {}),
         ...(patcher ? { chain: { patcher, member: meta.name, algorithm: manifest.algorithm } } : {}),
       });
       await stream(tar, meta.name, extractor);
@@ -360,6 +366,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
       closing.push(finished);
     }
     await Promise.race([Promise.all(closing), writeFailure]);
+    await check?.done;
     rebuilt = patcher ? await patcher.finish(manifest.algorithm) : null;
   } catch (err) {
     progress.finish();
@@ -375,8 +382,8 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     const extra = extraDirs(delta.dirs, dirs);
     await removeEntries(extra);
     const total = [...files.values()].reduce((s, f) => s + f.size, 0);
-    const keptSize = [...delta.keep.values()].reduce((s, f) => s + f.size, 0);
-    deltaSummary = { checked: delta.checked, kept: delta.keep.size, keptBytes: keptSize, fetched: files.size - delta.keep.size, fetchedBytes: total - keptSize, removed: delta.removed + extra.length };
+    const c = delta.check;
+    deltaSummary = { checked: c.checked, kept: c.kept, keptBytes: c.keptBytes, fetched: files.size - c.kept, fetchedBytes: total - c.keptBytes, removed: delta.removed + c.differed + extra.length };
   }
 
   const problems = compareWithManifest(manifest, files);

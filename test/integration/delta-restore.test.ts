@@ -17,7 +17,8 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import type { BackupMetadata } from '../../src/backup/catalog';
-import { availableMajors, chownForServer, clientBin, DEFAULT_MAJOR, PgCluster, removeDir, tmpDir, verifybackupReads, waitFor } from '../helpers/pg-cluster';
+import { tablespaceWithTable } from '../helpers/backup-fixtures';
+import { availableMajors, chownForServer, clientBin, DEFAULT_MAJOR, PgCluster, type ClusterOptions, removeDir, tmpDir, verifybackupReads, waitFor } from '../helpers/pg-cluster';
 import { pgConninfo, pushBackup, runWalvault, startStreamingSite, switchAndWaitArchived, type WalvaultProcess } from '../helpers/walvault';
 
 const execFileP = promisify(execFile);
@@ -68,14 +69,16 @@ function treeDiff(a: Map<string, Node>, b: Map<string, Node>, mapLink: (l: strin
   return out;
 }
 
-/** A tablespace `extra` in a directory of `work`, with a table in it; returns its OID. */
-async function tablespaceWithTable(server: PgCluster, work: string): Promise<string> {
-  const tsDir = path.join(work, 'ts');
-  fs.mkdirSync(tsDir);
-  chownForServer(tsDir);
-  await server.query(`CREATE TABLESPACE extra LOCATION '${tsDir}'`);
-  await server.query(`CREATE TABLE in_extra TABLESPACE extra AS SELECT g AS id, md5(g::text) AS pad FROM generate_series(1, 20000) g`);
-  return String((await server.query(`SELECT oid::text AS oid FROM pg_tablespace WHERE spcname = 'extra'`))[0].oid);
+/**
+ * A primary archived by a receiver into a local archive, with a tablespace `extra` (in a
+ * directory of `work`) holding a table, and pgbench's tables.
+ */
+async function primaryWithData(work: string, opts: ClusterOptions): Promise<{ primary: PgCluster; config: string; archive: string; receiver: WalvaultProcess; oid: string }> {
+  const primary = await PgCluster.start({ walSegSizeMiB: 1, ...opts });
+  const site = await startStreamingSite(primary, work);
+  const oid = await tablespaceWithTable(primary, path.join(work, 'ts'));
+  await primary.pgbench(['-i', '-s', '1', '-q']);
+  return { primary, ...site, oid };
 }
 
 /** The `delta: ...` line of restore's output, as numbers. */
@@ -101,10 +104,7 @@ describe(`restore --delta into a directory that ran, was changed, and has a tabl
 
   before(async () => {
     work = tmpDir('walvault-delta-');
-    primary = await PgCluster.start({ walSegSizeMiB: 1, settings: { wal_keep_size: '1024MB' } });
-    ({ config, archive, receiver } = await startStreamingSite(primary, work));
-    oid = await tablespaceWithTable(primary, work);
-    await primary.pgbench(['-i', '-s', '1', '-q']);
+    ({ primary, config, archive, receiver, oid } = await primaryWithData(work, { settings: { wal_keep_size: '1024MB' } }));
     await primary.query(`CREATE TABLE marker (id int, pad text)`);
     backup = await pushBackup(['--config', config]);
     await switchAndWaitArchived(primary, archive, 1, 60000);
@@ -361,11 +361,8 @@ describe('restore --delta of an incremental chain into a directory restored from
 
   before(async () => {
     work = tmpDir('walvault-delta-chain-');
-    primary = await PgCluster.start({ major: 17, walSegSizeMiB: 1, settings: { summarize_wal: 'on' } });
     let archive: string;
-    ({ config, archive, receiver } = await startStreamingSite(primary, work));
-    oid = await tablespaceWithTable(primary, work);
-    await primary.pgbench(['-i', '-s', '1', '-q']);
+    ({ primary, config, archive, receiver, oid } = await primaryWithData(work, { major: 17, settings: { summarize_wal: 'on' } }));
     full = await pushBackup(['--config', config]);
     await primary.psql(
       `UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= 5000;

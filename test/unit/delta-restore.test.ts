@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { isWalvaultError } from '../../src/errors';
-import { checkDeltaRoots, checkDeltaTarget, DELTA_OLD_CONTROL, extraDirs, planDelta, scanTree, type ExistingEntry, type ManifestFiles } from '../../src/restore/delta';
+import { checkDeltaRoots, checkDeltaTarget, DELTA_OLD_CONTROL, DeltaCheck, extraDirs, planDelta, scanTree, type ExistingEntry, type ManifestFiles } from '../../src/restore/delta';
 import { FileWriterPool } from '../../src/restore/file-writers';
 import { newChecksum } from '../../src/restore/manifest-checksum';
 import { removeDir, tmpDir } from '../helpers/temp-dirs';
@@ -145,6 +145,24 @@ describe('on disk', () => {
         [0, { size: 5, checksum: crc('hello') }],
         [1, { size: big.length, checksum: h.digest() }],
       ]);
+      // DeltaCheck: a verdict per file, in the manifest's order; one that differs is removed.
+      fs.writeFileSync(path.join(dir, 'changed'), 'hellO');
+      const manifest: ManifestFiles = {
+        algorithm: 'CRC32C',
+        files: [
+          { path: 'p/changed', size: 5, checksum: crc('hello') },
+          { path: 'p/a/f', size: 5, checksum: crc('hello') },
+        ],
+      };
+      const check = new DeltaCheck(pool, manifest, [
+        { path: 'p/a/f', abs: path.join(dir, 'a', 'f'), kind: 'file', size: 5 },
+        { path: 'p/changed', abs: path.join(dir, 'changed'), kind: 'file', size: 5 },
+      ]);
+      assert.deepEqual(await check.verdicts.get('p/a/f'), { size: 5, checksum: crc('hello') });
+      assert.equal(await check.verdicts.get('p/changed'), null);
+      await check.done;
+      assert.ok(!fs.existsSync(path.join(dir, 'changed')), 'the file that differs is gone before its verdict');
+      assert.deepEqual([check.checked, check.kept, check.keptBytes, check.differed], [2, 1, 5, 1]);
       await assert.rejects(pool.digestFiles([path.join(dir, 'missing')], () => undefined), /cannot read .*missing/);
     } finally {
       await pool.destroy();
