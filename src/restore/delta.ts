@@ -14,7 +14,9 @@
  *    directory, and a directory where the backup has a file. Every other file the manifest
  *    lists is read and checksummed by the writer threads (FileWriterPool.digestFiles: a
  *    buffer per thread) while the backup is read (DeltaCheck); one whose checksum is the
- *    manifest's is kept untouched, one that differs is removed before its entry is written.
+ *    manifest's is kept untouched; a large one (8 MiB or more: relation segments) that
+ *    differs is patched in place, only the 8 KiB pages that differ written; a smaller one is
+ *    removed before its entry is written.
  * 4. The backup's tars are read as in a full restore; a kept file's bytes are passed over
  *    (./extract.ts, which waits for the file's verdict), everything else written.
  *    Directories the backup does not have are then removed, so the result is the directory
@@ -31,7 +33,7 @@ import type { Logger } from 'pino';
 import { WalvaultError } from '../errors';
 import { processAlive } from '../util/process-alive';
 import { runPool } from '../util/run-pool';
-import type { FileWriterPool, WrittenFile } from './file-writers';
+import { PATCH_MIN_SIZE, type FileWriterPool, type WrittenFile } from './file-writers';
 import { isIncrementalPath, nonIncrementalPath } from './incremental-file';
 import type { ManifestChecksumAlgorithm } from './manifest-checksum';
 import { isEmptyDir } from './target-dir';
@@ -71,6 +73,9 @@ export interface DeltaSummary {
   keptBytes: number;
   fetched: number;
   fetchedBytes: number;
+  /** Of the files fetched, those patched in place, and the bytes written into them. */
+  patched: number;
+  patchedBytesWritten: number;
   /** Files, links and directories removed. */
   removed: number;
 }
@@ -241,20 +246,30 @@ export async function removeEntries(entries: readonly ExistingEntry[]): Promise<
 }
 
 /**
+ * A file's verdict: kept (its size and checksum), patched in place (a large file that
+ * differs: only the pages that differ are written), or removed (null: written anew).
+ */
+export type DeltaVerdict = WrittenFile | 'patch' | null;
+
+/**
  * The check of the files there (step 3), run beside the restore's reading of the backup: the
  * writer threads read and checksum the candidates in the manifest's order (the order the
  * server sent them, so the checks keep ahead of the tars), and each file's verdict is a
  * promise the extractor waits for when its entry comes: its size and checksum when it
- * matches (kept), or null once a file that differs has been removed (written anew).
+ * matches (kept); 'patch' for a large file (a relation segment) that differs, which is
+ * opened as it is and has only its differing pages written; or null once a small file that
+ * differs has been removed (written anew).
  */
 export class DeltaCheck {
   /** Verdicts by manifest path. */
-  readonly verdicts = new Map<string, Promise<WrittenFile | null>>();
+  readonly verdicts = new Map<string, Promise<DeltaVerdict>>();
   readonly total: number;
   checked = 0;
   kept = 0;
   keptBytes = 0;
   differed = 0;
+  /** Of those that differed, the ones removed (the others are patched in place). */
+  removed = 0;
   /** Every candidate checked (and, differing, removed); rejects as the first failure does. */
   readonly done: Promise<void>;
 
@@ -262,9 +277,9 @@ export class DeltaCheck {
     const order = new Map(manifest.files.map((f, i) => [f.path, i]));
     const queue = [...candidates].sort((a, b) => order.get(a.path)! - order.get(b.path)!);
     const listed = new Map(manifest.files.map((f) => [f.path, f]));
-    const settle = new Map<string, { resolve: (v: WrittenFile | null) => void; reject: (err: Error) => void }>();
+    const settle = new Map<string, { resolve: (v: DeltaVerdict) => void; reject: (err: Error) => void }>();
     for (const e of queue) {
-      const verdict = new Promise<WrittenFile | null>((resolve, reject) => settle.set(e.path, { resolve, reject }));
+      const verdict = new Promise<DeltaVerdict>((resolve, reject) => settle.set(e.path, { resolve, reject }));
       verdict.catch(() => undefined); // the failure is also done's
       this.verdicts.set(e.path, verdict);
     }
@@ -280,9 +295,13 @@ export class DeltaCheck {
             this.kept++;
             this.keptBytes += facts.size;
             settle.get(e.path)!.resolve(facts);
+          } else if (facts.size >= PATCH_MIN_SIZE) {
+            this.differed++;
+            settle.get(e.path)!.resolve('patch');
           } else {
             await fsp.rm(e.abs, { force: true });
             this.differed++;
+            this.removed++;
             settle.get(e.path)!.resolve(null);
           }
           settle.delete(e.path);

@@ -13,6 +13,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { WalvaultError } from '../errors';
 import type { ChainPatcher } from './chain-patcher';
+import type { DeltaVerdict } from './delta';
 import type { FileWriterPool, WrittenFile } from './file-writers';
 import { isIncrementalPath, nonIncrementalPath } from './incremental-file';
 import type { ManifestChecksumAlgorithm } from './manifest-checksum';
@@ -48,9 +49,10 @@ export interface ExtractOptions {
   /**
    * A delta restore's verdicts on the files already in place, by manifest path (./delta.ts):
    * a file that matches the manifest is left as it is (its mode set), its bytes in the tar
-   * passed over; one that differs (null) has been removed, and is written.
+   * passed over; a large one that differs ('patch') is written in place, only its pages that
+   * differ; a small one that differs (null) has been removed, and is written.
    */
-  keep?: ReadonlyMap<string, Promise<ExtractedFile | null>>;
+  keep?: ReadonlyMap<string, Promise<DeltaVerdict>>;
   /** Bytes of kept files passed over. */
   onKept?: (n: number) => void;
 }
@@ -94,11 +96,15 @@ export class Extractor implements TarSink {
       await fsp.symlink(to, target);
       return;
     }
-    const verdict = e.type === 'file' ? this.o.keep?.get(this.o.manifestPrefix + e.path) : undefined;
-    const kept = verdict ? await verdict : null;
-    if (kept) {
-      this.keeping = kept;
-      await fsp.chmod(target, e.mode || 0o600);
+    const pending = e.type === 'file' ? this.o.keep?.get(this.o.manifestPrefix + e.path) : undefined;
+    const verdict = pending ? await pending : null;
+    if (verdict) await fsp.chmod(target, e.mode || 0o600);
+    if (verdict === 'patch') {
+      this.fileId = this.o.writers.open(target, e.mode || 0o600, e.size, true);
+      return;
+    }
+    if (verdict) {
+      this.keeping = verdict;
       return;
     }
     const chain = this.o.chain;

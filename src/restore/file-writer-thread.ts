@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { crc32c } from '@node-rs/crc32';
-import { DIGEST_READ_SIZE, FLUSH_EVERY, WRITER_ROLE, type FromWorker, type ToWorker } from './file-writer-messages';
+import { DIGEST_READ_SIZE, FLUSH_EVERY, PATCH_PAGE, WRITER_ROLE, type FromWorker, type ToWorker } from './file-writer-messages';
 import { newChecksum, type IncrementalChecksum, type ManifestChecksumAlgorithm } from './manifest-checksum';
 
 /** A file open on this thread, flushed every FLUSH_EVERY bytes written. */
@@ -35,7 +35,7 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
   /** Large files this worker hashes. */
   const hashes = new Map<number, IncrementalChecksum>();
   const failedIds = new Set<number>();
-  /** The one buffer a digestFile reads through: a thread's memory stays at this, whatever the file's size. */
+  /** The one buffer a digestFile reads through, and a patch pwrite compares in: a thread's memory stays at this, whatever the file's size. */
   let readBuffer: Buffer | null = null;
   const report = (id: number, file: string, err: unknown, reading = false) => {
     failedIds.add(id);
@@ -46,6 +46,21 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
   const writeAll = (fd: number, bytes: Uint8Array, position: number | null) => {
     let at = 0;
     while (at < bytes.byteLength) at += fs.writeSync(fd, bytes, at, bytes.byteLength - at, position === null ? null : position + at);
+  };
+  /** Reads what `fd` holds where `bytes` go and writes only the pages that differ; returns the bytes written. */
+  const patch = (fd: number, bytes: Uint8Array, position: number): number => {
+    if (!readBuffer || readBuffer.length < bytes.byteLength) readBuffer = Buffer.allocUnsafe(Math.max(DIGEST_READ_SIZE, bytes.byteLength));
+    let have = 0;
+    for (let n; have < bytes.byteLength && (n = fs.readSync(fd, readBuffer, have, bytes.byteLength - have, position + have)) > 0; ) have += n;
+    const want = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    let written = 0;
+    for (let at = 0; at < want.length; at += PATCH_PAGE) {
+      const end = Math.min(at + PATCH_PAGE, want.length);
+      if (end <= have && want.compare(readBuffer, at, end, at, end) === 0) continue;
+      writeAll(fd, want.subarray(at, end), position + at);
+      written += end - at;
+    }
+    return written;
   };
   // fdatasync on the thread pool; this thread goes on writing.
   const flush = (id: number, f: Flushed, then?: () => void) => {
@@ -175,12 +190,15 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
         return;
       }
       case 'pwrite': {
+        let written = m.bytes.byteLength;
         try {
-          writeAll(m.fd, m.bytes, m.position);
+          if (m.patch) written = patch(m.fd, m.bytes, m.position);
+          else writeAll(m.fd, m.bytes, m.position);
         } catch (err) {
           report(m.id, m.path, err);
         }
-        ack(m.bytes.byteLength);
+        if (m.patch) port.postMessage({ op: 'ack', bytes: m.bytes.byteLength, written } satisfies FromWorker);
+        else ack(m.bytes.byteLength);
         return;
       }
       case 'place': {

@@ -45,15 +45,19 @@ export interface WrittenFile {
   size: number;
   /** In the backup manifest's checksum algorithm, hex as the manifest writes it. */
   checksum: string;
+  /** A file patched in place (open's `patch`): the bytes actually written. */
+  rewritten?: number;
 }
 
 /** From this size on a file is checksummed by one worker and written by all. */
 const LARGE_FILE = 8 * 1024 * 1024;
+/** Files from this size on can be patched in place (open's `patch`). */
+export const PATCH_MIN_SIZE = LARGE_FILE;
 
 interface WriterThread {
   worker: Worker;
   /** Callbacks of the pieces posted and not yet done, in posting order. */
-  acks: Array<(crcs?: number[]) => void>;
+  acks: Array<(crcs?: number[], written?: number) => void>;
   /** Bytes posted and not yet done: work goes to the least busy worker. */
   queued: number;
 }
@@ -73,6 +77,9 @@ interface LargeFile {
   writesDone: (() => void) | null;
   unflushed: number;
   flushing: Promise<void> | null;
+  /** Opened as it is: only the pages that differ are written (open's `patch`). */
+  patch: boolean;
+  rewritten: number;
 }
 
 interface Waiter<T> {
@@ -108,7 +115,7 @@ export class FileWriterPool {
   private onMessage(t: WriterThread, m: FromWorker): void {
     if (m.op === 'ack') {
       t.queued -= m.bytes;
-      t.acks.shift()?.(m.crcs);
+      t.acks.shift()?.(m.crcs, m.written);
     } else if (m.op === 'closed') {
       this.files.delete(m.id);
       take(this.closes, m.id)?.resolve({ size: m.size, checksum: m.checksum });
@@ -148,7 +155,7 @@ export class FileWriterPool {
     return this.threads.reduce((a, b) => (b.queued < a.queued ? b : a));
   }
 
-  private post(t: WriterThread, m: ToWorker, bytes = 0, done?: (crcs?: number[]) => void): void {
+  private post(t: WriterThread, m: ToWorker, bytes = 0, done?: (crcs?: number[], written?: number) => void): void {
     if (done) {
       t.acks.push(done);
       t.queued += bytes;
@@ -156,10 +163,16 @@ export class FileWriterPool {
     t.worker.postMessage(m);
   }
 
-  /** Creates `file` (it must not exist yet) with `mode` for `size` bytes; returns its id. */
-  open(file: string, mode: number, size: number): number {
+  /**
+   * Creates `file` (it must not exist yet) with `mode` for `size` bytes; returns its id. With
+   * `patch` (a delta restore's file that differs, of at least PATCH_MIN_SIZE bytes), opens the
+   * file there as it is, and each piece is compared with what it holds: only the pages that
+   * differ are written.
+   */
+  open(file: string, mode: number, size: number, patch = false): number {
     this.check();
     const id = this.nextId++;
+    if (patch && size < LARGE_FILE) throw new WalvaultError('INTERNAL', `${file}: only files of ${LARGE_FILE} bytes or more are patched in place`);
     if (size < LARGE_FILE) {
       const owner = this.leastBusy();
       this.files.set(id, { kind: 'small', owner });
@@ -168,11 +181,11 @@ export class FileWriterPool {
     }
     let fd: number;
     try {
-      fd = fs.openSync(file, 'wx', mode);
+      fd = fs.openSync(file, patch ? 'r+' : 'wx', mode);
     } catch (err) {
       throw writeError(file, err as NodeJS.ErrnoException);
     }
-    this.files.set(id, { kind: 'large', path: file, fd, hasher: this.leastBusy(), position: 0, writesPending: 0, writesDone: null, unflushed: 0, flushing: null });
+    this.files.set(id, { kind: 'large', path: file, fd, hasher: this.leastBusy(), position: 0, writesPending: 0, writesDone: null, unflushed: 0, flushing: null, patch, rewritten: 0 });
     return id;
   }
 
@@ -194,9 +207,10 @@ export class FileWriterPool {
     };
     this.post(f.hasher, { op: 'hash', id, bytes }, n, both);
     f.writesPending++;
-    this.post(this.leastBusy(), { op: 'pwrite', id, fd: f.fd, position: f.position, bytes, path: f.path }, n, () => {
+    this.post(this.leastBusy(), { op: 'pwrite', id, fd: f.fd, position: f.position, bytes, path: f.path, ...(f.patch ? { patch: true } : {}) }, n, (_crcs, written) => {
       f.writesPending--;
-      f.unflushed += n;
+      f.unflushed += written ?? n;
+      f.rewritten += written ?? n;
       if (f.unflushed >= FLUSH_EVERY && !f.flushing) this.flush(f);
       if (f.writesPending === 0) f.writesDone?.();
       both();
@@ -308,6 +322,8 @@ export class FileWriterPool {
       await written;
       await f.flushing;
       try {
+        // A file patched in place ends where the backup's does.
+        if (f.patch) await new Promise<void>((resolve, reject) => fs.ftruncate(f.fd, f.position, (err) => (err ? reject(err) : resolve())));
         await new Promise<void>((resolve, reject) => fs.fsync(f.fd, (err) => (err ? reject(err) : resolve())));
       } catch (err) {
         throw writeError(f.path, err as NodeJS.ErrnoException);
@@ -315,7 +331,7 @@ export class FileWriterPool {
         fs.close(f.fd, () => undefined);
         this.files.delete(id);
       }
-      return { size: f.position, checksum };
+      return { size: f.position, checksum, ...(f.patch ? { rewritten: f.rewritten } : {}) };
     })();
   }
 

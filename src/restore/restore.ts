@@ -383,7 +383,17 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     await removeEntries(extra);
     const total = [...files.values()].reduce((s, f) => s + f.size, 0);
     const c = delta.check;
-    deltaSummary = { checked: c.checked, kept: c.kept, keptBytes: c.keptBytes, fetched: files.size - c.kept, fetchedBytes: total - c.keptBytes, removed: delta.removed + c.differed + extra.length };
+    const patched = [...files.values()].filter((f) => f.rewritten !== undefined);
+    deltaSummary = {
+      checked: c.checked,
+      kept: c.kept,
+      keptBytes: c.keptBytes,
+      fetched: files.size - c.kept,
+      fetchedBytes: total - c.keptBytes,
+      patched: patched.length,
+      patchedBytesWritten: patched.reduce((s, f) => s + f.rewritten!, 0),
+      removed: delta.removed + c.removed + extra.length,
+    };
   }
 
   const problems = compareWithManifest(manifest, files);

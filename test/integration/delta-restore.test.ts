@@ -82,10 +82,10 @@ async function primaryWithData(work: string, opts: ClusterOptions): Promise<{ pr
 }
 
 /** The `delta: ...` line of restore's output, as numbers. */
-function deltaLine(stdout: string): { checked: number; kept: number; fetched: number; removed: number } {
-  const m = /delta: ([0-9]+) files there checked, ([0-9]+) kept \(.*?\), ([0-9]+) fetched \(.*?\), ([0-9]+) removed/.exec(stdout);
+function deltaLine(stdout: string): { checked: number; kept: number; fetched: number; removed: number; patched: number } {
+  const m = /delta: ([0-9]+) files there checked, ([0-9]+) kept \(.*?\), ([0-9]+) fetched \(.*?\), ([0-9]+) removed .*; ([0-9]+) large files that differed patched in place/.exec(stdout);
   assert.ok(m, stdout);
-  return { checked: Number(m[1]), kept: Number(m[2]), fetched: Number(m[3]), removed: Number(m[4]) };
+  return { checked: Number(m[1]), kept: Number(m[2]), fetched: Number(m[3]), removed: Number(m[4]), patched: Number(m[5]) };
 }
 
 const DATA_SQL = `SELECT md5(string_agg(x, ',' ORDER BY x)) AS sum FROM (
@@ -177,7 +177,8 @@ describe(`restore --delta into a directory that ran, was changed, and has a tabl
 
     const r = await restore(target, ts, ['--delta']);
     assert.equal(r.code, 0, r.stderr.slice(-3000));
-    const { checked, kept, fetched } = deltaLine(r.stdout);
+    const { checked, kept, fetched, patched } = deltaLine(r.stdout);
+    assert.ok(patched >= 1, `pgbench_accounts (13 MB, a page changed) patched in place: ${r.stdout}`);
     assert.ok(kept > 100, `most files kept: ${r.stdout}`);
     assert.ok(fetched >= 6 && fetched < kept, `the changed files fetched: ${r.stdout}`);
     assert.ok(checked >= kept);

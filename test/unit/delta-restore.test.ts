@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { isWalvaultError } from '../../src/errors';
 import { checkDeltaRoots, checkDeltaTarget, DELTA_OLD_CONTROL, DeltaCheck, extraDirs, planDelta, scanTree, type ExistingEntry, type ManifestFiles } from '../../src/restore/delta';
-import { FileWriterPool } from '../../src/restore/file-writers';
+import { FileWriterPool, PATCH_MIN_SIZE } from '../../src/restore/file-writers';
 import { newChecksum } from '../../src/restore/manifest-checksum';
 import { removeDir, tmpDir } from '../helpers/temp-dirs';
 
@@ -163,6 +163,21 @@ describe('on disk', () => {
       await check.done;
       assert.ok(!fs.existsSync(path.join(dir, 'changed')), 'the file that differs is gone before its verdict');
       assert.deepEqual([check.checked, check.kept, check.keptBytes, check.differed], [2, 1, 5, 1]);
+      // A large file that differs, patched in place: only the page that differs is written.
+      const incoming = new Uint8Array(new SharedArrayBuffer(PATCH_MIN_SIZE + 5000));
+      for (let i = 0; i < incoming.length; i++) incoming[i] = (i * 7) & 0xff;
+      const there = Buffer.from(incoming);
+      there[3 * 8192 + 10] ^= 0xff;
+      const patched = path.join(dir, 'patched');
+      fs.writeFileSync(patched, there);
+      const id = pool.open(patched, 0o600, incoming.length, true);
+      for (let at = 0; at < incoming.length; at += 1024 * 1024) {
+        await new Promise<void>((resolve) => pool.write(id, incoming.subarray(at, Math.min(at + 1024 * 1024, incoming.length)), resolve));
+      }
+      const facts = await pool.close(id);
+      assert.ok(fs.readFileSync(patched).equals(Buffer.from(incoming)), 'the file is the backup\'s');
+      assert.equal(facts.rewritten, 8192, 'one page written');
+      assert.equal(facts.size, incoming.length);
       await assert.rejects(pool.digestFiles([path.join(dir, 'missing')], () => undefined), /cannot read .*missing/);
     } finally {
       await pool.destroy();
