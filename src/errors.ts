@@ -76,6 +76,10 @@ export const ERROR_TABLE = {
   BACKUP_INCREMENTAL_IMPOSSIBLE: kind('no', 'take a full backup (walvault backup push without --incremental)'),
   /** A listed backup that cannot be restored (an incremental's chain this version cannot rebuild). */
   BACKUP_UNRESTORABLE: kind('no', 'restore another backup; walvault check says which are restorable'),
+  /** A delta restore's target directory has a live server on it (its postmaster.pid). */
+  RESTORE_TARGET_RUNNING: kind('no', 'stop the server on the directory first (pg_ctl stop)'),
+  /** A delta restore's target directory is another cluster's (or nothing walvault can tell as a cluster's). */
+  RESTORE_OTHER_CLUSTER: kind('no', 'restore into a data directory of the backup\'s cluster, or add --force to replace it'),
   INTERNAL: kind('yes', 'this is a bug in walvault: report it with the log lines around it', BUG_EXIT),
 } satisfies Record<string, ErrorKind>;
 

@@ -255,7 +255,7 @@ export function buildProgram(): Command {
   program
     .command('restore')
     .description('restore a base backup into TARGET_DIR, verified against its manifest, ready to recover from the archive')
-    .argument('<target_dir>', 'directory to restore into (empty or absent, unless --force)')
+    .argument('<target_dir>', 'directory to restore into (empty or absent, unless --delta or --force)')
     .addOption(configOption())
     .addOption(siteOption())
     .addOption(archiveOption())
@@ -276,7 +276,8 @@ export function buildProgram(): Command {
         .default('off'),
     )
     .option('--tablespace-map <oid=dir>', 'restore tablespace OID into DIR (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
-    .option('--force', 'delete the contents of a non-empty target (and tablespace) directory first')
+    .option('--force', 'delete the contents of a non-empty target (and tablespace) directory first; with --delta, also restore into another cluster\'s data directory')
+    .option('--delta', 'restore into a stopped data directory of the cluster, keeping files whose size and checksum match the backup; everything the backup does not have is removed')
     .option('--no-serve-partial', 'do not let recovery use the newest .partial segment (the last bytes received before the primary stopped)')
     .option('--accept-gap', 'let recovery end at a gap in the archive (a missing segment with WAL archived after it), losing what follows, instead of stopping there (written into restore_command as wal-fetch --accept-gap)')
     .option('--prefetch <n>', 'segments restore_command keeps ready ahead of replay (default 8; 0 turns it off)', '8')

@@ -30,6 +30,7 @@ export interface RestoreCliOptions {
   archiveMode?: 'off' | 'preserve';
   tablespaceMap?: string[];
   force?: boolean;
+  delta?: boolean;
   /** commander: true unless --no-serve-partial */
   servePartial?: boolean;
   /** wal-fetch --accept-gap: recovery ends at a gap instead of stopping there. */
@@ -103,6 +104,7 @@ export async function restoreCommandCli(targetDir: string, o: RestoreCliOptions)
       primaryConninfo: o.primaryConninfo,
       archiveOff: o.archiveMode !== 'preserve',
       force: o.force === true,
+      delta: o.delta === true,
       tablespaceMap: map,
       restoreCommand: command,
       log,
@@ -115,6 +117,13 @@ export async function restoreCommandCli(targetDir: string, o: RestoreCliOptions)
       [
         `restored backup ${r.meta.name} (WAL ${r.meta.startLsn}..${r.meta.stopLsn}, timeline ${r.meta.stopTimeline}) into ${dir}: ` +
           `${r.files} files, ${formatBytes(r.bytes)}, every one checked against the backup manifest`,
+        ...(r.delta
+          ? [
+              `delta: ${r.delta.checked} files there checked, ${r.delta.kept} kept (${formatBytes(r.delta.keptBytes)}), ` +
+                `${r.delta.fetched} fetched (${formatBytes(r.delta.fetchedBytes)}), ${r.delta.removed} removed (files, links and directories the backup does not have, or that differed); ` +
+                `${r.delta.patched} large files that differed patched in place (${formatBytes(r.delta.patchedBytesWritten)} of their pages written)`,
+            ]
+          : []),
         ...r.tablespaces.map((t) => `tablespace ${t.oid} restored into ${t.dir}`),
         `${o.standby ? 'standby.signal' : 'recovery.signal'} and restore_command written to ${path.join(dir, 'postgresql.auto.conf')}`,
         ...(o.archiveMode !== 'preserve'

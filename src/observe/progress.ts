@@ -16,6 +16,8 @@ export interface ProgressOptions {
   out?: NodeJS.WriteStream;
   logIntervalMs?: number;
   now?: () => number;
+  /** More to show after the bytes (e.g. files checked and kept), on the line and in the log. */
+  detail?: () => string;
 }
 
 const ESTIMATE_AFTER_MS = 5000;
@@ -72,7 +74,7 @@ export class Progress {
     }
     if (!this.tty && t - this.lastLog >= (this.o.logIntervalMs ?? 10000)) {
       this.lastLog = t;
-      this.o.log.info(this.snapshot(), `${this.o.what}: progress`);
+      this.o.log.info({ ...this.snapshot(), ...(this.o.detail ? { detail: this.o.detail() } : {}) }, `${this.o.what}: progress`);
     }
   }
 
@@ -89,7 +91,8 @@ export class Progress {
     const of = s.bytesTotal !== null ? ` of ~${formatBytes(s.bytesTotal)}` : '';
     const at = s.bytesPerSecond > 0 ? ` at ${formatBytes(s.bytesPerSecond)}/s` : '';
     const left = s.secondsLeft !== null ? `, ${formatDuration(s.secondsLeft)} left` : '';
-    (this.o.out ?? process.stderr).write(`\r${this.o.what}: ${formatBytes(s.bytesDone)}${of}${at}${left}\x1b[K`);
+    const detail = this.o.detail ? `; ${this.o.detail()}` : '';
+    (this.o.out ?? process.stderr).write(`\r${this.o.what}: ${formatBytes(s.bytesDone)}${of}${at}${left}${detail}\x1b[K`);
     this.drawn = true;
   }
 

@@ -6,12 +6,14 @@
  *
  * The main archive's `global/pg_control` is written under a pending name: without it no
  * server starts on a half-restored directory, and it takes its place only once everything
- * is verified. Tablespace links in `pg_tblspc/` point at the mapped directories.
+ * is verified. Tablespace links in `pg_tblspc/` point at the mapped directories. A delta
+ * restore's matching files (./delta.ts) are kept: their bytes in the tar are passed over.
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { WalvaultError } from '../errors';
 import type { ChainPatcher } from './chain-patcher';
+import type { DeltaVerdict } from './delta';
 import type { FileWriterPool, WrittenFile } from './file-writers';
 import { isIncrementalPath, nonIncrementalPath } from './incremental-file';
 import type { ManifestChecksumAlgorithm } from './manifest-checksum';
@@ -44,6 +46,15 @@ export interface ExtractOptions {
    * files through the patcher (the older members supply the rest later).
    */
   chain?: { patcher: ChainPatcher; member: string; algorithm: ManifestChecksumAlgorithm };
+  /**
+   * A delta restore's verdicts on the files already in place, by manifest path (./delta.ts):
+   * a file that matches the manifest is left as it is (its mode set), its bytes in the tar
+   * passed over; a large one that differs ('patch') is written in place, only its pages that
+   * differ; a small one that differs (null) has been removed, and is written.
+   */
+  keep?: ReadonlyMap<string, Promise<DeltaVerdict>>;
+  /** Bytes of kept files passed over. */
+  onKept?: (n: number) => void;
 }
 
 export class Extractor implements TarSink {
@@ -53,6 +64,8 @@ export class Extractor implements TarSink {
   private fileId: number | null = null;
   /** The current entry is an INCREMENTAL file going through the chain patcher. */
   private patching = false;
+  /** The current entry is a file a delta restore keeps. */
+  private keeping: ExtractedFile | null = null;
   private readonly closing: Array<Promise<void>> = [];
 
   constructor(private readonly o: ExtractOptions) {}
@@ -83,6 +96,17 @@ export class Extractor implements TarSink {
       await fsp.symlink(to, target);
       return;
     }
+    const pending = e.type === 'file' ? this.o.keep?.get(this.o.manifestPrefix + e.path) : undefined;
+    const verdict = pending ? await pending : null;
+    if (verdict) await fsp.chmod(target, e.mode || 0o600);
+    if (verdict === 'patch') {
+      this.fileId = this.o.writers.open(target, e.mode || 0o600, e.size, true);
+      return;
+    }
+    if (verdict) {
+      this.keeping = verdict;
+      return;
+    }
     const chain = this.o.chain;
     if (chain && e.type === 'file' && isIncrementalPath(e.path)) {
       this.patching = true;
@@ -94,6 +118,11 @@ export class Extractor implements TarSink {
   }
 
   data(chunk: Buffer): void | Promise<void> {
+    if (this.keeping) {
+      this.o.onKept?.(chunk.length);
+      this.o.onBytes?.(chunk.length);
+      return;
+    }
     if (this.patching) {
       this.o.chain!.patcher.data(chunk, this.slab!);
       this.o.onBytes?.(chunk.length);
@@ -111,6 +140,12 @@ export class Extractor implements TarSink {
 
   entryEnd(): void | Promise<void> {
     const e = this.current!;
+    if (this.keeping) {
+      this.o.files.set(this.o.manifestPrefix + e.path, this.keeping);
+      this.keeping = null;
+      this.current = null;
+      return;
+    }
     if (this.patching) {
       this.patching = false;
       this.current = null;

@@ -7,6 +7,10 @@
 export const WRITER_ROLE = 'walvault-file-writer';
 /** Pages are flushed while a file is written, this often, rather than all at its fsync. */
 export const FLUSH_EVERY = 32 * 1024 * 1024;
+/** A patch pwrite compares what is there with the piece in pages of this size, and writes those that differ. */
+export const PATCH_PAGE = 8192;
+/** A thread reads an existing file (digestFile) through one buffer of this size. */
+export const DIGEST_READ_SIZE = 1024 * 1024;
 
 /** [from, to) of a piece, and where in the file it goes (null: nowhere). */
 export interface Placement {
@@ -21,20 +25,28 @@ export type ToWorker =
   | { op: 'close'; id: number }
   | { op: 'hash'; id: number; bytes: Uint8Array }
   | { op: 'digest'; id: number }
-  | { op: 'pwrite'; id: number; fd: number; position: number; bytes: Uint8Array; path: string }
+  /**
+   * Writes a piece at its offset; with `patch` (a delta restore's file that differs, opened
+   * as it is), reads what is there first and writes only the pages that differ.
+   */
+  | { op: 'pwrite'; id: number; fd: number; position: number; bytes: Uint8Array; path: string; patch?: boolean }
   /** Writes stretches of a file opened by openAt (`file`: its id) on this thread. */
   | { op: 'place'; file: number; bytes: Uint8Array; stretches: Placement[]; path: string; crc: boolean }
   /** Opens a file for positional writes as `file` (flags 'wx': created, and sized to `size`); nothing goes back but a failure. */
   | { op: 'openAt'; file: number; path: string; flags: 'wx' | 'r+'; mode: number; size: number | null }
   /** Closes `file` (fsynced first if `sync`); answered (value 0) under request `id`. */
   | { op: 'closeAt'; id: number; file: number; path: string; sync: boolean }
+  /** Reads an existing file whole and checksums it (a delta restore's check); answered as 'closed' under `id`. */
+  | { op: 'digestFile'; id: number; path: string }
   | { op: 'abort' };
 
 export type FromWorker =
-  | { op: 'ack'; bytes: number; crcs?: number[] }
+  /** `written`: of a patch pwrite, the bytes it wrote. */
+  | { op: 'ack'; bytes: number; crcs?: number[]; written?: number }
+  /** A small file written and closed, or a file digested (digestFile): its size and checksum. */
   | { op: 'closed'; id: number; size: number; checksum: string }
   | { op: 'digested'; id: number; checksum: string }
   /** The answer to a request (a closeAt: 0). */
   | { op: 'answered'; id: number; value: number }
-  | { op: 'error'; id: number; path: string; message: string; code?: string }
+  | { op: 'error'; id: number; path: string; message: string; code?: string; reading?: boolean }
   | { op: 'aborted' };

@@ -1,13 +1,14 @@
 /**
  * A thread of the restore's writer pool (./file-writers.ts): writes small files whole,
  * hashes large ones, writes pieces at their offsets, and for the chain patcher opens, places
- * (writes and CRCs stretches) and closes files. It acknowledges each piece in the order it
+ * (writes and CRCs stretches) and closes files, and for a delta restore reads existing files
+ * and checksums them. It acknowledges each piece in the order it
  * got them.
  */
 import * as fs from 'node:fs';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { crc32c } from '@node-rs/crc32';
-import { FLUSH_EVERY, WRITER_ROLE, type FromWorker, type ToWorker } from './file-writer-messages';
+import { DIGEST_READ_SIZE, FLUSH_EVERY, PATCH_PAGE, WRITER_ROLE, type FromWorker, type ToWorker } from './file-writer-messages';
 import { newChecksum, type IncrementalChecksum, type ManifestChecksumAlgorithm } from './manifest-checksum';
 
 /** A file open on this thread, flushed every FLUSH_EVERY bytes written. */
@@ -34,15 +35,32 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
   /** Large files this worker hashes. */
   const hashes = new Map<number, IncrementalChecksum>();
   const failedIds = new Set<number>();
-  const report = (id: number, file: string, err: unknown) => {
+  /** The one buffer a digestFile reads through, and a patch pwrite compares in: a thread's memory stays at this, whatever the file's size. */
+  let readBuffer: Buffer | null = null;
+  const report = (id: number, file: string, err: unknown, reading = false) => {
     failedIds.add(id);
     const e = err as NodeJS.ErrnoException;
-    port.postMessage({ op: 'error', id, path: file, message: e.message, code: e.code } satisfies FromWorker);
+    port.postMessage({ op: 'error', id, path: file, message: e.message, code: e.code, reading } satisfies FromWorker);
   };
   const ack = (bytes: number, crcs?: number[]) => port.postMessage({ op: 'ack', bytes, crcs } satisfies FromWorker);
   const writeAll = (fd: number, bytes: Uint8Array, position: number | null) => {
     let at = 0;
     while (at < bytes.byteLength) at += fs.writeSync(fd, bytes, at, bytes.byteLength - at, position === null ? null : position + at);
+  };
+  /** Reads what `fd` holds where `bytes` go and writes only the pages that differ; returns the bytes written. */
+  const patch = (fd: number, bytes: Uint8Array, position: number): number => {
+    if (!readBuffer || readBuffer.length < bytes.byteLength) readBuffer = Buffer.allocUnsafe(Math.max(DIGEST_READ_SIZE, bytes.byteLength));
+    let have = 0;
+    for (let n; have < bytes.byteLength && (n = fs.readSync(fd, readBuffer, have, bytes.byteLength - have, position + have)) > 0; ) have += n;
+    const want = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    let written = 0;
+    for (let at = 0; at < want.length; at += PATCH_PAGE) {
+      const end = Math.min(at + PATCH_PAGE, want.length);
+      if (end <= have && want.compare(readBuffer, at, end, at, end) === 0) continue;
+      writeAll(fd, want.subarray(at, end), position + at);
+      written += end - at;
+    }
+    return written;
   };
   // fdatasync on the thread pool; this thread goes on writing.
   const flush = (id: number, f: Flushed, then?: () => void) => {
@@ -140,6 +158,24 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
         else finish();
         return;
       }
+      case 'digestFile': {
+        let fd: number | null = null;
+        try {
+          fd = fs.openSync(m.path, 'r');
+          const hash = newChecksum(algorithm);
+          readBuffer ??= Buffer.allocUnsafe(DIGEST_READ_SIZE);
+          let size = 0;
+          for (let n; (n = fs.readSync(fd, readBuffer, 0, readBuffer.length, null)) > 0; size += n) hash.update(readBuffer.subarray(0, n));
+          // A file kept is as durable as one written (cheap when nothing of it is unflushed).
+          fs.fsyncSync(fd);
+          port.postMessage({ op: 'closed', id: m.id, size, checksum: hash.digest() } satisfies FromWorker);
+        } catch (err) {
+          report(m.id, m.path, err, true);
+        } finally {
+          if (fd !== null) fs.closeSync(fd);
+        }
+        return;
+      }
       case 'hash': {
         let h = hashes.get(m.id);
         if (!h) hashes.set(m.id, (h = newChecksum(algorithm)));
@@ -154,12 +190,15 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
         return;
       }
       case 'pwrite': {
+        let written = m.bytes.byteLength;
         try {
-          writeAll(m.fd, m.bytes, m.position);
+          if (m.patch) written = patch(m.fd, m.bytes, m.position);
+          else writeAll(m.fd, m.bytes, m.position);
         } catch (err) {
           report(m.id, m.path, err);
         }
-        ack(m.bytes.byteLength);
+        if (m.patch) port.postMessage({ op: 'ack', bytes: m.bytes.byteLength, written } satisfies FromWorker);
+        else ack(m.bytes.byteLength);
         return;
       }
       case 'place': {

@@ -21,6 +21,7 @@
  *   the kernel's write-back keeps the queue deep. The copy into the cache costs less CPU
  *   than those waits cost time.
  *
+ * - A delta restore has the threads read and checksum the files already there (digestFiles).
  * - The chain patcher (./chain-patcher.ts) opens rebuilt files here (openAt: creating a file
  *   can cost the kernel most of a millisecond) and has each piece's stretches written at
  *   their places and CRC'd here (place), one message a piece, by the thread that opened the
@@ -44,15 +45,19 @@ export interface WrittenFile {
   size: number;
   /** In the backup manifest's checksum algorithm, hex as the manifest writes it. */
   checksum: string;
+  /** A file patched in place (open's `patch`): the bytes actually written. */
+  rewritten?: number;
 }
 
 /** From this size on a file is checksummed by one worker and written by all. */
 const LARGE_FILE = 8 * 1024 * 1024;
+/** Files from this size on can be patched in place (open's `patch`). */
+export const PATCH_MIN_SIZE = LARGE_FILE;
 
 interface WriterThread {
   worker: Worker;
   /** Callbacks of the pieces posted and not yet done, in posting order. */
-  acks: Array<(crcs?: number[]) => void>;
+  acks: Array<(crcs?: number[], written?: number) => void>;
   /** Bytes posted and not yet done: work goes to the least busy worker. */
   queued: number;
 }
@@ -72,6 +77,9 @@ interface LargeFile {
   writesDone: (() => void) | null;
   unflushed: number;
   flushing: Promise<void> | null;
+  /** Opened as it is: only the pages that differ are written (open's `patch`). */
+  patch: boolean;
+  rewritten: number;
 }
 
 interface Waiter<T> {
@@ -107,7 +115,7 @@ export class FileWriterPool {
   private onMessage(t: WriterThread, m: FromWorker): void {
     if (m.op === 'ack') {
       t.queued -= m.bytes;
-      t.acks.shift()?.(m.crcs);
+      t.acks.shift()?.(m.crcs, m.written);
     } else if (m.op === 'closed') {
       this.files.delete(m.id);
       take(this.closes, m.id)?.resolve({ size: m.size, checksum: m.checksum });
@@ -147,7 +155,7 @@ export class FileWriterPool {
     return this.threads.reduce((a, b) => (b.queued < a.queued ? b : a));
   }
 
-  private post(t: WriterThread, m: ToWorker, bytes = 0, done?: (crcs?: number[]) => void): void {
+  private post(t: WriterThread, m: ToWorker, bytes = 0, done?: (crcs?: number[], written?: number) => void): void {
     if (done) {
       t.acks.push(done);
       t.queued += bytes;
@@ -155,10 +163,16 @@ export class FileWriterPool {
     t.worker.postMessage(m);
   }
 
-  /** Creates `file` (it must not exist yet) with `mode` for `size` bytes; returns its id. */
-  open(file: string, mode: number, size: number): number {
+  /**
+   * Creates `file` (it must not exist yet) with `mode` for `size` bytes; returns its id. With
+   * `patch` (a delta restore's file that differs, of at least PATCH_MIN_SIZE bytes), opens the
+   * file there as it is, and each piece is compared with what it holds: only the pages that
+   * differ are written.
+   */
+  open(file: string, mode: number, size: number, patch = false): number {
     this.check();
     const id = this.nextId++;
+    if (patch && size < LARGE_FILE) throw new WalvaultError('INTERNAL', `${file}: only files of ${LARGE_FILE} bytes or more are patched in place`);
     if (size < LARGE_FILE) {
       const owner = this.leastBusy();
       this.files.set(id, { kind: 'small', owner });
@@ -167,11 +181,11 @@ export class FileWriterPool {
     }
     let fd: number;
     try {
-      fd = fs.openSync(file, 'wx', mode);
+      fd = fs.openSync(file, patch ? 'r+' : 'wx', mode);
     } catch (err) {
       throw writeError(file, err as NodeJS.ErrnoException);
     }
-    this.files.set(id, { kind: 'large', path: file, fd, hasher: this.leastBusy(), position: 0, writesPending: 0, writesDone: null, unflushed: 0, flushing: null });
+    this.files.set(id, { kind: 'large', path: file, fd, hasher: this.leastBusy(), position: 0, writesPending: 0, writesDone: null, unflushed: 0, flushing: null, patch, rewritten: 0 });
     return id;
   }
 
@@ -193,9 +207,10 @@ export class FileWriterPool {
     };
     this.post(f.hasher, { op: 'hash', id, bytes }, n, both);
     f.writesPending++;
-    this.post(this.leastBusy(), { op: 'pwrite', id, fd: f.fd, position: f.position, bytes, path: f.path }, n, () => {
+    this.post(this.leastBusy(), { op: 'pwrite', id, fd: f.fd, position: f.position, bytes, path: f.path, ...(f.patch ? { patch: true } : {}) }, n, (_crcs, written) => {
       f.writesPending--;
-      f.unflushed += n;
+      f.unflushed += written ?? n;
+      f.rewritten += written ?? n;
       if (f.unflushed >= FLUSH_EVERY && !f.flushing) this.flush(f);
       if (f.writesPending === 0) f.writesDone?.();
       both();
@@ -307,6 +322,8 @@ export class FileWriterPool {
       await written;
       await f.flushing;
       try {
+        // A file patched in place ends where the backup's does.
+        if (f.patch) await new Promise<void>((resolve, reject) => fs.ftruncate(f.fd, f.position, (err) => (err ? reject(err) : resolve())));
         await new Promise<void>((resolve, reject) => fs.fsync(f.fd, (err) => (err ? reject(err) : resolve())));
       } catch (err) {
         throw writeError(f.path, err as NodeJS.ErrnoException);
@@ -314,8 +331,32 @@ export class FileWriterPool {
         fs.close(f.fd, () => undefined);
         this.files.delete(id);
       }
-      return { size: f.position, checksum };
+      return { size: f.position, checksum, ...(f.patch ? { rewritten: f.rewritten } : {}) };
     })();
+  }
+
+  /**
+   * Reads existing files and checksums them (a delta restore's check), one file at a time per
+   * thread, each through one buffer of its own: memory stays at a buffer per thread whatever
+   * the files' sizes, and the reads run side by side. `each` gets a file's size and checksum
+   * as it is done (the thread's next read waits for what it returns); a file that cannot be
+   * read fails the pool.
+   */
+  async digestFiles(files: readonly string[], each: (index: number, facts: WrittenFile) => void | Promise<void>): Promise<void> {
+    let next = 0;
+    const lane = async (t: WriterThread) => {
+      while (next < files.length) {
+        this.check();
+        const i = next++;
+        const id = this.nextId++;
+        const facts = await new Promise<WrittenFile>((resolve, reject) => {
+          this.closes.set(id, { resolve, reject });
+          this.post(t, { op: 'digestFile', id, path: files[i] });
+        });
+        await each(i, facts);
+      }
+    };
+    await Promise.all(this.threads.map(lane));
   }
 
   /** Stops the threads, closing the files a failure left open (as they are). */
@@ -349,6 +390,7 @@ function take<T>(m: Map<number, T>, id: number): T | undefined {
   return v;
 }
 
-function writeError(file: string, e: { code?: string; message: string }): WalvaultError {
+function writeError(file: string, e: { code?: string; message: string; reading?: boolean }): WalvaultError {
+  if (e.reading) return new WalvaultError('STORAGE_IO', `cannot read ${file}: ${e.message}`, { fix: 'fix its permissions, or remove it (the restore then fetches it)' });
   return new WalvaultError('STORAGE_IO', e.code === 'EEXIST' ? `${file} already exists (a restore never writes over a file)` : `cannot write ${file}: ${e.message}`);
 }

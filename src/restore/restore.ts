@@ -17,7 +17,7 @@ import { workerSha256 } from '../archive/read/hash-worker';
 import { ReadAhead, type BlockSource } from '../archive/read/read-ahead';
 import { chainOf, isIncremental, listBackups, readCompleted, type BackupArchive, type BackupMetadata } from '../backup/catalog';
 import { WalvaultError } from '../errors';
-import { Progress } from '../observe/progress';
+import { formatBytes, Progress } from '../observe/progress';
 import { parseLsn } from '../wal/lsn';
 import { Extractor, PENDING_CONTROL_FILE, syncDirs, type ExtractedFile } from './extract';
 import { FileWriterPool } from './file-writers';
@@ -29,6 +29,8 @@ import { PartPrefetch } from './part-prefetch';
 import { TarReader, type TarSink } from './tar-reader';
 import { chainManifest, fileFacts, type FileFacts } from './chain-manifest';
 import { BLOCK_SIZE, ChainPatcher } from './chain-patcher';
+import { checkDeltaRoots, checkDeltaTarget, dropOldControl, extraDirs, removeEntries, startDelta, type DeltaStart, type DeltaSummary } from './delta';
+import { isEmptyDir, prepareDir } from './target-dir';
 
 /** Parts read at once: the one being extracted and those after it. */
 const PARTS_AHEAD = 4;
@@ -51,6 +53,11 @@ export interface RestoreOptions {
   /** Writes archive_mode = off: a restored copy must not archive into the source's archive (its system id is the same). */
   archiveOff?: boolean;
   force: boolean;
+  /**
+   * Restore into a stopped cluster's data directory, keeping the files that match the
+   * backup (./delta.ts); with `force`, also one of another cluster.
+   */
+  delta?: boolean;
   tablespaceMap: Map<string, string>;
   /** The full restore_command line. */
   restoreCommand: string;
@@ -63,6 +70,8 @@ export interface RestoreResult {
   files: number;
   bytes: number;
   tablespaces: Array<{ oid: string; dir: string }>;
+  /** A delta restore's counts. */
+  delta?: DeltaSummary;
 }
 
 /** The backup a restore starts from: by name, or the newest that finished before the target. */
@@ -131,28 +140,6 @@ async function rewriteFile(file: string, edit: (text: string) => string): Promis
     await h.close();
   }
   await fsp.rename(tmp, file);
-}
-
-async function isEmptyDir(dir: string): Promise<boolean | null> {
-  try {
-    return (await fsp.readdir(dir)).length === 0;
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return null;
-    if (code === 'ENOTDIR') throw new WalvaultError('CONFIG_INVALID', `${dir} is not a directory`, { fix: `choose a directory to restore into` });
-    throw err;
-  }
-}
-
-/** Empty or absent, or emptied with --force; never anything else. */
-async function prepareDir(dir: string, force: boolean, what: string): Promise<void> {
-  const empty = await isEmptyDir(dir);
-  if (empty === false) {
-    if (!force) throw new WalvaultError('CONFIG_INVALID', `${what} ${dir} is not empty`, { fix: `choose an empty directory, or add --force to delete its contents first` });
-    for (const name of await fsp.readdir(dir)) await fsp.rm(path.join(dir, name), { recursive: true, force: true });
-  }
-  await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
-  await fsp.chmod(dir, 0o700);
 }
 
 /**
@@ -269,26 +256,49 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     }
   }
   // Checked before anything is written, so a refusal changes nothing.
-  for (const dir of [targetDir, ...tablespaces.map((t) => t.dir)]) {
-    if ((await isEmptyDir(dir)) === false && !o.force) {
-      throw new WalvaultError('CONFIG_INVALID', `${dir} is not empty`, { fix: `choose an empty directory, or add --force to delete its contents first` });
+  if (o.delta) {
+    checkDeltaRoots([{ dir: targetDir, what: 'the data directory' }, ...tablespaces.map((t) => ({ dir: t.dir, what: `the directory of tablespace ${t.oid}` }))]);
+    await checkDeltaTarget({ dir: targetDir, systemId: meta.systemId, backup: meta.name, force: o.force });
+  } else {
+    for (const dir of [targetDir, ...tablespaces.map((t) => t.dir)]) {
+      if ((await isEmptyDir(dir)) === false && !o.force) {
+        throw new WalvaultError('CONFIG_INVALID', `${dir} is not empty`, { fix: `choose an empty directory, add --delta to restore into a data directory of this cluster, or add --force to delete its contents first` });
+      }
     }
   }
   const manifestBytes = await o.archive.get(meta.manifest.key);
   if (!manifestBytes) throw new WalvaultError('ARCHIVE_CORRUPT', `${meta.manifest.key} is missing`, { fix: `backup ${meta.name} cannot be checked` });
   const manifest = parseManifest(manifestBytes, meta.manifest.key);
   const older = isIncremental(meta) ? await loadChain(o.archive, meta) : [];
-  await prepareDir(targetDir, o.force, 'target directory');
-  for (const t of tablespaces) await prepareDir(t.dir, o.force, `tablespace ${t.oid} directory`);
+  const writers = new FileWriterPool(manifest.algorithm);
+  let delta: DeltaStart | null = null;
+  try {
+    if (o.delta) {
+      const roots = [{ dir: targetDir, prefix: '' }, ...tablespaces.map((t) => ({ dir: t.dir, prefix: `pg_tblspc/${t.oid}/` }))];
+      delta = await startDelta({ targetDir, roots, manifest, writers, log });
+    } else {
+      await prepareDir(targetDir, o.force, 'target directory');
+      for (const t of tablespaces) await prepareDir(t.dir, o.force, `tablespace ${t.oid} directory`);
+    }
+  } catch (err) {
+    await writers.destroy();
+    throw err;
+  }
+  const check = delta?.check;
 
-  log.info({ target: targetDir, start: meta.startLsn, stop: meta.stopLsn }, 'restoring backup');
-  const progress = new Progress({ what: `restore ${meta.name}`, log, out: o.progressOut });
-  progress.setTotal(meta.rawBytes);
+  log.info({ target: targetDir, start: meta.startLsn, stop: meta.stopLsn, delta: o.delta === true }, 'restoring backup');
   let done = 0;
+  let keptBytes = 0;
+  const progress = new Progress({
+    what: `restore ${meta.name}`,
+    log,
+    out: o.progressOut,
+    ...(check ? { detail: () => `${check.checked} of ${check.total} files there checked, ${check.kept} kept; ${formatBytes(keptBytes)} kept, ${formatBytes(done - keptBytes)} fetched` } : {}),
+  });
+  progress.setTotal(meta.rawBytes);
   const files = new Map<string, ExtractedFile>();
   const dirs = new Set<string>([targetDir, ...tablespaces.map((t) => t.dir)]);
   const tablespaceDirs = new Map(tablespaces.map((t) => [t.oid, t.dir]));
-  const writers = new FileWriterPool(manifest.algorithm);
   const ring = new SlabRing(SLABS + AHEAD_SLABS, SLAB_SIZE);
   // The read-ahead has its own bound, so it never waits for a slab.
   const blocks: BlockSource = { acquire: () => ring.take(), release: (b) => ring.release(b) };
@@ -347,6 +357,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
         writers,
         ring,
         onBytes: (n) => progress.update((done += n)),
+        ...(check ? { keep: check.verdicts, onKept: (n: number) => void (keptBytes += n) } : {}),
         ...(patcher ? { chain: { patcher, member: meta.name, algorithm: manifest.algorithm } } : {}),
       });
       await stream(tar, meta.name, extractor);
@@ -355,6 +366,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
       closing.push(finished);
     }
     await Promise.race([Promise.all(closing), writeFailure]);
+    await check?.done;
     rebuilt = patcher ? await patcher.finish(manifest.algorithm) : null;
   } catch (err) {
     progress.finish();
@@ -364,6 +376,25 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     await writers.destroy();
   }
   progress.finish();
+  let deltaSummary: DeltaSummary | undefined;
+  if (delta) {
+    // What the backup does not have: the directories it did not make.
+    const extra = extraDirs(delta.dirs, dirs);
+    await removeEntries(extra);
+    const total = [...files.values()].reduce((s, f) => s + f.size, 0);
+    const c = delta.check;
+    const patched = [...files.values()].filter((f) => f.rewritten !== undefined);
+    deltaSummary = {
+      checked: c.checked,
+      kept: c.kept,
+      keptBytes: c.keptBytes,
+      fetched: files.size - c.kept,
+      fetchedBytes: total - c.keptBytes,
+      patched: patched.length,
+      patchedBytesWritten: patched.reduce((s, f) => s + f.rewritten!, 0),
+      removed: delta.removed + c.removed + extra.length,
+    };
+  }
 
   const problems = compareWithManifest(manifest, files);
   if (problems.length > 0) {
@@ -399,8 +430,9 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     await h.close();
   }
   await fsp.rename(path.join(targetDir, PENDING_CONTROL_FILE), path.join(targetDir, 'global', 'pg_control'));
+  if (delta) await dropOldControl(targetDir);
   await syncDirs(dirs);
   const bytes = [...files.values()].reduce((s, f) => s + f.size, 0);
-  log.info({ files: files.size, bytes, ...(patcher ? { chain: chainOf(meta), rebuilt: patcher.files } : {}) }, 'backup restored and verified against its manifest');
-  return { meta, files: files.size, bytes, tablespaces };
+  log.info({ files: files.size, bytes, ...(patcher ? { chain: chainOf(meta), rebuilt: patcher.files } : {}), ...(deltaSummary ? { delta: deltaSummary } : {}) }, 'backup restored and verified against its manifest');
+  return { meta, files: files.size, bytes, tablespaces, ...(deltaSummary ? { delta: deltaSummary } : {}) };
 }

@@ -12,7 +12,7 @@ import { promisify } from 'node:util';
 import { crc32c } from '@node-rs/crc32';
 import { openSiteArchive } from '../../src/archive/site-archive';
 import type { BackupMetadata } from '../../src/backup/catalog';
-import type { PgCluster } from './pg-cluster';
+import { chownForServer, type PgCluster } from './pg-cluster';
 
 const run = promisify(execFile);
 
@@ -147,4 +147,16 @@ export async function tarBytes(tarsDir: string, archive: { name: string; compres
   if (!archive.compression) return fs.readFileSync(file);
   const { stdout } = await run('zstd', ['-dc', file], { encoding: 'buffer', maxBuffer: 1 << 30 });
   return stdout as unknown as Buffer;
+}
+
+/**
+ * Creates tablespace `extra` in `dir` (made, and given to the server's user) with table
+ * `in_extra` (20000 rows) in it; returns the tablespace's OID.
+ */
+export async function tablespaceWithTable(cluster: PgCluster, dir: string): Promise<string> {
+  fs.mkdirSync(dir);
+  chownForServer(dir);
+  await cluster.query(`CREATE TABLESPACE extra LOCATION '${dir}'`);
+  await cluster.query(`CREATE TABLE in_extra TABLESPACE extra AS SELECT g AS id, md5(g::text) AS pad FROM generate_series(1, 20000) g`);
+  return String((await cluster.query(`SELECT oid::text AS oid FROM pg_tablespace WHERE spcname = 'extra'`))[0].oid);
 }

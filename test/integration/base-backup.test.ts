@@ -15,7 +15,7 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import type { BackupMetadata } from '../../src/backup/catalog';
-import { backupHistoryFile, compareWithManifest, extractBackup, fetchBackupTars, tarBytes } from '../helpers/backup-fixtures';
+import { backupHistoryFile, compareWithManifest, extractBackup, fetchBackupTars, tablespaceWithTable, tarBytes } from '../helpers/backup-fixtures';
 import { availableMajors, binDirFor, chownForServer, clientBin, PgCluster, removeDir, tmpDir } from '../helpers/pg-cluster';
 import { OBJECT_STORES, type ObjectStore, type ObjectStoreKind } from '../helpers/object-stores';
 import { pgConninfo, runWalvault, WalvaultProcess, writeConfig } from '../helpers/walvault';
@@ -94,12 +94,8 @@ describe(
 
     it('stores a backup whose positions, files and manifest match the server', async () => {
       const tsDir = path.join(work, 'tablespace');
-      fs.mkdirSync(tsDir);
-      chownForServer(tsDir);
-      await cluster.query(`CREATE TABLESPACE extra LOCATION '${tsDir}'`);
-      await cluster.query(`CREATE TABLE in_extra TABLESPACE extra AS SELECT g AS id, md5(g::text) AS pad FROM generate_series(1, 20000) g`);
+      const oid = await tablespaceWithTable(cluster, tsDir);
       await cluster.pgbench(['-i', '-s', '2', '-q']);
-      const oid = String((await cluster.query(`SELECT oid::text AS oid FROM pg_tablespace WHERE spcname = 'extra'`))[0].oid);
 
       const push = await runWalvault(['backup', 'push', '--config', config, '--fast'], {}, 180000);
       assert.equal(push.code, 0, `backup push failed:\n${push.stderr.slice(-3000)}`);

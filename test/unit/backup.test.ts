@@ -252,4 +252,24 @@ describe('progress', () => {
     assert.equal(formatBytes(1536), '1.5 KiB');
     assert.equal(formatDuration(3725), '1 h 2 min');
   });
+
+  test('a detail (a delta restore\'s files kept) follows the bytes on the line and in the log record', () => {
+    const { Progress } = require('../../src/observe/progress') as typeof import('../../src/observe/progress');
+    let now = 0;
+    let kept = 0;
+    const written: string[] = [];
+    const tty = { isTTY: true, write: (s: string) => written.push(s) } as unknown as NodeJS.WriteStream;
+    const logged: Array<Record<string, unknown>> = [];
+    const log = { info: (o: Record<string, unknown>) => logged.push(o) } as never;
+    const p = new Progress({ what: 'restore x', log, out: tty, now: () => now, detail: () => `${kept} files kept` });
+    kept = 3;
+    now = 1000;
+    p.update(1024);
+    assert.equal(written[0], '\rrestore x: 1.0 KiB; 3 files kept\x1b[K');
+    const pipe = { isTTY: false, write: () => assert.fail('no drawing off a terminal') } as unknown as NodeJS.WriteStream;
+    const q = new Progress({ what: 'restore y', log, out: pipe, now: () => now, logIntervalMs: 1000, detail: () => `${kept} files kept` });
+    now = 3000;
+    q.update(2048);
+    assert.equal(logged[0].detail, '3 files kept');
+  });
 });
