@@ -157,7 +157,7 @@ export function zstdRatioOfFiles(files: string[]): number {
 }
 
 /**
- * The skeleton of a bench over BENCH_DATABASES: for each, a fresh database (with `settings`),
+ * The skeleton of a bench over BENCH_DATABASES (or `databases`): for each, a fresh database (with `settings`),
  * `rowsOf` it (the cluster is destroyed after, if `rowsOf` has not done so), its directory
  * under a temporary work directory removed; then the table printed and the results saved.
  */
@@ -168,13 +168,16 @@ export async function benchDatabases(opts: {
   rowsOf: (db: Database, dir: string, index: number) => Promise<Row[]>;
   params: Record<string, unknown>;
   tools: Record<string, string>;
+  /** The databases to run on (default BENCH_DATABASES). */
+  databases?: readonly DatabaseKind[];
 }): Promise<void> {
   const startedAt = new Date();
   const work = workDir(`walvault-${opts.kind}-bench-`);
   const rows: Row[] = [];
   const databases: DatabaseFacts[] = [];
+  const kinds = opts.databases ?? DATABASES;
   try {
-    for (const [i, kind] of DATABASES.entries()) {
+    for (const [i, kind] of kinds.entries()) {
       const db = await makeDatabase(kind, opts.settings(i));
       databases.push(db.facts);
       try {
@@ -185,7 +188,7 @@ export async function benchDatabases(opts: {
       removeDir(path.join(work, kind));
     }
     printRows(opts.title, rows);
-    saveRows(opts.kind, startedAt, { params: { databases: DATABASES, ...opts.params }, databases }, rows, opts.tools);
+    saveRows(opts.kind, startedAt, { params: { databases: kinds, ...opts.params }, databases }, rows, opts.tools);
   } finally {
     removeDir(work);
   }
@@ -341,10 +344,17 @@ export class PgBackRest {
     return this.cmd(['--type=full', 'backup']);
   }
 
-  async restore(target: string): Promise<Measured> {
-    fs.mkdirSync(target, { mode: 0o700 });
-    chownForServer(target);
-    return this.cmd([`--pg1-path=${target}`, 'restore']);
+  /**
+   * Into an empty `target`; with `delta`, into the existing data directory `target` (owned by
+   * the server's OS user), keeping the files whose size and checksum match (`--delta`, never
+   * `--force`, which would trust sizes and times).
+   */
+  async restore(target: string, opts: { delta?: boolean } = {}): Promise<Measured> {
+    if (!opts.delta) {
+      fs.mkdirSync(target, { mode: 0o700 });
+      chownForServer(target);
+    }
+    return this.cmd([`--pg1-path=${target}`, ...(opts.delta ? ['--delta'] : []), 'restore']);
   }
 
   storedBytes(): number {

@@ -22,6 +22,7 @@
  * VmHWM of its largest process as "Maximum resident set size".
  */
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -475,6 +476,27 @@ export function dirBytes(dir: string): number {
   return total;
 }
 
+/** Every regular file under `dir` (links not followed), as paths relative to `dir` with their absolute paths, sorted. */
+export function filesUnder(dir: string, rel = ''): Array<{ rel: string; abs: string }> {
+  const out: Array<{ rel: string; abs: string }> = [];
+  for (const e of fs.readdirSync(path.join(dir, rel), { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+    const r = rel === '' ? e.name : `${rel}/${e.name}`;
+    if (e.isDirectory()) out.push(...filesUnder(dir, r));
+    else if (e.isFile()) out.push({ rel: r, abs: path.join(dir, r) });
+  }
+  return out;
+}
+
+/** Reads `file` whole through `buf`, handing each chunk read to `chunk`. */
+function readThrough(file: string, buf: Buffer, chunk: (b: Buffer) => void = () => undefined): void {
+  const fd = fs.openSync(file, 'r');
+  try {
+    for (let n; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0; ) chunk(buf.subarray(0, n));
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /**
  * Reads every file under `dirs` once, so they are in the page cache: two restores compared
  * then differ by their own work, not by which of their backups the machine's page cache
@@ -483,21 +505,35 @@ export function dirBytes(dir: string): number {
  */
 export function warmFiles(dirs: string[]): void {
   const buf = Buffer.allocUnsafe(4 * MiB);
-  const walk = (dir: string): void => {
-    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-      const p = path.join(dir, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (e.isFile()) {
-        const fd = fs.openSync(p, 'r');
-        try {
-          while (fs.readSync(fd, buf, 0, buf.length, null) > 0);
-        } finally {
-          fs.closeSync(fd);
-        }
-      }
-    }
-  };
-  for (const d of dirs) walk(d);
+  for (const d of dirs) for (const f of filesUnder(d)) readThrough(f.abs, buf);
+}
+
+/** Every regular file under `dir` by relative path: size and SHA-256 (read in 4 MiB pieces). */
+export function fileDigests(dir: string): Map<string, { size: number; sha256: string }> {
+  const buf = Buffer.allocUnsafe(4 * MiB);
+  const out = new Map<string, { size: number; sha256: string }>();
+  for (const f of filesUnder(dir)) {
+    const h = createHash('sha256');
+    let size = 0;
+    readThrough(f.abs, buf, (b) => {
+      h.update(b);
+      size += b.length;
+    });
+    out.set(f.rel, { size, sha256: h.digest('hex') });
+  }
+  return out;
+}
+
+/** The paths whose size or contents differ between two fileDigests, or that only one has. */
+export function digestDiff(a: Map<string, { size: number; sha256: string }>, b: Map<string, { size: number; sha256: string }>): string[] {
+  const out: string[] = [];
+  for (const [p, x] of a) {
+    const y = b.get(p);
+    if (!y) out.push(`${p}: only in the first`);
+    else if (x.size !== y.size || x.sha256 !== y.sha256) out.push(`${p}: ${x.size} bytes vs ${y.size}${x.size === y.size ? ', other contents' : ''}`);
+  }
+  for (const p of b.keys()) if (!a.has(p)) out.push(`${p}: only in the second`);
+  return out;
 }
 
 const workDirs: string[] = [];
