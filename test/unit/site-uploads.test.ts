@@ -110,7 +110,9 @@ describe('uploads to several archives', () => {
     fs.rmSync(blocker);
     await waitFor(() => u.archivedLsn === end, { timeoutMs: 30000, what: 'the failing archive to catch up' });
     await u.idle();
-    assert.deepEqual(advanced, [end], 'the site position moved once both held everything');
+    // As the recovered archive catches up (several uploads at once), the site follows it.
+    assert.equal(advanced[advanced.length - 1], end, 'the site position reached the end once both held everything');
+    assert.ok(advanced.every((lsn, i) => lsn > FIRST * SEG && (i === 0 || lsn > advanced[i - 1])), `forward only: ${advanced.join(', ')}`);
     assert.deepEqual(spooled(), [], 'and the spool let go');
     assert.deepEqual(archivedRows(), names);
     assert.equal(u.stats.archivedSegments, 3);
