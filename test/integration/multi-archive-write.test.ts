@@ -13,9 +13,9 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
+import { freePort, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import { S3Server } from '../helpers/s3-server';
-import { archivedSegments, assertArchiveMatchesServer, pgConninfo, runWalvault, switchAndWaitArchived, WalvaultProcess } from '../helpers/walvault';
+import { archivedSegments, assertArchiveMatchesServer, listenHttp, pgConninfo, runWalvault, switchAndWaitArchived, WalvaultProcess } from '../helpers/walvault';
 import { parseLsn } from '../../src/wal/lsn';
 
 const OUTAGE_MS = 60_000;
@@ -82,6 +82,8 @@ describe(`a site writing to a local and an S3 archive, S3 down for 60 s under pg
         },
       }),
     );
+    const port = await freePort();
+    listenHttp(config, port);
     const localLabel = `site="main",archive="file://${local}"`;
     const remoteLabel = (text: string) => new RegExp(`^walvault_archive_archived_lsn_bytes\\{site="main",archive="(s3://[^"]+)"\\} `, 'm').exec(text)?.[1];
     const receiver = WalvaultProcess.start(['run', '--config', config]);
@@ -114,6 +116,12 @@ describe(`a site writing to a local and an S3 archive, S3 down for 60 s under pg
       const status = await runWalvault(['status', '--config', config], {}, 60000);
       assert.match(status.stdout, new RegExp(`archive ${s3Label.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: archived [0-9A-F]+/[0-9A-F]+, \\d+ segment\\(s\\) queued, failing for \\d+ s`), status.stdout);
       assert.match(status.stdout, new RegExp(`problem: archiving to ${s3Label.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} has been failing`), status.stdout);
+      // /health names the failing archive, and only that one.
+      const health = await fetch(`http://127.0.0.1:${port}/health`);
+      const said = await health.text();
+      assert.equal(health.status, 503, said);
+      assert.ok(said.includes(`archiving to ${s3Label} has been failing for`), said);
+      assert.ok(!said.includes(`archiving to file://${local}`), said);
       if (quorum === undefined) {
         // Every archive must hold the WAL: the slot keeps it on the server while S3 is down.
         assert.ok(slotAtEnd <= BigInt(s3Held) + 1048576n, `the slot stays at what S3 holds (slot ${slotAtEnd}, S3 ${s3Held})`);
