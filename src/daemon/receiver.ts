@@ -12,7 +12,7 @@
 import type { Logger } from 'pino';
 import type { Archive } from '../archive/archive';
 import type { SiteConfig } from '../config/config-types';
-import { errorMessage, WalvaultError } from '../errors';
+import { errorMessage, isWalvaultError, WalvaultError } from '../errors';
 import type { XLogDataHeader, Keepalive } from '../postgres/copy-both-messages';
 import type { ReplicationConnection, ServerFacts, SystemIdentity } from '../postgres/replication-connection';
 import type { StreamEnd, WalStreamSession } from '../postgres/wal-stream-session';
@@ -70,6 +70,10 @@ export class SiteReceiver {
   /** The slot was created by this run: dropped again if the run ends before it streamed into its state. */
   private slotCreatedHere = false;
   private slotInUse = false;
+  /** Any WAL arrived in this run. */
+  private gotWal = false;
+  /** The error the run ended on, if it did. */
+  private endError: unknown = null;
 
   constructor(
     private readonly site: SiteConfig,
@@ -140,6 +144,7 @@ export class SiteReceiver {
           if (await this.streamUntilInterrupted()) backoff.reset();
         } catch (err) {
           this.lastError = errorMessage(err);
+          this.endError = err;
           if (this.failures.isFatal(err)) throw err;
           if (this.setupFailed) throw this.setupFailed;
           if (this.failures.mustStop(err, { everStreamed: this.everStreamed, stopping: this.stopping })) throw err;
@@ -365,6 +370,7 @@ export class SiteReceiver {
   private onXLogData(tli: number, h: XLogDataHeader, payload: Buffer): void {
     this.serverWalEnd = h.walEnd;
     if (payload.length === 0) return;
+    this.gotWal = true;
     this.writer.push(tli, h.dataStart, payload);
   }
 
@@ -440,7 +446,11 @@ export class SiteReceiver {
     } finally {
       await this.closeConnection();
       await closeSiteState(this.held, { received: this.received, fsynced: this.fsynced }, this.site, this.log, async () => {
-        if (this.slotCreatedHere && !this.slotInUse && (await dropSlotCreatedHere(() => openReplicationConnection(this.site), this.site, this.log))) this.slotCreatedHere = false;
+        // The state may have been set up just as the server said the WAL at the start point is
+        // gone (it says so only once streaming began): no byte came, and none can, so the slot
+        // this run created serves nothing.
+        const walGone = !this.gotWal && isWalvaultError(this.endError, 'PG_WAL_REMOVED');
+        if (this.slotCreatedHere && (!this.slotInUse || walGone) && (await dropSlotCreatedHere(() => openReplicationConnection(this.site), this.site, this.log))) this.slotCreatedHere = false;
         this.state = 'stopped';
         if (this.everStreamed) {
           // Textfile monitoring must not see a stopped site as streaming.
