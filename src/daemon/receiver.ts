@@ -12,7 +12,7 @@
 import type { Logger } from 'pino';
 import type { Archive } from '../archive/archive';
 import type { SiteConfig } from '../config/config-types';
-import { errorMessage, isWalvaultError, WalvaultError } from '../errors';
+import { errorMessage, WalvaultError } from '../errors';
 import type { XLogDataHeader, Keepalive } from '../postgres/copy-both-messages';
 import type { ReplicationConnection, ServerFacts, SystemIdentity } from '../postgres/replication-connection';
 import type { StreamEnd, WalStreamSession } from '../postgres/wal-stream-session';
@@ -21,17 +21,16 @@ import { formatLsn, maxLsn, segmentStart, type Lsn } from '../wal/lsn';
 import type { Sample } from '../observe/metrics';
 import { Backoff } from '../util/retry';
 import { StateWrites } from './state-writes';
-import { ArchiveLease } from '../archive/archive-lease';
 import { startLeaseHeartbeat } from './lease-heartbeat';
 import { connectToSiteServer, openReplicationConnection, pageCheckContext } from './site-connection-checks';
 import { StreamFailures } from './stream-failures';
 import { StatusReporter } from './status-reporter';
 import { WalWriter } from './wal-writer';
 import { logStopLine, StartLines } from './receiver-lines';
-import { dropSlotCreatedHere } from './slot-cleanup';
-import { archiveHistory, checkTimelineSwitch, finishTimeline, namingTheGap, timelineFor } from './timeline-steps';
+import { dropSlotCreatedHere, slotServesNothing } from './slot-cleanup';
+import { archiveHistory, checkTimelineSwitch, finishTimeline, namingTheGap, recordTimeline, timelineFor } from './timeline-steps';
 import { checkStateDirUsable, closeSiteState, openSiteState, siteRegistered, type SiteStateHolder } from './site-state';
-import { chooseStart, prepareSlot, refuseOtherCluster } from './start-point';
+import { checkSiteArchives, chooseStart, prepareSlot } from './start-point';
 import { ReceiverHealth, type ReceiverState, type ReceiverStatus } from './receiver-health';
 export type { ReceiverStatus } from './receiver-health';
 
@@ -47,6 +46,8 @@ export class SiteReceiver {
   private setupFailed: unknown = null;
   /** The site's archives, in its order: every one gets all of its WAL. */
   private readonly archives: Archive[];
+  /** The archives as the site's lines name them. */
+  private readonly archiveDescription: string;
   private identity!: SystemIdentity;
   private facts!: ServerFacts;
   private timeline = 0;
@@ -80,6 +81,7 @@ export class SiteReceiver {
     private readonly log: Logger,
   ) {
     this.archives = site.archives.map((a) => openSiteArchive(a, 'write'));
+    this.archiveDescription = this.archives.map((a) => a.storage.description).join(', ');
     this.writes = new StateWrites(site.state, log, this.stopController.signal);
     this.failures = new StreamFailures(log);
     this.lines = new StartLines(log, site);
@@ -117,11 +119,6 @@ export class SiteReceiver {
       },
       log,
     );
-  }
-
-  /** The archives as the site's lines name them. */
-  private get archiveDescription(): string {
-    return this.archives.map((a) => a.storage.description).join(', ');
   }
 
   private get received(): Lsn {
@@ -219,16 +216,10 @@ export class SiteReceiver {
   private async startUp(): Promise<void> {
     await this.connect();
     const { identity, facts } = this;
-    const withCluster: Archive[] = [];
-    for (const archive of this.archives) {
-      const cluster = await archive.readCluster();
-      refuseOtherCluster(cluster, identity, archive, this.site);
-      if (cluster) withCluster.push(archive);
-    }
     checkStateDirUsable(this.site.state);
     // Every refusal comes before anything is created on the server (the slot below): another
-    // receiver's archive is refused here, another cluster's state when the ledger opens.
-    for (const archive of this.archives) await new ArchiveLease(archive.storage, this.site.name, this.site.state).check();
+    // cluster's or receiver's archive is refused here, another cluster's state when the ledger opens.
+    const withCluster = await checkSiteArchives(this.archives, identity, this.site);
     const firstRun = !siteRegistered(this.site);
     if (!firstRun) await this.openState();
 
@@ -290,9 +281,7 @@ export class SiteReceiver {
       checkTimelineSwitch(tli, end, maxLsn(this.held.spool?.receivedLsn ?? start, start), this.log);
       await finishTimeline(this.held.spool!, this.held.uploader!);
       await this.archiveHistory(end.nextTli);
-      if (end.nextTli > this.held.ledger!.getSite(this.site.name)!.timeline) {
-        await this.writes.must(`recording timeline ${end.nextTli} in the ledger`, () => this.held.ledger!.switchTimeline(this.site.name, end.nextTli, end.nextTliStart));
-      }
+      await recordTimeline(this.held.ledger!, this.writes, this.site.name, end);
       // Bytes past the switch point were the old timeline's only (a torn record at most):
       // nothing past it may be reported as held on the new one.
       this.reporter.clampTo(end.nextTliStart);
@@ -446,11 +435,8 @@ export class SiteReceiver {
     } finally {
       await this.closeConnection();
       await closeSiteState(this.held, { received: this.received, fsynced: this.fsynced }, this.site, this.log, async () => {
-        // The state may have been set up just as the server said the WAL at the start point is
-        // gone (it says so only once streaming began): no byte came, and none can, so the slot
-        // this run created serves nothing.
-        const walGone = !this.gotWal && isWalvaultError(this.endError, 'PG_WAL_REMOVED');
-        if (this.slotCreatedHere && (!this.slotInUse || walGone) && (await dropSlotCreatedHere(() => openReplicationConnection(this.site), this.site, this.log))) this.slotCreatedHere = false;
+        const unused = slotServesNothing({ inUse: this.slotInUse, gotWal: this.gotWal, endError: this.endError });
+        if (this.slotCreatedHere && unused && (await dropSlotCreatedHere(() => openReplicationConnection(this.site), this.site, this.log))) this.slotCreatedHere = false;
         this.state = 'stopped';
         if (this.everStreamed) {
           // Textfile monitoring must not see a stopped site as streaming.

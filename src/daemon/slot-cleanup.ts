@@ -4,11 +4,21 @@
  */
 import type { Logger } from 'pino';
 import type { SiteConfig } from '../config/config-types';
-import { errorMessage } from '../errors';
+import { errorMessage, isWalvaultError } from '../errors';
 import type { ReplicationConnection } from '../postgres/replication-connection';
 import { withTimeout } from '../util/timers';
 
 const DROP_TIMEOUT_MS = 20000;
+
+/**
+ * Whether the slot a run created serves nothing: the run never streamed into its state, or it
+ * ended on the server's word that the WAL at its start point is gone before any byte came
+ * (the server says so only once streaming began, so the state may have been set up by then;
+ * no byte can come, so nothing depends on the slot).
+ */
+export function slotServesNothing(run: { inUse: boolean; gotWal: boolean; endError: unknown }): boolean {
+  return !run.inUse || (!run.gotWal && isWalvaultError(run.endError, 'PG_WAL_REMOVED'));
+}
 
 /** Drops the site's slot on a new connection; true when dropped, else a warning with the SQL to drop it. */
 export async function dropSlotCreatedHere(openConnection: () => Promise<ReplicationConnection>, site: SiteConfig, log: Logger): Promise<boolean> {

@@ -7,6 +7,7 @@
  */
 import type { Logger } from 'pino';
 import type { Archive } from '../archive/archive';
+import { ArchiveLease } from '../archive/archive-lease';
 import type { ClusterInfo } from '../archive/cluster-marker';
 import type { SiteConfig } from '../config/config-types';
 import { WalvaultError } from '../errors';
@@ -65,6 +66,22 @@ async function resumeFromArchive(archive: Archive, segSize: number): Promise<Res
 function later(a: ResumePoint | null, b: ResumePoint | null): ResumePoint | null {
   if (!a || !b) return a ?? b;
   return b.lsn > a.lsn || (b.lsn === a.lsn && b.tli > a.tli) ? b : a;
+}
+
+/**
+ * Every archive of the site, before anything is created on the server: one of another
+ * database system is refused, and so is one another receiver holds. Returns those that hold
+ * a cluster marker (this cluster's history), for chooseStart.
+ */
+export async function checkSiteArchives(archives: readonly Archive[], identity: SystemIdentity, site: SiteConfig): Promise<Archive[]> {
+  const withCluster: Archive[] = [];
+  for (const archive of archives) {
+    const cluster = await archive.readCluster();
+    refuseOtherCluster(cluster, identity, archive, site);
+    if (cluster) withCluster.push(archive);
+  }
+  for (const archive of archives) await new ArchiveLease(archive.storage, site.name, site.state).check();
+  return withCluster;
 }
 
 /** An archive of another database system is refused before anything is created on the server. */

@@ -67,6 +67,12 @@ export async function finishTimeline(spool: SegmentSpool, uploader: SiteUploads)
   await fs.promises.rm(spool.partialPath(open.name), { force: true });
 }
 
+/** The ledger follows the next timeline from its start (once: a switch seen again is recorded already). */
+export async function recordTimeline(ledger: Ledger, writes: StateWrites, site: string, next: { nextTli: number; nextTliStart: Lsn }): Promise<void> {
+  if (next.nextTli <= ledger.getSite(site)!.timeline) return;
+  await writes.must(`recording timeline ${next.nextTli} in the ledger`, () => ledger.switchTimeline(site, next.nextTli, next.nextTliStart));
+}
+
 /**
  * The server's words for missing WAL do not always say where (PostgreSQL 16+ names only the
  * invalidated slot): the operator needs the position the archive stops at.
