@@ -134,6 +134,7 @@ export class BackupScheduler {
           continue; // its WAL is not there yet
         }
         await storeCompletion(archive, pending.meta, pending.sha256);
+        this.copyDue = true;
         this.log.info({ backup: e.name }, 'base backup completed: its WAL is archived now');
       }
       // 2. The schedule.
@@ -175,12 +176,17 @@ export class BackupScheduler {
           await take(false);
         }
         this.backupRunning = false;
+        this.copyDue = true;
       }
-      // 3. The other archives: every complete backup in each (also one an earlier tick missed).
-      if (this.site.archives.length > 1 && !signal.aborted) {
+      // 3. The other archives: every complete backup in each, once at the start (one an earlier
+      // run missed), after each backup completed here, and again after a failure (listing
+      // every archive each tick would be a request per archive every 30 s for nothing).
+      if (this.site.archives.length > 1 && this.copyDue && Date.now() >= this.copyRetryAt && !signal.aborted) {
         const failed = await this.copyBackups();
         if (failed !== null && failed !== this.copyFailure) this.log.error({ code: 'ARCHIVE_INCOMPLETE' }, failed);
         this.copyFailure = failed;
+        this.copyDue = failed !== null;
+        this.copyRetryAt = failed === null ? 0 : Date.now() + RETRY_AFTER_FAILURE_MS;
       }
       // 4. Retention, in each archive by what that archive holds.
       if (this.retentionOn && !signal.aborted) {
@@ -201,6 +207,9 @@ export class BackupScheduler {
 
   /** The last copy failure logged (said again only when it changes). */
   private copyFailure: string | null = null;
+  /** A backup completed that the other archives may lack. */
+  private copyDue = true;
+  private copyRetryAt = 0;
 
   private async applyRetention(archive: ReturnType<typeof openSiteArchive>): Promise<void> {
     const plan = await planDeletion(archive, {
