@@ -28,7 +28,7 @@ import { BLOCK_SIZE, cutPiece, isSet, setBit, type EntryLayout } from './chain-s
 import type { ParsedManifest } from './restore';
 import type { FileWriterPool, Placement } from './file-writers';
 import type { SlabRing } from './slab-ring';
-import type { TarEntry, TarSink } from './tar-reader';
+import type { TarEntry, TarSink } from '../util/tar-reader';
 
 export { BLOCK_SIZE };
 /** Rebuilt files checksummed at once at the end. */

@@ -18,7 +18,7 @@ import type { FileWriterPool, WrittenFile } from './file-writers';
 import { isIncrementalPath, nonIncrementalPath } from './incremental-file';
 import type { ManifestChecksumAlgorithm } from './manifest-checksum';
 import type { SlabRing } from './slab-ring';
-import type { TarEntry, TarSink } from './tar-reader';
+import type { TarEntry, TarSink } from '../util/tar-reader';
 
 export const PENDING_CONTROL_FILE = 'global/pg_control.walvault-restoring';
 

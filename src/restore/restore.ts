@@ -26,7 +26,7 @@ import { recoverySettings, type RecoveryTarget } from './recovery-settings';
 import { SlabRing } from './slab-ring';
 import { fillSlabs } from './tar-slabs';
 import { PartPrefetch } from './part-prefetch';
-import { TarReader, type TarSink } from './tar-reader';
+import { TarReader, type TarSink } from '../util/tar-reader';
 import { chainManifest, fileFacts, type FileFacts } from './chain-manifest';
 import { BLOCK_SIZE, ChainPatcher } from './chain-patcher';
 import { checkDeltaRoots, checkDeltaTarget, dropOldControl, extraDirs, removeEntries, startDelta, type DeltaStart, type DeltaSummary } from './delta';

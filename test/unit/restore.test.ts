@@ -10,7 +10,7 @@ import { compareWithManifest, parseManifest } from '../../src/restore/restore';
 
 const sha256Hex = (s: string) => createHash('sha256').update(s).digest('hex');
 import { checkTarget, confLiteral, recoverySettings, shellWord } from '../../src/restore/recovery-settings';
-import { TarReader, type TarEntry } from '../../src/restore/tar-reader';
+import { TarReader, type TarEntry } from '../../src/util/tar-reader';
 
 function header(name: string, type: '0' | '5' | '2', size: number, opts: { mode?: number; link?: string; prefix?: string } = {}): Buffer {
   const h = Buffer.alloc(512);
