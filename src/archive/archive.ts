@@ -208,12 +208,14 @@ export class Archive {
    * Stores, as an immutable object, a buffer the caller owns and leaves untouched until this
    * settles (a backup part), with `sha256` the digest of exactly these bytes, computed by the
    * caller as it filled the buffer: the write does not hash the plaintext a second time, and
-   * compresses its frames in parallel.
+   * compresses its frames in parallel. `frameSize`: the plaintext bytes per frame when the
+   * object is framed (1 MiB when not given); a plain object has no frames.
    */
-  async putOwnedBuffer(key: string, plaintext: Buffer, sha256: Buffer, opts: { codec?: CodecName } = {}): Promise<PutResult> {
+  async putOwnedBuffer(key: string, plaintext: Buffer, sha256: Buffer, opts: { codec?: CodecName; frameSize?: number } = {}): Promise<PutResult> {
     const existing = await this.alreadyStored(key, plaintext.length, sha256);
     if (existing === 'same') return 'unchanged';
-    await this.writer.write(key, bufferSource(plaintext), sha256, false, this.format(opts.codec));
+    const format = this.format(opts.codec);
+    await this.writer.write(key, bufferSource(plaintext, storedPlain(format) ? undefined : opts.frameSize), sha256, false, format);
     return existing === 'damaged' ? 'repaired' : 'stored';
   }
 

@@ -30,13 +30,19 @@ export interface BodySource {
   exists(): Promise<boolean>;
 }
 
-export function bufferSource(buf: Buffer, origin = 'memory'): BodySource {
+/**
+ * A buffer in windows of `windowSize` bytes, which become the object's frames when it is
+ * framed: smaller frames let a reader decode a small piece of the object (a backup part's
+ * blocks, in a delta restore) at some cost in compression.
+ */
+export function bufferSource(buf: Buffer, windowSize = WINDOW, origin = 'memory'): BodySource {
+  if (!Number.isInteger(windowSize) || windowSize <= 0 || windowSize > WINDOW) throw new WalvaultError('INTERNAL', `a ${windowSize}-byte window is not from 1 byte to ${WINDOW}`);
   return {
     length: buf.length,
     origin,
     exists: async () => true,
     async *windows() {
-      for (let at = 0; at < buf.length; at += WINDOW) yield buf.subarray(at, Math.min(buf.length, at + WINDOW));
+      for (let at = 0; at < buf.length; at += windowSize) yield buf.subarray(at, Math.min(buf.length, at + windowSize));
     },
   };
 }

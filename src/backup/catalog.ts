@@ -3,6 +3,8 @@
  *
  *   backups/<name>/parts/<archive>.<NNNNNN>   the tar archives (base.tar, <oid>.tar) in parts
  *   backups/<name>/backup_manifest            the server's manifest, as sent
+ *   backups/<name>/index/<archive>            the block index of a tar archive walvault
+ *                                             compressed itself (./block-index.ts)
  *   backups/<name>/upload_manifest            PostgreSQL 17+: that manifest without file
  *                                             checksums, unencrypted: what an incremental
  *                                             backup taken against this one uploads
@@ -24,6 +26,19 @@ export const METADATA_FILE = 'metadata.json';
 export const COMPLETE_FILE = 'complete.json';
 export const MANIFEST_FILE = 'backup_manifest';
 export const UPLOAD_MANIFEST_FILE = 'upload_manifest';
+const INDEX_DIR = 'index/';
+
+/** Where the block index of `archiveName` in backup `name` is stored. */
+export function indexKey(name: string, archiveName: string): string {
+  return `${backupPrefix(name)}${INDEX_DIR}${archiveName}`;
+}
+
+/** A stored object the metadata vouches for: its key, plaintext size and SHA-256 (hex). */
+export interface RecordedObject {
+  key: string;
+  size: number;
+  sha256: string;
+}
 
 export interface BackupArchive {
   /** base.tar or <oid>.tar */
@@ -41,6 +56,11 @@ export interface BackupArchive {
   rawBytes: number;
   storedBytes: number;
   parts: StoredPart[];
+  /**
+   * The archive's block index: present when walvault saw the tar's plain bytes (compression
+   * null) and took the backup after indexes existed; older backups lack it.
+   */
+  index?: RecordedObject;
 }
 
 export interface BackupMetadata {
@@ -64,7 +84,7 @@ export interface BackupMetadata {
   rawBytes: number;
   storedBytes: number;
   archives: BackupArchive[];
-  manifest: { key: string; size: number; sha256: string };
+  manifest: RecordedObject;
   /** Absent in backups older than incremental support: those are full backups. */
   kind?: 'full' | 'incremental';
   /** An incremental's parent: the backup whose manifest it was taken against. */

@@ -10,6 +10,14 @@ import type { CodecName } from '../archive/codecs';
 import { sha256InWorker } from '../archive/compress-hash-workers';
 import { WalvaultError } from '../errors';
 
+/**
+ * Plaintext bytes per frame of the parts walvault compresses or encrypts itself: a delta
+ * restore decodes only the frames holding the blocks it needs, so a small frame spares it most
+ * of a part. (Parts the server compressed are one zstd stream that must be read from its start
+ * anyway: they keep 1 MiB frames.)
+ */
+export const BACKUP_FRAME_SIZE = 32 * 1024;
+
 export interface StoredPart {
   key: string;
   /** Bytes of the archive this part holds (its plaintext). */
@@ -167,7 +175,8 @@ export class PartUploader {
     // Hashed in a worker, reading the shared part buffer in place: the main thread's time
     // belongs to the socket.
     const sha = body.length > 0 ? await sha256InWorker(body) : createHash('sha256').digest();
-    const result = await this.o.archive.putOwnedBuffer(key, body, sha, { codec: this.o.codec });
+    const ours = this.o.codec === undefined;
+    const result = await this.o.archive.putOwnedBuffer(key, body, sha, ours ? { frameSize: BACKUP_FRAME_SIZE } : { codec: this.o.codec });
     if (result === 'unchanged') {
       // A fresh backup name never has parts: an object there means two writers share it.
       throw new WalvaultError('BACKUP_CONFLICT', `${key} already exists`, { fix: `is another backup writing under the same name?` });

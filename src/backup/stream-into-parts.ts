@@ -8,6 +8,7 @@ import { runBaseBackup, type BaseBackupResult, type TablespaceRow } from '../pos
 import type { ReplicationConnection } from '../postgres/replication-connection';
 import { formatLsn } from '../wal/lsn';
 import { BackupLabelSniffer, type BackupLabel } from './backup-label';
+import { BlockIndexer } from './block-index';
 import { PartUploader, type StoredPart } from './part-uploader';
 
 export const DEFAULT_PART_SIZE = 4 * 1024 * 1024;
@@ -26,13 +27,16 @@ export interface Streamed {
   archives: StreamArchive[];
   manifestChunks: Buffer[];
   label: BackupLabel;
+  /** The block index plaintext of each archive walvault saw uncompressed, by archive name. */
+  indexes: Map<string, Buffer>;
 }
 
 /**
  * One BASE_BACKUP into parts. With server compression the archives arrive as zstd streams:
  * they are stored as they are (no second compression), the backup_label is read from the
  * start of base.tar.zst through a decompressor, and raw sizes come from the server's
- * progress counter.
+ * progress counter. Archives that arrive as plain tar are also indexed as they pass
+ * (./block-index.ts), for delta restores.
  */
 export async function streamIntoParts(
   conn: ReplicationConnection,
@@ -68,10 +72,14 @@ export async function streamIntoParts(
   const archives: StreamArchive[] = [];
   const manifestChunks: Buffer[] = [];
   let current: StreamArchive | null = null;
+  const indexes = new Map<string, Buffer>();
+  let indexer: BlockIndexer | null = null;
   let lastProgress = 0;
   let progressAtStart = 0;
   const endArchive = (): void => {
     if (current && current.compression) current.rawBytes = lastProgress - progressAtStart;
+    if (current && indexer) indexes.set(current.name, indexer.finish());
+    indexer = null;
     uploader.end();
   };
   let result: BaseBackupResult;
@@ -100,6 +108,7 @@ export async function streamIntoParts(
           progressAtStart = lastProgress;
           archives.push(current);
           uploader.begin(o.prefix, archiveName);
+          indexer = o.serverCompressed ? null : new BlockIndexer(`${archiveName} from the server`);
           if (row.oid === null && o.serverCompressed) {
             const { DecompressStream } = require('zstd-napi') as typeof import('zstd-napi');
             const d = new DecompressStream();
@@ -127,6 +136,9 @@ export async function streamIntoParts(
             else sniffer.feed(chunk);
           }
           if (!a.compression) a.rawBytes += chunk.length;
+          // Done with the chunk when it returns (CRCs of 8 KiB views, a few GB/s: inline on
+          // the socket's thread is fine), before the caller reuses its buffer.
+          indexer?.write(chunk);
           return uploader.write(chunk);
         },
         archiveEnd: endArchive,
@@ -160,5 +172,5 @@ export async function streamIntoParts(
   if (label.startLsn !== result.start.lsn) {
     throw new WalvaultError('PG_PROTOCOL', `backup_label starts at ${formatLsn(label.startLsn)} but the server reported ${formatLsn(result.start.lsn)}`);
   }
-  return { result, parts, archives, manifestChunks, label };
+  return { result, parts, archives, manifestChunks, label, indexes };
 }

@@ -18,12 +18,14 @@ import { formatLsn } from '../wal/lsn';
 import {
   backupPrefix,
   freshBackupName,
+  indexKey,
   MANIFEST_FILE,
   UPLOAD_MANIFEST_FILE,
   storeCompletion,
   storeMetadata,
   type BackupArchive,
   type BackupMetadata,
+  type RecordedObject,
 } from './catalog';
 import { incrementalRefusal, prepareIncremental, type IncrementalBase } from './incremental-parent';
 import { streamIntoParts, type Streamed } from './stream-into-parts';
@@ -222,7 +224,7 @@ export async function takeBackup(o: TakeBackupOptions): Promise<BackupMetadata> 
     }
     if (!streamed) throw new WalvaultError('INTERNAL', 'no backup attempt ran');
     checkpointWait.end();
-    const { result, parts, archives, manifestChunks, label: bl } = streamed;
+    const { result, parts, archives, manifestChunks, label: bl, indexes } = streamed;
     const stoppedAt = new Date();
     const manifest = Buffer.concat(manifestChunks);
     checkManifest(manifest, identity.systemId);
@@ -231,8 +233,17 @@ export async function takeBackup(o: TakeBackupOptions): Promise<BackupMetadata> 
     // What a later incremental uploads: kept readable with the public key alone.
     if (facts.major >= 17) await archive.asPlain().putImmutable(prefix + UPLOAD_MANIFEST_FILE, uploadManifestOf(manifest, `the manifest of backup ${name}`));
 
+    // Stored like the manifest, bound to its key, with the site's codec and key.
+    const indexed = new Map<string, RecordedObject>();
+    for (const [archiveName, plaintext] of indexes) {
+      const key = indexKey(name, archiveName);
+      await archive.putImmutable(key, plaintext);
+      indexed.set(archiveName, { key, size: plaintext.length, sha256: createHash('sha256').update(plaintext).digest('hex') });
+    }
+
     const stored: BackupArchive[] = archives.map((a) => {
       const list = parts.get(a.name) ?? [];
+      const index = indexed.get(a.name);
       return {
         name: a.name,
         tablespaceOid: a.row.oid,
@@ -241,6 +252,7 @@ export async function takeBackup(o: TakeBackupOptions): Promise<BackupMetadata> 
         rawBytes: a.rawBytes,
         storedBytes: list.reduce((s, p) => s + p.storedSize, 0),
         parts: list,
+        ...(index ? { index } : {}),
       };
     });
     const meta: BackupMetadata = {

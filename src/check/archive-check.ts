@@ -195,7 +195,7 @@ export async function checkArchive(archive: Archive, opts: { site?: SiteConfig }
   const backups: BackupCheck[] = [];
   const byName = new Map(g.backups.map((b) => [b.name, b]));
   const partsMissing = (b: BackupMetadata): string[] => {
-    const keys = [...b.archives.flatMap((a) => a.parts.map((p) => p.key)), b.manifest.key];
+    const keys = [...b.archives.flatMap((a) => [...a.parts.map((p) => p.key), ...(a.index ? [a.index.key] : [])]), b.manifest.key];
     return keys.filter((k) => !g.backupObjects.has(k));
   };
   for (const b of g.backups) {

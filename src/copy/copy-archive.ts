@@ -1,8 +1,8 @@
 /**
  * Brings one archive up to date from another: every WAL file and every complete backup the
  * destination lacks. Each object is read from the source through its checks (envelope,
- * checksums, binding to its key and cluster; a backup part also against the sha256 and size
- * its backup's metadata records) and written to the destination with the destination's own
+ * checksums, binding to its key and cluster; a backup part, block index or manifest also
+ * against the sha256 and size its backup's metadata records) and written to the destination with the destination's own
  * codec and key, verified after the write as every archive write is. An object the
  * destination already holds is never written over: a name it holds with other bytes is a
  * failure, named, and the copy goes on with the rest.
@@ -17,7 +17,7 @@ import type { Archive } from '../archive/archive';
 import { claimArchive, type NoteLog } from '../archive/archive-settings';
 import type { ClusterInfo } from '../archive/cluster-marker';
 import { walKey } from '../archive/layout';
-import type { StoredPart } from '../backup/part-uploader';
+import { BACKUP_FRAME_SIZE, type StoredPart } from '../backup/part-uploader';
 import {
   backupPrefix,
   listBackups,
@@ -27,6 +27,7 @@ import {
   UPLOAD_MANIFEST_FILE,
   type BackupArchive,
   type BackupMetadata,
+  type RecordedObject,
 } from '../backup/catalog';
 import { errorMessage, WalvaultError } from '../errors';
 import { runPool } from '../util/run-pool';
@@ -181,7 +182,7 @@ async function copyBackups(o: CopyOptions, report: CopyReport, progress: Progres
   }
 }
 
-/** One complete backup: parts, manifests, then its metadata and completion marker. Returns the bytes copied. */
+/** One complete backup: parts and block indexes, manifests, then its metadata and completion marker. Returns the bytes copied. */
 async function copyBackup(o: CopyOptions, meta: BackupMetadata): Promise<number> {
   const prefix = backupPrefix(meta.name);
   let bytes = 0;
@@ -192,15 +193,15 @@ async function copyBackup(o: CopyOptions, meta: BackupMetadata): Promise<number>
     const parts: StoredPart[] = new Array(a.parts.length);
     await runPool(a.parts.map((p, i) => ({ p, i })), o.concurrency, async ({ p, i }) => {
       const data = await readAsRecorded(o.from, p.key, p.size, p.sha256, `part of backup ${meta.name}`);
-      await o.to.putOwnedBuffer(p.key, data, Buffer.from(p.sha256, 'hex'), codec ? { codec } : {});
+      // Small frames as the backup wrote them, for delta restores from the copy too.
+      await o.to.putOwnedBuffer(p.key, data, Buffer.from(p.sha256, 'hex'), codec ? { codec } : { frameSize: BACKUP_FRAME_SIZE });
       parts[i] = { ...p, storedSize: await storedSize(o.to, p.key) };
       bytes += data.length;
     });
+    if (a.index) bytes += await copyRecorded(o, a.index, `block index of backup ${meta.name}`);
     archives.push({ ...a, parts, storedBytes: parts.reduce((s, p) => s + p.storedSize, 0) });
   }
-  const manifest = await readAsRecorded(o.from, meta.manifest.key, meta.manifest.size, meta.manifest.sha256, `manifest of backup ${meta.name}`);
-  await o.to.putImmutable(meta.manifest.key, manifest);
-  bytes += manifest.length;
+  bytes += await copyRecorded(o, meta.manifest, `manifest of backup ${meta.name}`);
   // PostgreSQL 17+ backups keep the manifest an incremental child uploads, in the clear.
   const upload = await o.from.asPlain().get(prefix + UPLOAD_MANIFEST_FILE);
   if (upload !== null) await o.to.asPlain().putImmutable(prefix + UPLOAD_MANIFEST_FILE, upload);
@@ -213,6 +214,13 @@ async function copyBackup(o: CopyOptions, meta: BackupMetadata): Promise<number>
   const sha = await storeMetadata(o.to, copied);
   await storeCompletion(o.to, copied, sha);
   return bytes;
+}
+
+/** An object the metadata records (a manifest, a block index), checked against it and stored alike; returns its plaintext bytes. */
+async function copyRecorded(o: CopyOptions, object: RecordedObject, what: string): Promise<number> {
+  const plaintext = await readAsRecorded(o.from, object.key, object.size, object.sha256, what);
+  await o.to.putImmutable(object.key, plaintext);
+  return plaintext.length;
 }
 
 /**

@@ -33,7 +33,8 @@ export interface TarSink {
   entryEnd(): void | Promise<void>;
 }
 
-const BLOCK = 512;
+/** Header and content block size: an entry is one header block, then its content padded to whole blocks. */
+export const TAR_BLOCK = 512;
 
 function field(h: Buffer, at: number, len: number): string {
   const end = h.indexOf(0, at);
@@ -56,7 +57,7 @@ function octal(h: Buffer, at: number, len: number, what: string, label: string):
 function parseTarHeader(h: Buffer, label: string): TarEntry | null {
   if (h.every((b) => b === 0)) return null;
   let sum = 0;
-  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : h[i];
+  for (let i = 0; i < TAR_BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : h[i];
   const stored = octal(h, 148, 8, 'checksum', label);
   if (stored !== sum) throw new WalvaultError('ARCHIVE_CORRUPT', `${label}: tar header checksum mismatch (damaged archive)`);
   const name = field(h, 0, 100);
@@ -74,7 +75,7 @@ function parseTarHeader(h: Buffer, label: string): TarEntry | null {
 
 /** Feeds a tar stream to a sink; `finish` checks the archive ended properly. */
 export class TarReader {
-  private header = Buffer.alloc(BLOCK);
+  private header = Buffer.alloc(TAR_BLOCK);
   private headerHave = 0;
   /** Bytes of the current entry's content still to come, then its padding. */
   private remaining = 0;
@@ -88,6 +89,22 @@ export class TarReader {
 
   /** Takes the next bytes; awaits the sink where it returns promises (backpressure). */
   async write(chunk: Buffer): Promise<void> {
+    for (const pending of this.steps(chunk)) if (pending) await pending;
+  }
+
+  /**
+   * Takes the next bytes, all of them before it returns, for a sink that never returns a
+   * promise: a caller that reuses `chunk` once the call returns (a socket's read buffer)
+   * needs no copy, and calls need no chaining to stay in order.
+   */
+  writeSync(chunk: Buffer): void {
+    for (const pending of this.steps(chunk)) {
+      if (pending) throw new WalvaultError('INTERNAL', `${this.label}: a synchronous tar sink returned a promise`);
+    }
+  }
+
+  /** The work of one chunk: yields each sink call's result, to be settled before the next step. */
+  private *steps(chunk: Buffer): Generator<void | Promise<void>> {
     let at = 0;
     while (at < chunk.length) {
       if (this.ended) {
@@ -97,11 +114,11 @@ export class TarReader {
       }
       if (this.remaining > 0) {
         const take = Math.min(this.remaining, chunk.length - at);
-        await this.sink.data(chunk.subarray(at, at + take));
+        yield this.sink.data(chunk.subarray(at, at + take));
         this.remaining -= take;
         at += take;
         if (this.remaining === 0) {
-          await this.sink.entryEnd();
+          yield this.sink.entryEnd();
         }
         continue;
       }
@@ -111,23 +128,23 @@ export class TarReader {
         at += take;
         continue;
       }
-      const take = Math.min(BLOCK - this.headerHave, chunk.length - at);
+      const take = Math.min(TAR_BLOCK - this.headerHave, chunk.length - at);
       chunk.copy(this.header, this.headerHave, at, at + take);
       this.headerHave += take;
       at += take;
-      if (this.headerHave < BLOCK) continue;
+      if (this.headerHave < TAR_BLOCK) continue;
       this.headerHave = 0;
       const e = parseTarHeader(this.header, this.label);
       if (!e) {
         this.ended = true;
         continue;
       }
-      await this.sink.entry(e);
+      yield this.sink.entry(e);
       if (e.size > 0) {
         this.remaining = e.size;
-        this.padding = (BLOCK - (e.size % BLOCK)) % BLOCK;
+        this.padding = (TAR_BLOCK - (e.size % TAR_BLOCK)) % TAR_BLOCK;
       } else {
-        await this.sink.entryEnd();
+        yield this.sink.entryEnd();
       }
     }
   }

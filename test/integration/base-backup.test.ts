@@ -10,12 +10,17 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
+import { openSiteArchive } from '../../src/archive/site-archive';
+import { decodeBlockIndex } from '../../src/backup/block-index';
 import type { BackupMetadata } from '../../src/backup/catalog';
+import { BACKUP_FRAME_SIZE } from '../../src/backup/part-uploader';
 import { backupHistoryFile, compareWithManifest, extractBackup, fetchBackupTars, tablespaceWithTable, tarBytes } from '../helpers/backup-fixtures';
+import { framePlainLengths, indexProblems } from '../helpers/block-index-checks';
 import { availableMajors, binDirFor, chownForServer, clientBin, PgCluster, removeDir, tmpDir } from '../helpers/pg-cluster';
 import { OBJECT_STORES, type ObjectStore, type ObjectStoreKind } from '../helpers/object-stores';
 import { pgConninfo, runWalvault, WalvaultProcess, writeConfig } from '../helpers/walvault';
@@ -163,6 +168,38 @@ describe(
         fs.readdirSync(path.join(restored, 'pg_tblspc', oid)).some((d) => d.startsWith(`PG_${c.major}`)),
         'the tablespace archive holds its version directory',
       );
+
+      // Block indexes: every tar walvault saw plain has one, true to the joined parts and
+      // listing every file of the manifest; parts walvault compressed have 32 KiB frames.
+      const files = (JSON.parse(manifest.toString('utf8')) as { Files: Array<{ Path?: string }> }).Files.flatMap((f) => (f.Path === undefined ? [] : [f.Path]));
+      const reader = openSiteArchive({ archive, s3: {}, encryptionPrivateKeyFile: privateKey }, 'read');
+      try {
+        for (const a of meta.archives) {
+          if (a.compression) {
+            assert.equal(a.index, undefined, `${a.name}: a server-compressed archive has no index`);
+            continue;
+          }
+          assert.ok(a.index, `${a.name} has an index`);
+          assert.equal(a.index.key, `backups/${name}/index/${a.name}`);
+          const plaintext = (await reader.get(a.index.key))!;
+          assert.equal(plaintext.length, a.index.size);
+          assert.equal(createHash('sha256').update(plaintext).digest('hex'), a.index.sha256);
+          const index = decodeBlockIndex(plaintext, a.index.key);
+          assert.deepEqual(indexProblems(index, await tarBytes(tars, a), a.name), [], `${a.name}: every file's bytes at its offset hash to its recorded blocks`);
+          const indexed = new Set(index.members.filter((m) => m.type === 'file').map((m) => (a.tablespaceOid ? `pg_tblspc/${a.tablespaceOid}/${m.path}` : m.path)));
+          const mine = files.filter((f) => f.startsWith('pg_tblspc/') === (a.tablespaceOid !== null));
+          assert.ok(mine.length > 0);
+          assert.deepEqual(mine.filter((f) => !indexed.has(f)), [], `every manifest file of ${a.name} is in its index`);
+          if (c.zstd !== 'none' || c.encrypted) {
+            const part = a.parts.reduce((x, y) => (y.size > x.size ? y : x));
+            const frames = framePlainLengths((await reader.storage.get(part.key))!, part.key);
+            assert.equal(frames.length, Math.max(1, Math.ceil(part.size / BACKUP_FRAME_SIZE)), `${part.key}: ${BACKUP_FRAME_SIZE}-byte frames`);
+            assert.ok(frames.slice(0, -1).every((n) => n === BACKUP_FRAME_SIZE), `${part.key}: ${frames.slice(0, 4).join(', ')}, ...`);
+          }
+        }
+      } finally {
+        await reader.close();
+      }
 
       if (c.major === 15) {
         fs.copyFileSync(path.join(tars, 'backup_manifest'), path.join(restored, 'backup_manifest'));

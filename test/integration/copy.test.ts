@@ -12,10 +12,13 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { CopyReport } from '../../src/copy/copy-archive';
 import type { CheckReport } from '../../src/check/archive-check';
+import { readCompleted } from '../../src/backup/catalog';
+import { BACKUP_FRAME_SIZE } from '../../src/backup/part-uploader';
 import { isSegmentFileName } from '../../src/wal/lsn';
 import { chownForServer, DEFAULT_MAJOR, PgCluster, removeDir, tmpDir, waitFor } from '../helpers/pg-cluster';
 import { OBJECT_STORES, type ObjectStore } from '../helpers/object-stores';
 import { pgConninfo, runWalvault, switchAndWaitArchived, withArchive, withReceiver, writeConfig } from '../helpers/walvault';
+import { framePlainLengths } from '../helpers/block-index-checks';
 
 const CHECKSUM_SQL = `SELECT md5(string_agg(x, ',' ORDER BY x)) AS sum FROM (
   SELECT 'a' || sum(abalance)::text || '/' || count(*)::text AS x FROM pgbench_accounts
@@ -104,6 +107,18 @@ describe(`walvault copy: a local archive into an empty, encrypted archive in an 
       assert.equal(check.code, 0, check.stdout + check.stderr);
       const checked = JSON.parse(check.stdout) as CheckReport;
       assert.ok(checked.backups.find((b) => b.name === backup)?.restorable, JSON.stringify(checked.backups));
+
+      // The backup's block indexes come along, as recorded; its parts in 32 KiB frames.
+      const [ours, theirs] = await Promise.all([withArchive(source, (a) => readCompleted(a, backup)), withArchive(dest, (a) => readCompleted(a, backup))]);
+      const destKeys = await keysIn(dest);
+      for (const a of ours.archives) {
+        assert.ok(a.index, `${a.name} has a block index in the source`);
+        assert.deepEqual(theirs.archives.find((b) => b.name === a.name)?.index, a.index, `${a.name}: the copy records the same index`);
+        assert.ok(destKeys.includes(a.index.key), `${a.index.key} copied`);
+      }
+      const part = ours.archives[0].parts[0];
+      const frames = await withArchive(dest, async (a) => framePlainLengths((await a.storage.get(part.key))!, part.key));
+      assert.ok(frames.length > 1 && frames.slice(0, -1).every((n) => n === BACKUP_FRAME_SIZE), `${part.key}: ${frames.slice(0, 4).join(', ')}, ...`);
 
       // The copy is compressed and encrypted as the destination asked, not as the source was.
       const stored = await withArchive(dest, async (a) => a.readCluster());
