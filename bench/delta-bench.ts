@@ -6,8 +6,11 @@
  * The database: "real" (bench-data.ts; BENCH_DELTA_DATABASES picks others), autovacuum off so
  * nothing writes between the two backups.
  *   1. Backups of the same cluster state: `walvault backup push --fast` beside a running
- *      receiver, into a local archive compressed by the server with zstd level 1 (as
- *      restore-bench's zstd case), then a pgBackRest full backup (zst level 1, process-max 2).
+ *      receiver, into a local archive compressed with zstd level 1 by walvault
+ *      (backup_compression = client: 32 KiB frames and a block index per tar, so a delta
+ *      fetches only the blocks that differ; BENCH_DELTA_BACKUP_COMPRESSION=server for a
+ *      backup the server compresses, which a delta reads whole), then a pgBackRest full
+ *      backup (zst level 1, process-max 2).
  *      The primary is stopped. Each tool restores its backup once, untimed, into a base
  *      directory: a data directory equal to that tool's backup (the relation files of the two
  *      bases are compared and the differing ones counted: expected none).
@@ -47,6 +50,7 @@ const DATABASES = envList('BENCH_DELTA_DATABASES', ['real'] as const, DATABASE_K
 const ROUNDS_DELTA = Math.round(envNumber('BENCH_DELTA_ROUNDS', ROUNDS));
 const CHANGE_PCT = envNumber('BENCH_DELTA_CHANGE_PCT', 5);
 const SEED = Math.round(envNumber('BENCH_DELTA_SEED', 20, { allowZero: true }));
+const BACKUP_COMPRESSION = envList('BENCH_DELTA_BACKUP_COMPRESSION', ['client'] as const, ['client', 'server'] as const)[0];
 const GOAL = 0.3;
 const BLOCK = 8192;
 const DELETED_FILES = 2;
@@ -162,7 +166,7 @@ async function rowsOf(db: Database, dir: string): Promise<Row[]> {
   const { cluster, facts } = db;
   fs.mkdirSync(dir, { recursive: true });
   // 1. The two backups of the same state, then the primary stopped.
-  const site = await startSite(path.join(dir, 'walvault'), cluster, 'bench_delta', { compression: 'zstd' });
+  const site = await startSite(path.join(dir, 'walvault'), cluster, 'bench_delta', { compression: 'zstd', backup_compression: BACKUP_COMPRESSION });
   let wv: { archive: string; name: string };
   try {
     const push = await spawnTimed(process.execPath, [WALVAULT_BIN, 'backup', 'push', '--config', site.config, '--fast']);
@@ -243,7 +247,7 @@ async function rowsOf(db: Database, dir: string): Promise<Row[]> {
   const data = { database: facts, change: { ...c, deleted: change.deleted, added: change.added, seed: SEED, pct: CHANGE_PCT }, basesDiffer, verified, walvault: { full: wvFull, delta: wvDelta, unchanged: wvSame }, pgBackRest: { full: pbrFull, delta: pbrDelta } };
   return [
     {
-      measure: `delta restore / full restore, ${what}: ${dbText}`,
+      measure: `delta restore / full restore, ${what}; walvault backup_compression ${BACKUP_COMPRESSION}: ${dbText}`,
       walvault: `${describe(wvDelta)}. ${describe(wvFull, { throughput: true })}. ${describe(wvSame)}`,
       peer: `${describe(pbrDelta)}. ${describe(pbrFull, { throughput: true })}`,
       ratio: `walvault ${fmt(share, 2)} of its full restore; pgBackRest ${fmt(pbrShare, 2)} of its own`,
@@ -252,7 +256,7 @@ async function rowsOf(db: Database, dir: string): Promise<Row[]> {
       data: { ...data, deltaShare: share, pgBackRestDeltaShare: pbrShare },
     },
     {
-      measure: `restore --delta on the same change, walvault (zstd archive) against pgBackRest (zst, process-max 2): ${dbText}`,
+      measure: `restore --delta on the same change, walvault (zstd archive, backup_compression ${BACKUP_COMPRESSION}) against pgBackRest (zst, process-max 2): ${dbText}`,
       walvault: describe(wvDelta),
       peer: describe(pbrDelta),
       ratio: `${fmt(vsPeer, 2)}x pgBackRest`,
@@ -271,7 +275,7 @@ async function main(): Promise<void> {
     databases: DATABASES,
     settings: () => ({ archive_mode: 'on', archive_command: '/bin/true', autovacuum: 'off' }),
     rowsOf: (db, dir) => rowsOf(db, dir),
-    params: { changePct: CHANGE_PCT, seed: SEED, deltaRounds: ROUNDS_DELTA, walvaultCodec: 'zstd (server)', pgBackRest: 'zst level 1, process-max 2' },
+    params: { changePct: CHANGE_PCT, seed: SEED, deltaRounds: ROUNDS_DELTA, walvaultCodec: `zstd (${BACKUP_COMPRESSION})`, pgBackRest: 'zst level 1, process-max 2' },
     tools: { pgBackRest: `${PGBACKREST} version` },
   });
 }

@@ -121,7 +121,7 @@ export async function restoreCommandCli(targetDir: string, o: RestoreCliOptions)
           ? [
               `delta: ${r.delta.checked} files there checked, ${r.delta.kept} kept (${formatBytes(r.delta.keptBytes)}), ` +
                 `${r.delta.fetched} fetched (${formatBytes(r.delta.fetchedBytes)}), ${r.delta.removed} removed (files, links and directories the backup does not have, or that differed); ` +
-                `${r.delta.patched} large files that differed patched in place (${formatBytes(r.delta.patchedBytesWritten)} of their pages written)`,
+                `${r.delta.patched} files that differed patched in place (${formatBytes(r.delta.patchedBytesWritten)} written into them)`,
             ]
           : []),
         ...r.tablespaces.map((t) => `tablespace ${t.oid} restored into ${t.dir}`),

@@ -25,7 +25,7 @@ import { fileFacts, type FileFacts } from './chain-manifest';
 import { crc32cHex, newChecksum, type IncrementalChecksum, type ManifestChecksumAlgorithm } from './manifest-checksum';
 import { crcOfRuns, foldCrcs, mergeRuns, type Run } from './rebuilt-runs';
 import { BLOCK_SIZE, cutPiece, isSet, setBit, type EntryLayout } from './chain-stretches';
-import type { ParsedManifest } from './restore';
+import type { ParsedManifest } from './manifest-files';
 import type { FileWriterPool, Placement } from './file-writers';
 import type { SlabRing } from './slab-ring';
 import type { TarEntry, TarSink } from '../util/tar-reader';

@@ -36,15 +36,20 @@ export type ToWorker =
   | { op: 'openAt'; file: number; path: string; flags: 'wx' | 'r+'; mode: number; size: number | null }
   /** Closes `file` (fsynced first if `sync`); answered (value 0) under request `id`. */
   | { op: 'closeAt'; id: number; file: number; path: string; sync: boolean }
-  /** Reads an existing file whole and checksums it (a delta restore's check); answered as 'closed' under `id`. */
-  | { op: 'digestFile'; id: number; path: string }
+  /**
+   * Reads an existing file whole and checksums it (a delta restore's check); answered as
+   * 'closed' under `id`. With `blockSize`, instead of the manifest's checksum: the CRC-32C and
+   * CRC-32 of each block of that size, as a backup's block index records them
+   * (../backup/block-index.ts).
+   */
+  | { op: 'digestFile'; id: number; path: string; blockSize?: number }
   | { op: 'abort' };
 
 export type FromWorker =
   /** `written`: of a patch pwrite, the bytes it wrote. */
   | { op: 'ack'; bytes: number; crcs?: number[]; written?: number }
   /** A small file written and closed, or a file digested (digestFile): its size and checksum. */
-  | { op: 'closed'; id: number; size: number; checksum: string }
+  | { op: 'closed'; id: number; size: number; checksum: string; blocks?: Uint8Array }
   | { op: 'digested'; id: number; checksum: string }
   /** The answer to a request (a closeAt: 0). */
   | { op: 'answered'; id: number; value: number }

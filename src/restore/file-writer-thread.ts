@@ -7,7 +7,7 @@
  */
 import * as fs from 'node:fs';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { crc32c } from '@node-rs/crc32';
+import { crc32, crc32c } from '@node-rs/crc32';
 import { DIGEST_READ_SIZE, FLUSH_EVERY, PATCH_PAGE, WRITER_ROLE, type FromWorker, type ToWorker } from './file-writer-messages';
 import { newChecksum, type IncrementalChecksum, type ManifestChecksumAlgorithm } from './manifest-checksum';
 
@@ -162,8 +162,14 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
         let fd: number | null = null;
         try {
           fd = fs.openSync(m.path, 'r');
-          const hash = newChecksum(algorithm);
           readBuffer ??= Buffer.allocUnsafe(DIGEST_READ_SIZE);
+          if (m.blockSize) {
+            const { size, blocks } = blockHashes(fd, readBuffer, m.blockSize);
+            fs.fsyncSync(fd);
+            port.postMessage({ op: 'closed', id: m.id, size, checksum: '', blocks } satisfies FromWorker, [blocks.buffer as ArrayBuffer]);
+            return;
+          }
+          const hash = newChecksum(algorithm);
           let size = 0;
           for (let n; (n = fs.readSync(fd, readBuffer, 0, readBuffer.length, null)) > 0; size += n) hash.update(readBuffer.subarray(0, n));
           // A file kept is as durable as one written (cheap when nothing of it is unflushed).
@@ -223,4 +229,36 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
       }
     }
   });
+}
+
+/**
+ * The CRC-32C and CRC-32 (u32 big-endian each) of every `blockSize` bytes of the file, the
+ * last block possibly shorter: what a backup's block index records of each block. Reads
+ * fill `buf` whole (a multiple of the block size) so no block is split between reads.
+ */
+function blockHashes(fd: number, buf: Buffer, blockSize: number): { size: number; blocks: Uint8Array } {
+  const usable = buf.length - (buf.length % blockSize);
+  let out = Buffer.alloc(8 * Math.ceil(fs.fstatSync(fd).size / blockSize));
+  let size = 0;
+  let block = 0;
+  for (;;) {
+    let have = 0;
+    for (let n; have < usable && (n = fs.readSync(fd, buf, have, usable - have, size + have)) > 0; ) have += n;
+    if (have === 0) break;
+    for (let at = 0; at < have; at += blockSize, block++) {
+      const piece = buf.subarray(at, Math.min(at + blockSize, have));
+      // The file grew while it was read: room for more.
+      if (8 * block + 8 > out.length) {
+        // Not Buffer.concat: its result may be a slice of the shared pool, and this buffer is transferred.
+        const more = Buffer.alloc(2 * out.length + 8);
+        out.copy(more);
+        out = more;
+      }
+      out.writeUInt32BE(crc32c(piece) >>> 0, 8 * block);
+      out.writeUInt32BE(crc32(piece) >>> 0, 8 * block + 4);
+    }
+    size += have;
+    if (have < usable) break;
+  }
+  return { size, blocks: out.subarray(0, 8 * block) };
 }

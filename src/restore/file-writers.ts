@@ -47,6 +47,8 @@ export interface WrittenFile {
   checksum: string;
   /** A file patched in place (open's `patch`): the bytes actually written. */
   rewritten?: number;
+  /** Of a file digested by blocks (digestFiles' `blockSize`): CRC-32C and CRC-32 of each block, 8 bytes a block. */
+  blocks?: Buffer;
 }
 
 /** From this size on a file is checksummed by one worker and written by all. */
@@ -118,7 +120,7 @@ export class FileWriterPool {
       t.acks.shift()?.(m.crcs, m.written);
     } else if (m.op === 'closed') {
       this.files.delete(m.id);
-      take(this.closes, m.id)?.resolve({ size: m.size, checksum: m.checksum });
+      take(this.closes, m.id)?.resolve({ size: m.size, checksum: m.checksum, ...(m.blocks ? { blocks: Buffer.from(m.blocks.buffer, m.blocks.byteOffset, m.blocks.byteLength) } : {}) });
     } else if (m.op === 'digested') {
       take(this.digests, m.id)?.resolve(m.checksum);
     } else if (m.op === 'answered') {
@@ -339,10 +341,10 @@ export class FileWriterPool {
    * Reads existing files and checksums them (a delta restore's check), one file at a time per
    * thread, each through one buffer of its own: memory stays at a buffer per thread whatever
    * the files' sizes, and the reads run side by side. `each` gets a file's size and checksum
-   * as it is done (the thread's next read waits for what it returns); a file that cannot be
+   * (with `blockSize`, its block hashes instead) as it is done (the thread's next read waits for what it returns); a file that cannot be
    * read fails the pool.
    */
-  async digestFiles(files: readonly string[], each: (index: number, facts: WrittenFile) => void | Promise<void>): Promise<void> {
+  async digestFiles(files: readonly string[], each: (index: number, facts: WrittenFile) => void | Promise<void>, blockSize?: number): Promise<void> {
     let next = 0;
     const lane = async (t: WriterThread) => {
       while (next < files.length) {
@@ -351,7 +353,7 @@ export class FileWriterPool {
         const id = this.nextId++;
         const facts = await new Promise<WrittenFile>((resolve, reject) => {
           this.closes.set(id, { resolve, reject });
-          this.post(t, { op: 'digestFile', id, path: files[i] });
+          this.post(t, { op: 'digestFile', id, path: files[i], ...(blockSize ? { blockSize } : {}) });
         });
         await each(i, facts);
       }

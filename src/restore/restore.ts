@@ -21,7 +21,7 @@ import { formatBytes, Progress } from '../observe/progress';
 import { parseLsn } from '../wal/lsn';
 import { Extractor, PENDING_CONTROL_FILE, syncDirs, type ExtractedFile } from './extract';
 import { FileWriterPool } from './file-writers';
-import { isManifestChecksumAlgorithm, MANIFEST_CHECKSUM_ALGORITHMS, type ManifestChecksumAlgorithm } from './manifest-checksum';
+import { compareWithManifest, parseManifest, type ParsedManifest } from './manifest-files';
 import { recoverySettings, type RecoveryTarget } from './recovery-settings';
 import { SlabRing } from './slab-ring';
 import { fillSlabs } from './tar-slabs';
@@ -30,6 +30,7 @@ import { TarReader, type TarSink } from '../util/tar-reader';
 import { chainManifest, fileFacts, type FileFacts } from './chain-manifest';
 import { BLOCK_SIZE, ChainPatcher } from './chain-patcher';
 import { checkDeltaRoots, checkDeltaTarget, dropOldControl, extraDirs, removeEntries, startDelta, type DeltaStart, type DeltaSummary } from './delta';
+import { blockDeltaUnusable, restoreDeltaByBlocks } from './delta-blocks';
 import { isEmptyDir, prepareDir } from './target-dir';
 
 /** Parts read at once: the one being extracted and those after it. */
@@ -194,55 +195,6 @@ function partOpeners(archive: Archive, a: BackupArchive, blocks: BlockSource): A
   );
 }
 
-interface ManifestEntry {
-  Path?: string;
-  'Encoded-Path'?: string;
-  Size: number;
-  'Checksum-Algorithm'?: string;
-  Checksum?: string;
-}
-
-export interface ParsedManifest {
-  /** The one checksum algorithm of its files (the server uses one per backup). */
-  algorithm: ManifestChecksumAlgorithm;
-  files: Array<{ path: string; size: number; checksum: string }>;
-}
-
-/** The files of a backup manifest; refuses one that cannot be checked. */
-export function parseManifest(manifest: Buffer, label: string): ParsedManifest {
-  let parsed: { Files?: ManifestEntry[] };
-  try {
-    parsed = JSON.parse(manifest.toString('utf8'));
-  } catch (err) {
-    throw new WalvaultError('ARCHIVE_CORRUPT', `${label} is not valid JSON: ${(err as Error).message}`);
-  }
-  const entries = parsed.Files ?? [];
-  const algorithms = new Set(entries.map((f) => f['Checksum-Algorithm'] ?? 'NONE'));
-  const algorithm = [...algorithms][0] ?? 'NONE';
-  if (algorithms.size > 1 || !isManifestChecksumAlgorithm(algorithm)) {
-    throw new WalvaultError('ARCHIVE_CORRUPT', `${label} uses checksum algorithms ${[...algorithms].join(', ')}`, { fix: `expected one of ${MANIFEST_CHECKSUM_ALGORITHMS.join(', ')}` });
-  }
-  return {
-    algorithm,
-    files: entries.map((f) => ({ path: f.Path ?? Buffer.from(f['Encoded-Path'] ?? '', 'hex').toString('utf8'), size: f.Size, checksum: (f.Checksum ?? '').toLowerCase() })),
-  };
-}
-
-/** Every file the manifest names, with its size and checksum, and nothing it does not. */
-export function compareWithManifest(manifest: ParsedManifest, files: Map<string, ExtractedFile>): string[] {
-  const problems: string[] = [];
-  const listed = new Set<string>();
-  for (const f of manifest.files) {
-    listed.add(f.path);
-    const got = files.get(f.path);
-    if (!got) problems.push(`${f.path}: missing`);
-    else if (got.size !== f.size) problems.push(`${f.path}: ${got.size} bytes, the manifest says ${f.size}`);
-    else if (manifest.algorithm !== 'NONE' && got.checksum !== f.checksum) problems.push(`${f.path}: ${manifest.algorithm} checksum differs from the manifest`);
-  }
-  for (const p of files.keys()) if (!listed.has(p)) problems.push(`${p}: not in the manifest`);
-  return problems;
-}
-
 export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   const meta = await chooseBackup(o.archive, o.backup, o.target);
   const log = o.log.child({ backup: meta.name });
@@ -269,6 +221,45 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   const manifestBytes = await o.archive.get(meta.manifest.key);
   if (!manifestBytes) throw new WalvaultError('ARCHIVE_CORRUPT', `${meta.manifest.key} is missing`, { fix: `backup ${meta.name} cannot be checked` });
   const manifest = parseManifest(manifestBytes, meta.manifest.key);
+  const byBlocks = o.delta ? blockDeltaUnusable(o.archive, meta, manifest) : 'not a delta';
+  let got: ReadResult;
+  if (byBlocks === null) {
+    const writers = new FileWriterPool(manifest.algorithm);
+    try {
+      const roots = new Map<string | null, string>([[null, targetDir], ...tablespaces.map((t) => [t.oid, t.dir] as [string, string])]);
+      const r = await restoreDeltaByBlocks({ archive: o.archive, meta, manifest, roots, writers, log, progressOut: o.progressOut });
+      got = { files: r.files, dirs: r.dirs, rebuilt: null, delta: r.summary };
+    } finally {
+      await writers.destroy();
+    }
+  } else {
+    if (o.delta) log.info({ reason: byBlocks }, 'delta: the whole backup is read (it cannot be compared block by block)');
+    got = await readTars(o, { meta, manifest, log, targetDir, tablespaces });
+  }
+  return finishRestore(o, { meta, manifest, manifestBytes, log, targetDir, tablespaces }, got);
+}
+
+/** What reading a backup leaves for finishRestore. */
+interface ReadResult {
+  files: Map<string, ExtractedFile>;
+  dirs: Set<string>;
+  /** A chain's rebuilt files (their facts for the new manifest); null for one backup. */
+  rebuilt: Map<string, FileFacts> | null;
+  /** The chain restored, oldest first, with the files it rebuilt. */
+  chain?: { names: string[]; rebuilt: number };
+  delta?: DeltaSummary;
+}
+
+interface Chosen {
+  meta: BackupMetadata;
+  manifest: ParsedManifest;
+  log: Logger;
+  targetDir: string;
+  tablespaces: Array<{ oid: string; dir: string }>;
+}
+
+/** The backup's tars (and a chain's older members') read and extracted: a full restore, or a delta that reads the whole backup. */
+async function readTars(o: RestoreOptions, { meta, manifest, log, targetDir, tablespaces }: Chosen): Promise<ReadResult> {
   const older = isIncremental(meta) ? await loadChain(o.archive, meta) : [];
   const writers = new FileWriterPool(manifest.algorithm);
   let delta: DeltaStart | null = null;
@@ -396,6 +387,13 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     };
   }
 
+  return { files, dirs, rebuilt, ...(patcher ? { chain: { names: chainOf(meta), rebuilt: patcher.files } } : {}), ...(deltaSummary ? { delta: deltaSummary } : {}) };
+}
+
+/** Checks what was read against the manifest, then writes the recovery settings and puts pg_control in place. */
+async function finishRestore(o: RestoreOptions, { meta, manifest, manifestBytes, log, targetDir, tablespaces }: Chosen & { manifestBytes: Buffer }, got: ReadResult): Promise<RestoreResult> {
+  const { files, dirs, rebuilt } = got;
+  const deltaSummary = got.delta;
   const problems = compareWithManifest(manifest, files);
   if (problems.length > 0) {
     throw new WalvaultError(
@@ -430,9 +428,9 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     await h.close();
   }
   await fsp.rename(path.join(targetDir, PENDING_CONTROL_FILE), path.join(targetDir, 'global', 'pg_control'));
-  if (delta) await dropOldControl(targetDir);
+  if (o.delta) await dropOldControl(targetDir);
   await syncDirs(dirs);
   const bytes = [...files.values()].reduce((s, f) => s + f.size, 0);
-  log.info({ files: files.size, bytes, ...(patcher ? { chain: chainOf(meta), rebuilt: patcher.files } : {}), ...(deltaSummary ? { delta: deltaSummary } : {}) }, 'backup restored and verified against its manifest');
+  log.info({ files: files.size, bytes, ...(got.chain ? { chain: got.chain.names, rebuilt: got.chain.rebuilt } : {}), ...(deltaSummary ? { delta: deltaSummary } : {}) }, 'backup restored and verified against its manifest');
   return { meta, files: files.size, bytes, tablespaces, ...(deltaSummary ? { delta: deltaSummary } : {}) };
 }

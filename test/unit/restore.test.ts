@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { newChecksum, type ManifestChecksumAlgorithm } from '../../src/restore/manifest-checksum';
-import { compareWithManifest, parseManifest } from '../../src/restore/restore';
+import { compareWithManifest, parseManifest } from '../../src/restore/manifest-files';
 
 const sha256Hex = (s: string) => createHash('sha256').update(s).digest('hex');
 import { checkTarget, confLiteral, recoverySettings, shellWord } from '../../src/restore/recovery-settings';

@@ -1,0 +1,253 @@
+/**
+ * A delta restore by blocks: with a block index for each of the backup's tars
+ * (../backup/block-index.ts), the files there are compared with the backup block by block,
+ * and only the blocks that differ are fetched (./delta-fetch.ts), out of the frames of the
+ * parts that hold them: the rest of the backup is never read or decompressed.
+ *
+ * 1. The indexes are read (each checked against the size and SHA-256 the metadata records)
+ *    and must name every file of the manifest with its size.
+ * 2. pg_control is set aside (./delta.ts); what the backup does not have as a file or
+ *    directory goes: other files, links, anything else, and a directory where the backup has
+ *    a file.
+ * 3. Every file the backup has and the directory holds, whatever its size, is read by the
+ *    writer threads, each block's CRC-32C and CRC-32 computed and compared with the index's
+ *    (a 64-bit check: two different blocks agree by chance about once in 2^64). A block that
+ *    differs, and every block past a file's end, is to be fetched; a file the directory lacks
+ *    is fetched whole.
+ * 4. Each fetched block is checked against the index before it is written; a file that
+ *    shrank is cut to its size; every file touched is fsynced.
+ *
+ * The manifest check is the one a full restore makes: each file's CRC-32C, here folded from
+ * its blocks' (../util/crc32c-combine.ts), since every block on disk now has the index's
+ * CRCs, against the manifest's. It proves the index and the manifest agree on every file.
+ */
+import { createHash } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import type { Logger } from 'pino';
+import type { Archive } from '../archive/archive';
+import { ArchiveSet } from '../archive/archive-set';
+import { decodeBlockIndex, type IndexMember as BlockIndexMember } from '../backup/block-index';
+import { isIncremental, type BackupArchive, type BackupMetadata } from '../backup/catalog';
+import { WalvaultError } from '../errors';
+import { formatBytes, Progress } from '../observe/progress';
+import { crc32cCombine } from '../util/crc32c-combine';
+import { runPool } from '../util/run-pool';
+import { DELTA_OLD_CONTROL, extraDirs, removeEntries, scanTree, setControlAside, type DeltaSummary, type ExistingEntry, type ManifestFiles } from './delta';
+import { fetchBlocks, type FileRuns } from './delta-fetch';
+import { PENDING_CONTROL_FILE } from './extract';
+import type { FileWriterPool, WrittenFile } from './file-writers';
+import { crc32cHex } from './manifest-checksum';
+
+const CONTROL_FILE = 'global/pg_control';
+
+/** Why a delta restore of this backup cannot go by blocks (it then reads the whole backup), or null. */
+export function blockDeltaUnusable(archive: Archive, meta: BackupMetadata, manifest: ManifestFiles): string | null {
+  if (archive instanceof ArchiveSet) return 'the site has several archives';
+  if (isIncremental(meta)) return 'it is an incremental backup';
+  if (manifest.algorithm !== 'CRC32C') return `its manifest's checksums are ${manifest.algorithm}, not CRC32C`;
+  const bare = meta.archives.find((a) => !a.index);
+  if (bare) return `${bare.name} has no block index (${bare.compression ? 'the server compressed it' : 'taken before walvault kept one'})`;
+  return null;
+}
+
+/** One tar of the backup with its index, and where its entries go. */
+interface IndexedTar {
+  tar: BackupArchive;
+  members: BlockIndexMember[];
+  blockSize: number;
+  root: string;
+  /** How its paths are named in the manifest ('' or `pg_tblspc/<oid>/`). */
+  prefix: string;
+  isBase: boolean;
+}
+
+/** A file of the backup: where it goes, and its entry in its tar's index. */
+interface BackupFile {
+  key: string;
+  abs: string;
+  member: BlockIndexMember;
+  tar: number;
+}
+
+async function readIndexes(archive: Archive, meta: BackupMetadata, roots: ReadonlyMap<string | null, string>): Promise<IndexedTar[]> {
+  const out: IndexedTar[] = [];
+  for (const tar of meta.archives) {
+    const ref = tar.index!;
+    const bytes = await archive.get(ref.key);
+    if (!bytes) throw new WalvaultError('ARCHIVE_CORRUPT', `${ref.key} is missing in ${archive.storage.description}`, { fix: `restore without --delta (the whole backup is read), or repair the archive` });
+    if (bytes.length !== ref.size || createHash('sha256').update(bytes).digest('hex') !== ref.sha256) {
+      throw new WalvaultError('ARCHIVE_CORRUPT', `${ref.key} in ${archive.storage.description} is not the block index backup ${meta.name} records (its size or SHA-256 differs)`, { fix: `restore without --delta` });
+    }
+    const index = decodeBlockIndex(bytes, ref.key);
+    const isBase = tar.tablespaceOid === null;
+    out.push({ tar, members: index.members, blockSize: index.blockSize, root: roots.get(tar.tablespaceOid)!, prefix: isBase ? '' : `pg_tblspc/${tar.tablespaceOid}/`, isBase });
+  }
+  return out;
+}
+
+/** Every file of the backup by manifest path; refuses indexes that do not name the manifest's files as it does. */
+function backupFiles(tars: readonly IndexedTar[], manifest: ManifestFiles, label: string): Map<string, BackupFile> {
+  const files = new Map<string, BackupFile>();
+  tars.forEach((t, i) => {
+    for (const m of t.members) {
+      if (m.type !== 'file') continue;
+      const key = t.prefix + m.path;
+      const rel = t.isBase && m.path === CONTROL_FILE ? PENDING_CONTROL_FILE : m.path;
+      files.set(key, { key, abs: path.join(t.root, rel), member: m, tar: i });
+    }
+  });
+  for (const f of manifest.files) {
+    const got = files.get(f.path);
+    if (!got || got.member.size !== f.size) {
+      throw new WalvaultError('ARCHIVE_CORRUPT', `the block index of backup ${label} ${got ? `gives ${f.path} ${got.member.size} bytes, its manifest ${f.size}` : `lacks ${f.path}, which its manifest lists`}`, { fix: `restore without --delta` });
+    }
+  }
+  return files;
+}
+
+/** The CRC-32C of a file from its blocks' CRCs in the index (the first 4 of each 8 bytes). */
+function foldedCrc(m: BlockIndexMember, blockSize: number): number {
+  let crc = 0;
+  for (let b = 0, at = 0; at < m.size; b++, at += blockSize) crc = crc32cCombine(crc, m.hashes.readUInt32BE(8 * b), Math.min(blockSize, m.size - at));
+  return crc;
+}
+
+/** The runs of blocks [from, to) of a file to fetch: those whose hashes differ, and those past what is there. */
+export function differingRuns(want: Buffer, have: Buffer | null): Array<[number, number]> {
+  const blocks = want.length / 8;
+  const runs: Array<[number, number]> = [];
+  let start = -1;
+  for (let b = 0; b <= blocks; b++) {
+    const differs = b < blocks && (have === null || 8 * b + 8 > have.length || want.compare(have, 8 * b, 8 * b + 8, 8 * b, 8 * b + 8) !== 0);
+    if (differs && start < 0) start = b;
+    if (!differs && start >= 0) {
+      runs.push([start, b]);
+      start = -1;
+    }
+  }
+  return runs;
+}
+
+export interface BlockDeltaResult {
+  files: Map<string, WrittenFile>;
+  dirs: Set<string>;
+  summary: DeltaSummary;
+}
+
+/**
+ * Steps 1-4 after checkDeltaTarget. `roots`: tablespace OID (null: the data directory) ->
+ * its directory.
+ */
+export async function restoreDeltaByBlocks(o: {
+  archive: Archive;
+  meta: BackupMetadata;
+  manifest: ManifestFiles;
+  roots: ReadonlyMap<string | null, string>;
+  writers: FileWriterPool;
+  log: Logger;
+  progressOut?: NodeJS.WriteStream;
+}): Promise<BlockDeltaResult> {
+  const { meta, log } = o;
+  const tars = await readIndexes(o.archive, meta, o.roots);
+  const files = backupFiles(tars, o.manifest, meta.name);
+  const dataDir = o.roots.get(null)!;
+  await setControlAside(dataDir);
+
+  const links = new Set<string>();
+  for (const t of tars) for (const m of t.members) if (m.type === 'symlink') links.add(t.prefix + m.path);
+  const existing = (await Promise.all(tars.map((t) => scanTree(t.root, t.prefix)))).flat();
+  const check: Array<{ e: ExistingEntry; f: BackupFile }> = [];
+  const remove: ExistingEntry[] = [];
+  const left: ExistingEntry[] = [];
+  const removedDirs: string[] = [];
+  for (const e of [...existing].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))) {
+    if (e.path === DELTA_OLD_CONTROL || removedDirs.some((d) => e.path.startsWith(`${d}/`))) continue;
+    const f = files.get(e.path);
+    if (e.kind === 'file' && f && e.path !== CONTROL_FILE) check.push({ e, f });
+    else if (e.kind === 'dir' && !f && !links.has(e.path)) left.push(e);
+    else {
+      remove.push(e);
+      if (e.kind === 'dir') removedDirs.push(e.path);
+    }
+  }
+  await removeEntries(remove);
+
+  // Directories and links first, as the tars have them: the files go into them.
+  const dirs = new Set<string>(tars.map((t) => t.root));
+  for (const t of tars) {
+    await fsp.mkdir(t.root, { recursive: true, mode: 0o700 });
+    await fsp.chmod(t.root, 0o700);
+    for (const m of t.members) {
+      const abs = path.join(t.root, m.path);
+      if (m.type === 'directory') {
+        await fsp.mkdir(abs, { recursive: true, mode: m.mode || 0o700 });
+        await fsp.chmod(abs, m.mode || 0o700);
+        dirs.add(abs);
+      } else if (m.type === 'symlink') {
+        await fsp.mkdir(path.dirname(abs), { recursive: true, mode: 0o700 });
+        const oid = t.isBase && /^pg_tblspc\/[0-9]+$/.test(m.path) ? m.path.slice('pg_tblspc/'.length) : null;
+        await fsp.symlink(oid !== null ? (o.roots.get(oid) ?? m.target!) : m.target!, abs);
+      }
+    }
+  }
+  for (const f of files.values()) dirs.add(path.dirname(f.abs));
+
+  // Step 3: what each file there holds, block by block.
+  const checkBytes = check.reduce((s, c) => s + c.e.size, 0);
+  let checkedBytes = 0;
+  let checked = 0;
+  let kept = 0;
+  let keptBytes = 0;
+  const progress = new Progress({ what: `delta check against ${meta.name}`, log, out: o.progressOut, detail: () => `${checked} of ${check.length} files there checked, ${kept} kept whole` });
+  progress.setTotal(checkBytes);
+  const runs = new Map<string, FileRuns>();
+  const blockSize = tars[0]?.blockSize ?? 8192;
+  try {
+    await o.writers.digestFiles(
+      check.map((c) => c.e.abs),
+      (i, facts) => {
+        const { f } = check[i];
+        checked++;
+        progress.update((checkedBytes += facts.size));
+        const r = differingRuns(f.member.hashes, facts.blocks ?? null);
+        const differ = r.reduce((s, [a, b]) => s + Math.min(f.member.size, b * blockSize) - a * blockSize, 0);
+        keptBytes += f.member.size - differ;
+        if (r.length === 0 && facts.size === f.member.size) kept++;
+        else runs.set(f.key, { file: f.abs, mode: f.member.mode || 0o600, tar: f.tar, member: f.member, runs: r, existingSize: facts.size });
+      },
+      blockSize,
+    );
+  } finally {
+    progress.finish();
+  }
+  const there = new Set(check.map((c) => c.f.key));
+  for (const f of files.values()) {
+    if (!there.has(f.key)) runs.set(f.key, { file: f.abs, mode: f.member.mode || 0o600, tar: f.tar, member: f.member, runs: f.member.size > 0 ? [[0, f.member.hashes.length / 8]] : [], existingSize: null });
+  }
+  log.info({ there: existing.length, checked, kept, removed: remove.length, toFetch: runs.size }, 'delta: files there checked block by block against the block index');
+
+  // Step 4.
+  const fetched = await fetchBlocks({ archive: o.archive, tars: tars.map((t) => ({ tar: t.tar, blockSize: t.blockSize })), files: runs, log, progressOut: o.progressOut, what: meta.name });
+  await runPool([...files.values()], 16, (f) => fsp.chmod(f.abs, f.member.mode || 0o600));
+
+  const written = new Map<string, WrittenFile>();
+  for (const f of files.values()) written.set(f.key, { size: f.member.size, checksum: crc32cHex(foldedCrc(f.member, tars[f.tar].blockSize)) });
+  const extra = extraDirs(left, dirs);
+  await removeEntries(extra);
+  log.info({ kept, keptBytes, fetchedBlocks: fetched.blocks, fetchedBytes: formatBytes(fetched.bytes) }, 'delta: differing blocks fetched');
+  return {
+    files: written,
+    dirs,
+    summary: {
+      checked,
+      kept,
+      keptBytes,
+      fetched: runs.size,
+      fetchedBytes: fetched.bytes,
+      patched: [...runs.values()].filter((r) => r.existingSize !== null).length,
+      patchedBytesWritten: fetched.patchedBytes,
+      removed: remove.length + extra.length,
+    },
+  };
+}
