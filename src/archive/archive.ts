@@ -18,7 +18,7 @@ import type { ObjectInfo, Storage } from '../storage/storage';
 import { reconcileSettings, recordSettings, type SettingsNote } from './archive-settings';
 import { bufferSource, digestOf, fileSource, windowPool, type BodySource } from './body-source';
 import { bindingOf, checkBinding } from './binding';
-import { pickFrames, type PickedFrame, type PickOptions } from './read/pick-frames';
+import { frameKeys, pickFrames, walkFrames, type FrameKeys, type FrameRef, type PickedFrame, type PickOptions } from './read/pick-frames';
 import { assertSameCluster, checkClusterInfo, encodeClusterMarker, parseClusterInfo, type ClusterInfo } from './cluster-marker';
 import type { CodecName } from './codecs';
 import type { PrivateKey, PublicKey } from './encryption';
@@ -346,7 +346,7 @@ export class Archive {
   }
 
   /**
-   * The frames of `key` whose plaintext `want` asks for, decoded, the rest passed over
+   * The frames of `key` whose plaintext `want` asks for, decoded here, the rest passed over
    * (./read/pick-frames.ts: its checks, and the ones it leaves to the caller); null when
    * there is no such object. The object is read whole: for backup parts.
    */
@@ -355,6 +355,20 @@ export class Archive {
     const stored = await this.storage.get(key);
     if (stored === null) return null;
     return pickFrames(stored, { label, privateKey: this.options.privateKey, want, trusted: (header) => this.checkBound(header, key, label) });
+  }
+
+  /**
+   * `key` read whole, its frames' layout checked and its binding too, for frames to be
+   * decoded elsewhere (decodeFrame, on a writer thread: an encrypted frame is authenticated
+   * there); null when there is no such object.
+   */
+  async readFramed(key: string): Promise<{ stored: Buffer; header: EnvelopeHeader; frames: FrameRef[]; keys: FrameKeys } | null> {
+    const label = this.label(key);
+    const stored = await this.storage.get(key);
+    if (stored === null) return null;
+    const { header, frames } = walkFrames(stored, label);
+    await this.checkBound(header, key, label);
+    return { stored, header, frames, keys: frameKeys(header, this.options.privateKey, label) };
   }
 
   /**

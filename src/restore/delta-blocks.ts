@@ -33,8 +33,9 @@ import { WalvaultError } from '../errors';
 import { formatBytes, Progress } from '../observe/progress';
 import { crc32cCombine } from '../util/crc32c-combine';
 import { runPool } from '../util/run-pool';
+import { syncFilesystems } from '../util/sync-filesystem';
 import { DELTA_OLD_CONTROL, extraDirs, removeEntries, scanTree, setControlAside, type DeltaSummary, type ExistingEntry, type ManifestFiles } from './delta';
-import { fetchBlocks, type FileRuns } from './delta-fetch';
+import { BlockFetcher, type FileRuns } from './delta-fetch';
 import { PENDING_CONTROL_FILE } from './extract';
 import type { FileWriterPool, WrittenFile } from './file-writers';
 import { crc32cHex } from './manifest-checksum';
@@ -193,16 +194,42 @@ export async function restoreDeltaByBlocks(o: {
   }
   for (const f of files.values()) dirs.add(path.dirname(f.abs));
 
-  // Step 3: what each file there holds, block by block.
+  // Steps 3 and 4 side by side: each file there is read block by block, in tar order, and
+  // the parts whose files are all decided are fetched meanwhile (./delta-fetch.ts).
+  const blockSize = tars[0]?.blockSize ?? 8192;
+  const runs = new Map<string, FileRuns>();
+  let fetchedBytes = 0;
+  const fetcher = new BlockFetcher({ archive: o.archive, writers: o.writers, tars: tars.map((t) => ({ tar: t.tar, blockSize: t.blockSize })), onFetched: (n) => void (fetchedBytes = n) });
+  const inTarOrder = tars.map((_, t) => [...files.values()].filter((f) => f.tar === t).sort((a, b) => a.member.offset - b.member.offset));
+  const next = tars.map(() => 0);
+  const decided = new Set<string>();
+  const decide = (f: BackupFile, r: FileRuns | null) => {
+    if (r) {
+      runs.set(f.key, r);
+      fetcher.add(r);
+    }
+    decided.add(f.key);
+    const order = inTarOrder[f.tar];
+    while (next[f.tar] < order.length && decided.has(order[next[f.tar]].key)) next[f.tar]++;
+    fetcher.decidedTo(f.tar, order[next[f.tar]]?.member.offset ?? Infinity);
+  };
+  const there = new Set(check.map((c) => c.f.key));
+  for (const f of files.values()) {
+    if (!there.has(f.key)) decide(f, { file: f.abs, mode: f.member.mode || 0o600, tar: f.tar, member: f.member, runs: f.member.size > 0 ? [[0, f.member.hashes.length / 8]] : [], existingSize: null });
+  }
+  check.sort((a, b) => a.f.tar - b.f.tar || a.f.member.offset - b.f.member.offset);
   const checkBytes = check.reduce((s, c) => s + c.e.size, 0);
   let checkedBytes = 0;
   let checked = 0;
   let kept = 0;
   let keptBytes = 0;
-  const progress = new Progress({ what: `delta check against ${meta.name}`, log, out: o.progressOut, detail: () => `${checked} of ${check.length} files there checked, ${kept} kept whole` });
+  const progress = new Progress({
+    what: `delta against ${meta.name}`,
+    log,
+    out: o.progressOut,
+    detail: () => `${checked} of ${check.length} files there checked, ${kept} kept whole; ${formatBytes(fetchedBytes)} of ${formatBytes(fetcher.stats.bytes)} decided so far fetched`,
+  });
   progress.setTotal(checkBytes);
-  const runs = new Map<string, FileRuns>();
-  const blockSize = tars[0]?.blockSize ?? 8192;
   try {
     await o.writers.digestFiles(
       check.map((c) => c.e.abs),
@@ -214,22 +241,22 @@ export async function restoreDeltaByBlocks(o: {
         const differ = r.reduce((s, [a, b]) => s + Math.min(f.member.size, b * blockSize) - a * blockSize, 0);
         keptBytes += f.member.size - differ;
         if (r.length === 0 && facts.size === f.member.size) kept++;
-        else runs.set(f.key, { file: f.abs, mode: f.member.mode || 0o600, tar: f.tar, member: f.member, runs: r, existingSize: facts.size });
+        decide(f, r.length === 0 && facts.size === f.member.size ? null : { file: f.abs, mode: f.member.mode || 0o600, tar: f.tar, member: f.member, runs: r, existingSize: facts.size });
       },
       blockSize,
     );
+    log.info({ there: existing.length, checked, kept, removed: remove.length, toFetch: runs.size }, 'delta: files there checked block by block against the block index');
+    await fetcher.finish();
+  } catch (err) {
+    await fetcher.abandon();
+    throw err;
   } finally {
     progress.finish();
   }
-  const there = new Set(check.map((c) => c.f.key));
-  for (const f of files.values()) {
-    if (!there.has(f.key)) runs.set(f.key, { file: f.abs, mode: f.member.mode || 0o600, tar: f.tar, member: f.member, runs: f.member.size > 0 ? [[0, f.member.hashes.length / 8]] : [], existingSize: null });
-  }
-  log.info({ there: existing.length, checked, kept, removed: remove.length, toFetch: runs.size }, 'delta: files there checked block by block against the block index');
-
-  // Step 4.
-  const fetched = await fetchBlocks({ archive: o.archive, tars: tars.map((t) => ({ tar: t.tar, blockSize: t.blockSize })), files: runs, log, progressOut: o.progressOut, what: meta.name });
+  const fetched = fetcher.stats;
   await runPool([...files.values()], 16, (f) => fsp.chmod(f.abs, f.member.mode || 0o600));
+  // What was kept was read, not written: it is made durable here (the files written were fsynced).
+  await syncFilesystems(tars.map((t) => t.root), check.filter((c) => !runs.has(c.f.key)).map((c) => c.f.abs));
 
   const written = new Map<string, WrittenFile>();
   for (const f of files.values()) written.set(f.key, { size: f.member.size, checksum: crc32cHex(foldedCrc(f.member, tars[f.tar].blockSize)) });

@@ -4,25 +4,30 @@
  *
  * A block's bytes lie at the file's content offset in its tar (the block index says where)
  * plus the block's offset in the file; the parts' plaintext sizes (the metadata) say which
- * part holds them, and only the frames of that part that hold needed bytes are decoded
- * (../archive/read/pick-frames.ts). A block may span frames, and parts: it is assembled
- * before it is checked. Every block is checked against the index's CRC-32C and CRC-32
- * before it is written; a part's header must be the part the metadata records there.
- * Parts are read PARTS_AT_ONCE at a time; a file is opened at its first write, and cut to
- * its size, fsynced and closed at its last.
+ * part holds them. Each part that holds some is read here, its layout and binding checked
+ * and its header compared with the metadata's record of that part
+ * (../archive/read/pick-frames.ts), then handed to a writer thread that decodes only the
+ * frames holding needed bytes, checks every block against the index's CRC-32C and CRC-32
+ * and writes it in place (./file-writer-thread.ts, patchPart). A block that spans two parts
+ * comes back in two pieces, assembled and checked here.
+ *
+ * It runs beside the check of the files there: files are decided (their runs known) in tar
+ * order, and a part is fetched as soon as every file it holds bytes of is decided, so the
+ * fetching of the first parts overlaps with the reading of the last files. Parts are read
+ * PARTS_AT_ONCE at a time. A file the directory lacks is created when it is decided; at the
+ * end every file fetched into is cut to its size and fsynced.
  */
 import { promises as fsp } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
 import { crc32, crc32c } from '@node-rs/crc32';
-import type { Logger } from 'pino';
 import type { Archive } from '../archive/archive';
 import type { IndexMember as BlockIndexMember } from '../backup/block-index';
 import type { BackupArchive } from '../backup/catalog';
 import { WalvaultError } from '../errors';
-import { Progress } from '../observe/progress';
 import { runPool } from '../util/run-pool';
+import type { PartWrite } from './file-writer-messages';
+import type { FileWriterPool } from './file-writers';
 
-const PARTS_AT_ONCE = 4;
+const PARTS_AT_ONCE = 8;
 
 /** What to fetch of one file. */
 export interface FileRuns {
@@ -46,87 +51,152 @@ interface Need {
   end: number;
 }
 
-/** An open file and the blocks still to come into it. */
-interface Target {
-  f: FileRuns;
-  handle: Promise<FileHandle> | null;
-  left: number;
-}
+export class BlockFetcher {
+  readonly stats = { blocks: 0, bytes: 0, patchedBytes: 0, fetchedBytes: 0 };
+  /** Per tar: the needs decided, in tar order, and the next part to consider. */
+  private readonly needs: Need[][];
+  private readonly nextPart: number[];
+  private readonly partStarts: number[][];
+  private readonly files: FileRuns[] = [];
+  private readonly created: Array<Promise<void>> = [];
+  private readonly queue: Array<() => Promise<void>> = [];
+  private running = 0;
+  private failure: Error | null = null;
+  private idle: Array<() => void> = [];
+  /** Blocks spanning two parts, as far as they have come. */
+  private readonly pending = new Map<string, { f: FileRuns; b: number; buf: Buffer; filled: number }>();
 
-interface Picked {
-  at: number;
-  bytes: Buffer;
-}
-
-/** Bytes [start, end) of the part's plaintext from its decoded frames (in order): a view when one frame holds them. */
-function slice(frames: readonly Picked[], start: number, end: number, label: string): Buffer {
-  let i = frames.findIndex((p) => p.at <= start && start < p.at + p.bytes.length);
-  const first = frames[i];
-  if (first && end <= first.at + first.bytes.length) return first.bytes.subarray(start - first.at, end - first.at);
-  const out = Buffer.allocUnsafe(end - start);
-  for (let at = start; at < end; i++) {
-    const p = frames[i];
-    if (!p || at < p.at || at >= p.at + p.bytes.length) throw new WalvaultError('INTERNAL', `${label}: the frames decoded do not hold byte ${at}`);
-    at += p.bytes.copy(out, at - start, at - p.at, Math.min(p.bytes.length, end - p.at));
+  constructor(
+    private readonly o: {
+      archive: Archive;
+      writers: FileWriterPool;
+      tars: ReadonlyArray<{ tar: BackupArchive; blockSize: number }>;
+      onFetched?: (bytes: number) => void;
+    },
+  ) {
+    this.needs = o.tars.map(() => []);
+    this.nextPart = o.tars.map(() => 0);
+    this.partStarts = o.tars.map(({ tar }) => {
+      let at = 0;
+      return tar.parts.map((p) => ((at += p.size), at - p.size));
+    });
   }
-  return out;
-}
 
-/** Writes `bytes` whole at `position`. */
-async function writeAt(h: FileHandle, bytes: Buffer, position: number): Promise<void> {
-  for (let done = 0; done < bytes.length; ) done += (await h.write(bytes, done, bytes.length - done, position + done)).bytesWritten;
-}
-
-export async function fetchBlocks(o: {
-  archive: Archive;
-  tars: ReadonlyArray<{ tar: BackupArchive; blockSize: number }>;
-  files: ReadonlyMap<string, FileRuns>;
-  log: Logger;
-  progressOut?: NodeJS.WriteStream;
-  what: string;
-}): Promise<{ blocks: number; bytes: number; patchedBytes: number }> {
-  const targets = new Map<FileRuns, Target>();
-  const needs: Need[][] = o.tars.map(() => []);
-  let total = 0;
-  for (const f of o.files.values()) {
-    const bs = o.tars[f.tar].blockSize;
-    let blocks = 0;
+  /** A file decided: what to fetch of it (runs may be none: then it is only cut to its size, or created empty). */
+  add(f: FileRuns): void {
+    this.files.push(f);
+    if (f.existingSize === null) {
+      // Created before any of its parts is written: the threads only open files as they are.
+      const made = fsp.open(f.file, 'wx', f.mode).then((h) => h.close());
+      made.catch(() => undefined); // awaited before its parts are fetched, and in finish()
+      this.created.push(made);
+    }
+    const bs = this.o.tars[f.tar].blockSize;
+    const list = this.needs[f.tar];
     for (const [from, to] of f.runs) {
       const start = f.member.offset + from * bs;
       const end = f.member.offset + Math.min(f.member.size, to * bs);
-      needs[f.tar].push({ f, from, to, start, end });
-      blocks += to - from;
-      total += end - start;
+      // Decisions come nearly in tar order (two threads check side by side): insert in place.
+      let i = list.length;
+      while (i > 0 && list[i - 1].start > start) i--;
+      list.splice(i, 0, { f, from, to, start, end });
+      this.stats.blocks += to - from;
+      this.stats.bytes += end - start;
+      if (f.existingSize !== null) this.stats.patchedBytes += end - start;
     }
-    targets.set(f, { f, handle: null, left: blocks });
   }
-  const stats = { blocks: 0, bytes: 0, patchedBytes: 0 };
-  const progress = new Progress({ what: `delta fetch from ${o.what}`, log: o.log, out: o.progressOut });
-  progress.setTotal(total);
 
-  const open = (t: Target): Promise<FileHandle> => (t.handle ??= t.f.existingSize === null ? fsp.open(t.f.file, 'wx', t.f.mode) : fsp.open(t.f.file, 'r+'));
-  const close = async (t: Target): Promise<void> => {
-    const h = await open(t);
+  /** Every file of tar `tar` whose content starts before `offset` is decided: the parts that end by then are fetched. */
+  decidedTo(tar: number, offset: number): void {
+    const parts = this.o.tars[tar].tar.parts;
+    const list = this.needs[tar];
+    while (this.nextPart[tar] < parts.length) {
+      const i = this.nextPart[tar];
+      const start = this.partStarts[tar][i];
+      const end = start + parts[i].size;
+      if (end > offset) break;
+      this.nextPart[tar]++;
+      const here = list.filter((n) => n.start < end && start < n.end);
+      if (here.length > 0) this.enqueue(() => this.part(tar, parts[i], start, here));
+    }
+  }
+
+  /** Fetches what is left once every file is decided; then each file is cut to its size and fsynced. */
+  async finish(): Promise<void> {
+    this.o.tars.forEach((_, t) => this.decidedTo(t, Infinity));
+    while (this.running > 0 || this.queue.length > 0) await new Promise<void>((resolve) => this.idle.push(resolve));
+    if (this.failure) throw this.failure;
+    await Promise.all(this.created);
+    if (this.pending.size > 0) throw new WalvaultError('INTERNAL', `${this.pending.size} blocks spanning parts were not completed`);
+    await runPool(this.files, 8, async (f) => {
+      const h = await fsp.open(f.file, 'r+');
+      try {
+        await h.truncate(f.member.size);
+        await h.sync();
+      } finally {
+        await h.close();
+      }
+    });
+  }
+
+  /** Stops taking parts (the restore failed elsewhere) and waits for those being fetched. */
+  async abandon(): Promise<void> {
+    this.queue.length = 0;
+    while (this.running > 0) await new Promise<void>((resolve) => this.idle.push(resolve));
+    await Promise.allSettled(this.created);
+  }
+
+  private enqueue(job: () => Promise<void>): void {
+    this.queue.push(job);
+    this.pump();
+  }
+
+  private pump(): void {
+    while (!this.failure && this.running < PARTS_AT_ONCE && this.queue.length > 0) {
+      const job = this.queue.shift()!;
+      this.running++;
+      job()
+        .catch((err: Error) => {
+          this.failure ??= err;
+          this.queue.length = 0;
+        })
+        .finally(() => {
+          this.running--;
+          this.pump();
+          if (this.running === 0 && this.queue.length === 0) for (const w of this.idle.splice(0)) w();
+        });
+    }
+  }
+
+  private async assemble(key: string, piece: Buffer, at: number): Promise<void> {
+    const p = this.pending.get(key)!;
+    p.filled += piece.copy(p.buf, at);
+    if (p.filled < p.buf.length) return;
+    this.pending.delete(key);
+    const h = p.f.member.hashes;
+    if (crc32c(p.buf) >>> 0 !== h.readUInt32BE(8 * p.b) || crc32(p.buf) >>> 0 !== h.readUInt32BE(8 * p.b + 4)) {
+      throw new WalvaultError('ARCHIVE_CORRUPT', `block ${p.b} of ${p.f.file}, as the backup's parts hold it, does not match the backup's block index`, { fix: `restore without --delta, or another backup` });
+    }
+    const fh = await fsp.open(p.f.file, 'r+');
     try {
-      await h.truncate(t.f.member.size);
-      await h.sync();
+      for (let done = 0; done < p.buf.length; ) done += (await fh.write(p.buf, done, p.buf.length - done, p.b * this.o.tars[p.f.tar].blockSize + done)).bytesWritten;
     } finally {
-      await h.close();
+      await fh.close();
     }
-  };
-  /** Blocks spanning two parts, as far as they have come. */
-  const pending = new Map<string, { buf: Buffer; filled: number }>();
+  }
 
-  const part = async (tarIndex: number, p: BackupArchive['parts'][number], partStart: number, partNeeds: Need[]): Promise<void> => {
-    const bs = o.tars[tarIndex].blockSize;
+  private async part(tarIndex: number, p: BackupArchive['parts'][number], partStart: number, partNeeds: Need[]): Promise<void> {
+    const { archive } = this.o;
+    const bs = this.o.tars[tarIndex].blockSize;
     const partEnd = partStart + p.size;
-    const wanted = (s: number, e: number) => partNeeds.some((n) => n.start < partStart + e && partStart + s < n.end);
-    const picked = await o.archive.pickFrames(p.key, wanted);
-    if (!picked) throw new WalvaultError('ARCHIVE_CORRUPT', `${p.key} in ${o.archive.storage.description} is missing`, { fix: `restore another backup` });
-    if (picked.header.plaintextSize !== p.size || picked.header.sha256.toString('hex') !== p.sha256) {
-      throw new WalvaultError('ARCHIVE_CORRUPT', `${p.key} in ${o.archive.storage.description} is not the part the backup's metadata records there (its size or SHA-256 differs)`, { fix: `the backup cannot be restored as it is` });
+    const read = await archive.readFramed(p.key);
+    if (!read) throw new WalvaultError('ARCHIVE_CORRUPT', `${p.key} in ${archive.storage.description} is missing`, { fix: `restore another backup` });
+    if (read.header.plaintextSize !== p.size || read.header.sha256.toString('hex') !== p.sha256) {
+      throw new WalvaultError('ARCHIVE_CORRUPT', `${p.key} in ${archive.storage.description} is not the part the backup's metadata records there (its size or SHA-256 differs)`, { fix: `the backup cannot be restored as it is` });
     }
-    const writes: Array<{ t: Target; position: number; bytes: Buffer }> = [];
+    const writes: PartWrite[] = [];
+    const offsets = new Map<string, number>();
+    let bytes = 0;
     for (const n of partNeeds) {
       const first = Math.max(n.from, Math.floor((partStart - n.f.member.offset) / bs));
       for (let b = first; b < n.to; b++) {
@@ -136,73 +206,22 @@ export async function fetchBlocks(o: {
         const from = Math.max(bStart, partStart);
         const to = Math.min(bEnd, partEnd);
         if (from >= to) continue;
-        let block = slice(picked.frames, from - partStart, to - partStart, p.key);
-        if (from !== bStart || to !== bEnd) {
-          const key = `${n.f.file}#${b}`;
-          let pend = pending.get(key);
-          if (!pend) pending.set(key, (pend = { buf: Buffer.alloc(bEnd - bStart), filled: 0 }));
-          pend.filled += block.copy(pend.buf, from - bStart);
-          if (pend.filled < pend.buf.length) continue;
-          pending.delete(key);
-          block = pend.buf;
+        bytes += to - from;
+        if (from === bStart && to === bEnd) {
+          writes.push({ path: n.f.file, position: b * bs, start: from - partStart, end: to - partStart, hashes: [n.f.member.hashes.readUInt32BE(8 * b), n.f.member.hashes.readUInt32BE(8 * b + 4)] });
+          continue;
         }
-        const hashes = n.f.member.hashes;
-        if ((crc32c(block) >>> 0) !== hashes.readUInt32BE(8 * b) || (crc32(block) >>> 0) !== hashes.readUInt32BE(8 * b + 4)) {
-          throw new WalvaultError('ARCHIVE_CORRUPT', `block ${b} of ${n.f.file} as ${p.key} holds it does not match the backup's block index`, { fix: `restore without --delta, or another backup` });
-        }
-        writes.push({ t: targets.get(n.f)!, position: b * bs, bytes: block });
+        const key = `${n.f.file}#${b}`;
+        if (!this.pending.has(key)) this.pending.set(key, { f: n.f, b, buf: Buffer.alloc(bEnd - bStart), filled: 0 });
+        offsets.set(key, from - bStart);
+        writes.push({ path: n.f.file, position: b * bs, start: from - partStart, end: to - partStart, hashes: null, piece: key });
       }
     }
-    // Consecutive blocks of a file go in one write.
-    for (let i = 0; i < writes.length; ) {
-      const w = writes[i];
-      const group = [w.bytes];
-      let j = i + 1;
-      let next = w.position + w.bytes.length;
-      while (j < writes.length && writes[j].t === w.t && writes[j].position === next) {
-        group.push(writes[j].bytes);
-        next += writes[j].bytes.length;
-        j++;
-      }
-      const length = next - w.position;
-      await writeAt(await open(w.t), group.length === 1 ? group[0] : Buffer.concat(group), w.position);
-      stats.blocks += j - i;
-      stats.bytes += length;
-      if (w.t.f.existingSize !== null) stats.patchedBytes += length;
-      progress.update(stats.bytes);
-      w.t.left -= j - i;
-      if (w.t.left === 0) await close(w.t);
-      i = j;
-    }
-  };
-
-  const jobs: Array<() => Promise<void>> = [];
-  o.tars.forEach(({ tar }, tarIndex) => {
-    const list = needs[tarIndex].sort((a, b) => a.start - b.start);
-    let partStart = 0;
-    let k = 0;
-    for (const p of tar.parts) {
-      const partEnd = partStart + p.size;
-      while (k < list.length && list[k].end <= partStart) k++;
-      const here: Need[] = [];
-      for (let j = k; j < list.length && list[j].start < partEnd; j++) here.push(list[j]);
-      const start = partStart;
-      if (here.length > 0) jobs.push(() => part(tarIndex, p, start, here));
-      partStart = partEnd;
-    }
-  });
-  try {
-    await runPool(jobs, PARTS_AT_ONCE, (job) => job());
-    // Files with nothing to fetch: created empty, or cut to the backup's size.
-    for (const t of targets.values()) {
-      if (t.left === 0 && t.handle === null && (t.f.existingSize === null || t.f.existingSize !== t.f.member.size)) await close(t);
-      else if (t.left > 0) throw new WalvaultError('INTERNAL', `${t.f.file}: ${t.left} blocks were not fetched`);
-    }
-  } catch (err) {
-    for (const t of targets.values()) if (t.handle) await (await t.handle.catch(() => null))?.close().catch(() => undefined);
-    throw err;
-  } finally {
-    progress.finish();
+    const frames = read.frames.filter((f) => f.plainLength > 0 && writes.some((w) => w.start < f.plainAt + f.plainLength && f.plainAt < w.end));
+    await Promise.all(this.created);
+    const pieces = await this.o.writers.patchPart({ stored: read.stored, keys: read.keys, frames, writes });
+    for (const piece of pieces) await this.assemble(piece.key, piece.bytes, offsets.get(piece.key)!);
+    this.stats.fetchedBytes += bytes;
+    this.o.onFetched?.(this.stats.fetchedBytes);
   }
-  return stats;
 }

@@ -171,20 +171,21 @@ export async function scanTree(root: string, prefix: string): Promise<ExistingEn
       if ((err as NodeJS.ErrnoException).code === 'ENOENT' && dir === root) return;
       throw err;
     }
-    const subdirs: Array<Promise<void>> = [];
+    const pending: Array<Promise<void>> = [];
     for (const d of names) {
       const abs = path.join(dir, d.name);
       const p = rel + d.name;
       if (d.isDirectory()) {
         out.push({ path: p, abs, kind: 'dir', size: 0 });
-        subdirs.push(walk(abs, `${p}/`));
+        pending.push(walk(abs, `${p}/`));
       } else if (d.isFile()) {
-        out.push({ path: p, abs, kind: 'file', size: (await fsp.lstat(abs)).size });
+        // Sizes read side by side: a database directory holds thousands of files.
+        pending.push(fsp.lstat(abs).then((st) => void out.push({ path: p, abs, kind: 'file', size: st.size })));
       } else {
         out.push({ path: p, abs, kind: 'other', size: 0 });
       }
     }
-    await Promise.all(subdirs);
+    await Promise.all(pending);
   };
   await walk(root, prefix);
   return out;

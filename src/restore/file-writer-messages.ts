@@ -3,6 +3,9 @@
  * (./file-writer-thread.ts). File contents travel as views of shared memory.
  */
 
+import type { CodecName } from '../archive/codecs';
+import type { FrameRef } from '../archive/read/pick-frames';
+
 /** Marks the pool's own threads: other threads (a site's receiver thread) load the module too. */
 export const WRITER_ROLE = 'walvault-file-writer';
 /** Pages are flushed while a file is written, this often, rather than all at its fsync. */
@@ -43,7 +46,33 @@ export type ToWorker =
    * (../backup/block-index.ts).
    */
   | { op: 'digestFile'; id: number; path: string; blockSize?: number }
+  /**
+   * A delta restore's blocks out of one backup part (./delta-fetch.ts): the frames decoded
+   * (../archive/read/pick-frames.ts), each block checked against its index hashes and written
+   * where it goes; the pieces of blocks that span two parts are sent back instead. Answered
+   * as 'patched' under `id`.
+   */
+  | { op: 'patchPart'; id: number; stored: Uint8Array; keys: WireFrameKeys; frames: FrameRef[]; writes: PartWrite[] }
   | { op: 'abort' };
+
+/** FrameKeys as a message carries them. */
+export interface WireFrameKeys {
+  codec: CodecName;
+  dataKey: Uint8Array | null;
+  headerLength: number;
+  label: string;
+}
+
+/** Bytes [start, end) of a part's plaintext: a block written at `position` of `path`, or (`piece`) sent back. */
+export interface PartWrite {
+  path: string;
+  position: number;
+  start: number;
+  end: number;
+  /** The block's CRC-32C and CRC-32 in the index; null for a piece of a block that spans parts. */
+  hashes: [number, number] | null;
+  piece?: string;
+}
 
 export type FromWorker =
   /** `written`: of a patch pwrite, the bytes it wrote. */
@@ -53,5 +82,6 @@ export type FromWorker =
   | { op: 'digested'; id: number; checksum: string }
   /** The answer to a request (a closeAt: 0). */
   | { op: 'answered'; id: number; value: number }
-  | { op: 'error'; id: number; path: string; message: string; code?: string; reading?: boolean }
+  | { op: 'error'; id: number; path: string; message: string; code?: string; reading?: boolean; corrupt?: boolean }
+  | { op: 'patched'; id: number; pieces: Array<{ key: string; bytes: Uint8Array }> }
   | { op: 'aborted' };

@@ -8,6 +8,7 @@
 import * as fs from 'node:fs';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { crc32, crc32c } from '@node-rs/crc32';
+import { decodeFrame, plainSlice, type PickedFrame } from '../archive/read/pick-frames';
 import { DIGEST_READ_SIZE, FLUSH_EVERY, PATCH_PAGE, WRITER_ROLE, type FromWorker, type ToWorker } from './file-writer-messages';
 import { newChecksum, type IncrementalChecksum, type ManifestChecksumAlgorithm } from './manifest-checksum';
 
@@ -158,14 +159,24 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
         else finish();
         return;
       }
+      case 'patchPart': {
+        patchPart(m).then(
+          (pieces) => port.postMessage({ op: 'patched', id: m.id, pieces } satisfies FromWorker, pieces.map((p) => p.bytes.buffer as ArrayBuffer)),
+          (err: Error & { code?: string }) => {
+            failedIds.add(m.id);
+            port.postMessage({ op: 'error', id: m.id, path: (err as { path?: string }).path ?? m.keys.label, message: err.message, code: err.code, corrupt: err.code === 'ARCHIVE_CORRUPT' || err.code === 'ARCHIVE_AUTH_FAILED' } satisfies FromWorker);
+          },
+        );
+        return;
+      }
       case 'digestFile': {
         let fd: number | null = null;
         try {
-          fd = fs.openSync(m.path, 'r');
+          fd = openNoAtime(m.path);
           readBuffer ??= Buffer.allocUnsafe(DIGEST_READ_SIZE);
           if (m.blockSize) {
+            // Made durable together at the end (../util/sync-filesystem.ts), not with an fsync each.
             const { size, blocks } = blockHashes(fd, readBuffer, m.blockSize);
-            fs.fsyncSync(fd);
             port.postMessage({ op: 'closed', id: m.id, size, checksum: '', blocks } satisfies FromWorker, [blocks.buffer as ArrayBuffer]);
             return;
           }
@@ -261,4 +272,64 @@ function blockHashes(fd: number, buf: Buffer, blockSize: number): { size: number
     if (have < usable) break;
   }
   return { size, blocks: out.subarray(0, 8 * block) };
+}
+
+/**
+ * Opens a file to read it without updating its access time where the OS allows (the file's
+ * owner, or root): a read that changes atime dirties the inode, and the fsync that follows
+ * (a kept file is made durable) then commits a journal transaction for every file checked.
+ */
+function openNoAtime(file: string): number {
+  const noAtime = fs.constants.O_NOATIME;
+  if (noAtime !== undefined) {
+    try {
+      return fs.openSync(file, fs.constants.O_RDONLY | noAtime);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
+    }
+  }
+  return fs.openSync(file, 'r');
+}
+
+/**
+ * Decodes the frames a part's blocks lie in, checks each block against its hashes, and writes
+ * it; returns the pieces of blocks that span parts (copies), for the pool to assemble.
+ */
+async function patchPart(m: Extract<ToWorker, { op: 'patchPart' }>): Promise<Array<{ key: string; bytes: Uint8Array }>> {
+  const stored = Buffer.from(m.stored.buffer, m.stored.byteOffset, m.stored.byteLength);
+  const keys = { ...m.keys, dataKey: m.keys.dataKey ? Buffer.from(m.keys.dataKey) : null };
+  const decoded: PickedFrame[] = [];
+  // One buffer for the part's decoded frames: thousands of frame-sized allocations cost more than the decoding.
+  const out = Buffer.allocUnsafe(m.frames.reduce((sum, f) => sum + f.plainLength, 0));
+  let at = 0;
+  for (const ref of m.frames) {
+    decoded.push({ at: ref.plainAt, bytes: await decodeFrame(stored, ref, keys, out.subarray(at, at + ref.plainLength)) });
+    at += ref.plainLength;
+  }
+  const pieces: Array<{ key: string; bytes: Uint8Array }> = [];
+  let fd: number | null = null;
+  let open = '';
+  try {
+    for (const w of m.writes) {
+      const bytes = plainSlice(decoded, w.start, w.end, m.keys.label);
+      if (!w.hashes) {
+        pieces.push({ key: w.piece!, bytes: new Uint8Array(bytes) });
+        continue;
+      }
+      if (crc32c(bytes) >>> 0 !== w.hashes[0] || crc32(bytes) >>> 0 !== w.hashes[1]) {
+        throw Object.assign(new Error(`the block at ${w.position} of ${w.path}, as ${m.keys.label} holds it, does not match the backup's block index`), { code: 'ARCHIVE_CORRUPT', path: w.path });
+      }
+      if (fd === null || open !== w.path) {
+        if (fd !== null) fs.closeSync(fd);
+        fd = null;
+        fd = fs.openSync(w.path, 'r+');
+        open = w.path;
+      }
+      const into = fd;
+      for (let at = 0; at < bytes.length; ) at += fs.writeSync(into, bytes, at, bytes.length - at, w.position + at);
+    }
+  } finally {
+    if (fd !== null) fs.closeSync(fd);
+  }
+  return pieces;
 }

@@ -36,7 +36,8 @@ import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { WalvaultError } from '../errors';
-import { FLUSH_EVERY, WRITER_ROLE, type FromWorker, type Placement, type ToWorker } from './file-writer-messages';
+import type { FrameKeys, FrameRef } from '../archive/read/pick-frames';
+import { FLUSH_EVERY, WRITER_ROLE, type FromWorker, type PartWrite, type Placement, type ToWorker } from './file-writer-messages';
 import type { ManifestChecksumAlgorithm } from './manifest-checksum';
 
 export type { Placement };
@@ -62,6 +63,8 @@ interface WriterThread {
   acks: Array<(crcs?: number[], written?: number) => void>;
   /** Bytes posted and not yet done: work goes to the least busy worker. */
   queued: number;
+  /** Parts of a delta restore posted and not yet done (patchPart). */
+  patching: number;
 }
 
 interface SmallFile {
@@ -95,6 +98,7 @@ export class FileWriterPool {
   private readonly closes = new Map<number, Waiter<WrittenFile>>();
   private readonly digests = new Map<number, Waiter<string>>();
   private readonly requests = new Map<number, Waiter<number>>();
+  private readonly patches = new Map<number, Waiter<Array<{ key: string; bytes: Buffer }>>>();
   /** The thread that opened each openAt file: it writes and closes it (Node tracks a thread's fds, and closes them when it exits). */
   private readonly openedBy = new Map<number, WriterThread>();
   private nextId = 1;
@@ -104,7 +108,7 @@ export class FileWriterPool {
   constructor(algorithm: ManifestChecksumAlgorithm, size = Math.max(2, Math.min(4, availableParallelism()))) {
     for (let i = 0; i < size; i++) {
       const worker = new Worker(path.join(__dirname, 'file-writer-thread.js'), { workerData: { role: WRITER_ROLE, algorithm }, resourceLimits: { maxYoungGenerationSizeMb: 8, maxOldGenerationSizeMb: 64 } });
-      const t: WriterThread = { worker, acks: [], queued: 0 };
+      const t: WriterThread = { worker, acks: [], queued: 0, patching: 0 };
       worker.on('message', (m: FromWorker) => this.onMessage(t, m));
       worker.on('error', (err) => this.fail(new WalvaultError('INTERNAL', `a restore writer thread failed: ${err.message}`, { cause: err })));
       worker.on('exit', (code) => {
@@ -125,15 +129,19 @@ export class FileWriterPool {
       take(this.digests, m.id)?.resolve(m.checksum);
     } else if (m.op === 'answered') {
       take(this.requests, m.id)?.resolve(m.value);
+    } else if (m.op === 'patched') {
+      t.patching--;
+      take(this.patches, m.id)?.resolve(m.pieces.map((p) => ({ key: p.key, bytes: Buffer.from(p.bytes.buffer, p.bytes.byteOffset, p.bytes.byteLength) })));
     } else if (m.op === 'error') {
-      this.fail(writeError(m.path, m));
+      this.fail(m.corrupt ? new WalvaultError('ARCHIVE_CORRUPT', m.message, { fix: 'restore without --delta, or another backup' }) : writeError(m.path, m));
     }
   }
 
   private fail(err: Error): void {
     if (this.failure) return;
     this.failure = err;
-    for (const w of [...this.closes.values(), ...this.digests.values(), ...this.requests.values()]) w.reject(err);
+    for (const w of [...this.closes.values(), ...this.digests.values(), ...this.requests.values(), ...this.patches.values()]) w.reject(err);
+    this.patches.clear();
     this.closes.clear();
     this.digests.clear();
     this.requests.clear();
@@ -359,6 +367,25 @@ export class FileWriterPool {
       }
     };
     await Promise.all(this.threads.map(lane));
+  }
+
+  /**
+   * A delta restore's blocks out of one backup part, on the least busy thread (its stored
+   * bytes are handed over: `stored` is unusable here after): see the thread's patchPart.
+   * Resolves to the pieces of blocks that span parts.
+   */
+  patchPart(part: { stored: Buffer; keys: FrameKeys; frames: FrameRef[]; writes: PartWrite[] }): Promise<Array<{ key: string; bytes: Buffer }>> {
+    this.check();
+    const t = this.threads.reduce((a, b) => (b.patching < a.patching ? b : a));
+    const id = this.nextId++;
+    const own = part.stored.byteOffset === 0 && part.stored.byteLength === part.stored.buffer.byteLength && !(part.stored.buffer instanceof SharedArrayBuffer);
+    const stored = own ? new Uint8Array(part.stored.buffer, 0, part.stored.byteLength) : new Uint8Array(part.stored);
+    const keys = { ...part.keys, dataKey: part.keys.dataKey ? new Uint8Array(part.keys.dataKey) : null };
+    t.patching++;
+    return new Promise((resolve, reject) => {
+      this.patches.set(id, { resolve, reject });
+      t.worker.postMessage({ op: 'patchPart', id, stored, keys, frames: part.frames, writes: part.writes } satisfies ToWorker, [stored.buffer as ArrayBuffer]);
+    });
   }
 
   /** Stops the threads, closing the files a failure left open (as they are). */
