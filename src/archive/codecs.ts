@@ -47,6 +47,12 @@ export interface Codec {
   compressFrame(frame: Buffer): Promise<CompressedFrame>;
   /** `plainLength` is what the frame header promises; a different result is an error. */
   decompress(payload: Buffer, plainLength: number): Promise<Buffer>;
+  /**
+   * Several frames compressed at once, when they lie one after another in shared memory
+   * (small frames of a backup part): one message to a worker for all of them. Null when they
+   * do not (the caller compresses them one by one).
+   */
+  compressBatch?(frames: readonly Buffer[]): Array<Promise<CompressedFrame>> | null;
 }
 
 const gzip = promisify(zlib.gzip);
@@ -82,11 +88,14 @@ const loaders: Record<CodecName, () => Codec> = {
   },
   zstd: () => {
     const zstd = require('zstd-napi') as typeof import('zstd-napi');
-    const { zstdCompressInWorker, zstdCompressInto, zstdBound } = require('./compress-hash-workers') as typeof import('./compress-hash-workers');
+    const { zstdCompressInWorker, zstdCompressInto, zstdBound, zstdBatchBound, zstdCompressBatchInto } = require('./compress-hash-workers') as typeof import('./compress-hash-workers');
     // Output buffers, each the bound for a whole frame: enough idle ones for a few objects
     // compressing frames ahead at once. Only the bytes a compressed frame fills are touched,
     // so an idle one costs about its last frame's compressed size in resident memory.
     const outputs = new BufferPool(zstdBound(FRAME_PLAINTEXT_MAX), 8, { shared: true });
+    // A batch of small frames needs each frame's bound: a little more than one large frame's.
+    const BATCH_OUT = zstdBound(FRAME_PLAINTEXT_MAX) + 64 * 1024;
+    const batchOutputs = new BufferPool(BATCH_OUT, 8, { shared: true });
     return {
       name: 'zstd',
       id: CODEC_IDS.zstd,
@@ -105,6 +114,31 @@ const loaders: Record<CodecName, () => Codec> = {
         }
       },
       decompress: async (b) => zstd.decompress(b),
+      compressBatch: (frames) => {
+        const first = frames[0];
+        const contiguous = frames.every((f, i) => f.buffer === first.buffer && (i === 0 || f.byteOffset === frames[i - 1].byteOffset + frames[i - 1].length));
+        if (!(first.buffer instanceof SharedArrayBuffer) || !contiguous) return null;
+        const cuts = frames.map((f) => f.length);
+        const pooled = zstdBatchBound(cuts) <= BATCH_OUT;
+        const out = pooled ? batchOutputs.acquire() : Buffer.from(new SharedArrayBuffer(zstdBatchBound(cuts)));
+        // Given back when the last frame of the batch is released (or the batch failed).
+        let left = frames.length;
+        const release = () => {
+          if (--left === 0 && pooled) batchOutputs.release(out);
+        };
+        const last = frames[frames.length - 1];
+        const span = Buffer.from(first.buffer, first.byteOffset, last.byteOffset + last.length - first.byteOffset);
+        const lengths = zstdCompressBatchInto(span, cuts, out, ZSTD_LEVEL);
+        lengths.catch(() => {
+          if (pooled) batchOutputs.release(out);
+        });
+        let at = 0;
+        return cuts.map((n, i) => {
+          const offset = at;
+          at += zstdBound(n);
+          return lengths.then((l) => ({ bytes: out.subarray(offset, offset + l[i]), release }));
+        });
+      },
     };
   },
 };

@@ -20,11 +20,12 @@ import { availableParallelism } from 'node:os';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { WalvaultError } from '../errors';
 
-/** What a worker answers: a buffer (compressed frame, digest), or a length written into `out`. */
+/** What a worker answers: a buffer (compressed frame, digest), or a length written into `out` (several: a batch). */
 interface Answer {
   id: number;
   out?: Uint8Array;
   length?: number;
+  lengths?: number[];
   error?: string;
 }
 
@@ -79,9 +80,9 @@ function failAll(entry: PooledWorker, err: Error): void {
   entry.pending.clear();
 }
 
-type Op = 'zstd' | 'zstd-into' | 'sha256';
+type Op = 'zstd' | 'zstd-into' | 'zstd-batch' | 'sha256';
 
-function inWorker(op: Op, frame: Buffer, level: number, out?: Buffer): Promise<Answer> {
+function inWorker(op: Op, frame: Buffer, level: number, out?: Buffer, cuts?: number[]): Promise<Answer> {
   pool ??= startPool();
   const entry = pool.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
   const id = nextJobId++;
@@ -94,6 +95,7 @@ function inWorker(op: Op, frame: Buffer, level: number, out?: Buffer): Promise<A
     level,
     frame: shared ? new Uint8Array(frame.buffer, frame.byteOffset, frame.byteLength) : Uint8Array.from(frame),
     ...(out ? { out: new Uint8Array(out.buffer, out.byteOffset, out.byteLength) } : {}),
+    ...(cuts ? { cuts } : {}),
   };
   return new Promise((resolve, reject) => {
     entry.pending.set(id, { resolve, reject });
@@ -129,6 +131,22 @@ export async function zstdCompressInto(frame: Buffer, out: Buffer, level: number
   return (await inWorker('zstd-into', frame, level, out)).length!;
 }
 
+/** Room in `out` for the frames of a batch: each frame's bound, one after another. */
+export function zstdBatchBound(cuts: readonly number[]): number {
+  return cuts.reduce((sum, n) => sum + zstdBound(n), 0);
+}
+
+/**
+ * Compresses consecutive frames of `frames` (their lengths in `cuts`, summing to its length)
+ * in one message to a worker, each into `out` at the sum of the bounds of those before it
+ * (zstdBatchBound): small frames (a backup part's 32 KiB) would otherwise cost a message
+ * each, more than their compression. Resolves to each frame's compressed length.
+ */
+export async function zstdCompressBatchInto(frames: Buffer, cuts: number[], out: Buffer, level: number): Promise<number[]> {
+  if (!isShared(out) || out.length < zstdBatchBound(cuts)) throw new WalvaultError('INTERNAL', 'zstd batch output buffer must be shared memory of zstdBatchBound(cuts) bytes');
+  return (await inWorker('zstd-batch', frames, level, out, cuts)).lengths!;
+}
+
 /**
  * SHA-256 of `data` in a worker: for large buffers in shared memory (backup parts), whose
  * hashing would otherwise take the main thread away from the socket.
@@ -148,10 +166,23 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
   const port = parentPort;
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { createHash } = require('node:crypto') as typeof import('node:crypto');
-  port.on('message', (msg: { id: number; op: Op; level: number; frame: Uint8Array; out?: Uint8Array }) => {
+  port.on('message', (msg: { id: number; op: Op; level: number; frame: Uint8Array; out?: Uint8Array; cuts?: number[] }) => {
     try {
       if (msg.op === 'zstd-into') {
         port.postMessage({ id: msg.id, length: cctx.compress(msg.out!, msg.frame, msg.level) });
+        return;
+      }
+      if (msg.op === 'zstd-batch') {
+        const lengths: number[] = [];
+        let from = 0;
+        let to = 0;
+        for (const n of msg.cuts!) {
+          const bound = zstdBound(n);
+          lengths.push(cctx.compress(msg.out!.subarray(to, to + bound), msg.frame.subarray(from, from + n), msg.level));
+          from += n;
+          to += bound;
+        }
+        port.postMessage({ id: msg.id, lengths });
         return;
       }
       const out = msg.op === 'sha256' ? createHash('sha256').update(msg.frame).digest() : zstd.compress(msg.frame, { compressionLevel: msg.level });

@@ -105,21 +105,40 @@ export async function* encodeFrames(windows: AsyncIterable<Buffer>, length: numb
     (handedOn as CompressedFrame | null)?.release();
     handedOn = null;
   };
+  // Small frames (a backup part's) that may compress ahead go to the codec a frame's worth at
+  // a time (compressBatch: one message for all of them); up to two such batches are in flight.
+  const batching = ahead > 1 && stages.codec.compressBatch !== undefined;
+  let batch: Array<{ w: Buffer; final: boolean }> = [];
+  let batchBytes = 0;
+  let lastBatch = 0;
+  const flush = () => {
+    if (batch.length === 0) return;
+    const windowsOf = batch.map((b) => b.w);
+    const outs = (batch.length > 1 ? stages.codec.compressBatch?.(windowsOf) : null) ?? windowsOf.map((w) => stages.codec.compressFrame(w));
+    batch.forEach((b, i) => {
+      // A rejection is awaited in order below; until then it must not count as unhandled.
+      outs[i].catch(() => undefined);
+      queue.push({ plainLength: b.w.length, final: b.final, compressed: outs[i] });
+    });
+    lastBatch = batch.length;
+    batch = [];
+    batchBytes = 0;
+  };
   try {
     for await (const w of windows) {
       if (w.length === 0) continue;
       if (w.length > FRAME_PLAINTEXT_MAX) throw new WalvaultError('INTERNAL', `a ${w.length}-byte window is larger than a frame`);
       if (at + w.length > length) throw new WalvaultError('INTERNAL', `the body source gave more than its ${length} bytes`);
       at += w.length;
-      const compressed = stages.codec.compressFrame(w);
-      // A rejection is awaited in order below; until then it must not count as unhandled.
-      compressed.catch(() => undefined);
-      queue.push({ plainLength: w.length, final: at === length, compressed });
-      if (queue.length >= ahead) {
+      batch.push({ w, final: at === length });
+      batchBytes += w.length;
+      if (!batching || batchBytes >= FRAME_PLAINTEXT_MAX || at === length) flush();
+      while (queue.length > Math.max(batching ? lastBatch : 0, ahead - 1)) {
         yield await nextFrame();
         release();
       }
     }
+    flush();
     while (queue.length > 0) {
       yield await nextFrame();
       release();
