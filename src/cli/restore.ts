@@ -58,7 +58,10 @@ export function restoreCommand(o: RestoreCliOptions, siteName: string | undefine
     words.push('--config', shellWord(path.resolve(o.config), '--config'));
     if (siteName) words.push('--site', shellWord(siteName, '--site'));
   } else {
-    words.push('--archive', shellWord(o.archive!, '--archive'));
+    // The server runs restore_command in the data directory: a relative path would name
+    // another place there.
+    const archive = /^[a-z][a-z0-9+.-]*:\/\//i.test(o.archive!) ? o.archive! : path.resolve(o.archive!);
+    words.push('--archive', shellWord(archive, '--archive'));
   }
   if (o.privateKey) words.push('--private-key', shellWord(path.resolve(o.privateKey), '--private-key'));
   if (o.servePartial !== false) words.push('--serve-partial');

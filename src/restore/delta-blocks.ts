@@ -244,6 +244,7 @@ export async function restoreDeltaByBlocks(o: {
         decide(f, r.length === 0 && facts.size === f.member.size ? null : { file: f.abs, mode: f.member.mode || 0o600, tar: f.tar, member: f.member, runs: r, existingSize: facts.size });
       },
       blockSize,
+      check.map((c) => c.e.size),
     );
     log.info({ there: existing.length, checked, kept, removed: remove.length, toFetch: runs.size }, 'delta: files there checked block by block against the block index');
     await fetcher.finish();

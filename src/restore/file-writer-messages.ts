@@ -12,6 +12,8 @@ export const WRITER_ROLE = 'walvault-file-writer';
 export const FLUSH_EVERY = 32 * 1024 * 1024;
 /** A patch pwrite compares what is there with the piece in pages of this size, and writes those that differ. */
 export const PATCH_PAGE = 8192;
+/** By blocks, a file larger than this is read in ranges of this size (a multiple of any block size), on several threads. */
+export const DIGEST_RANGE = 64 * 1024 * 1024;
 /** A thread reads an existing file (digestFile) through one buffer of this size. */
 export const DIGEST_READ_SIZE = 1024 * 1024;
 
@@ -45,7 +47,7 @@ export type ToWorker =
    * CRC-32 of each block of that size, as a backup's block index records them
    * (../backup/block-index.ts).
    */
-  | { op: 'digestFile'; id: number; path: string; blockSize?: number }
+  | { op: 'digestFile'; id: number; path: string; blockSize?: number; range?: [number, number] }
   /**
    * A delta restore's blocks out of one backup part (./delta-fetch.ts): the frames decoded
    * (../archive/read/pick-frames.ts), each block checked against its index hashes and written

@@ -176,7 +176,7 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
           readBuffer ??= Buffer.allocUnsafe(DIGEST_READ_SIZE);
           if (m.blockSize) {
             // Made durable together at the end (../util/sync-filesystem.ts), not with an fsync each.
-            const { size, blocks } = blockHashes(fd, readBuffer, m.blockSize);
+            const { size, blocks } = blockHashes(fd, readBuffer, m.blockSize, m.range ?? [0, Number.MAX_SAFE_INTEGER]);
             port.postMessage({ op: 'closed', id: m.id, size, checksum: '', blocks } satisfies FromWorker, [blocks.buffer as ArrayBuffer]);
             return;
           }
@@ -243,18 +243,20 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
 }
 
 /**
- * The CRC-32C and CRC-32 (u32 big-endian each) of every `blockSize` bytes of the file, the
- * last block possibly shorter: what a backup's block index records of each block. Reads
- * fill `buf` whole (a multiple of the block size) so no block is split between reads.
+ * The CRC-32C and CRC-32 (u32 big-endian each) of every `blockSize` bytes of the file's
+ * range [from, to) (block-aligned), the last block possibly shorter: what a backup's block
+ * index records of each block. Reads fill `buf` whole (a multiple of the block size) so no
+ * block is split between reads.
  */
-function blockHashes(fd: number, buf: Buffer, blockSize: number): { size: number; blocks: Uint8Array } {
+function blockHashes(fd: number, buf: Buffer, blockSize: number, [from, to]: [number, number]): { size: number; blocks: Uint8Array } {
   const usable = buf.length - (buf.length % blockSize);
-  let out = Buffer.alloc(8 * Math.ceil(fs.fstatSync(fd).size / blockSize));
+  let out = Buffer.alloc(8 * Math.ceil(Math.max(0, Math.min(to, fs.fstatSync(fd).size) - from) / blockSize));
   let size = 0;
   let block = 0;
   for (;;) {
+    const want = Math.min(usable, to - from - size);
     let have = 0;
-    for (let n; have < usable && (n = fs.readSync(fd, buf, have, usable - have, size + have)) > 0; ) have += n;
+    for (let n; have < want && (n = fs.readSync(fd, buf, have, want - have, from + size + have)) > 0; ) have += n;
     if (have === 0) break;
     for (let at = 0; at < have; at += blockSize, block++) {
       const piece = buf.subarray(at, Math.min(at + blockSize, have));
@@ -269,7 +271,7 @@ function blockHashes(fd: number, buf: Buffer, blockSize: number): { size: number
       out.writeUInt32BE(crc32(piece) >>> 0, 8 * block + 4);
     }
     size += have;
-    if (have < usable) break;
+    if (have < want) break;
   }
   return { size, blocks: out.subarray(0, 8 * block) };
 }

@@ -37,7 +37,7 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { WalvaultError } from '../errors';
 import type { FrameKeys, FrameRef } from '../archive/read/pick-frames';
-import { FLUSH_EVERY, WRITER_ROLE, type FromWorker, type PartWrite, type Placement, type ToWorker } from './file-writer-messages';
+import { DIGEST_RANGE, FLUSH_EVERY, WRITER_ROLE, type FromWorker, type PartWrite, type Placement, type ToWorker } from './file-writer-messages';
 import type { ManifestChecksumAlgorithm } from './manifest-checksum';
 
 export type { Placement };
@@ -352,18 +352,38 @@ export class FileWriterPool {
    * (with `blockSize`, its block hashes instead) as it is done (the thread's next read waits for what it returns); a file that cannot be
    * read fails the pool.
    */
-  async digestFiles(files: readonly string[], each: (index: number, facts: WrittenFile) => void | Promise<void>, blockSize?: number): Promise<void> {
+  async digestFiles(files: readonly string[], each: (index: number, facts: WrittenFile) => void | Promise<void>, blockSize?: number, sizes?: readonly number[]): Promise<void> {
+    // By blocks, a large file is read in ranges that several threads share: one 1 GiB
+    // segment would otherwise keep one thread busy while the others wait at the end.
+    const items: Array<{ file: number; range?: [number, number] }> = [];
+    const ranges = new Map<number, { left: number; got: Array<WrittenFile | null> }>();
+    files.forEach((_, file) => {
+      const size = sizes?.[file] ?? 0;
+      if (!blockSize || size <= DIGEST_RANGE) return void items.push({ file });
+      const count = Math.ceil(size / DIGEST_RANGE);
+      ranges.set(file, { left: count, got: new Array<WrittenFile | null>(count).fill(null) });
+      // The last range runs to the end of the file, whatever it is by then.
+      for (let k = 0; k < count; k++) items.push({ file, range: [k * DIGEST_RANGE, k === count - 1 ? Number.MAX_SAFE_INTEGER : (k + 1) * DIGEST_RANGE] });
+    });
     let next = 0;
     const lane = async (t: WriterThread) => {
-      while (next < files.length) {
+      while (next < items.length) {
         this.check();
-        const i = next++;
+        const item = items[next++];
         const id = this.nextId++;
         const facts = await new Promise<WrittenFile>((resolve, reject) => {
           this.closes.set(id, { resolve, reject });
-          this.post(t, { op: 'digestFile', id, path: files[i], ...(blockSize ? { blockSize } : {}) });
+          this.post(t, { op: 'digestFile', id, path: files[item.file], ...(blockSize ? { blockSize } : {}), ...(item.range ? { range: item.range } : {}) });
         });
-        await each(i, facts);
+        if (!item.range) {
+          await each(item.file, facts);
+          continue;
+        }
+        const r = ranges.get(item.file)!;
+        r.got[item.range[0] / DIGEST_RANGE] = facts;
+        if (--r.left > 0) continue;
+        const parts = r.got as WrittenFile[];
+        await each(item.file, { size: parts.reduce((sum, p) => sum + p.size, 0), checksum: '', blocks: Buffer.concat(parts.map((p) => p.blocks!)) });
       }
     };
     await Promise.all(this.threads.map(lane));

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, test } from 'node:test';
+import * as path from 'node:path';
 import { newChecksum, type ManifestChecksumAlgorithm } from '../../src/restore/manifest-checksum';
 import { compareWithManifest, parseManifest } from '../../src/restore/manifest-files';
 
@@ -216,5 +217,17 @@ describe('recovery settings', () => {
     assert.ok(!/archive_mode/.test(standby), 'archive_mode is left alone unless asked');
     assert.ok(!/recovery_target_action/.test(standby), 'no action without a target');
     assert.ok(recoverySettings({ restoreCommand: 'x', target: {}, archiveOff: true }).split('\n').includes("archive_mode = 'off'"));
+  });
+});
+
+describe('restore_command names the archive as the server can find it', () => {
+  test('a relative archive path becomes absolute (the server runs it in the data directory); URLs are kept', async () => {
+    const { restoreCommand } = await import('../../src/cli/restore');
+    const rel = restoreCommand({ archive: 'some/archive', prefetch: '0' } as Parameters<typeof restoreCommand>[0], undefined);
+    assert.ok(rel.includes(`--archive ${path.resolve('some/archive')} `), rel);
+    const url = restoreCommand({ archive: 's3://bucket/prefix', prefetch: '0' } as Parameters<typeof restoreCommand>[0], undefined);
+    assert.ok(url.includes('--archive s3://bucket/prefix '), url);
+    const file = restoreCommand({ archive: 'file:///srv/archive', prefetch: '0' } as Parameters<typeof restoreCommand>[0], undefined);
+    assert.ok(file.includes('--archive file:///srv/archive '), file);
   });
 });
