@@ -18,7 +18,9 @@
  *      `cp -a`, then changed; untimed): of the relation files under base/ (every fork and
  *      segment), BENCH_DELTA_CHANGE_PCT (default 5) percent of their bytes are overwritten, as
  *      single 8 KiB blocks at positions drawn (seed BENCH_DELTA_SEED, default 20) uniformly
- *      over all their blocks, with pseudo-random bytes; two relation files of at most 1 MiB
+ *      over all their blocks (BENCH_DELTA_RUN_BLOCKS=N: runs of N consecutive blocks from
+ *      such positions, a change clustered as updates of recent rows are), with pseudo-random
+ *      bytes; two relation files of at most 1 MiB
  *      (drawn from the same seed) are deleted; a 1 MiB file the backup does not have is added
  *      beside them (a relation created after the backup). It models the data directory of an
  *      old primary that diverged (random updates over the whole database). The bench prints
@@ -49,6 +51,7 @@ import { alternate, describe, digestDiff, envList, envNumber, fileDigests, files
 const DATABASES = envList('BENCH_DELTA_DATABASES', ['real'] as const, DATABASE_KINDS);
 const ROUNDS_DELTA = Math.round(envNumber('BENCH_DELTA_ROUNDS', ROUNDS));
 const CHANGE_PCT = envNumber('BENCH_DELTA_CHANGE_PCT', 5);
+const RUN_BLOCKS = Math.round(envNumber('BENCH_DELTA_RUN_BLOCKS', 1));
 const SEED = Math.round(envNumber('BENCH_DELTA_SEED', 20, { allowZero: true }));
 const BACKUP_COMPRESSION = envList('BENCH_DELTA_BACKUP_COMPRESSION', ['client'] as const, ['client', 'server'] as const)[0];
 const GOAL = 0.3;
@@ -108,7 +111,11 @@ function drawChange(base: string): Change {
   }
   const want = Math.min(totalBlocks, Math.round((relationBytes * CHANGE_PCT) / 100 / BLOCK));
   const chosen = new Set<number>();
-  while (chosen.size < want) chosen.add(Math.floor(next() * totalBlocks));
+  // Runs of RUN_BLOCKS blocks from uniform starts (1: single blocks), over the files in order.
+  while (chosen.size < want) {
+    const g = Math.floor(next() * totalBlocks);
+    for (let k = 0; k < RUN_BLOCKS && g + k < totalBlocks && chosen.size < want; k++) chosen.add(g + k);
+  }
   const blocks = new Map<string, number[]>();
   for (const g of [...chosen].sort((a, b) => a - b)) {
     let lo = 0;
@@ -241,7 +248,7 @@ async function rowsOf(db: Database, dir: string): Promise<Row[]> {
   const pbrShare = pbrDelta.median.seconds / pbrFull.median.seconds;
   const vsPeer = speedRatio(wvDelta, pbrDelta);
   const what =
-    `${fmt(CHANGE_PCT, 0)}% of the relation bytes changed (${c.changedBlocks} random 8 KiB blocks, ${change.deleted.length} files deleted, 1 added: ` +
+    `${fmt(CHANGE_PCT, 0)}% of the relation bytes changed (${c.changedBlocks} 8 KiB blocks${RUN_BLOCKS > 1 ? ` in runs of ${RUN_BLOCKS}` : ''} at random, ${change.deleted.length} files deleted, 1 added: ` +
     `${c.touchedFiles} files, ${fmt((100 * c.touchedBytes) / c.dataDirBytes, 0)}% of the directory's bytes, touched)`;
   const dbText = `${facts.description} (${fmt(facts.bytes / MiB, 0)} MiB, zstd ${fmt(facts.zstdRatio, 1)}:1)`;
   const data = { database: facts, change: { ...c, deleted: change.deleted, added: change.added, seed: SEED, pct: CHANGE_PCT }, basesDiffer, verified, walvault: { full: wvFull, delta: wvDelta, unchanged: wvSame }, pgBackRest: { full: pbrFull, delta: pbrDelta } };
@@ -275,7 +282,7 @@ async function main(): Promise<void> {
     databases: DATABASES,
     settings: () => ({ archive_mode: 'on', archive_command: '/bin/true', autovacuum: 'off' }),
     rowsOf: (db, dir) => rowsOf(db, dir),
-    params: { changePct: CHANGE_PCT, seed: SEED, deltaRounds: ROUNDS_DELTA, walvaultCodec: `zstd (${BACKUP_COMPRESSION})`, pgBackRest: 'zst level 1, process-max 2' },
+    params: { changePct: CHANGE_PCT, runBlocks: RUN_BLOCKS, seed: SEED, deltaRounds: ROUNDS_DELTA, walvaultCodec: `zstd (${BACKUP_COMPRESSION})`, pgBackRest: 'zst level 1, process-max 2' },
     tools: { pgBackRest: `${PGBACKREST} version` },
   });
 }
