@@ -24,25 +24,21 @@
  *     0   8  size
  *     8   8  offset of the file's first content byte in the archive's tar stream (its
  *            parts' plaintexts concatenated, from 0)
- *     16  8k ceil(size / block size) block hashes, from the file's start (the last block may
- *            be shorter): CRC-32C of the block (4), then CRC-32 of the block (4); none for an
- *            empty file
- *
- * Two CRCs rather than one: a changed block on disk whose 32-bit CRC-32C happened to match
- * the backup's would be kept and the restore silently wrong; two different CRCs make such a
- * chance match far rarer, at a cost still far below a cryptographic hash's.
+ *     16  12k ceil(size / block size) block hashes, from the file's start (the last block
+ *            may be shorter): CRC-32C of the block (4), then its XXH64, seed 0 (8); none for
+ *            an empty file (../util/block-hash.ts says why these two)
  */
-import { crc32, crc32c } from '@node-rs/crc32';
 import { WalvaultError } from '../errors';
+import { BLOCK_HASH_LENGTH, writeBlockHash } from '../util/block-hash';
 import { TAR_BLOCK, TarReader, type TarEntry, type TarEntryType, type TarSink } from '../util/tar-reader';
 
 export const INDEX_MAGIC = Buffer.from('WVIX', 'ascii');
-export const INDEX_FORMAT = 1;
+export const INDEX_FORMAT = 2;
 /** PostgreSQL's page size: the unit a delta restore compares and fetches. */
 export const INDEX_BLOCK_SIZE = 8192;
 export const INDEX_HEADER_LENGTH = 16;
 /** CRC-32C then CRC-32 of one block. */
-export const INDEX_HASH_LENGTH = 8;
+export const INDEX_HASH_LENGTH = BLOCK_HASH_LENGTH;
 
 const TYPE_CODES: Record<TarEntryType, number> = { file: 0, directory: 1, symlink: 2 };
 const TYPES: readonly TarEntryType[] = ['file', 'directory', 'symlink'];
@@ -166,8 +162,7 @@ export class BlockIndexer {
 
   private hash(block: Buffer): void {
     const r = this.record!;
-    r.writeUInt32BE(crc32c(block), this.hashAt);
-    r.writeUInt32BE(crc32(block), this.hashAt + 4);
+    writeBlockHash(block, r, this.hashAt);
     this.hashAt += INDEX_HASH_LENGTH;
   }
 }

@@ -10,11 +10,11 @@
  *    directory goes: other files, links, anything else, and a directory where the backup has
  *    a file.
  * 3. Every file the backup has and the directory holds, whatever its size, is read by the
- *    writer threads, each block's CRC-32C and CRC-32 computed and compared with the index's
- *    (a 64-bit check: two different blocks agree by chance about once in 2^64). A block that
+ *    writer threads, each block's XXH64 computed and compared with the index's (a 64-bit
+ *    check: two different blocks agree by chance about once in 2^64). A block that
  *    differs, and every block past a file's end, is to be fetched; a file the directory lacks
  *    is fetched whole.
- * 4. Each fetched block is checked against the index before it is written; a file that
+ * 4. Each fetched block is checked against the index (CRC-32C and XXH64) before it is written; a file that
  *    shrank is cut to its size; every file touched is fsynced.
  *
  * The manifest check is the one a full restore makes: each file's CRC-32C, here folded from
@@ -31,6 +31,7 @@ import { decodeBlockIndex, type IndexMember as BlockIndexMember } from '../backu
 import { isIncremental, type BackupArchive, type BackupMetadata } from '../backup/catalog';
 import { WalvaultError } from '../errors';
 import { formatBytes, Progress } from '../observe/progress';
+import { BLOCK_HASH_LENGTH, indexCrc32c } from '../util/block-hash';
 import { crc32cCombine } from '../util/crc32c-combine';
 import { runPool } from '../util/run-pool';
 import { syncFilesystems } from '../util/sync-filesystem';
@@ -110,17 +111,22 @@ function backupFiles(tars: readonly IndexedTar[], manifest: ManifestFiles, label
 /** The CRC-32C of a file from its blocks' CRCs in the index (the first 4 of each 8 bytes). */
 function foldedCrc(m: BlockIndexMember, blockSize: number): number {
   let crc = 0;
-  for (let b = 0, at = 0; at < m.size; b++, at += blockSize) crc = crc32cCombine(crc, m.hashes.readUInt32BE(8 * b), Math.min(blockSize, m.size - at));
+  for (let b = 0, at = 0; at < m.size; b++, at += blockSize) crc = crc32cCombine(crc, indexCrc32c(m.hashes, b), Math.min(blockSize, m.size - at));
   return crc;
 }
 
-/** The runs of blocks [from, to) of a file to fetch: those whose hashes differ, and those past what is there. */
+/**
+ * The runs of blocks [from, to) of a file to fetch: those whose XXH64 there (`have`, 8 bytes
+ * a block; null: the file is not there) is not the index's (`want`, its 12-byte records),
+ * and those past what is there.
+ */
 export function differingRuns(want: Buffer, have: Buffer | null): Array<[number, number]> {
-  const blocks = want.length / 8;
+  const blocks = want.length / BLOCK_HASH_LENGTH;
   const runs: Array<[number, number]> = [];
   let start = -1;
   for (let b = 0; b <= blocks; b++) {
-    const differs = b < blocks && (have === null || 8 * b + 8 > have.length || want.compare(have, 8 * b, 8 * b + 8, 8 * b, 8 * b + 8) !== 0);
+    const at = BLOCK_HASH_LENGTH * b + 4;
+    const differs = b < blocks && (have === null || 8 * b + 8 > have.length || want.compare(have, 8 * b, 8 * b + 8, at, at + 8) !== 0);
     if (differs && start < 0) start = b;
     if (!differs && start >= 0) {
       runs.push([start, b]);
@@ -215,7 +221,7 @@ export async function restoreDeltaByBlocks(o: {
   };
   const there = new Set(check.map((c) => c.f.key));
   for (const f of files.values()) {
-    if (!there.has(f.key)) decide(f, { file: f.abs, mode: f.member.mode || 0o600, tar: f.tar, member: f.member, runs: f.member.size > 0 ? [[0, f.member.hashes.length / 8]] : [], existingSize: null });
+    if (!there.has(f.key)) decide(f, { file: f.abs, mode: f.member.mode || 0o600, tar: f.tar, member: f.member, runs: f.member.size > 0 ? [[0, f.member.hashes.length / BLOCK_HASH_LENGTH]] : [], existingSize: null });
   }
   check.sort((a, b) => a.f.tar - b.f.tar || a.f.member.offset - b.f.member.offset);
   const checkBytes = check.reduce((s, c) => s + c.e.size, 0);

@@ -7,7 +7,7 @@
  * part holds them. Each part that holds some is read here, its layout and binding checked
  * and its header compared with the metadata's record of that part
  * (../archive/read/pick-frames.ts), then handed to a writer thread that decodes only the
- * frames holding needed bytes, checks every block against the index's CRC-32C and CRC-32
+ * frames holding needed bytes, checks every block against the index's CRC-32C and XXH64
  * and writes it in place (./file-writer-thread.ts, patchPart). A block that spans two parts
  * comes back in two pieces, assembled and checked here.
  *
@@ -18,11 +18,11 @@
  * end every file fetched into is cut to its size and fsynced.
  */
 import { promises as fsp } from 'node:fs';
-import { crc32, crc32c } from '@node-rs/crc32';
 import type { Archive } from '../archive/archive';
 import type { IndexMember as BlockIndexMember } from '../backup/block-index';
 import type { BackupArchive } from '../backup/catalog';
 import { WalvaultError } from '../errors';
+import { BLOCK_HASH_LENGTH, indexCrc32c, matchesIndex } from '../util/block-hash';
 import { runPool } from '../util/run-pool';
 import type { PartWrite } from './file-writer-messages';
 import type { FileWriterPool } from './file-writers';
@@ -173,8 +173,7 @@ export class BlockFetcher {
     p.filled += piece.copy(p.buf, at);
     if (p.filled < p.buf.length) return;
     this.pending.delete(key);
-    const h = p.f.member.hashes;
-    if (crc32c(p.buf) >>> 0 !== h.readUInt32BE(8 * p.b) || crc32(p.buf) >>> 0 !== h.readUInt32BE(8 * p.b + 4)) {
+    if (!matchesIndex(p.buf, p.f.member.hashes, p.b)) {
       throw new WalvaultError('ARCHIVE_CORRUPT', `block ${p.b} of ${p.f.file}, as the backup's parts hold it, does not match the backup's block index`, { fix: `restore without --delta, or another backup` });
     }
     const fh = await fsp.open(p.f.file, 'r+');
@@ -208,7 +207,8 @@ export class BlockFetcher {
         if (from >= to) continue;
         bytes += to - from;
         if (from === bStart && to === bEnd) {
-          writes.push({ path: n.f.file, position: b * bs, start: from - partStart, end: to - partStart, hashes: [n.f.member.hashes.readUInt32BE(8 * b), n.f.member.hashes.readUInt32BE(8 * b + 4)] });
+          const h = n.f.member.hashes;
+          writes.push({ path: n.f.file, position: b * bs, start: from - partStart, end: to - partStart, hashes: [indexCrc32c(h, b), h.readBigUInt64BE(BLOCK_HASH_LENGTH * b + 4)] });
           continue;
         }
         const key = `${n.f.file}#${b}`;

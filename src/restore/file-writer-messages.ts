@@ -43,9 +43,9 @@ export type ToWorker =
   | { op: 'closeAt'; id: number; file: number; path: string; sync: boolean }
   /**
    * Reads an existing file whole and checksums it (a delta restore's check); answered as
-   * 'closed' under `id`. With `blockSize`, instead of the manifest's checksum: the CRC-32C and
-   * CRC-32 of each block of that size, as a backup's block index records them
-   * (../backup/block-index.ts).
+   * 'closed' under `id`. With `blockSize`, instead of the manifest's checksum: the XXH64 of
+   * each block of that size (8 bytes each), which a backup's block index records
+   * (../util/block-hash.ts); with `range`, of those bytes of the file only.
    */
   | { op: 'digestFile'; id: number; path: string; blockSize?: number; range?: [number, number] }
   /**
@@ -71,8 +71,8 @@ export interface PartWrite {
   position: number;
   start: number;
   end: number;
-  /** The block's CRC-32C and CRC-32 in the index; null for a piece of a block that spans parts. */
-  hashes: [number, number] | null;
+  /** The block's CRC-32C and XXH64 in the index; null for a piece of a block that spans parts. */
+  hashes: [number, bigint] | null;
   piece?: string;
 }
 

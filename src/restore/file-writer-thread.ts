@@ -7,8 +7,10 @@
  */
 import * as fs from 'node:fs';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { crc32, crc32c } from '@node-rs/crc32';
+import { crc32c } from '@node-rs/crc32';
+import { xxh64 } from '@node-rs/xxhash';
 import { decodeFrame, plainSlice, type PickedFrame } from '../archive/read/pick-frames';
+import { writeBlockXxh } from '../util/block-hash';
 import { DIGEST_READ_SIZE, FLUSH_EVERY, PATCH_PAGE, WRITER_ROLE, type FromWorker, type ToWorker } from './file-writer-messages';
 import { newChecksum, type IncrementalChecksum, type ManifestChecksumAlgorithm } from './manifest-checksum';
 
@@ -243,9 +245,9 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
 }
 
 /**
- * The CRC-32C and CRC-32 (u32 big-endian each) of every `blockSize` bytes of the file's
- * range [from, to) (block-aligned), the last block possibly shorter: what a backup's block
- * index records of each block. Reads fill `buf` whole (a multiple of the block size) so no
+ * The XXH64 (u64 big-endian) of every `blockSize` bytes of the file's range [from, to)
+ * (block-aligned), the last block possibly shorter: what a backup's block index records of
+ * each block to compare it with (../util/block-hash.ts). Reads fill `buf` whole (a multiple of the block size) so no
  * block is split between reads.
  */
 function blockHashes(fd: number, buf: Buffer, blockSize: number, [from, to]: [number, number]): { size: number; blocks: Uint8Array } {
@@ -267,8 +269,7 @@ function blockHashes(fd: number, buf: Buffer, blockSize: number, [from, to]: [nu
         out.copy(more);
         out = more;
       }
-      out.writeUInt32BE(crc32c(piece) >>> 0, 8 * block);
-      out.writeUInt32BE(crc32(piece) >>> 0, 8 * block + 4);
+      writeBlockXxh(piece, out, 8 * block);
     }
     size += have;
     if (have < want) break;
@@ -318,7 +319,7 @@ async function patchPart(m: Extract<ToWorker, { op: 'patchPart' }>): Promise<Arr
         pieces.push({ key: w.piece!, bytes: new Uint8Array(bytes) });
         continue;
       }
-      if (crc32c(bytes) >>> 0 !== w.hashes[0] || crc32(bytes) >>> 0 !== w.hashes[1]) {
+      if (crc32c(bytes) >>> 0 !== w.hashes[0] || BigInt.asUintN(64, xxh64(bytes)) !== w.hashes[1]) {
         throw Object.assign(new Error(`the block at ${w.position} of ${w.path}, as ${m.keys.label} holds it, does not match the backup's block index`), { code: 'ARCHIVE_CORRUPT', path: w.path });
       }
       if (fd === null || open !== w.path) {

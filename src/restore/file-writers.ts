@@ -48,7 +48,7 @@ export interface WrittenFile {
   checksum: string;
   /** A file patched in place (open's `patch`): the bytes actually written. */
   rewritten?: number;
-  /** Of a file digested by blocks (digestFiles' `blockSize`): CRC-32C and CRC-32 of each block, 8 bytes a block. */
+  /** Of a file digested by blocks (digestFiles' `blockSize`): the XXH64 of each block, 8 bytes a block. */
   blocks?: Buffer;
 }
 

@@ -2,20 +2,21 @@
  * Checks of stored block indexes (src/backup/block-index.ts) against the bytes they describe,
  * computed here from the tar and the CRC library, not through the indexer.
  */
-import { crc32, crc32c } from '@node-rs/crc32';
+import { crc32c } from '@node-rs/crc32';
+import { xxh64 } from '@node-rs/xxhash';
 import { readEnvelopeHeader } from '../../src/archive/envelope';
 import { FRAME_HEADER_LENGTH, readFrameHeader, TRAILER_LENGTH } from '../../src/archive/framed-body';
 import type { BlockIndex } from '../../src/backup/block-index';
 
 const BLOCK = 8192;
 
-/** CRC-32C then CRC-32 of each 8 KiB block of `content`, big-endian: what an index records. */
+/** CRC-32C then XXH64 (seed 0) of each 8 KiB block of `content`, big-endian: what an index records. */
 export function blockHashesOf(content: Buffer): Buffer {
-  const out = Buffer.alloc(Math.ceil(content.length / BLOCK) * 8);
+  const out = Buffer.alloc(Math.ceil(content.length / BLOCK) * 12);
   for (let b = 0; b * BLOCK < content.length; b++) {
     const block = content.subarray(b * BLOCK, (b + 1) * BLOCK);
-    out.writeUInt32BE(crc32c(block), b * 8);
-    out.writeUInt32BE(crc32(block), b * 8 + 4);
+    out.writeUInt32BE(crc32c(block), b * 12);
+    out.writeBigUInt64BE(xxh64(block), b * 12 + 4);
   }
   return out;
 }

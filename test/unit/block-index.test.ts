@@ -69,7 +69,7 @@ function checkAgainst(index: BlockIndex, dir: string, tar: Buffer): void {
       assert.equal(m.size, content.length, `${m.path}: size`);
       assert.ok(tar.subarray(m.offset, m.offset + m.size).equals(content), `${m.path}: its offset points at its bytes in the tar`);
       assert.equal(m.offset % 512, 0);
-      assert.ok(m.hashes.equals(blockHashesOf(content)), `${m.path}: every block's CRC-32C and CRC-32`);
+      assert.ok(m.hashes.equals(blockHashesOf(content)), `${m.path}: every block's CRC-32C and XXH64`);
     } else if (m.type === 'symlink') {
       assert.ok(st.isSymbolicLink());
       assert.equal(m.target, 'f8192');
@@ -96,17 +96,17 @@ describe('block index', () => {
     const { tar } = makeTar(tempDir(t, 'index-header'));
     const plaintext = indexOf(tar, [4096]);
     assert.equal(plaintext.toString('ascii', 0, 4), 'WVIX');
-    assert.equal(plaintext.readUInt32BE(4), 1);
+    assert.equal(plaintext.readUInt32BE(4), 2);
     assert.equal(plaintext.readUInt32BE(8), 8192);
     assert.equal(plaintext.readUInt32BE(12), 0);
     // f0..f100000, link, sub, sub/inner: records of 5 + path bytes, + 16 + hashes for files,
     // + 2 + target for the link.
     const expected =
       16 +
-      SIZES.reduce((s, size) => s + 5 + `f${size}`.length + 16 + Math.ceil(size / 8192) * 8, 0) +
+      SIZES.reduce((s, size) => s + 5 + `f${size}`.length + 16 + Math.ceil(size / 8192) * 12, 0) +
       (5 + 4 + 2 + 5) +
       (5 + 3) +
-      (5 + 9 + 16 + 3 * 8);
+      (5 + 9 + 16 + 3 * 12);
     assert.equal(plaintext.length, expected);
   });
 
@@ -133,8 +133,11 @@ describe('block index', () => {
     refused(bad, /no WVIX header/);
     refused(plaintext.subarray(0, 10), /no WVIX header/);
     const format = Buffer.from(plaintext);
-    format.writeUInt32BE(2, 4);
-    refused(format, /format 2 is not known/);
+    format.writeUInt32BE(3, 4);
+    refused(format, /format 3 is not known/);
+    // Format 1 (a development version, 8-byte block records) is refused too.
+    format.writeUInt32BE(1, 4);
+    refused(format, /format 1 is not known/);
     const type = Buffer.from(plaintext);
     type[16] = 3;
     refused(type, /unknown member type 3/);

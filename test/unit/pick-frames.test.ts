@@ -16,6 +16,7 @@ import { readEnvelopeHeader } from '../../src/archive/envelope';
 import { isWalvaultError } from '../../src/errors';
 import { differingRuns } from '../../src/restore/delta-blocks';
 import { LocalStorage } from '../../src/storage/local';
+import { BLOCK_HASH_LENGTH, matchesIndex, writeBlockHash } from '../../src/util/block-hash';
 
 const KEY = 'backups/20261207T000000Z/parts/base.tar.000000';
 const FRAME = 32768;
@@ -105,14 +106,31 @@ describe('picking frames out of a stored object', () => {
 });
 
 describe('the blocks of a file that differ from its block index', () => {
-  const h = (...blocks: number[]) => Buffer.concat(blocks.map((b) => Buffer.alloc(8, b)));
+  // An index's records (CRC-32C, then XXH64) and what the threads compute there (XXH64 only).
+  const want = (...blocks: number[]) => Buffer.concat(blocks.map((b) => Buffer.concat([Buffer.alloc(4, 0xee), Buffer.alloc(8, b)])));
+  const have = (...blocks: number[]) => Buffer.concat(blocks.map((b) => Buffer.alloc(8, b)));
   test('runs of differing blocks, and of blocks past what is there', () => {
-    assert.deepEqual(differingRuns(h(1, 2, 3, 4), h(1, 2, 3, 4)), []);
-    assert.deepEqual(differingRuns(h(1, 2, 3, 4), h(1, 9, 9, 4)), [[1, 3]]);
-    assert.deepEqual(differingRuns(h(1, 2, 3, 4), h(9, 2, 9, 4)), [[0, 1], [2, 3]]);
-    assert.deepEqual(differingRuns(h(1, 2, 3, 4), h(1, 2)), [[2, 4]]);
-    assert.deepEqual(differingRuns(h(1, 2), h(1, 2, 3, 4)), [], 'a longer file: its blocks past the end are cut, not fetched');
-    assert.deepEqual(differingRuns(h(1, 2, 3), null), [[0, 3]]);
-    assert.deepEqual(differingRuns(h(), h(1)), []);
+    assert.deepEqual(differingRuns(want(1, 2, 3, 4), have(1, 2, 3, 4)), []);
+    assert.deepEqual(differingRuns(want(1, 2, 3, 4), have(1, 9, 9, 4)), [[1, 3]]);
+    assert.deepEqual(differingRuns(want(1, 2, 3, 4), have(9, 2, 9, 4)), [[0, 1], [2, 3]]);
+    assert.deepEqual(differingRuns(want(1, 2, 3, 4), have(1, 2)), [[2, 4]]);
+    assert.deepEqual(differingRuns(want(1, 2), have(1, 2, 3, 4)), [], 'a longer file: its blocks past the end are cut, not fetched');
+    assert.deepEqual(differingRuns(want(1, 2, 3), null), [[0, 3]]);
+    assert.deepEqual(differingRuns(want(), have(1)), []);
+  });
+});
+
+describe('a block against its record in a block index', () => {
+  test('matches its own record, and not once a byte changed or against another block', () => {
+    const a = Buffer.alloc(8192, 7);
+    const b = Buffer.from(a);
+    b[4000] ^= 1;
+    const hashes = Buffer.alloc(2 * BLOCK_HASH_LENGTH);
+    writeBlockHash(a, hashes, 0);
+    writeBlockHash(b.subarray(0, 100), hashes, BLOCK_HASH_LENGTH);
+    assert.equal(matchesIndex(a, hashes, 0), true);
+    assert.equal(matchesIndex(b, hashes, 0), false);
+    assert.equal(matchesIndex(b.subarray(0, 100), hashes, 1), true, 'a short last block');
+    assert.equal(matchesIndex(Buffer.alloc(100, 8), hashes, 1), false);
   });
 });
