@@ -1,6 +1,6 @@
 /**
  * A base backup's block index: for one tar archive, every member, where a file's content lies
- * in the tar stream, and two CRCs of each 8 KiB block of it. A delta restore compares the
+ * in the tar stream, and the CRC-32C and XXH64 of each 8 KiB block of it. A delta restore compares the
  * files on disk with these and fetches only the blocks that differ, reading just the frames
  * of the parts that hold them (parts of indexed archives have 32 KiB frames). Stored as
  * `backups/<name>/index/<archive>` (docs/archive-format.md, section 14).
@@ -37,7 +37,7 @@ export const INDEX_FORMAT = 2;
 /** PostgreSQL's page size: the unit a delta restore compares and fetches. */
 export const INDEX_BLOCK_SIZE = 8192;
 export const INDEX_HEADER_LENGTH = 16;
-/** CRC-32C then CRC-32 of one block. */
+/** CRC-32C then XXH64 of one block (../util/block-hash.ts). */
 export const INDEX_HASH_LENGTH = BLOCK_HASH_LENGTH;
 
 const TYPE_CODES: Record<TarEntryType, number> = { file: 0, directory: 1, symlink: 2 };
