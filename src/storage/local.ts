@@ -341,8 +341,8 @@ function octal(mode: number): string {
   return '0' + mode.toString(8).padStart(3, '0');
 }
 
-/** Chunks smaller than this are gathered into writes of up to GATHER_SIZE. */
-const GATHER_BELOW = 256 * 1024;
+/** Chunks smaller than this (a 32 KiB frame compressed; not a 1 MiB one, which goes down as it is, uncopied) are gathered into writes of up to GATHER_SIZE. */
+const GATHER_BELOW = 64 * 1024;
 const GATHER_SIZE = 1024 * 1024;
 
 async function writeAndSync(file: string, body: ObjectBody, mode: number): Promise<void> {
