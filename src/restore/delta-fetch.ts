@@ -56,6 +56,8 @@ export class BlockFetcher {
   /** Per tar: the needs decided, in tar order, and the next part to consider. */
   private readonly needs: Need[][];
   private readonly nextPart: number[];
+  /** Per tar: the first need not yet passed by the parts fetched (needs before it end before them). */
+  private readonly firstNeed: number[];
   private readonly partStarts: number[][];
   private readonly files: FileRuns[] = [];
   private readonly created: Array<Promise<void>> = [];
@@ -76,6 +78,7 @@ export class BlockFetcher {
   ) {
     this.needs = o.tars.map(() => []);
     this.nextPart = o.tars.map(() => 0);
+    this.firstNeed = o.tars.map(() => 0);
     this.partStarts = o.tars.map(({ tar }) => {
       let at = 0;
       return tar.parts.map((p) => ((at += p.size), at - p.size));
@@ -116,7 +119,13 @@ export class BlockFetcher {
       const end = start + parts[i].size;
       if (end > offset) break;
       this.nextPart[tar]++;
-      const here = list.filter((n) => n.start < end && start < n.end);
+      // Needs are in tar order, and every one that starts before this part's end is decided
+      // (inserted) by now; those ending before its start are passed for good.
+      let k = this.firstNeed[tar];
+      while (k < list.length && list[k].end <= start) k++;
+      this.firstNeed[tar] = k;
+      const here: Need[] = [];
+      for (let j = k; j < list.length && list[j].start < end; j++) here.push(list[j]);
       if (here.length > 0) this.enqueue(() => this.part(tar, parts[i], start, here));
     }
   }
@@ -147,6 +156,8 @@ export class BlockFetcher {
   }
 
   private enqueue(job: () => Promise<void>): void {
+    // After a failure nothing more is fetched: finish() waits only for the parts running.
+    if (this.failure) return;
     this.queue.push(job);
     this.pump();
   }

@@ -271,15 +271,19 @@ describe(`restore --delta into a directory that ran, was changed, and has a tabl
     const show = await runWalvault(['backup', 'show', backup, '--config', config]);
     const meta = JSON.parse(show.stdout) as BackupMetadata;
     const parts = meta.archives.find((a) => a.tablespaceOid === null)!.parts;
-    const file = path.join(archive, parts[parts.length - 1].key);
+    if (compression === 'client') assert.ok(parts.length > 2, `base.tar in ${parts.length} parts`);
+    // The first part, cut short: found whether the restore decodes the whole part or only the
+    // frames it needs (backup_label, the tar's first member, lies in it and is gone). By
+    // blocks, the failure comes while later parts (the last holds pg_control, which a restore
+    // always takes) are still to be fetched: the restore must end, not wait for them.
+    fs.rmSync(path.join(target, 'backup_label'));
+    const file = path.join(archive, parts[0].key);
     const saved = fs.readFileSync(file);
-    // Cut short: found whether the restore decodes the whole part or only the frames it needs
-    // (the last part holds pg_control, which a restore always takes).
     fs.writeFileSync(file, saved.subarray(0, Math.floor(saved.length / 2)));
     try {
       const r = await restore(target, ts, ['--delta']);
       assert.notEqual(r.code, 0, r.stdout);
-      assert.match(r.stderr, new RegExp(re(parts[parts.length - 1].key)));
+      assert.match(r.stderr, new RegExp(re(parts[0].key)));
     } finally {
       fs.writeFileSync(file, saved);
     }
