@@ -18,7 +18,7 @@ import type { ObjectInfo, Storage } from '../storage/storage';
 import { reconcileSettings, recordSettings, type SettingsNote } from './archive-settings';
 import { bufferSource, digestOf, fileSource, windowPool, type BodySource } from './body-source';
 import { bindingOf, checkBinding } from './binding';
-import { frameKeys, pickFrames, walkFrames, type FrameKeys, type FrameRef, type PickedFrame, type PickOptions } from './read/pick-frames';
+import { frameKeys, walkFrames, type FrameKeys, type FrameRef } from './read/pick-frames';
 import { assertSameCluster, checkClusterInfo, encodeClusterMarker, parseClusterInfo, type ClusterInfo } from './cluster-marker';
 import type { CodecName } from './codecs';
 import type { PrivateKey, PublicKey } from './encryption';
@@ -343,18 +343,6 @@ export class Archive {
    */
   async get(key: string): Promise<Buffer | null> {
     return this.read(key, collectPlaintext);
-  }
-
-  /**
-   * The frames of `key` whose plaintext `want` asks for, decoded here, the rest passed over
-   * (./read/pick-frames.ts: its checks, and the ones it leaves to the caller); null when
-   * there is no such object. The object is read whole: for backup parts.
-   */
-  async pickFrames(key: string, want: PickOptions['want']): Promise<{ header: EnvelopeHeader; frames: PickedFrame[] } | null> {
-    const label = this.label(key);
-    const stored = await this.storage.get(key);
-    if (stored === null) return null;
-    return pickFrames(stored, { label, privateKey: this.options.privateKey, want, trusted: (header) => this.checkBound(header, key, label) });
   }
 
   /**

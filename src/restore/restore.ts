@@ -221,9 +221,9 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   const manifestBytes = await o.archive.get(meta.manifest.key);
   if (!manifestBytes) throw new WalvaultError('ARCHIVE_CORRUPT', `${meta.manifest.key} is missing`, { fix: `backup ${meta.name} cannot be checked` });
   const manifest = parseManifest(manifestBytes, meta.manifest.key);
-  const byBlocks = o.delta ? blockDeltaUnusable(o.archive, meta, manifest) : 'not a delta';
+  const whyWhole = o.delta ? blockDeltaUnusable(o.archive, meta, manifest) : null;
   let got: ReadResult;
-  if (byBlocks === null) {
+  if (o.delta && whyWhole === null) {
     const writers = new FileWriterPool(manifest.algorithm);
     try {
       const roots = new Map<string | null, string>([[null, targetDir], ...tablespaces.map((t) => [t.oid, t.dir] as [string, string])]);
@@ -233,7 +233,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
       await writers.destroy();
     }
   } else {
-    if (o.delta) log.info({ reason: byBlocks }, 'delta: the whole backup is read (it cannot be compared block by block)');
+    if (whyWhole) log.info({ reason: whyWhole }, 'delta: the whole backup is read (it cannot be compared block by block)');
     got = await readTars(o, { meta, manifest, log, targetDir, tablespaces });
   }
   return finishRestore(o, { meta, manifest, manifestBytes, log, targetDir, tablespaces }, got);

@@ -341,7 +341,7 @@ function octal(mode: number): string {
   return '0' + mode.toString(8).padStart(3, '0');
 }
 
-/** Chunks smaller than this (a 32 KiB frame compressed; not a 1 MiB one, which goes down as it is, uncopied) are gathered into writes of up to GATHER_SIZE. */
+/** Streamed chunks under this (32 KiB frames compressed, not 1 MiB ones) are copied into writes of GATHER_SIZE. */
 const GATHER_BELOW = 64 * 1024;
 const GATHER_SIZE = 1024 * 1024;
 
@@ -356,10 +356,10 @@ async function writeAndSync(file: string, body: ObjectBody, mode: number): Promi
   try {
     // Exactly `mode`, whatever the umask took away.
     await handle.chmod(mode);
-    // A list (parts, or one streamed frame's pieces) goes down in one vectored write. Small
-    // chunks (the frames of a backup part, 32 KiB of plaintext each) are gathered first: a
-    // write per frame costs more than copying them.
-    const chunks: Iterable<ObjectChunk> | AsyncIterable<ObjectChunk> = Buffer.isBuffer(body) ? [body] : Array.isArray(body) ? [body as readonly Buffer[]] : (body as AsyncIterable<ObjectChunk>);
+    // A list (parts, or one streamed frame's pieces) goes down in one vectored write; small
+    // chunks of a stream (a backup part's 32 KiB frames) are gathered first (GATHER_BELOW).
+    const streamed = !Buffer.isBuffer(body) && !Array.isArray(body);
+    const chunks: Iterable<ObjectChunk> | AsyncIterable<ObjectChunk> = streamed ? (body as AsyncIterable<ObjectChunk>) : [Buffer.isBuffer(body) ? body : (body as readonly Buffer[])];
     let position = 0;
     let staged: Buffer | null = null;
     let stagedLength = 0;
@@ -370,7 +370,7 @@ async function writeAndSync(file: string, body: ObjectBody, mode: number): Promi
     for await (const chunk of chunks) {
       const pieces = Buffer.isBuffer(chunk) ? [chunk] : chunk;
       const length = pieces.reduce((sum, p) => sum + p.length, 0);
-      if (length >= GATHER_BELOW) {
+      if (!streamed || length >= GATHER_BELOW) {
         await flush();
         position = await writeFully(handle, pieces, position);
         continue;

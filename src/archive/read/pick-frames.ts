@@ -132,26 +132,3 @@ export function plainSlice(frames: readonly PickedFrame[], start: number, end: n
   }
   return out;
 }
-
-export interface PickOptions {
-  label: string;
-  privateKey?: PrivateKey;
-  /** Whether the frame holding plaintext [start, end) is needed. */
-  want: (start: number, end: number) => boolean;
-  /** The caller's check of the header (its binding); for an encrypted object it runs once a frame has authenticated it. */
-  trusted: (header: EnvelopeHeader) => void | Promise<void>;
-}
-
-/** The frames `want` asks for, decoded, on this thread. */
-export async function pickFrames(stored: Buffer, o: PickOptions): Promise<{ header: EnvelopeHeader; frames: PickedFrame[] }> {
-  const { header, frames } = walkFrames(stored, o.label);
-  const keys = frameKeys(header, o.privateKey, o.label);
-  // An encrypted object's header is trusted only once a frame authenticated it.
-  if (keys.dataKey && frames.length > 0) await decodeFrame(stored, frames[0], keys);
-  await o.trusted(header);
-  const out: PickedFrame[] = [];
-  for (const f of frames) {
-    if (f.plainLength > 0 && o.want(f.plainAt, f.plainAt + f.plainLength)) out.push({ at: f.plainAt, bytes: await decodeFrame(stored, f, keys) });
-  }
-  return { header, frames: out };
-}
