@@ -287,10 +287,12 @@ describe(`incremental backups on PostgreSQL ${major}`, { skip: !availableMajors(
   });
 
   it('check names a chain member that is missing', async () => {
-    // The middle incremental's completion marker gone: it is no longer a complete backup.
-    const marker = path.join(archive, 'backups', names.inc1!, 'complete.json');
-    const saved = fs.readFileSync(marker);
-    fs.rmSync(marker);
+    // The middle incremental's completion marker and metadata gone: it is no longer a
+    // complete backup. The metadata must go too, or the receiver running beside this test
+    // rightly completes the backup again (its WAL is archived) before restore looks.
+    const files = ['complete.json', 'metadata.json'].map((f) => path.join(archive, 'backups', names.inc1!, f));
+    const saved = files.map((f) => fs.readFileSync(f));
+    for (const f of files) fs.rmSync(f);
     try {
       const r = await runWalvault(['check', '--config', config, '--json'], {}, 120000);
       assert.equal(r.code, 1, r.stderr);
@@ -305,7 +307,7 @@ describe(`incremental backups on PostgreSQL ${major}`, { skip: !availableMajors(
       const line = await refused(['restore', target, '--config', config, '--backup', names.inc2!, '--tablespace-map', `${tsOid}=${path.join(work, 'ts-broken')}`], target, new RegExp(`needs backup ${names.inc1}, which is not restorable`));
       assert.doesNotMatch(line, /internal error/);
     } finally {
-      fs.writeFileSync(marker, saved);
+      files.forEach((f, i) => fs.writeFileSync(f, saved[i]));
     }
   });
 });
