@@ -348,12 +348,18 @@ export class Archive {
   /**
    * `key` read whole, its frames' layout checked and its binding too, for frames to be
    * decoded elsewhere (decodeFrame, on a writer thread: an encrypted frame is authenticated
-   * there); null when there is no such object.
+   * there); null when there is no such object. With `expect` (the stored size a record gives,
+   * and a buffer of at least one byte more) it is read into that buffer where the backend can,
+   * and an object of another size is refused before its frames are walked.
    */
-  async readFramed(key: string): Promise<{ stored: Buffer; header: EnvelopeHeader; frames: FrameRef[]; keys: FrameKeys } | null> {
+  async readFramed(key: string, expect?: { size: number; into: Buffer }): Promise<{ stored: Buffer; header: EnvelopeHeader; frames: FrameRef[]; keys: FrameKeys } | null> {
     const label = this.label(key);
-    const stored = await this.storage.get(key);
+    // One byte more than recorded: an object longer than its record shows as such.
+    const stored = expect ? await this.storage.getRange(key, 0, expect.size + 1, expect.into) : await this.storage.get(key);
     if (stored === null) return null;
+    if (expect && stored.length !== expect.size) {
+      throw new WalvaultError('ARCHIVE_CORRUPT', `${label} is ${stored.length > expect.size ? 'longer than' : `${stored.length} bytes, not`} the ${expect.size} bytes recorded for it`, { fix: 'the object is damaged or was replaced' });
+    }
     const { header, frames } = walkFrames(stored, label);
     await this.checkBound(header, key, label);
     return { stored, header, frames, keys: frameKeys(header, this.options.privateKey, label) };

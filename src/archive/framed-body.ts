@@ -168,7 +168,7 @@ export function readTrailer(tail: Buffer): { frames: number; objectLength: numbe
 }
 
 /** What a frame's FRAME_HEADER_LENGTH header bytes say (see the layout above). Reading frames: ./read/frame-reader.ts. */
-export function readFrameHeader(bytes: Buffer): { payloadLength: number; plainLength: number; final: boolean } {
-  const field = bytes.readUInt32BE(4);
-  return { payloadLength: bytes.readUInt32BE(0), plainLength: (field & ~FINAL_BIT) >>> 0, final: (field & FINAL_BIT) !== 0 };
+export function readFrameHeader(bytes: Buffer, at = 0): { payloadLength: number; plainLength: number; final: boolean } {
+  const field = bytes.readUInt32BE(at + 4);
+  return { payloadLength: bytes.readUInt32BE(at), plainLength: (field & ~FINAL_BIT) >>> 0, final: (field & FINAL_BIT) !== 0 };
 }

@@ -15,7 +15,7 @@
  *    differs, and every block past a file's end, is to be fetched; a file the directory lacks
  *    is fetched whole.
  * 4. Each fetched block is checked against the index (CRC-32C and XXH64) before it is written; a file that
- *    shrank is cut to its size; every file touched is fsynced.
+ *    shrank is cut to its size; then every file is made durable, in one syncfs per file system.
  *
  * The manifest check is the one a full restore makes: each file's CRC-32C, here folded from
  * its blocks' (../util/crc32c-combine.ts), since every block on disk now has the index's
@@ -262,8 +262,9 @@ export async function restoreDeltaByBlocks(o: {
   }
   const fetched = fetcher.stats;
   await runPool([...files.values()], 16, (f) => fsp.chmod(f.abs, f.member.mode || 0o600));
-  // What was kept was read, not written: it is made durable here (the files written were fsynced).
-  await syncFilesystems(tars.map((t) => t.root), check.filter((c) => !runs.has(c.f.key)).map((c) => c.f.abs));
+  // Every file, kept (read, not written: it may hold bytes a crashed server left only in the
+  // page cache) or written, made durable at once.
+  await syncFilesystems(tars.map((t) => t.root), [...files.values()].map((f) => f.abs));
 
   const written = new Map<string, WrittenFile>();
   for (const f of files.values()) written.set(f.key, { size: f.member.size, checksum: crc32cHex(foldedCrc(f.member, tars[f.tar].blockSize)) });

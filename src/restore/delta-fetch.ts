@@ -15,7 +15,7 @@
  * order, and a part is fetched as soon as every file it holds bytes of is decided, so the
  * fetching of the first parts overlaps with the reading of the last files. Parts are read
  * PARTS_AT_ONCE at a time. A file the directory lacks is created when it is decided; at the
- * end every file fetched into is cut to its size and fsynced.
+ * end every file fetched into is cut to its size.
  */
 import { promises as fsp } from 'node:fs';
 import type { Archive } from '../archive/archive';
@@ -65,6 +65,14 @@ export class BlockFetcher {
   private running = 0;
   private failure: Error | null = null;
   private idle: Array<() => void> = [];
+  /** Buffers of shared memory that parts are read into, free for the next (at most PARTS_AT_ONCE). */
+  private readonly slabs: Buffer[] = [];
+  /** Their size: the largest part stored, and a byte (readFramed reads one more). */
+  private readonly slabSize: number;
+  /** Per file with blocks to fetch: the (run, part) pairs still to be written. */
+  private readonly left = new Map<FileRuns, number>();
+  /** Files all written, flushed one after another meanwhile (see flushEarly). */
+  private flushing: Promise<void> = Promise.resolve();
   /** Blocks spanning two parts, as far as they have come. */
   private readonly pending = new Map<string, { f: FileRuns; b: number; buf: Buffer; filled: number }>();
 
@@ -79,6 +87,7 @@ export class BlockFetcher {
     this.needs = o.tars.map(() => []);
     this.nextPart = o.tars.map(() => 0);
     this.firstNeed = o.tars.map(() => 0);
+    this.slabSize = 1 + Math.max(0, ...o.tars.flatMap(({ tar }) => tar.parts.map((p) => p.storedSize)));
     this.partStarts = o.tars.map(({ tar }) => {
       let at = 0;
       return tar.parts.map((p) => ((at += p.size), at - p.size));
@@ -103,10 +112,45 @@ export class BlockFetcher {
       let i = list.length;
       while (i > 0 && list[i - 1].start > start) i--;
       list.splice(i, 0, { f, from, to, start, end });
+      this.left.set(f, (this.left.get(f) ?? 0) + this.partsOver(f.tar, start, end));
       this.stats.blocks += to - from;
       this.stats.bytes += end - start;
       if (f.existingSize !== null) this.stats.patchedBytes += end - start;
     }
+  }
+
+  /** How many parts of tar `tar` hold bytes of [start, end). */
+  private partsOver(tar: number, start: number, end: number): number {
+    const starts = this.partStarts[tar];
+    const partOf = (at: number) => {
+      let lo = 0;
+      let hi = starts.length - 1;
+      while (lo < hi) {
+        const mid = (lo + hi + 1) >> 1;
+        if (starts[mid] <= at) lo = mid;
+        else hi = mid - 1;
+      }
+      return lo;
+    };
+    return partOf(end - 1) - partOf(start) + 1;
+  }
+
+  /**
+   * A file whose blocks are all written is flushed now (fdatasync), while the check and the
+   * fetching go on, not in the final syncfs: scattered blocks take the disk a while to take
+   * in. One at a time, so the thread pool keeps room for the parts' reads.
+   */
+  private flushEarly(f: FileRuns): void {
+    this.flushing = this.flushing.then(async () => {
+      if (this.failure) return;
+      const h = await fsp.open(f.file, 'r+');
+      try {
+        await h.datasync();
+      } finally {
+        await h.close();
+      }
+    });
+    this.flushing.catch((err: Error) => void (this.failure ??= err));
   }
 
   /** Every file of tar `tar` whose content starts before `offset` is decided: the parts that end by then are fetched. */
@@ -130,29 +174,31 @@ export class BlockFetcher {
     }
   }
 
-  /** Fetches what is left once every file is decided; then each file is cut to its size and fsynced. */
+  /**
+   * Fetches what is left once every file is decided; then each file is cut to its size. It is
+   * not fsynced here: the caller makes every file durable in one syncfs
+   * (../util/sync-filesystem.ts), where an fsync per file costs a journal commit each.
+   */
   async finish(): Promise<void> {
     this.o.tars.forEach((_, t) => this.decidedTo(t, Infinity));
     while (this.running > 0 || this.queue.length > 0) await new Promise<void>((resolve) => this.idle.push(resolve));
+    await this.flushing.catch(() => undefined);
     if (this.failure) throw this.failure;
     await Promise.all(this.created);
     if (this.pending.size > 0) throw new WalvaultError('INTERNAL', `${this.pending.size} blocks spanning parts were not completed`);
-    await runPool(this.files, 8, async (f) => {
-      const h = await fsp.open(f.file, 'r+');
-      try {
-        await h.truncate(f.member.size);
-        await h.sync();
-      } finally {
-        await h.close();
-      }
-    });
+    // A file there at the backup's size has it still: every block past its end was written.
+    await runPool(
+      this.files.filter((f) => f.existingSize !== f.member.size),
+      8,
+      (f) => fsp.truncate(f.file, f.member.size),
+    );
   }
 
   /** Stops taking parts (the restore failed elsewhere) and waits for those being fetched. */
   async abandon(): Promise<void> {
     this.queue.length = 0;
     while (this.running > 0) await new Promise<void>((resolve) => this.idle.push(resolve));
-    await Promise.allSettled(this.created);
+    await Promise.allSettled([...this.created, this.flushing]);
   }
 
   private enqueue(job: () => Promise<void>): void {
@@ -196,10 +242,21 @@ export class BlockFetcher {
   }
 
   private async part(tarIndex: number, p: BackupArchive['parts'][number], partStart: number, partNeeds: Need[]): Promise<void> {
+    // Read into memory kept from part to part and shared with the writer thread: a buffer
+    // fresh for every part costs a page fault a page, dear in a VM, and a copy to the thread.
+    const slab = this.slabs.pop() ?? Buffer.from(new SharedArrayBuffer(this.slabSize));
+    try {
+      await this.patch(tarIndex, p, partStart, partNeeds, slab);
+    } finally {
+      this.slabs.push(slab);
+    }
+  }
+
+  private async patch(tarIndex: number, p: BackupArchive['parts'][number], partStart: number, partNeeds: Need[], slab: Buffer): Promise<void> {
     const { archive } = this.o;
     const bs = this.o.tars[tarIndex].blockSize;
     const partEnd = partStart + p.size;
-    const read = await archive.readFramed(p.key);
+    const read = await archive.readFramed(p.key, { size: p.storedSize, into: slab });
     if (!read) throw new WalvaultError('ARCHIVE_CORRUPT', `${p.key} in ${archive.storage.description} is missing`, { fix: `restore another backup` });
     if (read.header.plaintextSize !== p.size || read.header.sha256.toString('hex') !== p.sha256) {
       throw new WalvaultError('ARCHIVE_CORRUPT', `${p.key} in ${archive.storage.description} is not the part the backup's metadata records there (its size or SHA-256 differs)`, { fix: `the backup cannot be restored as it is` });
@@ -232,6 +289,11 @@ export class BlockFetcher {
     await Promise.all(this.created);
     const pieces = await this.o.writers.patchPart({ stored: read.stored, keys: read.keys, frames, writes });
     for (const piece of pieces) await this.assemble(piece.key, piece.bytes, offsets.get(piece.key)!);
+    for (const n of partNeeds) {
+      const left = this.left.get(n.f)! - 1;
+      this.left.set(n.f, left);
+      if (left === 0) this.flushEarly(n.f);
+    }
     this.stats.fetchedBytes += bytes;
     this.o.onFetched?.(this.stats.fetchedBytes);
   }

@@ -27,6 +27,7 @@
  * that must survive a restore belong outside the data directory (an include file), or are
  * given again (--primary-conninfo, --archive-mode preserve).
  */
+import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
@@ -179,8 +180,9 @@ export async function scanTree(root: string, prefix: string): Promise<ExistingEn
         out.push({ path: p, abs, kind: 'dir', size: 0 });
         pending.push(walk(abs, `${p}/`));
       } else if (d.isFile()) {
-        // Sizes read side by side: a database directory holds thousands of files.
-        pending.push(fsp.lstat(abs).then((st) => void out.push({ path: p, abs, kind: 'file', size: st.size })));
+        // Synchronous: a database directory holds thousands of files, and each lstat's trip
+        // through the thread pool costs the main thread ten times the call itself.
+        out.push({ path: p, abs, kind: 'file', size: fs.lstatSync(abs).size });
       } else {
         out.push({ path: p, abs, kind: 'other', size: 0 });
       }

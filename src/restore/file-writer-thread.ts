@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { crc32c } from '@node-rs/crc32';
 import { xxh64 } from '@node-rs/xxhash';
-import { decodeFrame, plainSlice, type PickedFrame } from '../archive/read/pick-frames';
+import { decodeFrame, plainSlice, type FrameKeys, type PickedFrame } from '../archive/read/pick-frames';
 import { writeBlockXxh } from '../util/block-hash';
 import { DIGEST_READ_SIZE, FLUSH_EVERY, PATCH_PAGE, WRITER_ROLE, type FromWorker, type ToWorker } from './file-writer-messages';
 import { newChecksum, type IncrementalChecksum, type ManifestChecksumAlgorithm } from './manifest-checksum';
@@ -294,6 +294,10 @@ function openNoAtime(file: string): number {
   return fs.openSync(file, 'r');
 }
 
+/** patchPart's decoded frames (a part's at most: pieces returned are copies). */
+let decodeBuffer = Buffer.alloc(0);
+let decodeBusy = false;
+
 /**
  * Decodes the frames a part's blocks lie in, checks each block against its hashes, and writes
  * it; returns the pieces of blocks that span parts (copies), for the pool to assemble.
@@ -301,9 +305,24 @@ function openNoAtime(file: string): number {
 async function patchPart(m: Extract<ToWorker, { op: 'patchPart' }>): Promise<Array<{ key: string; bytes: Uint8Array }>> {
   const stored = Buffer.from(m.stored.buffer, m.stored.byteOffset, m.stored.byteLength);
   const keys = { ...m.keys, dataKey: m.keys.dataKey ? Buffer.from(m.keys.dataKey) : null };
+  // One buffer for the part's decoded frames, kept for the next part: memory fresh for every
+  // part costs a page fault a page (dear in a VM), more than decoding into it.
+  // Decoding may await (codecs other than zstd), and another part may start meanwhile: it
+  // then decodes into a buffer of its own.
+  const need = m.frames.reduce((sum, f) => sum + f.plainLength, 0);
+  const reuse = !decodeBusy;
+  if (reuse && decodeBuffer.length < need) decodeBuffer = Buffer.allocUnsafe(need);
+  const out = reuse ? decodeBuffer : Buffer.allocUnsafe(need);
+  decodeBusy ||= reuse;
+  try {
+    return await decodeAndWrite(m, stored, keys, out);
+  } finally {
+    if (reuse) decodeBusy = false;
+  }
+}
+
+async function decodeAndWrite(m: Extract<ToWorker, { op: 'patchPart' }>, stored: Buffer, keys: FrameKeys, out: Buffer): Promise<Array<{ key: string; bytes: Uint8Array }>> {
   const decoded: PickedFrame[] = [];
-  // One buffer for the part's decoded frames: thousands of frame-sized allocations cost more than the decoding.
-  const out = Buffer.allocUnsafe(m.frames.reduce((sum, f) => sum + f.plainLength, 0));
   let at = 0;
   for (const ref of m.frames) {
     decoded.push({ at: ref.plainAt, bytes: await decodeFrame(stored, ref, keys, out.subarray(at, at + ref.plainLength)) });

@@ -390,21 +390,23 @@ export class FileWriterPool {
   }
 
   /**
-   * A delta restore's blocks out of one backup part, on the least busy thread (its stored
-   * bytes are handed over: `stored` is unusable here after): see the thread's patchPart.
-   * Resolves to the pieces of blocks that span parts.
+   * A delta restore's blocks out of one backup part, on the least busy thread: see the
+   * thread's patchPart. `stored` in shared memory is shared, and must be left alone until
+   * this resolves; otherwise its bytes are handed over (unusable here after). Resolves to the
+   * pieces of blocks that span parts.
    */
   patchPart(part: { stored: Buffer; keys: FrameKeys; frames: FrameRef[]; writes: PartWrite[] }): Promise<Array<{ key: string; bytes: Buffer }>> {
     this.check();
     const t = this.threads.reduce((a, b) => (b.patching < a.patching ? b : a));
     const id = this.nextId++;
-    const own = part.stored.byteOffset === 0 && part.stored.byteLength === part.stored.buffer.byteLength && !(part.stored.buffer instanceof SharedArrayBuffer);
-    const stored = own ? new Uint8Array(part.stored.buffer, 0, part.stored.byteLength) : new Uint8Array(part.stored);
+    const shared = part.stored.buffer instanceof SharedArrayBuffer;
+    const own = !shared && part.stored.byteOffset === 0 && part.stored.byteLength === part.stored.buffer.byteLength;
+    const stored = shared || own ? new Uint8Array(part.stored.buffer, part.stored.byteOffset, part.stored.byteLength) : new Uint8Array(part.stored);
     const keys = { ...part.keys, dataKey: part.keys.dataKey ? new Uint8Array(part.keys.dataKey) : null };
     t.patching++;
     return new Promise((resolve, reject) => {
       this.patches.set(id, { resolve, reject });
-      t.worker.postMessage({ op: 'patchPart', id, stored, keys, frames: part.frames, writes: part.writes } satisfies ToWorker, [stored.buffer as ArrayBuffer]);
+      t.worker.postMessage({ op: 'patchPart', id, stored, keys, frames: part.frames, writes: part.writes } satisfies ToWorker, shared ? [] : [stored.buffer as ArrayBuffer]);
     });
   }
 

@@ -1,9 +1,9 @@
 /**
- * Makes files durable that were read, not written: a delta restore's kept files. They may
- * hold bytes still only in the page cache (written by a server that crashed, say), and the
- * restore must not call them restored before they are on disk. One syncfs(2) per file
- * system (`sync -f DIR`, coreutils) does it in one call, where an fsync per file costs a
- * device flush each; without `sync -f`, each file is fsynced.
+ * Makes a delta restore's files durable: those it wrote, and those it kept, which were read,
+ * not written, but may hold bytes still only in the page cache (written by a server that
+ * crashed, say); the restore must not call them restored before they are on disk. One
+ * syncfs(2) per file system (`sync -f DIR`, coreutils) does it in one call, where an fsync
+ * per file costs a device flush each; without `sync -f`, each file is fsynced.
  */
 import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';

@@ -70,7 +70,7 @@ export function walkFrames(stored: Buffer, label: string): { header: EnvelopeHea
   let plainAt = 0;
   for (let index = 0; ; index++) {
     if (at + FRAME_HEADER_LENGTH > end) throw corrupt(label, `frame ${index} runs into the trailer (no final frame)`);
-    const f = readFrameHeader(stored.subarray(at, at + FRAME_HEADER_LENGTH));
+    const f = readFrameHeader(stored, at);
     const payloadEnd = at + FRAME_HEADER_LENGTH + f.payloadLength;
     if (f.plainLength > FRAME_PLAINTEXT_MAX || payloadEnd > end) throw corrupt(label, `frame ${index} claims ${f.payloadLength} payload bytes for ${f.plainLength} of plaintext, past the room before the trailer`);
     frames.push({ index, final: f.final, headerAt: at, payloadEnd, plainAt, plainLength: f.plainLength });
