@@ -32,7 +32,7 @@ import { isIncremental, type BackupArchive, type BackupMetadata } from '../backu
 import { WalvaultError } from '../errors';
 import { formatBytes, Progress } from '../observe/progress';
 import { BLOCK_HASH_LENGTH, indexCrc32c } from '../util/block-hash';
-import { crc32cCombine } from '../util/crc32c-combine';
+import { crc32cCombine, crc32cCombiner } from '../util/crc32c-combine';
 import { runPool } from '../util/run-pool';
 import { syncFilesystems } from '../util/sync-filesystem';
 import { DELTA_OLD_CONTROL, extraDirs, removeEntries, scanTree, setControlAside, type DeltaSummary, type ExistingEntry, type ManifestFiles } from './delta';
@@ -109,9 +109,12 @@ function backupFiles(tars: readonly IndexedTar[], manifest: ManifestFiles, label
 }
 
 /** The CRC-32C of a file from its blocks' CRCs in the index (the first 4 of each 8 bytes). */
-function foldedCrc(m: BlockIndexMember, blockSize: number): number {
+function foldedCrc(m: BlockIndexMember, blockSize: number, wholeBlock: (crcA: number, crcB: number) => number): number {
   let crc = 0;
-  for (let b = 0, at = 0; at < m.size; b++, at += blockSize) crc = crc32cCombine(crc, indexCrc32c(m.hashes, b), Math.min(blockSize, m.size - at));
+  for (let b = 0, at = 0; at < m.size; b++, at += blockSize) {
+    const crcB = indexCrc32c(m.hashes, b);
+    crc = at + blockSize <= m.size ? wholeBlock(crc, crcB) : crc32cCombine(crc, crcB, m.size - at);
+  }
   return crc;
 }
 
@@ -267,7 +270,11 @@ export async function restoreDeltaByBlocks(o: {
   await syncFilesystems(tars.map((t) => t.root), [...files.values()].map((f) => f.abs));
 
   const written = new Map<string, WrittenFile>();
-  for (const f of files.values()) written.set(f.key, { size: f.member.size, checksum: crc32cHex(foldedCrc(f.member, tars[f.tar].blockSize)) });
+  const combiners = new Map(tars.map((t) => [t.blockSize, crc32cCombiner(t.blockSize)]));
+  for (const f of files.values()) {
+    const bs = tars[f.tar].blockSize;
+    written.set(f.key, { size: f.member.size, checksum: crc32cHex(foldedCrc(f.member, bs, combiners.get(bs)!)) });
+  }
   const extra = extraDirs(left, dirs);
   await removeEntries(extra);
   log.info({ kept, keptBytes, fetchedBlocks: fetched.blocks, fetchedBytes: formatBytes(fetched.bytes) }, 'delta: differing blocks fetched');

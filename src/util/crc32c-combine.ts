@@ -57,3 +57,19 @@ export function crc32cOfZeros(length: number): number {
   if (length <= 0) return 0;
   return (shift(0xffffffff, length) ^ 0xffffffff) >>> 0;
 }
+
+/**
+ * crc32cCombine for one length of B, tabulated: the shift is linear, so it is the xor of the
+ * shifts of the register's four bytes, each looked up (where crc32cCombine walks a matrix per
+ * set bit of the length). For many combines of one length: a delta restore folds each file's
+ * CRC out of one per 8 KiB block.
+ */
+export function crc32cCombiner(lengthB: number): (crcA: number, crcB: number) => number {
+  if (lengthB <= 0) return (crcA) => crcA >>> 0;
+  const [t0, t1, t2, t3] = [0, 8, 16, 24].map((bits) => {
+    const table = new Uint32Array(256);
+    for (let v = 0; v < 256; v++) table[v] = shift((v << bits) >>> 0, lengthB);
+    return table;
+  });
+  return (crcA, crcB) => (t0[crcA & 0xff] ^ t1[(crcA >>> 8) & 0xff] ^ t2[(crcA >>> 16) & 0xff] ^ t3[crcA >>> 24] ^ crcB) >>> 0;
+}
