@@ -38,6 +38,9 @@
  *      target directory). A difference ends the bench: its times would not be a restore's.
  * Goal (issue 20): walvault's delta restore median at most 30% of its full restore's median.
  * Against pgBackRest's delta on the same change: reported, no goal.
+ *
+ * BENCH_CPU_PROF=<dir>: V8 CPU profiles of walvault's timed restores, every thread's
+ * (bench/profile-summary.ts summarises), a directory per run named by its order and kind.
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -55,6 +58,7 @@ const RUN_BLOCKS = Math.round(envNumber('BENCH_DELTA_RUN_BLOCKS', 1));
 const SEED = Math.round(envNumber('BENCH_DELTA_SEED', 20, { allowZero: true }));
 const BACKUP_COMPRESSION = envList('BENCH_DELTA_BACKUP_COMPRESSION', ['client'] as const, ['client', 'server'] as const)[0];
 const GOAL = 0.3;
+const CPU_PROF_DIR = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : undefined;
 const BLOCK = 8192;
 const DELETED_FILES = 2;
 const DELETE_MAX_BYTES = MiB;
@@ -188,8 +192,11 @@ async function rowsOf(db: Database, dir: string): Promise<Row[]> {
 
   const wvBase = path.join(dir, 'base-walvault');
   const pbrBase = path.join(dir, 'base-pgbackrest');
-  const restoreArgs = (target: string, delta: boolean) => [WALVAULT_BIN, 'restore', '--archive', wv.archive, '--backup', wv.name, ...(delta ? ['--delta'] : []), target];
-  await spawnTimed(process.execPath, restoreArgs(wvBase, false));
+  let profiled = 0;
+  // A directory per run: each thread of it writes a profile there.
+  const profile = (what: string) => (CPU_PROF_DIR ? ['--cpu-prof', '--cpu-prof-dir', path.join(CPU_PROF_DIR, `${String(++profiled).padStart(2, '0')}-${what}`)] : []);
+  const restoreArgs = (target: string, delta: boolean, what = 'untimed') => [...profile(what), WALVAULT_BIN, 'restore', '--archive', wv.archive, '--backup', wv.name, ...(delta ? ['--delta'] : []), target];
+  await spawnTimed(process.execPath, [WALVAULT_BIN, 'restore', '--archive', wv.archive, '--backup', wv.name, wvBase]);
   await pbr.restore(pbrBase);
   const wvDigests = fileDigests(wvBase);
   const pbrDigests = fileDigests(pbrBase);
@@ -223,12 +230,12 @@ async function rowsOf(db: Database, dir: string): Promise<Row[]> {
     console.log(`  checked, ${tool}: ${verified[tool]}`);
   };
   const contenders: Contender[] = [
-    { name: names.wvFull, prepare: async () => removeDir(target), run: () => withBytes(spawnTimed(process.execPath, restoreArgs(target, false))) },
+    { name: names.wvFull, prepare: async () => removeDir(target), run: () => withBytes(spawnTimed(process.execPath, restoreArgs(target, false, 'full'))) },
     { name: names.pbrFull, prepare: async () => removeDir(target), run: () => withBytes(pbr.restore(target)) },
     {
       name: names.wvDelta,
       prepare: async () => changedCopy(wvBase, target, change, false),
-      run: () => withBytes(spawnTimed(process.execPath, restoreArgs(target, true))),
+      run: () => withBytes(spawnTimed(process.execPath, restoreArgs(target, true, 'delta'))),
       cleanup: verify('walvault', wvDigests, null),
     },
     {
@@ -237,7 +244,7 @@ async function rowsOf(db: Database, dir: string): Promise<Row[]> {
       run: () => withBytes(pbr.restore(target, { delta: true })),
       cleanup: verify('pgBackRest', pbrDigests, { file: 'postgresql.auto.conf', why: "its restore_command names the restore's target directory" }),
     },
-    { name: names.wvSame, prepare: async () => changedCopy(wvBase, target, null, false), run: () => withBytes(spawnTimed(process.execPath, restoreArgs(target, true))) },
+    { name: names.wvSame, prepare: async () => changedCopy(wvBase, target, null, false), run: () => withBytes(spawnTimed(process.execPath, restoreArgs(target, true, 'unchanged'))) },
   ];
   console.log(`restores of "${facts.kind}":`);
   const s = summarizeAll(await alternate(contenders, ROUNDS_DELTA));

@@ -113,6 +113,24 @@ describe('picking frames out of a stored object', () => {
     await assert.rejects(pick(archive, KEY, all), (err) => isWalvaultError(err, 'ARCHIVE_CORRUPT') && err.message.includes(KEY));
     assert.equal(await pick(archive, 'backups/x/parts/none.000000', all), null);
   });
+
+  test('read into a given buffer at the size recorded for it; another size is refused before the walk', async (t) => {
+    const root = await tempDir(t, 'pick-into');
+    const archive = new Archive(new LocalStorage(root), { codec: 'zstd' });
+    const data = partLike();
+    await archive.putOwnedBuffer(KEY, data, createHash('sha256').update(data).digest(), { frameSize: FRAME });
+    const size = (await fs.stat(path.join(root, KEY))).size;
+    const into = Buffer.from(new SharedArrayBuffer(size + 100));
+    const read = await archive.readFramed(KEY, { size, into });
+    assert.ok(read);
+    assert.equal(read.stored.buffer, into.buffer, 'read where it was asked to be');
+    assert.equal(read.stored.length, size);
+    assert.ok(Buffer.concat(await Promise.all(read.frames.map((f) => decodeFrame(read.stored, f, read.keys)))).equals(data));
+    for (const recorded of [size - 1, size + 1]) {
+      await assert.rejects(archive.readFramed(KEY, { size: recorded, into }), (err) => isWalvaultError(err, 'ARCHIVE_CORRUPT') && err.message.includes(KEY) && err.message.includes(`${recorded} bytes recorded`));
+    }
+    assert.equal(await archive.readFramed('backups/x/parts/none.000000', { size, into }), null);
+  });
 });
 
 describe('the blocks of a file that differ from its block index', () => {
