@@ -5,7 +5,8 @@
  * parts that hold them: the rest of the backup is never read or decompressed.
  *
  * 1. The indexes are read (each checked against the size and SHA-256 the metadata records)
- *    and must name every file of the manifest with its size.
+ *    and must name every file of the manifest with its size; if one cannot be used, nothing
+ *    has been written yet and restore reads the whole backup instead.
  * 2. pg_control is set aside (./delta.ts); what the backup does not have as a file or
  *    directory goes: other files, links, anything else, and a directory where the backup has
  *    a file.
@@ -42,6 +43,8 @@ import type { FileWriterPool, WrittenFile } from './file-writers';
 import { crc32cHex } from './manifest-checksum';
 
 const CONTROL_FILE = 'global/pg_control';
+/** restore reads the whole backup then: the index only spares work. */
+const UNUSABLE_INDEX_FIX = 'a delta reads the whole backup instead; "walvault verify" reports a damaged object';
 
 /** Why a delta restore of this backup cannot go by blocks (it then reads the whole backup), or null. */
 export function blockDeltaUnusable(archive: Archive, meta: BackupMetadata, manifest: ManifestFiles): string | null {
@@ -77,9 +80,9 @@ async function readIndexes(archive: Archive, meta: BackupMetadata, roots: Readon
   for (const tar of meta.archives) {
     const ref = tar.index!;
     const bytes = await archive.get(ref.key);
-    if (!bytes) throw new WalvaultError('ARCHIVE_CORRUPT', `${ref.key} is missing in ${archive.storage.description}`, { fix: `restore without --delta (the whole backup is read), or repair the archive` });
+    if (!bytes) throw new WalvaultError('ARCHIVE_CORRUPT', `${ref.key} is missing in ${archive.storage.description}`, { fix: UNUSABLE_INDEX_FIX });
     if (bytes.length !== ref.size || createHash('sha256').update(bytes).digest('hex') !== ref.sha256) {
-      throw new WalvaultError('ARCHIVE_CORRUPT', `${ref.key} in ${archive.storage.description} is not the block index backup ${meta.name} records (its size or SHA-256 differs)`, { fix: `restore without --delta` });
+      throw new WalvaultError('ARCHIVE_CORRUPT', `${ref.key} in ${archive.storage.description} is not the block index backup ${meta.name} records (its size or SHA-256 differs)`, { fix: UNUSABLE_INDEX_FIX });
     }
     const index = decodeBlockIndex(bytes, ref.key);
     const isBase = tar.tablespaceOid === null;
@@ -102,7 +105,7 @@ function backupFiles(tars: readonly IndexedTar[], manifest: ManifestFiles, label
   for (const f of manifest.files) {
     const got = files.get(f.path);
     if (!got || got.member.size !== f.size) {
-      throw new WalvaultError('ARCHIVE_CORRUPT', `the block index of backup ${label} ${got ? `gives ${f.path} ${got.member.size} bytes, its manifest ${f.size}` : `lacks ${f.path}, which its manifest lists`}`, { fix: `restore without --delta` });
+      throw new WalvaultError('ARCHIVE_CORRUPT', `the block index of backup ${label} ${got ? `gives ${f.path} ${got.member.size} bytes, its manifest ${f.size}` : `lacks ${f.path}, which its manifest lists`}`, { fix: UNUSABLE_INDEX_FIX });
     }
   }
   return files;
@@ -139,6 +142,21 @@ export function differingRuns(want: Buffer, have: Buffer | null): Array<[number,
   return runs;
 }
 
+/** A backup's block indexes, read and checked, and its files by manifest path. */
+export interface BlockIndexes {
+  tars: IndexedTar[];
+  files: Map<string, BackupFile>;
+}
+
+/**
+ * Step 1, before anything is written: an index missing, damaged or at odds with the manifest
+ * throws ARCHIVE_CORRUPT, and the caller can still read the whole backup instead.
+ */
+export async function loadBlockIndexes(archive: Archive, meta: BackupMetadata, manifest: ManifestFiles, roots: ReadonlyMap<string | null, string>): Promise<BlockIndexes> {
+  const tars = await readIndexes(archive, meta, roots);
+  return { tars, files: backupFiles(tars, manifest, meta.name) };
+}
+
 export interface BlockDeltaResult {
   files: Map<string, WrittenFile>;
   dirs: Set<string>;
@@ -146,21 +164,20 @@ export interface BlockDeltaResult {
 }
 
 /**
- * Steps 1-4 after checkDeltaTarget. `roots`: tablespace OID (null: the data directory) ->
- * its directory.
+ * Steps 2-4 after checkDeltaTarget, with the indexes loadBlockIndexes gave. `roots`:
+ * tablespace OID (null: the data directory) -> its directory.
  */
 export async function restoreDeltaByBlocks(o: {
   archive: Archive;
   meta: BackupMetadata;
-  manifest: ManifestFiles;
+  indexes: BlockIndexes;
   roots: ReadonlyMap<string | null, string>;
   writers: FileWriterPool;
   log: Logger;
   progressOut?: NodeJS.WriteStream;
 }): Promise<BlockDeltaResult> {
   const { meta, log } = o;
-  const tars = await readIndexes(o.archive, meta, o.roots);
-  const files = backupFiles(tars, o.manifest, meta.name);
+  const { tars, files } = o.indexes;
   const dataDir = o.roots.get(null)!;
   await setControlAside(dataDir);
 

@@ -16,7 +16,7 @@ import { ArchiveSet } from '../archive/archive-set';
 import { workerSha256 } from '../archive/read/hash-worker';
 import { ReadAhead, type BlockSource } from '../archive/read/read-ahead';
 import { chainOf, isIncremental, listBackups, readCompleted, type BackupArchive, type BackupMetadata } from '../backup/catalog';
-import { WalvaultError } from '../errors';
+import { isWalvaultError, WalvaultError } from '../errors';
 import { formatBytes, Progress } from '../observe/progress';
 import { parseLsn } from '../wal/lsn';
 import { Extractor, PENDING_CONTROL_FILE, syncDirs, type ExtractedFile } from './extract';
@@ -30,7 +30,7 @@ import { TarReader, type TarSink } from '../util/tar-reader';
 import { chainManifest, fileFacts, type FileFacts } from './chain-manifest';
 import { BLOCK_SIZE, ChainPatcher } from './chain-patcher';
 import { checkDeltaRoots, checkDeltaTarget, dropOldControl, extraDirs, removeEntries, startDelta, type DeltaStart, type DeltaSummary } from './delta';
-import { blockDeltaUnusable, restoreDeltaByBlocks } from './delta-blocks';
+import { blockDeltaUnusable, loadBlockIndexes, restoreDeltaByBlocks, type BlockIndexes } from './delta-blocks';
 import { isEmptyDir, prepareDir } from './target-dir';
 
 /** Parts read at once: the one being extracted and those after it. */
@@ -221,13 +221,24 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   const manifestBytes = await o.archive.get(meta.manifest.key);
   if (!manifestBytes) throw new WalvaultError('ARCHIVE_CORRUPT', `${meta.manifest.key} is missing`, { fix: `backup ${meta.name} cannot be checked` });
   const manifest = parseManifest(manifestBytes, meta.manifest.key);
-  const whyWhole = o.delta ? blockDeltaUnusable(o.archive, meta, manifest) : null;
-  let got: ReadResult;
+  let whyWhole = o.delta ? blockDeltaUnusable(o.archive, meta, manifest) : null;
+  const roots = new Map<string | null, string>([[null, targetDir], ...tablespaces.map((t) => [t.oid, t.dir] as [string, string])]);
+  let indexes: BlockIndexes | null = null;
   if (o.delta && whyWhole === null) {
+    // The indexes only spare work: one that cannot be used costs the delta its speed, not the restore.
+    try {
+      indexes = await loadBlockIndexes(o.archive, meta, manifest, roots);
+    } catch (err) {
+      if (!isWalvaultError(err, 'ARCHIVE_CORRUPT')) throw err;
+      whyWhole = `its block index cannot be used: ${err.message}`;
+      log.warn({ reason: whyWhole }, 'delta: a block index of the backup is missing or damaged ("walvault check" names a missing one, "walvault verify" a damaged one); the whole backup is read instead');
+    }
+  }
+  let got: ReadResult;
+  if (indexes) {
     const writers = new FileWriterPool(manifest.algorithm);
     try {
-      const roots = new Map<string | null, string>([[null, targetDir], ...tablespaces.map((t) => [t.oid, t.dir] as [string, string])]);
-      const r = await restoreDeltaByBlocks({ archive: o.archive, meta, manifest, roots, writers, log, progressOut: o.progressOut });
+      const r = await restoreDeltaByBlocks({ archive: o.archive, meta, indexes, roots, writers, log, progressOut: o.progressOut });
       got = { files: r.files, dirs: r.dirs, rebuilt: null, delta: r.summary };
     } finally {
       await writers.destroy();

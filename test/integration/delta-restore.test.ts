@@ -295,6 +295,35 @@ describe(`restore --delta into a directory that ran, was changed, and has a tabl
     assert.deepEqual(treeDiff(reference, tree(target), (l) => (l === ts ? path.join(work, 'full-ts') : l)), [], 'what a full restore gives');
     assert.deepEqual(treeDiff(referenceTs, tree(ts)), [], 'the tablespace too');
   });
+
+  it('a block index missing or damaged: the delta reads the whole backup instead, saying why, and gives the same directory', { skip: compression === 'server' && 'a server-compressed backup has no block index' }, async () => {
+    const target = path.join(work, 'used');
+    const ts = path.join(work, 'used-ts');
+    const show = await runWalvault(['backup', 'show', backup, '--config', config]);
+    const index = (JSON.parse(show.stdout) as BackupMetadata).archives.find((a) => a.tablespaceOid === null)!.index!;
+    const file = path.join(archive, index.key);
+    const saved = fs.readFileSync(file);
+    const accounts = (await primary.query(`SELECT pg_relation_filepath('pgbench_accounts') AS p`))[0].p as string;
+    try {
+      for (const damage of ['cut', 'gone'] as const) {
+        if (damage === 'cut') fs.writeFileSync(file, saved.subarray(0, saved.length >> 1));
+        else fs.rmSync(file);
+        const b = fs.readFileSync(path.join(target, accounts));
+        b[8192 * 2 + 7] ^= 0xff;
+        fs.writeFileSync(path.join(target, accounts), b);
+        const r = await restore(target, ts, ['--delta']);
+        assert.equal(r.code, 0, r.stderr.slice(-3000));
+        assert.match(r.stderr, new RegExp(`block index cannot be used: [^\n]*${re(index.key)}`), `${damage}: ${r.stderr.slice(-3000)}`);
+        assert.match(r.stderr, /the whole backup is read instead/);
+        assert.doesNotMatch(r.stderr, /checked block by block/);
+        assert.ok(deltaLine(r.stdout).kept > 100, r.stdout);
+        assert.deepEqual(treeDiff(reference, tree(target), (l) => (l === ts ? path.join(work, 'full-ts') : l)), [], `${damage}: what a full restore gives`);
+        assert.deepEqual(treeDiff(referenceTs, tree(ts)), [], `${damage}: the tablespace too`);
+      }
+    } finally {
+      fs.writeFileSync(file, saved);
+    }
+  });
 });
 
 describe(`an old primary, after a promotion elsewhere, delta-restored from the new primary's backup, rejoins as its standby (PostgreSQL ${DEFAULT_MAJOR}; ${HOW.client})`, () => {
