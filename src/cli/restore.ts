@@ -91,6 +91,8 @@ export async function restoreCommandCli(targetDir: string, o: RestoreCliOptions)
     throw new WalvaultError('CONFIG_INVALID', '--primary-conninfo must not carry a password (it would show in the process list)', { fix: 'use a password file for the server user' });
   }
   const map = tablespaceMap(o.tablespaceMap);
+  // The writer threads load while the backup is chosen and its manifest read.
+  (await import('../restore/writer-threads')).prestartWriterThreads();
   const settings = archiveFromOptions(o);
   const siteName = o.config ? (settings as { name?: string }).name : undefined;
   const command = restoreCommand(o, siteName);

@@ -142,6 +142,26 @@ export function differingRuns(want: Buffer, have: Buffer | null): Array<[number,
   return runs;
 }
 
+/** The tars' directories and links, as they have them (links to tablespaces go to their directories here): the files go into them. */
+async function placeDirsAndLinks(tars: readonly IndexedTar[], roots: ReadonlyMap<string | null, string>, dirs: Set<string>): Promise<void> {
+  for (const t of tars) {
+    await fsp.mkdir(t.root, { recursive: true, mode: 0o700 });
+    await fsp.chmod(t.root, 0o700);
+    for (const m of t.members) {
+      const abs = path.join(t.root, m.path);
+      if (m.type === 'directory') {
+        await fsp.mkdir(abs, { recursive: true, mode: m.mode || 0o700 });
+        await fsp.chmod(abs, m.mode || 0o700);
+        dirs.add(abs);
+      } else if (m.type === 'symlink') {
+        await fsp.mkdir(path.dirname(abs), { recursive: true, mode: 0o700 });
+        const oid = t.isBase && /^pg_tblspc\/[0-9]+$/.test(m.path) ? m.path.slice('pg_tblspc/'.length) : null;
+        await fsp.symlink(oid !== null ? (roots.get(oid) ?? m.target!) : m.target!, abs);
+      }
+    }
+  }
+}
+
 /** A backup's block indexes, read and checked, and its files by manifest path. */
 export interface BlockIndexes {
   tars: IndexedTar[];
@@ -198,30 +218,9 @@ export async function restoreDeltaByBlocks(o: {
       if (e.kind === 'dir') removedDirs.push(e.path);
     }
   }
-  await removeEntries(remove);
 
-  // Directories and links first, as the tars have them: the files go into them.
-  const dirs = new Set<string>(tars.map((t) => t.root));
-  for (const t of tars) {
-    await fsp.mkdir(t.root, { recursive: true, mode: 0o700 });
-    await fsp.chmod(t.root, 0o700);
-    for (const m of t.members) {
-      const abs = path.join(t.root, m.path);
-      if (m.type === 'directory') {
-        await fsp.mkdir(abs, { recursive: true, mode: m.mode || 0o700 });
-        await fsp.chmod(abs, m.mode || 0o700);
-        dirs.add(abs);
-      } else if (m.type === 'symlink') {
-        await fsp.mkdir(path.dirname(abs), { recursive: true, mode: 0o700 });
-        const oid = t.isBase && /^pg_tblspc\/[0-9]+$/.test(m.path) ? m.path.slice('pg_tblspc/'.length) : null;
-        await fsp.symlink(oid !== null ? (o.roots.get(oid) ?? m.target!) : m.target!, abs);
-      }
-    }
-  }
-  for (const f of files.values()) dirs.add(path.dirname(f.abs));
-
-  // Steps 3 and 4 side by side: each file there is read block by block, in tar order, and
-  // the parts whose files are all decided are fetched meanwhile (./delta-fetch.ts).
+  // Step 3 starts at once (it only reads), while what goes goes and the directories are
+  // made; nothing is decided (no file created or fetched into) before they are.
   const blockSize = tars[0]?.blockSize ?? 8192;
   const runs = new Map<string, FileRuns>();
   let fetchedBytes = 0;
@@ -239,10 +238,6 @@ export async function restoreDeltaByBlocks(o: {
     while (next[f.tar] < order.length && decided.has(order[next[f.tar]].key)) next[f.tar]++;
     fetcher.decidedTo(f.tar, order[next[f.tar]]?.member.offset ?? Infinity);
   };
-  const there = new Set(check.map((c) => c.f.key));
-  for (const f of files.values()) {
-    if (!there.has(f.key)) decide(f, { file: f.abs, mode: f.member.mode || 0o600, tar: f.tar, member: f.member, runs: f.member.size > 0 ? [[0, f.member.hashes.length / BLOCK_HASH_LENGTH]] : [], existingSize: null });
-  }
   check.sort((a, b) => a.f.tar - b.f.tar || a.f.member.offset - b.f.member.offset);
   const checkBytes = check.reduce((s, c) => s + c.e.size, 0);
   let checkedBytes = 0;
@@ -256,22 +251,44 @@ export async function restoreDeltaByBlocks(o: {
     detail: () => `${checked} of ${check.length} files there checked, ${kept} kept whole; ${formatBytes(fetchedBytes)} of ${formatBytes(fetcher.stats.bytes)} decided so far fetched`,
   });
   progress.setTotal(checkBytes);
+  let placed: () => void = () => undefined;
+  let notPlaced: (err: Error) => void = () => undefined;
+  const dirsMade = new Promise<void>((resolve, reject) => ((placed = resolve), (notPlaced = reject)));
+  dirsMade.catch(() => undefined); // awaited by every file checked
+  const checking = o.writers.digestFiles(
+    check.map((c) => c.e.abs),
+    async (i, facts) => {
+      await dirsMade;
+      const { f } = check[i];
+      checked++;
+      progress.update((checkedBytes += facts.size));
+      const r = differingRuns(f.member.hashes, facts.blocks ?? null);
+      const differ = r.reduce((s, [a, b]) => s + Math.min(f.member.size, b * blockSize) - a * blockSize, 0);
+      keptBytes += f.member.size - differ;
+      if (r.length === 0 && facts.size === f.member.size) kept++;
+      decide(f, r.length === 0 && facts.size === f.member.size ? null : { file: f.abs, mode: f.member.mode || 0o600, tar: f.tar, member: f.member, runs: r, existingSize: facts.size });
+    },
+    blockSize,
+    check.map((c) => c.e.size),
+  );
+  checking.catch(() => undefined); // awaited below, once the directories are made
+  const dirs = new Set<string>(tars.map((t) => t.root));
   try {
-    await o.writers.digestFiles(
-      check.map((c) => c.e.abs),
-      (i, facts) => {
-        const { f } = check[i];
-        checked++;
-        progress.update((checkedBytes += facts.size));
-        const r = differingRuns(f.member.hashes, facts.blocks ?? null);
-        const differ = r.reduce((s, [a, b]) => s + Math.min(f.member.size, b * blockSize) - a * blockSize, 0);
-        keptBytes += f.member.size - differ;
-        if (r.length === 0 && facts.size === f.member.size) kept++;
-        decide(f, r.length === 0 && facts.size === f.member.size ? null : { file: f.abs, mode: f.member.mode || 0o600, tar: f.tar, member: f.member, runs: r, existingSize: facts.size });
-      },
-      blockSize,
-      check.map((c) => c.e.size),
-    );
+    try {
+      await removeEntries(remove);
+      await placeDirsAndLinks(tars, o.roots, dirs);
+      for (const f of files.values()) dirs.add(path.dirname(f.abs));
+      const there = new Set(check.map((c) => c.f.key));
+      for (const f of files.values()) {
+        if (!there.has(f.key)) decide(f, { file: f.abs, mode: f.member.mode || 0o600, tar: f.tar, member: f.member, runs: f.member.size > 0 ? [[0, f.member.hashes.length / BLOCK_HASH_LENGTH]] : [], existingSize: null });
+      }
+      placed();
+    } catch (err) {
+      notPlaced(err as Error);
+      await checking.catch(() => undefined);
+      throw err;
+    }
+    await checking;
     log.info({ there: existing.length, checked, kept, removed: remove.length, toFetch: runs.size }, 'delta: files there checked block by block against the block index');
     await fetcher.finish();
   } catch (err) {
@@ -281,19 +298,27 @@ export async function restoreDeltaByBlocks(o: {
     progress.finish();
   }
   const fetched = fetcher.stats;
-  await runPool([...files.values()], 16, (f) => fsp.chmod(f.abs, f.member.mode || 0o600));
+  // A file there already with the backup's mode is left as it is; one created here is set
+  // (its creation mode went through the umask).
+  const modeThere = new Map(check.map((c) => [c.f.key, c.e.mode]));
+  await runPool(
+    [...files.values()].filter((f) => modeThere.get(f.key) !== (f.member.mode || 0o600)),
+    16,
+    (f) => fsp.chmod(f.abs, f.member.mode || 0o600),
+  );
+  const extra = extraDirs(left, dirs);
+  await removeEntries(extra);
   // Every file, kept (read, not written: it may hold bytes a crashed server left only in the
-  // page cache) or written, made durable at once.
-  await syncFilesystems(tars.map((t) => t.root), [...files.values()].map((f) => f.abs));
-
+  // page cache) or written, made durable at once; each file's CRC-32C folded meanwhile.
+  const durable = syncFilesystems(tars.map((t) => t.root), [...files.values()].map((f) => f.abs));
+  durable.catch(() => undefined); // awaited below
   const written = new Map<string, WrittenFile>();
   const combiners = new Map(tars.map((t) => [t.blockSize, crc32cCombiner(t.blockSize)]));
   for (const f of files.values()) {
     const bs = tars[f.tar].blockSize;
     written.set(f.key, { size: f.member.size, checksum: crc32cHex(foldedCrc(f.member, bs, combiners.get(bs)!)) });
   }
-  const extra = extraDirs(left, dirs);
-  await removeEntries(extra);
+  await durable;
   log.info({ kept, keptBytes, fetchedBlocks: fetched.blocks, fetchedBytes: formatBytes(fetched.bytes) }, 'delta: differing blocks fetched');
   return {
     files: written,

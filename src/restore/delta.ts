@@ -51,6 +51,8 @@ export interface ExistingEntry {
   /** 'other': a symbolic link, socket, FIFO or device: never followed, always removed. */
   kind: 'file' | 'dir' | 'other';
   size: number;
+  /** A file's permission bits. */
+  mode?: number;
 }
 
 export interface ManifestFiles {
@@ -182,7 +184,8 @@ export async function scanTree(root: string, prefix: string): Promise<ExistingEn
       } else if (d.isFile()) {
         // Synchronous: a database directory holds thousands of files, and each lstat's trip
         // through the thread pool costs the main thread ten times the call itself.
-        out.push({ path: p, abs, kind: 'file', size: fs.lstatSync(abs).size });
+        const st = fs.lstatSync(abs);
+        out.push({ path: p, abs, kind: 'file', size: st.size, mode: st.mode & 0o7777 });
       } else {
         out.push({ path: p, abs, kind: 'other', size: 0 });
       }

@@ -5,6 +5,7 @@
 
 import type { CodecName } from '../archive/codecs';
 import type { FrameRef } from '../archive/read/pick-frames';
+import type { ManifestChecksumAlgorithm } from './manifest-checksum';
 
 /** Marks the pool's own threads: other threads (a site's receiver thread) load the module too. */
 export const WRITER_ROLE = 'walvault-file-writer';
@@ -25,6 +26,7 @@ export interface Placement {
 }
 
 export type ToWorker =
+  | { op: 'setup'; algorithm: ManifestChecksumAlgorithm }
   | { op: 'open'; id: number; path: string; mode: number }
   | { op: 'data'; id: number; bytes: Uint8Array }
   | { op: 'close'; id: number }

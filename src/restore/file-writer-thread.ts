@@ -29,7 +29,8 @@ interface OpenFile extends Flushed {
 }
 
 if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.role === WRITER_ROLE) {
-  const algorithm = (workerData as { algorithm: ManifestChecksumAlgorithm }).algorithm;
+  /** From the pool's first message ('setup'). */
+  let algorithm: ManifestChecksumAlgorithm = 'CRC32C';
   const port = parentPort;
   /** Small files this worker writes whole. */
   const open = new Map<number, OpenFile>();
@@ -82,6 +83,10 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
   };
   port.on('message', (m: ToWorker) => {
     switch (m.op) {
+      case 'setup': {
+        algorithm = m.algorithm;
+        return;
+      }
       case 'abort': {
         for (const f of open.values()) fs.close(f.fd, () => undefined);
         for (const f of placed.values()) fs.close(f.fd, () => undefined);

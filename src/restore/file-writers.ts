@@ -32,13 +32,13 @@
  * runs when every worker given the piece is done, and releases the slab.
  */
 import * as fs from 'node:fs';
-import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { WalvaultError } from '../errors';
 import type { FrameKeys, FrameRef } from '../archive/read/pick-frames';
-import { DIGEST_RANGE, FLUSH_EVERY, WRITER_ROLE, type FromWorker, type PartWrite, type Placement, type ToWorker } from './file-writer-messages';
+import { DIGEST_RANGE, FLUSH_EVERY, type FromWorker, type PartWrite, type Placement, type ToWorker } from './file-writer-messages';
 import type { ManifestChecksumAlgorithm } from './manifest-checksum';
+import { defaultWriterCount, takeWriterThread } from './writer-threads';
 
 export type { Placement };
 
@@ -105,15 +105,18 @@ export class FileWriterPool {
   private failure: Error | null = null;
   private failed: Array<(err: Error) => void> = [];
 
-  constructor(algorithm: ManifestChecksumAlgorithm, size = Math.max(2, Math.min(4, availableParallelism()))) {
+  constructor(algorithm: ManifestChecksumAlgorithm, size = defaultWriterCount()) {
     for (let i = 0; i < size; i++) {
-      const worker = new Worker(path.join(__dirname, 'file-writer-thread.js'), { workerData: { role: WRITER_ROLE, algorithm }, resourceLimits: { maxYoungGenerationSizeMb: 8, maxOldGenerationSizeMb: 64 } });
+      const worker = takeWriterThread();
+      worker.ref();
       const t: WriterThread = { worker, acks: [], queued: 0, patching: 0 };
       worker.on('message', (m: FromWorker) => this.onMessage(t, m));
       worker.on('error', (err) => this.fail(new WalvaultError('INTERNAL', `a restore writer thread failed: ${err.message}`, { cause: err })));
       worker.on('exit', (code) => {
         if (code !== 0) this.fail(new WalvaultError('INTERNAL', `a restore writer thread exited with code ${code}`));
       });
+      // The first message a thread gets: the algorithm is known only once the manifest is read.
+      worker.postMessage({ op: 'setup', algorithm } satisfies ToWorker);
       this.threads.push(t);
     }
   }
@@ -386,7 +389,9 @@ export class FileWriterPool {
         await each(item.file, { size: parts.reduce((sum, p) => sum + p.size, 0), checksum: '', blocks: Buffer.concat(parts.map((p) => p.blocks!)) });
       }
     };
-    await Promise.all(this.threads.map(lane));
+    // Two lanes a thread: its next file is there when it finishes one, not after this thread has
+    // taken the result and posted again (it may be busy with a part, say).
+    await Promise.all([...this.threads, ...this.threads].map(lane));
   }
 
   /**

@@ -165,6 +165,9 @@ describe(`restore --delta into a directory that ran, was changed, and has a tabl
     };
     flip(path.join(target, accounts), 8192 * 3 + 100); // same size, other checksum
     fs.truncateSync(path.join(target, branches), 0); // other size
+    // Other modes, on a file whose bytes are the backup's and on one patched: both come back as the backup has them.
+    fs.chmodSync(path.join(target, 'pg_hba.conf'), 0o644);
+    fs.chmodSync(path.join(target, accounts), 0o640);
     fs.rmSync(path.join(target, 'PG_VERSION'));
     fs.rmSync(path.join(target, 'global', 'pg_filenode.map'));
     fs.writeFileSync(path.join(target, 'base', 'stray-file'), 'not in the backup');
