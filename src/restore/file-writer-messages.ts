@@ -4,6 +4,7 @@
  */
 
 import type { CodecName } from '../archive/codecs';
+import { WalvaultError } from '../errors';
 import type { FrameRef } from '../archive/read/pick-frames';
 import type { ManifestChecksumAlgorithm } from './manifest-checksum';
 
@@ -89,3 +90,9 @@ export type FromWorker =
   | { op: 'error'; id: number; path: string; message: string; code?: string; reading?: boolean; corrupt?: boolean }
   | { op: 'patched'; id: number; pieces: Array<{ key: string; bytes: Uint8Array }> }
   | { op: 'aborted' };
+
+/** A file a thread (or the pool) could not read or write, as the restore reports it. */
+export function writeError(file: string, e: { code?: string; message: string; reading?: boolean }): WalvaultError {
+  if (e.reading) return new WalvaultError('STORAGE_IO', `cannot read ${file}: ${e.message}`, { fix: 'fix its permissions, or remove it (the restore then fetches it)' });
+  return new WalvaultError('STORAGE_IO', e.code === 'EEXIST' ? `${file} already exists (a restore never writes over a file)` : `cannot write ${file}: ${e.message}`);
+}

@@ -32,11 +32,10 @@
  * runs when every worker given the piece is done, and releases the slab.
  */
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import { WalvaultError } from '../errors';
 import type { FrameKeys, FrameRef } from '../archive/read/pick-frames';
-import { DIGEST_RANGE, FLUSH_EVERY, type FromWorker, type PartWrite, type Placement, type ToWorker } from './file-writer-messages';
+import { DIGEST_RANGE, FLUSH_EVERY, writeError, type FromWorker, type PartWrite, type Placement, type ToWorker } from './file-writer-messages';
 import type { ManifestChecksumAlgorithm } from './manifest-checksum';
 import { defaultWriterCount, takeWriterThread } from './writer-threads';
 
@@ -444,9 +443,4 @@ function take<T>(m: Map<number, T>, id: number): T | undefined {
   const v = m.get(id);
   m.delete(id);
   return v;
-}
-
-function writeError(file: string, e: { code?: string; message: string; reading?: boolean }): WalvaultError {
-  if (e.reading) return new WalvaultError('STORAGE_IO', `cannot read ${file}: ${e.message}`, { fix: 'fix its permissions, or remove it (the restore then fetches it)' });
-  return new WalvaultError('STORAGE_IO', e.code === 'EEXIST' ? `${file} already exists (a restore never writes over a file)` : `cannot write ${file}: ${e.message}`);
 }
