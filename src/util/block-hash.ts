@@ -20,11 +20,6 @@ export function writeBlockHash(block: Uint8Array, out: Buffer, at: number): void
   out.writeBigUInt64BE(BigInt.asUintN(64, xxh64(block)), at + 4);
 }
 
-/** The XXH64 of a block, as the index records it (8 bytes at `at` of `out`). */
-export function writeBlockXxh(block: Uint8Array, out: Buffer, at: number): void {
-  out.writeBigUInt64BE(BigInt.asUintN(64, xxh64(block)), at);
-}
-
 /** Block `b`'s CRC-32C in an index's hashes. */
 export function indexCrc32c(hashes: Buffer, b: number): number {
   return hashes.readUInt32BE(BLOCK_HASH_LENGTH * b);
