@@ -355,7 +355,8 @@ export class Archive {
   async readFramed(key: string, expect?: { size: number; into: Buffer }): Promise<{ stored: Buffer; header: EnvelopeHeader; frames: FrameRef[]; keys: FrameKeys } | null> {
     const label = this.label(key);
     // One byte more than recorded: an object longer than its record shows as such.
-    const stored = expect ? await this.storage.getRange(key, 0, expect.size + 1, expect.into) : await this.storage.get(key);
+    // A restore reads its parts one after another: on this thread where the store allows it.
+    const stored = !expect ? await this.storage.get(key) : this.storage.getRangeNow ? this.storage.getRangeNow(key, 0, expect.size + 1, expect.into) : await this.storage.getRange(key, 0, expect.size + 1, expect.into);
     if (stored === null) return null;
     if (expect && stored.length !== expect.size) {
       throw new WalvaultError('ARCHIVE_CORRUPT', `${label} is ${stored.length > expect.size ? 'longer than' : `${stored.length} bytes, not`} the ${expect.size} bytes recorded for it`, { fix: 'the object is damaged or was replaced' });

@@ -15,7 +15,7 @@
  * Directories created on the way are made durable by fsyncing their parents.
  */
 import { randomBytes } from 'node:crypto';
-import { close as closeFd, open as openFd, promises as fs, read as readFd, type Dirent } from 'node:fs';
+import { close as closeFd, closeSync, open as openFd, openSync, promises as fs, read as readFd, readSync, type Dirent } from 'node:fs';
 import * as path from 'node:path';
 import { WalvaultError } from '../errors';
 import { ensureDurableDir, errnoCode, fsyncDir, ioError, writeAndSync } from './local-files';
@@ -61,6 +61,32 @@ function dirModeFor(fileMode: number): number {
 
 /** Below this, a short read of a regular file means its end. */
 const ONE_READ_MAX = 1 << 30;
+
+/** The buffer a range read fills: `into` when it is large enough. */
+const rangeBuffer = (length: number, into?: Buffer) => (into !== undefined && into.length >= length ? into : Buffer.allocUnsafe(length));
+
+/** Whether a read that gave `n` of the `ask` bytes asked met the file's end (see getRange). */
+const metEnd = (n: number, ask: number) => n === 0 || (n < ask && ask < ONE_READ_MAX);
+
+/** getRange's reads, on the calling thread. */
+function readRangeSync(fd: number, buf: Buffer, offset: number, length: number): Buffer {
+  let done = 0;
+  for (let ask = length; ask > 0; ask = length - done) {
+    const n = readSync(fd, buf, done, ask, offset + done);
+    done += n;
+    if (metEnd(n, ask)) break;
+  }
+  return buf.subarray(0, done);
+}
+
+function missingAsNull<T>(file: string, open: () => T): T | null {
+  try {
+    return open();
+  } catch (err) {
+    if (isMissing(err)) return null;
+    throw ioError('open', file, err);
+  }
+}
 
 export class LocalStorage implements Storage {
   readonly root: string;
@@ -188,19 +214,32 @@ export class LocalStorage implements Storage {
       throw ioError('open', file, err);
     }
     try {
-      const buf = into !== undefined && into.length >= length ? into : Buffer.allocUnsafe(length);
+      const buf = rangeBuffer(length, into);
       let done = 0;
       while (done < length) {
         const ask = length - done;
         const n = await new Promise<number>((resolve, reject) => readFd(fd, buf, done, ask, offset + done, (err, got) => (err ? reject(err) : resolve(got))));
         done += n;
-        if (n === 0 || (n < ask && ask < ONE_READ_MAX)) break;
+        if (metEnd(n, ask)) break;
       }
       return buf.subarray(0, done);
     } catch (err) {
       throw ioError('read', file, err);
     } finally {
       closeFd(fd, () => undefined);
+    }
+  }
+
+  getRangeNow(key: string, offset: number, length: number, into?: Buffer): Buffer | null {
+    const file = this.pathOf(key);
+    const fd = missingAsNull(file, () => openSync(file, 'r'));
+    if (fd === null) return null;
+    try {
+      return readRangeSync(fd, rangeBuffer(length, into), offset, length);
+    } catch (err) {
+      throw ioError('read', file, err);
+    } finally {
+      closeSync(fd);
     }
   }
 

@@ -50,6 +50,13 @@ export interface Storage {
    * reads window after window allocates nothing.
    */
   getRange(key: string, offset: number, length: number, into?: Buffer): Promise<Buffer | null>;
+  /**
+   * getRange on the calling thread, blocking it, where the backend can (local files): for a
+   * restore reading hundreds of parts one after another on a CPU-bound machine, where each
+   * trip through the thread pool costs a wake-up and a context switch. Never for the daemon,
+   * whose loop must not wait on a disk.
+   */
+  getRangeNow?(key: string, offset: number, length: number, into?: Buffer): Buffer | null;
   head(key: string): Promise<ObjectInfo | null>;
   /**
    * The whole object as chunks in order, with its size, or null when there is no object: one

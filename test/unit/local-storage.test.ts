@@ -73,6 +73,24 @@ describe('LocalStorage', () => {
     await s.close();
   });
 
+  test('getRange and getRangeNow give the same bytes: a range, into a given buffer, short at the end, null when missing', async (t) => {
+    const s = new LocalStorage(await tempDir(t));
+    const body = randomBytes(100_000);
+    await s.put('a/obj', body);
+    for (const [offset, length] of [[0, 100_000], [10, 500], [99_990, 100], [100_000, 10], [0, 100_001]]) {
+      const want = body.subarray(offset, offset + length);
+      assert.deepEqual(await s.getRange('a/obj', offset, length), want, `getRange ${offset}+${length}`);
+      assert.deepEqual(s.getRangeNow('a/obj', offset, length), want, `getRangeNow ${offset}+${length}`);
+      const into = Buffer.alloc(length + 5);
+      const got = s.getRangeNow('a/obj', offset, length, into)!;
+      assert.deepEqual(got, want);
+      assert.equal(got.buffer, into.buffer, 'read into the buffer given');
+    }
+    assert.equal(s.getRangeNow('a/missing', 0, 10), null);
+    assert.equal(await s.getRange('a/missing', 0, 10), null);
+    await s.close();
+  });
+
   test('empty objects are objects', async (t) => {
     const s = new LocalStorage(await tempDir(t));
     await s.put('empty', Buffer.alloc(0));
