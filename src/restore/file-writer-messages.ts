@@ -16,7 +16,11 @@ export const FLUSH_EVERY = 32 * 1024 * 1024;
 export const PATCH_PAGE = 8192;
 /** By blocks, a file larger than this is read in ranges of this size (a multiple of any block size), on several threads. */
 export const DIGEST_RANGE = 64 * 1024 * 1024;
-/** A thread reads an existing file (digestFile) through one buffer of this size. */
+/** The check of the files there asks for small files together, up to this many... */
+export const DIGEST_BATCH_FILES = 32;
+/** ...and up to this many bytes: a round trip to a thread each costs more than a small file's read. */
+export const DIGEST_BATCH_BYTES = 8 * 1024 * 1024;
+/** A thread reads an existing file (digestFiles) through one buffer of this size. */
 export const DIGEST_READ_SIZE = 1024 * 1024;
 
 /** [from, to) of a piece, and where in the file it goes (null: nowhere). */
@@ -45,12 +49,13 @@ export type ToWorker =
   /** Closes `file` (fsynced first if `sync`); answered (value 0) under request `id`. */
   | { op: 'closeAt'; id: number; file: number; path: string; sync: boolean }
   /**
-   * Reads an existing file whole and checksums it (a delta restore's check); answered as
-   * 'closed' under `id`. With `blockSize`, instead of the manifest's checksum: the XXH64 of
-   * each block of that size (8 bytes each), which a backup's block index records
-   * (../util/block-hash.ts); with `range`, of those bytes of the file only.
+   * Reads existing files whole, one after another, and checksums them (a delta restore's
+   * check); answered as 'digestedFiles' under `id`, a fact per path. With `blockSize`,
+   * instead of the manifest's checksum: the XXH64 of each block of that size (8 bytes each),
+   * which a backup's block index records (../util/block-hash.ts); with `range` (one path), of
+   * those bytes of the file only.
    */
-  | { op: 'digestFile'; id: number; path: string; blockSize?: number; range?: [number, number] }
+  | { op: 'digestFiles'; id: number; paths: string[]; blockSize?: number; range?: [number, number] }
   /**
    * A delta restore's blocks out of one backup part (./delta-fetch.ts): the frames decoded
    * (../archive/read/pick-frames.ts), each block checked against its index hashes and written
@@ -82,8 +87,9 @@ export interface PartWrite {
 export type FromWorker =
   /** `written`: of a patch pwrite, the bytes it wrote. */
   | { op: 'ack'; bytes: number; crcs?: number[]; written?: number }
-  /** A small file written and closed, or a file digested (digestFile): its size and checksum. */
-  | { op: 'closed'; id: number; size: number; checksum: string; blocks?: Uint8Array }
+  /** A small file written and closed: its size and checksum. */
+  | { op: 'closed'; id: number; size: number; checksum: string }
+  | { op: 'digestedFiles'; id: number; facts: Array<{ size: number; checksum: string; blocks?: Uint8Array }> }
   | { op: 'digested'; id: number; checksum: string }
   /** The answer to a request (a closeAt: 0). */
   | { op: 'answered'; id: number; value: number }

@@ -176,28 +176,35 @@ if (!isMainThread && parentPort && (workerData as { role?: string } | null)?.rol
         );
         return;
       }
-      case 'digestFile': {
-        let fd: number | null = null;
-        try {
-          fd = openNoAtime(m.path);
-          readBuffer ??= Buffer.allocUnsafe(DIGEST_READ_SIZE);
-          if (m.blockSize) {
-            // Made durable together at the end (../util/sync-filesystem.ts), not with an fsync each.
-            const { size, blocks } = blockHashes(fd, readBuffer, m.blockSize, m.range ?? [0, Number.MAX_SAFE_INTEGER]);
-            port.postMessage({ op: 'closed', id: m.id, size, checksum: '', blocks } satisfies FromWorker, [blocks.buffer as ArrayBuffer]);
+      case 'digestFiles': {
+        const facts: Array<{ size: number; checksum: string; blocks?: Uint8Array }> = [];
+        const transfer: ArrayBuffer[] = [];
+        for (const file of m.paths) {
+          let fd: number | null = null;
+          try {
+            fd = openNoAtime(file);
+            readBuffer ??= Buffer.allocUnsafe(DIGEST_READ_SIZE);
+            if (m.blockSize) {
+              // Made durable together at the end (../util/sync-filesystem.ts), not with an fsync each.
+              const { size, blocks } = blockHashes(fd, readBuffer, m.blockSize, m.range ?? [0, Number.MAX_SAFE_INTEGER]);
+              facts.push({ size, checksum: '', blocks });
+              transfer.push(blocks.buffer as ArrayBuffer);
+              continue;
+            }
+            const hash = newChecksum(algorithm);
+            let size = 0;
+            for (let n; (n = fs.readSync(fd, readBuffer, 0, readBuffer.length, null)) > 0; size += n) hash.update(readBuffer.subarray(0, n));
+            // A file kept is as durable as one written (cheap when nothing of it is unflushed).
+            fs.fsyncSync(fd);
+            facts.push({ size, checksum: hash.digest() });
+          } catch (err) {
+            report(m.id, file, err, true);
             return;
+          } finally {
+            if (fd !== null) fs.closeSync(fd);
           }
-          const hash = newChecksum(algorithm);
-          let size = 0;
-          for (let n; (n = fs.readSync(fd, readBuffer, 0, readBuffer.length, null)) > 0; size += n) hash.update(readBuffer.subarray(0, n));
-          // A file kept is as durable as one written (cheap when nothing of it is unflushed).
-          fs.fsyncSync(fd);
-          port.postMessage({ op: 'closed', id: m.id, size, checksum: hash.digest() } satisfies FromWorker);
-        } catch (err) {
-          report(m.id, m.path, err, true);
-        } finally {
-          if (fd !== null) fs.closeSync(fd);
         }
+        port.postMessage({ op: 'digestedFiles', id: m.id, facts } satisfies FromWorker, transfer);
         return;
       }
       case 'hash': {

@@ -104,6 +104,7 @@ export class FileWriterPool {
   private readonly threads: WriterThread[] = [];
   private readonly files = new Map<number, SmallFile | LargeFile>();
   private readonly closes = new Map<number, Waiter<WrittenFile>>();
+  private readonly checked = new Map<number, Waiter<WrittenFile[]>>();
   private readonly digests = new Map<number, Waiter<string>>();
   private readonly requests = new Map<number, Waiter<number>>();
   private readonly patches = new Map<number, Waiter<Array<{ key: string; bytes: Buffer }>>>();
@@ -135,7 +136,9 @@ export class FileWriterPool {
       t.acks.shift()?.(m.crcs, m.written);
     } else if (m.op === 'closed') {
       this.files.delete(m.id);
-      take(this.closes, m.id)?.resolve({ size: m.size, checksum: m.checksum, ...(m.blocks ? { blocks: Buffer.from(m.blocks.buffer, m.blocks.byteOffset, m.blocks.byteLength) } : {}) });
+      take(this.closes, m.id)?.resolve({ size: m.size, checksum: m.checksum });
+    } else if (m.op === 'digestedFiles') {
+      take(this.checked, m.id)?.resolve(m.facts.map((f) => ({ size: f.size, checksum: f.checksum, ...(f.blocks ? { blocks: Buffer.from(f.blocks.buffer, f.blocks.byteOffset, f.blocks.byteLength) } : {}) })));
     } else if (m.op === 'digested') {
       take(this.digests, m.id)?.resolve(m.checksum);
     } else if (m.op === 'answered') {
@@ -151,11 +154,10 @@ export class FileWriterPool {
   private fail(err: Error): void {
     if (this.failure) return;
     this.failure = err;
-    for (const w of [...this.closes.values(), ...this.digests.values(), ...this.requests.values(), ...this.patches.values()]) w.reject(err);
-    this.patches.clear();
-    this.closes.clear();
-    this.digests.clear();
-    this.requests.clear();
+    for (const m of [this.closes, this.checked, this.digests, this.requests, this.patches]) {
+      for (const w of m.values()) w.reject(err);
+      m.clear();
+    }
     for (const f of this.failed) f(err);
     this.failed = [];
   }
@@ -357,11 +359,10 @@ export class FileWriterPool {
   }
 
   /**
-   * Reads existing files and checksums them (a delta restore's check), one file at a time per
-   * thread, each through one buffer of its own: memory stays at a buffer per thread whatever
-   * the files' sizes, and the reads run side by side. `each` gets a file's size and checksum
-   * (with `blockSize`, its block hashes instead) as it is done (the thread's next read waits for what it returns); a file that cannot be
-   * read fails the pool.
+   * Reads existing files and checksums them (a delta restore's check; what each request reads:
+   * ./digest-plan.ts), through one buffer per thread whatever the files' sizes. `each` gets a
+   * file's size and checksum (with `blockSize`, its block hashes instead) as it is done (the
+   * lane's next request waits for what it returns); a file that cannot be read fails the pool.
    */
   async digestFiles(files: readonly string[], each: (index: number, facts: WrittenFile) => void | Promise<void>, blockSize?: number, sizes?: readonly number[]): Promise<void> {
     const plan = new DigestPlan(files.length, sizes, !!blockSize);
@@ -371,12 +372,11 @@ export class FileWriterPool {
         this.check();
         const item = plan.items[next++];
         const id = this.nextId++;
-        const facts = await new Promise<WrittenFile>((resolve, reject) => {
-          this.closes.set(id, { resolve, reject });
-          this.post(t, { op: 'digestFile', id, path: files[item.file], ...(blockSize ? { blockSize } : {}), ...(item.range ? { range: item.range } : {}) });
+        const facts = await new Promise<WrittenFile[]>((resolve, reject) => {
+          this.checked.set(id, { resolve, reject });
+          this.post(t, { op: 'digestFiles', id, paths: item.files.map((f) => files[f]), ...(blockSize ? { blockSize } : {}), ...(item.range ? { range: item.range } : {}) });
         });
-        const whole = plan.done(item, facts);
-        if (whole) await each(item.file, whole);
+        for (const [file, whole] of plan.done(item, facts)) await each(file, whole);
       }
     };
     // Two lanes a thread: its next file is there when it finishes one, not after this thread has
