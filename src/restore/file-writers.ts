@@ -58,8 +58,6 @@ export interface WrittenFile {
 
 /** From this size on a file is checksummed by one worker and written by all. */
 const LARGE_FILE = 8 * 1024 * 1024;
-/** More parts than a delta restore has in flight at once (./delta-fetch.ts): patchPart's weight of a thread checking. */
-const PARTS_QUEUED_MAX = 64;
 /** Files from this size on can be patched in place (open's `patch`). */
 export const PATCH_MIN_SIZE = LARGE_FILE;
 
@@ -404,8 +402,8 @@ export class FileWriterPool {
   patchPart(part: { stored: Buffer; keys: FrameKeys; frames: FrameRef[]; writes: PartWrite[] }): Promise<Array<{ key: string; bytes: Buffer }>> {
     this.check();
     // A thread still checking takes no part while another thread does not check.
-    const load = (t: WriterThread) => t.patching + (t.checking > 0 ? this.threads.length * PARTS_QUEUED_MAX : 0);
-    const t = this.threads.reduce((a, b) => (load(b) < load(a) ? b : a));
+    const free = this.threads.filter((t) => t.checking === 0);
+    const t = (free.length > 0 ? free : this.threads).reduce((a, b) => (b.patching < a.patching ? b : a));
     const id = this.nextId++;
     const shared = part.stored.buffer instanceof SharedArrayBuffer;
     const own = !shared && part.stored.byteOffset === 0 && part.stored.byteLength === part.stored.buffer.byteLength;
